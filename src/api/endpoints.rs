@@ -1,0 +1,45 @@
+//! `/api/v1/sites/{site}/endpoints`: what is observed of each endpoint.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+
+use super::{rfc3339, site, ApiResult, AppState, PathParams};
+use crate::engine::endpoint::Endpoint;
+
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    pub name: String,
+    pub kind: &'static str,
+    /// `online`, `offline`, `unauthorized`, `disabled`.
+    pub state: &'static str,
+    pub since: String,
+    pub last_error: Option<String>,
+}
+
+pub fn view(e: &Endpoint) -> EndpointView {
+    let h = e.health();
+    EndpointView {
+        name: e.name.clone(),
+        kind: e.kind.name(),
+        state: h.state.as_str(),
+        since: rfc3339(h.since),
+        last_error: h.last_error,
+    }
+}
+
+pub async fn list(
+    State(daemon): State<AppState>,
+    PathParams(name): PathParams<String>,
+) -> ApiResult<Json<Vec<EndpointView>>> {
+    let site = site(&daemon, &name)?;
+    Ok(Json(site.endpoints().map(|e| view(e)).collect()))
+}
+
+pub async fn show(
+    State(daemon): State<AppState>,
+    PathParams((site_name, name)): PathParams<(String, String)>,
+) -> ApiResult<Json<EndpointView>> {
+    let site = site(&daemon, &site_name)?;
+    Ok(Json(view(site.endpoint(&name)?)))
+}

@@ -1,0 +1,153 @@
+//! `/api/v1/sites/{site}/flows`: list, show, and 'Send All' / 'Send Changed'.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{rfc3339, site, Actor, ApiError, ApiResult, AppState, JsonBody, PathParams};
+use crate::config::{FlowConfig, Schedule};
+use crate::engine::Site;
+use crate::model::RunMode;
+use crate::store::RunRecord;
+
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    pub id: i64,
+    pub mode: &'static str,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `success`, `failed`, `halted`; null while it runs.
+    pub result: Option<&'static str>,
+    /// Records queued by the run.
+    pub captured: i64,
+    pub error: Option<String>,
+}
+
+impl From<&RunRecord> for RunView {
+    fn from(r: &RunRecord) -> RunView {
+        RunView {
+            id: r.id,
+            mode: r.mode.as_str(),
+            started_at: rfc3339(r.started_at),
+            finished_at: r.finished_at.map(rfc3339),
+            result: r.result.map(|r| r.as_str()),
+            captured: r.captured,
+            error: r.error.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct FlowView {
+    pub name: String,
+    pub integration: String,
+    pub source: String,
+    pub target: String,
+    pub schedule: Option<String>,
+    pub enabled: bool,
+    /// Blank, `Pending All`, `Pending Changed`, `Running`, or the last
+    /// result (`Success`, `Failed`, `Halted`).
+    pub status: &'static str,
+    /// The cursor value 'Send Changed' continues after.
+    pub checkpoint: Option<serde_json::Value>,
+    pub last_run: Option<RunView>,
+}
+
+pub fn schedule_text(s: &Schedule) -> String {
+    match s {
+        Schedule::Every(d) => format!("every {}", humantime(*d)),
+        Schedule::Cron { expr, .. } => expr.clone(),
+    }
+}
+
+fn humantime(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+pub async fn flow_view(site: &Site, integration: &str, flow: &FlowConfig) -> ApiResult<FlowView> {
+    let record = site.store.flow(&flow.name).await?;
+    let last_run = site.store.runs(&flow.name, 1).await?;
+    Ok(FlowView {
+        name: flow.name.clone(),
+        integration: integration.to_string(),
+        source: flow.source.clone(),
+        target: flow.target.clone(),
+        schedule: flow.schedule.as_ref().map(schedule_text),
+        enabled: flow.enabled,
+        status: record.status.label(),
+        checkpoint: record
+            .checkpoint
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok()),
+        last_run: last_run.first().map(RunView::from),
+    })
+}
+
+pub async fn list(
+    State(daemon): State<AppState>,
+    PathParams(name): PathParams<String>,
+) -> ApiResult<Json<Vec<FlowView>>> {
+    let site = site(&daemon, &name)?;
+    let mut out = Vec::new();
+    for (ic, fc) in site.flows() {
+        out.push(flow_view(site, &ic.name, fc).await?);
+    }
+    Ok(Json(out))
+}
+
+pub async fn show(
+    State(daemon): State<AppState>,
+    PathParams((site_name, flow)): PathParams<(String, String)>,
+) -> ApiResult<Json<FlowView>> {
+    let site = site(&daemon, &site_name)?;
+    let (ic, fc) = site.flow(&flow)?;
+    Ok(Json(flow_view(site, &ic.name, fc).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunBody {
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunAnswer {
+    pub flow: String,
+    pub mode: &'static str,
+    /// `Running`, or `Pending All` / `Pending Changed` while the site is
+    /// stopped (the request will not run).
+    pub status: &'static str,
+}
+
+pub async fn run(
+    State(daemon): State<AppState>,
+    PathParams((site_name, flow)): PathParams<(String, String)>,
+    actor: Actor,
+    JsonBody(body): JsonBody<RunBody>,
+) -> ApiResult<(StatusCode, Json<RunAnswer>)> {
+    let site = site(&daemon, &site_name)?;
+    let mode = body
+        .mode
+        .as_deref()
+        .and_then(RunMode::parse)
+        .ok_or_else(|| ApiError::BadRequest("\"mode\" must be \"all\" or \"changed\"".into()))?;
+    let status = site.request_run(&flow, mode, &actor.0).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunAnswer {
+            flow,
+            mode: mode.as_str(),
+            status: status.label(),
+        }),
+    ))
+}

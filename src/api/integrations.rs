@@ -1,0 +1,180 @@
+//! `/api/v1/sites/{site}/integrations`: list, show, pause, resume, start, stop.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::flows::{flow_view, FlowView};
+use super::{rfc3339, site, Actor, ApiResult, AppState, JsonBody, PathParams};
+use crate::engine::integration::ResumeProgress;
+use crate::engine::{Integration, Site};
+use crate::model::{derive_status, FlowRunOutcome, IntegrationEvent, RunResult};
+
+#[derive(Debug, Serialize)]
+pub struct HoldView {
+    pub kind: &'static str,
+    pub by: String,
+    pub since: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IntegrationView {
+    pub name: String,
+    pub site: String,
+    /// What a person set: `active`, `paused`, `stopped`.
+    pub state: &'static str,
+    /// Seed 001's status: Running, Failed, Idle, …
+    pub status: &'static str,
+    /// It sends only while this is empty (and it is active).
+    pub holds: Vec<HoldView>,
+    /// Transactions waiting to be sent.
+    pub queued: i64,
+    pub on_error: &'static str,
+    /// The drain a resume started, while it goes on; else null.
+    pub resume: Option<ResumeProgress>,
+    pub flows: Vec<FlowView>,
+}
+
+pub async fn view(site: &Site, integration: &Integration) -> ApiResult<IntegrationView> {
+    let record = integration.record();
+    let mut flows = Vec::new();
+    let mut outcomes = Vec::new();
+    for flow in &integration.config.flows {
+        let view = flow_view(site, &integration.name, flow).await?;
+        let push = site
+            .endpoint(&flow.source)
+            .is_ok_and(|e| e.kind.is_push_source());
+        if flow.enabled {
+            outcomes.push(if push {
+                FlowRunOutcome::Push
+            } else {
+                FlowRunOutcome::Completed(latest_completed(site, &flow.name).await?)
+            });
+        }
+        flows.push(view);
+    }
+    Ok(IntegrationView {
+        name: integration.name.clone(),
+        site: site.name.clone(),
+        state: record.state.as_str(),
+        status: derive_status(record.state, false, &outcomes).as_str(),
+        holds: record
+            .holds
+            .iter()
+            .map(|h| HoldView {
+                kind: h.kind.as_str(),
+                by: h.by.clone(),
+                since: rfc3339(h.since),
+                reason: h.reason.clone(),
+            })
+            .collect(),
+        queued: site.store.queued_count(&integration.name).await?,
+        on_error: match integration.config.on_error {
+            crate::config::OnError::Block => "block",
+            crate::config::OnError::Skip => "skip",
+        },
+        resume: integration.resume_progress(),
+        flows,
+    })
+}
+
+/// The latest result of a completed run (success or failure) of a flow; an
+/// ongoing or halted run does not count (seed 001).
+async fn latest_completed(site: &Site, flow: &str) -> ApiResult<Option<RunResult>> {
+    Ok(site
+        .store
+        .runs(flow, 50)
+        .await?
+        .into_iter()
+        .filter_map(|r| r.result)
+        .find(|r| matches!(r, RunResult::Success | RunResult::Failed)))
+}
+
+pub async fn list(
+    State(daemon): State<AppState>,
+    PathParams(name): PathParams<String>,
+) -> ApiResult<Json<Vec<IntegrationView>>> {
+    let site = site(&daemon, &name)?;
+    let mut out = Vec::new();
+    for integration in site.integrations() {
+        out.push(view(site, integration).await?);
+    }
+    Ok(Json(out))
+}
+
+pub async fn show(
+    State(daemon): State<AppState>,
+    PathParams((site_name, name)): PathParams<(String, String)>,
+) -> ApiResult<Json<IntegrationView>> {
+    let site = site(&daemon, &site_name)?;
+    let integration = site.integration(&name)?;
+    Ok(Json(view(site, integration).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+async fn act(
+    daemon: AppState,
+    site_name: String,
+    name: String,
+    actor: Actor,
+    body: ActionBody,
+    event: IntegrationEvent,
+) -> ApiResult<Json<IntegrationView>> {
+    let site = site(&daemon, &site_name)?;
+    let integration = site.integration(&name)?;
+    let action = format!("integration.{}", event.verb());
+    let subject = format!("integration/{name}");
+    let reason = body.reason.as_deref();
+    match integration.apply(event, &actor.0, reason).await {
+        Ok(_) => {
+            site.audit(&actor.0, &action, &subject, reason, "ok").await;
+            site.log
+                .write(
+                    crate::log::level::INFO,
+                    format!(
+                        "Integration {name} {} by {}{}",
+                        match event {
+                            IntegrationEvent::Pause => "paused",
+                            IntegrationEvent::Resume => "resumed",
+                            IntegrationEvent::Start => "started",
+                            IntegrationEvent::Stop => "stopped",
+                        },
+                        actor.0,
+                        reason.map(|r| format!(": {r}")).unwrap_or_default()
+                    ),
+                )
+                .await;
+        }
+        Err(e) => {
+            site.audit(&actor.0, &action, &subject, reason, &format!("refused: {e}"))
+                .await;
+            return Err(e.into());
+        }
+    }
+    Ok(Json(view(site, integration).await?))
+}
+
+macro_rules! action {
+    ($name:ident, $event:expr) => {
+        pub async fn $name(
+            State(daemon): State<AppState>,
+            PathParams((site_name, name)): PathParams<(String, String)>,
+            actor: Actor,
+            JsonBody(body): JsonBody<ActionBody>,
+        ) -> ApiResult<Json<IntegrationView>> {
+            act(daemon, site_name, name, actor, body, $event).await
+        }
+    };
+}
+
+action!(pause, IntegrationEvent::Pause);
+action!(resume, IntegrationEvent::Resume);
+action!(start, IntegrationEvent::Start);
+action!(stop, IntegrationEvent::Stop);

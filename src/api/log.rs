@@ -1,0 +1,154 @@
+//! `/api/v1/sites/{site}/log` (text), `…/log/stream` (server-sent events)
+//! and `…/audit` (JSON).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::{rfc3339, site, ApiError, ApiResult, AppState, PathParams, QueryParams};
+use crate::log::format_entry;
+use crate::model::Millis;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Only lines at this level or more important (a lower number).
+    pub level: Option<u8>,
+    /// Only lines from this time on: RFC 3339, or milliseconds since the epoch.
+    pub since: Option<String>,
+    /// At most this many lines (the newest); default 1000, at most 10000.
+    pub limit: Option<usize>,
+    /// Only lines after this log entry id.
+    pub after: Option<i64>,
+}
+
+fn parse_since(s: &str) -> ApiResult<Millis> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "since '{s}' is neither RFC 3339 (2026-11-24T15:04:05Z) nor milliseconds"
+            ))
+        })
+}
+
+pub async fn text(
+    State(daemon): State<AppState>,
+    PathParams(name): PathParams<String>,
+    QueryParams(q): QueryParams<LogQuery>,
+) -> ApiResult<Response> {
+    let site = site(&daemon, &name)?;
+    let since = q.since.as_deref().map(parse_since).transpose()?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let entries = site
+        .store
+        .log(q.after.unwrap_or(0), since, q.level.unwrap_or(9), limit)
+        .await?;
+    let mut body = String::new();
+    for e in &entries {
+        body.push_str(&format_entry(e));
+        body.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    pub level: Option<u8>,
+    /// How many recent lines to send first (default 20, at most 1000).
+    pub tail: Option<usize>,
+}
+
+/// Recent lines, then each new line as it is written, as server-sent
+/// events whose data is the formatted line and whose id is the entry id.
+pub async fn stream(
+    State(daemon): State<AppState>,
+    PathParams(name): PathParams<String>,
+    QueryParams(q): QueryParams<StreamQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let site = site(&daemon, &name)?;
+    let max_level = q.level.unwrap_or(9);
+    // Subscribe before reading the backlog, so no line falls in between.
+    let live = BroadcastStream::new(site.log.subscribe());
+    let tail = q.tail.unwrap_or(20).min(1000);
+    let backlog = if tail == 0 {
+        Vec::new()
+    } else {
+        site.store.log(0, None, max_level, tail).await?
+    };
+    let last_id = backlog.last().map_or(0, |e| e.id);
+    let event = |e: &crate::store::LogEntry| {
+        Event::default()
+            .id(e.id.to_string())
+            .data(format_entry(e))
+    };
+    let first: Vec<Result<Event, Infallible>> = backlog.iter().map(|e| Ok(event(e))).collect();
+    let live = live.filter_map(move |item| {
+        let out = match item {
+            Ok(e) if e.level <= max_level && (e.id > last_id || e.id == 0) => Some(Ok(event(&e))),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Ok(Event::default().comment(format!("{n} lines skipped: the reader was too slow"))))
+            }
+        };
+        std::future::ready(out)
+    });
+    let shutdown = daemon.shutdown_token();
+    let events = stream::iter(first)
+        .chain(live)
+        .take_until(async move { shutdown.cancelled().await });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditView {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub reason: Option<String>,
+    pub outcome: String,
+}
+
+pub async fn audit(
+    State(daemon): State<AppState>,
+    PathParams(name): PathParams<String>,
+    QueryParams(q): QueryParams<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditView>>> {
+    let site = site(&daemon, &name)?;
+    let entries = site.store.audit(q.limit.unwrap_or(100).clamp(1, 10_000)).await?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|a| AuditView {
+                id: a.id,
+                at: rfc3339(a.ts),
+                actor: a.actor,
+                action: a.action,
+                subject: a.subject,
+                reason: a.reason,
+                outcome: a.outcome,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,242 @@
+//! The REST API (under `/api/v1`) and the webhook receiver (`/hooks`).
+//!
+//! One file per resource. Every error is JSON `{"error": "…"}` with the
+//! right status code ([`ApiError`] is the one boundary); bad input is a 4xx,
+//! never a panic or a 500.
+
+pub mod endpoints;
+pub mod flows;
+pub mod hooks;
+pub mod integrations;
+pub mod log;
+pub mod sites;
+pub mod transactions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+
+use crate::engine::{Daemon, EngineError, Site};
+use crate::model::Refusal;
+
+pub type AppState = Arc<Daemon>;
+
+/// Builds the whole HTTP surface of the daemon.
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    let api = Router::new()
+        .route("/sites", get(sites::list))
+        .route("/sites/{site}", get(sites::show))
+        .route("/sites/{site}/start", post(sites::start))
+        .route("/sites/{site}/stop", post(sites::stop))
+        .route("/sites/{site}/log", get(log::text))
+        .route("/sites/{site}/log/stream", get(log::stream))
+        .route("/sites/{site}/audit", get(log::audit))
+        .route("/sites/{site}/integrations", get(integrations::list))
+        .route("/sites/{site}/integrations/{name}", get(integrations::show))
+        .route("/sites/{site}/integrations/{name}/pause", post(integrations::pause))
+        .route("/sites/{site}/integrations/{name}/resume", post(integrations::resume))
+        .route("/sites/{site}/integrations/{name}/start", post(integrations::start))
+        .route("/sites/{site}/integrations/{name}/stop", post(integrations::stop))
+        .route(
+            "/sites/{site}/integrations/{name}/transactions",
+            get(transactions::list),
+        )
+        .route("/sites/{site}/flows", get(flows::list))
+        .route("/sites/{site}/flows/{flow}", get(flows::show))
+        .route("/sites/{site}/flows/{flow}/run", post(flows::run))
+        .route("/sites/{site}/endpoints", get(endpoints::list))
+        .route("/sites/{site}/endpoints/{name}", get(endpoints::show))
+        .fallback(not_found);
+    Router::new()
+        .route("/", get(index))
+        .nest("/api/v1", api)
+        .route(
+            "/hooks/{site}/{integration}/{flow}",
+            post(hooks::receive).layer(axum::extract::DefaultBodyLimit::max(hooks::MAX_BODY)),
+        )
+        .fallback(not_found)
+        .with_state(daemon)
+}
+
+async fn index() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        concat!(
+            "sluice ",
+            env!("CARGO_PKG_VERSION"),
+            " is running.\nREST API: /api/v1/sites\nWebhooks: POST /hooks/{site}/{integration}/{flow}\n"
+        ),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such resource; the API lives under /api/v1".into())
+}
+
+/// The one HTTP error boundary.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    NotFound(String),
+    Conflict(String),
+    PayloadTooLarge(String),
+    Unavailable {
+        message: String,
+        retry_after: Duration,
+    },
+    Internal(String),
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        match e {
+            EngineError::NotFound(m) => ApiError::NotFound(m),
+            EngineError::Refused(Refusal::Conflict(m)) => ApiError::Conflict(m),
+            EngineError::Refused(Refusal::Invalid(m)) => ApiError::BadRequest(m),
+            EngineError::Unavailable {
+                message,
+                retry_after,
+            } => ApiError::Unavailable {
+                message,
+                retry_after,
+            },
+            EngineError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message, retry_after) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m, None),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m, None),
+            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m, None),
+            ApiError::Unavailable {
+                message,
+                retry_after,
+            } => (StatusCode::SERVICE_UNAVAILABLE, message, Some(retry_after)),
+            ApiError::Internal(detail) => {
+                // The detail goes to the daemon's log, not to the client.
+                tracing::error!("internal error: {detail}");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; the daemon's log has the details".to_string(),
+                    None,
+                )
+            }
+        };
+        let mut response =
+            (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+        if let Some(after) = retry_after {
+            if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Who asks: `X-Sluice-Actor` as the client states it (the CLI sends
+/// `$USER@cli`), else `anonymous@ADDRESS`. Recorded in the audit trail.
+pub struct Actor(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Actor, ApiError> {
+        let stated = parts
+            .headers
+            .get("x-sluice-actor")
+            .and_then(|v| v.to_str().ok())
+            .map(|s| {
+                s.chars()
+                    .filter(|c| !c.is_control())
+                    .take(64)
+                    .collect::<String>()
+            })
+            .filter(|s| !s.trim().is_empty());
+        let name = stated.unwrap_or_else(|| {
+            match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+                Some(ConnectInfo(addr)) => format!("anonymous@{}", addr.ip()),
+                None => "anonymous".into(),
+            }
+        });
+        Ok(Actor(name))
+    }
+}
+
+/// A JSON body whose every problem is a JSON 400 (or 413), not axum's text.
+/// An empty body reads as `{}`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<JsonBody<T>, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::PayloadTooLarge(format!("cannot read the body: {e}")))?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON for this request: {e}")))
+    }
+}
+
+/// Query parameters whose problems are JSON 400s.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<QueryParams<T>, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(query)
+            .map(QueryParams)
+            .map_err(|e| ApiError::BadRequest(format!("bad query parameters: {e}")))
+    }
+}
+
+/// Path parameters whose problems are JSON 400s.
+pub struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<PathParams<T>, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(t)| PathParams(t))
+            .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))
+    }
+}
+
+/// The site named in the path.
+pub(crate) fn site<'a>(daemon: &'a Daemon, name: &str) -> ApiResult<&'a Arc<Site>> {
+    daemon.site(name).map_err(ApiError::from)
+}
+
+/// Milliseconds since the epoch as RFC 3339.
+pub(crate) use crate::log::rfc3339;

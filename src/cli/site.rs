@@ -1,0 +1,60 @@
+//! `sluice site start|stop|list`.
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::client::{seg, table, text, Client, CliError};
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Start a stopped site.
+    Start { site: String },
+    /// Stop a running site; the reason is kept in the audit trail.
+    Stop {
+        site: String,
+        /// Why, e.g. 'Stopping integration due to stocktake'.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every site and its state.
+    List,
+}
+
+pub async fn run(client: &Client, command: SiteCommand) -> Result<(), CliError> {
+    match command {
+        SiteCommand::Start { site } => {
+            let v = client.post(&format!("/sites/{}/start", seg(&site)), json!({})).await?;
+            if !client.print_json(&v) {
+                println!("Site {site} started.");
+            }
+        }
+        SiteCommand::Stop { site, reason } => {
+            let v = client
+                .post(&format!("/sites/{}/stop", seg(&site)), json!({ "reason": reason }))
+                .await?;
+            if !client.print_json(&v) {
+                println!("Site {site} stopped: {}", text(&v["stop_reason"]));
+            }
+        }
+        SiteCommand::List => {
+            let v = client.get("/sites").await?;
+            if !client.print_json(&v) {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| {
+                        vec![
+                            text(&s["name"]),
+                            text(&s["state"]),
+                            text(&s["since"]),
+                            text(&s["stop_reason"]),
+                        ]
+                    })
+                    .collect();
+                println!("{}", table(&["SITE", "STATE", "SINCE", "LAST STOP REASON"], &rows));
+            }
+        }
+    }
+    Ok(())
+}

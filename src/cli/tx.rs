@@ -1,0 +1,75 @@
+//! `sluice tx list SITE INTEGRATION`.
+
+use clap::Subcommand;
+
+use super::client::{seg, table, text, Client, CliError};
+
+#[derive(Debug, Subcommand)]
+pub enum TxCommand {
+    /// An integration's transactions, newest first.
+    List {
+        site: String,
+        integration: String,
+        /// queued, sending, sent, error or ignored.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many (default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only those with a smaller sequence number (to page back).
+        #[arg(long)]
+        before: Option<i64>,
+    },
+}
+
+pub async fn run(client: &Client, command: TxCommand) -> Result<(), CliError> {
+    match command {
+        TxCommand::List { site, integration, state, limit, before } => {
+            let mut query = Vec::new();
+            if let Some(s) = state {
+                query.push(format!("state={}", seg(&s)));
+            }
+            if let Some(l) = limit {
+                query.push(format!("limit={l}"));
+            }
+            if let Some(b) = before {
+                query.push(format!("before={b}"));
+            }
+            let v = client
+                .get(&format!(
+                    "/sites/{}/integrations/{}/transactions?{}",
+                    seg(&site),
+                    seg(&integration),
+                    query.join("&")
+                ))
+                .await?;
+            if !client.print_json(&v) {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| {
+                        let mut err = text(&t["last_error"]);
+                        if err.chars().count() > 60 {
+                            err = err.chars().take(59).collect::<String>() + "…";
+                        }
+                        vec![
+                            text(&t["seq"]),
+                            text(&t["state"]),
+                            text(&t["flow"]),
+                            text(&t["key"]),
+                            text(&t["attempts"]),
+                            text(&t["created_at"]),
+                            err,
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(&["SEQ", "STATE", "FLOW", "KEY", "ATTEMPTS", "CREATED", "LAST ERROR"], &rows)
+                );
+            }
+        }
+    }
+    Ok(())
+}

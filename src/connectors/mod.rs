@@ -1,0 +1,306 @@
+//! What sluice reads from and delivers to: the [`Source`] and [`Target`]
+//! traits and one file per endpoint kind.
+//!
+//! Adding a kind is adding one file here (its configuration, its validation,
+//! its `Source` and/or `Target`) and one arm in [`EndpointKind`].
+
+pub mod file;
+pub mod generator;
+pub mod http;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::model::RunMode;
+
+/// An endpoint's kind and its kind-specific settings, as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndpointKind {
+    Webhook(webhook::WebhookConfig),
+    File(file::FileConfig),
+    Http(http::HttpConfig),
+    Generator(generator::GeneratorConfig),
+}
+
+/// A problem with one key of an endpoint's settings: the key (relative to
+/// the endpoint's table) and what is wrong with it.
+pub type KeyProblem = (String, String);
+
+impl EndpointKind {
+    /// The kinds, as written in `kind = "…"`.
+    pub const NAMES: [&'static str; 4] = ["webhook", "file", "http", "generator"];
+
+    /// Reads the settings of kind `kind` from the endpoint's table (without
+    /// its `kind` key). `None` for an unknown kind.
+    pub fn from_table(
+        kind: &str,
+        table: toml::Table,
+    ) -> Option<Result<EndpointKind, toml::de::Error>> {
+        fn de<T: for<'de> Deserialize<'de>>(t: toml::Table) -> Result<T, toml::de::Error> {
+            T::deserialize(t)
+        }
+        Some(match kind {
+            "webhook" => de(table).map(EndpointKind::Webhook),
+            "file" => de(table).map(EndpointKind::File),
+            "http" => de(table).map(EndpointKind::Http),
+            "generator" => de(table).map(EndpointKind::Generator),
+            _ => return None,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            EndpointKind::Webhook(_) => "webhook",
+            EndpointKind::File(_) => "file",
+            EndpointKind::Http(_) => "http",
+            EndpointKind::Generator(_) => "generator",
+        }
+    }
+
+    /// Problems with the values (each naming its key); empty when valid.
+    pub fn validate(&self) -> Vec<KeyProblem> {
+        match self {
+            EndpointKind::Webhook(_) => Vec::new(),
+            EndpointKind::File(c) => c.validate(),
+            EndpointKind::Http(c) => c.validate(),
+            EndpointKind::Generator(c) => c.validate(),
+        }
+    }
+
+    /// Whether records come from it by a run of a flow (a pull source).
+    pub fn is_pull_source(&self) -> bool {
+        matches!(self, EndpointKind::File(_) | EndpointKind::Generator(_))
+    }
+
+    /// Whether records are pushed to sluice (the webhook).
+    pub fn is_push_source(&self) -> bool {
+        matches!(self, EndpointKind::Webhook(_))
+    }
+
+    pub fn is_target(&self) -> bool {
+        matches!(self, EndpointKind::File(_) | EndpointKind::Http(_))
+    }
+
+    /// Builds the source reading from this endpoint, if it is a pull source.
+    /// Relative paths are resolved against `base`.
+    pub fn source(&self, base: &std::path::Path) -> Option<Arc<dyn Source>> {
+        match self {
+            EndpointKind::File(c) => Some(Arc::new(file::FileSource::new(c, base))),
+            EndpointKind::Generator(c) => Some(Arc::new(generator::GeneratorSource::new(c))),
+            EndpointKind::Webhook(_) | EndpointKind::Http(_) => None,
+        }
+    }
+
+    /// Builds the target delivering to this endpoint, if it is one.
+    pub fn target(&self, base: &std::path::Path) -> Option<Arc<dyn Target>> {
+        match self {
+            EndpointKind::File(c) => Some(Arc::new(file::FileTarget::new(c, base))),
+            EndpointKind::Http(c) => Some(Arc::new(http::HttpTarget::new(c))),
+            EndpointKind::Webhook(_) | EndpointKind::Generator(_) => None,
+        }
+    }
+}
+
+/// One record read from a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    pub key: Option<String>,
+    /// The cursor value, compared with the flow's checkpoint.
+    pub cursor: Option<Cursor>,
+    pub record: serde_json::Value,
+}
+
+/// A cursor value: numbers compare as numbers, anything else as text (so
+/// ISO-8601 timestamps compare in time order).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cursor {
+    Number(f64),
+    Text(String),
+}
+
+impl Cursor {
+    pub fn from_json(v: &serde_json::Value) -> Option<Cursor> {
+        match v {
+            serde_json::Value::Number(n) => n.as_f64().map(Cursor::Number),
+            serde_json::Value::String(s) => Some(Cursor::Text(s.clone())),
+            _ => None,
+        }
+    }
+
+    /// The stored form of a checkpoint: JSON text.
+    pub fn encode(&self) -> String {
+        match self {
+            Cursor::Number(n) => serde_json::Number::from_f64(*n)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "null".into()),
+            Cursor::Text(s) => serde_json::Value::String(s.clone()).to_string(),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        serde_json::from_str::<serde_json::Value>(s)
+            .ok()
+            .and_then(|v| Cursor::from_json(&v))
+    }
+}
+
+impl PartialOrd for Cursor {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        match (self, other) {
+            (Cursor::Number(a), Cursor::Number(b)) => a.partial_cmp(b),
+            (Cursor::Text(a), Cursor::Text(b)) => Some(a.cmp(b)),
+            // Numbers sort before text: a stable, if arbitrary, total order.
+            (Cursor::Number(_), Cursor::Text(_)) => Some(std::cmp::Ordering::Less),
+            (Cursor::Text(_), Cursor::Number(_)) => Some(std::cmp::Ordering::Greater),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    pub message: String,
+}
+
+/// What a run reads.
+pub struct ReadRequest<'a> {
+    pub mode: RunMode,
+    pub checkpoint: Option<&'a Cursor>,
+    /// The flow's key and cursor fields.
+    pub key_field: Option<&'a str>,
+    pub cursor_field: Option<&'a str>,
+}
+
+/// An endpoint records are pulled from by a run of a flow.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// The records a run captures, sorted by cursor (records without one
+    /// keep their order, before those with one). 'Send Changed' returns only
+    /// records whose cursor is past the checkpoint.
+    async fn read(&self, req: ReadRequest<'_>) -> Result<Vec<SourceRecord>, SourceError>;
+    /// Records queued per store transaction.
+    fn page_size(&self) -> usize;
+    /// A pause between pages, to spare the source system.
+    fn pace(&self) -> Duration;
+}
+
+/// How a failed delivery should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Time-out, refused or reset connection, 5xx, 429: try again later.
+    Intermittent,
+    /// 401/403: the credentials are refused.
+    Unauthorized,
+    /// Another 4xx: the target rejects this data.
+    Rejected,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    pub class: FailureClass,
+    pub message: String,
+    /// What the target asked for with `Retry-After`.
+    pub retry_after: Option<Duration>,
+}
+
+impl DeliveryError {
+    pub fn is_intermittent(&self) -> bool {
+        self.class == FailureClass::Intermittent
+    }
+}
+
+/// One transaction to deliver.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// `{site}:{integration}:{seq}`.
+    pub key: &'a str,
+    /// The record, JSON text.
+    pub payload: &'a str,
+}
+
+/// An endpoint transactions are delivered to.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// Records per delivery: `deliver` is never given more.
+    fn batch_size(&self) -> usize;
+    /// Delivers the batch as a whole: all of it or (on error) none of it is
+    /// taken as delivered.
+    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<(), DeliveryError>;
+}
+
+/// Parses durations such as `250ms`, `30s`, `5m`, `1h`, `1m30s`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        total += match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            _ => return None,
+        };
+    }
+    Some(total)
+}
+
+/// Serde helper for optional duration strings in endpoint settings.
+pub(crate) mod duration_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        match s {
+            None => Ok(None),
+            Some(s) => super::parse_duration(&s).map(Some).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "'{s}' is not a duration (use e.g. 250ms, 30s, 5m, 1h)"
+                ))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        for bad in ["", "s", "10", "10x", "ms10", "-1s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursors_compare_numbers_as_numbers() {
+        assert!(Cursor::Number(9.0) < Cursor::Number(10.0));
+        assert!(Cursor::Text("2024-01-09".into()) < Cursor::Text("2024-01-10".into()));
+        for c in [Cursor::Number(42.0), Cursor::Number(1.5), Cursor::Text("a\"b".into())] {
+            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! One run (iteration) of a flow: read the source, queue what it gives page
+//! by page, each page with the checkpoint it reaches, in one store
+//! transaction.
+//!
+//! A stop of the site (or of the integration) halts the run at the next page
+//! boundary. Because a page and its checkpoint are committed together, a
+//! halted 'Send Changed' run neither loses nor repeats a record: the next
+//! run starts past the last page queued. Pages never split records with the
+//! same cursor value, so a checkpoint never falls between two of them.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Site;
+use crate::connectors::{Cursor, ReadRequest, SourceRecord};
+use crate::log::level;
+use crate::model::{RunMode, RunResult};
+use crate::store::NewRecord;
+
+pub async fn run(site: Arc<Site>, flow: String, mode: RunMode, token: CancellationToken) {
+    let (result, captured, error) = match capture(&site, &flow, mode, &token).await {
+        Ok((result, captured)) => (result, captured, None),
+        Err((captured, e)) => (RunResult::Failed, captured, Some(e)),
+    };
+    let message = match result {
+        RunResult::Success => format!("Flow {flow}: '{}' done, {captured} record(s) queued", mode.label()),
+        RunResult::Halted => format!(
+            "Flow {flow}: '{}' halted after {captured} record(s) queued",
+            mode.label()
+        ),
+        RunResult::Failed => format!(
+            "Flow {flow}: '{}' failed after {captured} record(s) queued: {}",
+            mode.label(),
+            error.as_deref().unwrap_or("")
+        ),
+    };
+    site.log
+        .write(if result == RunResult::Failed { level::ERROR } else { level::INFO }, message)
+        .await;
+    if let Err(e) = site.end_run(&flow, result).await {
+        tracing::error!(site = %site.name, flow, "cannot record the end of a run: {e}");
+    }
+}
+
+/// Returns how the run ended and how many records it queued, or (on
+/// failure) how many it had queued and why it failed.
+async fn capture(
+    site: &Arc<Site>,
+    flow: &str,
+    mode: RunMode,
+    token: &CancellationToken,
+) -> Result<(RunResult, i64), (i64, String)> {
+    let fail = |e: String| (0, e);
+    let (ic, fc) = site.flow(flow).map_err(|e| fail(e.to_string()))?;
+    let integration = site.integration(&ic.name).map_err(|e| fail(e.to_string()))?.clone();
+    let endpoint = site.endpoint(&fc.source).map_err(|e| fail(e.to_string()))?;
+    let source = endpoint
+        .source
+        .clone()
+        .ok_or_else(|| fail(format!("endpoint {} is not a source", endpoint.name)))?;
+    let run = site
+        .store
+        .start_run(flow, mode)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let outcome = pages(site, &integration, fc, mode, run, source.as_ref(), token).await;
+    let (result, error) = match &outcome {
+        Ok((result, _)) => (*result, None),
+        Err((_, e)) => (RunResult::Failed, Some(e.clone())),
+    };
+    if let Err(e) = site.store.finish_run(run, result, error).await {
+        tracing::error!(site = %site.name, flow, "cannot record the end of run {run}: {e}");
+    }
+    outcome
+}
+
+async fn pages(
+    site: &Arc<Site>,
+    integration: &Arc<super::Integration>,
+    fc: &crate::config::FlowConfig,
+    mode: RunMode,
+    run: i64,
+    source: &dyn crate::connectors::Source,
+    token: &CancellationToken,
+) -> Result<(RunResult, i64), (i64, String)> {
+    let flow = fc.name.as_str();
+    site.log
+        .write(level::WORK, format!("Getting data for flow {flow} ('{}')...", mode.label()))
+        .await;
+    let stored = site.store.flow(flow).await.map_err(|e| (0, e.to_string()))?;
+    let mut checkpoint = stored.checkpoint.as_deref().and_then(Cursor::decode);
+    let records = tokio::select! {
+        _ = token.cancelled() => return Ok((RunResult::Halted, 0)),
+        read = source.read(ReadRequest {
+            mode,
+            checkpoint: checkpoint.as_ref(),
+            key_field: fc.key.as_deref(),
+            cursor_field: fc.cursor.as_deref(),
+        }) => read.map_err(|e| (0, e.message))?,
+    };
+    let mut captured = 0i64;
+    let page_size = source.page_size().max(1);
+    let pace = source.pace();
+    let mut rest = records.as_slice();
+    while !rest.is_empty() {
+        if token.is_cancelled() || !integration.captures() {
+            return Ok((RunResult::Halted, captured));
+        }
+        let len = page_len(rest, page_size);
+        let (page, tail) = rest.split_at(len);
+        rest = tail;
+        let reached = page.iter().rev().find_map(|r| r.cursor.clone());
+        let moved = match (&checkpoint, reached) {
+            (Some(old), Some(new)) if new > *old => Some(new),
+            (None, Some(new)) => Some(new),
+            _ => None,
+        };
+        let records = page
+            .iter()
+            .map(|r| NewRecord {
+                key: r.key.clone(),
+                payload: r.record.to_string(),
+            })
+            .collect();
+        site.store
+            .enqueue(
+                &integration.name,
+                flow,
+                records,
+                moved.as_ref().map(Cursor::encode),
+                Some(run),
+            )
+            .await
+            .map_err(|e| (captured, e.to_string()))?;
+        integration.wake();
+        captured += page.len() as i64;
+        if let Some(new) = moved {
+            checkpoint = Some(new);
+        }
+        if !pace.is_zero() && !rest.is_empty() {
+            tokio::select! {
+                _ = token.cancelled() => return Ok((RunResult::Halted, captured)),
+                _ = tokio::time::sleep(pace) => {}
+            }
+        }
+    }
+    Ok((RunResult::Success, captured))
+}
+
+/// The length of the next page: `page_size` records, extended while the
+/// records that follow share the last one's cursor.
+fn page_len(records: &[SourceRecord], page_size: usize) -> usize {
+    let mut len = page_size.min(records.len());
+    while len < records.len()
+        && records[len].cursor.is_some()
+        && records[len].cursor == records[len - 1].cursor
+    {
+        len += 1;
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(c: f64) -> SourceRecord {
+        SourceRecord {
+            key: None,
+            cursor: Some(Cursor::Number(c)),
+            record: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn a_page_never_splits_equal_cursors() {
+        let r: Vec<_> = [1.0, 2.0, 2.0, 2.0, 3.0].into_iter().map(rec).collect();
+        assert_eq!(page_len(&r, 2), 4);
+        assert_eq!(page_len(&r, 1), 1);
+        assert_eq!(page_len(&r[4..], 10), 1);
+        assert_eq!(page_len(&r, 5), 5);
+    }
+}

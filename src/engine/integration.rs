@@ -1,0 +1,248 @@
+//! An integration at run time: the lifecycle state a person set, the holds
+//! that keep it from sending, and the gate that makes a pause final.
+//!
+//! # Invariants
+//! - The store is written first, then the copy here: what the API shows was
+//!   durable before it was shown, and a restart restores it.
+//! - The sender starts a delivery only while holding [`Integration::gate`]
+//!   and after seeing [`Integration::may_send`] true under it. A pause (or a
+//!   stop) writes the new state, then takes the gate once: when it has it,
+//!   the delivery in flight (if any) has ended and no other will start, so
+//!   "pause returns only when no send will start any more".
+//! - The system removes only holds the system placed ([`HoldKind::placed_by_system`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use super::Result;
+use crate::config::IntegrationConfig;
+use crate::model::{now_millis, Hold, HoldKind, IntegrationEvent, IntegrationState};
+use crate::store::{IntegrationRecord, Store};
+
+/// Progress of the backlog drain that a resume started.
+#[derive(Debug, Clone)]
+struct Progress {
+    total: i64,
+    done: i64,
+    started: Instant,
+}
+
+/// Progress as shown to operators.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResumeProgress {
+    pub done: i64,
+    pub total: i64,
+    /// Transactions per second since the resume.
+    pub rate: f64,
+    /// Estimated seconds left, once a rate is known.
+    pub eta_s: Option<f64>,
+}
+
+pub struct Integration {
+    pub name: String,
+    pub config: IntegrationConfig,
+    store: Arc<dyn Store>,
+    record: Mutex<IntegrationRecord>,
+    may_send: watch::Sender<bool>,
+    /// Held by the sender for the whole of a delivery.
+    gate: tokio::sync::Mutex<()>,
+    /// Serialises operator actions on this integration.
+    control: tokio::sync::Mutex<()>,
+    /// Rung when transactions are queued, so an idle sender looks again.
+    wake: Notify,
+    progress: Mutex<Option<Progress>>,
+    /// The sequence numbers in flight: shown as Sending.
+    in_flight: Mutex<Option<(i64, i64)>>,
+}
+
+fn may_send(record: &IntegrationRecord) -> bool {
+    record.state == IntegrationState::Active && record.holds.is_empty()
+}
+
+impl Integration {
+    /// Loads the integration's stored state, or records a new one as Active.
+    pub async fn open(config: IntegrationConfig, store: Arc<dyn Store>) -> Result<Arc<Integration>> {
+        let record = match store.integration(&config.name).await? {
+            Some(record) => record,
+            None => {
+                store
+                    .set_integration_state(&config.name, IntegrationState::Active, None)
+                    .await?;
+                IntegrationRecord {
+                    state: IntegrationState::Active,
+                    holds: Vec::new(),
+                }
+            }
+        };
+        let (may_send_tx, _) = watch::channel(may_send(&record));
+        Ok(Arc::new(Integration {
+            name: config.name.clone(),
+            config,
+            store,
+            record: Mutex::new(record),
+            may_send: may_send_tx,
+            gate: tokio::sync::Mutex::new(()),
+            control: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+            progress: Mutex::new(None),
+            in_flight: Mutex::new(None),
+        }))
+    }
+
+    pub fn record(&self) -> IntegrationRecord {
+        self.record.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn state(&self) -> IntegrationState {
+        self.record.lock().unwrap_or_else(|p| p.into_inner()).state
+    }
+
+    /// Whether its flows capture records (not Stopped).
+    pub fn captures(&self) -> bool {
+        self.state().captures()
+    }
+
+    /// Applies a person's Pause, Resume, Start or Stop. Returns once the
+    /// change is durable and, for anything but Resume/Start, once no
+    /// delivery will start any more.
+    pub async fn apply(
+        &self,
+        event: IntegrationEvent,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<IntegrationRecord> {
+        let _control = self.control.lock().await;
+        let next = self.state().apply(event)?;
+        let hold = (next == IntegrationState::Paused).then(|| Hold {
+            kind: HoldKind::Operator,
+            by: actor.to_string(),
+            since: now_millis(),
+            reason: reason
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or("paused by a person")
+                .to_string(),
+        });
+        if event == IntegrationEvent::Resume {
+            // Counted before the state changes, so the total covers the
+            // whole backlog the resume releases.
+            let total = self.store.queued_count(&self.name).await?;
+            *self.progress.lock().unwrap_or_else(|p| p.into_inner()) =
+                (total > 0).then(|| Progress {
+                    total,
+                    done: 0,
+                    started: Instant::now(),
+                });
+        }
+        self.store
+            .set_integration_state(&self.name, next, hold.clone())
+            .await?;
+        self.update(|r| {
+            r.state = next;
+            r.holds.retain(|h| h.kind != HoldKind::Operator);
+            if let Some(hold) = hold {
+                r.holds.push(hold);
+            }
+        });
+        if next != IntegrationState::Active {
+            *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.settle().await;
+        }
+        Ok(self.record())
+    }
+
+    /// Places a hold the system decided on (site stopped, endpoint offline…).
+    pub async fn place_hold(&self, hold: Hold) -> Result<()> {
+        debug_assert!(hold.kind.placed_by_system());
+        self.store.add_hold(&self.name, hold.clone()).await?;
+        self.update(|r| {
+            r.holds.retain(|h| h.kind != hold.kind);
+            r.holds.push(hold);
+        });
+        Ok(())
+    }
+
+    /// Lifts a hold the system placed. The operator's hold is never lifted
+    /// here, whatever the caller asks.
+    pub async fn lift_hold(&self, kind: HoldKind) -> Result<bool> {
+        if !kind.placed_by_system() {
+            return Ok(false);
+        }
+        let removed = self.store.remove_hold(&self.name, kind).await?;
+        self.update(|r| r.holds.retain(|h| h.kind != kind));
+        Ok(removed)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut IntegrationRecord)) {
+        let now = {
+            let mut r = self.record.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut r);
+            may_send(&r)
+        };
+        self.may_send.send_replace(now);
+        if now {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits until the delivery in flight, if any, has ended.
+    pub async fn settle(&self) {
+        drop(self.gate.lock().await);
+    }
+
+    pub fn may_send(&self) -> bool {
+        *self.may_send.borrow()
+    }
+
+    pub fn watch_may_send(&self) -> watch::Receiver<bool> {
+        self.may_send.subscribe()
+    }
+
+    pub(crate) fn gate(&self) -> &tokio::sync::Mutex<()> {
+        &self.gate
+    }
+
+    /// Tells an idle sender that transactions were queued.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    pub(crate) fn set_in_flight(&self, range: Option<(i64, i64)>) {
+        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) = range;
+    }
+
+    pub fn in_flight(&self) -> Option<(i64, i64)> {
+        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts delivered transactions toward the resume's progress.
+    pub(crate) fn count_sent(&self, n: i64) {
+        let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(progress) = p.as_mut() {
+            progress.done = (progress.done + n).min(progress.total);
+            if progress.done >= progress.total {
+                *p = None;
+            }
+        }
+    }
+
+    /// The drain a resume started, while it goes on.
+    pub fn resume_progress(&self) -> Option<ResumeProgress> {
+        let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let p = p.as_ref()?;
+        let secs = p.started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 { p.done as f64 / secs } else { 0.0 };
+        Some(ResumeProgress {
+            done: p.done,
+            total: p.total,
+            rate,
+            eta_s: (rate > 0.0).then(|| (p.total - p.done) as f64 / rate),
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! The daemon's moving parts.
+//!
+//! - [`Daemon`]: every configured site, opened from its store and restored to
+//!   the state it was last left in.
+//! - [`site`]: per site a supervisor that starts and stops its workers, named
+//!   as in seed 000: [`all_others`] (sends queued transactions), [`get_data`]
+//!   (runs flows, on schedule and on request), [`trigger`] (takes ad-hoc
+//!   commands), [`monitor`] (endpoint health).
+//! - [`integration`]: an integration's desired state and holds, and the gate
+//!   that makes a pause take effect before it returns.
+//! - [`sender`]: the per-integration delivery loop.
+//! - [`flow_run`]: one run of a flow, page by page, checkpoint with each page.
+//! - [`scheduler`]: when scheduled flows are due.
+//! - [`endpoint`]: what is observed of each endpoint.
+
+pub mod all_others;
+pub mod endpoint;
+pub mod flow_run;
+pub mod get_data;
+pub mod integration;
+pub mod monitor;
+pub mod scheduler;
+pub mod sender;
+pub mod site;
+pub mod trigger;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::model::Refusal;
+use crate::store::{SqliteStore, Store, StoreError};
+
+pub use integration::Integration;
+pub use site::Site;
+
+/// Why the engine did not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Not now: the site or integration does not take this while it is in
+    /// its current state; try again after the given time.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Duration,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// Every site of the configuration, each with its store, log and workers.
+pub struct Daemon {
+    sites: BTreeMap<String, Arc<Site>>,
+    /// Cancelled when the daemon shuts down; every site's token is a child.
+    shutdown: CancellationToken,
+}
+
+impl Daemon {
+    /// Opens every site's store. Nothing runs yet: see [`Daemon::restore`].
+    pub async fn open(config: &Config) -> anyhow::Result<Arc<Daemon>> {
+        let shutdown = CancellationToken::new();
+        let mut sites = BTreeMap::new();
+        for site_config in &config.sites {
+            let store = SqliteStore::open(&site_config.data_file).with_context(|| {
+                format!(
+                    "site {}: cannot open its data file {}",
+                    site_config.name,
+                    site_config.data_file.display()
+                )
+            })?;
+            let store: Arc<dyn Store> = Arc::new(store);
+            let site = Site::open(
+                site_config.clone(),
+                &config.base_dir,
+                store,
+                shutdown.child_token(),
+            )
+            .await
+            .with_context(|| format!("site {}: cannot restore its state", site_config.name))?;
+            sites.insert(site_config.name.clone(), site);
+        }
+        Ok(Arc::new(Daemon { sites, shutdown }))
+    }
+
+    /// Brings each site up in the state it was last left in; a site never
+    /// stopped before starts Running.
+    pub async fn restore(&self) -> anyhow::Result<()> {
+        for site in self.sites.values() {
+            site.restore().await?;
+        }
+        Ok(())
+    }
+
+    pub fn sites(&self) -> impl Iterator<Item = &Arc<Site>> {
+        self.sites.values()
+    }
+
+    /// Cancelled when the daemon shuts down: long answers (log streams)
+    /// end with it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn site(&self, name: &str) -> Result<&Arc<Site>> {
+        self.sites
+            .get(name)
+            .ok_or_else(|| EngineError::NotFound(format!("no site named '{name}'")))
+    }
+
+    /// Stops every site's workers (without recording the sites as stopped:
+    /// they come back as they were at the next start of the daemon).
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        for site in self.sites.values() {
+            site.halt_workers().await;
+        }
+    }
+}
+
+/// Runs the daemon until Ctrl-C or SIGTERM: restores the sites and serves
+/// the REST API on `config.listen`.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let _already = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let daemon = Daemon::open(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    daemon.restore().await?;
+    // Tests and scripts read this line to find the port when asked for :0.
+    println!("sluice listening on http://{addr}");
+    tracing::info!(%addr, file = %config.file.display(), "sluice is up");
+    let shutdown = daemon.shutdown.clone();
+    let app = crate::api::router(daemon.clone());
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    });
+    let served = server.await;
+    daemon.shutdown().await;
+    served.context("the API server failed")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ignored = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ignored = ctrl_c.await;
+    }
+}

@@ -1,0 +1,321 @@
+//! The sender: delivers one integration's queue, in sequence order.
+//!
+//! # Design constraints
+//! - **Order.** Transactions are read in sequence order and delivered in
+//!   that order; a failed delivery is retried before anything behind it
+//!   (unless `on_error = "skip"` settles a rejected record as Error).
+//! - **One in-flight batch per integration.** One sender task per
+//!   integration, one delivery at a time, under the integration's gate.
+//! - **What may repeat.** A delivery is acknowledged in the store after the
+//!   target took it. A crash or a stop between the two sends it again, with
+//!   the same idempotency key `{site}:{integration}:{seq}`.
+//! - **Pause.** Before each delivery the sender checks, under the gate, that
+//!   the integration may send; see `engine::integration`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::endpoint::{Endpoint, EndpointState};
+use super::Integration;
+use crate::config::OnError;
+use crate::connectors::{Delivery, FailureClass};
+use crate::log::{level, SiteLog};
+use crate::model::{idempotency_key, TxState};
+use crate::store::{QueuedTx, Store};
+
+/// Transactions read from the store at a time.
+pub const READ_BATCH: usize = 1000;
+
+pub struct Sender {
+    pub site: String,
+    pub integration: Arc<Integration>,
+    pub store: Arc<dyn Store>,
+    /// Flow name → the endpoint its transactions go to.
+    pub routes: HashMap<String, Arc<Endpoint>>,
+    pub log: Arc<SiteLog>,
+}
+
+/// How one pass over a batch ended.
+enum Pass {
+    /// Everything read was delivered or settled.
+    Done,
+    /// Stopped early: the integration may not send, or the site stops.
+    Interrupted,
+    /// A delivery failed and is to be tried again after the pause.
+    Retry(Duration),
+}
+
+impl Sender {
+    pub async fn run(self, token: CancellationToken) {
+        let name = self.integration.name.clone();
+        let mut may_send = self.integration.watch_may_send();
+        let mut after = 0i64;
+        let mut backoff = Backoff::default();
+        // Deliver one record at a time up to this seq (set after a batch was
+        // rejected, to find the record the target refuses).
+        let mut single_until = 0i64;
+        loop {
+            while !*may_send.borrow_and_update() {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    changed = may_send.changed() => if changed.is_err() { return },
+                }
+            }
+            let gate = tokio::select! {
+                _ = token.cancelled() => return,
+                gate = self.integration.gate().lock() => gate,
+            };
+            if !self.integration.may_send() {
+                continue;
+            }
+            let batch = match self.store.next_batch(&name, after, READ_BATCH).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    drop(gate);
+                    self.log
+                        .write(level::ERROR, format!("Cannot read the queue of {name}: {e}"))
+                        .await;
+                    if sleep_or_cancel(&token, Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                drop(gate);
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = self.integration.woken() => {}
+                    _ = may_send.changed() => {}
+                }
+                continue;
+            }
+            let (pass, processed) = self
+                .deliver_batch(&batch, &token, &mut single_until, &mut backoff)
+                .await;
+            self.integration.set_in_flight(None);
+            if let Some((last, count)) = processed {
+                match self.store.ack_sent(&name, batch[0].seq, last).await {
+                    Ok(()) => {
+                        after = last;
+                        self.integration.count_sent(count);
+                    }
+                    Err(e) => {
+                        self.log
+                            .write(level::ERROR, format!("Cannot record deliveries of {name}: {e}"))
+                            .await;
+                    }
+                }
+            }
+            drop(gate);
+            if let Pass::Retry(wait) = pass {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+
+    /// Delivers `batch` chunk by chunk. Returns how the pass ended and, if
+    /// anything was delivered or settled, the last such seq and how many.
+    async fn deliver_batch(
+        &self,
+        batch: &[QueuedTx],
+        token: &CancellationToken,
+        single_until: &mut i64,
+        backoff: &mut Backoff,
+    ) -> (Pass, Option<(i64, i64)>) {
+        let name = &self.integration.name;
+        let mut processed: Option<(i64, i64)> = None;
+        fn done(processed: &mut Option<(i64, i64)>, seq: i64, n: i64) {
+            let count = processed.map_or(0, |(_, c)| c);
+            *processed = Some((seq, count + n));
+        }
+        let mut i = 0;
+        while i < batch.len() {
+            if token.is_cancelled() || !self.integration.may_send() {
+                return (Pass::Interrupted, processed);
+            }
+            let Some(endpoint) = self.routes.get(&batch[i].flow) else {
+                let msg = format!("flow '{}' is no longer configured", batch[i].flow);
+                if let Err(e) = self
+                    .store
+                    .settle(name, batch[i].seq, TxState::Error, Some(msg))
+                    .await
+                {
+                    tracing::error!("cannot settle a transaction: {e}");
+                    return (Pass::Retry(Duration::from_secs(1)), processed);
+                }
+                done(&mut processed, batch[i].seq, 1);
+                i += 1;
+                continue;
+            };
+            let Some(target) = endpoint.target.as_ref() else {
+                return (Pass::Retry(Duration::from_secs(1)), processed);
+            };
+            let limit = if batch[i].seq <= *single_until {
+                1
+            } else {
+                target.batch_size().max(1)
+            };
+            let mut end = i + 1;
+            while end < batch.len()
+                && end - i < limit
+                && self
+                    .routes
+                    .get(&batch[end].flow)
+                    .is_some_and(|e| Arc::ptr_eq(e, endpoint))
+            {
+                end += 1;
+            }
+            let chunk = &batch[i..end];
+            let (first, last) = (chunk[0].seq, chunk[chunk.len() - 1].seq);
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|t| idempotency_key(&self.site, name, t.seq))
+                .collect();
+            let deliveries: Vec<Delivery<'_>> = chunk
+                .iter()
+                .zip(&keys)
+                .map(|(t, key)| Delivery {
+                    key,
+                    payload: &t.payload,
+                })
+                .collect();
+            self.integration.set_in_flight(Some((first, last)));
+            let result = tokio::select! {
+                _ = token.cancelled() => return (Pass::Interrupted, processed),
+                r = target.deliver(&deliveries) => r,
+            };
+            match result {
+                Ok(()) => {
+                    if let Some(before) = endpoint.observe_ok() {
+                        if before != EndpointState::Online {
+                            self.log
+                                .write(
+                                    level::INFO,
+                                    format!("Connection to {} established", endpoint.name),
+                                )
+                                .await;
+                        }
+                    }
+                    backoff.reset();
+                    done(&mut processed, last, chunk.len() as i64);
+                    i = end;
+                }
+                Err(e) => {
+                    if endpoint.observe_failure(e.class, &e.message).is_some() {
+                        self.log
+                            .write(
+                                level::ERROR,
+                                format!("Connection to {} failed: {}", endpoint.name, e.message),
+                            )
+                            .await;
+                    }
+                    if let Err(se) = self.store.record_failure(name, first, last, &e.message).await
+                    {
+                        tracing::error!("cannot record a failed delivery: {se}");
+                    }
+                    if e.class == FailureClass::Rejected {
+                        if chunk.len() > 1 {
+                            // Find the record it refuses: one at a time.
+                            *single_until = last;
+                            return (Pass::Retry(Duration::ZERO), processed);
+                        }
+                        if self.integration.config.on_error == OnError::Skip {
+                            self.log
+                                .write(
+                                    level::ERROR,
+                                    format!(
+                                        "Transaction {first} of {name} rejected, skipped: {}",
+                                        e.message
+                                    ),
+                                )
+                                .await;
+                            if let Err(se) = self
+                                .store
+                                .settle(name, first, TxState::Error, Some(e.message.clone()))
+                                .await
+                            {
+                                tracing::error!("cannot settle a transaction: {se}");
+                                return (Pass::Retry(Duration::from_secs(1)), processed);
+                            }
+                            done(&mut processed, first, 1);
+                            i = end;
+                            continue;
+                        }
+                    }
+                    let wait = backoff.next(e.retry_after);
+                    return (Pass::Retry(wait), processed);
+                }
+            }
+        }
+        (Pass::Done, processed)
+    }
+}
+
+/// Returns true if cancelled before the time was up.
+async fn sleep_or_cancel(token: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = token.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// Exponential backoff with jitter: 100 ms, doubling, at most 30 s; a
+/// `Retry-After` from the target is honoured when it asks for longer.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_millis(100);
+    pub const MAX: Duration = Duration::from_secs(30);
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    pub fn next(&mut self, retry_after: Option<Duration>) -> Duration {
+        let exp = Self::FIRST.saturating_mul(1u32 << self.failures.min(16));
+        self.failures = self.failures.saturating_add(1);
+        let base = exp.min(Self::MAX);
+        // ±20 % jitter, from the clock's nanoseconds: enough to keep many
+        // senders from retrying in step.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let jitter = 0.8 + 0.4 * (nanos % 1000) as f64 / 1000.0;
+        let wait = base.mul_f64(jitter);
+        match retry_after {
+            Some(asked) if asked > wait => asked.min(Duration::from_secs(3600)),
+            _ => wait,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_honours_retry_after() {
+        let mut b = Backoff::default();
+        let first = b.next(None);
+        assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120));
+        for _ in 0..20 {
+            let d = b.next(None);
+            assert!(d <= Backoff::MAX.mul_f64(1.2));
+        }
+        assert!(b.next(None) >= Backoff::MAX.mul_f64(0.8));
+        assert_eq!(b.next(Some(Duration::from_secs(120))), Duration::from_secs(120));
+        b.reset();
+        assert!(b.next(None) <= Duration::from_millis(120));
+    }
+}

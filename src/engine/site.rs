@@ -1,0 +1,587 @@
+//! A site's supervisor: its state (seed 000), its workers, its flows' run
+//! requests and its webhook intake.
+//!
+//! # Invariants
+//! - Start and stop are serialised by the site's control lock; a second
+//!   request waits, then meets the new state and is refused with 409.
+//! - Workers log their start before the site logs `Site X started
+//!   successfully!`, and their stop before `Site X stopped successfully!`.
+//! - Stopping cancels every worker: runs in progress halt at their next page
+//!   boundary (a page is queued with its checkpoint atomically, so nothing is
+//!   lost or repeated) and a delivery in flight is dropped unacknowledged (it
+//!   is sent again, with the same idempotency key, after the next start).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::endpoint::Endpoint;
+use super::{all_others, get_data, monitor, trigger, EngineError, Integration, Result};
+use crate::config::{FlowConfig, IntegrationConfig, SiteConfig};
+use crate::log::{level, SiteLog};
+use crate::model::{
+    now_millis, FlowEvent, FlowStatus, Hold, HoldKind, Millis, Refusal, RunMode, RunResult,
+    SiteEvent, SiteState,
+};
+use crate::store::{AuditEntry, NewRecord, Store};
+
+/// How long a stop waits for workers to end before abandoning them.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A request for one run of a flow.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub flow: String,
+    pub mode: RunMode,
+}
+
+/// Who stopped the site last, when and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopInfo {
+    pub reason: String,
+    pub by: String,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteStatus {
+    pub state: SiteState,
+    pub since: Millis,
+    pub last_stop: Option<StopInfo>,
+}
+
+struct Workers {
+    token: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+pub struct Site {
+    pub name: String,
+    pub config: SiteConfig,
+    pub store: Arc<dyn Store>,
+    pub log: Arc<SiteLog>,
+    integrations: BTreeMap<String, Arc<Integration>>,
+    endpoints: BTreeMap<String, Arc<Endpoint>>,
+    status: Mutex<SiteStatus>,
+    workers: tokio::sync::Mutex<Option<Workers>>,
+    /// Ad-hoc run requests, to the Trigger worker while the site runs.
+    trigger: Mutex<Option<mpsc::Sender<RunRequest>>>,
+    /// Serialises flow status changes (requests, scheduled starts, ends).
+    flow_control: tokio::sync::Mutex<()>,
+    parent: CancellationToken,
+}
+
+impl Site {
+    pub async fn open(
+        config: SiteConfig,
+        base_dir: &Path,
+        store: Arc<dyn Store>,
+        parent: CancellationToken,
+    ) -> Result<Arc<Site>> {
+        let log = Arc::new(SiteLog::open(
+            &config.name,
+            config.log_level,
+            store.clone(),
+            &config.log_file,
+        ));
+        let endpoints = config
+            .endpoints
+            .iter()
+            .map(|e| (e.name.clone(), Arc::new(Endpoint::new(&e.name, e.kind.clone(), base_dir))))
+            .collect();
+        let mut integrations = BTreeMap::new();
+        for ic in &config.integrations {
+            integrations.insert(ic.name.clone(), Integration::open(ic.clone(), store.clone()).await?);
+        }
+        let last_stop = store
+            .audit(200)
+            .await?
+            .into_iter()
+            .find(|a| a.action == "site.stop" && a.outcome == "ok")
+            .map(|a| StopInfo {
+                reason: a.reason.unwrap_or_default(),
+                by: a.actor,
+                at: a.ts,
+            });
+        Ok(Arc::new(Site {
+            name: config.name.clone(),
+            config,
+            store,
+            log,
+            integrations,
+            endpoints,
+            status: Mutex::new(SiteStatus {
+                state: SiteState::Stopped,
+                since: now_millis(),
+                last_stop,
+            }),
+            workers: tokio::sync::Mutex::new(None),
+            trigger: Mutex::new(None),
+            flow_control: tokio::sync::Mutex::new(()),
+            parent,
+        }))
+    }
+
+    /// Brings the site up as it was last left: stopped stays stopped,
+    /// anything else (or never seen) starts.
+    pub async fn restore(self: &Arc<Self>) -> Result<()> {
+        let abandoned = self.store.close_abandoned_runs().await?;
+        if abandoned > 0 {
+            self.log
+                .write(
+                    level::INFO,
+                    format!("{abandoned} run(s) cut off by the last shutdown marked Halted"),
+                )
+                .await;
+        }
+        for (_, flow) in self.flows() {
+            let record = self.store.flow(&flow.name).await?;
+            if let FlowStatus::Running(_) = record.status {
+                self.store
+                    .set_flow_status(&flow.name, FlowStatus::Done(RunResult::Halted))
+                    .await?;
+            }
+        }
+        match self.store.site_state().await? {
+            Some(SiteState::Stopped) => {
+                let reason = self
+                    .status()
+                    .last_stop
+                    .map(|s| s.reason)
+                    .unwrap_or_default();
+                self.hold_all(&Hold {
+                    kind: HoldKind::SiteStopped,
+                    by: "sluice".into(),
+                    since: now_millis(),
+                    reason: reason.clone(),
+                })
+                .await?;
+                self.log
+                    .write(
+                        level::INFO,
+                        format!("Site {} is stopped, as it was left: {reason}", self.name),
+                    )
+                    .await;
+                Ok(())
+            }
+            _ => self.start("sluice").await,
+        }
+    }
+
+    pub fn status(&self) -> SiteStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn state(&self) -> SiteState {
+        self.status().state
+    }
+
+    fn set_state(&self, state: SiteState, stop: Option<StopInfo>) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.state = state;
+        s.since = now_millis();
+        if stop.is_some() {
+            s.last_stop = stop;
+        }
+    }
+
+    pub fn integrations(&self) -> impl Iterator<Item = &Arc<Integration>> {
+        self.integrations.values()
+    }
+
+    pub fn integration(&self, name: &str) -> Result<&Arc<Integration>> {
+        self.integrations.get(name).ok_or_else(|| {
+            EngineError::NotFound(format!("site {} has no integration '{name}'", self.name))
+        })
+    }
+
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.endpoints.values()
+    }
+
+    pub fn endpoint(&self, name: &str) -> Result<&Arc<Endpoint>> {
+        self.endpoints.get(name).ok_or_else(|| {
+            EngineError::NotFound(format!("site {} has no endpoint '{name}'", self.name))
+        })
+    }
+
+    /// Every flow with its integration, in configuration order.
+    pub fn flows(&self) -> impl Iterator<Item = (&IntegrationConfig, &FlowConfig)> {
+        self.config
+            .integrations
+            .iter()
+            .flat_map(|i| i.flows.iter().map(move |f| (i, f)))
+    }
+
+    pub fn flow(&self, name: &str) -> Result<(&IntegrationConfig, &FlowConfig)> {
+        self.config
+            .flow(name)
+            .ok_or_else(|| EngineError::NotFound(format!("site {} has no flow '{name}'", self.name)))
+    }
+
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        reason: Option<&str>,
+        outcome: &str,
+    ) {
+        let entry = AuditEntry {
+            id: 0,
+            ts: now_millis(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            subject: subject.to_string(),
+            reason: reason.map(str::to_string),
+            outcome: outcome.to_string(),
+        };
+        if let Err(e) = self.store.append_audit(entry).await {
+            tracing::error!(site = %self.name, "cannot write the audit trail: {e}");
+        }
+    }
+
+    /// Records a refused request in the audit trail and hands the refusal on.
+    async fn refused<T>(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        reason: Option<&str>,
+        refusal: Refusal,
+    ) -> Result<T> {
+        self.audit(actor, action, subject, reason, &format!("refused: {refusal}"))
+            .await;
+        Err(refusal.into())
+    }
+
+    async fn hold_all(&self, hold: &Hold) -> Result<()> {
+        for integration in self.integrations.values() {
+            integration.place_hold(hold.clone()).await?;
+        }
+        Ok(())
+    }
+
+    // ----- start and stop -----
+
+    pub async fn start(self: &Arc<Self>, actor: &str) -> Result<()> {
+        let mut workers = self.workers.lock().await;
+        if let Err(refusal) = self.state().apply(&SiteEvent::Start) {
+            return self.refused(actor, "site.start", &self.name, None, refusal).await;
+        }
+        self.set_state(SiteState::Starting, None);
+        match self.bring_up(&mut workers).await {
+            Ok(()) => {
+                self.set_state(SiteState::Running, None);
+                self.log
+                    .write(level::INFO, format!("Site {} started successfully!", self.name))
+                    .await;
+                self.audit(actor, "site.start", &self.name, None, "ok").await;
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(w) = workers.take() {
+                    self.halt(w).await;
+                }
+                self.set_state(SiteState::Stopped, None);
+                self.log
+                    .write(level::ERROR, format!("Site {} failed to start: {e}", self.name))
+                    .await;
+                self.audit(actor, "site.start", &self.name, None, &format!("failed: {e}"))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn bring_up(self: &Arc<Self>, workers: &mut Option<Workers>) -> Result<()> {
+        for (flow, status) in self.store.reset_flow_statuses().await? {
+            self.log
+                .write(
+                    level::INFO,
+                    format!(
+                        "Request '{}' of flow {flow} was made while the site was stopped; \
+                         it is not commenced",
+                        match status {
+                            FlowStatus::Pending(mode) => mode.label(),
+                            _ => "run",
+                        }
+                    ),
+                )
+                .await;
+        }
+        for integration in self.integrations.values() {
+            integration.lift_hold(HoldKind::SiteStopped).await?;
+        }
+        self.store.set_site_state(SiteState::Running).await?;
+        *workers = Some(self.spawn_workers().await);
+        Ok(())
+    }
+
+    /// Starts the four workers of seed 000 and waits until each has logged
+    /// its start.
+    async fn spawn_workers(self: &Arc<Self>) -> Workers {
+        let token = self.parent.child_token();
+        let mut tasks = JoinSet::new();
+        let (trigger_tx, trigger_rx) = mpsc::channel(64);
+        let (run_tx, run_rx) = mpsc::channel(64);
+        let mut ready = Vec::new();
+        let mut ready_signal = || {
+            let (tx, rx) = oneshot::channel::<()>();
+            ready.push(rx);
+            tx
+        };
+        tasks.spawn(all_others::run(self.clone(), token.clone(), ready_signal()));
+        tasks.spawn(get_data::run(self.clone(), run_rx, token.clone(), ready_signal()));
+        tasks.spawn(trigger::run(
+            self.clone(),
+            trigger_rx,
+            run_tx,
+            token.clone(),
+            ready_signal(),
+        ));
+        tasks.spawn(monitor::run(self.clone(), token.clone(), ready_signal()));
+        for rx in ready {
+            let _started = rx.await;
+        }
+        *self.trigger.lock().unwrap_or_else(|p| p.into_inner()) = Some(trigger_tx);
+        Workers { token, tasks }
+    }
+
+    pub async fn stop(self: &Arc<Self>, reason: &str, actor: &str) -> Result<()> {
+        let mut workers = self.workers.lock().await;
+        let event = SiteEvent::Stop {
+            reason: reason.to_string(),
+        };
+        if let Err(refusal) = self.state().apply(&event) {
+            return self
+                .refused(actor, "site.stop", &self.name, Some(reason), refusal)
+                .await;
+        }
+        let reason = reason.trim();
+        self.set_state(SiteState::Stopping, None);
+        self.log
+            .write(
+                level::INFO,
+                format!("Stopping site {} ({actor}): {reason}", self.name),
+            )
+            .await;
+        let held = self
+            .hold_all(&Hold {
+                kind: HoldKind::SiteStopped,
+                by: actor.to_string(),
+                since: now_millis(),
+                reason: reason.to_string(),
+            })
+            .await;
+        if let Some(w) = workers.take() {
+            self.halt(w).await;
+        }
+        let stored = self.store.set_site_state(SiteState::Stopped).await;
+        let stop = StopInfo {
+            reason: reason.to_string(),
+            by: actor.to_string(),
+            at: now_millis(),
+        };
+        self.set_state(SiteState::Stopped, Some(stop));
+        if let Err(e) = held.and(stored.map_err(EngineError::from)) {
+            self.audit(actor, "site.stop", &self.name, Some(reason), &format!("failed: {e}"))
+                .await;
+            return Err(e);
+        }
+        self.log
+            .write(level::INFO, format!("Site {} stopped successfully!", self.name))
+            .await;
+        self.log.write(level::INFO, "=====").await;
+        self.audit(actor, "site.stop", &self.name, Some(reason), "ok").await;
+        Ok(())
+    }
+
+    /// Cancels the workers and waits for them (bounded).
+    async fn halt(&self, mut workers: Workers) {
+        *self.trigger.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        workers.token.cancel();
+        let all_done = async { while workers.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(STOP_DEADLINE, all_done).await.is_err() {
+            self.log
+                .write(
+                    level::ERROR,
+                    format!(
+                        "Workers of site {} did not stop within {}s; abandoned",
+                        self.name,
+                        STOP_DEADLINE.as_secs()
+                    ),
+                )
+                .await;
+            workers.tasks.abort_all();
+        }
+    }
+
+    /// Stops the workers without recording a stop (daemon shutdown).
+    pub async fn halt_workers(&self) {
+        let taken = self.workers.lock().await.take();
+        if let Some(w) = taken {
+            self.halt(w).await;
+        }
+    }
+
+    // ----- flows -----
+
+    /// 'Send All' / 'Send Changed' asked for by a person. While the site is
+    /// stopped the flow becomes `Pending …` and does not run (seed 000).
+    pub async fn request_run(&self, flow: &str, mode: RunMode, actor: &str) -> Result<FlowStatus> {
+        let action = "flow.run";
+        let subject = format!("flow/{flow}");
+        let (ic, fc) = self.flow(flow)?;
+        let source = self.endpoint(&fc.source)?;
+        if !source.kind.is_pull_source() {
+            let refusal = Refusal::Invalid(format!(
+                "flow {flow} receives its records by webhook; there is nothing to run"
+            ));
+            return self.refused(actor, action, &subject, None, refusal).await;
+        }
+        let integration = self.integration(&ic.name)?;
+        if !integration.captures() {
+            let refusal = Refusal::Conflict(format!(
+                "integration {} is stopped; start it to run its flows",
+                ic.name
+            ));
+            return self.refused(actor, action, &subject, None, refusal).await;
+        }
+        let _flows = self.flow_control.lock().await;
+        let site_running = self.state() == SiteState::Running;
+        let current = self.store.flow(flow).await?.status;
+        let next = match current.apply(FlowEvent::Requested { mode, site_running }) {
+            Ok(next) => next,
+            Err(refusal) => return self.refused(actor, action, &subject, None, refusal).await,
+        };
+        if site_running {
+            let trigger = self.trigger.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let sent = match trigger {
+                Some(tx) => tx
+                    .try_send(RunRequest {
+                        flow: flow.to_string(),
+                        mode,
+                    })
+                    .is_ok(),
+                None => false,
+            };
+            if !sent {
+                let refusal =
+                    Refusal::Conflict("the site is busy stopping or starting; try again".into());
+                return self.refused(actor, action, &subject, None, refusal).await;
+            }
+        }
+        self.store.set_flow_status(flow, next).await?;
+        if !site_running {
+            self.log
+                .write(
+                    level::INFO,
+                    format!(
+                        "'{}' of flow {flow} requested while site {} is stopped: {}, not run",
+                        mode.label(),
+                        self.name,
+                        next.label()
+                    ),
+                )
+                .await;
+        }
+        self.audit(actor, action, &subject, Some(mode.label()), "ok").await;
+        Ok(next)
+    }
+
+    /// Marks a scheduled run as started; `false` if it may not run now
+    /// (a run of the flow is in progress, or its integration is stopped):
+    /// a missed firing is not made up later.
+    pub async fn begin_scheduled_run(&self, flow: &str) -> Result<bool> {
+        let (ic, _) = self.flow(flow)?;
+        if !self.integration(&ic.name)?.captures() {
+            return Ok(false);
+        }
+        let _flows = self.flow_control.lock().await;
+        let current = self.store.flow(flow).await?.status;
+        match current.apply(FlowEvent::Requested {
+            mode: RunMode::Changed,
+            site_running: true,
+        }) {
+            Ok(next) => {
+                self.store.set_flow_status(flow, next).await?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Records the end of a run in the flow's status.
+    pub async fn end_run(&self, flow: &str, result: RunResult) -> Result<()> {
+        let _flows = self.flow_control.lock().await;
+        let current = self.store.flow(flow).await?.status;
+        let next = current.apply(FlowEvent::Finished(result))?;
+        self.store.set_flow_status(flow, next).await?;
+        Ok(())
+    }
+
+    // ----- webhook intake -----
+
+    /// Queues records POSTed to a webhook flow. Returns the first and last
+    /// sequence numbers once they are durably queued.
+    pub async fn accept_pushed(
+        &self,
+        integration: &str,
+        flow: &str,
+        records: Vec<Value>,
+    ) -> Result<Option<(i64, i64)>> {
+        let integ = self.integration(integration)?;
+        let fc = integ
+            .config
+            .flows
+            .iter()
+            .find(|f| f.name == flow)
+            .ok_or_else(|| {
+                EngineError::NotFound(format!("integration {integration} has no flow '{flow}'"))
+            })?;
+        if !self.endpoint(&fc.source)?.kind.is_push_source() {
+            return Err(EngineError::NotFound(format!(
+                "flow {flow} does not take records by webhook (its source is {})",
+                fc.source
+            )));
+        }
+        let state = self.state();
+        if state != SiteState::Running {
+            return Err(EngineError::Unavailable {
+                message: format!("site {} is {}; records are not taken", self.name, state.as_str()),
+                retry_after: Duration::from_secs(30),
+            });
+        }
+        if !integ.captures() {
+            return Err(EngineError::Unavailable {
+                message: format!("integration {integration} is stopped; records are not taken"),
+                retry_after: Duration::from_secs(60),
+            });
+        }
+        let key_field = fc.key.as_deref();
+        let records = records
+            .into_iter()
+            .map(|record| NewRecord {
+                key: key_field.and_then(|k| record.get(k)).and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Null => None,
+                    other => Some(other.to_string()),
+                }),
+                payload: record.to_string(),
+            })
+            .collect();
+        let range = self
+            .store
+            .enqueue(integration, flow, records, None, None)
+            .await?;
+        integ.wake();
+        Ok(range)
+    }
+}

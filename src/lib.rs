@@ -1,0 +1,31 @@
+//! sluice: an integration runtime that moves records between business
+//! systems under exact operator control.
+//!
+//! # Layout
+//! - [`model`]: ids, states and their transitions: `Site`, `Integration`
+//!   (lifecycle state and holds), `Flow` status, `Transaction` state, and the
+//!   seven derived statuses. Pure, no I/O.
+//! - [`config`]: `sluice.toml` → a typed, validated [`config::Config`]; every
+//!   error names the file, line and key.
+//! - [`store`]: the [`store::Store`] trait (the durable queue, checkpoints,
+//!   states, runs, log, audit) and its SQLite backend.
+//! - [`connectors`]: the `Source` and `Target` traits and one file per
+//!   endpoint kind (webhook, file, http, generator).
+//! - [`engine`]: the daemon's moving parts: per site a supervisor with the
+//!   workers of seed 000 (GetData, Trigger, Monitor, AllOthers), the
+//!   scheduler and the per-integration sender.
+//! - [`api`]: the REST API (axum) and the webhook receiver.
+//! - [`log`]: the site log in seed 000's format: stored, filtered, streamed.
+//! - [`cli`]: the `sluice` command line; subcommands talk to the daemon over
+//!   its REST API.
+//! - [`demo`]: the embedded demo (two sites and a local HTTP target).
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod connectors;
+pub mod demo;
+pub mod engine;
+pub mod log;
+pub mod model;
+pub mod store;

@@ -1,0 +1,168 @@
+//! The site log, in seed 000's format: `08-Jul-2014 15:04:46 (4) : message`.
+//!
+//! Each line has a verbosity level (lower = more important); a site keeps the
+//! lines at or below its `log_level`. A kept line goes, from this one place,
+//! to the site's store (for `GET …/log`), to its plain-text log file, to the
+//! live subscribers (`…/log/stream`, `sluice log --follow`) and to the
+//! daemon's own tracing output.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::model::{now_millis, Millis};
+use crate::store::{LogEntry, Store};
+
+/// Seed 000's levels as sluice uses them.
+pub mod level {
+    /// Something failed and needs a person.
+    pub const ERROR: u8 = 2;
+    /// Work being done ("Getting data...").
+    pub const WORK: u8 = 3;
+    /// State changes: threads started/stopped, site started/stopped.
+    pub const INFO: u8 = 4;
+    /// Per-run and per-batch detail.
+    pub const DETAIL: u8 = 6;
+    /// Chatter ("Checking for trigger command...").
+    pub const TRACE: u8 = 7;
+}
+
+pub struct SiteLog {
+    site: String,
+    keep_level: u8,
+    store: Arc<dyn Store>,
+    file: Mutex<Option<std::fs::File>>,
+    path: PathBuf,
+    live: broadcast::Sender<LogEntry>,
+}
+
+impl SiteLog {
+    pub fn open(site: &str, keep_level: u8, store: Arc<dyn Store>, path: &Path) -> SiteLog {
+        let file = open_append(path);
+        if let Err(e) = &file {
+            tracing::warn!(site, path = %path.display(), "cannot open the site log file: {e}");
+        }
+        SiteLog {
+            site: site.to_string(),
+            keep_level,
+            store,
+            file: Mutex::new(file.ok()),
+            path: path.to_path_buf(),
+            live: broadcast::channel(1024).0,
+        }
+    }
+
+    pub fn keep_level(&self) -> u8 {
+        self.keep_level
+    }
+
+    /// Writes one line, if its level is kept. Never fails: a log that cannot
+    /// be written is reported on the daemon's own output instead.
+    pub async fn write(&self, level: u8, message: impl Into<String>) {
+        let message = message.into();
+        if level <= level::ERROR {
+            tracing::warn!(site = %self.site, level, "{message}");
+        } else if level <= level::INFO {
+            tracing::info!(site = %self.site, level, "{message}");
+        } else {
+            tracing::debug!(site = %self.site, level, "{message}");
+        }
+        if level > self.keep_level {
+            return;
+        }
+        let ts = now_millis();
+        let id = match self.store.append_log(ts, level, &message).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(site = %self.site, "cannot store a log line: {e}");
+                0
+            }
+        };
+        let entry = LogEntry {
+            id,
+            ts,
+            level,
+            message,
+        };
+        self.append_to_file(&entry);
+        // Nobody listening is fine.
+        let _unheard = self.live.send(entry);
+    }
+
+    fn append_to_file(&self, entry: &LogEntry) {
+        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = open_append(&self.path).ok();
+        }
+        if let Some(file) = guard.as_mut() {
+            if let Err(e) = writeln!(file, "{}", format_entry(entry)) {
+                tracing::warn!(site = %self.site, "cannot write the site log file: {e}");
+                *guard = None;
+            }
+        }
+    }
+
+    /// Lines kept from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<LogEntry> {
+        self.live.subscribe()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// `08-Jul-2014 15:04:46 (4) : message`, in the daemon's local time.
+pub fn format_entry(entry: &LogEntry) -> String {
+    format!("{} ({}) : {}", format_ts(entry.ts), entry.level, entry.message)
+}
+
+pub fn format_ts(ts: Millis) -> String {
+    use chrono::TimeZone;
+    match chrono::Local.timestamp_millis_opt(ts).single() {
+        Some(t) => t.format("%d-%b-%Y %H:%M:%S").to_string(),
+        None => ts.to_string(),
+    }
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC), the form of every time
+/// in the API.
+pub fn rfc3339(ts: Millis) -> String {
+    match chrono::DateTime::from_timestamp_millis(ts) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        None => ts.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_format() {
+        let line = format_entry(&LogEntry {
+            id: 1,
+            ts: now_millis(),
+            level: 4,
+            message: "Site DEV started successfully!".into(),
+        });
+        // e.g. "24-Nov-2026 15:05:30 (4) : Site DEV started successfully!"
+        let (stamp, rest) = line.split_at(20);
+        assert_eq!(rest, " (4) : Site DEV started successfully!");
+        assert!(chrono::NaiveDateTime::parse_from_str(stamp, "%d-%b-%Y %H:%M:%S").is_ok(), "{stamp}");
+    }
+
+    #[test]
+    fn api_times_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+}

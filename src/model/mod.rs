@@ -1,0 +1,43 @@
+//! Ids, states and their transitions: pure, no I/O.
+//!
+//! Every state machine here has one `apply` function that takes the current
+//! state and an event and returns the next state or a typed [`Refusal`]. The
+//! API, the CLI (through the API) and the engine all go through these
+//! functions, so a 409 and an engine decision can never disagree.
+
+pub mod flow;
+pub mod integration;
+pub mod site;
+pub mod status;
+pub mod transaction;
+
+pub use flow::{FlowEvent, FlowStatus, RunMode, RunResult};
+pub use integration::{Hold, HoldKind, IntegrationEvent, IntegrationState};
+pub use site::{SiteEvent, SiteState};
+pub use status::{derive_status, ConnectionStatus, FlowRunOutcome};
+pub use transaction::TxState;
+
+/// Why a transition was refused. `Conflict` is a request that does not fit the
+/// current state (HTTP 409); `Invalid` is a request that is wrong whatever the
+/// state (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The idempotency key of a transaction: `{site}:{integration}:{seq}`. It is
+/// the same on every attempt, so a target that honours it applies a record
+/// once however often a crash makes sluice send it.
+pub fn idempotency_key(site: &str, integration: &str, seq: i64) -> String {
+    format!("{site}:{integration}:{seq}")
+}
+
+/// Milliseconds since the Unix epoch: the one clock stored everywhere.
+pub type Millis = i64;
+
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,140 @@
+//! A site's lifecycle (seed 000): Stopped, Starting, Running, Stopping.
+
+use serde::{Deserialize, Serialize};
+
+use super::Refusal;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteState {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteEvent {
+    /// A person (or the daemon at boot) asks the site to start.
+    Start,
+    /// The workers are up.
+    Started,
+    /// A person asks the site to stop; the reason is mandatory (seed 000's
+    /// 'Confirm Service Stop' window).
+    Stop { reason: String },
+    /// The workers are down.
+    Stopped,
+}
+
+impl SiteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SiteState::Stopped => "stopped",
+            SiteState::Starting => "starting",
+            SiteState::Running => "running",
+            SiteState::Stopping => "stopping",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SiteState> {
+        Some(match s {
+            "stopped" => SiteState::Stopped,
+            "starting" => SiteState::Starting,
+            "running" => SiteState::Running,
+            "stopping" => SiteState::Stopping,
+            _ => return None,
+        })
+    }
+
+    /// Only a running site transfers data.
+    pub fn transfers_data(self) -> bool {
+        self == SiteState::Running
+    }
+
+    pub fn apply(self, event: &SiteEvent) -> Result<SiteState, Refusal> {
+        use SiteEvent as E;
+        use SiteState as S;
+        match (self, event) {
+            (_, E::Stop { reason }) if reason.trim().is_empty() => Err(Refusal::Invalid(
+                "a reason is required to stop a site".to_string(),
+            )),
+            (S::Stopped, E::Start) => Ok(S::Starting),
+            (S::Starting, E::Started) => Ok(S::Running),
+            (S::Running, E::Stop { .. }) => Ok(S::Stopping),
+            (S::Stopping, E::Stopped) => Ok(S::Stopped),
+            (state, E::Start) => Err(Refusal::Conflict(format!(
+                "the site is {}; only a stopped site can be started",
+                state.as_str()
+            ))),
+            (state, E::Stop { .. }) => Err(Refusal::Conflict(format!(
+                "the site is {}; only a running site can be stopped",
+                state.as_str()
+            ))),
+            (state, E::Started) => Err(Refusal::Conflict(format!(
+                "the site is {}, not starting",
+                state.as_str()
+            ))),
+            (state, E::Stopped) => Err(Refusal::Conflict(format!(
+                "the site is {}, not stopping",
+                state.as_str()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [SiteState; 4] = [
+        SiteState::Stopped,
+        SiteState::Starting,
+        SiteState::Running,
+        SiteState::Stopping,
+    ];
+
+    fn stop(reason: &str) -> SiteEvent {
+        SiteEvent::Stop {
+            reason: reason.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_state_and_event() {
+        use SiteState::*;
+        for state in ALL {
+            let cases = [
+                (SiteEvent::Start, (state == Stopped).then_some(Starting)),
+                (SiteEvent::Started, (state == Starting).then_some(Running)),
+                (stop("stocktake"), (state == Running).then_some(Stopping)),
+                (SiteEvent::Stopped, (state == Stopping).then_some(Stopped)),
+            ];
+            for (event, expected) in cases {
+                match (state.apply(&event), expected) {
+                    (Ok(next), Some(want)) => assert_eq!(next, want, "{state:?} + {event:?}"),
+                    (Err(Refusal::Conflict(msg)), None) => {
+                        assert!(msg.contains(state.as_str()), "{msg} names the state")
+                    }
+                    (got, want) => panic!("{state:?} + {event:?}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_reason_is_refused_in_every_state() {
+        for state in ALL {
+            for reason in ["", "   ", "\n\t"] {
+                assert!(matches!(state.apply(&stop(reason)), Err(Refusal::Invalid(_))));
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for state in ALL {
+            assert_eq!(SiteState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(SiteState::parse("paused"), None);
+    }
+}

@@ -1,0 +1,112 @@
+//! The seven connection statuses of seed 001, derived from what is observed.
+//!
+//! Running when the latest completed result of every flow is success; Failed
+//! when the latest completed result of one or more flows is failure; an
+//! ongoing run does not count. A halted run (cut off by a stop) is not a
+//! completed one either.
+
+use serde::Serialize;
+
+use super::{IntegrationState, RunResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ConnectionStatus {
+    Disabled,
+    Failed,
+    Idle,
+    Restarting,
+    Running,
+    #[serde(rename = "Server Reinitializing")]
+    ServerReinitializing,
+    Unknown,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionStatus::Disabled => "Disabled",
+            ConnectionStatus::Failed => "Failed",
+            ConnectionStatus::Idle => "Idle",
+            ConnectionStatus::Restarting => "Restarting",
+            ConnectionStatus::Running => "Running",
+            ConnectionStatus::ServerReinitializing => "Server Reinitializing",
+            ConnectionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+/// What is known of one enabled flow for the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowRunOutcome {
+    /// Records arrive by themselves (a webhook): nothing to run, nothing to fail.
+    Push,
+    /// The latest completed run (success or failure), if any ended yet.
+    Completed(Option<RunResult>),
+}
+
+pub fn derive_status(
+    state: IntegrationState,
+    reinitializing: bool,
+    flows: &[FlowRunOutcome],
+) -> ConnectionStatus {
+    if reinitializing {
+        return ConnectionStatus::ServerReinitializing;
+    }
+    if state == IntegrationState::Stopped {
+        return ConnectionStatus::Disabled;
+    }
+    if flows.is_empty() {
+        return ConnectionStatus::Idle;
+    }
+    let mut any_unfinished = false;
+    for flow in flows {
+        match flow {
+            FlowRunOutcome::Push => {}
+            FlowRunOutcome::Completed(Some(RunResult::Failed)) => return ConnectionStatus::Failed,
+            FlowRunOutcome::Completed(Some(RunResult::Success)) => {}
+            // A halted run did not complete: as if none had.
+            FlowRunOutcome::Completed(Some(RunResult::Halted) | None) => any_unfinished = true,
+        }
+    }
+    if any_unfinished {
+        ConnectionStatus::Restarting
+    } else {
+        ConnectionStatus::Running
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FlowRunOutcome::*;
+    use RunResult::*;
+
+    const ACTIVE: IntegrationState = IntegrationState::Active;
+
+    /// Seed 001's three cases, reduced to the latest completed result per
+    /// sync-set (an ongoing run does not count).
+    #[test]
+    fn the_three_cases_of_seed_001() {
+        // Case 1: iteration 2 all success; iteration 3 ss1 ongoing.
+        let case1 = [Completed(Some(Success)); 3];
+        assert_eq!(derive_status(ACTIVE, false, &case1), ConnectionStatus::Running);
+        // Case 2: iteration 2 ss1 failed; iteration 3 ss1 ongoing.
+        let case2 = [Completed(Some(Failed)), Completed(Some(Success)), Completed(Some(Success))];
+        assert_eq!(derive_status(ACTIVE, false, &case2), ConnectionStatus::Failed);
+        // Case 3: iteration 3 ss1 success, ss2 ongoing.
+        let case3 = [Completed(Some(Success)); 3];
+        assert_eq!(derive_status(ACTIVE, false, &case3), ConnectionStatus::Running);
+    }
+
+    #[test]
+    fn other_statuses() {
+        assert_eq!(derive_status(ACTIVE, false, &[]), ConnectionStatus::Idle);
+        assert_eq!(
+            derive_status(IntegrationState::Stopped, false, &[Push]),
+            ConnectionStatus::Disabled
+        );
+        assert_eq!(derive_status(ACTIVE, true, &[Push]), ConnectionStatus::ServerReinitializing);
+        assert_eq!(derive_status(ACTIVE, false, &[Push, Completed(None)]), ConnectionStatus::Restarting);
+        assert_eq!(derive_status(IntegrationState::Paused, false, &[Push]), ConnectionStatus::Running);
+    }
+}

@@ -1,0 +1,232 @@
+//! Durable state of one site: its transaction queue, flow checkpoints, site
+//! and integration states, run history, site log and audit trail.
+//!
+//! # Design constraints
+//! - One store per site (its own data file). Nothing outside `store/` knows
+//!   what backs it: the [`Store`] trait speaks in domain terms.
+//! - **What is durable when.** Every `async fn` that writes returns only once
+//!   its write is committed. `enqueue` commits the records *and* the flow's
+//!   checkpoint in one transaction, so a checkpoint never covers a record that
+//!   is not queued, and a queued record is never captured again by a
+//!   'Send Changed' run.
+//! - **Order.** Each integration has its own sequence, assigned by `enqueue` in
+//!   call order, strictly increasing, never reused. `next_batch` returns
+//!   pending transactions in sequence order.
+//! - **What may repeat.** `Sending` is never stored: a batch in flight when the
+//!   process dies is still Queued afterwards and is sent again, with the same
+//!   idempotency key. Acks are applied in the order they are called.
+//! - **Memory.** The queue lives on disk; nothing here holds it in memory, so
+//!   memory does not grow with queue length.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::model::{
+    FlowStatus, Hold, HoldKind, IntegrationState, Millis, RunMode, RunResult, SiteState, TxState,
+};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store: the writer thread is gone")]
+    Closed,
+    #[error("store: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One record captured from a source, not yet queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    /// The value of the flow's key field, if it has one.
+    pub key: Option<String>,
+    /// The record as JSON text, delivered as it is.
+    pub payload: String,
+}
+
+/// A pending transaction, as the sender reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedTx {
+    pub seq: i64,
+    pub flow: String,
+    pub payload: String,
+    pub attempts: i64,
+}
+
+/// A transaction as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TxRecord {
+    pub seq: i64,
+    pub flow: String,
+    pub key: Option<String>,
+    pub state: TxState,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub attempts: i64,
+    /// The target's answer or the error of the last failed attempt.
+    pub last_error: Option<String>,
+    pub record: serde_json::Value,
+}
+
+/// The stored state of an integration: the lifecycle state a person set and
+/// its holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrationRecord {
+    pub state: IntegrationState,
+    pub holds: Vec<Hold>,
+}
+
+/// The stored state of a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRecord {
+    pub status: FlowStatus,
+    /// The cursor value (JSON text) up to which 'Send Changed' has captured.
+    pub checkpoint: Option<String>,
+}
+
+/// One run (iteration) of a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub flow: String,
+    pub mode: RunMode,
+    pub started_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub result: Option<RunResult>,
+    /// Records queued by this run.
+    pub captured: i64,
+    pub error: Option<String>,
+}
+
+/// One line of the site log (seed 000's format is applied when shown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogEntry {
+    pub id: i64,
+    pub ts: Millis,
+    pub level: u8,
+    pub message: String,
+}
+
+/// Who did what, when, why, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub ts: Millis,
+    pub actor: String,
+    /// e.g. `site.stop`, `integration.pause`, `flow.run`.
+    pub action: String,
+    /// What it was done to: the site, `integration/NAME`, `flow/NAME`.
+    pub subject: String,
+    pub reason: Option<String>,
+    /// `ok`, or why it was refused.
+    pub outcome: String,
+}
+
+/// The durable state of one site. Every method is safe to call from many
+/// tasks at once.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ----- site -----
+    /// The state the site was last left in; `None` if it never ran.
+    async fn site_state(&self) -> Result<Option<SiteState>>;
+    async fn set_site_state(&self, state: SiteState) -> Result<()>;
+
+    // ----- integrations -----
+    /// `None` for an integration never seen before.
+    async fn integration(&self, name: &str) -> Result<Option<IntegrationRecord>>;
+    /// Sets the lifecycle state; with `Paused` the `operator` hold `hold` is
+    /// added, with any other state the `operator` hold is removed, in the same
+    /// transaction.
+    async fn set_integration_state(
+        &self,
+        name: &str,
+        state: IntegrationState,
+        hold: Option<Hold>,
+    ) -> Result<()>;
+    /// Adds (or replaces) the hold of that kind.
+    async fn add_hold(&self, integration: &str, hold: Hold) -> Result<()>;
+    /// Removes the hold of that kind; `true` if there was one.
+    async fn remove_hold(&self, integration: &str, kind: HoldKind) -> Result<bool>;
+
+    // ----- flows -----
+    /// `FlowStatus::Blank` and no checkpoint for a flow never seen before.
+    async fn flow(&self, flow: &str) -> Result<FlowRecord>;
+    async fn set_flow_status(&self, flow: &str, status: FlowStatus) -> Result<()>;
+    /// Sets every flow's status to blank (a site start); returns the flows that
+    /// had a pending request, which is thereby discarded.
+    async fn reset_flow_statuses(&self) -> Result<Vec<(String, FlowStatus)>>;
+
+    // ----- the queue -----
+    /// Queues `records` at the end of the integration's queue, in order, and
+    /// in the same transaction moves the flow's checkpoint to `checkpoint`
+    /// (when given) and adds their number to run `run` (when given). Returns
+    /// the first and last sequence numbers assigned (`None` for no records).
+    /// Concurrent calls are committed together (group commit).
+    async fn enqueue(
+        &self,
+        integration: &str,
+        flow: &str,
+        records: Vec<NewRecord>,
+        checkpoint: Option<String>,
+        run: Option<i64>,
+    ) -> Result<Option<(i64, i64)>>;
+    /// Up to `limit` pending (Queued) transactions with `seq > after`, in
+    /// sequence order.
+    async fn next_batch(&self, integration: &str, after: i64, limit: usize)
+        -> Result<Vec<QueuedTx>>;
+    /// Marks transactions `first..=last` that are still Queued as Sent.
+    async fn ack_sent(&self, integration: &str, first: i64, last: i64) -> Result<()>;
+    /// Marks one transaction Error (with the target's answer) or Ignored.
+    async fn settle(
+        &self,
+        integration: &str,
+        seq: i64,
+        state: TxState,
+        error: Option<String>,
+    ) -> Result<()>;
+    /// Counts a failed attempt of `first..=last` and keeps the error.
+    async fn record_failure(&self, integration: &str, first: i64, last: i64, error: &str)
+        -> Result<()>;
+    /// Transactions still Queued.
+    async fn queued_count(&self, integration: &str) -> Result<i64>;
+    /// Transactions for operators, newest first, optionally of one state,
+    /// with `seq < before` when given.
+    async fn transactions(
+        &self,
+        integration: &str,
+        state: Option<TxState>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<TxRecord>>;
+
+    // ----- runs -----
+    async fn start_run(&self, flow: &str, mode: RunMode) -> Result<i64>;
+    async fn finish_run(&self, run: i64, result: RunResult, error: Option<String>) -> Result<()>;
+    /// The latest runs of a flow, newest first.
+    async fn runs(&self, flow: &str, limit: usize) -> Result<Vec<RunRecord>>;
+    /// Runs left without an end by a crash are marked Halted; returns how many.
+    async fn close_abandoned_runs(&self) -> Result<usize>;
+
+    // ----- log and audit -----
+    async fn append_log(&self, ts: Millis, level: u8, message: &str) -> Result<i64>;
+    /// Log entries with `id > after`, `level <= max_level`, `ts >= since`,
+    /// oldest first, at most `limit` (the newest `limit` when more match).
+    async fn log(
+        &self,
+        after: i64,
+        since: Option<Millis>,
+        max_level: u8,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>>;
+    async fn append_audit(&self, entry: AuditEntry) -> Result<i64>;
+    /// Audit entries, newest first.
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+}

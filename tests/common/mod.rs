@@ -1,0 +1,346 @@
+//! What the black-box tests share: the real `sluice` binary started on a
+//! temporary data directory and a free port, driven over HTTP and the CLI,
+//! and a real HTTP target that records what it receives.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// A running daemon. Killed (SIGKILL) when dropped.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    http: reqwest::Client,
+}
+
+impl Daemon {
+    /// Writes `toml` (which must not set `listen` or `data_dir`) into `dir`
+    /// and starts `sluice serve` on it.
+    pub async fn start(dir: &Path, toml: &str) -> Daemon {
+        let config = dir.join("sluice.toml");
+        let data = dir.join("data");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n{toml}",
+            data.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Daemon::start_with(dir, &config, None).await
+    }
+
+    async fn start_with(dir: &Path, config: &Path, listen: Option<SocketAddr>) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").arg("--config").arg(config);
+        if let Some(addr) = listen {
+            cmd.arg("--listen").arg(addr.to_string());
+        }
+        let mut child = cmd
+            .env("SLUICE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the sluice binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut sent = false;
+            while let Some(Ok(line)) = lines.next() {
+                if !sent {
+                    if let Some(rest) = line.strip_prefix("sluice listening on http://") {
+                        let _ = tx.send(rest.parse::<SocketAddr>().unwrap());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the daemon says where it listens");
+        Daemon {
+            dir: dir.to_path_buf(),
+            config: config.to_path_buf(),
+            addr,
+            child: Some(child),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Kills the daemon with SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Kills it and starts it again on the same files and port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let addr = self.addr;
+        // The port may take a moment to be free again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpListener::bind(addr).is_ok() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        *self = Daemon::start_with(&self.dir.clone(), &self.config.clone(), Some(addr)).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn server(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http.get(self.url(path)).send().await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("x-sluice-actor", "tester")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// POSTs to a webhook; returns the status and the `Retry-After` header.
+    pub async fn hook(&self, site: &str, integration: &str, flow: &str, body: Value) -> (StatusCode, Option<String>) {
+        let r = self
+            .http
+            .post(self.url(&format!("/hooks/{site}/{integration}/{flow}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        (StatusCode::from_u16(r.status().as_u16()).unwrap(), retry)
+    }
+
+    pub async fn integration(&self, site: &str, name: &str) -> Value {
+        let (status, v) = self.get(&format!("/api/v1/sites/{site}/integrations/{name}")).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v
+    }
+
+    pub async fn flow(&self, site: &str, name: &str) -> Value {
+        let (status, v) = self.get(&format!("/api/v1/sites/{site}/flows/{name}")).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v
+    }
+
+    pub async fn log(&self, site: &str) -> String {
+        self.get_text(&format!("/api/v1/sites/{site}/log")).await
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("--server")
+            .arg(self.server())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("the sluice CLI runs")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until `check` holds, or fails the test after `secs`.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One request the target received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub key: String,
+    pub record: Value,
+}
+
+/// A real HTTP target on 127.0.0.1 that records every record it is sent
+/// (one record, or a JSON array with `X-Sluice-Keys`), with an optional
+/// delay per request to keep a drain observable.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    delay: Arc<Mutex<Duration>>,
+}
+
+impl Target {
+    pub async fn start() -> Target {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = Target {
+            addr,
+            received: Arc::default(),
+            delay: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/records", post(receive))
+            .with_state(target.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        target
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/records", self.addr)
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        *self.delay.lock().unwrap() = d;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// The value of `field` of each record received, in arrival order.
+    pub fn field(&self, field: &str) -> Vec<Value> {
+        self.received().into_iter().map(|r| r.record[field].clone()).collect()
+    }
+
+    /// Arrival order with each idempotency key kept once; panics if a key
+    /// came back with a different record.
+    pub fn deduplicated(&self) -> Vec<Received> {
+        let mut seen = std::collections::HashMap::<String, Value>::new();
+        let mut out = Vec::new();
+        for r in self.received() {
+            match seen.get(&r.key) {
+                Some(prev) => assert_eq!(prev, &r.record, "key {} resent with another record", r.key),
+                None => {
+                    seen.insert(r.key.clone(), r.record.clone());
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+}
+
+async fn receive(State(t): State<Target>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let delay = *t.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let value: Value = serde_json::from_slice(&body).unwrap();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let mut received = t.received.lock().unwrap();
+    match value {
+        Value::Array(items) => {
+            let keys = header("x-sluice-keys");
+            for (key, record) in keys.split(',').zip(items) {
+                received.push(Received {
+                    key: key.to_string(),
+                    record,
+                });
+            }
+        }
+        record => received.push(Received {
+            key: header("idempotency-key"),
+            record,
+        }),
+    }
+    StatusCode::OK
+}
+
+/// A config with one site `LIVE`: a webhook flow `web` in integration
+/// `orders` to the target.
+pub fn webhook_site(target: &Target, batch: usize) -> String {
+    format!(
+        r#"
+[sites.LIVE.endpoints.shop]
+kind = "webhook"
+
+[sites.LIVE.endpoints.crm]
+kind = "http"
+url = "{}"
+batch = {batch}
+
+[sites.LIVE.integrations.orders]
+
+[[sites.LIVE.integrations.orders.flows]]
+name = "web"
+source = "shop"
+target = "crm"
+key = "id"
+"#,
+        target.url()
+    )
+}
+
+pub fn order(n: usize) -> Value {
+    json!({"id": format!("o{n}"), "n": n})
+}
+
+/// The seed-000 log line format: `24-Nov-2026 15:04:46 (4) : message`.
+pub fn has_log_line(log: &str, level: u8, message: &str) -> bool {
+    log.lines().any(|line| {
+        line.len() > 20
+            && chrono::NaiveDateTime::parse_from_str(&line[..20], "%d-%b-%Y %H:%M:%S").is_ok()
+            && line[20..] == format!(" ({level}) : {message}")
+    })
+}
