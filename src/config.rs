@@ -236,9 +236,17 @@ impl SiteConfig {
 }
 
 const ROOT_KEYS: &[&str] = &["listen", "data_dir", "sites"];
-const SITE_KEYS: &[&str] = &["log_level", "data_file", "log_file", "endpoints", "integrations"];
+const SITE_KEYS: &[&str] = &[
+    "log_level",
+    "data_file",
+    "log_file",
+    "endpoints",
+    "integrations",
+];
 const INTEGRATION_KEYS: &[&str] = &["on_error", "flows"];
-const FLOW_KEYS: &[&str] = &["name", "source", "target", "schedule", "key", "cursor", "enabled"];
+const FLOW_KEYS: &[&str] = &[
+    "name", "source", "target", "schedule", "key", "cursor", "enabled",
+];
 
 /// Names appear in URLs: letters, digits, `-` and `_`.
 fn valid_name(name: &str) -> bool {
@@ -268,7 +276,9 @@ fn strsim(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
             prev = cur;
         }
     }
@@ -315,7 +325,13 @@ impl<'a> Ctx<'a> {
             .or(fallback)
     }
 
-    fn unknown_keys(&mut self, table: &dyn TableLike, path: &str, known: &[&str], line: Option<usize>) {
+    fn unknown_keys(
+        &mut self,
+        table: &dyn TableLike,
+        path: &str,
+        known: &[&str],
+        line: Option<usize>,
+    ) {
         let unknown: Vec<String> = table
             .iter()
             .map(|(k, _)| k.to_string())
@@ -331,56 +347,101 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn string(&mut self, table: &dyn TableLike, path: &str, key: &str, line: Option<usize>) -> Option<String> {
+    fn string(
+        &mut self,
+        table: &dyn TableLike,
+        path: &str,
+        key: &str,
+        line: Option<usize>,
+    ) -> Option<String> {
         let item = table.get(key)?;
         match item.as_str() {
             Some(s) => Some(s.to_string()),
             None => {
                 let l = self.key_line(table, key, line);
-                self.error(l, join(path, key), format!("must be a string, not {}", item.type_name()));
+                self.error(
+                    l,
+                    join(path, key),
+                    format!("must be a string, not {}", item.type_name()),
+                );
                 None
             }
         }
     }
 
-    fn integer(&mut self, table: &dyn TableLike, path: &str, key: &str, line: Option<usize>) -> Option<i64> {
+    fn integer(
+        &mut self,
+        table: &dyn TableLike,
+        path: &str,
+        key: &str,
+        line: Option<usize>,
+    ) -> Option<i64> {
         let item = table.get(key)?;
         match item.as_integer() {
             Some(n) => Some(n),
             None => {
                 let l = self.key_line(table, key, line);
-                self.error(l, join(path, key), format!("must be an integer, not {}", item.type_name()));
+                self.error(
+                    l,
+                    join(path, key),
+                    format!("must be an integer, not {}", item.type_name()),
+                );
                 None
             }
         }
     }
 
-    fn boolean(&mut self, table: &dyn TableLike, path: &str, key: &str, line: Option<usize>) -> Option<bool> {
+    fn boolean(
+        &mut self,
+        table: &dyn TableLike,
+        path: &str,
+        key: &str,
+        line: Option<usize>,
+    ) -> Option<bool> {
         let item = table.get(key)?;
         match item.as_bool() {
             Some(b) => Some(b),
             None => {
                 let l = self.key_line(table, key, line);
-                self.error(l, join(path, key), format!("must be true or false, not {}", item.type_name()));
+                self.error(
+                    l,
+                    join(path, key),
+                    format!("must be true or false, not {}", item.type_name()),
+                );
                 None
             }
         }
     }
 
     /// `table[key]` as a table, or an error if it is something else.
-    fn table<'t>(&mut self, parent: &'t dyn TableLike, path: &str, key: &str, line: Option<usize>) -> Option<&'t dyn TableLike> {
+    fn table<'t>(
+        &mut self,
+        parent: &'t dyn TableLike,
+        path: &str,
+        key: &str,
+        line: Option<usize>,
+    ) -> Option<&'t dyn TableLike> {
         let item = parent.get(key)?;
         match item.as_table_like() {
             Some(t) => Some(t),
             None => {
                 let l = self.key_line(parent, key, line);
-                self.error(l, join(path, key), format!("must be a table, not {}", item.type_name()));
+                self.error(
+                    l,
+                    join(path, key),
+                    format!("must be a table, not {}", item.type_name()),
+                );
                 None
             }
         }
     }
 
-    fn config(&mut self, root: &toml_edit::Table, values: &toml::Table, data_dir_override: Option<&Path>) -> Config {
+    fn config(
+        &mut self,
+        root: &toml_edit::Table,
+        values: &toml::Table,
+        data_dir_override: Option<&Path>,
+    ) -> Config {
         let root: &dyn TableLike = root;
         self.unknown_keys(root, "", ROOT_KEYS, Some(1));
         let base_dir = self
@@ -398,7 +459,11 @@ impl<'a> Ctx<'a> {
                 Ok(a) => a,
                 Err(_) => {
                     let l = self.key_line(root, "listen", None);
-                    self.error(l, "listen", format!("'{s}' is not an address such as {DEFAULT_LISTEN}"));
+                    self.error(
+                        l,
+                        "listen",
+                        format!("'{s}' is not an address such as {DEFAULT_LISTEN}"),
+                    );
                     DEFAULT_LISTEN.parse().expect("a valid default")
                 }
             },
@@ -406,7 +471,10 @@ impl<'a> Ctx<'a> {
         };
         let data_dir = match data_dir_override {
             Some(d) => d.to_path_buf(),
-            None => base_dir.join(self.string(root, "", "data_dir", None).unwrap_or_else(|| "./data".into())),
+            None => base_dir.join(
+                self.string(root, "", "data_dir", None)
+                    .unwrap_or_else(|| "./data".into()),
+            ),
         };
         let mut sites = Vec::new();
         match self.table(root, "", "sites", None) {
@@ -419,7 +487,11 @@ impl<'a> Ctx<'a> {
                         continue;
                     };
                     if !valid_name(name) {
-                        self.error(line, &path, "a site name has 1 to 64 letters, digits, '-' or '_'");
+                        self.error(
+                            line,
+                            &path,
+                            "a site name has 1 to 64 letters, digits, '-' or '_'",
+                        );
                     }
                     let site_values = values
                         .get("sites")
@@ -456,7 +528,11 @@ impl<'a> Ctx<'a> {
             Some(n @ 0..=9) => n as u8,
             Some(n) => {
                 let l = self.key_line(table, "log_level", line);
-                self.error(l, join(path, "log_level"), format!("{n} is not a level: use 0 to 9"));
+                self.error(
+                    l,
+                    join(path, "log_level"),
+                    format!("{n} is not a level: use 0 to 9"),
+                );
                 4
             }
             None => 4,
@@ -481,7 +557,11 @@ impl<'a> Ctx<'a> {
                     continue;
                 };
                 if !valid_name(ename) {
-                    self.error(eline, &epath, "an endpoint name has 1 to 64 letters, digits, '-' or '_'");
+                    self.error(
+                        eline,
+                        &epath,
+                        "an endpoint name has 1 to 64 letters, digits, '-' or '_'",
+                    );
                 }
                 let ep_values = values
                     .and_then(|v| v.get("endpoints"))
@@ -508,7 +588,11 @@ impl<'a> Ctx<'a> {
                     continue;
                 };
                 if !valid_name(iname) {
-                    self.error(iline, &ipath, "an integration name has 1 to 64 letters, digits, '-' or '_'");
+                    self.error(
+                        iline,
+                        &ipath,
+                        "an integration name has 1 to 64 letters, digits, '-' or '_'",
+                    );
                 }
                 self.unknown_keys(it, &ipath, INTEGRATION_KEYS, iline);
                 let on_error = match self.string(it, &ipath, "on_error", iline).as_deref() {
@@ -516,7 +600,11 @@ impl<'a> Ctx<'a> {
                     Some("skip") => OnError::Skip,
                     Some(other) => {
                         let l = self.key_line(it, "on_error", iline);
-                        self.error(l, join(&ipath, "on_error"), format!("'{other}' is neither \"block\" nor \"skip\""));
+                        self.error(
+                            l,
+                            join(&ipath, "on_error"),
+                            format!("'{other}' is neither \"block\" nor \"skip\""),
+                        );
                         OnError::Block
                     }
                 };
@@ -547,7 +635,11 @@ impl<'a> Ctx<'a> {
     ) -> Option<EndpointKind> {
         let Some(kind) = self.string(ep, path, "kind", line) else {
             if !ep.contains_key("kind") {
-                self.error(line, join(path, "kind"), format!("missing: one of {}", EndpointKind::NAMES.join(", ")));
+                self.error(
+                    line,
+                    join(path, "kind"),
+                    format!("missing: one of {}", EndpointKind::NAMES.join(", ")),
+                );
             }
             return None;
         };
@@ -556,7 +648,14 @@ impl<'a> Ctx<'a> {
         let parsed = match EndpointKind::from_table(&kind, settings) {
             None => {
                 let l = self.key_line(ep, "kind", line);
-                self.error(l, join(path, "kind"), format!("unknown kind '{kind}': one of {}", EndpointKind::NAMES.join(", ")));
+                self.error(
+                    l,
+                    join(path, "kind"),
+                    format!(
+                        "unknown kind '{kind}': one of {}",
+                        EndpointKind::NAMES.join(", ")
+                    ),
+                );
                 return None;
             }
             Some(Err(e)) => {
@@ -567,8 +666,13 @@ impl<'a> Ctx<'a> {
                     .nth(1)
                     .filter(|k| ep.contains_key(k))
                     .map(str::to_string);
-                let l = key.as_deref().and_then(|k| self.key_line(ep, k, None)).or(line);
-                let full = key.map(|k| join(path, &k)).unwrap_or_else(|| path.to_string());
+                let l = key
+                    .as_deref()
+                    .and_then(|k| self.key_line(ep, k, None))
+                    .or(line);
+                let full = key
+                    .map(|k| join(path, &k))
+                    .unwrap_or_else(|| path.to_string());
                 self.error(l, full, message);
                 return None;
             }
@@ -598,14 +702,24 @@ impl<'a> Ctx<'a> {
         };
         let tables: Vec<&dyn TableLike> = match item {
             Item::ArrayOfTables(a) => a.iter().map(|t| t as &dyn TableLike).collect(),
-            Item::Value(toml_edit::Value::Array(a)) if a.iter().all(|v| v.as_inline_table().is_some()) => a
-                .iter()
-                .filter_map(|v| v.as_inline_table())
-                .map(|t| t as &dyn TableLike)
-                .collect(),
+            Item::Value(toml_edit::Value::Array(a))
+                if a.iter().all(|v| v.as_inline_table().is_some()) =>
+            {
+                a.iter()
+                    .filter_map(|v| v.as_inline_table())
+                    .map(|t| t as &dyn TableLike)
+                    .collect()
+            }
             other => {
                 let l = self.key_line(it, "flows", iline);
-                self.error(l, join(ipath, "flows"), format!("must be an array of tables ([[…flows]]), not {}", other.type_name()));
+                self.error(
+                    l,
+                    join(ipath, "flows"),
+                    format!(
+                        "must be an array of tables ([[…flows]]), not {}",
+                        other.type_name()
+                    ),
+                );
                 return flows;
             }
         };
@@ -646,14 +760,22 @@ impl<'a> Ctx<'a> {
             };
             let nline = self.key_line(flow, "name", fline);
             if !valid_name(&name) {
-                self.error(nline, join(&fpath, "name"), "a flow name has 1 to 64 letters, digits, '-' or '_'");
+                self.error(
+                    nline,
+                    join(&fpath, "name"),
+                    "a flow name has 1 to 64 letters, digits, '-' or '_'",
+                );
             }
             if let Some((_, other)) = flow_names.iter().find(|(n, _)| *n == name) {
                 self.error(nline, join(&fpath, "name"), format!("flow '{name}' is already defined at {other}: flow names are unique within a site"));
             }
             flow_names.push((name.clone(), fpath.clone()));
             let fits = |want: fn(&EndpointKind) -> bool| -> String {
-                let names: Vec<&str> = endpoints.iter().filter(|e| want(&e.kind)).map(|e| e.name.as_str()).collect();
+                let names: Vec<&str> = endpoints
+                    .iter()
+                    .filter(|e| want(&e.kind))
+                    .map(|e| e.name.as_str())
+                    .collect();
                 if names.is_empty() {
                     "none is defined".to_string()
                 } else {
@@ -662,11 +784,22 @@ impl<'a> Ctx<'a> {
             };
             let sline = self.key_line(flow, "source", fline);
             match endpoints.iter().find(|e| e.name == source) {
-                None => self.error(sline, join(&fpath, "source"), format!("no endpoint '{source}' in this site ({})", fits(|k| k.is_pull_source() || k.is_push_source()))),
+                None => self.error(
+                    sline,
+                    join(&fpath, "source"),
+                    format!(
+                        "no endpoint '{source}' in this site ({})",
+                        fits(|k| k.is_pull_source() || k.is_push_source())
+                    ),
+                ),
                 Some(e) if !(e.kind.is_pull_source() || e.kind.is_push_source()) => self.error(
                     sline,
                     join(&fpath, "source"),
-                    format!("endpoint '{source}' ({}) cannot be a source ({})", e.kind.name(), fits(|k| k.is_pull_source() || k.is_push_source())),
+                    format!(
+                        "endpoint '{source}' ({}) cannot be a source ({})",
+                        e.kind.name(),
+                        fits(|k| k.is_pull_source() || k.is_push_source())
+                    ),
                 ),
                 Some(e) => {
                     if e.kind.is_push_source() && schedule.is_some() {
@@ -680,11 +813,22 @@ impl<'a> Ctx<'a> {
             }
             let tline = self.key_line(flow, "target", fline);
             match endpoints.iter().find(|e| e.name == target) {
-                None => self.error(tline, join(&fpath, "target"), format!("no endpoint '{target}' in this site ({})", fits(EndpointKind::is_target))),
+                None => self.error(
+                    tline,
+                    join(&fpath, "target"),
+                    format!(
+                        "no endpoint '{target}' in this site ({})",
+                        fits(EndpointKind::is_target)
+                    ),
+                ),
                 Some(e) if !e.kind.is_target() => self.error(
                     tline,
                     join(&fpath, "target"),
-                    format!("endpoint '{target}' ({}) cannot be a target ({})", e.kind.name(), fits(EndpointKind::is_target)),
+                    format!(
+                        "endpoint '{target}' ({}) cannot be a target ({})",
+                        e.kind.name(),
+                        fits(EndpointKind::is_target)
+                    ),
                 ),
                 Some(_) => {}
             }
@@ -790,7 +934,12 @@ cursor = "updated_at"
         let dev = c.site("DEV").unwrap();
         assert_eq!(dev.log_level, 4);
         assert!(dev.integrations.is_empty());
-        let c = Config::parse("[sites.DEV]\n", Path::new("x.toml"), Some(Path::new("/tmp/d"))).unwrap();
+        let c = Config::parse(
+            "[sites.DEV]\n",
+            Path::new("x.toml"),
+            Some(Path::new("/tmp/d")),
+        )
+        .unwrap();
         assert_eq!(c.site("DEV").unwrap().log_file, Path::new("/tmp/d/DEV.log"));
     }
 
@@ -806,15 +955,29 @@ cursor = "updated_at"
         assert_eq!(find(&errs, "sites.LIVE.endpoints.crm.batch").line, Some(17));
         let source = find(&errs, "sites.LIVE.integrations.orders.flows[0].source");
         assert_eq!(source.line, Some(24));
-        assert!(source.message.contains("would fit: shop, erp"), "{}", source.message);
-        assert_eq!(find(&errs, "sites.LIVE.integrations.orders.on_error").line, Some(20));
+        assert!(
+            source.message.contains("would fit: shop, erp"),
+            "{}",
+            source.message
+        );
+        assert_eq!(
+            find(&errs, "sites.LIVE.integrations.orders.on_error").line,
+            Some(20)
+        );
         let kee = find(&errs, "sites.LIVE.integrations.orders.flows[1].kee");
         assert_eq!(kee.line, Some(32));
-        assert!(kee.message.contains("did you mean 'key'"), "{}", kee.message);
+        assert!(
+            kee.message.contains("did you mean 'key'"),
+            "{}",
+            kee.message
+        );
         assert_eq!(find(&errs, "sites.LIVE.log_level").line, Some(5));
         assert_eq!(errs.len(), 5, "{errs:#?}");
         let shown = ConfigErrors(errs).to_string();
-        assert!(shown.contains("/etc/sluice/sluice.toml:17: sites.LIVE.endpoints.crm.batch: "), "{shown}");
+        assert!(
+            shown.contains("/etc/sluice/sluice.toml:17: sites.LIVE.endpoints.crm.batch: "),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -848,25 +1011,44 @@ target = "erp"
 schedule = "sometimes"
 "#,
         );
-        assert!(find(&errs, "sites.LIVE.endpoints.gen.kind").message.contains("unknown kind 'teleport'"));
-        assert!(find(&errs, "sites.LIVE.integrations.a.flows[0].target").message.contains("cannot be a target"));
-        assert!(find(&errs, "sites.LIVE.integrations.a.flows[0].schedule").message.contains("webhook"));
-        assert!(find(&errs, "sites.LIVE.integrations.a.flows[1].name").message.contains("unique"));
-        assert!(find(&errs, "sites.LIVE.integrations.a.flows[1].cursor").message.contains("missing"));
-        assert_eq!(find(&errs, "sites.LIVE.integrations.a.flows[1].schedule").line, Some(18));
-        assert!(errors("listen = \"here\"\n[sites.X]\n")[0].message.contains("not an address"));
+        assert!(find(&errs, "sites.LIVE.endpoints.gen.kind")
+            .message
+            .contains("unknown kind 'teleport'"));
+        assert!(find(&errs, "sites.LIVE.integrations.a.flows[0].target")
+            .message
+            .contains("cannot be a target"));
+        assert!(find(&errs, "sites.LIVE.integrations.a.flows[0].schedule")
+            .message
+            .contains("webhook"));
+        assert!(find(&errs, "sites.LIVE.integrations.a.flows[1].name")
+            .message
+            .contains("unique"));
+        assert!(find(&errs, "sites.LIVE.integrations.a.flows[1].cursor")
+            .message
+            .contains("missing"));
+        assert_eq!(
+            find(&errs, "sites.LIVE.integrations.a.flows[1].schedule").line,
+            Some(18)
+        );
+        assert!(errors("listen = \"here\"\n[sites.X]\n")[0]
+            .message
+            .contains("not an address"));
         assert!(errors("data_dir = \"d\"\n")[0].message.contains("no site"));
-        assert!(errors("[sites.\"LI VE\"]\n")[0].message.contains("site name"));
+        assert!(errors("[sites.\"LI VE\"]\n")[0]
+            .message
+            .contains("site name"));
     }
 
     #[test]
     fn endpoint_settings_are_checked_by_their_kind() {
-        let errs = errors("[sites.L.endpoints.crm]\nkind = \"http\"\nurl = \"http://x\"\nbach = 3\n");
+        let errs =
+            errors("[sites.L.endpoints.crm]\nkind = \"http\"\nurl = \"http://x\"\nbach = 3\n");
         let e = find(&errs, "sites.L.endpoints.crm.bach");
         assert_eq!(e.line, Some(4));
         let errs = errors("[sites.L.endpoints.crm]\nkind = \"http\"\n");
         assert!(errs[0].message.contains("url"), "{errs:#?}");
-        let errs = errors("[sites.L.endpoints.e]\nkind = \"file\"\npath = \"p\"\npace = \"soon\"\n");
+        let errs =
+            errors("[sites.L.endpoints.e]\nkind = \"file\"\npath = \"p\"\npace = \"soon\"\n");
         assert!(errs[0].message.contains("not a duration"), "{errs:#?}");
     }
 

@@ -88,7 +88,11 @@ Try, in another terminal (add --server {server} if you changed --listen):
     );
 }
 
-async fn receive(State(received): State<Shared>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn receive(
+    State(received): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -110,7 +114,11 @@ async fn receive(State(received): State<Shared>, headers: HeaderMap, body: Bytes
     };
     println!(
         "receiver: {key} {text}{}",
-        if duplicate { "   (duplicate: already applied)" } else { "" }
+        if duplicate {
+            "   (duplicate: already applied)"
+        } else {
+            ""
+        }
     );
     StatusCode::OK
 }

@@ -118,12 +118,20 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// `08-Jul-2014 15:04:46 (4) : message`, in the daemon's local time.
 pub fn format_entry(entry: &LogEntry) -> String {
-    format!("{} ({}) : {}", format_ts(entry.ts), entry.level, entry.message)
+    format!(
+        "{} ({}) : {}",
+        format_ts(entry.ts),
+        entry.level,
+        entry.message
+    )
 }
 
 pub fn format_ts(ts: Millis) -> String {
@@ -158,7 +166,10 @@ mod tests {
         // e.g. "24-Nov-2026 15:05:30 (4) : Site DEV started successfully!"
         let (stamp, rest) = line.split_at(20);
         assert_eq!(rest, " (4) : Site DEV started successfully!");
-        assert!(chrono::NaiveDateTime::parse_from_str(stamp, "%d-%b-%Y %H:%M:%S").is_ok(), "{stamp}");
+        assert!(
+            chrono::NaiveDateTime::parse_from_str(stamp, "%d-%b-%Y %H:%M:%S").is_ok(),
+            "{stamp}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_log_follow_and_tx_list() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
@@ -19,7 +19,10 @@ async fn status_log_follow_and_tx_list() {
     let out = daemon.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("LIVE") && text.contains("orders") && text.contains("active"), "{text}");
+    assert!(
+        text.contains("LIVE") && text.contains("orders") && text.contains("active"),
+        "{text}"
+    );
 
     // log --follow prints what is written after it started.
     let mut follow = Command::new(BIN)
@@ -38,7 +41,12 @@ async fn status_log_follow_and_tx_list() {
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    daemon.post("/api/v1/sites/LIVE/integrations/orders/pause", json!({"reason": "watch me"})).await;
+    daemon
+        .post(
+            "/api/v1/sites/LIVE/integrations/orders/pause",
+            json!({"reason": "watch me"}),
+        )
+        .await;
     let mut lines = Vec::new();
     let found = loop {
         match rx.recv_timeout(Duration::from_secs(10)) {
@@ -55,9 +63,15 @@ async fn status_log_follow_and_tx_list() {
     follow.kill().unwrap();
     let _ = follow.wait();
     assert!(found, "log --follow printed:\n{}", lines.join("\n"));
-    assert!(has_log_line(&lines.join("\n"), 4, "Integration orders paused by tester: watch me"));
+    assert!(has_log_line(
+        &lines.join("\n"),
+        4,
+        "Integration orders paused by tester: watch me"
+    ));
 
-    daemon.hook("LIVE", "orders", "web", json!({"id": "a", "n": 1})).await;
+    daemon
+        .hook("LIVE", "orders", "web", json!({"id": "a", "n": 1}))
+        .await;
     let out = daemon.cli(&["tx", "list", "LIVE", "orders", "--state", "queued"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
@@ -98,11 +112,25 @@ shedule = "every 5s"
 "#,
     )
     .unwrap();
-    let out = Command::new(BIN).arg("serve").arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     // Every error at once, each with file, line and key.
-    assert!(err.contains("bad.toml:6: sites.LIVE.endpoints.crm.batch"), "{err}");
-    assert!(err.contains("bad.toml:12: sites.LIVE.integrations.orders.flows[0].source"), "{err}");
-    assert!(err.contains("bad.toml:14") && err.contains("shedule"), "{err}");
+    assert!(
+        err.contains("bad.toml:6: sites.LIVE.endpoints.crm.batch"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.toml:12: sites.LIVE.integrations.orders.flows[0].source"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.toml:14") && err.contains("shedule"),
+        "{err}"
+    );
 }

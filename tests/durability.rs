@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use common::*;
 use serde_json::{json, Value};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_record_survives_sigkill_and_arrives_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
@@ -42,24 +42,36 @@ async fn every_accepted_record_survives_sigkill_and_arrives_in_order() {
         target.deduplicated().len() >= accepted.len()
     })
     .await;
-    let unique: Vec<Value> = target.deduplicated().into_iter().map(|r| r.record["n"].clone()).collect();
+    let unique: Vec<Value> = target
+        .deduplicated()
+        .into_iter()
+        .map(|r| r.record["n"].clone())
+        .collect();
     let want: Vec<Value> = accepted.iter().map(|n| json!(n)).collect();
     assert_eq!(unique, want, "every accepted record, once, in order");
     // Anything delivered twice came with the same key (checked by
     // `deduplicated`), and at most the batches in flight at the kill.
     let repeats = target.count() - target.deduplicated().len();
-    assert!(repeats <= 5 * 2, "{repeats} repeats; delivered {delivered_at_kill} before the kill");
+    assert!(
+        repeats <= 5 * 2,
+        "{repeats} repeats; delivered {delivered_at_kill} before the kill"
+    );
     // And keys are the `{site}:{integration}:{seq}` of the store.
-    assert!(target.received().iter().all(|r| r.key.starts_with("LIVE:orders:")));
+    assert!(target
+        .received()
+        .iter()
+        .all(|r| r.key.starts_with("LIVE:orders:")));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn states_checkpoints_and_queues_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     let mut lines = String::new();
     for i in 1..=30 {
-        lines.push_str(&format!("{{\"id\": {i}, \"updated_at\": \"2026-01-{i:02}\"}}\n"));
+        lines.push_str(&format!(
+            "{{\"id\": {i}, \"updated_at\": \"2026-01-{i:02}\"}}\n"
+        ));
     }
     std::fs::write(dir.path().join("erp.jsonl"), lines).unwrap();
     let toml = format!(
@@ -98,15 +110,29 @@ target = "crm"
     let mut daemon = Daemon::start(dir.path(), &toml).await;
 
     // customers: paused, then a full run queues 30 and moves the checkpoint.
-    daemon.post("/api/v1/sites/LIVE/integrations/customers/pause", json!({"reason": "hold it"})).await;
-    daemon.post("/api/v1/sites/LIVE/flows/customers/run", json!({"mode": "changed"})).await;
+    daemon
+        .post(
+            "/api/v1/sites/LIVE/integrations/customers/pause",
+            json!({"reason": "hold it"}),
+        )
+        .await;
+    daemon
+        .post(
+            "/api/v1/sites/LIVE/flows/customers/run",
+            json!({"mode": "changed"}),
+        )
+        .await;
     eventually(10, "the run queued 30", || async {
         daemon.integration("LIVE", "customers").await["queued"] == 30
     })
     .await;
     // orders: stopped. STAGE: stopped.
-    daemon.post("/api/v1/sites/LIVE/integrations/orders/stop", json!({})).await;
-    let (status, _) = daemon.post("/api/v1/sites/STAGE/stop", json!({"reason": "stocktake"})).await;
+    daemon
+        .post("/api/v1/sites/LIVE/integrations/orders/stop", json!({}))
+        .await;
+    let (status, _) = daemon
+        .post("/api/v1/sites/STAGE/stop", json!({"reason": "stocktake"}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let checkpoint = daemon.flow("LIVE", "customers").await["checkpoint"].clone();
     assert_eq!(checkpoint, json!("2026-01-30"));
@@ -118,25 +144,48 @@ target = "crm"
     assert_eq!(customers["holds"][0]["kind"], "operator");
     assert_eq!(customers["holds"][0]["reason"], "hold it");
     assert_eq!(customers["queued"], 30);
-    assert_eq!(daemon.integration("LIVE", "orders").await["state"], "stopped");
+    assert_eq!(
+        daemon.integration("LIVE", "orders").await["state"],
+        "stopped"
+    );
     let (_, stage) = daemon.get("/api/v1/sites/STAGE").await;
     assert_eq!(stage["state"], "stopped");
     assert_eq!(stage["stop_reason"], "stocktake");
     let (_, live) = daemon.get("/api/v1/sites/LIVE").await;
     assert_eq!(live["state"], "running");
-    assert_eq!(daemon.flow("LIVE", "customers").await["checkpoint"], checkpoint);
+    assert_eq!(
+        daemon.flow("LIVE", "customers").await["checkpoint"],
+        checkpoint
+    );
     let (status, _) = daemon.hook("STAGE", "orders", "web", order(1)).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a stopped site takes nothing");
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a stopped site takes nothing"
+    );
 
     // Nothing was sent while paused; 'Send Changed' finds nothing new.
     assert_eq!(target.count(), 0);
-    daemon.post("/api/v1/sites/LIVE/flows/customers/run", json!({"mode": "changed"})).await;
+    daemon
+        .post(
+            "/api/v1/sites/LIVE/flows/customers/run",
+            json!({"mode": "changed"}),
+        )
+        .await;
     eventually(10, "the run ended", || async {
         daemon.flow("LIVE", "customers").await["status"] == "Success"
     })
     .await;
-    assert_eq!(daemon.flow("LIVE", "customers").await["last_run"]["captured"], 0);
-    daemon.post("/api/v1/sites/LIVE/integrations/customers/resume", json!({})).await;
+    assert_eq!(
+        daemon.flow("LIVE", "customers").await["last_run"]["captured"],
+        0
+    );
+    daemon
+        .post(
+            "/api/v1/sites/LIVE/integrations/customers/resume",
+            json!({}),
+        )
+        .await;
     eventually(10, "the queue drained", || async { target.count() >= 30 }).await;
     let ids: Vec<Value> = target.field("id");
     assert_eq!(ids, (1..=30).map(|i| json!(i)).collect::<Vec<_>>());

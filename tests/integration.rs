@@ -9,14 +9,17 @@ use axum::http::StatusCode;
 use common::*;
 use serde_json::{json, Value};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_integration_queues_in_order_and_resume_drains_with_progress() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
 
     let (status, v) = daemon
-        .post("/api/v1/sites/LIVE/integrations/orders/pause", json!({"reason": "planned maintenance"}))
+        .post(
+            "/api/v1/sites/LIVE/integrations/orders/pause",
+            json!({"reason": "planned maintenance"}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "paused");
@@ -29,7 +32,9 @@ async fn a_paused_integration_queues_in_order_and_resume_drains_with_progress() 
         assert_eq!(status, StatusCode::ACCEPTED);
     }
     let batch: Vec<Value> = (40..60).map(order).collect();
-    let (status, _) = daemon.hook("LIVE", "orders", "web", Value::Array(batch)).await;
+    let (status, _) = daemon
+        .hook("LIVE", "orders", "web", Value::Array(batch))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(target.count(), 0, "nothing reaches the target while paused");
@@ -37,34 +42,43 @@ async fn a_paused_integration_queues_in_order_and_resume_drains_with_progress() 
 
     // Resume against a slow target: progress is visible while it drains.
     target.set_delay(Duration::from_millis(30));
-    let (status, v) = daemon.post("/api/v1/sites/LIVE/integrations/orders/resume", json!({})).await;
+    let (status, v) = daemon
+        .post("/api/v1/sites/LIVE/integrations/orders/resume", json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "active");
     assert_eq!(v["holds"], json!([]));
-    let mut seen_progress = false;
-    eventually(20, "progress shown while draining", || {
-        let daemon = &daemon;
-        let seen = &mut seen_progress;
-        async move {
-            let v = daemon.integration("LIVE", "orders").await;
-            if let Some(done) = v["resume"]["done"].as_i64() {
-                assert_eq!(v["resume"]["total"], 60);
-                if done > 0 && done < 60 {
-                    *seen = true;
-                }
+    // Poll until progress shows part of the backlog done.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = daemon.integration("LIVE", "orders").await;
+        if let Some(done) = v["resume"]["done"].as_i64() {
+            assert_eq!(v["resume"]["total"], 60, "{v}");
+            if done > 0 && done < 60 {
+                break;
             }
-            *seen
         }
-    })
-    .await;
+        assert!(
+            Instant::now() < deadline,
+            "no progress seen while draining: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // New records follow the backlog.
     for n in 60..70 {
         let (status, _) = daemon.hook("LIVE", "orders", "web", order(n)).await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
-    eventually(20, "70 records delivered", || async { target.count() >= 70 }).await;
+    eventually(20, "70 records delivered", || async {
+        target.count() >= 70
+    })
+    .await;
     let ns: Vec<Value> = target.field("n");
-    assert_eq!(ns, (0..70).map(|n| json!(n)).collect::<Vec<_>>(), "creation order");
+    assert_eq!(
+        ns,
+        (0..70).map(|n| json!(n)).collect::<Vec<_>>(),
+        "creation order"
+    );
     let keys: Vec<String> = target.received().into_iter().map(|r| r.key).collect();
     assert_eq!(keys[0], "LIVE:orders:1");
     assert_eq!(keys[69], "LIVE:orders:70");
@@ -75,52 +89,80 @@ async fn a_paused_integration_queues_in_order_and_resume_drains_with_progress() 
     assert_eq!(daemon.integration("LIVE", "orders").await["queued"], 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_returns_only_when_no_send_will_start() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     target.set_delay(Duration::from_millis(20));
     let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
     let batch: Vec<Value> = (0..200).map(order).collect();
-    let (status, _) = daemon.hook("LIVE", "orders", "web", Value::Array(batch)).await;
+    let (status, _) = daemon
+        .hook("LIVE", "orders", "web", Value::Array(batch))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     eventually(10, "the drain started", || async { target.count() >= 5 }).await;
     for _ in 0..3 {
-        let (status, _) = daemon.post("/api/v1/sites/LIVE/integrations/orders/pause", json!({})).await;
+        let (status, _) = daemon
+            .post("/api/v1/sites/LIVE/integrations/orders/pause", json!({}))
+            .await;
         assert_eq!(status, StatusCode::OK);
         let at_pause = target.count();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(target.count(), at_pause, "a send started after pause returned");
-        let (status, _) = daemon.post("/api/v1/sites/LIVE/integrations/orders/resume", json!({})).await;
+        assert_eq!(
+            target.count(),
+            at_pause,
+            "a send started after pause returned"
+        );
+        let (status, _) = daemon
+            .post("/api/v1/sites/LIVE/integrations/orders/resume", json!({}))
+            .await;
         assert_eq!(status, StatusCode::OK);
         let resumed_at = target.count();
-        eventually(10, "sending again", || async { target.count() > resumed_at + 3 }).await;
+        eventually(10, "sending again", || async {
+            target.count() > resumed_at + 3
+        })
+        .await;
     }
     eventually(20, "all delivered", || async { target.count() >= 200 }).await;
     let ns: Vec<Value> = target.field("n");
     assert_eq!(ns, (0..200).map(|n| json!(n)).collect::<Vec<_>>());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_through_the_cli_shows_progress_until_the_backlog_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     target.set_delay(Duration::from_millis(10));
     let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
     let out = daemon.cli(&["integration", "pause", "LIVE", "orders", "--reason", "test"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let batch: Vec<Value> = (0..150).map(order).collect();
-    daemon.hook("LIVE", "orders", "web", Value::Array(batch)).await;
+    daemon
+        .hook("LIVE", "orders", "web", Value::Array(batch))
+        .await;
     let started = Instant::now();
     let out = daemon.cli(&["integration", "resume", "LIVE", "orders"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // It returned only when the backlog was sent, and said so.
-    assert!(target.count() >= 150, "returned after {:?} with {} sent", started.elapsed(), target.count());
+    assert!(
+        target.count() >= 150,
+        "returned after {:?} with {} sent",
+        started.elapsed(),
+        target.count()
+    );
     assert!(stdout.contains("150"), "{stdout}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_integration_captures_nothing_and_mismatches_are_409() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
@@ -146,7 +188,9 @@ schedule = "every 1s"
         assert_eq!(status, StatusCode::CONFLICT, "{a}: {v}");
         assert!(v["error"].as_str().unwrap().contains("active"), "{a}: {v}");
     }
-    let (status, v) = daemon.post(&action("stop"), json!({"reason": "decommissioned"})).await;
+    let (status, v) = daemon
+        .post(&action("stop"), json!({"reason": "decommissioned"}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "stopped");
     assert_eq!(v["status"], "Disabled");
@@ -157,7 +201,11 @@ schedule = "every 1s"
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(retry.unwrap().parse::<u64>().unwrap() > 0);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(daemon.flow("LIVE", "ticks").await["last_run"]["id"], runs_before, "no scheduled run");
+    assert_eq!(
+        daemon.flow("LIVE", "ticks").await["last_run"]["id"],
+        runs_before,
+        "no scheduled run"
+    );
     for a in ["pause", "resume", "stop"] {
         let (status, v) = daemon.post(&action(a), json!({})).await;
         assert_eq!(status, StatusCode::CONFLICT, "{a}: {v}");
@@ -180,7 +228,9 @@ schedule = "every 1s"
         assert!(v["error"].as_str().unwrap().contains("paused"), "{a}: {v}");
     }
     // Unknown names are 404, bad bodies 400, all JSON.
-    let (status, v) = daemon.post("/api/v1/sites/LIVE/integrations/nope/pause", json!({})).await;
+    let (status, v) = daemon
+        .post("/api/v1/sites/LIVE/integrations/nope/pause", json!({}))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(v["error"].is_string());
     let (status, v) = daemon.post("/api/v1/sites/NOPE/start", json!({})).await;
@@ -189,7 +239,11 @@ schedule = "every 1s"
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     assert!(v["error"].is_string());
     let (_, audit) = daemon.get("/api/v1/sites/LIVE/audit").await;
-    assert!(audit.as_array().unwrap().iter().any(|a| a["action"] == "integration.stop"
-        && a["reason"] == "decommissioned"
-        && a["actor"] == "tester"));
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["action"] == "integration.stop"
+            && a["reason"] == "decommissioned"
+            && a["actor"] == "tester"));
 }

@@ -54,11 +54,15 @@ target = "crm"
 "#,
         erp = dir.join("customers.jsonl").display(),
         url = target.url(),
-        schedule = if schedule { "schedule = \"every 1s\"" } else { "" },
+        schedule = if schedule {
+            "schedule = \"every 1s\""
+        } else {
+            ""
+        },
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_needs_a_reason_and_halts_a_run_mid_run() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
@@ -68,14 +72,20 @@ async fn a_stop_needs_a_reason_and_halts_a_run_mid_run() {
     for body in [json!({}), json!({"reason": ""}), json!({"reason": "   "})] {
         let (status, answer) = daemon.post("/api/v1/sites/LIVE/stop", body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(answer["error"].as_str().unwrap().contains("reason"), "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("reason"),
+            "{answer}"
+        );
     }
     let (_, site) = daemon.get("/api/v1/sites/LIVE").await;
     assert_eq!(site["state"], "running");
 
     // A run of 200 records takes about 1.2 s; stop it part-way.
     let (status, answer) = daemon
-        .post("/api/v1/sites/LIVE/flows/customers/run", json!({"mode": "changed"}))
+        .post(
+            "/api/v1/sites/LIVE/flows/customers/run",
+            json!({"mode": "changed"}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(answer["status"], "Running");
@@ -84,7 +94,10 @@ async fn a_stop_needs_a_reason_and_halts_a_run_mid_run() {
     })
     .await;
     let (status, site) = daemon
-        .post("/api/v1/sites/LIVE/stop", json!({"reason": "Stopping integration due to stocktake"}))
+        .post(
+            "/api/v1/sites/LIVE/stop",
+            json!({"reason": "Stopping integration due to stocktake"}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{site}");
     assert_eq!(site["state"], "stopped");
@@ -95,7 +108,10 @@ async fn a_stop_needs_a_reason_and_halts_a_run_mid_run() {
     assert_eq!(flow["last_run"]["result"], "halted", "{flow}");
     assert_eq!(flow["status"], "Halted");
     let captured = flow["last_run"]["captured"].as_i64().unwrap();
-    assert!((20..200).contains(&captured), "halted mid-run: {captured} captured");
+    assert!(
+        (20..200).contains(&captured),
+        "halted mid-run: {captured} captured"
+    );
 
     let log = daemon.log("LIVE").await;
     for line in [
@@ -118,29 +134,44 @@ async fn a_stop_needs_a_reason_and_halts_a_run_mid_run() {
     assert_eq!(stop["actor"], "tester");
 
     // Stopping a stopped site: 409 naming the state.
-    let (status, answer) = daemon.post("/api/v1/sites/LIVE/stop", json!({"reason": "again"})).await;
+    let (status, answer) = daemon
+        .post("/api/v1/sites/LIVE/stop", json!({"reason": "again"}))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert!(answer["error"].as_str().unwrap().contains("stopped"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("stopped"),
+        "{answer}"
+    );
 
     // Started again, 'Send Changed' picks up after the last page queued:
     // every record arrives once, in order.
     let (status, _) = daemon.post("/api/v1/sites/LIVE/start", json!({})).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = daemon
-        .post("/api/v1/sites/LIVE/flows/customers/run", json!({"mode": "changed"}))
+        .post(
+            "/api/v1/sites/LIVE/flows/customers/run",
+            json!({"mode": "changed"}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    eventually(20, "all 200 records delivered", || async { target.deduplicated().len() >= 200 }).await;
+    eventually(20, "all 200 records delivered", || async {
+        target.deduplicated().len() >= 200
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ids: Vec<i64> = target
         .deduplicated()
         .iter()
         .map(|r| r.record["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(ids, (1..=200).collect::<Vec<_>>(), "no record lost or repeated");
+    assert_eq!(
+        ids,
+        (1..=200).collect::<Vec<_>>(),
+        "no record lost or repeated"
+    );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_site_runs_nothing_and_forgets_pending_requests_on_start() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
@@ -150,31 +181,59 @@ async fn a_stopped_site_runs_nothing_and_forgets_pending_requests_on_start() {
         daemon.flow("LIVE", "ticks").await["last_run"]["result"] == "success"
     })
     .await;
-    let (status, _) = daemon.post("/api/v1/sites/LIVE/stop", json!({"reason": "maintenance"})).await;
+    let (status, _) = daemon
+        .post("/api/v1/sites/LIVE/stop", json!({"reason": "maintenance"}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let runs_before = daemon.flow("LIVE", "ticks").await["last_run"]["id"].clone();
     let delivered_before = target.count();
 
     // Through the CLI: Send Changed and Send All only mark the flows pending.
     let out = daemon.cli(&["flow", "run", "LIVE", "customers", "--changed"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Pending Changed"));
-    assert_eq!(daemon.flow("LIVE", "customers").await["status"], "Pending Changed");
+    assert_eq!(
+        daemon.flow("LIVE", "customers").await["status"],
+        "Pending Changed"
+    );
     let out = daemon.cli(&["flow", "run", "LIVE", "ticks", "--all"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(daemon.flow("LIVE", "ticks").await["status"], "Pending All");
 
     // Two and a half schedule intervals: nothing runs, nothing is sent.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(daemon.flow("LIVE", "ticks").await["last_run"]["id"], runs_before);
+    assert_eq!(
+        daemon.flow("LIVE", "ticks").await["last_run"]["id"],
+        runs_before
+    );
     assert!(daemon.flow("LIVE", "customers").await["last_run"].is_null());
     assert_eq!(target.count(), delivered_before);
 
     let out = daemon.cli(&["site", "start", "LIVE"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let log = daemon.log("LIVE").await;
-    assert!(has_log_line(&log, 4, "Site LIVE started successfully!"), "{log}");
-    for line in ["AllOthers thread started", "GetData thread started", "Trigger thread started", "Monitor thread started"] {
+    assert!(
+        has_log_line(&log, 4, "Site LIVE started successfully!"),
+        "{log}"
+    );
+    for line in [
+        "AllOthers thread started",
+        "GetData thread started",
+        "Trigger thread started",
+        "Monitor thread started",
+    ] {
         assert!(has_log_line(&log, 4, line), "missing '{line}' in:\n{log}");
     }
     // Every status is blank again and the pending request was not commenced.
@@ -183,6 +242,9 @@ async fn a_stopped_site_runs_nothing_and_forgets_pending_requests_on_start() {
         assert_eq!(flow["status"], "", "{flow}");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(daemon.flow("LIVE", "customers").await["last_run"].is_null(), "the pending request did not run");
+    assert!(
+        daemon.flow("LIVE", "customers").await["last_run"].is_null(),
+        "the pending request did not run"
+    );
     assert!(log.contains("it is not commenced"), "{log}");
 }

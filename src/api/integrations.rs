@@ -153,8 +153,14 @@ async fn act(
                 .await;
         }
         Err(e) => {
-            site.audit(&actor.0, &action, &subject, reason, &format!("refused: {e}"))
-                .await;
+            site.audit(
+                &actor.0,
+                &action,
+                &subject,
+                reason,
+                &format!("refused: {e}"),
+            )
+            .await;
             return Err(e.into());
         }
     }

@@ -90,19 +90,16 @@ pub async fn stream(
         site.store.log(0, None, max_level, tail).await?
     };
     let last_id = backlog.last().map_or(0, |e| e.id);
-    let event = |e: &crate::store::LogEntry| {
-        Event::default()
-            .id(e.id.to_string())
-            .data(format_entry(e))
-    };
+    let event =
+        |e: &crate::store::LogEntry| Event::default().id(e.id.to_string()).data(format_entry(e));
     let first: Vec<Result<Event, Infallible>> = backlog.iter().map(|e| Ok(event(e))).collect();
     let live = live.filter_map(move |item| {
         let out = match item {
             Ok(e) if e.level <= max_level && (e.id > last_id || e.id == 0) => Some(Ok(event(&e))),
             Ok(_) => None,
-            Err(BroadcastStreamRecvError::Lagged(n)) => {
-                Some(Ok(Event::default().comment(format!("{n} lines skipped: the reader was too slow"))))
-            }
+            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(
+                Event::default().comment(format!("{n} lines skipped: the reader was too slow"))
+            )),
         };
         std::future::ready(out)
     });
@@ -136,7 +133,10 @@ pub async fn audit(
     QueryParams(q): QueryParams<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditView>>> {
     let site = site(&daemon, &name)?;
-    let entries = site.store.audit(q.limit.unwrap_or(100).clamp(1, 10_000)).await?;
+    let entries = site
+        .store
+        .audit(q.limit.unwrap_or(100).clamp(1, 10_000))
+        .await?;
     Ok(Json(
         entries
             .into_iter()

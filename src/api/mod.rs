@@ -41,10 +41,22 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/sites/{site}/audit", get(log::audit))
         .route("/sites/{site}/integrations", get(integrations::list))
         .route("/sites/{site}/integrations/{name}", get(integrations::show))
-        .route("/sites/{site}/integrations/{name}/pause", post(integrations::pause))
-        .route("/sites/{site}/integrations/{name}/resume", post(integrations::resume))
-        .route("/sites/{site}/integrations/{name}/start", post(integrations::start))
-        .route("/sites/{site}/integrations/{name}/stop", post(integrations::stop))
+        .route(
+            "/sites/{site}/integrations/{name}/pause",
+            post(integrations::pause),
+        )
+        .route(
+            "/sites/{site}/integrations/{name}/resume",
+            post(integrations::resume),
+        )
+        .route(
+            "/sites/{site}/integrations/{name}/start",
+            post(integrations::start),
+        )
+        .route(
+            "/sites/{site}/integrations/{name}/stop",
+            post(integrations::stop),
+        )
         .route(
             "/sites/{site}/integrations/{name}/transactions",
             get(transactions::list),
@@ -173,12 +185,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
                     .collect::<String>()
             })
             .filter(|s| !s.trim().is_empty());
-        let name = stated.unwrap_or_else(|| {
-            match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        let name =
+            stated.unwrap_or_else(|| match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
                 Some(ConnectInfo(addr)) => format!("anonymous@{}", addr.ip()),
                 None => "anonymous".into(),
-            }
-        });
+            });
         Ok(Actor(name))
     }
 }
@@ -199,9 +210,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(text)
-            .map(JsonBody)
-            .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON for this request: {e}")))
+        serde_json::from_slice(text).map(JsonBody).map_err(|e| {
+            ApiError::BadRequest(format!("the body is not valid JSON for this request: {e}"))
+        })
     }
 }
 

@@ -74,6 +74,7 @@ pub async fn stop(
     JsonBody(body): JsonBody<StopBody>,
 ) -> ApiResult<Json<SiteView>> {
     let site = site(&daemon, &name)?;
-    site.stop(body.reason.as_deref().unwrap_or(""), &actor.0).await?;
+    site.stop(body.reason.as_deref().unwrap_or(""), &actor.0)
+        .await?;
     Ok(Json(view(site)))
 }

@@ -80,7 +80,10 @@ impl Client {
         r
     }
 
-    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CliError> {
         let response = request.send().await.map_err(|e| self.unreachable(e))?;
         if response.status().is_success() {
             return Ok(response);
@@ -105,7 +108,10 @@ impl Client {
         }
     }
 
-    async fn json_of<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, CliError> {
+    async fn json_of<T: DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<T, CliError> {
         let text = response
             .text()
             .await
@@ -145,7 +151,10 @@ impl Client {
     /// Prints `value` as JSON when `--json` was given; returns whether it did.
     pub fn print_json(&self, value: &Value) -> bool {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
         }
         self.json
     }
@@ -208,7 +217,10 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]]);
+        let t = table(
+            &["A", "BB"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]],
+        );
         assert_eq!(t, "A    BB\nxxx  y\nz");
     }
 

@@ -3,7 +3,7 @@
 use clap::{ArgGroup, Subcommand};
 use serde_json::json;
 
-use super::client::{seg, text, Client, CliError};
+use super::client::{seg, text, CliError, Client};
 
 #[derive(Debug, Subcommand)]
 pub enum FlowCommand {
@@ -24,7 +24,9 @@ pub enum FlowCommand {
 
 pub async fn run(client: &Client, command: FlowCommand) -> Result<(), CliError> {
     match command {
-        FlowCommand::Run { site, flow, all, .. } => {
+        FlowCommand::Run {
+            site, flow, all, ..
+        } => {
             let mode = if all { "all" } else { "changed" };
             let v = client
                 .post(
@@ -35,7 +37,9 @@ pub async fn run(client: &Client, command: FlowCommand) -> Result<(), CliError> 
             if !client.print_json(&v) {
                 let status = text(&v["status"]);
                 if status.starts_with("Pending") {
-                    println!("Flow {flow}: {status} (site {site} is stopped; the request will not run)");
+                    println!(
+                        "Flow {flow}: {status} (site {site} is stopped; the request will not run)"
+                    );
                 } else {
                     println!("Flow {flow}: {status}");
                 }

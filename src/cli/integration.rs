@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::client::{seg, table, text, Client, CliError};
+use super::client::{seg, table, text, CliError, Client};
 
 #[derive(Debug, Subcommand)]
 pub enum IntegrationCommand {
@@ -56,7 +56,14 @@ fn holds_text(v: &Value) -> String {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|h| format!("{} by {} ({})", text(&h["kind"]), text(&h["by"]), text(&h["reason"])))
+        .map(|h| {
+            format!(
+                "{} by {} ({})",
+                text(&h["kind"]),
+                text(&h["by"]),
+                text(&h["reason"])
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -72,10 +79,18 @@ pub async fn run(client: &Client, command: IntegrationCommand) -> Result<(), Cli
         IntegrationCommand::Stop { site, name, reason } => {
             act(client, &site, &name, "stop", reason, "stopped").await
         }
-        IntegrationCommand::Resume { site, name, reason, detach } => {
+        IntegrationCommand::Resume {
+            site,
+            name,
+            reason,
+            detach,
+        } => {
             let started = Instant::now();
             let v = client
-                .post(&format!("{}/resume", path(&site, &name)), json!({ "reason": reason }))
+                .post(
+                    &format!("{}/resume", path(&site, &name)),
+                    json!({ "reason": reason }),
+                )
                 .await?;
             if client.print_json(&v) || detach {
                 if !client.json {
@@ -86,7 +101,9 @@ pub async fn run(client: &Client, command: IntegrationCommand) -> Result<(), Cli
             follow(client, &site, &name, v, started).await
         }
         IntegrationCommand::List { site } => {
-            let v = client.get(&format!("/sites/{}/integrations", seg(&site))).await?;
+            let v = client
+                .get(&format!("/sites/{}/integrations", seg(&site)))
+                .await?;
             if !client.print_json(&v) {
                 let rows: Vec<Vec<String>> = v
                     .as_array()
@@ -102,7 +119,13 @@ pub async fn run(client: &Client, command: IntegrationCommand) -> Result<(), Cli
                         ]
                     })
                     .collect();
-                println!("{}", table(&["INTEGRATION", "STATE", "STATUS", "QUEUED", "HOLDS"], &rows));
+                println!(
+                    "{}",
+                    table(
+                        &["INTEGRATION", "STATE", "STATUS", "QUEUED", "HOLDS"],
+                        &rows
+                    )
+                );
             }
             Ok(())
         }
@@ -134,7 +157,13 @@ pub async fn run(client: &Client, command: IntegrationCommand) -> Result<(), Cli
                         ]
                     })
                     .collect();
-                println!("{}", table(&["FLOW", "ROUTE", "SCHEDULE", "STATUS", "LAST RUN", "CAPTURED"], &rows));
+                println!(
+                    "{}",
+                    table(
+                        &["FLOW", "ROUTE", "SCHEDULE", "STATUS", "LAST RUN", "CAPTURED"],
+                        &rows
+                    )
+                );
             }
             Ok(())
         }
@@ -150,7 +179,10 @@ async fn act(
     done: &str,
 ) -> Result<(), CliError> {
     let v = client
-        .post(&format!("{}/{verb}", path(site, name)), json!({ "reason": reason }))
+        .post(
+            &format!("{}/{verb}", path(site, name)),
+            json!({ "reason": reason }),
+        )
         .await?;
     if !client.print_json(&v) {
         println!("Integration {name} {done}; {} queued.", text(&v["queued"]));
@@ -159,15 +191,19 @@ async fn act(
 }
 
 /// Follows the drain a resume started until the backlog is sent.
-async fn follow(client: &Client, site: &str, name: &str, first: Value, started: Instant) -> Result<(), CliError> {
+async fn follow(
+    client: &Client,
+    site: &str,
+    name: &str,
+    first: Value,
+    started: Instant,
+) -> Result<(), CliError> {
     let tty = std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::new(0);
     if tty {
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} transactions  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} transactions  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
     } else {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());

@@ -3,7 +3,7 @@
 use clap::Args;
 use futures_util::StreamExt;
 
-use super::client::{seg, Client, CliError};
+use super::client::{seg, CliError, Client};
 
 #[derive(Debug, Args)]
 pub struct LogArgs {
@@ -32,12 +32,17 @@ pub async fn run(client: &Client, args: LogArgs) -> Result<(), CliError> {
             query.push(format!("tail={n}"));
         }
         let response = client
-            .stream(&format!("/sites/{}/log/stream?{}", seg(&args.site), query.join("&")))
+            .stream(&format!(
+                "/sites/{}/log/stream?{}",
+                seg(&args.site),
+                query.join("&")
+            ))
             .await?;
         let mut parser = SseParser::default();
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| CliError::Failed(format!("the log stream broke: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| CliError::Failed(format!("the log stream broke: {e}")))?;
             for line in parser.push(&chunk) {
                 println!("{line}");
             }
@@ -51,7 +56,11 @@ pub async fn run(client: &Client, args: LogArgs) -> Result<(), CliError> {
         query.push(format!("limit={n}"));
     }
     let text = client
-        .get_text(&format!("/sites/{}/log?{}", seg(&args.site), query.join("&")))
+        .get_text(&format!(
+            "/sites/{}/log?{}",
+            seg(&args.site),
+            query.join("&")
+        ))
         .await?;
     print!("{text}");
     Ok(())
@@ -81,7 +90,8 @@ impl SseParser {
             } else if line.starts_with(':') {
                 // A comment (keep-alive).
             } else if let Some(value) = line.strip_prefix("data:") {
-                self.data.push(value.strip_prefix(' ').unwrap_or(value).to_string());
+                self.data
+                    .push(value.strip_prefix(' ').unwrap_or(value).to_string());
             }
         }
         events
@@ -95,8 +105,13 @@ mod tests {
     #[test]
     fn events_split_across_chunks() {
         let mut p = SseParser::default();
-        assert!(p.push(b"id: 1\ndata: 24-Nov-2026 10:00:00 (4) : Site").is_empty());
-        assert_eq!(p.push(b" A started\n\n: keep-alive\n\ndata: two\r\n"), ["24-Nov-2026 10:00:00 (4) : Site A started"]);
+        assert!(p
+            .push(b"id: 1\ndata: 24-Nov-2026 10:00:00 (4) : Site")
+            .is_empty());
+        assert_eq!(
+            p.push(b" A started\n\n: keep-alive\n\ndata: two\r\n"),
+            ["24-Nov-2026 10:00:00 (4) : Site A started"]
+        );
         assert_eq!(p.push(b"data: lines\n\n"), ["two\nlines"]);
     }
 }

@@ -18,13 +18,22 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use client::{Client, CliError};
+pub use client::{CliError, Client};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "An integration runtime: sites, integrations, flows and a durable ordered queue.")]
+#[command(
+    name = "sluice",
+    version,
+    about = "An integration runtime: sites, integrations, flows and a durable ordered queue."
+)]
 pub struct Cli {
     /// The daemon's address.
-    #[arg(long, global = true, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
     pub server: String,
     /// API token, sent as `Authorization: Bearer`.
     #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
@@ -87,7 +96,10 @@ pub struct DemoArgs {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start: {e}");
@@ -142,10 +154,16 @@ mod tests {
     fn subcommands_parse() {
         assert!(parse(&["status"]).is_ok());
         assert!(parse(&["site", "stop", "LIVE", "--reason", "stocktake"]).is_ok());
-        assert!(parse(&["site", "stop", "LIVE"]).is_err(), "a stop needs --reason");
+        assert!(
+            parse(&["site", "stop", "LIVE"]).is_err(),
+            "a stop needs --reason"
+        );
         assert!(parse(&["integration", "resume", "LIVE", "orders", "--detach"]).is_ok());
         assert!(parse(&["flow", "run", "LIVE", "f", "--all"]).is_ok());
-        assert!(parse(&["flow", "run", "LIVE", "f"]).is_err(), "--all or --changed");
+        assert!(
+            parse(&["flow", "run", "LIVE", "f"]).is_err(),
+            "--all or --changed"
+        );
         assert!(parse(&["flow", "run", "LIVE", "f", "--all", "--changed"]).is_err());
         assert!(parse(&["log", "LIVE", "--follow", "--level", "4"]).is_ok());
         assert!(parse(&["tx", "list", "LIVE", "orders", "--state", "error"]).is_ok());

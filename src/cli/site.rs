@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::client::{seg, table, text, Client, CliError};
+use super::client::{seg, table, text, CliError, Client};
 
 #[derive(Debug, Subcommand)]
 pub enum SiteCommand {
@@ -23,14 +23,19 @@ pub enum SiteCommand {
 pub async fn run(client: &Client, command: SiteCommand) -> Result<(), CliError> {
     match command {
         SiteCommand::Start { site } => {
-            let v = client.post(&format!("/sites/{}/start", seg(&site)), json!({})).await?;
+            let v = client
+                .post(&format!("/sites/{}/start", seg(&site)), json!({}))
+                .await?;
             if !client.print_json(&v) {
                 println!("Site {site} started.");
             }
         }
         SiteCommand::Stop { site, reason } => {
             let v = client
-                .post(&format!("/sites/{}/stop", seg(&site)), json!({ "reason": reason }))
+                .post(
+                    &format!("/sites/{}/stop", seg(&site)),
+                    json!({ "reason": reason }),
+                )
                 .await?;
             if !client.print_json(&v) {
                 println!("Site {site} stopped: {}", text(&v["stop_reason"]));
@@ -52,7 +57,10 @@ pub async fn run(client: &Client, command: SiteCommand) -> Result<(), CliError> 
                         ]
                     })
                     .collect();
-                println!("{}", table(&["SITE", "STATE", "SINCE", "LAST STOP REASON"], &rows));
+                println!(
+                    "{}",
+                    table(&["SITE", "STATE", "SINCE", "LAST STOP REASON"], &rows)
+                );
             }
         }
     }

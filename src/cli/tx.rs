@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::client::{seg, table, text, Client, CliError};
+use super::client::{seg, table, text, CliError, Client};
 
 #[derive(Debug, Subcommand)]
 pub enum TxCommand {
@@ -24,7 +24,13 @@ pub enum TxCommand {
 
 pub async fn run(client: &Client, command: TxCommand) -> Result<(), CliError> {
     match command {
-        TxCommand::List { site, integration, state, limit, before } => {
+        TxCommand::List {
+            site,
+            integration,
+            state,
+            limit,
+            before,
+        } => {
             let mut query = Vec::new();
             if let Some(s) = state {
                 query.push(format!("state={}", seg(&s)));
@@ -66,7 +72,18 @@ pub async fn run(client: &Client, command: TxCommand) -> Result<(), CliError> {
                     .collect();
                 println!(
                     "{}",
-                    table(&["SEQ", "STATE", "FLOW", "KEY", "ATTEMPTS", "CREATED", "LAST ERROR"], &rows)
+                    table(
+                        &[
+                            "SEQ",
+                            "STATE",
+                            "FLOW",
+                            "KEY",
+                            "ATTEMPTS",
+                            "CREATED",
+                            "LAST ERROR"
+                        ],
+                        &rows
+                    )
                 );
             }
         }

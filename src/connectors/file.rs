@@ -93,21 +93,21 @@ fn key_text(v: &serde_json::Value) -> Option<String> {
 #[async_trait]
 impl Source for FileSource {
     async fn read(&self, req: ReadRequest<'_>) -> Result<Vec<SourceRecord>, SourceError> {
-        let text = tokio::fs::read_to_string(&self.path).await.map_err(|e| SourceError {
-            message: format!("cannot read {}: {e}", self.path.display()),
-        })?;
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|e| SourceError {
+                message: format!("cannot read {}: {e}", self.path.display()),
+            })?;
         let mut records = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let record: serde_json::Value = serde_json::from_str(line).map_err(|e| SourceError {
-                message: format!("{} line {}: not JSON: {e}", self.path.display(), i + 1),
-            })?;
-            let key = req
-                .key_field
-                .and_then(|f| record.get(f))
-                .and_then(key_text);
+            let record: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| SourceError {
+                    message: format!("{} line {}: not JSON: {e}", self.path.display(), i + 1),
+                })?;
+            let key = req.key_field.and_then(|f| record.get(f)).and_then(key_text);
             let cursor = match req.cursor_field {
                 None => None,
                 Some(field) => match record.get(field).and_then(Cursor::from_json) {
@@ -274,8 +274,14 @@ mod tests {
         let path = dir.path().join("out.jsonl");
         let target = FileTarget::new(&config(&path), dir.path());
         let batch = [
-            Delivery { key: "a", payload: "{\"x\":1}" },
-            Delivery { key: "b", payload: "{\"x\":2}" },
+            Delivery {
+                key: "a",
+                payload: "{\"x\":1}",
+            },
+            Delivery {
+                key: "b",
+                payload: "{\"x\":2}",
+            },
         ];
         target.deliver(&batch).await.unwrap();
         target.deliver(&batch[..1]).await.unwrap();

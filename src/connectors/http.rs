@@ -148,7 +148,8 @@ impl Target for HttpTarget {
             request = request.header("Idempotency-Key", first.key);
             first.payload.as_bytes().to_vec()
         } else {
-            let mut body = Vec::with_capacity(batch.iter().map(|d| d.payload.len() + 1).sum::<usize>() + 2);
+            let mut body =
+                Vec::with_capacity(batch.iter().map(|d| d.payload.len() + 1).sum::<usize>() + 2);
             body.push(b'[');
             let mut keys = String::with_capacity(batch.len() * (first.key.len() + 1));
             for (i, d) in batch.iter().enumerate() {
@@ -218,11 +219,20 @@ mod tests {
         use reqwest::StatusCode as S;
         assert_eq!(classify(S::OK), None);
         assert_eq!(classify(S::ACCEPTED), None);
-        assert_eq!(classify(S::SERVICE_UNAVAILABLE), Some(FailureClass::Intermittent));
-        assert_eq!(classify(S::TOO_MANY_REQUESTS), Some(FailureClass::Intermittent));
+        assert_eq!(
+            classify(S::SERVICE_UNAVAILABLE),
+            Some(FailureClass::Intermittent)
+        );
+        assert_eq!(
+            classify(S::TOO_MANY_REQUESTS),
+            Some(FailureClass::Intermittent)
+        );
         assert_eq!(classify(S::UNAUTHORIZED), Some(FailureClass::Unauthorized));
         assert_eq!(classify(S::FORBIDDEN), Some(FailureClass::Unauthorized));
-        assert_eq!(classify(S::UNPROCESSABLE_ENTITY), Some(FailureClass::Rejected));
+        assert_eq!(
+            classify(S::UNPROCESSABLE_ENTITY),
+            Some(FailureClass::Rejected)
+        );
     }
 
     #[test]

@@ -242,13 +242,17 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return None;
         }
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         total += match unit {
@@ -299,7 +303,11 @@ mod tests {
     fn cursors_compare_numbers_as_numbers() {
         assert!(Cursor::Number(9.0) < Cursor::Number(10.0));
         assert!(Cursor::Text("2024-01-09".into()) < Cursor::Text("2024-01-10".into()));
-        for c in [Cursor::Number(42.0), Cursor::Number(1.5), Cursor::Text("a\"b".into())] {
+        for c in [
+            Cursor::Number(42.0),
+            Cursor::Number(1.5),
+            Cursor::Text("a\"b".into()),
+        ] {
             assert_eq!(Cursor::decode(&c.encode()), Some(c));
         }
     }

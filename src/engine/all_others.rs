@@ -13,7 +13,9 @@ use super::Site;
 use crate::log::level;
 
 pub async fn run(site: Arc<Site>, token: CancellationToken, ready: oneshot::Sender<()>) {
-    site.log.write(level::INFO, "AllOthers thread started").await;
+    site.log
+        .write(level::INFO, "AllOthers thread started")
+        .await;
     let _ready = ready.send(());
     let mut senders = JoinSet::new();
     for integration in site.integrations() {
@@ -34,5 +36,7 @@ pub async fn run(site: Arc<Site>, token: CancellationToken, ready: oneshot::Send
     }
     token.cancelled().await;
     while senders.join_next().await.is_some() {}
-    site.log.write(level::INFO, "AllOthers thread stopped.").await;
+    site.log
+        .write(level::INFO, "AllOthers thread stopped.")
+        .await;
 }

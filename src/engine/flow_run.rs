@@ -24,7 +24,10 @@ pub async fn run(site: Arc<Site>, flow: String, mode: RunMode, token: Cancellati
         Err((captured, e)) => (RunResult::Failed, captured, Some(e)),
     };
     let message = match result {
-        RunResult::Success => format!("Flow {flow}: '{}' done, {captured} record(s) queued", mode.label()),
+        RunResult::Success => format!(
+            "Flow {flow}: '{}' done, {captured} record(s) queued",
+            mode.label()
+        ),
         RunResult::Halted => format!(
             "Flow {flow}: '{}' halted after {captured} record(s) queued",
             mode.label()
@@ -36,7 +39,14 @@ pub async fn run(site: Arc<Site>, flow: String, mode: RunMode, token: Cancellati
         ),
     };
     site.log
-        .write(if result == RunResult::Failed { level::ERROR } else { level::INFO }, message)
+        .write(
+            if result == RunResult::Failed {
+                level::ERROR
+            } else {
+                level::INFO
+            },
+            message,
+        )
         .await;
     if let Err(e) = site.end_run(&flow, result).await {
         tracing::error!(site = %site.name, flow, "cannot record the end of a run: {e}");
@@ -53,7 +63,10 @@ async fn capture(
 ) -> Result<(RunResult, i64), (i64, String)> {
     let fail = |e: String| (0, e);
     let (ic, fc) = site.flow(flow).map_err(|e| fail(e.to_string()))?;
-    let integration = site.integration(&ic.name).map_err(|e| fail(e.to_string()))?.clone();
+    let integration = site
+        .integration(&ic.name)
+        .map_err(|e| fail(e.to_string()))?
+        .clone();
     let endpoint = site.endpoint(&fc.source).map_err(|e| fail(e.to_string()))?;
     let source = endpoint
         .source
@@ -86,9 +99,16 @@ async fn pages(
 ) -> Result<(RunResult, i64), (i64, String)> {
     let flow = fc.name.as_str();
     site.log
-        .write(level::WORK, format!("Getting data for flow {flow} ('{}')...", mode.label()))
+        .write(
+            level::WORK,
+            format!("Getting data for flow {flow} ('{}')...", mode.label()),
+        )
         .await;
-    let stored = site.store.flow(flow).await.map_err(|e| (0, e.to_string()))?;
+    let stored = site
+        .store
+        .flow(flow)
+        .await
+        .map_err(|e| (0, e.to_string()))?;
     let mut checkpoint = stored.checkpoint.as_deref().and_then(Cursor::decode);
     let records = tokio::select! {
         _ = token.cancelled() => return Ok((RunResult::Halted, 0)),

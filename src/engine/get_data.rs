@@ -23,7 +23,9 @@ pub async fn run(
     site.log.write(level::INFO, "GetData thread started").await;
     let _ready = ready.send(());
     let scheduled = site.flows().filter_map(|(_, f)| {
-        let pull = site.endpoint(&f.source).is_ok_and(|e| e.kind.is_pull_source());
+        let pull = site
+            .endpoint(&f.source)
+            .is_ok_and(|e| e.kind.is_pull_source());
         match (&f.schedule, f.enabled && pull) {
             (Some(schedule), true) => Some((f.name.clone(), schedule.clone())),
             _ => None,

@@ -64,7 +64,10 @@ fn may_send(record: &IntegrationRecord) -> bool {
 
 impl Integration {
     /// Loads the integration's stored state, or records a new one as Active.
-    pub async fn open(config: IntegrationConfig, store: Arc<dyn Store>) -> Result<Arc<Integration>> {
+    pub async fn open(
+        config: IntegrationConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Integration>> {
         let record = match store.integration(&config.name).await? {
             Some(record) => record,
             None => {
@@ -93,7 +96,10 @@ impl Integration {
     }
 
     pub fn record(&self) -> IntegrationRecord {
-        self.record.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn state(&self) -> IntegrationState {
@@ -237,7 +243,11 @@ impl Integration {
         let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         let p = p.as_ref()?;
         let secs = p.started.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 { p.done as f64 / secs } else { 0.0 };
+        let rate = if secs > 0.0 {
+            p.done as f64 / secs
+        } else {
+            0.0
+        };
         Some(ResumeProgress {
             done: p.done,
             total: p.total,

@@ -21,7 +21,10 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// `now` is the site's start.
-    pub fn new(flows: impl IntoIterator<Item = (String, Schedule)>, now: DateTime<Utc>) -> Scheduler {
+    pub fn new(
+        flows: impl IntoIterator<Item = (String, Schedule)>,
+        now: DateTime<Utc>,
+    ) -> Scheduler {
         Scheduler {
             entries: flows
                 .into_iter()
@@ -64,7 +67,10 @@ mod tests {
 
     #[test]
     fn an_interval_fires_one_interval_after_start_and_does_not_catch_up() {
-        let mut s = Scheduler::new([("f".to_string(), Schedule::Every(Duration::from_secs(30)))], t(0));
+        let mut s = Scheduler::new(
+            [("f".to_string(), Schedule::Every(Duration::from_secs(30)))],
+            t(0),
+        );
         assert_eq!(s.next_due(), Some(t(30)));
         assert!(s.take_due(t(29)).is_empty());
         assert_eq!(s.take_due(t(30)), ["f"]);

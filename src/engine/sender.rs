@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +28,29 @@ use crate::store::{QueuedTx, Store};
 
 /// Transactions read from the store at a time.
 pub const READ_BATCH: usize = 1000;
+
+/// Deliveries are recorded in the store at least this often while a read
+/// batch is being delivered (and always at its end).
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Where the sender stands in its queue.
+struct Progress {
+    /// Everything up to here is delivered or settled, and recorded.
+    after: i64,
+    /// Delivered or settled but not yet recorded: first, last seq, count.
+    pending: Option<(i64, i64, i64)>,
+    last_flush: Instant,
+}
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress {
+            after: 0,
+            pending: None,
+            last_flush: Instant::now(),
+        }
+    }
+}
 
 pub struct Sender {
     pub site: String,
@@ -52,7 +75,7 @@ impl Sender {
     pub async fn run(self, token: CancellationToken) {
         let name = self.integration.name.clone();
         let mut may_send = self.integration.watch_may_send();
-        let mut after = 0i64;
+        let mut progress = Progress::default();
         let mut backoff = Backoff::default();
         // Deliver one record at a time up to this seq (set after a batch was
         // rejected, to find the record the target refuses).
@@ -71,12 +94,19 @@ impl Sender {
             if !self.integration.may_send() {
                 continue;
             }
-            let batch = match self.store.next_batch(&name, after, READ_BATCH).await {
+            let batch = match self
+                .store
+                .next_batch(&name, progress.after, READ_BATCH)
+                .await
+            {
                 Ok(batch) => batch,
                 Err(e) => {
                     drop(gate);
                     self.log
-                        .write(level::ERROR, format!("Cannot read the queue of {name}: {e}"))
+                        .write(
+                            level::ERROR,
+                            format!("Cannot read the queue of {name}: {e}"),
+                        )
                         .await;
                     if sleep_or_cancel(&token, Duration::from_secs(1)).await {
                         return;
@@ -93,23 +123,17 @@ impl Sender {
                 }
                 continue;
             }
-            let (pass, processed) = self
-                .deliver_batch(&batch, &token, &mut single_until, &mut backoff)
+            let pass = self
+                .deliver_batch(
+                    &batch,
+                    &token,
+                    &mut single_until,
+                    &mut backoff,
+                    &mut progress,
+                )
                 .await;
             self.integration.set_in_flight(None);
-            if let Some((last, count)) = processed {
-                match self.store.ack_sent(&name, batch[0].seq, last).await {
-                    Ok(()) => {
-                        after = last;
-                        self.integration.count_sent(count);
-                    }
-                    Err(e) => {
-                        self.log
-                            .write(level::ERROR, format!("Cannot record deliveries of {name}: {e}"))
-                            .await;
-                    }
-                }
-            }
+            self.flush(&mut progress).await;
             drop(gate);
             if let Pass::Retry(wait) = pass {
                 tokio::select! {
@@ -120,25 +144,56 @@ impl Sender {
         }
     }
 
-    /// Delivers `batch` chunk by chunk. Returns how the pass ended and, if
-    /// anything was delivered or settled, the last such seq and how many.
+    /// Records in the store what was delivered since the last flush, and
+    /// counts it toward the resume's progress.
+    async fn flush(&self, progress: &mut Progress) {
+        progress.last_flush = Instant::now();
+        let Some((first, last, count)) = progress.pending else {
+            return;
+        };
+        match self
+            .store
+            .ack_sent(&self.integration.name, first, last)
+            .await
+        {
+            Ok(()) => {
+                progress.after = last;
+                progress.pending = None;
+                self.integration.count_sent(count);
+            }
+            Err(e) => {
+                self.log
+                    .write(
+                        level::ERROR,
+                        format!("Cannot record deliveries of {}: {e}", self.integration.name),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// Delivers `batch` chunk by chunk, noting in `progress` what was
+    /// delivered or settled (and flushing it now and then, so progress shows
+    /// while a long batch goes to a slow target). Returns how the pass ended.
     async fn deliver_batch(
         &self,
         batch: &[QueuedTx],
         token: &CancellationToken,
         single_until: &mut i64,
         backoff: &mut Backoff,
-    ) -> (Pass, Option<(i64, i64)>) {
+        processed: &mut Progress,
+    ) -> Pass {
         let name = &self.integration.name;
-        let mut processed: Option<(i64, i64)> = None;
-        fn done(processed: &mut Option<(i64, i64)>, seq: i64, n: i64) {
-            let count = processed.map_or(0, |(_, c)| c);
-            *processed = Some((seq, count + n));
+        fn done(p: &mut Progress, first: i64, last: i64, n: i64) {
+            p.pending = Some(match p.pending {
+                Some((from, _, count)) => (from, last, count + n),
+                None => (first, last, n),
+            });
         }
         let mut i = 0;
         while i < batch.len() {
             if token.is_cancelled() || !self.integration.may_send() {
-                return (Pass::Interrupted, processed);
+                return Pass::Interrupted;
             }
             let Some(endpoint) = self.routes.get(&batch[i].flow) else {
                 let msg = format!("flow '{}' is no longer configured", batch[i].flow);
@@ -148,14 +203,14 @@ impl Sender {
                     .await
                 {
                     tracing::error!("cannot settle a transaction: {e}");
-                    return (Pass::Retry(Duration::from_secs(1)), processed);
+                    return Pass::Retry(Duration::from_secs(1));
                 }
-                done(&mut processed, batch[i].seq, 1);
+                done(processed, batch[i].seq, batch[i].seq, 1);
                 i += 1;
                 continue;
             };
             let Some(target) = endpoint.target.as_ref() else {
-                return (Pass::Retry(Duration::from_secs(1)), processed);
+                return Pass::Retry(Duration::from_secs(1));
             };
             let limit = if batch[i].seq <= *single_until {
                 1
@@ -188,7 +243,7 @@ impl Sender {
                 .collect();
             self.integration.set_in_flight(Some((first, last)));
             let result = tokio::select! {
-                _ = token.cancelled() => return (Pass::Interrupted, processed),
+                _ = token.cancelled() => return Pass::Interrupted,
                 r = target.deliver(&deliveries) => r,
             };
             match result {
@@ -204,8 +259,11 @@ impl Sender {
                         }
                     }
                     backoff.reset();
-                    done(&mut processed, last, chunk.len() as i64);
+                    done(processed, first, last, chunk.len() as i64);
                     i = end;
+                    if processed.last_flush.elapsed() >= FLUSH_EVERY {
+                        self.flush(processed).await;
+                    }
                 }
                 Err(e) => {
                     if endpoint.observe_failure(e.class, &e.message).is_some() {
@@ -216,7 +274,10 @@ impl Sender {
                             )
                             .await;
                     }
-                    if let Err(se) = self.store.record_failure(name, first, last, &e.message).await
+                    if let Err(se) = self
+                        .store
+                        .record_failure(name, first, last, &e.message)
+                        .await
                     {
                         tracing::error!("cannot record a failed delivery: {se}");
                     }
@@ -224,7 +285,7 @@ impl Sender {
                         if chunk.len() > 1 {
                             // Find the record it refuses: one at a time.
                             *single_until = last;
-                            return (Pass::Retry(Duration::ZERO), processed);
+                            return Pass::Retry(Duration::ZERO);
                         }
                         if self.integration.config.on_error == OnError::Skip {
                             self.log
@@ -242,19 +303,19 @@ impl Sender {
                                 .await
                             {
                                 tracing::error!("cannot settle a transaction: {se}");
-                                return (Pass::Retry(Duration::from_secs(1)), processed);
+                                return Pass::Retry(Duration::from_secs(1));
                             }
-                            done(&mut processed, first, 1);
+                            done(processed, first, first, 1);
                             i = end;
                             continue;
                         }
                     }
                     let wait = backoff.next(e.retry_after);
-                    return (Pass::Retry(wait), processed);
+                    return Pass::Retry(wait);
                 }
             }
         }
-        (Pass::Done, processed)
+        Pass::Done
     }
 }
 
@@ -314,7 +375,10 @@ mod tests {
             assert!(d <= Backoff::MAX.mul_f64(1.2));
         }
         assert!(b.next(None) >= Backoff::MAX.mul_f64(0.8));
-        assert_eq!(b.next(Some(Duration::from_secs(120))), Duration::from_secs(120));
+        assert_eq!(
+            b.next(Some(Duration::from_secs(120))),
+            Duration::from_secs(120)
+        );
         b.reset();
         assert!(b.next(None) <= Duration::from_millis(120));
     }

@@ -93,11 +93,19 @@ impl Site {
         let endpoints = config
             .endpoints
             .iter()
-            .map(|e| (e.name.clone(), Arc::new(Endpoint::new(&e.name, e.kind.clone(), base_dir))))
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    Arc::new(Endpoint::new(&e.name, e.kind.clone(), base_dir)),
+                )
+            })
             .collect();
         let mut integrations = BTreeMap::new();
         for ic in &config.integrations {
-            integrations.insert(ic.name.clone(), Integration::open(ic.clone(), store.clone()).await?);
+            integrations.insert(
+                ic.name.clone(),
+                Integration::open(ic.clone(), store.clone()).await?,
+            );
         }
         let last_stop = store
             .audit(200)
@@ -175,7 +183,10 @@ impl Site {
     }
 
     pub fn status(&self) -> SiteStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn state(&self) -> SiteState {
@@ -220,9 +231,9 @@ impl Site {
     }
 
     pub fn flow(&self, name: &str) -> Result<(&IntegrationConfig, &FlowConfig)> {
-        self.config
-            .flow(name)
-            .ok_or_else(|| EngineError::NotFound(format!("site {} has no flow '{name}'", self.name)))
+        self.config.flow(name).ok_or_else(|| {
+            EngineError::NotFound(format!("site {} has no flow '{name}'", self.name))
+        })
     }
 
     pub async fn audit(
@@ -256,8 +267,14 @@ impl Site {
         reason: Option<&str>,
         refusal: Refusal,
     ) -> Result<T> {
-        self.audit(actor, action, subject, reason, &format!("refused: {refusal}"))
-            .await;
+        self.audit(
+            actor,
+            action,
+            subject,
+            reason,
+            &format!("refused: {refusal}"),
+        )
+        .await;
         Err(refusal.into())
     }
 
@@ -273,16 +290,22 @@ impl Site {
     pub async fn start(self: &Arc<Self>, actor: &str) -> Result<()> {
         let mut workers = self.workers.lock().await;
         if let Err(refusal) = self.state().apply(&SiteEvent::Start) {
-            return self.refused(actor, "site.start", &self.name, None, refusal).await;
+            return self
+                .refused(actor, "site.start", &self.name, None, refusal)
+                .await;
         }
         self.set_state(SiteState::Starting, None);
         match self.bring_up(&mut workers).await {
             Ok(()) => {
                 self.set_state(SiteState::Running, None);
                 self.log
-                    .write(level::INFO, format!("Site {} started successfully!", self.name))
+                    .write(
+                        level::INFO,
+                        format!("Site {} started successfully!", self.name),
+                    )
                     .await;
-                self.audit(actor, "site.start", &self.name, None, "ok").await;
+                self.audit(actor, "site.start", &self.name, None, "ok")
+                    .await;
                 Ok(())
             }
             Err(e) => {
@@ -291,10 +314,19 @@ impl Site {
                 }
                 self.set_state(SiteState::Stopped, None);
                 self.log
-                    .write(level::ERROR, format!("Site {} failed to start: {e}", self.name))
+                    .write(
+                        level::ERROR,
+                        format!("Site {} failed to start: {e}", self.name),
+                    )
                     .await;
-                self.audit(actor, "site.start", &self.name, None, &format!("failed: {e}"))
-                    .await;
+                self.audit(
+                    actor,
+                    "site.start",
+                    &self.name,
+                    None,
+                    &format!("failed: {e}"),
+                )
+                .await;
                 Err(e)
             }
         }
@@ -338,7 +370,12 @@ impl Site {
             tx
         };
         tasks.spawn(all_others::run(self.clone(), token.clone(), ready_signal()));
-        tasks.spawn(get_data::run(self.clone(), run_rx, token.clone(), ready_signal()));
+        tasks.spawn(get_data::run(
+            self.clone(),
+            run_rx,
+            token.clone(),
+            ready_signal(),
+        ));
         tasks.spawn(trigger::run(
             self.clone(),
             trigger_rx,
@@ -391,15 +428,25 @@ impl Site {
         };
         self.set_state(SiteState::Stopped, Some(stop));
         if let Err(e) = held.and(stored.map_err(EngineError::from)) {
-            self.audit(actor, "site.stop", &self.name, Some(reason), &format!("failed: {e}"))
-                .await;
+            self.audit(
+                actor,
+                "site.stop",
+                &self.name,
+                Some(reason),
+                &format!("failed: {e}"),
+            )
+            .await;
             return Err(e);
         }
         self.log
-            .write(level::INFO, format!("Site {} stopped successfully!", self.name))
+            .write(
+                level::INFO,
+                format!("Site {} stopped successfully!", self.name),
+            )
             .await;
         self.log.write(level::INFO, "=====").await;
-        self.audit(actor, "site.stop", &self.name, Some(reason), "ok").await;
+        self.audit(actor, "site.stop", &self.name, Some(reason), "ok")
+            .await;
         Ok(())
     }
 
@@ -462,7 +509,11 @@ impl Site {
             Err(refusal) => return self.refused(actor, action, &subject, None, refusal).await,
         };
         if site_running {
-            let trigger = self.trigger.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let trigger = self
+                .trigger
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             let sent = match trigger {
                 Some(tx) => tx
                     .try_send(RunRequest {
@@ -492,7 +543,8 @@ impl Site {
                 )
                 .await;
         }
-        self.audit(actor, action, &subject, Some(mode.label()), "ok").await;
+        self.audit(actor, action, &subject, Some(mode.label()), "ok")
+            .await;
         Ok(next)
     }
 
@@ -555,7 +607,11 @@ impl Site {
         let state = self.state();
         if state != SiteState::Running {
             return Err(EngineError::Unavailable {
-                message: format!("site {} is {}; records are not taken", self.name, state.as_str()),
+                message: format!(
+                    "site {} is {}; records are not taken",
+                    self.name,
+                    state.as_str()
+                ),
                 retry_after: Duration::from_secs(30),
             });
         }

@@ -82,7 +82,10 @@ pub enum FlowStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowEvent {
     /// A run was asked for, by a person or by the schedule.
-    Requested { mode: RunMode, site_running: bool },
+    Requested {
+        mode: RunMode,
+        site_running: bool,
+    },
     Finished(RunResult),
     /// The site started: every status is reset to blank.
     SiteStarted,
@@ -131,8 +134,20 @@ impl FlowStatus {
             (S::Running(_), E::Requested { .. }) => Err(Refusal::Conflict(
                 "the flow is Running; wait for the run to finish".into(),
             )),
-            (_, E::Requested { mode, site_running: false }) => Ok(S::Pending(mode)),
-            (_, E::Requested { mode, site_running: true }) => Ok(S::Running(mode)),
+            (
+                _,
+                E::Requested {
+                    mode,
+                    site_running: false,
+                },
+            ) => Ok(S::Pending(mode)),
+            (
+                _,
+                E::Requested {
+                    mode,
+                    site_running: true,
+                },
+            ) => Ok(S::Running(mode)),
             (S::Running(_), E::Finished(result)) => Ok(S::Done(result)),
             (state, E::Finished(_)) => Err(Refusal::Conflict(format!(
                 "the flow is '{}', not Running",
@@ -164,7 +179,10 @@ mod tests {
     fn a_request_while_stopped_is_pending_and_does_not_run() {
         for state in all_states() {
             for mode in [RunMode::All, RunMode::Changed] {
-                let got = state.apply(FlowEvent::Requested { mode, site_running: false });
+                let got = state.apply(FlowEvent::Requested {
+                    mode,
+                    site_running: false,
+                });
                 match state {
                     S::Running(_) => assert!(got.is_err()),
                     _ => assert_eq!(got, Ok(S::Pending(mode))),
@@ -178,9 +196,14 @@ mod tests {
     #[test]
     fn a_request_while_running_starts_a_run_unless_one_runs() {
         for state in all_states() {
-            let got = state.apply(FlowEvent::Requested { mode: RunMode::All, site_running: true });
+            let got = state.apply(FlowEvent::Requested {
+                mode: RunMode::All,
+                site_running: true,
+            });
             match state {
-                S::Running(_) => assert!(matches!(got, Err(Refusal::Conflict(m)) if m.contains("Running"))),
+                S::Running(_) => {
+                    assert!(matches!(got, Err(Refusal::Conflict(m)) if m.contains("Running")))
+                }
                 _ => assert_eq!(got, Ok(S::Running(RunMode::All))),
             }
         }

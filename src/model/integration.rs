@@ -78,7 +78,11 @@ impl IntegrationState {
             )),
             (S::Stopped, E::Pause | E::Resume) => Err(Refusal::Conflict(format!(
                 "the integration is stopped; only an {} integration can be {}d",
-                if event == E::Pause { "active" } else { "paused" },
+                if event == E::Pause {
+                    "active"
+                } else {
+                    "paused"
+                },
                 event.verb()
             ))),
             (state, event) => Err(Refusal::Conflict(format!(

@@ -125,7 +125,10 @@ mod tests {
     fn an_empty_reason_is_refused_in_every_state() {
         for state in ALL {
             for reason in ["", "   ", "\n\t"] {
-                assert!(matches!(state.apply(&stop(reason)), Err(Refusal::Invalid(_))));
+                assert!(matches!(
+                    state.apply(&stop(reason)),
+                    Err(Refusal::Invalid(_))
+                ));
             }
         }
     }

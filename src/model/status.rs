@@ -89,13 +89,26 @@ mod tests {
     fn the_three_cases_of_seed_001() {
         // Case 1: iteration 2 all success; iteration 3 ss1 ongoing.
         let case1 = [Completed(Some(Success)); 3];
-        assert_eq!(derive_status(ACTIVE, false, &case1), ConnectionStatus::Running);
+        assert_eq!(
+            derive_status(ACTIVE, false, &case1),
+            ConnectionStatus::Running
+        );
         // Case 2: iteration 2 ss1 failed; iteration 3 ss1 ongoing.
-        let case2 = [Completed(Some(Failed)), Completed(Some(Success)), Completed(Some(Success))];
-        assert_eq!(derive_status(ACTIVE, false, &case2), ConnectionStatus::Failed);
+        let case2 = [
+            Completed(Some(Failed)),
+            Completed(Some(Success)),
+            Completed(Some(Success)),
+        ];
+        assert_eq!(
+            derive_status(ACTIVE, false, &case2),
+            ConnectionStatus::Failed
+        );
         // Case 3: iteration 3 ss1 success, ss2 ongoing.
         let case3 = [Completed(Some(Success)); 3];
-        assert_eq!(derive_status(ACTIVE, false, &case3), ConnectionStatus::Running);
+        assert_eq!(
+            derive_status(ACTIVE, false, &case3),
+            ConnectionStatus::Running
+        );
     }
 
     #[test]
@@ -105,8 +118,17 @@ mod tests {
             derive_status(IntegrationState::Stopped, false, &[Push]),
             ConnectionStatus::Disabled
         );
-        assert_eq!(derive_status(ACTIVE, true, &[Push]), ConnectionStatus::ServerReinitializing);
-        assert_eq!(derive_status(ACTIVE, false, &[Push, Completed(None)]), ConnectionStatus::Restarting);
-        assert_eq!(derive_status(IntegrationState::Paused, false, &[Push]), ConnectionStatus::Running);
+        assert_eq!(
+            derive_status(ACTIVE, true, &[Push]),
+            ConnectionStatus::ServerReinitializing
+        );
+        assert_eq!(
+            derive_status(ACTIVE, false, &[Push, Completed(None)]),
+            ConnectionStatus::Restarting
+        );
+        assert_eq!(
+            derive_status(IntegrationState::Paused, false, &[Push]),
+            ConnectionStatus::Running
+        );
     }
 }

@@ -180,8 +180,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<(i64, i64)>>;
     /// Up to `limit` pending (Queued) transactions with `seq > after`, in
     /// sequence order.
-    async fn next_batch(&self, integration: &str, after: i64, limit: usize)
-        -> Result<Vec<QueuedTx>>;
+    async fn next_batch(
+        &self,
+        integration: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedTx>>;
     /// Marks transactions `first..=last` that are still Queued as Sent.
     async fn ack_sent(&self, integration: &str, first: i64, last: i64) -> Result<()>;
     /// Marks one transaction Error (with the target's answer) or Ignored.
@@ -193,8 +197,13 @@ pub trait Store: Send + Sync + 'static {
         error: Option<String>,
     ) -> Result<()>;
     /// Counts a failed attempt of `first..=last` and keeps the error.
-    async fn record_failure(&self, integration: &str, first: i64, last: i64, error: &str)
-        -> Result<()>;
+    async fn record_failure(
+        &self,
+        integration: &str,
+        first: i64,
+        last: i64,
+        error: &str,
+    ) -> Result<()>;
     /// Transactions still Queued.
     async fn queued_count(&self, integration: &str) -> Result<i64>;
     /// Transactions for operators, newest first, optionally of one state,

@@ -204,7 +204,11 @@ impl SqliteStore {
 /// Largest number of writes committed together.
 const MAX_GROUP: usize = 1024;
 
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>, counts: Arc<Mutex<HashMap<String, i64>>>) {
+fn writer_loop(
+    conn: Connection,
+    jobs: mpsc::Receiver<Job>,
+    counts: Arc<Mutex<HashMap<String, i64>>>,
+) {
     let mut state = WriterState {
         last_seq: HashMap::new(),
         count_delta: HashMap::new(),
@@ -224,7 +228,9 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>, counts: Arc<Mutex<Ha
             for job in group {
                 // Not run: answer each with the error.
                 let (_, reply) = fail_job(job, &conn, &mut state);
-                reply(Err(StoreError::Corrupt(format!("cannot begin a transaction: {msg}"))));
+                reply(Err(StoreError::Corrupt(format!(
+                    "cannot begin a transaction: {msg}"
+                ))));
             }
             continue;
         }
@@ -305,7 +311,10 @@ fn last_seq(conn: &Connection, state: &mut WriterState, integration: &str) -> Re
 
 fn add_count(state: &mut WriterState, integration: &str, delta: i64) {
     if delta != 0 {
-        *state.count_delta.entry(integration.to_string()).or_insert(0) += delta;
+        *state
+            .count_delta
+            .entry(integration.to_string())
+            .or_insert(0) += delta;
     }
 }
 
@@ -429,7 +438,8 @@ impl Store for SqliteStore {
 
     async fn add_hold(&self, integration: &str, hold: Hold) -> Result<()> {
         let integration = integration.to_string();
-        self.write(move |conn, _| put_hold(conn, &integration, &hold)).await
+        self.write(move |conn, _| put_hold(conn, &integration, &hold))
+            .await
     }
 
     async fn remove_hold(&self, integration: &str, kind: HoldKind) -> Result<bool> {
@@ -482,13 +492,15 @@ impl Store for SqliteStore {
         self.write(|conn, _| {
             let mut pending = Vec::new();
             {
-                let mut stmt =
-                    conn.prepare("SELECT name, status FROM flows WHERE status LIKE 'Pending%' ORDER BY name")?;
-                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                let mut stmt = conn.prepare(
+                    "SELECT name, status FROM flows WHERE status LIKE 'Pending%' ORDER BY name",
+                )?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
                 for row in rows {
                     let (name, status) = row?;
-                    let status =
-                        FlowStatus::decode(&status).ok_or_else(|| corrupt("flow status", &status))?;
+                    let status = FlowStatus::decode(&status)
+                        .ok_or_else(|| corrupt("flow status", &status))?;
                     pending.push((name, status));
                 }
             }
@@ -550,7 +562,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn next_batch(&self, integration: &str, after: i64, limit: usize) -> Result<Vec<QueuedTx>> {
+    async fn next_batch(
+        &self,
+        integration: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedTx>> {
         let integration = integration.to_string();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -565,7 +582,8 @@ impl Store for SqliteStore {
                     attempts: r.get(3)?,
                 })
             })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(StoreError::from)
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(StoreError::from)
         })
         .await
     }
@@ -615,7 +633,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_failure(&self, integration: &str, first: i64, last: i64, error: &str) -> Result<()> {
+    async fn record_failure(
+        &self,
+        integration: &str,
+        first: i64,
+        last: i64,
+        error: &str,
+    ) -> Result<()> {
         let integration = integration.to_string();
         let error = error.to_string();
         self.write(move |conn, _| {
@@ -676,11 +700,12 @@ impl Store for SqliteStore {
             )?;
             let mut out = Vec::new();
             for row in rows {
-                let (seq, flow, key, code, created_at, updated_at, attempts, last_error, payload) = row?;
+                let (seq, flow, key, code, created_at, updated_at, attempts, last_error, payload) =
+                    row?;
                 let state = TxState::from_code(code)
                     .ok_or_else(|| corrupt("transaction state", &code.to_string()))?;
-                let record = serde_json::from_str(&payload)
-                    .unwrap_or(serde_json::Value::String(payload));
+                let record =
+                    serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
                 out.push(TxRecord {
                     seq,
                     flow,
@@ -831,7 +856,8 @@ impl Store for SqliteStore {
                     outcome: r.get(6)?,
                 })
             })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(StoreError::from)
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(StoreError::from)
         })
         .await
     }
@@ -867,13 +893,21 @@ mod tests {
             let s = SqliteStore::open(&path).unwrap();
             assert_eq!(s.site_state().await.unwrap(), None);
             s.set_site_state(SiteState::Stopped).await.unwrap();
-            s.set_integration_state("a", IntegrationState::Paused, Some(hold(HoldKind::Operator)))
+            s.set_integration_state(
+                "a",
+                IntegrationState::Paused,
+                Some(hold(HoldKind::Operator)),
+            )
+            .await
+            .unwrap();
+            s.add_hold("a", hold(HoldKind::SiteStopped)).await.unwrap();
+            s.set_flow_status("f", FlowStatus::Pending(RunMode::Changed))
                 .await
                 .unwrap();
-            s.add_hold("a", hold(HoldKind::SiteStopped)).await.unwrap();
-            s.set_flow_status("f", FlowStatus::Pending(RunMode::Changed)).await.unwrap();
             assert_eq!(
-                s.enqueue("a", "f", records(0, 3), Some("\"x\"".into()), None).await.unwrap(),
+                s.enqueue("a", "f", records(0, 3), Some("\"x\"".into()), None)
+                    .await
+                    .unwrap(),
                 Some((1, 3))
             );
         }
@@ -887,9 +921,16 @@ mod tests {
         assert_eq!(f.status, FlowStatus::Pending(RunMode::Changed));
         assert_eq!(f.checkpoint.as_deref(), Some("\"x\""));
         assert_eq!(s.queued_count("a").await.unwrap(), 3);
-        assert_eq!(s.enqueue("a", "f", records(3, 2), None, None).await.unwrap(), Some((4, 5)));
+        assert_eq!(
+            s.enqueue("a", "f", records(3, 2), None, None)
+                .await
+                .unwrap(),
+            Some((4, 5))
+        );
         // Resuming removes the operator hold, not the system's.
-        s.set_integration_state("a", IntegrationState::Active, None).await.unwrap();
+        s.set_integration_state("a", IntegrationState::Active, None)
+            .await
+            .unwrap();
         let a = s.integration("a").await.unwrap().unwrap();
         assert_eq!(a.holds.len(), 1);
         assert_eq!(a.holds[0].kind, HoldKind::SiteStopped);
@@ -897,7 +938,10 @@ mod tests {
         assert!(!s.remove_hold("a", HoldKind::SiteStopped).await.unwrap());
         // Pending statuses are returned once, and every status is blanked.
         let pending = s.reset_flow_statuses().await.unwrap();
-        assert_eq!(pending, vec![("f".to_string(), FlowStatus::Pending(RunMode::Changed))]);
+        assert_eq!(
+            pending,
+            vec![("f".to_string(), FlowStatus::Pending(RunMode::Changed))]
+        );
         assert_eq!(s.flow("f").await.unwrap().status, FlowStatus::Blank);
     }
 
@@ -909,7 +953,10 @@ mod tests {
         for t in 0..16 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                s.enqueue("a", "f", records(t * 10, 10), None, None).await.unwrap().unwrap()
+                s.enqueue("a", "f", records(t * 10, 10), None, None)
+                    .await
+                    .unwrap()
+                    .unwrap()
             }));
         }
         let mut ranges = Vec::new();
@@ -927,7 +974,11 @@ mod tests {
         for chunk in batch.chunks(10) {
             let ns: Vec<i64> = chunk
                 .iter()
-                .map(|t| serde_json::from_str::<serde_json::Value>(&t.payload).unwrap()["n"].as_i64().unwrap())
+                .map(|t| {
+                    serde_json::from_str::<serde_json::Value>(&t.payload).unwrap()["n"]
+                        .as_i64()
+                        .unwrap()
+                })
                 .collect();
             assert!(ns.windows(2).all(|w| w[1] == w[0] + 1), "{ns:?}");
         }
@@ -939,31 +990,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("site.db")).unwrap();
         let run = s.start_run("f", RunMode::Changed).await.unwrap();
-        s.enqueue("a", "f", records(0, 4), Some("4".into()), Some(run)).await.unwrap();
-        s.enqueue("a", "f", records(4, 2), Some("6".into()), Some(run)).await.unwrap();
+        s.enqueue("a", "f", records(0, 4), Some("4".into()), Some(run))
+            .await
+            .unwrap();
+        s.enqueue("a", "f", records(4, 2), Some("6".into()), Some(run))
+            .await
+            .unwrap();
         assert_eq!(s.flow("f").await.unwrap().checkpoint.as_deref(), Some("6"));
         let runs = s.runs("f", 5).await.unwrap();
         assert_eq!(runs[0].captured, 6);
         assert_eq!(runs[0].result, None);
         // A run left open by a crash is closed as halted.
         assert_eq!(s.close_abandoned_runs().await.unwrap(), 1);
-        assert_eq!(s.runs("f", 1).await.unwrap()[0].result, Some(RunResult::Halted));
+        assert_eq!(
+            s.runs("f", 1).await.unwrap()[0].result,
+            Some(RunResult::Halted)
+        );
         s.finish_run(run, RunResult::Success, None).await.unwrap();
-        assert_eq!(s.runs("f", 1).await.unwrap()[0].result, Some(RunResult::Success));
+        assert_eq!(
+            s.runs("f", 1).await.unwrap()[0].result,
+            Some(RunResult::Success)
+        );
     }
 
     #[tokio::test]
     async fn ack_settle_and_listing() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("site.db")).unwrap();
-        s.enqueue("a", "f", records(0, 5), None, None).await.unwrap();
+        s.enqueue("a", "f", records(0, 5), None, None)
+            .await
+            .unwrap();
         s.record_failure("a", 1, 2, "503 busy").await.unwrap();
         s.ack_sent("a", 1, 2).await.unwrap();
-        s.settle("a", 3, TxState::Error, Some("422 no".into())).await.unwrap();
+        s.settle("a", 3, TxState::Error, Some("422 no".into()))
+            .await
+            .unwrap();
         assert_eq!(s.queued_count("a").await.unwrap(), 2);
-        let next: Vec<i64> = s.next_batch("a", 0, 10).await.unwrap().iter().map(|t| t.seq).collect();
+        let next: Vec<i64> = s
+            .next_batch("a", 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.seq)
+            .collect();
         assert_eq!(next, [4, 5]);
-        let errors = s.transactions("a", Some(TxState::Error), None, 10).await.unwrap();
+        let errors = s
+            .transactions("a", Some(TxState::Error), None, 10)
+            .await
+            .unwrap();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].last_error.as_deref(), Some("422 no"));
         let all = s.transactions("a", None, None, 10).await.unwrap();
@@ -982,7 +1056,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("site.db")).unwrap();
         for i in 0..10u8 {
-            s.append_log(i64::from(i) * 1000, i % 8, &format!("line {i}")).await.unwrap();
+            s.append_log(i64::from(i) * 1000, i % 8, &format!("line {i}"))
+                .await
+                .unwrap();
         }
         let all = s.log(0, None, 9, 100).await.unwrap();
         assert_eq!(all.len(), 10);
@@ -990,7 +1066,12 @@ mod tests {
         let newest = s.log(0, None, 9, 3).await.unwrap();
         let msgs: Vec<_> = newest.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(msgs, ["line 7", "line 8", "line 9"]);
-        assert!(s.log(0, None, 4, 100).await.unwrap().iter().all(|e| e.level <= 4));
+        assert!(s
+            .log(0, None, 4, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.level <= 4));
         assert_eq!(s.log(0, Some(5000), 9, 100).await.unwrap().len(), 5);
         assert_eq!(s.log(all[8].id, None, 9, 100).await.unwrap().len(), 1);
         for action in ["site.stop", "site.start"] {

@@ -115,11 +115,21 @@ impl Daemon {
         let r = self.http.get(self.url(path)).send().await.unwrap();
         let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get_text(&self, path: &str) -> String {
-        self.http.get(self.url(path)).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
@@ -133,11 +143,20 @@ impl Daemon {
             .unwrap();
         let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// POSTs to a webhook; returns the status and the `Retry-After` header.
-    pub async fn hook(&self, site: &str, integration: &str, flow: &str, body: Value) -> (StatusCode, Option<String>) {
+    pub async fn hook(
+        &self,
+        site: &str,
+        integration: &str,
+        flow: &str,
+        body: Value,
+    ) -> (StatusCode, Option<String>) {
         let r = self
             .http
             .post(self.url(&format!("/hooks/{site}/{integration}/{flow}")))
@@ -153,13 +172,17 @@ impl Daemon {
     }
 
     pub async fn integration(&self, site: &str, name: &str) -> Value {
-        let (status, v) = self.get(&format!("/api/v1/sites/{site}/integrations/{name}")).await;
+        let (status, v) = self
+            .get(&format!("/api/v1/sites/{site}/integrations/{name}"))
+            .await;
         assert_eq!(status, StatusCode::OK, "{v}");
         v
     }
 
     pub async fn flow(&self, site: &str, name: &str) -> Value {
-        let (status, v) = self.get(&format!("/api/v1/sites/{site}/flows/{name}")).await;
+        let (status, v) = self
+            .get(&format!("/api/v1/sites/{site}/flows/{name}"))
+            .await;
         assert_eq!(status, StatusCode::OK, "{v}");
         v
     }
@@ -255,7 +278,10 @@ impl Target {
 
     /// The value of `field` of each record received, in arrival order.
     pub fn field(&self, field: &str) -> Vec<Value> {
-        self.received().into_iter().map(|r| r.record[field].clone()).collect()
+        self.received()
+            .into_iter()
+            .map(|r| r.record[field].clone())
+            .collect()
     }
 
     /// Arrival order with each idempotency key kept once; panics if a key
@@ -265,7 +291,9 @@ impl Target {
         let mut out = Vec::new();
         for r in self.received() {
             match seen.get(&r.key) {
-                Some(prev) => assert_eq!(prev, &r.record, "key {} resent with another record", r.key),
+                Some(prev) => {
+                    assert_eq!(prev, &r.record, "key {} resent with another record", r.key)
+                }
                 None => {
                     seen.insert(r.key.clone(), r.record.clone());
                     out.push(r);
