@@ -1,1 +1,518 @@
-fn main() {}
+//! The queue benchmark: what sluice's durable ordered queue costs, against
+//! plain SQLite doing the same work with the same pragmas, in the same run.
+//!
+//! ```sh
+//! cargo bench --bench queue                          # N = 1,000,000
+//! SLUICE_BENCH_N=100000 cargo bench --bench queue    # what CI runs
+//! ```
+//!
+//! It measures: the raw baseline (insert N rows, then delete them, 1000 per
+//! transaction); sluice queueing N while paused and draining them on resume
+//! to an in-process target and to a local HTTP target (batches of 100); how
+//! long a pause takes to return during a drain; and the peak RSS of a fresh
+//! process with 1,000 and with N queued. It reports; it does not assert
+//! timings. It exits non-zero only if delivery order or count is wrong.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use rusqlite::params;
+use sluice::config::{IntegrationConfig, OnError};
+use sluice::connectors::http::HttpConfig;
+use sluice::connectors::webhook::WebhookConfig;
+use sluice::connectors::{Delivery, DeliveryError, EndpointKind, Target};
+use sluice::engine::endpoint::Endpoint;
+use sluice::engine::sender::Sender;
+use sluice::engine::Integration;
+use sluice::log::SiteLog;
+use sluice::model::IntegrationEvent;
+use sluice::store::sqlite::{apply_pragmas, SqliteOptions};
+use sluice::store::{NewRecord, SqliteStore, Store};
+use tokio_util::sync::CancellationToken;
+
+const TXN: usize = 1000;
+
+fn payload(i: usize) -> String {
+    format!(
+        "{{\"id\":\"o{i:07}\",\"n\":{i},\"amount\":{}.5,\"sku\":\"ABC-123\"}}",
+        i % 1000
+    )
+}
+
+fn records(from: usize, n: usize) -> Vec<NewRecord> {
+    (from..from + n)
+        .map(|i| NewRecord {
+            key: Some(format!("o{i:07}")),
+            payload: payload(i),
+        })
+        .collect()
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+/// Plain SQLite, the store's pragmas and row shape: insert N, then delete
+/// them in sequence order, 1000 rows a transaction.
+fn raw_baseline(dir: &Path, n: usize) -> (f64, f64) {
+    let conn = rusqlite::Connection::open(dir.join("raw.db")).unwrap();
+    apply_pragmas(&conn, &SqliteOptions::default()).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE t (integration TEXT NOT NULL, seq INTEGER NOT NULL, flow TEXT NOT NULL,
+           key TEXT, payload TEXT NOT NULL, state INTEGER NOT NULL DEFAULT 0,
+           created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+           attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+           PRIMARY KEY (integration, seq)) WITHOUT ROWID",
+    )
+    .unwrap();
+    let started = Instant::now();
+    for chunk in 0..n / TXN {
+        conn.execute_batch("BEGIN").unwrap();
+        {
+            let mut insert = conn
+                .prepare_cached(
+                    "INSERT INTO t (integration, seq, flow, key, payload, state, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
+                )
+                .unwrap();
+            for i in chunk * TXN..(chunk + 1) * TXN {
+                insert
+                    .execute(params![
+                        "orders",
+                        i as i64 + 1,
+                        "f",
+                        format!("o{i:07}"),
+                        payload(i),
+                        1i64
+                    ])
+                    .unwrap();
+            }
+        }
+        conn.execute_batch("COMMIT").unwrap();
+    }
+    let insert = rate(n, started.elapsed());
+    let started = Instant::now();
+    for chunk in 0..n / TXN {
+        conn.execute_batch("BEGIN").unwrap();
+        conn.prepare_cached("DELETE FROM t WHERE integration = ?1 AND seq BETWEEN ?2 AND ?3")
+            .unwrap()
+            .execute(params![
+                "orders",
+                (chunk * TXN) as i64 + 1,
+                ((chunk + 1) * TXN) as i64
+            ])
+            .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+    }
+    (insert, rate(n, started.elapsed()))
+}
+
+/// An in-process target: counts, and checks sequence order by the key.
+#[derive(Default)]
+struct Counting {
+    count: AtomicU64,
+    last: AtomicI64,
+    in_order: AtomicBool,
+}
+
+impl Counting {
+    fn new() -> Arc<Counting> {
+        Arc::new(Counting {
+            in_order: AtomicBool::new(true),
+            ..Counting::default()
+        })
+    }
+
+    fn see(&self, key: &str) {
+        let seq: i64 = key
+            .rsplit(':')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1);
+        if seq != self.last.load(Ordering::Relaxed) + 1 {
+            self.in_order.store(false, Ordering::Relaxed);
+        }
+        self.last.store(seq, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct InProcess(Arc<Counting>);
+
+#[async_trait]
+impl Target for InProcess {
+    fn batch_size(&self) -> usize {
+        TXN
+    }
+
+    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<(), DeliveryError> {
+        for d in batch {
+            self.0.see(d.key);
+        }
+        Ok(())
+    }
+}
+
+struct Bench {
+    store: Arc<dyn Store>,
+    log: Arc<SiteLog>,
+}
+
+impl Bench {
+    fn open(dir: &Path) -> Bench {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("BENCH.db")).unwrap());
+        let log = Arc::new(SiteLog::open(
+            "BENCH",
+            4,
+            store.clone(),
+            &dir.join("BENCH.log"),
+        ));
+        Bench { store, log }
+    }
+
+    /// A paused integration with `n` queued, and the time queueing took.
+    async fn queued(&self, name: &str, n: usize) -> (Arc<Integration>, Duration) {
+        let config = IntegrationConfig {
+            name: name.into(),
+            on_error: OnError::Block,
+            flows: Vec::new(),
+        };
+        let integration = Integration::open(config, self.store.clone()).await.unwrap();
+        integration
+            .apply(IntegrationEvent::Pause, "bench", None)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        for chunk in 0..n / TXN {
+            self.store
+                .enqueue(name, "f", records(chunk * TXN, TXN), None, None)
+                .await
+                .unwrap();
+        }
+        (integration, started.elapsed())
+    }
+
+    fn sender(&self, integration: &Arc<Integration>, endpoint: Endpoint) -> Sender {
+        Sender {
+            site: "BENCH".into(),
+            integration: integration.clone(),
+            store: self.store.clone(),
+            routes: HashMap::from([("f".to_string(), Arc::new(endpoint))]),
+            log: self.log.clone(),
+        }
+    }
+}
+
+async fn wait_for(count: impl Fn() -> u64, n: usize) {
+    while count() < n as u64 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The local HTTP target: counts records and checks their order by
+/// `X-Sluice-Keys`.
+async fn http_target(seen: Arc<Counting>) -> String {
+    async fn receive(
+        State(seen): State<Arc<Counting>>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> StatusCode {
+        let Ok(records) = serde_json::from_slice::<Vec<serde_json::Value>>(&body) else {
+            return StatusCode::BAD_REQUEST;
+        };
+        let keys = headers
+            .get("x-sluice-keys")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mut n = 0;
+        for key in keys.split(',').filter(|k| !k.is_empty()) {
+            seen.see(key);
+            n += 1;
+        }
+        if n != records.len() {
+            seen.in_order.store(false, Ordering::Relaxed);
+        }
+        StatusCode::OK
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/records", axum::routing::post(receive))
+        .with_state(seen);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/records")
+}
+
+/// The transport ceiling: the same server fed directly by a plain loop of
+/// 100-record requests.
+async fn transport_ceiling(n: usize) -> f64 {
+    let seen = Counting::new();
+    let url = http_target(seen.clone()).await;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    for chunk in 0..n / 100 {
+        let body = format!(
+            "[{}]",
+            (chunk * 100..(chunk + 1) * 100)
+                .map(payload)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let keys = (chunk * 100..(chunk + 1) * 100)
+            .map(|i| format!("BENCH:raw:{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-sluice-keys", keys)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    rate(n, started.elapsed())
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// In a fresh process: queue `n` while paused, drain them, print peak RSS.
+fn child_rss(n: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let bench = Bench::open(dir.path());
+        let (integration, _) = bench.queued("orders", n).await;
+        let seen = Counting::new();
+        let endpoint = Endpoint::with_target(
+            "mem",
+            EndpointKind::Webhook(WebhookConfig::default()),
+            Arc::new(InProcess(seen.clone())),
+        );
+        let token = CancellationToken::new();
+        tokio::spawn(bench.sender(&integration, endpoint).run(token.clone()));
+        integration
+            .apply(IntegrationEvent::Resume, "bench", None)
+            .await
+            .unwrap();
+        wait_for(|| seen.count.load(Ordering::Relaxed), n).await;
+        token.cancel();
+    });
+    println!("peak_rss_kib={}", peak_rss_kib());
+}
+
+fn rss_of_child(n: usize) -> Option<u64> {
+    let out = Command::new(std::env::current_exe().ok()?)
+        .env("SLUICE_BENCH_CHILD", n.to_string())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_kib=").and_then(|v| v.parse().ok()))
+}
+
+fn main() {
+    if let Some(n) = std::env::var("SLUICE_BENCH_CHILD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        child_rss(n);
+        return;
+    }
+    let n: usize = std::env::var("SLUICE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+        .max(TXN)
+        / TXN
+        * TXN;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut correct = true;
+    let dir = tempfile::tempdir().unwrap();
+    println!("sluice queue benchmark, N = {n} (synchronous=FULL, WAL, {TXN} rows a transaction)");
+
+    let (raw_insert, raw_delete) = raw_baseline(dir.path(), n);
+    let report = rt.block_on(async {
+        let bench = Bench::open(dir.path());
+
+        // Queue N while paused, then resume into an in-process target.
+        let (integration, queued_in) = bench.queued("orders", n).await;
+        let enqueue = rate(n, queued_in);
+        let seen = Counting::new();
+        let endpoint = Endpoint::with_target(
+            "mem",
+            EndpointKind::Webhook(WebhookConfig::default()),
+            Arc::new(InProcess(seen.clone())),
+        );
+        let token = CancellationToken::new();
+        tokio::spawn(bench.sender(&integration, endpoint).run(token.clone()));
+        let started = Instant::now();
+        integration
+            .apply(IntegrationEvent::Resume, "bench", None)
+            .await
+            .unwrap();
+        wait_for(|| seen.count.load(Ordering::Relaxed), n).await;
+        let drain_mem = rate(n, started.elapsed());
+        let mem_ok =
+            seen.in_order.load(Ordering::Relaxed) && seen.count.load(Ordering::Relaxed) == n as u64;
+
+        // The same to a local HTTP target, batches of 100, pausing on the way.
+        let (integration, _) = bench.queued("orders-http", n).await;
+        let seen_http = Counting::new();
+        let url = http_target(seen_http.clone()).await;
+        let endpoint = Endpoint::new(
+            "http",
+            EndpointKind::Http(HttpConfig {
+                url,
+                batch: 100,
+                timeout: None,
+                headers: Default::default(),
+            }),
+            dir.path(),
+        );
+        tokio::spawn(bench.sender(&integration, endpoint).run(token.clone()));
+        let started = Instant::now();
+        let mut paused_for = Duration::ZERO;
+        let mut pauses = Vec::new();
+        let mut pause_holds = true;
+        integration
+            .apply(IntegrationEvent::Resume, "bench", None)
+            .await
+            .unwrap();
+        while seen_http.count.load(Ordering::Relaxed) < n as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if pauses.len() < 20 && seen_http.count.load(Ordering::Relaxed) < n as u64 * 9 / 10 {
+                let t = Instant::now();
+                integration
+                    .apply(IntegrationEvent::Pause, "bench", None)
+                    .await
+                    .unwrap();
+                pauses.push(t.elapsed());
+                let at = seen_http.count.load(Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                pause_holds &= seen_http.count.load(Ordering::Relaxed) == at;
+                paused_for += t.elapsed();
+                integration
+                    .apply(IntegrationEvent::Resume, "bench", None)
+                    .await
+                    .unwrap();
+            }
+        }
+        let drain_http = rate(n, started.elapsed().saturating_sub(paused_for));
+        let http_ok = seen_http.in_order.load(Ordering::Relaxed)
+            && seen_http.count.load(Ordering::Relaxed) == n as u64;
+        token.cancel();
+        let ceiling = transport_ceiling(n).await;
+        pauses.sort();
+        (
+            enqueue,
+            drain_mem,
+            mem_ok,
+            drain_http,
+            http_ok,
+            ceiling,
+            pauses,
+            pause_holds,
+        )
+    });
+    let (enqueue, drain_mem, mem_ok, drain_http, http_ok, ceiling, pauses, pause_holds) = report;
+    correct &= mem_ok && http_ok && pause_holds;
+
+    let rss_small = rss_of_child(1000);
+    let rss_large = rss_of_child(n);
+
+    let k = |r: f64| format!("{:.0}k/s", r / 1000.0);
+    println!();
+    println!(
+        "{:<34} {:>11} {:>22} {:>7}   goal",
+        "", "sluice", "baseline", "ratio"
+    );
+    println!(
+        "{:<34} {:>11} {:>22} {:>7.2}   -",
+        "queue N while paused",
+        k(enqueue),
+        format!("raw insert {}", k(raw_insert)),
+        enqueue / raw_insert
+    );
+    println!(
+        "{:<34} {:>11} {:>22} {:>7.2}   ≥100k/s and ≥0.50  {}",
+        "drain → in-process target",
+        k(drain_mem),
+        format!("raw delete {}", k(raw_delete)),
+        drain_mem / raw_delete,
+        if mem_ok {
+            "order ok"
+        } else {
+            "ORDER OR COUNT WRONG"
+        }
+    );
+    println!(
+        "{:<34} {:>11} {:>22} {:>7.2}   ≥100k/s  {}",
+        "drain → HTTP target, batch 100",
+        k(drain_http),
+        format!("raw delete {}", k(raw_delete)),
+        drain_http / raw_delete,
+        if http_ok {
+            "order ok"
+        } else {
+            "ORDER OR COUNT WRONG"
+        }
+    );
+    println!(
+        "{:<34} {:>11} {:>22} {:>7.2}",
+        "",
+        "",
+        format!("plain HTTP loop {}", k(ceiling)),
+        drain_http / ceiling
+    );
+    if let (Some(median), Some(max)) = (pauses.get(pauses.len() / 2), pauses.last()) {
+        println!(
+            "{:<34} {:>11} {:>22} {:>7}   <10 ms  pause holds: {}",
+            format!("pause latency ({} pauses)", pauses.len()),
+            format!("{:.2} ms", median.as_secs_f64() * 1000.0),
+            format!("max {:.2} ms", max.as_secs_f64() * 1000.0),
+            "",
+            if pause_holds { "yes" } else { "NO" }
+        );
+    }
+    match (rss_small, rss_large) {
+        (Some(small), Some(large)) => println!(
+            "{:<34} {:>11} {:>22} {:>7}   ≤32 MiB growth",
+            "peak RSS, N queued vs 1,000",
+            format!("{:.1} MiB", large as f64 / 1024.0),
+            format!("1,000: {:.1} MiB", small as f64 / 1024.0),
+            format!("+{:.1}", (large as f64 - small as f64) / 1024.0)
+        ),
+        _ => println!("peak RSS: could not be measured"),
+    }
+    if !correct {
+        eprintln!("delivery order or count was wrong, or a pause did not hold");
+        std::process::exit(1);
+    }
+}

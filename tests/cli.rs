@@ -61,7 +61,7 @@ async fn status_log_follow_and_tx_list() {
         }
     };
     follow.kill().unwrap();
-    let _ = follow.wait();
+    follow.wait().unwrap();
     assert!(found, "log --follow printed:\n{}", lines.join("\n"));
     assert!(has_log_line(
         &lines.join("\n"),

@@ -62,7 +62,7 @@ impl Daemon {
             while let Some(Ok(line)) = lines.next() {
                 if !sent {
                     if let Some(rest) = line.strip_prefix("sluice listening on http://") {
-                        let _ = tx.send(rest.parse::<SocketAddr>().unwrap());
+                        tx.send(rest.parse::<SocketAddr>().unwrap()).ok();
                         sent = true;
                     }
                 }
