@@ -491,12 +491,20 @@ fn main() {
         format!("plain HTTP loop {}", k(ceiling)),
         drain_http / ceiling
     );
-    if let (Some(median), Some(max)) = (pauses.get(pauses.len() / 2), pauses.last()) {
+    if let (Some(median), Some(p90), Some(max)) = (
+        pauses.get(pauses.len() / 2),
+        pauses.get(pauses.len() * 9 / 10),
+        pauses.last(),
+    ) {
         println!(
             "{:<34} {:>11} {:>22} {:>7}   <10 ms  pause holds: {}",
-            format!("pause latency ({} pauses)", pauses.len()),
+            format!("pause latency, median ({})", pauses.len()),
             format!("{:.2} ms", median.as_secs_f64() * 1000.0),
-            format!("max {:.2} ms", max.as_secs_f64() * 1000.0),
+            format!(
+                "p90 {:.1} ms, max {:.1} ms",
+                p90.as_secs_f64() * 1000.0,
+                max.as_secs_f64() * 1000.0
+            ),
             "",
             if pause_holds { "yes" } else { "NO" }
         );

@@ -2,8 +2,10 @@
 //! that keep it from sending, and the gate that makes a pause final.
 //!
 //! # Invariants
-//! - The store is written first, then the copy here: what the API shows was
-//!   durable before it was shown, and a restart restores it.
+//! - A person's change takes effect here at once and returns only once the
+//!   store has it (it is undone if the store refuses): what the API answers
+//!   is durable, and a restart restores it. System holds are written to the
+//!   store first.
 //! - The sender starts a delivery only while holding [`Integration::gate`]
 //!   and after seeing [`Integration::may_send`] true under it. A pause (or a
 //!   stop) writes the new state, then takes the gate once: when it has it,
@@ -142,16 +144,24 @@ impl Integration {
                     started: Instant::now(),
                 });
         }
-        self.store
-            .set_integration_state(&self.name, next, hold.clone())
-            .await?;
+        // Takes effect at once (the sender checks before each delivery),
+        // is made durable, and is undone if it cannot be.
+        let before = self.record();
         self.update(|r| {
             r.state = next;
             r.holds.retain(|h| h.kind != HoldKind::Operator);
-            if let Some(hold) = hold {
+            if let Some(hold) = hold.clone() {
                 r.holds.push(hold);
             }
         });
+        if let Err(e) = self
+            .store
+            .set_integration_state(&self.name, next, hold)
+            .await
+        {
+            self.update(|r| *r = before);
+            return Err(e.into());
+        }
         if next != IntegrationState::Active {
             *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = None;
             self.settle().await;

@@ -35,10 +35,13 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 /// Where the sender stands in its queue.
 struct Progress {
-    /// Everything up to here is delivered or settled, and recorded.
+    /// Everything up to here is delivered or settled (and recorded, or
+    /// being recorded).
     after: i64,
     /// Delivered or settled but not yet recorded: first, last seq, count.
     pending: Option<(i64, i64, i64)>,
+    /// The ack being written, and how many it records.
+    acking: Option<(tokio::task::JoinHandle<crate::store::Result<()>>, i64)>,
     last_flush: Instant,
 }
 
@@ -47,6 +50,7 @@ impl Default for Progress {
         Progress {
             after: 0,
             pending: None,
+            acking: None,
             last_flush: Instant::now(),
         }
     }
@@ -115,6 +119,7 @@ impl Sender {
                 }
             };
             if batch.is_empty() {
+                self.finish_ack(&mut progress).await;
                 drop(gate);
                 tokio::select! {
                     _ = token.cancelled() => return,
@@ -133,8 +138,14 @@ impl Sender {
                 )
                 .await;
             self.integration.set_in_flight(None);
+            // The ack runs beside what comes next: the next read, or, once
+            // the gate is open, whatever stopped this pass (a pause waits
+            // for the gate, not for the disk).
             self.flush(&mut progress).await;
             drop(gate);
+            if !matches!(pass, Pass::Done) {
+                self.finish_ack(&mut progress).await;
+            }
             if let Pass::Retry(wait) = pass {
                 tokio::select! {
                     _ = token.cancelled() => return,
@@ -144,32 +155,46 @@ impl Sender {
         }
     }
 
-    /// Records in the store what was delivered since the last flush, and
-    /// counts it toward the resume's progress.
+    /// Records in the store what was delivered since the last flush. The
+    /// ack runs beside what the sender does next; the previous ack, if still
+    /// running, is waited for first (one at a time, so acks and progress
+    /// keep their order).
     async fn flush(&self, progress: &mut Progress) {
         progress.last_flush = Instant::now();
-        let Some((first, last, count)) = progress.pending else {
+        self.finish_ack(progress).await;
+        if let Some((first, last, count)) = progress.pending.take() {
+            // Read past them whatever becomes of the ack: a failed ack
+            // leaves them Queued, to be sent again (same keys) after a restart.
+            progress.after = last;
+            let store = self.store.clone();
+            let name = self.integration.name.clone();
+            let ack = tokio::spawn(async move { store.ack_sent(&name, first, last).await });
+            progress.acking = Some((ack, count));
+        }
+    }
+
+    /// Waits for the ack in flight, if any, and counts it toward progress.
+    async fn finish_ack(&self, progress: &mut Progress) {
+        let Some((ack, count)) = progress.acking.take() else {
             return;
         };
-        match self
-            .store
-            .ack_sent(&self.integration.name, first, last)
-            .await
-        {
-            Ok(()) => {
-                progress.after = last;
-                progress.pending = None;
+        let failure = match ack.await {
+            Ok(Ok(())) => {
                 self.integration.count_sent(count);
+                return;
             }
-            Err(e) => {
-                self.log
-                    .write(
-                        level::ERROR,
-                        format!("Cannot record deliveries of {}: {e}", self.integration.name),
-                    )
-                    .await;
-            }
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.log
+            .write(
+                level::ERROR,
+                format!(
+                    "Cannot record {count} deliveries of {}: {failure}; they will be sent again after a restart",
+                    self.integration.name
+                ),
+            )
+            .await;
     }
 
     /// Delivers `batch` chunk by chunk, noting in `progress` what was
