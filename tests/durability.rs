@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 async fn every_accepted_record_survives_sigkill_and_arrives_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
-    target.set_delay(Duration::from_millis(2));
+    target.set_delay(Duration::from_millis(20));
     let mut daemon = Daemon::start(dir.path(), &webhook_site(&target, 5)).await;
 
     // Send records, one request each, while the integration drains; kill the
@@ -29,7 +29,12 @@ async fn every_accepted_record_survives_sigkill_and_arrives_in_order() {
     eventually(10, "some delivered", || async { target.count() > 20 }).await;
     daemon.kill();
     let delivered_at_kill = target.count();
+    assert!(
+        delivered_at_kill < accepted.len(),
+        "the kill came before the drain ended ({delivered_at_kill} delivered)"
+    );
 
+    target.set_delay(Duration::ZERO);
     daemon.restart().await;
     // More after the restart, to see that new records still come after.
     for _ in 0..50 {
@@ -50,10 +55,12 @@ async fn every_accepted_record_survives_sigkill_and_arrives_in_order() {
     let want: Vec<Value> = accepted.iter().map(|n| json!(n)).collect();
     assert_eq!(unique, want, "every accepted record, once, in order");
     // Anything delivered twice came with the same key (checked by
-    // `deduplicated`), and at most the batches in flight at the kill.
+    // `deduplicated`), and only what was delivered but not yet recorded at
+    // the kill: deliveries are recorded at least every 200 ms (at 250
+    // records/s here, about 50).
     let repeats = target.count() - target.deduplicated().len();
     assert!(
-        repeats <= 5 * 2,
+        repeats <= 100,
         "{repeats} repeats; delivered {delivered_at_kill} before the kill"
     );
     // And keys are the `{site}:{integration}:{seq}` of the store.

@@ -136,6 +136,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
         .try_init();
     let daemon = Daemon::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
