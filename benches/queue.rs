@@ -200,6 +200,30 @@ impl Bench {
         (integration, started.elapsed())
     }
 
+    /// Resumes `integration` into an in-process target and waits until all
+    /// `n` arrived; returns the target and how long the drain took.
+    async fn drain_in_process(
+        &self,
+        integration: &Arc<Integration>,
+        n: usize,
+        token: &CancellationToken,
+    ) -> (Arc<Counting>, Duration) {
+        let seen = Counting::new();
+        let endpoint = Endpoint::with_target(
+            "mem",
+            EndpointKind::Webhook(WebhookConfig::default()),
+            Arc::new(InProcess(seen.clone())),
+        );
+        tokio::spawn(self.sender(integration, endpoint).run(token.clone()));
+        let started = Instant::now();
+        integration
+            .apply(IntegrationEvent::Resume, "bench", None)
+            .await
+            .unwrap();
+        wait_for(|| seen.count.load(Ordering::Relaxed), n).await;
+        (seen, started.elapsed())
+    }
+
     fn sender(&self, integration: &Arc<Integration>, endpoint: Endpoint) -> Sender {
         Sender {
             site: "BENCH".into(),
@@ -305,19 +329,8 @@ fn child_rss(n: usize) {
         let dir = tempfile::tempdir().unwrap();
         let bench = Bench::open(dir.path());
         let (integration, _) = bench.queued("orders", n).await;
-        let seen = Counting::new();
-        let endpoint = Endpoint::with_target(
-            "mem",
-            EndpointKind::Webhook(WebhookConfig::default()),
-            Arc::new(InProcess(seen.clone())),
-        );
         let token = CancellationToken::new();
-        tokio::spawn(bench.sender(&integration, endpoint).run(token.clone()));
-        integration
-            .apply(IntegrationEvent::Resume, "bench", None)
-            .await
-            .unwrap();
-        wait_for(|| seen.count.load(Ordering::Relaxed), n).await;
+        bench.drain_in_process(&integration, n, &token).await;
         token.cancel();
     });
     println!("peak_rss_kib={}", peak_rss_kib());
@@ -364,21 +377,9 @@ fn main() {
         // Queue N while paused, then resume into an in-process target.
         let (integration, queued_in) = bench.queued("orders", n).await;
         let enqueue = rate(n, queued_in);
-        let seen = Counting::new();
-        let endpoint = Endpoint::with_target(
-            "mem",
-            EndpointKind::Webhook(WebhookConfig::default()),
-            Arc::new(InProcess(seen.clone())),
-        );
         let token = CancellationToken::new();
-        tokio::spawn(bench.sender(&integration, endpoint).run(token.clone()));
-        let started = Instant::now();
-        integration
-            .apply(IntegrationEvent::Resume, "bench", None)
-            .await
-            .unwrap();
-        wait_for(|| seen.count.load(Ordering::Relaxed), n).await;
-        let drain_mem = rate(n, started.elapsed());
+        let (seen, took) = bench.drain_in_process(&integration, n, &token).await;
+        let drain_mem = rate(n, took);
         let mem_ok =
             seen.in_order.load(Ordering::Relaxed) && seen.count.load(Ordering::Relaxed) == n as u64;
 
