@@ -5,7 +5,10 @@
 //! - One store per site (its own data file). Nothing outside `store/` knows
 //!   what backs it: the [`Store`] trait speaks in domain terms.
 //! - **What is durable when.** Every `async fn` that writes returns only once
-//!   its write is committed. `enqueue` commits the records *and* the flow's
+//!   its write is committed; all but the acks of deliveries (`ack_sent`,
+//!   `record_failure`) are then on disk. An ack may be lost to a power cut
+//!   (not to a crash of the process): those transactions are then sent
+//!   again, with the same idempotency keys. `enqueue` commits the records *and* the flow's
 //!   checkpoint in one transaction, so a checkpoint never covers a record that
 //!   is not queued, and a queued record is never captured again by a
 //!   'Send Changed' run.

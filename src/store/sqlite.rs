@@ -18,7 +18,11 @@
 //!   the last commit while the writer writes) on tokio's blocking pool.
 //! - **What is durable when.** A write's future resolves after its commit:
 //!   with `synchronous = FULL` (the default) it survives power loss, with
-//!   `NORMAL` a crash of the process.
+//!   `NORMAL` a crash of the process. Acks of deliveries (`ack_sent`,
+//!   `record_failure`) are committed without waiting for the disk when no
+//!   other write shares their group: they survive a crash of the process,
+//!   and a power cut can only make those transactions be sent again, with
+//!   the same idempotency keys.
 //! - **Counts.** `queued_count` is kept in memory: loaded with one query at
 //!   open, moved by each committed write, so the API never counts a million
 //!   rows.
@@ -85,7 +89,16 @@ struct WriterState {
 }
 
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
-type Job = Box<dyn FnOnce(&Connection, &mut WriterState) -> (bool, Reply) + Send>;
+type Work = Box<dyn FnOnce(&Connection, &mut WriterState) -> (bool, Reply) + Send>;
+
+/// One write for the writer thread.
+struct Job {
+    /// Whether its commit must reach the disk before it is answered. Acks of
+    /// deliveries need not: losing one to a power cut only sends those
+    /// transactions again, with the same idempotency keys.
+    durable: bool,
+    work: Work,
+}
 
 pub struct SqliteStore {
     writer: Mutex<mpsc::Sender<Job>>,
@@ -153,7 +166,7 @@ impl SqliteStore {
                 "sluice-store-{}",
                 path.file_stem().and_then(|s| s.to_str()).unwrap_or("site")
             ))
-            .spawn(move || writer_loop(write, rx, published))?;
+            .spawn(move || writer_loop(write, rx, published, options))?;
         Ok(SqliteStore {
             writer: Mutex::new(tx),
             reader: Arc::new(Mutex::new(read)),
@@ -162,14 +175,26 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the writer thread inside the next group commit; resolves
-    /// after that commit.
+    /// after that commit, which is on disk.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &mut WriterState) -> Result<T> + Send + 'static,
     {
+        self.write_with(true, f).await
+    }
+
+    /// As [`SqliteStore::write`]; with `durable` false the commit may still
+    /// be in the operating system's cache when it resolves (it survives a
+    /// crash of the process, not a power cut). It becomes durable with the
+    /// next durable commit.
+    async fn write_with<T, F>(&self, durable: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut WriterState) -> Result<T> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(move |conn, state| {
+        let work: Work = Box::new(move |conn, state| {
             let result = f(conn, state);
             let ok = result.is_ok();
             let reply: Reply = Box::new(move |commit: Result<()>| {
@@ -180,7 +205,7 @@ impl SqliteStore {
         self.writer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send(job)
+            .send(Job { durable, work })
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -208,17 +233,29 @@ fn writer_loop(
     conn: Connection,
     jobs: mpsc::Receiver<Job>,
     counts: Arc<Mutex<HashMap<String, i64>>>,
+    options: SqliteOptions,
 ) {
     let mut state = WriterState {
         last_seq: HashMap::new(),
         count_delta: HashMap::new(),
     };
+    let full = options.synchronous == Synchronous::Full;
+    let mut syncing_fully = full;
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match jobs.try_recv() {
                 Ok(job) => group.push(job),
                 Err(_) => break,
+            }
+        }
+        // A group of acks alone commits without waiting for the disk.
+        let want_full = full && group.iter().any(|j| j.durable);
+        if want_full != syncing_fully {
+            let level = if want_full { "FULL" } else { "NORMAL" };
+            match conn.pragma_update(None, "synchronous", level) {
+                Ok(()) => syncing_fully = want_full,
+                Err(e) => tracing::error!("store: cannot set synchronous={level}: {e}"),
             }
         }
         let mut replies = Vec::with_capacity(group.len());
@@ -237,7 +274,7 @@ fn writer_loop(
         for job in group {
             let saved = conn.execute_batch("SAVEPOINT job");
             let before = state.count_delta.clone();
-            let (ok, reply) = job(&conn, &mut state);
+            let (ok, reply) = (job.work)(&conn, &mut state);
             if saved.is_ok() {
                 let end = if ok {
                     "RELEASE job"
@@ -281,7 +318,7 @@ fn writer_loop(
 /// so it runs inside a savepoint that is rolled back.
 fn fail_job(job: Job, conn: &Connection, state: &mut WriterState) -> (bool, Reply) {
     let saved = conn.execute_batch("SAVEPOINT failed");
-    let out = job(conn, state);
+    let out = (job.work)(conn, state);
     if saved.is_ok() {
         let _undone = conn.execute_batch("ROLLBACK TO failed; RELEASE failed");
     }
@@ -590,7 +627,7 @@ impl Store for SqliteStore {
 
     async fn ack_sent(&self, integration: &str, first: i64, last: i64) -> Result<()> {
         let integration = integration.to_string();
-        self.write(move |conn, state| {
+        self.write_with(false, move |conn, state| {
             let n = conn
                 .prepare_cached(
                     "UPDATE transactions SET state = 2, updated_at = ?1
@@ -642,7 +679,7 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let integration = integration.to_string();
         let error = error.to_string();
-        self.write(move |conn, _| {
+        self.write_with(false, move |conn, _| {
             conn.prepare_cached(
                 "UPDATE transactions SET attempts = attempts + 1, last_error = ?1, updated_at = ?2
                  WHERE integration = ?3 AND seq BETWEEN ?4 AND ?5 AND state = 0",
