@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
-use super::{rfc3339, site, ApiResult, AppState, PathParams};
+use super::{rfc3339, site, Actor, ApiResult, AppState, PathParams};
 use crate::engine::endpoint::Endpoint;
 
 #[derive(Debug, Serialize)]
@@ -42,4 +42,32 @@ pub async fn show(
 ) -> ApiResult<Json<EndpointView>> {
     let site = site(&daemon, &site_name)?;
     Ok(Json(view(site.endpoint(&name)?)))
+}
+
+#[derive(Debug, Serialize)]
+pub struct TestAnswer {
+    #[serde(flatten)]
+    pub endpoint: EndpointView,
+    /// Whether it could be reached.
+    pub ok: bool,
+    pub latency_ms: f64,
+    /// What it answered, or why it could not be reached.
+    pub detail: String,
+}
+
+/// Calls the endpoint now (HTTP: `GET` on its URL; file: the file or its
+/// folder) and answers with what was found and the endpoint's state.
+pub async fn test(
+    State(daemon): State<AppState>,
+    PathParams((site_name, name)): PathParams<(String, String)>,
+    actor: Actor,
+) -> ApiResult<Json<TestAnswer>> {
+    let site = site(&daemon, &site_name)?;
+    let found = site.test_endpoint(&name, &actor.0).await?;
+    Ok(Json(TestAnswer {
+        endpoint: view(site.endpoint(&name)?),
+        ok: found.ok,
+        latency_ms: (found.latency_ms * 100.0).round() / 100.0,
+        detail: found.detail,
+    }))
 }

@@ -61,11 +61,20 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/sites/{site}/integrations/{name}/transactions",
             get(transactions::list),
         )
+        .route(
+            "/sites/{site}/integrations/{name}/transactions/{seq}",
+            get(transactions::show),
+        )
+        .route(
+            "/sites/{site}/integrations/{name}/transactions/{seq}/{action}",
+            post(transactions::act),
+        )
         .route("/sites/{site}/flows", get(flows::list))
         .route("/sites/{site}/flows/{flow}", get(flows::show))
         .route("/sites/{site}/flows/{flow}/run", post(flows::run))
         .route("/sites/{site}/endpoints", get(endpoints::list))
         .route("/sites/{site}/endpoints/{name}", get(endpoints::show))
+        .route("/sites/{site}/endpoints/{name}/test", post(endpoints::test))
         .fallback(not_found);
     Router::new()
         .route("/", get(index))

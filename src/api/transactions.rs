@@ -4,8 +4,10 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{rfc3339, site, ApiError, ApiResult, AppState, PathParams, QueryParams};
-use crate::model::TxState;
+use super::{rfc3339, site, Actor, ApiError, ApiResult, AppState, PathParams, QueryParams};
+use crate::engine::Integration;
+use crate::model::{TxAction, TxState};
+use crate::store::TxRecord;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,17 +77,70 @@ pub async fn list(
             Some(TxState::Queued) => *state == TxState::Queued,
             _ => true,
         })
-        .map(|(state, t)| TxView {
-            seq: t.seq,
-            flow: t.flow,
-            key: t.key,
-            state: state.as_str(),
-            created_at: rfc3339(t.created_at),
-            updated_at: rfc3339(t.updated_at),
-            attempts: t.attempts,
-            last_error: t.last_error,
-            record: t.record,
-        })
+        .map(|(state, t)| view(state, t))
         .collect();
     Ok(Json(views))
+}
+
+fn view(state: TxState, t: TxRecord) -> TxView {
+    TxView {
+        seq: t.seq,
+        flow: t.flow,
+        key: t.key,
+        state: state.as_str(),
+        created_at: rfc3339(t.created_at),
+        updated_at: rfc3339(t.updated_at),
+        attempts: t.attempts,
+        last_error: t.last_error,
+        record: t.record,
+    }
+}
+
+/// The state shown: Queued is Sending while it is in flight.
+fn shown(integration: &Integration, t: TxRecord) -> TxView {
+    let sending = integration
+        .in_flight()
+        .is_some_and(|(a, b)| a <= t.seq && t.seq <= b);
+    let state = if t.state == TxState::Queued && sending {
+        TxState::Sending
+    } else {
+        t.state
+    };
+    view(state, t)
+}
+
+pub async fn show(
+    State(daemon): State<AppState>,
+    PathParams((site_name, name, seq)): PathParams<(String, String, i64)>,
+) -> ApiResult<Json<TxView>> {
+    let site = site(&daemon, &site_name)?;
+    let integration = site.integration(&name)?;
+    let t = site.store.transaction(&name, seq).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("integration {name} has no transaction {seq}"))
+    })?;
+    Ok(Json(shown(integration, t)))
+}
+
+/// `retry` (an Error goes back to Queued, in its place), `replay` (a copy
+/// is queued at the end) or `ignore` (the queue moves on without it).
+pub async fn act(
+    State(daemon): State<AppState>,
+    PathParams((site_name, name, seq, action)): PathParams<(String, String, i64, String)>,
+    actor: Actor,
+) -> ApiResult<Json<TxView>> {
+    let site = site(&daemon, &site_name)?;
+    let action = match action.as_str() {
+        "retry" => TxAction::Retry,
+        "replay" => TxAction::Replay,
+        "ignore" => TxAction::Ignore,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no action '{other}' on a transaction: retry, replay or ignore"
+            )))
+        }
+    };
+    let t = site
+        .act_on_transaction(&name, seq, action, &actor.0)
+        .await?;
+    Ok(Json(shown(site.integration(&name)?, t)))
 }

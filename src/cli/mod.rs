@@ -5,6 +5,7 @@
 //! 2 usage or configuration errors; 3 the daemon cannot be reached.
 
 mod client;
+mod endpoint;
 mod flow;
 mod integration;
 mod log;
@@ -65,9 +66,12 @@ pub enum Command {
     Flow(flow::FlowCommand),
     /// Show a site's log; --follow streams it.
     Log(log::LogArgs),
-    /// List an integration's transactions.
+    /// List, retry, replay or ignore an integration's transactions.
     #[command(subcommand)]
     Tx(tx::TxCommand),
+    /// List endpoints and test them.
+    #[command(subcommand)]
+    Endpoint(endpoint::EndpointCommand),
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +132,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Flow(c) => flow::run(&client, c).await,
         Command::Log(args) => log::run(&client, args).await,
         Command::Tx(c) => tx::run(&client, c).await,
+        Command::Endpoint(c) => endpoint::run(&client, c).await,
     }
 }
 
@@ -167,6 +172,9 @@ mod tests {
         assert!(parse(&["flow", "run", "LIVE", "f", "--all", "--changed"]).is_err());
         assert!(parse(&["log", "LIVE", "--follow", "--level", "4"]).is_ok());
         assert!(parse(&["tx", "list", "LIVE", "orders", "--state", "error"]).is_ok());
+        assert!(parse(&["tx", "retry", "LIVE", "orders", "12"]).is_ok());
+        assert!(parse(&["tx", "ignore", "LIVE", "orders", "x"]).is_err());
+        assert!(parse(&["endpoint", "test", "LIVE", "crm"]).is_ok());
         assert!(parse(&["serve", "--config", "x.toml", "--listen", "127.0.0.1:0"]).is_ok());
         let cli = parse(&["--server", "http://h:1", "status"]).unwrap();
         assert_eq!(cli.server, "http://h:1");

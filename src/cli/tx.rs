@@ -20,10 +20,63 @@ pub enum TxCommand {
         #[arg(long)]
         before: Option<i64>,
     },
+    /// Send a failed (error) transaction again, in its place in the queue.
+    Retry {
+        site: String,
+        integration: String,
+        seq: i64,
+    },
+    /// Queue a copy of a transaction at the end of the queue.
+    Replay {
+        site: String,
+        integration: String,
+        seq: i64,
+    },
+    /// Give up on a queued or failed transaction: the queue moves on.
+    Ignore {
+        site: String,
+        integration: String,
+        seq: i64,
+    },
 }
 
 pub async fn run(client: &Client, command: TxCommand) -> Result<(), CliError> {
+    let act = |site: String, integration: String, seq: i64, verb: &'static str| async move {
+        let v = client
+            .post(
+                &format!(
+                    "/sites/{}/integrations/{}/transactions/{seq}/{verb}",
+                    seg(&site),
+                    seg(&integration)
+                ),
+                serde_json::json!({}),
+            )
+            .await?;
+        if !client.print_json(&v) {
+            println!(
+                "Transaction {} of {integration}: {}",
+                text(&v["seq"]),
+                text(&v["state"])
+            );
+        }
+        Ok::<(), CliError>(())
+    };
     match command {
+        TxCommand::Retry {
+            site,
+            integration,
+            seq,
+        } => act(site, integration, seq, "retry").await?,
+        TxCommand::Replay {
+            site,
+            integration,
+            seq,
+        } => act(site, integration, seq, "replay").await?,
+        TxCommand::Ignore {
+            site,
+            integration,
+            seq,
+        } => act(site, integration, seq, "ignore").await?,
         TxCommand::List {
             site,
             integration,

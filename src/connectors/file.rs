@@ -66,6 +66,34 @@ fn resolve(path: &Path, base: &Path) -> PathBuf {
     }
 }
 
+/// The file can be read, or (for a target) created in its folder.
+pub async fn probe(config: &FileConfig, base: &Path) -> Result<String, DeliveryError> {
+    let path = resolve(&config.path, base);
+    let failed = |message: String| DeliveryError {
+        class: FailureClass::Intermittent,
+        message,
+        retry_after: None,
+    };
+    match tokio::fs::metadata(&path).await {
+        Ok(m) if m.is_file() => Ok(format!("{} ({} bytes)", path.display(), m.len())),
+        Ok(_) => Err(failed(format!("{} is not a file", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            match tokio::fs::metadata(dir).await {
+                Ok(m) if m.is_dir() => Ok(format!(
+                    "{} does not exist yet; its folder does",
+                    path.display()
+                )),
+                _ => Err(failed(format!(
+                    "neither {} nor its folder exists",
+                    path.display()
+                ))),
+            }
+        }
+        Err(e) => Err(failed(format!("{}: {e}", path.display()))),
+    }
+}
+
 pub struct FileSource {
     path: PathBuf,
     page_size: usize,

@@ -193,6 +193,42 @@ impl Target for HttpTarget {
     }
 }
 
+/// `GET` on the endpoint's URL: any answer but a 5xx, 401 or 403 means it
+/// can be reached.
+pub async fn probe(config: &HttpConfig) -> Result<String, DeliveryError> {
+    let client = reqwest::Client::builder()
+        .timeout(config.timeout())
+        .build()
+        .map_err(|e| DeliveryError {
+            class: FailureClass::Intermittent,
+            message: e.to_string(),
+            retry_after: None,
+        })?;
+    let response = client
+        .get(&config.url)
+        .send()
+        .await
+        .map_err(|e| DeliveryError {
+            class: FailureClass::Intermittent,
+            message: format!("GET {}: {}", config.url, describe(&e)),
+            retry_after: None,
+        })?;
+    let status = response.status();
+    match classify(status) {
+        Some(class @ (FailureClass::Intermittent | FailureClass::Unauthorized))
+            if status != reqwest::StatusCode::REQUEST_TIMEOUT
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS =>
+        {
+            Err(DeliveryError {
+                class,
+                message: format!("GET {}: {}", config.url, status),
+                retry_after: None,
+            })
+        }
+        _ => Ok(format!("GET {}: {}", config.url, status)),
+    }
+}
+
 /// A short description of a transport error, without the URL repeated.
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {

@@ -85,6 +85,17 @@ impl EndpointKind {
         matches!(self, EndpointKind::File(_) | EndpointKind::Http(_))
     }
 
+    /// A real call to the endpoint, to tell whether it can be reached: what
+    /// it answered, or why not.
+    pub async fn probe(&self, base: &std::path::Path) -> Result<String, DeliveryError> {
+        match self {
+            EndpointKind::Http(c) => http::probe(c).await,
+            EndpointKind::File(c) => file::probe(c, base).await,
+            EndpointKind::Webhook(_) => Ok("records arrive by POST; nothing to call".into()),
+            EndpointKind::Generator(_) => Ok("records are made up; nothing to call".into()),
+        }
+    }
+
     /// Builds the source reading from this endpoint, if it is a pull source.
     /// Relative paths are resolved against `base`.
     pub fn source(&self, base: &std::path::Path) -> Option<Arc<dyn Source>> {

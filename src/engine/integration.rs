@@ -58,6 +58,9 @@ pub struct Integration {
     progress: Mutex<Option<Progress>>,
     /// The sequence numbers in flight: shown as Sending.
     in_flight: Mutex<Option<(i64, i64)>>,
+    /// Set when a transaction behind the sender's position is queued again
+    /// (a retry): the sender reads from the start of the queue once more.
+    rewind: std::sync::atomic::AtomicBool,
 }
 
 fn may_send(record: &IntegrationRecord) -> bool {
@@ -94,6 +97,7 @@ impl Integration {
             wake: Notify::new(),
             progress: Mutex::new(None),
             in_flight: Mutex::new(None),
+            rewind: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -227,6 +231,16 @@ impl Integration {
 
     pub(crate) async fn woken(&self) {
         self.wake.notified().await
+    }
+
+    /// Makes the sender read the queue from its start again, and wakes it.
+    pub fn rewind(&self) {
+        self.rewind.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake();
+    }
+
+    pub(crate) fn take_rewind(&self) -> bool {
+        self.rewind.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn set_in_flight(&self, range: Option<(i64, i64)>) {

@@ -49,7 +49,15 @@ pub async fn run(site: Arc<Site>, token: CancellationToken, ready: oneshot::Send
                         .write(level::INFO, format!("Connection to {name} established"))
                         .await
                 }
-                (None | Some(true), false) => {
+                (None, false) => {
+                    site.log
+                        .write(
+                            level::ERROR,
+                            format!("Connection to {name} ({addr}) cannot be established"),
+                        )
+                        .await
+                }
+                (Some(true), false) => {
                     site.log
                         .write(level::ERROR, format!("Connection to {name} ({addr}) lost"))
                         .await

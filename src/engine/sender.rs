@@ -98,6 +98,10 @@ impl Sender {
             if !self.integration.may_send() {
                 continue;
             }
+            if self.integration.take_rewind() {
+                self.finish_ack(&mut progress).await;
+                progress.after = 0;
+            }
             let batch = match self
                 .store
                 .next_batch(&name, progress.after, READ_BATCH)
@@ -147,9 +151,11 @@ impl Sender {
                 self.finish_ack(&mut progress).await;
             }
             if let Pass::Retry(wait) = pass {
+                // An operator's retry, ignore or resume cuts the wait short.
                 tokio::select! {
                     _ = token.cancelled() => return,
                     _ = tokio::time::sleep(wait) => {}
+                    _ = self.integration.woken() => {}
                 }
             }
         }

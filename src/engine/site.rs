@@ -27,9 +27,18 @@ use crate::config::{FlowConfig, IntegrationConfig, SiteConfig};
 use crate::log::{level, SiteLog};
 use crate::model::{
     now_millis, FlowEvent, FlowStatus, Hold, HoldKind, Millis, Refusal, RunMode, RunResult,
-    SiteEvent, SiteState,
+    SiteEvent, SiteState, TxAction, TxState,
 };
-use crate::store::{AuditEntry, NewRecord, Store};
+use crate::store::{AuditEntry, NewRecord, Store, TxRecord};
+
+/// What a test of an endpoint found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EndpointTest {
+    pub ok: bool,
+    pub latency_ms: f64,
+    /// What it answered, or why it could not be reached.
+    pub detail: String,
+}
 
 /// How long a stop waits for workers to end before abandoning them.
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
@@ -75,6 +84,8 @@ pub struct Site {
     /// Serialises flow status changes (requests, scheduled starts, ends).
     flow_control: tokio::sync::Mutex<()>,
     parent: CancellationToken,
+    /// The configuration file's folder: relative paths resolve against it.
+    base_dir: std::path::PathBuf,
 }
 
 impl Site {
@@ -133,6 +144,7 @@ impl Site {
             trigger: Mutex::new(None),
             flow_control: tokio::sync::Mutex::new(()),
             parent,
+            base_dir: base_dir.to_path_buf(),
         }))
     }
 
@@ -577,6 +589,134 @@ impl Site {
         let next = current.apply(FlowEvent::Finished(result))?;
         self.store.set_flow_status(flow, next).await?;
         Ok(())
+    }
+
+    // ----- operators' tools -----
+
+    /// Calls the endpoint now and records what is observed of it.
+    pub async fn test_endpoint(&self, name: &str, actor: &str) -> Result<EndpointTest> {
+        let endpoint = self.endpoint(name)?;
+        let started = std::time::Instant::now();
+        let result = endpoint.kind.probe(&self.base_dir).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (ok, detail) = match &result {
+            Ok(detail) => {
+                if endpoint.observe_ok().is_some() {
+                    self.log
+                        .write(level::INFO, format!("Connection to {name} established"))
+                        .await;
+                }
+                (true, detail.clone())
+            }
+            Err(e) => {
+                if endpoint.observe_failure(e.class, &e.message).is_some() {
+                    self.log
+                        .write(
+                            level::ERROR,
+                            format!("Connection to {name} failed: {}", e.message),
+                        )
+                        .await;
+                }
+                (false, e.message.clone())
+            }
+        };
+        let outcome = if ok {
+            "ok".to_string()
+        } else {
+            format!("failed: {detail}")
+        };
+        self.audit(
+            actor,
+            "endpoint.test",
+            &format!("endpoint/{name}"),
+            None,
+            &outcome,
+        )
+        .await;
+        Ok(EndpointTest {
+            ok,
+            latency_ms,
+            detail,
+        })
+    }
+
+    /// Retry, replay or ignore one transaction (seed 002). Returns the
+    /// transaction as it now is (for a replay: the new copy).
+    pub async fn act_on_transaction(
+        &self,
+        integration: &str,
+        seq: i64,
+        action: TxAction,
+        actor: &str,
+    ) -> Result<TxRecord> {
+        let integ = self.integration(integration)?;
+        let not_found = || {
+            EngineError::NotFound(format!(
+                "integration {integration} has no transaction {seq}"
+            ))
+        };
+        let tx = self
+            .store
+            .transaction(integration, seq)
+            .await?
+            .ok_or_else(not_found)?;
+        let sending = integ.in_flight().is_some_and(|(a, b)| a <= seq && seq <= b);
+        let current = if tx.state == TxState::Queued && sending {
+            TxState::Sending
+        } else {
+            tx.state
+        };
+        let verb = format!("tx.{}", action.as_str());
+        let subject = format!("integration/{integration}/tx/{seq}");
+        let next = match current.apply(action) {
+            Ok(next) => next,
+            Err(refusal) => return self.refused(actor, &verb, &subject, None, refusal).await,
+        };
+        let shown_seq = match action {
+            TxAction::Retry => {
+                self.store.settle(integration, seq, next, None).await?;
+                integ.rewind();
+                seq
+            }
+            TxAction::Ignore => {
+                self.store.settle(integration, seq, next, None).await?;
+                integ.wake();
+                seq
+            }
+            TxAction::Replay => {
+                let copy = NewRecord {
+                    key: tx.key.clone(),
+                    payload: tx.record.to_string(),
+                };
+                let range = self
+                    .store
+                    .enqueue(integration, &tx.flow, vec![copy], None, None)
+                    .await?;
+                integ.wake();
+                range.map_or(seq, |(first, _)| first)
+            }
+        };
+        self.log
+            .write(
+                level::INFO,
+                match action {
+                    TxAction::Replay => format!(
+                        "Transaction {seq} of {integration} replayed by {actor} as {shown_seq}"
+                    ),
+                    TxAction::Retry => {
+                        format!("Transaction {seq} of {integration} retried by {actor}")
+                    }
+                    TxAction::Ignore => {
+                        format!("Transaction {seq} of {integration} ignored by {actor}")
+                    }
+                },
+            )
+            .await;
+        self.audit(actor, &verb, &subject, None, "ok").await;
+        self.store
+            .transaction(integration, shown_seq)
+            .await?
+            .ok_or_else(not_found)
     }
 
     // ----- webhook intake -----

@@ -15,7 +15,7 @@ pub use flow::{FlowEvent, FlowStatus, RunMode, RunResult};
 pub use integration::{Hold, HoldKind, IntegrationEvent, IntegrationState};
 pub use site::{SiteEvent, SiteState};
 pub use status::{derive_status, ConnectionStatus, FlowRunOutcome};
-pub use transaction::TxState;
+pub use transaction::{TxAction, TxState};
 
 /// Why a transition was refused. `Conflict` is a request that does not fit the
 /// current state (HTTP 409); `Invalid` is a request that is wrong whatever the

@@ -61,9 +61,84 @@ impl TxState {
     }
 }
 
+/// What an operator can do to one transaction (seed 002's error suite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxAction {
+    /// Send a failed transaction again, in its place in the queue.
+    Retry,
+    /// Queue a copy as a new transaction at the end of the queue.
+    Replay,
+    /// Give up on it: the queue moves on without sending it.
+    Ignore,
+}
+
+impl TxAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxAction::Retry => "retry",
+            TxAction::Replay => "replay",
+            TxAction::Ignore => "ignore",
+        }
+    }
+}
+
+impl TxState {
+    /// The state the transaction takes (for Replay: stays in, while a copy
+    /// is queued), or why the action does not fit its state.
+    pub fn apply(self, action: TxAction) -> Result<TxState, super::Refusal> {
+        use TxAction as A;
+        use TxState as S;
+        match (self, action) {
+            (S::Error, A::Retry) => Ok(S::Queued),
+            (S::Queued | S::Error, A::Ignore) => Ok(S::Ignored),
+            (S::Sent | S::Error | S::Ignored, A::Replay) => Ok(self),
+            (S::Sending, _) => Err(super::Refusal::Conflict(
+                "the transaction is sending right now; try again when it is settled".into(),
+            )),
+            (state, action) => Err(super::Refusal::Conflict(format!(
+                "the transaction is {}; cannot {} it",
+                state.as_str(),
+                action.as_str()
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operator_actions_in_every_state() {
+        use TxAction::*;
+        use TxState::*;
+        let table = [
+            (Queued, Retry, None),
+            (Queued, Replay, None),
+            (Queued, Ignore, Some(Ignored)),
+            (Sending, Retry, None),
+            (Sending, Replay, None),
+            (Sending, Ignore, None),
+            (Sent, Retry, None),
+            (Sent, Replay, Some(Sent)),
+            (Sent, Ignore, None),
+            (Error, Retry, Some(Queued)),
+            (Error, Replay, Some(Error)),
+            (Error, Ignore, Some(Ignored)),
+            (Ignored, Retry, None),
+            (Ignored, Replay, Some(Ignored)),
+            (Ignored, Ignore, None),
+        ];
+        for (state, action, want) in table {
+            match (state.apply(action), want) {
+                (Ok(next), Some(want)) => assert_eq!(next, want),
+                (Err(super::super::Refusal::Conflict(m)), None) => {
+                    assert!(m.contains(state.as_str()), "{m}")
+                }
+                (got, want) => panic!("{state:?} {action:?}: {got:?} vs {want:?}"),
+            }
+        }
+    }
 
     #[test]
     fn names_and_codes_round_trip() {

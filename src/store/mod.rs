@@ -207,6 +207,8 @@ pub trait Store: Send + Sync + 'static {
         last: i64,
         error: &str,
     ) -> Result<()>;
+    /// One transaction, if it exists.
+    async fn transaction(&self, integration: &str, seq: i64) -> Result<Option<TxRecord>>;
     /// Transactions still Queued.
     async fn queued_count(&self, integration: &str) -> Result<i64>;
     /// Transactions for operators, newest first, optionally of one state,

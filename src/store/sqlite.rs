@@ -390,6 +390,53 @@ fn put_hold(conn: &Connection, integration: &str, hold: &Hold) -> Result<()> {
     Ok(())
 }
 
+const TX_COLUMNS: &str =
+    "seq, flow, key, state, created_at, updated_at, attempts, last_error, payload";
+
+type TxRow = (
+    i64,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    String,
+);
+
+fn tx_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TxRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
+fn tx_record(row: TxRow) -> Result<TxRecord> {
+    let (seq, flow, key, code, created_at, updated_at, attempts, last_error, payload) = row;
+    let state =
+        TxState::from_code(code).ok_or_else(|| corrupt("transaction state", &code.to_string()))?;
+    let record = serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
+    Ok(TxRecord {
+        seq,
+        flow,
+        key,
+        state,
+        created_at,
+        updated_at,
+        attempts,
+        last_error,
+        record,
+    })
+}
+
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunRecord, String, Option<String>)> {
     Ok((
         RunRecord {
@@ -690,6 +737,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn transaction(&self, integration: &str, seq: i64) -> Result<Option<TxRecord>> {
+        let integration = integration.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {TX_COLUMNS} FROM transactions WHERE integration = ?1 AND seq = ?2"
+            ))?;
+            let mut rows = stmt.query_map(params![integration, seq], tx_row)?;
+            rows.next().transpose()?.map(tx_record).transpose()
+        })
+        .await
+    }
+
     async fn queued_count(&self, integration: &str) -> Result<i64> {
         Ok(*self
             .counts
@@ -708,12 +767,11 @@ impl Store for SqliteStore {
     ) -> Result<Vec<TxRecord>> {
         let integration = integration.to_string();
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, flow, key, state, created_at, updated_at, attempts, last_error, payload
-                 FROM transactions
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {TX_COLUMNS} FROM transactions
                  WHERE integration = ?1 AND seq < ?2 AND (?3 IS NULL OR state = ?3)
-                 ORDER BY seq DESC LIMIT ?4",
-            )?;
+                 ORDER BY seq DESC LIMIT ?4"
+            ))?;
             let rows = stmt.query_map(
                 params![
                     integration,
@@ -721,41 +779,9 @@ impl Store for SqliteStore {
                     state.map(TxState::code),
                     limit as i64
                 ],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, i64>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                        r.get::<_, String>(8)?,
-                    ))
-                },
+                tx_row,
             )?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, flow, key, code, created_at, updated_at, attempts, last_error, payload) =
-                    row?;
-                let state = TxState::from_code(code)
-                    .ok_or_else(|| corrupt("transaction state", &code.to_string()))?;
-                let record =
-                    serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
-                out.push(TxRecord {
-                    seq,
-                    flow,
-                    key,
-                    state,
-                    created_at,
-                    updated_at,
-                    attempts,
-                    last_error,
-                    record,
-                });
-            }
-            Ok(out)
+            rows.map(|row| tx_record(row?)).collect()
         })
         .await
     }

@@ -242,6 +242,8 @@ pub struct Target {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     delay: Arc<Mutex<Duration>>,
+    /// While false, a record with `"reject": true` is answered 422.
+    accept_all: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Target {
@@ -252,6 +254,7 @@ impl Target {
             addr,
             received: Arc::default(),
             delay: Arc::default(),
+            accept_all: Arc::default(),
         };
         let app = Router::new()
             .route("/records", post(receive))
@@ -262,6 +265,12 @@ impl Target {
 
     pub fn url(&self) -> String {
         format!("http://{}/records", self.addr)
+    }
+
+    /// From now on, take records marked `"reject": true` too.
+    pub fn accept_all(&self) {
+        self.accept_all
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set_delay(&self, d: Duration) {
@@ -304,12 +313,27 @@ impl Target {
     }
 }
 
-async fn receive(State(t): State<Target>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(t): State<Target>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
     let delay = *t.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let value: Value = serde_json::from_slice(&body).unwrap();
+    let rejected = |v: &Value| v["reject"] == Value::Bool(true);
+    let refuse = match &value {
+        Value::Array(items) => items.iter().any(rejected),
+        one => rejected(one),
+    };
+    if refuse && !t.accept_all.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{\"error\": \"no such customer\"}",
+        );
+    }
     let header = |name: &str| {
         headers
             .get(name)
@@ -332,7 +356,7 @@ async fn receive(State(t): State<Target>, headers: HeaderMap, body: Bytes) -> St
             record,
         }),
     }
-    StatusCode::OK
+    (StatusCode::OK, "")
 }
 
 /// A config with one site `LIVE`: a webhook flow `web` in integration
