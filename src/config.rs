@@ -38,6 +38,9 @@ pub struct SiteConfig {
     pub log_level: u8,
     pub data_file: PathBuf,
     pub log_file: PathBuf,
+    /// How long sent and ignored transactions are kept (for listing and
+    /// replay) before they are deleted.
+    pub keep_sent: Duration,
     pub endpoints: Vec<EndpointConfig>,
     pub integrations: Vec<IntegrationConfig>,
 }
@@ -240,9 +243,13 @@ const SITE_KEYS: &[&str] = &[
     "log_level",
     "data_file",
     "log_file",
+    "keep_sent",
     "endpoints",
     "integrations",
 ];
+
+/// Sent transactions are kept a week unless the site says otherwise.
+pub const DEFAULT_KEEP_SENT: Duration = Duration::from_secs(7 * 86_400);
 const INTEGRATION_KEYS: &[&str] = &["on_error", "flows"];
 const FLOW_KEYS: &[&str] = &[
     "name", "source", "target", "schedule", "key", "cursor", "enabled",
@@ -545,6 +552,21 @@ impl<'a> Ctx<'a> {
             .string(table, path, "log_file", line)
             .map(|f| data_dir.join(f))
             .unwrap_or_else(|| data_dir.join(format!("{name}.log")));
+        let keep_sent = match self.string(table, path, "keep_sent", line) {
+            None => DEFAULT_KEEP_SENT,
+            Some(text) => match parse_duration(&text) {
+                Some(d) => d,
+                None => {
+                    let l = self.key_line(table, "keep_sent", line);
+                    self.error(
+                        l,
+                        join(path, "keep_sent"),
+                        format!("'{text}' is not a duration (e.g. 12h, 7d)"),
+                    );
+                    DEFAULT_KEEP_SENT
+                }
+            },
+        };
 
         let mut endpoints = Vec::new();
         let ep_path = join(path, "endpoints");
@@ -621,6 +643,7 @@ impl<'a> Ctx<'a> {
             log_level,
             data_file,
             log_file,
+            keep_sent,
             endpoints,
             integrations,
         }
@@ -933,6 +956,11 @@ cursor = "updated_at"
         assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
         let dev = c.site("DEV").unwrap();
         assert_eq!(dev.log_level, 4);
+        assert_eq!(dev.keep_sent, DEFAULT_KEEP_SENT);
+        let c = parse("[sites.DEV]\nkeep_sent = \"36h\"\n").unwrap();
+        assert_eq!(c.sites[0].keep_sent, Duration::from_secs(36 * 3600));
+        let errs = errors("[sites.DEV]\nkeep_sent = \"forever\"\n");
+        assert_eq!(find(&errs, "sites.DEV.keep_sent").line, Some(2));
         assert!(dev.integrations.is_empty());
         let c = Config::parse(
             "[sites.DEV]\n",

@@ -50,7 +50,10 @@ async fn bad_input_is_a_json_4xx_everywhere() {
             assert!(status.is_client_error(), "{path} {body:?}: {status} {text}");
             let v: serde_json::Value = serde_json::from_str(&text)
                 .unwrap_or_else(|_| panic!("{path} {body:?}: not JSON: {text}"));
-            assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {v}");
+            assert!(
+                v["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{path}: {v}"
+            );
         }
     }
     let gets = [

@@ -244,7 +244,7 @@ pub trait Target: Send + Sync {
     async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<(), DeliveryError>;
 }
 
-/// Parses durations such as `250ms`, `30s`, `5m`, `1h`, `1m30s`.
+/// Parses durations such as `250ms`, `30s`, `5m`, `1h`, `7d`, `1m30s`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {
@@ -271,6 +271,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.checked_mul(60)?),
             "h" => Duration::from_secs(n.checked_mul(3600)?),
+            "d" => Duration::from_secs(n.checked_mul(86_400)?),
             _ => return None,
         };
     }
@@ -305,6 +306,7 @@ mod tests {
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
         for bad in ["", "s", "10", "10x", "ms10", "-1s"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }

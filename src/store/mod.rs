@@ -209,6 +209,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// One transaction, if it exists.
     async fn transaction(&self, integration: &str, seq: i64) -> Result<Option<TxRecord>>;
+    /// Deletes Sent and Ignored transactions last changed before `before`
+    /// (Queued and Error ones are kept whatever their age); returns how many.
+    /// Sequence numbers are never reused after a prune.
+    async fn prune(&self, before: Millis) -> Result<usize>;
     /// Transactions still Queued.
     async fn queued_count(&self, integration: &str) -> Result<i64>;
     /// Transactions for operators, newest first, optionally of one state,

@@ -749,6 +749,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune(&self, before: Millis) -> Result<usize> {
+        self.write(move |conn, _| {
+            let n = conn.execute(
+                "DELETE FROM transactions WHERE state IN (2, 4) AND updated_at < ?1",
+                [before],
+            )?;
+            Ok(n)
+        })
+        .await
+    }
+
     async fn queued_count(&self, integration: &str) -> Result<i64> {
         Ok(*self
             .counts
@@ -1112,6 +1123,25 @@ mod tests {
         // Back to queued (a retry) counts again.
         s.settle("a", 3, TxState::Queued, None).await.unwrap();
         assert_eq!(s.queued_count("a").await.unwrap(), 3);
+        // Pruning takes only what was sent (or ignored), and seqs go on.
+        s.settle("a", 4, TxState::Ignored, None).await.unwrap();
+        assert_eq!(s.prune(now_millis() + 1).await.unwrap(), 3);
+        let left: Vec<i64> = s
+            .transactions("a", None, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.seq)
+            .collect();
+        assert_eq!(left, [5, 3]);
+        drop(s);
+        let s = SqliteStore::open(&dir.path().join("site.db")).unwrap();
+        assert_eq!(
+            s.enqueue("a", "f", records(9, 1), None, None)
+                .await
+                .unwrap(),
+            Some((6, 6))
+        );
     }
 
     #[tokio::test]
