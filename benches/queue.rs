@@ -13,7 +13,7 @@
 //! process with 1,000 and with N queued. It reports; it does not assert
 //! timings. It exits non-zero only if delivery order or count is wrong.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -30,6 +30,7 @@ use sluice::connectors::http::HttpConfig;
 use sluice::connectors::webhook::WebhookConfig;
 use sluice::connectors::{Delivery, DeliveryError, EndpointKind, Target};
 use sluice::engine::endpoint::Endpoint;
+use sluice::engine::health::Health;
 use sluice::engine::sender::Sender;
 use sluice::engine::Integration;
 use sluice::log::SiteLog;
@@ -159,6 +160,10 @@ impl Target for InProcess {
         }
         Ok(())
     }
+
+    async fn probe(&self) -> Result<String, DeliveryError> {
+        Ok("in process".into())
+    }
 }
 
 struct Bench {
@@ -225,12 +230,19 @@ impl Bench {
     }
 
     fn sender(&self, integration: &Arc<Integration>, endpoint: Endpoint) -> Sender {
+        let endpoint = Arc::new(endpoint);
+        let health = Health::new(
+            self.log.clone(),
+            &BTreeMap::from([(endpoint.name.clone(), endpoint.clone())]),
+            &BTreeMap::from([(integration.name.clone(), integration.clone())]),
+        );
         Sender {
             site: "BENCH".into(),
             integration: integration.clone(),
             store: self.store.clone(),
-            routes: HashMap::from([("f".to_string(), Arc::new(endpoint))]),
+            routes: HashMap::from([("f".to_string(), endpoint)]),
             log: self.log.clone(),
+            health: Arc::new(health),
         }
     }
 }
@@ -389,12 +401,9 @@ fn main() {
         let url = http_target(seen_http.clone()).await;
         let endpoint = Endpoint::new(
             "http",
-            EndpointKind::Http(HttpConfig {
-                url,
-                batch: 100,
-                timeout: None,
-                headers: Default::default(),
-            }),
+            EndpointKind::Http(
+                toml::from_str::<HttpConfig>(&format!("url = \"{url}\"\nbatch = 100")).unwrap(),
+            ),
             dir.path(),
         );
         tokio::spawn(bench.sender(&integration, endpoint).run(token.clone()));

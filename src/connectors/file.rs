@@ -68,13 +68,16 @@ fn resolve(path: &Path, base: &Path) -> PathBuf {
 
 /// The file can be read, or (for a target) created in its folder.
 pub async fn probe(config: &FileConfig, base: &Path) -> Result<String, DeliveryError> {
-    let path = resolve(&config.path, base);
+    probe_path(&resolve(&config.path, base)).await
+}
+
+async fn probe_path(path: &Path) -> Result<String, DeliveryError> {
     let failed = |message: String| DeliveryError {
         class: FailureClass::Intermittent,
         message,
         retry_after: None,
     };
-    match tokio::fs::metadata(&path).await {
+    match tokio::fs::metadata(path).await {
         Ok(m) if m.is_file() => Ok(format!("{} ({} bytes)", path.display(), m.len())),
         Ok(_) => Err(failed(format!("{} is not a file", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -228,6 +231,10 @@ impl Target for FileTarget {
         file.write_all(buf.as_bytes()).await.map_err(failed)?;
         file.sync_data().await.map_err(failed)?;
         Ok(())
+    }
+
+    async fn probe(&self) -> Result<String, DeliveryError> {
+        probe_path(&self.path).await
     }
 }
 

@@ -202,7 +202,14 @@ pub trait Source: Send + Sync {
 /// How a failed delivery should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
-    /// Time-out, refused or reset connection, 5xx, 429: try again later.
+    /// No connection could be made (refused, unreachable, DNS): the
+    /// endpoint is down. Tried again later.
+    Unreachable,
+    /// The request got no answer (time-out, reset): tried again later;
+    /// several in a short window mean the endpoint is down.
+    NoAnswer,
+    /// The endpoint answered, busy (5xx, 429, 408): tried again later,
+    /// honouring `Retry-After`.
     Intermittent,
     /// 401/403: the credentials are refused.
     Unauthorized,
@@ -221,7 +228,10 @@ pub struct DeliveryError {
 
 impl DeliveryError {
     pub fn is_intermittent(&self) -> bool {
-        self.class == FailureClass::Intermittent
+        matches!(
+            self.class,
+            FailureClass::Unreachable | FailureClass::NoAnswer | FailureClass::Intermittent
+        )
     }
 }
 
@@ -242,6 +252,33 @@ pub trait Target: Send + Sync {
     /// Delivers the batch as a whole: all of it or (on error) none of it is
     /// taken as delivered.
     async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<(), DeliveryError>;
+
+    /// A real call that tells whether the endpoint can be reached (and
+    /// takes the credentials): what it answered, or why not.
+    async fn probe(&self) -> Result<String, DeliveryError>;
+
+    /// Takes new credentials (from a reauthorization). The default: this
+    /// endpoint takes none.
+    fn set_credentials(&self, _credentials: Credentials) -> Result<(), String> {
+        Err("this endpoint takes no credentials".into())
+    }
+}
+
+/// Credentials for an endpoint. Never logged, shown or stored: `Debug`
+/// prints no secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Bearer(String),
+    Basic { username: String, password: String },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Bearer(_) => f.write_str("Bearer(…)"),
+            Credentials::Basic { username, .. } => write!(f, "Basic({username}, …)"),
+        }
+    }
 }
 
 /// Parses durations such as `250ms`, `30s`, `5m`, `1h`, `7d`, `1m30s`.

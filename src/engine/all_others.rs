@@ -31,6 +31,7 @@ pub async fn run(site: Arc<Site>, token: CancellationToken, ready: oneshot::Send
             store: site.store.clone(),
             routes,
             log: site.log.clone(),
+            health: site.health.clone(),
         };
         senders.spawn(sender.run(token.clone()));
     }

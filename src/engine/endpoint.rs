@@ -1,12 +1,12 @@
 //! What is observed of an endpoint: reachable or not, since when, and the
-//! last error. Observations come from deliveries (the sender) and from the
-//! Monitor worker's probes; they never change what a person set.
+//! last error. `engine::health` decides the state from deliveries, tests and
+//! probes; nothing here changes what a person set.
 
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::connectors::{EndpointKind, FailureClass, Source, Target};
+use crate::connectors::{DeliveryError, EndpointKind, Source, Target};
 use crate::model::{now_millis, Millis};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,23 +83,26 @@ impl Endpoint {
             .clone()
     }
 
-    /// Records a success; returns the previous state if it changed.
-    pub fn observe_ok(&self) -> Option<EndpointState> {
-        self.set(EndpointState::Online, None)
+    /// Keeps the error of a failed call without changing the state.
+    pub fn note_error(&self, error: &str) {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_error = Some(error.to_string());
     }
 
-    /// Records a failure of the given class; returns the previous state if
-    /// it changed. A rejected record says nothing about the endpoint's health.
-    pub fn observe_failure(&self, class: FailureClass, error: &str) -> Option<EndpointState> {
-        let state = match class {
-            FailureClass::Intermittent => EndpointState::Offline,
-            FailureClass::Unauthorized => EndpointState::Unauthorized,
-            FailureClass::Rejected => return None,
-        };
-        self.set(state, Some(error.to_string()))
+    /// A real call to the endpoint: its target's probe (with its
+    /// credentials), or for a source the kind's own check.
+    pub async fn probe(&self, base: &std::path::Path) -> Result<String, DeliveryError> {
+        match &self.target {
+            Some(target) => target.probe().await,
+            None => self.kind.probe(base).await,
+        }
     }
 
-    fn set(&self, state: EndpointState, error: Option<String>) -> Option<EndpointState> {
+    /// Sets the state (and the last error, if given); returns the previous
+    /// state if it changed.
+    pub fn set(&self, state: EndpointState, error: Option<String>) -> Option<EndpointState> {
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
         if error.is_some() {
             h.last_error = error;

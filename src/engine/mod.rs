@@ -17,6 +17,7 @@ pub mod all_others;
 pub mod endpoint;
 pub mod flow_run;
 pub mod get_data;
+pub mod health;
 pub mod integration;
 pub mod monitor;
 pub mod scheduler;

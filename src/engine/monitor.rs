@@ -1,15 +1,13 @@
-//! The Monitor worker (seed 000): watches whether the HTTP endpoints of the
-//! site can be reached, and logs when that changes.
+//! The Monitor worker (seed 000): endpoint health.
 //!
-//! It opens a TCP connection to each `http` endpoint's host every
-//! [`PROBE_EVERY`] and logs `Connection to NAME established` when one is
-//! reached (at first, and again after it was lost) and `Connection to NAME
-//! lost` when it no longer is. It only observes: deliveries decide health.
+//! At start it tests every endpoint that records are delivered to and logs
+//! `Connection to NAME established` (or places the system's hold when it
+//! cannot be reached); then it runs the probes that `engine::health`
+//! schedules for endpoints that are down, until they answer.
 //!
 //! It also keeps the site's data file in bounds: every hour it deletes sent
 //! and ignored transactions older than the site's `keep_sent`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,69 +15,58 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Site;
-use crate::connectors::EndpointKind;
 use crate::log::level;
 
-pub const PROBE_EVERY: Duration = Duration::from_secs(10);
 /// Sent transactions older than the site's `keep_sent` are deleted this
 /// often, the first time this long after the site starts.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PRUNE_FIRST: Duration = Duration::from_secs(60);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub async fn run(site: Arc<Site>, token: CancellationToken, ready: oneshot::Sender<()>) {
     site.log.write(level::INFO, "Monitor thread started").await;
     let _ready = ready.send(());
-    let probes: Vec<(String, String)> = site
+    site.health.restore().await;
+    let targets: Vec<_> = site
         .endpoints()
-        .filter_map(|e| match &e.kind {
-            EndpointKind::Http(c) => {
-                let url = reqwest::Url::parse(&c.url).ok()?;
-                let host = url.host_str()?.to_string();
-                let port = url.port_or_known_default()?;
-                Some((e.name.clone(), format!("{host}:{port}")))
-            }
-            _ => None,
-        })
+        .filter(|e| e.target.is_some())
+        .cloned()
         .collect();
-    let mut reachable: HashMap<String, bool> = HashMap::new();
+    for endpoint in targets {
+        let result = tokio::select! {
+            _ = token.cancelled() => break,
+            r = endpoint.probe(site.config_dir()) => r,
+        };
+        match &result {
+            Ok(_) => {
+                site.log
+                    .write(
+                        level::INFO,
+                        format!("Connection to {} established", endpoint.name),
+                    )
+                    .await
+            }
+            Err(_) => site.health.probed(&endpoint, &result).await,
+        }
+    }
     let mut next_prune = tokio::time::Instant::now() + PRUNE_FIRST;
-    loop {
+    while !token.is_cancelled() {
+        let next_probe = site.health.next_probe();
+        let wake = next_probe.map_or(next_prune, |p| p.min(next_prune));
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = site.health.changed() => continue,
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        for endpoint in site.health.due() {
+            let result = tokio::select! {
+                _ = token.cancelled() => break,
+                r = endpoint.probe(site.config_dir()) => r,
+            };
+            site.health.probed(&endpoint, &result).await;
+        }
         if tokio::time::Instant::now() >= next_prune {
             next_prune += PRUNE_EVERY;
             prune(&site).await;
-        }
-        for (name, addr) in &probes {
-            let ok = matches!(
-                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
-                Ok(Ok(_))
-            );
-            let before = reachable.insert(name.clone(), ok);
-            match (before, ok) {
-                (None | Some(false), true) => {
-                    site.log
-                        .write(level::INFO, format!("Connection to {name} established"))
-                        .await
-                }
-                (None, false) => {
-                    site.log
-                        .write(
-                            level::ERROR,
-                            format!("Connection to {name} ({addr}) cannot be established"),
-                        )
-                        .await
-                }
-                (Some(true), false) => {
-                    site.log
-                        .write(level::ERROR, format!("Connection to {name} ({addr}) lost"))
-                        .await
-                }
-                _ => {}
-            }
-        }
-        tokio::select! {
-            _ = token.cancelled() => break,
-            _ = tokio::time::sleep(PROBE_EVERY) => {}
         }
     }
     site.log.write(level::INFO, "Monitor thread stopped.").await;

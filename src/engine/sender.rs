@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::endpoint::{Endpoint, EndpointState};
+use super::endpoint::Endpoint;
+use super::health::Health;
 use super::Integration;
 use crate::config::OnError;
 use crate::connectors::{Delivery, FailureClass};
@@ -63,6 +64,8 @@ pub struct Sender {
     /// Flow name → the endpoint its transactions go to.
     pub routes: HashMap<String, Arc<Endpoint>>,
     pub log: Arc<SiteLog>,
+    /// Told of every delivery's outcome: it places and lifts the holds.
+    pub health: Arc<Health>,
 }
 
 /// How one pass over a batch ended.
@@ -279,16 +282,7 @@ impl Sender {
             };
             match result {
                 Ok(()) => {
-                    if let Some(before) = endpoint.observe_ok() {
-                        if before != EndpointState::Online {
-                            self.log
-                                .write(
-                                    level::INFO,
-                                    format!("Connection to {} established", endpoint.name),
-                                )
-                                .await;
-                        }
-                    }
+                    self.health.delivered(endpoint).await;
                     backoff.reset();
                     done(processed, first, last, chunk.len() as i64);
                     i = end;
@@ -297,14 +291,7 @@ impl Sender {
                     }
                 }
                 Err(e) => {
-                    if endpoint.observe_failure(e.class, &e.message).is_some() {
-                        self.log
-                            .write(
-                                level::ERROR,
-                                format!("Connection to {} failed: {}", endpoint.name, e.message),
-                            )
-                            .await;
-                    }
+                    self.health.failed(endpoint, &e).await;
                     if let Err(se) = self
                         .store
                         .record_failure(name, first, last, &e.message)

@@ -22,8 +22,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint::Endpoint;
+use super::health::Health;
 use super::{all_others, get_data, monitor, trigger, EngineError, Integration, Result};
 use crate::config::{FlowConfig, IntegrationConfig, SiteConfig};
+use crate::connectors::Credentials;
 use crate::log::{level, SiteLog};
 use crate::model::{
     now_millis, FlowEvent, FlowStatus, Hold, HoldKind, Millis, Refusal, RunMode, RunResult,
@@ -77,6 +79,8 @@ pub struct Site {
     pub log: Arc<SiteLog>,
     integrations: BTreeMap<String, Arc<Integration>>,
     endpoints: BTreeMap<String, Arc<Endpoint>>,
+    /// Endpoint health and the holds it places.
+    pub health: Arc<Health>,
     status: Mutex<SiteStatus>,
     workers: tokio::sync::Mutex<Option<Workers>>,
     /// Ad-hoc run requests, to the Trigger worker while the site runs.
@@ -128,6 +132,7 @@ impl Site {
                 by: a.actor,
                 at: a.ts,
             });
+        let health = Arc::new(Health::new(log.clone(), &endpoints, &integrations));
         Ok(Arc::new(Site {
             name: config.name.clone(),
             config,
@@ -135,6 +140,7 @@ impl Site {
             log,
             integrations,
             endpoints,
+            health,
             status: Mutex::new(SiteStatus {
                 state: SiteState::Stopped,
                 since: now_millis(),
@@ -212,6 +218,11 @@ impl Site {
         if stop.is_some() {
             s.last_stop = stop;
         }
+    }
+
+    /// The configuration file's folder: relative paths resolve against it.
+    pub fn config_dir(&self) -> &Path {
+        &self.base_dir
     }
 
     pub fn integrations(&self) -> impl Iterator<Item = &Arc<Integration>> {
@@ -593,32 +604,17 @@ impl Site {
 
     // ----- operators' tools -----
 
-    /// Calls the endpoint now and records what is observed of it.
+    /// Calls the endpoint now and records what is observed of it (which
+    /// may place or lift the system's holds).
     pub async fn test_endpoint(&self, name: &str, actor: &str) -> Result<EndpointTest> {
         let endpoint = self.endpoint(name)?;
         let started = std::time::Instant::now();
-        let result = endpoint.kind.probe(&self.base_dir).await;
+        let result = endpoint.probe(&self.base_dir).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let (ok, detail) = match &result {
-            Ok(detail) => {
-                if endpoint.observe_ok().is_some() {
-                    self.log
-                        .write(level::INFO, format!("Connection to {name} established"))
-                        .await;
-                }
-                (true, detail.clone())
-            }
-            Err(e) => {
-                if endpoint.observe_failure(e.class, &e.message).is_some() {
-                    self.log
-                        .write(
-                            level::ERROR,
-                            format!("Connection to {name} failed: {}", e.message),
-                        )
-                        .await;
-                }
-                (false, e.message.clone())
-            }
+        self.health.probed(endpoint, &result).await;
+        let (ok, detail) = match result {
+            Ok(detail) => (true, detail),
+            Err(e) => (false, e.message),
         };
         let outcome = if ok {
             "ok".to_string()
@@ -638,6 +634,60 @@ impl Site {
             latency_ms,
             detail,
         })
+    }
+
+    /// New credentials for an endpoint, tested at once: on success it is
+    /// Online and the system's holds are lifted; on failure it is refused
+    /// (and stays as it was). The credentials are never logged or shown.
+    pub async fn reauthorize(
+        &self,
+        name: &str,
+        credentials: Credentials,
+        actor: &str,
+    ) -> Result<EndpointTest> {
+        let endpoint = self.endpoint(name)?;
+        let subject = format!("endpoint/{name}");
+        let Some(target) = endpoint.target.as_ref() else {
+            let refusal = Refusal::Invalid(format!("endpoint {name} takes no credentials"));
+            return self
+                .refused(actor, "endpoint.reauthorize", &subject, None, refusal)
+                .await;
+        };
+        if let Err(e) = target.set_credentials(credentials) {
+            let refusal = Refusal::Invalid(format!("endpoint {name}: {e}"));
+            return self
+                .refused(actor, "endpoint.reauthorize", &subject, None, refusal)
+                .await;
+        }
+        let started = std::time::Instant::now();
+        let result = target.probe().await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.health.probed(endpoint, &result).await;
+        match result {
+            Ok(detail) => {
+                self.log
+                    .write(
+                        level::INFO,
+                        format!("Endpoint {name} reauthorized by {actor}"),
+                    )
+                    .await;
+                self.audit(actor, "endpoint.reauthorize", &subject, None, "ok")
+                    .await;
+                Ok(EndpointTest {
+                    ok: true,
+                    latency_ms,
+                    detail,
+                })
+            }
+            Err(e) => {
+                let refusal = Refusal::Conflict(format!(
+                    "the new credentials for {name} did not work: {}",
+                    e.message
+                ));
+                self.refused(actor, "endpoint.reauthorize", &subject, None, refusal)
+                    .await
+            }
+        }
     }
 
     /// Retry, replay or ignore one transaction (seed 002). Returns the

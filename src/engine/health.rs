@@ -1,0 +1,360 @@
+//! Endpoint health: what deliveries and tests observe, the holds the system
+//! places when an endpoint goes down, and the probes that bring it back
+//! (seed 003, done faster).
+//!
+//! # Rules
+//! - A refused connection (no connection at all) makes the endpoint Offline
+//!   at once; requests without an answer (time-outs, resets) do when
+//!   `offline_after` of them fall within `offline_window`. An endpoint that
+//!   answers, even 5xx or 429, is not Offline: those are retried.
+//! - 401/403 make it Unauthorized.
+//! - Offline or Unauthorized, every integration delivering to it gets the
+//!   `endpoint-offline` or `unauthorized` hold, placed by `sluice`.
+//! - An Offline endpoint is probed first after [`PROBE_FIRST`], then with
+//!   the wait doubling up to its `probe_every` (default an hour); an
+//!   Unauthorized one only every `probe_every`, so refused credentials
+//!   never become a storm of requests.
+//! - When a probe, a test or a delivery succeeds, it is Online again and the
+//!   system lifts its holds from each integration whose endpoints are all
+//!   Online. A person's hold (`operator`) is never touched here.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::endpoint::{Endpoint, EndpointState};
+use super::Integration;
+use crate::connectors::{DeliveryError, EndpointKind, FailureClass};
+use crate::log::{level, SiteLog};
+use crate::model::{now_millis, Hold, HoldKind};
+
+/// The first probe of an endpoint that just went Offline.
+pub const PROBE_FIRST: Duration = Duration::from_millis(250);
+
+struct Policy {
+    offline_after: usize,
+    window: Duration,
+    probe_every: Duration,
+}
+
+fn policy(kind: &EndpointKind) -> Policy {
+    match kind {
+        EndpointKind::Http(c) => Policy {
+            offline_after: c.offline_after.max(1) as usize,
+            window: c.offline_window(),
+            probe_every: c.probe_every(),
+        },
+        _ => Policy {
+            offline_after: 3,
+            window: Duration::from_secs(30),
+            probe_every: Duration::from_secs(3600),
+        },
+    }
+}
+
+#[derive(Default)]
+struct Watch {
+    /// Recent requests that got no answer.
+    no_answer: VecDeque<Instant>,
+    /// When to probe next, while the endpoint is down.
+    next_probe: Option<Instant>,
+    /// The wait before the probe after next.
+    delay: Duration,
+}
+
+pub struct Health {
+    log: Arc<SiteLog>,
+    endpoints: BTreeMap<String, Arc<Endpoint>>,
+    /// Endpoint → the integrations that deliver to it.
+    users: BTreeMap<String, Vec<Arc<Integration>>>,
+    /// Integration → the endpoints it delivers to.
+    targets: BTreeMap<String, Vec<Arc<Endpoint>>>,
+    watches: Mutex<HashMap<String, Watch>>,
+    /// Rung when a probe is scheduled, so the Monitor looks again.
+    changed: Notify,
+}
+
+impl Health {
+    pub fn new(
+        log: Arc<SiteLog>,
+        endpoints: &BTreeMap<String, Arc<Endpoint>>,
+        integrations: &BTreeMap<String, Arc<Integration>>,
+    ) -> Health {
+        let mut users: BTreeMap<String, Vec<Arc<Integration>>> = BTreeMap::new();
+        let mut targets: BTreeMap<String, Vec<Arc<Endpoint>>> = BTreeMap::new();
+        for integration in integrations.values() {
+            for flow in &integration.config.flows {
+                let Some(endpoint) = endpoints.get(&flow.target) else {
+                    continue;
+                };
+                let list = users.entry(endpoint.name.clone()).or_default();
+                if !list.iter().any(|i| Arc::ptr_eq(i, integration)) {
+                    list.push(integration.clone());
+                }
+                let list = targets.entry(integration.name.clone()).or_default();
+                if !list.iter().any(|e| Arc::ptr_eq(e, endpoint)) {
+                    list.push(endpoint.clone());
+                }
+            }
+        }
+        Health {
+            log,
+            endpoints: endpoints.clone(),
+            users,
+            targets,
+            watches: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+        }
+    }
+
+    fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watch>> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A delivery went through.
+    pub async fn delivered(&self, endpoint: &Endpoint) {
+        if endpoint.health().state == EndpointState::Online {
+            return;
+        }
+        self.go_up(endpoint).await;
+    }
+
+    /// A delivery failed.
+    pub async fn failed(&self, endpoint: &Endpoint, error: &DeliveryError) {
+        match error.class {
+            FailureClass::Unreachable => {
+                self.go_down(endpoint, EndpointState::Offline, &error.message)
+                    .await
+            }
+            FailureClass::NoAnswer => {
+                let policy = policy(&endpoint.kind);
+                let down = {
+                    let mut watches = self.watches();
+                    let watch = watches.entry(endpoint.name.clone()).or_default();
+                    let now = Instant::now();
+                    watch.no_answer.push_back(now);
+                    while watch
+                        .no_answer
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > policy.window)
+                    {
+                        watch.no_answer.pop_front();
+                    }
+                    watch.no_answer.len() >= policy.offline_after
+                };
+                endpoint.note_error(&error.message);
+                if down {
+                    self.go_down(endpoint, EndpointState::Offline, &error.message)
+                        .await;
+                }
+            }
+            FailureClass::Unauthorized => {
+                self.go_down(endpoint, EndpointState::Unauthorized, &error.message)
+                    .await
+            }
+            FailureClass::Intermittent | FailureClass::Rejected => {
+                endpoint.note_error(&error.message)
+            }
+        }
+    }
+
+    /// What a probe or a test found.
+    pub async fn probed(&self, endpoint: &Endpoint, result: &Result<String, DeliveryError>) {
+        match result {
+            Ok(_) => self.go_up(endpoint).await,
+            Err(e) if e.class == FailureClass::Unauthorized => {
+                self.go_down(endpoint, EndpointState::Unauthorized, &e.message)
+                    .await
+            }
+            Err(e) => {
+                let state = endpoint.health().state;
+                if state == EndpointState::Online {
+                    // A failed test of an endpoint that looked fine: down.
+                    self.go_down(endpoint, EndpointState::Offline, &e.message)
+                        .await;
+                } else {
+                    endpoint.note_error(&e.message);
+                    self.schedule(endpoint, state);
+                }
+            }
+        }
+    }
+
+    /// When the next probe is due, if any endpoint is down.
+    pub fn next_probe(&self) -> Option<Instant> {
+        self.watches().values().filter_map(|w| w.next_probe).min()
+    }
+
+    /// The endpoints whose probe is due now (each taken off the schedule
+    /// until its result is known).
+    pub fn due(&self) -> Vec<Arc<Endpoint>> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (name, watch) in self.watches().iter_mut() {
+            if watch.next_probe.is_some_and(|t| t <= now) {
+                watch.next_probe = None;
+                if let Some(e) = self.endpoints.get(name) {
+                    due.push(e.clone());
+                }
+            }
+        }
+        due
+    }
+
+    /// Waits until a probe is scheduled or rescheduled.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// After a restart: endpoints whose integrations still carry a hold the
+    /// system placed are down until a probe says otherwise.
+    pub async fn restore(&self) {
+        for (integration, endpoints) in &self.targets {
+            let Some(holder) = self
+                .users
+                .values()
+                .flatten()
+                .find(|i| &i.name == integration)
+            else {
+                continue;
+            };
+            let holds = holder.record().holds;
+            for (kind, state) in [
+                (HoldKind::EndpointOffline, EndpointState::Offline),
+                (HoldKind::Unauthorized, EndpointState::Unauthorized),
+            ] {
+                if let Some(hold) = holds.iter().find(|h| h.kind == kind) {
+                    for endpoint in endpoints {
+                        if endpoint.health().state == EndpointState::Online {
+                            endpoint.set(state, Some(hold.reason.clone()));
+                            self.schedule_in(endpoint, PROBE_FIRST);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn schedule(&self, endpoint: &Endpoint, state: EndpointState) {
+        let policy = policy(&endpoint.kind);
+        let wait = {
+            let mut watches = self.watches();
+            let watch = watches.entry(endpoint.name.clone()).or_default();
+            let wait = match state {
+                EndpointState::Unauthorized => policy.probe_every,
+                _ if watch.delay.is_zero() => PROBE_FIRST,
+                _ => (watch.delay * 2).min(policy.probe_every),
+            };
+            watch.delay = wait;
+            wait
+        };
+        self.schedule_in(endpoint, wait);
+    }
+
+    fn schedule_in(&self, endpoint: &Endpoint, wait: Duration) {
+        {
+            let mut watches = self.watches();
+            let watch = watches.entry(endpoint.name.clone()).or_default();
+            watch.next_probe = Some(Instant::now() + wait);
+            if watch.delay.is_zero() {
+                watch.delay = wait;
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    async fn go_down(&self, endpoint: &Endpoint, state: EndpointState, reason: &str) {
+        let before = endpoint.set(state, Some(reason.to_string()));
+        if before.is_none() {
+            // Already so: make sure a probe is coming.
+            if self
+                .watches()
+                .get(&endpoint.name)
+                .is_none_or(|w| w.next_probe.is_none())
+            {
+                self.schedule(endpoint, state);
+            }
+            return;
+        }
+        {
+            let mut watches = self.watches();
+            let watch = watches.entry(endpoint.name.clone()).or_default();
+            watch.delay = Duration::ZERO;
+            watch.no_answer.clear();
+        }
+        let kind = if state == EndpointState::Unauthorized {
+            HoldKind::Unauthorized
+        } else {
+            HoldKind::EndpointOffline
+        };
+        let users = self.users.get(&endpoint.name).cloned().unwrap_or_default();
+        let hold = Hold {
+            kind,
+            by: "sluice".into(),
+            since: now_millis(),
+            reason: format!("endpoint {} is {}: {reason}", endpoint.name, state.as_str()),
+        };
+        for integration in &users {
+            if let Err(e) = integration.place_hold(hold.clone()).await {
+                tracing::error!("cannot place a hold on {}: {e}", integration.name);
+            }
+        }
+        let names: Vec<&str> = users.iter().map(|i| i.name.as_str()).collect();
+        self.log
+            .write(
+                level::ERROR,
+                format!(
+                    "Endpoint {} is {}: {reason}; sending held for {}",
+                    endpoint.name,
+                    state.as_str(),
+                    if names.is_empty() {
+                        "no integration".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            )
+            .await;
+        self.schedule(endpoint, state);
+    }
+
+    async fn go_up(&self, endpoint: &Endpoint) {
+        self.watches().remove(&endpoint.name);
+        if endpoint.set(EndpointState::Online, None).is_none() {
+            return;
+        }
+        let users = self.users.get(&endpoint.name).cloned().unwrap_or_default();
+        let mut released = Vec::new();
+        for integration in &users {
+            let all_up = self.targets.get(&integration.name).is_none_or(|eps| {
+                eps.iter()
+                    .all(|e| e.health().state == EndpointState::Online)
+            });
+            if !all_up {
+                continue;
+            }
+            for kind in [HoldKind::EndpointOffline, HoldKind::Unauthorized] {
+                match integration.lift_hold(kind).await {
+                    Ok(true) => released.push(integration.name.clone()),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!("cannot lift a hold of {}: {e}", integration.name),
+                }
+            }
+        }
+        released.dedup();
+        let tail = if released.is_empty() {
+            String::new()
+        } else {
+            format!("; sending again for {}", released.join(", "))
+        };
+        self.log
+            .write(
+                level::INFO,
+                format!("Connection to {} established{tail}", endpoint.name),
+            )
+            .await;
+    }
+}
