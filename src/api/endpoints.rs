@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
-use super::{rfc3339, site, Actor, ApiResult, AppState, PathParams};
+use super::{rfc3339, site, Actor, ApiError, ApiResult, AppState, JsonBody, PathParams};
+use crate::connectors::Credentials;
 use crate::engine::endpoint::Endpoint;
 
 #[derive(Debug, Serialize)]
@@ -64,6 +65,46 @@ pub async fn test(
 ) -> ApiResult<Json<TestAnswer>> {
     let site = site(&daemon, &site_name)?;
     let found = site.test_endpoint(&name, &actor.0).await?;
+    Ok(Json(TestAnswer {
+        endpoint: view(site.endpoint(&name)?),
+        ok: found.ok,
+        latency_ms: (found.latency_ms * 100.0).round() / 100.0,
+        detail: found.detail,
+    }))
+}
+
+/// New credentials: a bearer token, or a user name and password. Never
+/// logged, stored or echoed.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReauthorizeBody {
+    pub token: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Takes new credentials, tests them at once, and on success brings the
+/// endpoint Online and lifts the system's holds. 409 if they do not work.
+pub async fn reauthorize(
+    State(daemon): State<AppState>,
+    PathParams((site_name, name)): PathParams<(String, String)>,
+    actor: Actor,
+    JsonBody(body): JsonBody<ReauthorizeBody>,
+) -> ApiResult<Json<TestAnswer>> {
+    let site = site(&daemon, &site_name)?;
+    let credentials = match (body.token, body.username, body.password) {
+        (Some(token), None, None) if !token.is_empty() => Credentials::Bearer(token),
+        (None, Some(username), password) if !username.is_empty() => Credentials::Basic {
+            username,
+            password: password.unwrap_or_default(),
+        },
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give either {\"token\"} or {\"username\", \"password\"}".into(),
+            ))
+        }
+    };
+    let found = site.reauthorize(&name, credentials, &actor.0).await?;
     Ok(Json(TestAnswer {
         endpoint: view(site.endpoint(&name)?),
         ok: found.ok,

@@ -75,6 +75,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/sites/{site}/endpoints", get(endpoints::list))
         .route("/sites/{site}/endpoints/{name}", get(endpoints::show))
         .route("/sites/{site}/endpoints/{name}/test", post(endpoints::test))
+        .route(
+            "/sites/{site}/endpoints/{name}/reauthorize",
+            post(endpoints::reauthorize),
+        )
         .fallback(not_found);
     Router::new()
         .route("/", get(index))

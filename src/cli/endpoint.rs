@@ -1,4 +1,4 @@
-//! `sluice endpoint list|test`.
+//! `sluice endpoint list|test|reauthorize`.
 
 use clap::Subcommand;
 
@@ -10,6 +10,43 @@ pub enum EndpointCommand {
     List { site: String },
     /// Call an endpoint now and show what it answered and how fast.
     Test { site: String, name: String },
+    /// Give an endpoint new credentials, tested at once. The secret is
+    /// read from an environment variable, from standard input, or asked for
+    /// at a prompt; never from the command line.
+    Reauthorize {
+        site: String,
+        name: String,
+        /// Basic authentication with this user (else a bearer token).
+        #[arg(long)]
+        username: Option<String>,
+        /// Read the token (or password) from this environment variable.
+        #[arg(long, value_name = "VAR")]
+        secret_env: Option<String>,
+        /// Read the token (or password) from the first line of standard input.
+        #[arg(long, conflicts_with = "secret_env")]
+        stdin: bool,
+    },
+}
+
+/// The secret, from where the operator said, or from a prompt.
+fn read_secret(secret_env: Option<&str>, stdin: bool, what: &str) -> Result<String, CliError> {
+    let secret = if let Some(var) = secret_env {
+        std::env::var(var)
+            .map_err(|_| CliError::Failed(format!("environment variable {var} is not set")))?
+    } else if stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Failed(format!("cannot read standard input: {e}")))?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        rpassword::prompt_password(format!("{what}: "))
+            .map_err(|e| CliError::Failed(format!("cannot read the {what}: {e}")))?
+    };
+    if secret.is_empty() {
+        return Err(CliError::Failed(format!("the {what} is empty")));
+    }
+    Ok(secret)
 }
 
 pub async fn run(client: &Client, command: EndpointCommand) -> Result<(), CliError> {
@@ -37,6 +74,34 @@ pub async fn run(client: &Client, command: EndpointCommand) -> Result<(), CliErr
                     "{}",
                     table(&["ENDPOINT", "KIND", "STATE", "SINCE", "LAST ERROR"], &rows)
                 );
+            }
+            Ok(())
+        }
+        EndpointCommand::Reauthorize {
+            site,
+            name,
+            username,
+            secret_env,
+            stdin,
+        } => {
+            let what = if username.is_some() {
+                "password"
+            } else {
+                "token"
+            };
+            let secret = read_secret(secret_env.as_deref(), stdin, what)?;
+            let body = match username {
+                Some(username) => serde_json::json!({"username": username, "password": secret}),
+                None => serde_json::json!({ "token": secret }),
+            };
+            let v = client
+                .post(
+                    &format!("/sites/{}/endpoints/{}/reauthorize", seg(&site), seg(&name)),
+                    body,
+                )
+                .await?;
+            if !client.print_json(&v) {
+                println!("Endpoint {name} reauthorized: now {}", text(&v["state"]));
             }
             Ok(())
         }

@@ -244,6 +244,21 @@ pub struct Target {
     delay: Arc<Mutex<Duration>>,
     /// While false, a record with `"reject": true` is answered 422.
     accept_all: Arc<std::sync::atomic::AtomicBool>,
+    /// Answers to give before any other, e.g. 503 with `Retry-After`.
+    script: Arc<Mutex<std::collections::VecDeque<(u16, Option<u64>)>>>,
+    /// When set, requests without `Authorization: Bearer <this>` get 401.
+    token: Arc<Mutex<Option<String>>>,
+    /// Every request that reached it, answered or not.
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
+    /// Stops the server (see `stop`).
+    shutdown: Arc<
+        Mutex<
+            Option<(
+                tokio::sync::oneshot::Sender<()>,
+                tokio::task::JoinHandle<()>,
+            )>,
+        >,
+    >,
 }
 
 impl Target {
@@ -255,12 +270,54 @@ impl Target {
             received: Arc::default(),
             delay: Arc::default(),
             accept_all: Arc::default(),
+            script: Arc::default(),
+            token: Arc::default(),
+            requests: Arc::default(),
+            shutdown: Arc::default(),
         };
-        let app = Router::new()
-            .route("/records", post(receive))
-            .with_state(target.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        target.serve(listener);
         target
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let app = Router::new()
+            .route("/records", post(receive).get(health))
+            .with_state(self.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    rx.await.ok();
+                })
+                .await
+                .unwrap()
+        });
+        *self.shutdown.lock().unwrap() = Some((tx, task));
+    }
+
+    /// Takes the target down: the port refuses connections until `restart`.
+    pub async fn stop(&self) {
+        let taken = self.shutdown.lock().unwrap().take();
+        if let Some((tx, task)) = taken {
+            tx.send(()).ok();
+            task.await.unwrap();
+        }
+    }
+
+    /// Brings it back on the same port.
+    pub async fn restart(&self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+
+    /// The next answers, before any other: (status, Retry-After seconds).
+    pub fn script(&self, answers: &[(u16, Option<u64>)]) {
+        self.script.lock().unwrap().extend(answers.iter().copied());
+    }
+
+    /// Requests without `Authorization: Bearer TOKEN` are answered 401.
+    pub fn require_token(&self, token: &str) {
+        *self.token.lock().unwrap() = Some(token.to_string());
     }
 
     pub fn url(&self) -> String {
@@ -313,11 +370,44 @@ impl Target {
     }
 }
 
+/// `GET /records`: the health test, which checks the token too.
+async fn health(State(t): State<Target>, headers: HeaderMap) -> StatusCode {
+    let wanted = t.token.lock().unwrap().clone();
+    match wanted {
+        Some(token)
+            if headers.get("authorization").and_then(|v| v.to_str().ok())
+                != Some(format!("Bearer {token}").as_str()) =>
+        {
+            StatusCode::UNAUTHORIZED
+        }
+        _ => StatusCode::OK,
+    }
+}
+
 async fn receive(
     State(t): State<Target>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, &'static str) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    t.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let wanted = t.token.lock().unwrap().clone();
+    if let Some(token) = wanted {
+        let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+        if given != Some(format!("Bearer {token}").as_str()) {
+            return (StatusCode::UNAUTHORIZED, "{\"error\": \"bad token\"}").into_response();
+        }
+    }
+    let scripted = t.script.lock().unwrap().pop_front();
+    if let Some((status, retry_after)) = scripted {
+        let mut response = StatusCode::from_u16(status).unwrap().into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", secs.to_string().parse().unwrap());
+        }
+        return response;
+    }
     let delay = *t.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -332,7 +422,8 @@ async fn receive(
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
             "{\"error\": \"no such customer\"}",
-        );
+        )
+            .into_response();
     }
     let header = |name: &str| {
         headers
@@ -356,7 +447,7 @@ async fn receive(
             record,
         }),
     }
-    (StatusCode::OK, "")
+    StatusCode::OK.into_response()
 }
 
 /// A config with one site `LIVE`: a webhook flow `web` in integration

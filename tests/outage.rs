@@ -1,0 +1,280 @@
+//! Seed 003: endpoints that fail and come back. The target is a real HTTP
+//! server the test takes down and brings back on the same port.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::*;
+use serde_json::{json, Value};
+
+fn hold_kinds(integration: &Value) -> Vec<String> {
+    integration["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_outage_holds_the_integration_and_it_resumes_by_itself_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    for n in 0..20 {
+        daemon.hook("LIVE", "orders", "web", order(n)).await;
+    }
+    eventually(10, "20 delivered", || async { target.count() >= 20 }).await;
+
+    target.stop().await;
+    for n in 20..50 {
+        let (status, _) = daemon.hook("LIVE", "orders", "web", order(n)).await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "capture goes on during the outage"
+        );
+    }
+    eventually(10, "the endpoint-offline hold", || async {
+        hold_kinds(&daemon.integration("LIVE", "orders").await) == ["endpoint-offline"]
+    })
+    .await;
+    let (_, crm) = daemon.get("/api/v1/sites/LIVE/endpoints/crm").await;
+    assert_eq!(crm["state"], "offline", "{crm}");
+    assert!(
+        crm["last_error"].as_str().unwrap().contains("refused"),
+        "{crm}"
+    );
+    let integration = daemon.integration("LIVE", "orders").await;
+    assert_eq!(
+        integration["state"], "active",
+        "the state a person set is unchanged"
+    );
+    assert_eq!(integration["holds"][0]["by"], "sluice");
+    assert!(daemon.log("LIVE").await.contains("Endpoint crm is offline"));
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    target.restart().await;
+    eventually(
+        15,
+        "all 50 delivered after the target came back",
+        || async { target.deduplicated().len() >= 50 },
+    )
+    .await;
+    let ns: Vec<Value> = target
+        .deduplicated()
+        .into_iter()
+        .map(|r| r.record["n"].clone())
+        .collect();
+    assert_eq!(
+        ns,
+        (0..50).map(|n| json!(n)).collect::<Vec<_>>(),
+        "in order"
+    );
+    let integration = daemon.integration("LIVE", "orders").await;
+    assert!(hold_kinds(&integration).is_empty(), "{integration}");
+    let (_, crm) = daemon.get("/api/v1/sites/LIVE/endpoints/crm").await;
+    assert_eq!(crm["state"], "online");
+    assert!(daemon
+        .log("LIVE")
+        .await
+        .contains("Connection to crm established; sending again for orders"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persons_pause_outlives_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    daemon
+        .post(
+            "/api/v1/sites/LIVE/integrations/orders/pause",
+            json!({"reason": "planned maintenance"}),
+        )
+        .await;
+    daemon.hook("LIVE", "orders", "web", order(1)).await;
+    target.stop().await;
+    // The endpoint's test finds it down: the system's hold joins the person's.
+    let (_, test) = daemon
+        .post("/api/v1/sites/LIVE/endpoints/crm/test", json!({}))
+        .await;
+    assert_eq!(test["ok"], false, "{test}");
+    let kinds = hold_kinds(&daemon.integration("LIVE", "orders").await);
+    assert!(
+        kinds.contains(&"operator".to_string()) && kinds.contains(&"endpoint-offline".to_string()),
+        "{kinds:?}"
+    );
+
+    target.restart().await;
+    eventually(15, "the system's hold lifted", || async {
+        hold_kinds(&daemon.integration("LIVE", "orders").await) == ["operator"]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let integration = daemon.integration("LIVE", "orders").await;
+    assert_eq!(integration["state"], "paused", "{integration}");
+    assert_eq!(
+        target.count(),
+        0,
+        "nothing sent while the person's pause stands"
+    );
+
+    daemon
+        .post("/api/v1/sites/LIVE/integrations/orders/resume", json!({}))
+        .await;
+    eventually(10, "delivered after the person resumed", || async {
+        target.count() >= 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_answers_are_retried_without_a_hold_and_refused_credentials_hold_until_reauthorized() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+
+    // 503 and 429 with Retry-After, then 200: retried, delivered once, in order.
+    target.script(&[(503, Some(1)), (429, Some(1)), (503, None)]);
+    for n in 0..5 {
+        daemon.hook("LIVE", "orders", "web", order(n)).await;
+    }
+    let mut held = false;
+    for _ in 0..400 {
+        held |= !hold_kinds(&daemon.integration("LIVE", "orders").await).is_empty();
+        if target.count() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(!held, "no hold for an endpoint that answers");
+    assert_eq!(
+        target.field("n"),
+        (0..5).map(|n| json!(n)).collect::<Vec<_>>()
+    );
+    assert_eq!(target.count(), 5, "each delivered once");
+    let (_, sent) = daemon
+        .get("/api/v1/sites/LIVE/integrations/orders/transactions?state=sent")
+        .await;
+    let first = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["seq"] == 1)
+        .unwrap()
+        .clone();
+    assert_eq!(first["attempts"], 3, "{first}");
+
+    // 401: Unauthorized, held, and no storm of requests.
+    target.require_token("good");
+    let before = target.requests.load(Ordering::SeqCst);
+    for n in 5..8 {
+        daemon.hook("LIVE", "orders", "web", order(n)).await;
+    }
+    eventually(10, "the unauthorized hold", || async {
+        hold_kinds(&daemon.integration("LIVE", "orders").await) == ["unauthorized"]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tried = target.requests.load(Ordering::SeqCst) - before;
+    assert!(tried <= 2, "{tried} requests after a 401");
+    let (_, crm) = daemon.get("/api/v1/sites/LIVE/endpoints/crm").await;
+    assert_eq!(crm["state"], "unauthorized");
+
+    // A wrong token is refused and not echoed; the right one brings it back.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--server",
+            &daemon.server(),
+            "endpoint",
+            "reauthorize",
+            "LIVE",
+            "crm",
+            "--secret-env",
+            "T",
+        ])
+        .env("T", "sesame-wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("401") && !said.contains("sesame"), "{said}");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--server",
+            &daemon.server(),
+            "endpoint",
+            "reauthorize",
+            "LIVE",
+            "crm",
+            "--stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"good\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(10, "delivered after reauthorization", || async {
+        target.count() >= 8
+    })
+    .await;
+    assert_eq!(
+        target.field("n"),
+        (0..8).map(|n| json!(n)).collect::<Vec<_>>()
+    );
+    assert!(hold_kinds(&daemon.integration("LIVE", "orders").await).is_empty());
+    let log = daemon.log("LIVE").await;
+    assert!(
+        !log.contains("sesame") && !log.contains("good\n"),
+        "no credential in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_record_blocks_the_queue_under_on_error_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    for body in [
+        json!({"id": "a", "n": 1}),
+        json!({"id": "b", "n": 2, "reject": true}),
+        json!({"id": "c", "n": 3}),
+    ] {
+        daemon.hook("LIVE", "orders", "web", body).await;
+    }
+    eventually(10, "the rejection recorded", || async {
+        let (_, t) = daemon
+            .get("/api/v1/sites/LIVE/integrations/orders/transactions/2")
+            .await;
+        t["last_error"].as_str().is_some_and(|e| e.contains("422"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        target.field("n"),
+        [json!(1)],
+        "the queue waits behind the rejected record"
+    );
+    assert_eq!(daemon.integration("LIVE", "orders").await["queued"], 2);
+    target.accept_all();
+    eventually(
+        40,
+        "the rest delivered once the target takes it",
+        || async { target.count() >= 3 },
+    )
+    .await;
+    assert_eq!(target.field("n"), [json!(1), json!(2), json!(3)]);
+}
