@@ -227,6 +227,15 @@ where
     }
 }
 
+/// A scripted answer: status and `Retry-After` seconds.
+type Answer = (u16, Option<u64>);
+
+/// A running target server: how to stop it and its task.
+type Running = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
+
 /// One request the target received.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -245,20 +254,13 @@ pub struct Target {
     /// While false, a record with `"reject": true` is answered 422.
     accept_all: Arc<std::sync::atomic::AtomicBool>,
     /// Answers to give before any other, e.g. 503 with `Retry-After`.
-    script: Arc<Mutex<std::collections::VecDeque<(u16, Option<u64>)>>>,
+    script: Arc<Mutex<std::collections::VecDeque<Answer>>>,
     /// When set, requests without `Authorization: Bearer <this>` get 401.
     token: Arc<Mutex<Option<String>>>,
     /// Every request that reached it, answered or not.
     pub requests: Arc<std::sync::atomic::AtomicUsize>,
     /// Stops the server (see `stop`).
-    shutdown: Arc<
-        Mutex<
-            Option<(
-                tokio::sync::oneshot::Sender<()>,
-                tokio::task::JoinHandle<()>,
-            )>,
-        >,
-    >,
+    shutdown: Arc<Mutex<Option<Running>>>,
 }
 
 impl Target {
