@@ -76,6 +76,11 @@ impl Endpoint {
         }
     }
 
+    /// The state alone (cheap: no copy of the last error).
+    pub fn state(&self) -> EndpointState {
+        self.health.lock().unwrap_or_else(|p| p.into_inner()).state
+    }
+
     pub fn health(&self) -> Health {
         self.health
             .lock()

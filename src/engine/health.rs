@@ -116,7 +116,7 @@ impl Health {
 
     /// A delivery went through.
     pub async fn delivered(&self, endpoint: &Endpoint) {
-        if endpoint.health().state == EndpointState::Online {
+        if endpoint.state() == EndpointState::Online {
             return;
         }
         self.go_up(endpoint).await;
@@ -170,7 +170,7 @@ impl Health {
                     .await
             }
             Err(e) => {
-                let state = endpoint.health().state;
+                let state = endpoint.state();
                 if state == EndpointState::Online {
                     // A failed test of an endpoint that looked fine: down.
                     self.go_down(endpoint, EndpointState::Offline, &e.message)
@@ -228,7 +228,7 @@ impl Health {
             ] {
                 if let Some(hold) = holds.iter().find(|h| h.kind == kind) {
                     for endpoint in endpoints {
-                        if endpoint.health().state == EndpointState::Online {
+                        if endpoint.state() == EndpointState::Online {
                             endpoint.set(state, Some(hold.reason.clone()));
                             self.schedule_in(endpoint, PROBE_FIRST);
                         }
@@ -329,10 +329,10 @@ impl Health {
         let users = self.users.get(&endpoint.name).cloned().unwrap_or_default();
         let mut released = Vec::new();
         for integration in &users {
-            let all_up = self.targets.get(&integration.name).is_none_or(|eps| {
-                eps.iter()
-                    .all(|e| e.health().state == EndpointState::Online)
-            });
+            let all_up = self
+                .targets
+                .get(&integration.name)
+                .is_none_or(|eps| eps.iter().all(|e| e.state() == EndpointState::Online));
             if !all_up {
                 continue;
             }
