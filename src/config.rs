@@ -41,6 +41,9 @@ pub struct SiteConfig {
     /// How long sent and ignored transactions are kept (for listing and
     /// replay) before they are deleted.
     pub keep_sent: Duration,
+    /// A run or a drain that makes no progress this long is flagged as
+    /// stalled, with the reason, in its status.
+    pub stall_after: Duration,
     pub endpoints: Vec<EndpointConfig>,
     pub integrations: Vec<IntegrationConfig>,
 }
@@ -244,12 +247,16 @@ const SITE_KEYS: &[&str] = &[
     "data_file",
     "log_file",
     "keep_sent",
+    "stall_after",
     "endpoints",
     "integrations",
 ];
 
 /// Sent transactions are kept a week unless the site says otherwise.
 pub const DEFAULT_KEEP_SENT: Duration = Duration::from_secs(7 * 86_400);
+
+/// A run or a drain without progress this long is flagged as stalled.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(300);
 const INTEGRATION_KEYS: &[&str] = &["on_error", "flows"];
 const FLOW_KEYS: &[&str] = &[
     "name", "source", "target", "schedule", "key", "cursor", "enabled",
@@ -420,6 +427,32 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// `table[key]` as a duration (`30s`, `5m`, `7d`), or `default`.
+    fn duration(
+        &mut self,
+        table: &dyn TableLike,
+        path: &str,
+        key: &str,
+        line: Option<usize>,
+        default: Duration,
+    ) -> Duration {
+        let Some(text) = self.string(table, path, key, line) else {
+            return default;
+        };
+        match parse_duration(&text) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                let l = self.key_line(table, key, line);
+                self.error(
+                    l,
+                    join(path, key),
+                    format!("'{text}' is not a duration above zero (e.g. 90s, 5m, 12h, 7d)"),
+                );
+                default
+            }
+        }
+    }
+
     /// `table[key]` as a table, or an error if it is something else.
     fn table<'t>(
         &mut self,
@@ -552,21 +585,8 @@ impl<'a> Ctx<'a> {
             .string(table, path, "log_file", line)
             .map(|f| data_dir.join(f))
             .unwrap_or_else(|| data_dir.join(format!("{name}.log")));
-        let keep_sent = match self.string(table, path, "keep_sent", line) {
-            None => DEFAULT_KEEP_SENT,
-            Some(text) => match parse_duration(&text) {
-                Some(d) => d,
-                None => {
-                    let l = self.key_line(table, "keep_sent", line);
-                    self.error(
-                        l,
-                        join(path, "keep_sent"),
-                        format!("'{text}' is not a duration (e.g. 12h, 7d)"),
-                    );
-                    DEFAULT_KEEP_SENT
-                }
-            },
-        };
+        let keep_sent = self.duration(table, path, "keep_sent", line, DEFAULT_KEEP_SENT);
+        let stall_after = self.duration(table, path, "stall_after", line, DEFAULT_STALL_AFTER);
 
         let mut endpoints = Vec::new();
         let ep_path = join(path, "endpoints");
@@ -644,6 +664,7 @@ impl<'a> Ctx<'a> {
             data_file,
             log_file,
             keep_sent,
+            stall_after,
             endpoints,
             integrations,
         }
@@ -957,6 +978,7 @@ cursor = "updated_at"
         let dev = c.site("DEV").unwrap();
         assert_eq!(dev.log_level, 4);
         assert_eq!(dev.keep_sent, DEFAULT_KEEP_SENT);
+        assert_eq!(dev.stall_after, DEFAULT_STALL_AFTER);
         let c = parse("[sites.DEV]\nkeep_sent = \"36h\"\n").unwrap();
         assert_eq!(c.sites[0].keep_sent, Duration::from_secs(36 * 3600));
         let errs = errors("[sites.DEV]\nkeep_sent = \"forever\"\n");

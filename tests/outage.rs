@@ -278,3 +278,58 @@ async fn a_rejected_record_blocks_the_queue_under_on_error_block() {
     .await;
     assert_eq!(target.field("n"), [json!(1), json!(2), json!(3)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_or_a_run_without_progress_is_flagged_as_stalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    std::fs::write(
+        dir.path().join("slow.jsonl"),
+        "{\"id\": 1, \"u\": 1}\n{\"id\": 2, \"u\": 2}\n",
+    )
+    .unwrap();
+    let toml = format!(
+        "[sites.LIVE]\nstall_after = \"1s\"\n{}\n[sites.LIVE.endpoints.slow]\nkind = \"file\"\npath = \"{}\"\npage_size = 1\npace = \"3s\"\n\n[[sites.LIVE.integrations.orders.flows]]\nname = \"slow\"\nsource = \"slow\"\ntarget = \"crm\"\ncursor = \"u\"\n",
+        webhook_site(&target, 1),
+        dir.path().join("slow.jsonl").display()
+    );
+    let daemon = Daemon::start(dir.path(), &toml).await;
+
+    // The target keeps answering 503: after a second the drain is stalled,
+    // with the reason; once it answers, the flag goes.
+    target.script(&[(503, Some(1)), (503, Some(1)), (503, Some(1))]);
+    daemon.hook("LIVE", "orders", "web", order(1)).await;
+    eventually(10, "the drain flagged as stalled", || async {
+        daemon.integration("LIVE", "orders").await["stalled"]
+            .as_str()
+            .is_some_and(|s| s.contains("503"))
+    })
+    .await;
+    assert_eq!(
+        daemon.integration("LIVE", "orders").await["holds"],
+        json!([])
+    );
+    eventually(15, "delivered", || async { target.count() >= 1 }).await;
+    assert!(daemon.integration("LIVE", "orders").await["stalled"].is_null());
+
+    // A run that queues nothing for a second is flagged too.
+    daemon
+        .post(
+            "/api/v1/sites/LIVE/flows/slow/run",
+            json!({"mode": "changed"}),
+        )
+        .await;
+    eventually(10, "the run flagged as stalled", || async {
+        let flow = daemon.flow("LIVE", "slow").await;
+        flow["status"] == "Running"
+            && flow["stalled"]
+                .as_str()
+                .is_some_and(|s| s.contains("no progress"))
+    })
+    .await;
+    eventually(10, "the run ended", || async {
+        daemon.flow("LIVE", "slow").await["status"] == "Success"
+    })
+    .await;
+    assert!(daemon.flow("LIVE", "slow").await["stalled"].is_null());
+}

@@ -52,6 +52,9 @@ pub struct FlowView {
     /// The cursor value 'Send Changed' continues after.
     pub checkpoint: Option<serde_json::Value>,
     pub last_run: Option<RunView>,
+    /// Why the run in progress makes no progress, after the site's
+    /// `stall_after`; else null.
+    pub stalled: Option<String>,
 }
 
 pub fn schedule_text(s: &Schedule) -> String {
@@ -90,6 +93,7 @@ pub async fn flow_view(site: &Site, integration: &str, flow: &FlowConfig) -> Api
             .as_deref()
             .and_then(|c| serde_json::from_str(c).ok()),
         last_run: last_run.first().map(RunView::from),
+        stalled: site.run_stalled(&flow.name),
     })
 }
 

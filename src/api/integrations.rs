@@ -33,6 +33,9 @@ pub struct IntegrationView {
     pub on_error: &'static str,
     /// The drain a resume started, while it goes on; else null.
     pub resume: Option<ResumeProgress>,
+    /// Why sending makes no progress although nothing holds it: set when
+    /// deliveries have failed for the site's `stall_after`; else null.
+    pub stalled: Option<String>,
     pub flows: Vec<FlowView>,
 }
 
@@ -75,6 +78,7 @@ pub async fn view(site: &Site, integration: &Integration) -> ApiResult<Integrati
             crate::config::OnError::Skip => "skip",
         },
         resume: integration.resume_progress(),
+        stalled: integration.stalled(site.config.stall_after),
         flows,
     })
 }

@@ -48,6 +48,7 @@ pub async fn run(site: Arc<Site>, flow: String, mode: RunMode, token: Cancellati
             message,
         )
         .await;
+    site.note_run(&flow, None);
     if let Err(e) = site.end_run(&flow, result).await {
         tracing::error!(site = %site.name, flow, "cannot record the end of a run: {e}");
     }
@@ -155,6 +156,7 @@ async fn pages(
             .map_err(|e| (captured, e.to_string()))?;
         integration.wake();
         captured += page.len() as i64;
+        site.note_run(flow, Some(format!("queueing ({captured} so far)")));
         if let Some(new) = moved {
             checkpoint = Some(new);
         }

@@ -61,6 +61,8 @@ pub struct Integration {
     /// Set when a transaction behind the sender's position is queued again
     /// (a retry): the sender reads from the start of the queue once more.
     rewind: std::sync::atomic::AtomicBool,
+    /// Since when deliveries have been failing, and the last error.
+    failing: Mutex<Option<(Instant, String)>>,
 }
 
 fn may_send(record: &IntegrationRecord) -> bool {
@@ -98,6 +100,7 @@ impl Integration {
             progress: Mutex::new(None),
             in_flight: Mutex::new(None),
             rewind: std::sync::atomic::AtomicBool::new(false),
+            failing: Mutex::new(None),
         }))
     }
 
@@ -241,6 +244,32 @@ impl Integration {
 
     pub(crate) fn take_rewind(&self) -> bool {
         self.rewind.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A delivery failed (kept for stall detection).
+    pub(crate) fn note_failure(&self, error: &str) {
+        let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match f.as_mut() {
+            Some((_, last)) => *last = error.to_string(),
+            None => *f = Some((Instant::now(), error.to_string())),
+        }
+    }
+
+    /// A delivery went through.
+    pub(crate) fn note_progress(&self) {
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Why the drain is stalled, if it may send yet has delivered nothing
+    /// for `after` (a held integration is not stalled: its holds say why).
+    pub fn stalled(&self, after: std::time::Duration) -> Option<String> {
+        if !self.may_send() {
+            return None;
+        }
+        let f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, error) = f.as_ref()?;
+        let secs = since.elapsed().as_secs();
+        (since.elapsed() >= after).then(|| format!("nothing delivered for {secs}s: {error}"))
     }
 
     pub(crate) fn set_in_flight(&self, range: Option<(i64, i64)>) {

@@ -283,6 +283,7 @@ impl Sender {
             match result {
                 Ok(()) => {
                     self.health.delivered(endpoint).await;
+                    self.integration.note_progress();
                     backoff.reset();
                     done(processed, first, last, chunk.len() as i64);
                     i = end;
@@ -292,6 +293,7 @@ impl Sender {
                 }
                 Err(e) => {
                     self.health.failed(endpoint, &e).await;
+                    self.integration.note_failure(&e.message);
                     if let Err(se) = self
                         .store
                         .record_failure(name, first, last, &e.message)

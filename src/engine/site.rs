@@ -90,6 +90,8 @@ pub struct Site {
     parent: CancellationToken,
     /// The configuration file's folder: relative paths resolve against it.
     base_dir: std::path::PathBuf,
+    /// Runs in progress: when each last made progress, and what it is doing.
+    runs: Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>,
 }
 
 impl Site {
@@ -151,6 +153,7 @@ impl Site {
             flow_control: tokio::sync::Mutex::new(()),
             parent,
             base_dir: base_dir.to_path_buf(),
+            runs: Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -591,6 +594,32 @@ impl Site {
             }
             Err(_) => Ok(false),
         }
+    }
+
+    /// A run of `flow` made progress (or started, or ended with `None`).
+    pub fn note_run(&self, flow: &str, doing: Option<String>) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        match doing {
+            Some(doing) => {
+                runs.insert(flow.to_string(), (std::time::Instant::now(), doing));
+            }
+            None => {
+                runs.remove(flow);
+            }
+        }
+    }
+
+    /// Why a run of `flow` is stalled: no progress for the site's
+    /// `stall_after`.
+    pub fn run_stalled(&self, flow: &str) -> Option<String> {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, doing) = runs.get(flow)?;
+        (since.elapsed() >= self.config.stall_after).then(|| {
+            format!(
+                "no progress for {}s while {doing}",
+                since.elapsed().as_secs()
+            )
+        })
     }
 
     /// Records the end of a run in the flow's status.
