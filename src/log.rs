@@ -31,7 +31,7 @@ pub mod level {
 
 pub struct SiteLog {
     site: String,
-    keep_level: u8,
+    keep_level: std::sync::atomic::AtomicU8,
     store: Arc<dyn Store>,
     file: Mutex<Option<std::fs::File>>,
     path: PathBuf,
@@ -46,7 +46,7 @@ impl SiteLog {
         }
         SiteLog {
             site: site.to_string(),
-            keep_level,
+            keep_level: std::sync::atomic::AtomicU8::new(keep_level),
             store,
             file: Mutex::new(file.ok()),
             path: path.to_path_buf(),
@@ -55,7 +55,14 @@ impl SiteLog {
     }
 
     pub fn keep_level(&self) -> u8 {
+        self.keep_level.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A reload may change the level; the log itself (and who follows it)
+    /// stays.
+    pub fn set_keep_level(&self, level: u8) {
         self.keep_level
+            .store(level, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Writes one line, if its level is kept. Never fails: a log that cannot
@@ -69,7 +76,7 @@ impl SiteLog {
         } else {
             tracing::debug!(site = %self.site, level, "{message}");
         }
-        if level > self.keep_level {
+        if level > self.keep_level() {
             return;
         }
         let ts = now_millis();

@@ -104,7 +104,7 @@ pub async fn list(
     let site = site(&daemon, &name)?;
     let mut out = Vec::new();
     for (ic, fc) in site.flows() {
-        out.push(flow_view(site, &ic.name, fc).await?);
+        out.push(flow_view(&site, &ic.name, fc).await?);
     }
     Ok(Json(out))
 }
@@ -115,7 +115,7 @@ pub async fn show(
 ) -> ApiResult<Json<FlowView>> {
     let site = site(&daemon, &site_name)?;
     let (ic, fc) = site.flow(&flow)?;
-    Ok(Json(flow_view(site, &ic.name, fc).await?))
+    Ok(Json(flow_view(&site, &ic.name, fc).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -61,7 +61,7 @@ pub async fn view(site: &Site, integration: &Integration) -> ApiResult<Integrati
         name: integration.name.clone(),
         site: site.name.clone(),
         state: record.state.as_str(),
-        status: derive_status(record.state, false, &outcomes).as_str(),
+        status: derive_status(record.state, site.reinitializing(), &outcomes).as_str(),
         holds: record
             .holds
             .iter()
@@ -102,7 +102,7 @@ pub async fn list(
     let site = site(&daemon, &name)?;
     let mut out = Vec::new();
     for integration in site.integrations() {
-        out.push(view(site, integration).await?);
+        out.push(view(&site, integration).await?);
     }
     Ok(Json(out))
 }
@@ -113,7 +113,7 @@ pub async fn show(
 ) -> ApiResult<Json<IntegrationView>> {
     let site = site(&daemon, &site_name)?;
     let integration = site.integration(&name)?;
-    Ok(Json(view(site, integration).await?))
+    Ok(Json(view(&site, integration).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,7 +168,7 @@ async fn act(
             return Err(e.into());
         }
     }
-    Ok(Json(view(site, integration).await?))
+    Ok(Json(view(&site, integration).await?))
 }
 
 macro_rules! action {

@@ -36,6 +36,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/sites/{site}", get(sites::show))
         .route("/sites/{site}/start", post(sites::start))
         .route("/sites/{site}/stop", post(sites::stop))
+        .route("/sites/{site}/reload", post(sites::reload))
         .route("/sites/{site}/log", get(log::text))
         .route("/sites/{site}/log/stream", get(log::stream))
         .route("/sites/{site}/audit", get(log::audit))
@@ -258,7 +259,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathPar
 }
 
 /// The site named in the path.
-pub(crate) fn site<'a>(daemon: &'a Daemon, name: &str) -> ApiResult<&'a Arc<Site>> {
+pub(crate) fn site(daemon: &Daemon, name: &str) -> ApiResult<Arc<Site>> {
     daemon.site(name).map_err(ApiError::from)
 }
 

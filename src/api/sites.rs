@@ -40,14 +40,24 @@ pub fn view(site: &Site) -> SiteView {
 }
 
 pub async fn list(State(daemon): State<AppState>) -> Json<Vec<SiteView>> {
-    Json(daemon.sites().map(|s| view(s)).collect())
+    Json(daemon.sites().iter().map(|s| view(s)).collect())
+}
+
+/// Reads the configuration file again and applies the site's part.
+pub async fn reload(
+    State(daemon): State<AppState>,
+    PathParams(name): PathParams<String>,
+    actor: Actor,
+) -> ApiResult<Json<SiteView>> {
+    daemon.reload_site(&name, &actor.0).await?;
+    Ok(Json(view(&*site(&daemon, &name)?)))
 }
 
 pub async fn show(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,
 ) -> ApiResult<Json<SiteView>> {
-    Ok(Json(view(site(&daemon, &name)?)))
+    Ok(Json(view(&*site(&daemon, &name)?)))
 }
 
 pub async fn start(
@@ -57,7 +67,7 @@ pub async fn start(
 ) -> ApiResult<Json<SiteView>> {
     let site = site(&daemon, &name)?;
     site.start(&actor.0).await?;
-    Ok(Json(view(site)))
+    Ok(Json(view(&site)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,5 +86,5 @@ pub async fn stop(
     let site = site(&daemon, &name)?;
     site.stop(body.reason.as_deref().unwrap_or(""), &actor.0)
         .await?;
-    Ok(Json(view(site)))
+    Ok(Json(view(&site)))
 }

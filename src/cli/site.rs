@@ -18,6 +18,9 @@ pub enum SiteCommand {
     },
     /// Every site and its state.
     List,
+    /// Read the configuration file again and apply this site's part (also
+    /// what SIGHUP does for every site). States, holds and queues stay.
+    Reload { site: String },
 }
 
 pub async fn run(client: &Client, command: SiteCommand) -> Result<(), CliError> {
@@ -39,6 +42,12 @@ pub async fn run(client: &Client, command: SiteCommand) -> Result<(), CliError> 
                 .await?;
             if !client.print_json(&v) {
                 println!("Site {site} stopped: {}", text(&v["stop_reason"]));
+            }
+        }
+        SiteCommand::Reload { site } => {
+            let v = client.post(&format!("/sites/{}/reload", seg(&site)), json!({})).await?;
+            if !client.print_json(&v) {
+                println!("Site {site} reloaded: {}.", text(&v["state"]));
             }
         }
         SiteCommand::List => {

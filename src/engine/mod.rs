@@ -59,11 +59,21 @@ pub enum EngineError {
 
 pub type Result<T> = std::result::Result<T, EngineError>;
 
+fn join(names: &[&String]) -> String {
+    names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 /// Every site of the configuration, each with its store, log and workers.
 pub struct Daemon {
-    sites: BTreeMap<String, Arc<Site>>,
+    /// Replaced one site at a time by a reload.
+    sites: std::sync::RwLock<BTreeMap<String, Arc<Site>>>,
     /// Cancelled when the daemon shuts down; every site's token is a child.
     shutdown: CancellationToken,
+    /// What a reload reads again.
+    config_file: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Daemon {
@@ -90,20 +100,115 @@ impl Daemon {
             .with_context(|| format!("site {}: cannot restore its state", site_config.name))?;
             sites.insert(site_config.name.clone(), site);
         }
-        Ok(Arc::new(Daemon { sites, shutdown }))
+        Ok(Arc::new(Daemon {
+            sites: std::sync::RwLock::new(sites),
+            shutdown,
+            config_file: config.file.clone(),
+            data_dir: config.data_dir.clone(),
+            reloading: tokio::sync::Mutex::new(()),
+        }))
     }
 
     /// Brings each site up in the state it was last left in; a site never
     /// stopped before starts Running.
     pub async fn restore(&self) -> anyhow::Result<()> {
-        for site in self.sites.values() {
+        for site in self.sites() {
             site.restore().await?;
         }
         Ok(())
     }
 
-    pub fn sites(&self) -> impl Iterator<Item = &Arc<Site>> {
-        self.sites.values()
+    /// Every site, in name order.
+    pub fn sites(&self) -> Vec<Arc<Site>> {
+        self.sites
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Reads the configuration file again and applies the site's part of it:
+    /// while it applies, the site's integrations show Server Reinitializing;
+    /// states, holds, queues and checkpoints stay (they live in the site's
+    /// store). Refused, with every error, if the file is invalid.
+    pub async fn reload_site(&self, name: &str, actor: &str) -> Result<()> {
+        let _one = self.reloading.lock().await;
+        let old = self.site(name)?;
+        let config = crate::config::Config::load(&self.config_file, Some(&self.data_dir))
+            .map_err(|e| {
+                EngineError::Refused(Refusal::Invalid(format!(
+                    "the configuration is not valid; nothing was changed:\n{e}"
+                )))
+            })?;
+        let Some(fresh) = config.site(name).cloned() else {
+            return Err(EngineError::Refused(Refusal::Conflict(format!(
+                "site {name} is no longer in {}; restart the daemon to remove it",
+                self.config_file.display()
+            ))));
+        };
+        old.set_reinitializing(true);
+        old.log
+            .write(
+                crate::log::level::INFO,
+                format!("Reloading the configuration of site {name} ({actor})"),
+            )
+            .await;
+        old.halt_workers().await;
+        old.log.set_keep_level(fresh.log_level);
+        let before: Vec<String> = old.integrations().map(|i| i.name.clone()).collect();
+        let site = match Site::open_with_log(
+            fresh,
+            &config.base_dir,
+            old.store.clone(),
+            self.shutdown.child_token(),
+            Some(old.log.clone()),
+        )
+        .await
+        {
+            Ok(site) => site,
+            Err(e) => {
+                // Back to what ran before.
+                old.set_reinitializing(false);
+                let _restarted = old.restore().await;
+                return Err(e);
+            }
+        };
+        self.sites
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), site.clone());
+        let after: Vec<String> = site.integrations().map(|i| i.name.clone()).collect();
+        let added: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+        let removed: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
+        site.restore().await?;
+        site.log
+            .write(
+                crate::log::level::INFO,
+                format!(
+                    "Configuration of site {name} reloaded{}{}",
+                    if added.is_empty() { String::new() } else { format!("; new: {}", join(&added)) },
+                    if removed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; no longer configured (their queues stay in the data file): {}", join(&removed))
+                    }
+                ),
+            )
+            .await;
+        site.audit(actor, "site.reload", name, None, "ok").await;
+        Ok(())
+    }
+
+    /// Reloads every site (SIGHUP); errors are logged, not fatal.
+    pub async fn reload_all(&self, actor: &str) {
+        for site in self.sites() {
+            if let Err(e) = self.reload_site(&site.name, actor).await {
+                site.log
+                    .write(crate::log::level::ERROR, format!("Reload refused: {e}"))
+                    .await;
+            }
+        }
     }
 
     /// Cancelled when the daemon shuts down: long answers (log streams)
@@ -112,9 +217,12 @@ impl Daemon {
         self.shutdown.clone()
     }
 
-    pub fn site(&self, name: &str) -> Result<&Arc<Site>> {
+    pub fn site(&self, name: &str) -> Result<Arc<Site>> {
         self.sites
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .get(name)
+            .cloned()
             .ok_or_else(|| EngineError::NotFound(format!("no site named '{name}'")))
     }
 
@@ -122,7 +230,7 @@ impl Daemon {
     /// they come back as they were at the next start of the daemon).
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
-        for site in self.sites.values() {
+        for site in self.sites() {
             site.halt_workers().await;
         }
     }
@@ -149,6 +257,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Tests and scripts read this line to find the port when asked for :0.
     println!("sluice listening on http://{addr}");
     tracing::info!(%addr, file = %config.file.display(), "sluice is up");
+    #[cfg(unix)]
+    {
+        let daemon = daemon.clone();
+        if let Ok(mut hup) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    daemon.reload_all("SIGHUP").await;
+                }
+            });
+        }
+    }
     let shutdown = daemon.shutdown.clone();
     let app = crate::api::router(daemon.clone());
     let server = axum::serve(

@@ -92,6 +92,9 @@ pub struct Site {
     base_dir: std::path::PathBuf,
     /// Runs in progress: when each last made progress, and what it is doing.
     runs: Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>,
+    /// Set while a reload replaces this site: its integrations show Server
+    /// Reinitializing.
+    reinitializing: std::sync::atomic::AtomicBool,
 }
 
 impl Site {
@@ -101,12 +104,26 @@ impl Site {
         store: Arc<dyn Store>,
         parent: CancellationToken,
     ) -> Result<Arc<Site>> {
-        let log = Arc::new(SiteLog::open(
-            &config.name,
-            config.log_level,
-            store.clone(),
-            &config.log_file,
-        ));
+        Site::open_with_log(config, base_dir, store, parent, None).await
+    }
+
+    /// As [`Site::open`], keeping an existing log (a reload: whoever follows
+    /// the log keeps following it).
+    pub async fn open_with_log(
+        config: SiteConfig,
+        base_dir: &Path,
+        store: Arc<dyn Store>,
+        parent: CancellationToken,
+        log: Option<Arc<SiteLog>>,
+    ) -> Result<Arc<Site>> {
+        let log = log.unwrap_or_else(|| {
+            Arc::new(SiteLog::open(
+                &config.name,
+                config.log_level,
+                store.clone(),
+                &config.log_file,
+            ))
+        });
         let endpoints = config
             .endpoints
             .iter()
@@ -154,6 +171,7 @@ impl Site {
             parent,
             base_dir: base_dir.to_path_buf(),
             runs: Mutex::new(std::collections::HashMap::new()),
+            reinitializing: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -221,6 +239,15 @@ impl Site {
         if stop.is_some() {
             s.last_stop = stop;
         }
+    }
+
+    pub fn set_reinitializing(&self, on: bool) {
+        self.reinitializing
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn reinitializing(&self) -> bool {
+        self.reinitializing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The configuration file's folder: relative paths resolve against it.
