@@ -255,7 +255,10 @@ async fn reload_applies_the_file_and_keeps_states_and_queues() {
     let target = Target::start().await;
     let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
     daemon
-        .post("/api/v1/sites/LIVE/integrations/orders/pause", json!({"reason": "keep me"}))
+        .post(
+            "/api/v1/sites/LIVE/integrations/orders/pause",
+            json!({"reason": "keep me"}),
+        )
         .await;
     for n in 0..5 {
         daemon.hook("LIVE", "orders", "web", order(n)).await;
@@ -266,8 +269,14 @@ async fn reload_applies_the_file_and_keeps_states_and_queues() {
     std::fs::write(&daemon.config, good.replace("batch = 1", "batch = 0")).unwrap();
     let (status, answer) = daemon.post("/api/v1/sites/LIVE/reload", json!({})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("sluice.toml:"), "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("sites.LIVE.endpoints.crm.batch"));
+    assert!(
+        answer["error"].as_str().unwrap().contains("sluice.toml:"),
+        "{answer}"
+    );
+    assert!(answer["error"]
+        .as_str()
+        .unwrap()
+        .contains("sites.LIVE.endpoints.crm.batch"));
 
     // A new integration and a new log level: applied; the paused one keeps
     // its state, hold and queue.
@@ -276,7 +285,11 @@ async fn reload_applies_the_file_and_keeps_states_and_queues() {
     );
     std::fs::write(&daemon.config, added).unwrap();
     let out = daemon.cli(&["site", "reload", "LIVE"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let orders = daemon.integration("LIVE", "orders").await;
     assert_eq!(orders["state"], "paused");
     assert_eq!(orders["holds"][0]["reason"], "keep me");
@@ -285,24 +298,48 @@ async fn reload_applies_the_file_and_keeps_states_and_queues() {
     assert_eq!(extra["state"], "active");
     let (status, _) = daemon.hook("LIVE", "extra", "extra-web", order(100)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    eventually(10, "the new integration delivers", || async { target.count() >= 1 }).await;
+    eventually(10, "the new integration delivers", || async {
+        target.count() >= 1
+    })
+    .await;
     assert_eq!(target.field("n"), [json!(100)]);
     let log = daemon.log("LIVE").await;
-    assert!(log.contains("Configuration of site LIVE reloaded; new: extra"), "{log}");
+    assert!(
+        log.contains("Configuration of site LIVE reloaded; new: extra"),
+        "{log}"
+    );
 
     // SIGHUP reloads too.
     let pid = std::process::Command::new("pgrep")
         .args(["-f", &format!("serve --config {}", daemon.config.display())])
         .output()
         .unwrap();
-    let pid = String::from_utf8_lossy(&pid.stdout).lines().next().unwrap().trim().to_string();
-    std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let pid = String::from_utf8_lossy(&pid.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
     eventually(10, "a second reload logged", || async {
-        daemon.log("LIVE").await.matches("Configuration of site LIVE reloaded").count() >= 2
+        daemon
+            .log("LIVE")
+            .await
+            .matches("Configuration of site LIVE reloaded")
+            .count()
+            >= 2
     })
     .await;
-    daemon.post("/api/v1/sites/LIVE/integrations/orders/resume", json!({})).await;
-    eventually(10, "the kept queue drains in order", || async { target.count() >= 6 }).await;
+    daemon
+        .post("/api/v1/sites/LIVE/integrations/orders/resume", json!({}))
+        .await;
+    eventually(10, "the kept queue drains in order", || async {
+        target.count() >= 6
+    })
+    .await;
     let ns: Vec<serde_json::Value> = target.field("n");
     assert_eq!(ns[1..], (0..5).map(|n| json!(n)).collect::<Vec<_>>());
 }

@@ -61,7 +61,13 @@ pub async fn view(site: &Site, integration: &Integration) -> ApiResult<Integrati
         name: integration.name.clone(),
         site: site.name.clone(),
         state: record.state.as_str(),
-        status: derive_status(record.state, site.reinitializing(), &outcomes).as_str(),
+        status: derive_status(
+            record.state,
+            site.reinitializing(),
+            integration.starting(),
+            &outcomes,
+        )
+        .as_str(),
         holds: record
             .holds
             .iter()
@@ -138,6 +144,9 @@ async fn act(
     let reason = body.reason.as_deref();
     match integration.apply(event, &actor.0, reason).await {
         Ok(_) => {
+            if event == IntegrationEvent::Start {
+                site.queue_start(integration.clone());
+            }
             site.audit(&actor.0, &action, &subject, reason, "ok").await;
             site.log
                 .write(

@@ -45,7 +45,9 @@ pub async fn run(client: &Client, command: SiteCommand) -> Result<(), CliError> 
             }
         }
         SiteCommand::Reload { site } => {
-            let v = client.post(&format!("/sites/{}/reload", seg(&site)), json!({})).await?;
+            let v = client
+                .post(&format!("/sites/{}/reload", seg(&site)), json!({}))
+                .await?;
             if !client.print_json(&v) {
                 println!("Site {site} reloaded: {}.", text(&v["state"]));
             }

@@ -63,6 +63,8 @@ pub struct Integration {
     rewind: std::sync::atomic::AtomicBool,
     /// Since when deliveries have been failing, and the last error.
     failing: Mutex<Option<(Instant, String)>>,
+    /// Started by a person; its start-up is queued or under way.
+    starting: std::sync::atomic::AtomicBool,
 }
 
 fn may_send(record: &IntegrationRecord) -> bool {
@@ -101,6 +103,7 @@ impl Integration {
             in_flight: Mutex::new(None),
             rewind: std::sync::atomic::AtomicBool::new(false),
             failing: Mutex::new(None),
+            starting: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -244,6 +247,14 @@ impl Integration {
 
     pub(crate) fn take_rewind(&self) -> bool {
         self.rewind.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn starting(&self) -> bool {
+        self.starting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_starting(&self, on: bool) {
+        self.starting.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// A delivery failed (kept for stall detection).

@@ -60,7 +60,11 @@ pub enum EngineError {
 pub type Result<T> = std::result::Result<T, EngineError>;
 
 fn join(names: &[&String]) -> String {
-    names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Every site of the configuration, each with its store, log and workers.
@@ -135,8 +139,8 @@ impl Daemon {
     pub async fn reload_site(&self, name: &str, actor: &str) -> Result<()> {
         let _one = self.reloading.lock().await;
         let old = self.site(name)?;
-        let config = crate::config::Config::load(&self.config_file, Some(&self.data_dir))
-            .map_err(|e| {
+        let config =
+            crate::config::Config::load(&self.config_file, Some(&self.data_dir)).map_err(|e| {
                 EngineError::Refused(Refusal::Invalid(format!(
                     "the configuration is not valid; nothing was changed:\n{e}"
                 )))
@@ -187,11 +191,18 @@ impl Daemon {
                 crate::log::level::INFO,
                 format!(
                     "Configuration of site {name} reloaded{}{}",
-                    if added.is_empty() { String::new() } else { format!("; new: {}", join(&added)) },
+                    if added.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; new: {}", join(&added))
+                    },
                     if removed.is_empty() {
                         String::new()
                     } else {
-                        format!("; no longer configured (their queues stay in the data file): {}", join(&removed))
+                        format!(
+                            "; no longer configured (their queues stay in the data file): {}",
+                            join(&removed)
+                        )
                     }
                 ),
             )
@@ -260,8 +271,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         let daemon = daemon.clone();
-        if let Ok(mut hup) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {

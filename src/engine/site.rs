@@ -95,6 +95,9 @@ pub struct Site {
     /// Set while a reload replaces this site: its integrations show Server
     /// Reinitializing.
     reinitializing: std::sync::atomic::AtomicBool,
+    /// Start-ups of integrations, one at a time in the order asked (seed
+    /// 001: queued starts). Tokio's mutex is fair: first come, first served.
+    start_queue: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Site {
@@ -172,6 +175,7 @@ impl Site {
             base_dir: base_dir.to_path_buf(),
             runs: Mutex::new(std::collections::HashMap::new()),
             reinitializing: std::sync::atomic::AtomicBool::new(false),
+            start_queue: Arc::new(tokio::sync::Mutex::new(())),
         }))
     }
 
@@ -247,7 +251,8 @@ impl Site {
     }
 
     pub fn reinitializing(&self) -> bool {
-        self.reinitializing.load(std::sync::atomic::Ordering::SeqCst)
+        self.reinitializing
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The configuration file's folder: relative paths resolve against it.
@@ -621,6 +626,55 @@ impl Site {
             }
             Err(_) => Ok(false),
         }
+    }
+
+    /// Queues the start-up of an integration a person just started: a
+    /// first 'Send Changed' run of each of its enabled pull flows, one
+    /// integration at a time, each after the one before it is Running or
+    /// Failed (seed 001). Until then its status is Restarting.
+    pub fn queue_start(self: &Arc<Self>, integration: Arc<Integration>) {
+        integration.set_starting(true);
+        let site = self.clone();
+        // Take the place in the queue now, in the order of the requests.
+        let queue = self.start_queue.clone();
+        tokio::spawn(async move {
+            let _turn = queue.lock().await;
+            let flows: Vec<String> = integration
+                .config
+                .flows
+                .iter()
+                .filter(|f| f.enabled)
+                .filter(|f| {
+                    site.endpoint(&f.source)
+                        .is_ok_and(|e| e.kind.is_pull_source())
+                })
+                .map(|f| f.name.clone())
+                .collect();
+            for flow in &flows {
+                if site
+                    .request_run(flow, RunMode::Changed, "sluice")
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                // Until the run is over (halted by a stop counts as over).
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    match site.store.flow(flow).await {
+                        Ok(f) if matches!(f.status, FlowStatus::Running(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            integration.set_starting(false);
+            site.log
+                .write(
+                    level::DETAIL,
+                    format!("Start-up of integration {} done", integration.name),
+                )
+                .await;
+        });
     }
 
     /// A run of `flow` made progress (or started, or ended with `None`).

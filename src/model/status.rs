@@ -44,9 +44,12 @@ pub enum FlowRunOutcome {
     Completed(Option<RunResult>),
 }
 
+/// `starting`: a person started it and its start-up (a first run of its
+/// flows, queued behind the integrations started before it) is not over.
 pub fn derive_status(
     state: IntegrationState,
     reinitializing: bool,
+    starting: bool,
     flows: &[FlowRunOutcome],
 ) -> ConnectionStatus {
     if reinitializing {
@@ -57,6 +60,9 @@ pub fn derive_status(
     }
     if flows.is_empty() {
         return ConnectionStatus::Idle;
+    }
+    if starting {
+        return ConnectionStatus::Restarting;
     }
     let mut any_unfinished = false;
     for flow in flows {
@@ -90,7 +96,7 @@ mod tests {
         // Case 1: iteration 2 all success; iteration 3 ss1 ongoing.
         let case1 = [Completed(Some(Success)); 3];
         assert_eq!(
-            derive_status(ACTIVE, false, &case1),
+            derive_status(ACTIVE, false, false, &case1),
             ConnectionStatus::Running
         );
         // Case 2: iteration 2 ss1 failed; iteration 3 ss1 ongoing.
@@ -100,34 +106,41 @@ mod tests {
             Completed(Some(Success)),
         ];
         assert_eq!(
-            derive_status(ACTIVE, false, &case2),
+            derive_status(ACTIVE, false, false, &case2),
             ConnectionStatus::Failed
         );
         // Case 3: iteration 3 ss1 success, ss2 ongoing.
         let case3 = [Completed(Some(Success)); 3];
         assert_eq!(
-            derive_status(ACTIVE, false, &case3),
+            derive_status(ACTIVE, false, false, &case3),
             ConnectionStatus::Running
         );
     }
 
     #[test]
     fn other_statuses() {
-        assert_eq!(derive_status(ACTIVE, false, &[]), ConnectionStatus::Idle);
         assert_eq!(
-            derive_status(IntegrationState::Stopped, false, &[Push]),
-            ConnectionStatus::Disabled
+            derive_status(ACTIVE, false, false, &[]),
+            ConnectionStatus::Idle
         );
         assert_eq!(
-            derive_status(ACTIVE, true, &[Push]),
-            ConnectionStatus::ServerReinitializing
-        );
-        assert_eq!(
-            derive_status(ACTIVE, false, &[Push, Completed(None)]),
+            derive_status(ACTIVE, false, true, &[Completed(Some(Success))]),
             ConnectionStatus::Restarting
         );
         assert_eq!(
-            derive_status(IntegrationState::Paused, false, &[Push]),
+            derive_status(IntegrationState::Stopped, false, false, &[Push]),
+            ConnectionStatus::Disabled
+        );
+        assert_eq!(
+            derive_status(ACTIVE, true, false, &[Push]),
+            ConnectionStatus::ServerReinitializing
+        );
+        assert_eq!(
+            derive_status(ACTIVE, false, false, &[Push, Completed(None)]),
+            ConnectionStatus::Restarting
+        );
+        assert_eq!(
+            derive_status(IntegrationState::Paused, false, false, &[Push]),
             ConnectionStatus::Running
         );
     }
