@@ -160,7 +160,8 @@ impl Daemon {
             .await;
         old.halt_workers().await;
         old.log.set_keep_level(fresh.log_level);
-        let before: Vec<String> = old.integrations().map(|i| i.name.clone()).collect();
+        let before: Vec<crate::config::IntegrationConfig> =
+            old.integrations().map(|i| i.config.clone()).collect();
         let site = match Site::open_with_log(
             fresh,
             &config.base_dir,
@@ -183,9 +184,23 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), site.clone());
         let after: Vec<String> = site.integrations().map(|i| i.name.clone()).collect();
-        let added: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
-        let removed: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
+        let was = |n: &String| before.iter().find(|c| &c.name == n);
+        let added: Vec<&String> = after.iter().filter(|n| was(n).is_none()).collect();
+        let removed: Vec<&String> = before
+            .iter()
+            .map(|c| &c.name)
+            .filter(|n| !after.contains(n))
+            .collect();
         site.restore().await?;
+        // A new or changed integration restarts (seed 001: Restarting until
+        // its first sync); an unchanged one goes on as it was.
+        for integration in site.integrations() {
+            let changed = was(&integration.name).is_none_or(|c| *c != integration.config);
+            if changed && integration.captures() && site.state() == crate::model::SiteState::Running
+            {
+                site.queue_start(integration.clone());
+            }
+        }
         site.log
             .write(
                 crate::log::level::INFO,
