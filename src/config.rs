@@ -79,6 +79,13 @@ pub struct FlowConfig {
     pub key: Option<String>,
     pub cursor: Option<String>,
     pub enabled: bool,
+    /// Whether intermittent failures (busy, no answer) are retried by
+    /// themselves (seed 003's auto-resolve). Off, the first one counts as a
+    /// failure for good and `on_error` decides.
+    pub auto_resolve: bool,
+    /// Attempts after which an intermittent failure counts as one for good;
+    /// 0: no limit.
+    pub retry_limit: u32,
 }
 
 /// When a flow runs by itself.
@@ -259,7 +266,15 @@ pub const DEFAULT_KEEP_SENT: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(300);
 const INTEGRATION_KEYS: &[&str] = &["on_error", "flows"];
 const FLOW_KEYS: &[&str] = &[
-    "name", "source", "target", "schedule", "key", "cursor", "enabled",
+    "name",
+    "source",
+    "target",
+    "schedule",
+    "key",
+    "cursor",
+    "enabled",
+    "auto_resolve",
+    "retry_limit",
 ];
 
 /// Names appear in URLs: letters, digits, `-` and `_`.
@@ -789,6 +804,22 @@ impl<'a> Ctx<'a> {
             let key = self.string(flow, &fpath, "key", fline);
             let cursor = self.string(flow, &fpath, "cursor", fline);
             let enabled = self.boolean(flow, &fpath, "enabled", fline).unwrap_or(true);
+            let auto_resolve = self
+                .boolean(flow, &fpath, "auto_resolve", fline)
+                .unwrap_or(true);
+            let retry_limit = match self.integer(flow, &fpath, "retry_limit", fline) {
+                None => 0,
+                Some(n) if (0..=1_000_000).contains(&n) => n as u32,
+                Some(n) => {
+                    let l = self.key_line(flow, "retry_limit", fline);
+                    self.error(
+                        l,
+                        join(&fpath, "retry_limit"),
+                        format!("{n}: use 0 (no limit) to 1000000"),
+                    );
+                    0
+                }
+            };
             let schedule = self.string(flow, &fpath, "schedule", fline).and_then(|s| {
                 match Schedule::parse(&s) {
                     Ok(s) => Some(s),
@@ -884,6 +915,8 @@ impl<'a> Ctx<'a> {
                 key,
                 cursor,
                 enabled,
+                auto_resolve,
+                retry_limit,
             });
         }
         flows

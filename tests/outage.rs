@@ -268,15 +268,80 @@ async fn a_rejected_record_blocks_the_queue_under_on_error_block() {
         [json!(1)],
         "the queue waits behind the rejected record"
     );
-    assert_eq!(daemon.integration("LIVE", "orders").await["queued"], 2);
+    let integration = daemon.integration("LIVE", "orders").await;
+    assert_eq!(integration["queued"], 1);
+    assert_eq!(integration["blocked"]["seq"], 2, "{integration}");
+    assert!(integration["blocked"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("no such customer"));
+    // It waits for a person, even once the target would take it.
     target.accept_all();
-    eventually(
-        40,
-        "the rest delivered once the target takes it",
-        || async { target.count() >= 3 },
-    )
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(target.count(), 1);
+    let out = daemon.cli(&["tx", "retry", "LIVE", "orders", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(10, "the rest delivered after the retry", || async {
+        target.count() >= 3
+    })
     .await;
     assert_eq!(target.field("n"), [json!(1), json!(2), json!(3)]);
+    assert!(daemon.integration("LIVE", "orders").await["blocked"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_resolve_and_retry_limits_decide_when_a_busy_target_counts_as_a_failure() {
+    // auto_resolve off, failures skipped: a 503 is not retried.
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let toml = webhook_site(&target, 1)
+        .replace(
+            "[sites.LIVE.integrations.orders]\n",
+            "[sites.LIVE.integrations.orders]\non_error = \"skip\"\n",
+        )
+        .replace("key = \"id\"\n", "key = \"id\"\nauto_resolve = false\n");
+    let daemon = Daemon::start(dir.path(), &toml).await;
+    target.script(&[(503, None)]);
+    daemon.hook("LIVE", "orders", "web", order(1)).await;
+    daemon.hook("LIVE", "orders", "web", order(2)).await;
+    eventually(10, "the second delivered", || async { target.count() >= 1 }).await;
+    assert_eq!(
+        target.field("n"),
+        [json!(2)],
+        "the busy answer was not retried"
+    );
+    let (_, t) = daemon
+        .get("/api/v1/sites/LIVE/integrations/orders/transactions/1")
+        .await;
+    assert_eq!(t["state"], "error", "{t}");
+    assert!(t["last_error"].as_str().unwrap().contains("503"));
+
+    // A retry limit of 2 under block: the queue waits after two attempts.
+    let dir2 = tempfile::tempdir().unwrap();
+    let target2 = Target::start().await;
+    let toml2 =
+        webhook_site(&target2, 1).replace("key = \"id\"\n", "key = \"id\"\nretry_limit = 2\n");
+    let daemon2 = Daemon::start(dir2.path(), &toml2).await;
+    target2.script(&[(503, None), (503, None), (503, None)]);
+    daemon2.hook("LIVE", "orders", "web", order(1)).await;
+    daemon2.hook("LIVE", "orders", "web", order(2)).await;
+    eventually(10, "blocked after two attempts", || async {
+        daemon2.integration("LIVE", "orders").await["blocked"]["seq"] == 1
+    })
+    .await;
+    let (_, t) = daemon2
+        .get("/api/v1/sites/LIVE/integrations/orders/transactions/1")
+        .await;
+    assert_eq!(t["attempts"], 2, "{t}");
+    assert_eq!(target2.count(), 0, "nothing passes the failed one");
+    let out = daemon2.cli(&["tx", "ignore", "LIVE", "orders", "1"]);
+    assert!(out.status.success());
+    eventually(10, "the next delivered", || async { target2.count() >= 1 }).await;
+    assert_eq!(target2.field("n"), [json!(2)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,16 @@ pub struct IntegrationView {
     /// Why sending makes no progress although nothing holds it: set when
     /// deliveries have failed for the site's `stall_after`; else null.
     pub stalled: Option<String>,
+    /// Under `on_error = "block"`: the failed transaction the queue waits
+    /// behind until it is retried or ignored, and why it failed; else null.
+    pub blocked: Option<BlockedView>,
     pub flows: Vec<FlowView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BlockedView {
+    pub seq: i64,
+    pub error: String,
 }
 
 pub async fn view(site: &Site, integration: &Integration) -> ApiResult<IntegrationView> {
@@ -85,6 +94,9 @@ pub async fn view(site: &Site, integration: &Integration) -> ApiResult<Integrati
         },
         resume: integration.resume_progress(),
         stalled: integration.stalled(site.config.stall_after),
+        blocked: integration
+            .blocked()
+            .map(|(seq, error)| BlockedView { seq, error }),
         flows,
     })
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use super::Result;
-use crate::config::IntegrationConfig;
+use crate::config::{IntegrationConfig, OnError};
 use crate::model::{now_millis, Hold, HoldKind, IntegrationEvent, IntegrationState};
 use crate::store::{IntegrationRecord, Store};
 
@@ -65,6 +65,9 @@ pub struct Integration {
     failing: Mutex<Option<(Instant, String)>>,
     /// Started by a person; its start-up is queued or under way.
     starting: std::sync::atomic::AtomicBool,
+    /// Under `on_error = "block"`: the failed transaction the queue waits
+    /// behind, and why it failed.
+    blocked: Mutex<Option<(i64, String)>>,
 }
 
 fn may_send(record: &IntegrationRecord) -> bool {
@@ -89,6 +92,20 @@ impl Integration {
                 }
             }
         };
+        let blocked = match config.on_error {
+            OnError::Skip => None,
+            OnError::Block => match store.first_error(&config.name).await? {
+                None => None,
+                Some(seq) => {
+                    let why = store
+                        .transaction(&config.name, seq)
+                        .await?
+                        .and_then(|t| t.last_error)
+                        .unwrap_or_default();
+                    Some((seq, why))
+                }
+            },
+        };
         let (may_send_tx, _) = watch::channel(may_send(&record));
         Ok(Arc::new(Integration {
             name: config.name.clone(),
@@ -104,6 +121,7 @@ impl Integration {
             rewind: std::sync::atomic::AtomicBool::new(false),
             failing: Mutex::new(None),
             starting: std::sync::atomic::AtomicBool::new(false),
+            blocked: Mutex::new(blocked),
         }))
     }
 
@@ -247,6 +265,22 @@ impl Integration {
 
     pub(crate) fn take_rewind(&self) -> bool {
         self.rewind.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The failed transaction the queue waits behind, and why.
+    pub fn blocked(&self) -> Option<(i64, String)> {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn block(&self, seq: i64, why: &str) {
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq, why.to_string()));
+    }
+
+    pub(crate) fn unblock(&self) {
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub fn starting(&self) -> bool {

@@ -101,6 +101,25 @@ impl Sender {
             if !self.integration.may_send() {
                 continue;
             }
+            if let Some((seq, _)) = self.integration.blocked() {
+                // Under on_error = "block": wait behind the failed
+                // transaction until a person retries or ignores it.
+                match self.store.transaction(&name, seq).await {
+                    Ok(Some(t)) if t.state == TxState::Error => {
+                        drop(gate);
+                        tokio::select! {
+                            _ = token.cancelled() => return,
+                            _ = self.integration.woken() => {}
+                            _ = may_send.changed() => {}
+                        }
+                        continue;
+                    }
+                    _ => {
+                        self.integration.unblock();
+                        self.integration.rewind();
+                    }
+                }
+            }
             if self.integration.take_rewind() {
                 self.finish_ack(&mut progress).await;
                 progress.after = 0;
@@ -301,34 +320,63 @@ impl Sender {
                     {
                         tracing::error!("cannot record a failed delivery: {se}");
                     }
-                    if e.class == FailureClass::Rejected {
+                    // A failure for good: rejected, or intermittent with
+                    // auto-resolve off or its retry limit reached.
+                    let flow = self
+                        .integration
+                        .config
+                        .flows
+                        .iter()
+                        .find(|f| f.name == chunk[0].flow);
+                    let for_good = match e.class {
+                        FailureClass::Rejected => true,
+                        FailureClass::Unauthorized => false,
+                        _ => flow.is_some_and(|f| {
+                            !f.auto_resolve
+                                || (f.retry_limit > 0
+                                    && chunk[0].attempts + 1 >= i64::from(f.retry_limit))
+                        }),
+                    };
+                    if for_good {
                         if chunk.len() > 1 {
                             // Find the record it refuses: one at a time.
                             *single_until = last;
                             return Pass::Retry(Duration::ZERO);
                         }
+                        if let Err(se) = self
+                            .store
+                            .settle(name, first, TxState::Error, Some(e.message.clone()))
+                            .await
+                        {
+                            tracing::error!("cannot settle a transaction: {se}");
+                            return Pass::Retry(Duration::from_secs(1));
+                        }
+                        done(processed, first, first, 1);
                         if self.integration.config.on_error == OnError::Skip {
                             self.log
                                 .write(
                                     level::ERROR,
                                     format!(
-                                        "Transaction {first} of {name} rejected, skipped: {}",
+                                        "Transaction {first} of {name} failed, skipped: {}",
                                         e.message
                                     ),
                                 )
                                 .await;
-                            if let Err(se) = self
-                                .store
-                                .settle(name, first, TxState::Error, Some(e.message.clone()))
-                                .await
-                            {
-                                tracing::error!("cannot settle a transaction: {se}");
-                                return Pass::Retry(Duration::from_secs(1));
-                            }
-                            done(processed, first, first, 1);
                             i = end;
                             continue;
                         }
+                        self.log
+                            .write(
+                                level::ERROR,
+                                format!(
+                                    "Transaction {first} of {name} failed; the queue waits behind it \
+                                     until it is retried or ignored: {}",
+                                    e.message
+                                ),
+                            )
+                            .await;
+                        self.integration.block(first, &e.message);
+                        return Pass::Interrupted;
                     }
                     let wait = backoff.next(e.retry_after);
                     return Pass::Retry(wait);

@@ -207,6 +207,9 @@ pub trait Store: Send + Sync + 'static {
         last: i64,
         error: &str,
     ) -> Result<()>;
+    /// The oldest transaction in Error, if any: under `on_error = "block"`
+    /// the queue waits behind it.
+    async fn first_error(&self, integration: &str) -> Result<Option<i64>>;
     /// One transaction, if it exists.
     async fn transaction(&self, integration: &str, seq: i64) -> Result<Option<TxRecord>>;
     /// Deletes Sent and Ignored transactions last changed before `before`

@@ -737,6 +737,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn first_error(&self, integration: &str) -> Result<Option<i64>> {
+        let integration = integration.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT MIN(seq) FROM transactions WHERE integration = ?1 AND state = 3",
+                )?
+                .query_row([integration], |r| r.get(0))?)
+        })
+        .await
+    }
+
     async fn transaction(&self, integration: &str, seq: i64) -> Result<Option<TxRecord>> {
         let integration = integration.to_string();
         self.read(move |conn| {
