@@ -174,3 +174,41 @@ async fn starts_are_queued_one_after_the_other() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(target.count(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_reload_integrations_show_server_reinitializing() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    target.set_delay(Duration::from_millis(1500));
+    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    daemon.hook("LIVE", "orders", "web", order(1)).await;
+    eventually(10, "a delivery in flight", || async {
+        target.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    })
+    .await;
+    let server = daemon.server();
+    let reload = std::thread::spawn(move || {
+        std::process::Command::new(BIN)
+            .args(["--server", &server, "site", "reload", "LIVE"])
+            .output()
+            .unwrap()
+    });
+    eventually(
+        5,
+        "Server Reinitializing while the reload applies",
+        || async { status(&daemon, "orders").await == "Server Reinitializing" },
+    )
+    .await;
+    let out = reload.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status(&daemon, "orders").await, "Running");
+    // The delivery in flight was let finish, not cut off and sent again.
+    daemon.hook("LIVE", "orders", "web", order(2)).await;
+    eventually(10, "both delivered", || async { target.count() >= 2 }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(target.field("n"), [json!(1), json!(2)]);
+}

@@ -68,6 +68,9 @@ pub struct Integration {
     /// Under `on_error = "block"`: the failed transaction the queue waits
     /// behind, and why it failed.
     blocked: Mutex<Option<(i64, String)>>,
+    /// Set for good on the integration a reload replaces: no delivery starts
+    /// any more (not a hold: nothing a person or the store sees).
+    suspended: std::sync::atomic::AtomicBool,
 }
 
 fn may_send(record: &IntegrationRecord) -> bool {
@@ -122,6 +125,7 @@ impl Integration {
             failing: Mutex::new(None),
             starting: std::sync::atomic::AtomicBool::new(false),
             blocked: Mutex::new(blocked),
+            suspended: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -223,12 +227,28 @@ impl Integration {
         let now = {
             let mut r = self.record.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut r);
-            may_send(&r)
+            may_send(&r) && !self.suspended.load(std::sync::atomic::Ordering::SeqCst)
         };
         self.may_send.send_replace(now);
         if now {
             self.wake.notify_one();
         }
+    }
+
+    /// Lets the delivery in flight end, and starts no other: for a reload,
+    /// which replaces this integration without cutting a delivery off.
+    pub async fn suspend(&self) {
+        self.suspended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.update(|_| {});
+        self.settle().await;
+    }
+
+    /// Undoes [`Integration::suspend`] (a reload that failed).
+    pub fn unsuspend(&self) {
+        self.suspended
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.update(|_| {});
     }
 
     /// Waits until the delivery in flight, if any, has ended.

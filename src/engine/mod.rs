@@ -158,6 +158,10 @@ impl Daemon {
                 format!("Reloading the configuration of site {name} ({actor})"),
             )
             .await;
+        // Deliveries in flight end normally (a reload is not a stop).
+        for integration in old.integrations() {
+            integration.suspend().await;
+        }
         old.halt_workers().await;
         old.log.set_keep_level(fresh.log_level);
         let before: Vec<crate::config::IntegrationConfig> =
@@ -175,6 +179,9 @@ impl Daemon {
             Err(e) => {
                 // Back to what ran before.
                 old.set_reinitializing(false);
+                for integration in old.integrations() {
+                    integration.unsuspend();
+                }
                 let _restarted = old.restore().await;
                 return Err(e);
             }
