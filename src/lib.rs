@@ -13,7 +13,8 @@
 //!   endpoint kind (webhook, file, http, generator).
 //! - [`engine`]: the daemon's moving parts: per site a supervisor with the
 //!   workers of seed 000 (GetData, Trigger, Monitor, AllOthers), the
-//!   scheduler and the per-integration sender.
+//!   scheduler, the per-integration sender, endpoint health (the holds it
+//!   places and the probes that lift them), reload.
 //! - [`api`]: the REST API (axum) and the webhook receiver.
 //! - [`log`]: the site log in seed 000's format: stored, filtered, streamed.
 //! - [`cli`]: the `sluice` command line; subcommands talk to the daemon over
