@@ -202,6 +202,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The table rows of a JSON array, one per element.
+pub fn rows(v: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    v.as_array().into_iter().flatten().map(row).collect()
+}
+
 /// A JSON value as short text ("" for null).
 pub fn text(v: &Value) -> String {
     match v {

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::client::{seg, table, text, CliError, Client};
+use super::client::{rows, seg, table, text, CliError, Client};
 
 #[derive(Debug, Subcommand)]
 pub enum EndpointCommand {
@@ -56,20 +56,15 @@ pub async fn run(client: &Client, command: EndpointCommand) -> Result<(), CliErr
                 .get(&format!("/sites/{}/endpoints", seg(&site)))
                 .await?;
             if !client.print_json(&v) {
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        vec![
-                            text(&e["name"]),
-                            text(&e["kind"]),
-                            text(&e["state"]),
-                            text(&e["since"]),
-                            text(&e["last_error"]),
-                        ]
-                    })
-                    .collect();
+                let rows = rows(&v, |e| {
+                    vec![
+                        text(&e["name"]),
+                        text(&e["kind"]),
+                        text(&e["state"]),
+                        text(&e["since"]),
+                        text(&e["last_error"]),
+                    ]
+                });
                 println!(
                     "{}",
                     table(&["ENDPOINT", "KIND", "STATE", "SINCE", "LAST ERROR"], &rows)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::client::{seg, table, text, CliError, Client};
+use super::client::{rows, seg, table, text, CliError, Client};
 
 #[derive(Debug, Subcommand)]
 pub enum IntegrationCommand {
@@ -105,20 +105,15 @@ pub async fn run(client: &Client, command: IntegrationCommand) -> Result<(), Cli
                 .get(&format!("/sites/{}/integrations", seg(&site)))
                 .await?;
             if !client.print_json(&v) {
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|i| {
-                        vec![
-                            text(&i["name"]),
-                            text(&i["state"]),
-                            text(&i["status"]),
-                            text(&i["queued"]),
-                            holds_text(i),
-                        ]
-                    })
-                    .collect();
+                let rows = rows(&v, |i| {
+                    vec![
+                        text(&i["name"]),
+                        text(&i["state"]),
+                        text(&i["status"]),
+                        text(&i["queued"]),
+                        holds_text(i),
+                    ]
+                });
                 println!(
                     "{}",
                     table(
@@ -142,21 +137,16 @@ pub async fn run(client: &Client, command: IntegrationCommand) -> Result<(), Cli
                 if !holds.is_empty() {
                     println!("holds: {holds}");
                 }
-                let rows: Vec<Vec<String>> = v["flows"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|f| {
-                        vec![
-                            text(&f["name"]),
-                            format!("{} → {}", text(&f["source"]), text(&f["target"])),
-                            text(&f["schedule"]),
-                            text(&f["status"]),
-                            text(&f["last_run"]["result"]),
-                            text(&f["last_run"]["captured"]),
-                        ]
-                    })
-                    .collect();
+                let rows = rows(&v["flows"], |f| {
+                    vec![
+                        text(&f["name"]),
+                        format!("{} → {}", text(&f["source"]), text(&f["target"])),
+                        text(&f["schedule"]),
+                        text(&f["status"]),
+                        text(&f["last_run"]["result"]),
+                        text(&f["last_run"]["captured"]),
+                    ]
+                });
                 println!(
                     "{}",
                     table(

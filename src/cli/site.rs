@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::client::{seg, table, text, CliError, Client};
+use super::client::{rows, seg, table, text, CliError, Client};
 
 #[derive(Debug, Subcommand)]
 pub enum SiteCommand {
@@ -55,19 +55,14 @@ pub async fn run(client: &Client, command: SiteCommand) -> Result<(), CliError> 
         SiteCommand::List => {
             let v = client.get("/sites").await?;
             if !client.print_json(&v) {
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|s| {
-                        vec![
-                            text(&s["name"]),
-                            text(&s["state"]),
-                            text(&s["since"]),
-                            text(&s["stop_reason"]),
-                        ]
-                    })
-                    .collect();
+                let rows = rows(&v, |s| {
+                    vec![
+                        text(&s["name"]),
+                        text(&s["state"]),
+                        text(&s["since"]),
+                        text(&s["stop_reason"]),
+                    ]
+                });
                 println!(
                     "{}",
                     table(&["SITE", "STATE", "SINCE", "LAST STOP REASON"], &rows)

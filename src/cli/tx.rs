@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::client::{seg, table, text, CliError, Client};
+use super::client::{rows, seg, table, text, CliError, Client};
 
 #[derive(Debug, Subcommand)]
 pub enum TxCommand {
@@ -103,26 +103,21 @@ pub async fn run(client: &Client, command: TxCommand) -> Result<(), CliError> {
                 ))
                 .await?;
             if !client.print_json(&v) {
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|t| {
-                        let mut err = text(&t["last_error"]);
-                        if err.chars().count() > 60 {
-                            err = err.chars().take(59).collect::<String>() + "…";
-                        }
-                        vec![
-                            text(&t["seq"]),
-                            text(&t["state"]),
-                            text(&t["flow"]),
-                            text(&t["key"]),
-                            text(&t["attempts"]),
-                            text(&t["created_at"]),
-                            err,
-                        ]
-                    })
-                    .collect();
+                let rows = rows(&v, |t| {
+                    let mut err = text(&t["last_error"]);
+                    if err.chars().count() > 60 {
+                        err = err.chars().take(59).collect::<String>() + "…";
+                    }
+                    vec![
+                        text(&t["seq"]),
+                        text(&t["state"]),
+                        text(&t["flow"]),
+                        text(&t["key"]),
+                        text(&t["attempts"]),
+                        text(&t["created_at"]),
+                        err,
+                    ]
+                });
                 println!(
                     "{}",
                     table(
