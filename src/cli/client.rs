@@ -1,237 +1,293 @@
-//! The HTTP client the subcommands share, and their errors.
+//! The HTTP client the subcommands share: one place that builds URLs under
+//! `/api/v1`, sends the actor and token, and turns every answer that is not
+//! a success into a [`CliError`] with its exit code.
 
-use std::fmt;
+use std::time::Duration;
 
-use serde::de::DeserializeOwned;
+use reqwest::{Method, RequestBuilder, Response, Url};
 use serde_json::Value;
 
-/// Why a subcommand failed; each has its exit code.
-#[derive(Debug)]
-pub enum CliError {
-    /// The daemon answered with an error (exit 1).
-    Refused { status: u16, message: String },
-    /// Something else went wrong (exit 1).
-    Failed(String),
-    /// Invalid configuration (exit 2).
-    Config(String),
-    /// The daemon cannot be reached (exit 3).
-    Unreachable { server: String, detail: String },
+use super::error::CliError;
+
+/// How long to wait for a connection before calling the daemon unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request (not a stream) may take. Generous: a pause returns only
+/// once no send will start any more, a reload lets deliveries finish.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// How much of a body that is not JSON an error message quotes.
+const QUOTE_MAX: usize = 300;
+
+/// Parses `--server`: an absolute `http` or `https` URL. A bad one is a usage
+/// error (exit 2), found before anything is sent.
+pub fn parse_server(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err("expected an http:// or https:// URL".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(url)
 }
 
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Refused { .. } | CliError::Failed(_) => 1,
-            CliError::Config(_) => 2,
-            CliError::Unreachable { .. } => 3,
-        }
-    }
-}
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CliError::Refused { status, message } => write!(f, "{message} (HTTP {status})"),
-            CliError::Failed(m) => write!(f, "{m}"),
-            CliError::Config(m) => write!(f, "invalid configuration\n{m}"),
-            CliError::Unreachable { server, detail } => write!(
-                f,
-                "cannot reach sluice at {server}: is 'sluice serve' running? ({detail})"
-            ),
-        }
-    }
+/// The actor the daemon records in its audit trail: `$USER@cli`.
+pub fn actor() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "cli".into());
+    format!("{user}@cli")
 }
 
 pub struct Client {
-    server: String,
+    base: Url,
     token: Option<String>,
+    /// `--json`: print the daemon's answers instead of text.
     pub json: bool,
     http: reqwest::Client,
     actor: String,
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<String>, json: bool) -> Client {
-        let user = std::env::var("USER")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "cli".into());
-        Client {
-            server: server.trim_end_matches('/').to_string(),
-            token,
+    pub fn new(base: Url, token: Option<String>, json: bool) -> Result<Client, CliError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("sluice-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CliError::Failed(format!("cannot set up HTTP: {e}")))?;
+        Ok(Client {
+            base,
+            token: token.filter(|t| !t.is_empty()),
             json,
-            http: reqwest::Client::new(),
-            actor: format!("{user}@cli"),
+            http,
+            actor: actor(),
+        })
+    }
+
+    /// The server as the operator wrote it, for messages.
+    pub fn server(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// `{server}/api/v1/{segments…}`, each segment percent-encoded, so a
+    /// site or flow name can hold any character.
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(["api", "v1"]).extend(segments);
         }
+        url
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.server)
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self
+    fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        let request = self
             .http
-            .request(method, self.url(path))
+            .request(method, self.url(segments))
             .header("x-sluice-actor", &self.actor);
-        if let Some(token) = &self.token {
-            r = r.bearer_auth(token);
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
-        r
     }
 
-    pub async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, CliError> {
-        let response = request.send().await.map_err(|e| self.unreachable(e))?;
-        if response.status().is_success() {
+    /// Sends `request`; a success status is the answer, anything else the
+    /// daemon's refusal.
+    async fn send(&self, request: RequestBuilder) -> Result<Response, CliError> {
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status();
+        if status.is_success() {
             return Ok(response);
         }
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| text.trim().to_string());
-        Err(CliError::Refused { status, message })
+        let body = response.text().await.unwrap_or_default();
+        Err(CliError::Refused {
+            status: status.as_u16(),
+            message: error_message(&body, status.canonical_reason()),
+        })
     }
 
-    fn unreachable(&self, e: reqwest::Error) -> CliError {
-        if e.is_connect() || e.is_timeout() {
+    /// What went wrong below HTTP: no daemon there (exit 3), or no answer
+    /// in time.
+    fn transport(&self, e: reqwest::Error) -> CliError {
+        let cause = root_cause(&e);
+        if e.is_connect() || (e.is_request() && !e.is_timeout()) {
             CliError::Unreachable {
-                server: self.server.clone(),
-                detail: e.to_string(),
+                server: self.server().to_string(),
+                cause,
             }
+        } else if e.is_timeout() {
+            CliError::Failed(format!(
+                "sluice at {} did not answer within {}s",
+                self.server(),
+                REQUEST_TIMEOUT.as_secs()
+            ))
         } else {
-            CliError::Failed(format!("request to {} failed: {e}", self.server))
+            CliError::Failed(format!(
+                "request to sluice at {} failed: {cause}",
+                self.server()
+            ))
         }
     }
 
-    async fn json_of<T: DeserializeOwned>(
-        &self,
-        response: reqwest::Response,
-    ) -> Result<T, CliError> {
-        let text = response
+    async fn body(&self, response: Response) -> Result<String, CliError> {
+        response
             .text()
             .await
-            .map_err(|e| CliError::Failed(format!("cannot read the answer: {e}")))?;
-        serde_json::from_str(&text)
-            .map_err(|e| CliError::Failed(format!("unexpected answer ({e}): {text}")))
+            .map_err(|e| CliError::Failed(format!("cannot read the answer: {}", root_cause(&e))))
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
-        let r = self.send(self.request(reqwest::Method::GET, path)).await?;
-        self.json_of(r).await
+    async fn json_of(&self, response: Response) -> Result<Value, CliError> {
+        let text = self.body(response).await?;
+        serde_json::from_str(&text).map_err(|e| {
+            CliError::Failed(format!(
+                "unexpected answer from {} ({e}): {}",
+                self.server(),
+                quote(&text)
+            ))
+        })
     }
 
-    pub async fn get_text(&self, path: &str) -> Result<String, CliError> {
-        let r = self.send(self.request(reqwest::Method::GET, path)).await?;
-        r.text()
-            .await
-            .map_err(|e| CliError::Failed(format!("cannot read the answer: {e}")))
+    pub async fn get(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Value, CliError> {
+        let request = self
+            .request(Method::GET, segments)
+            .query(query)
+            .timeout(REQUEST_TIMEOUT);
+        let response = self.send(request).await?;
+        self.json_of(response).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Result<Value, CliError> {
-        let r = self
-            .send(self.request(reqwest::Method::POST, path).json(&body))
-            .await?;
-        self.json_of(r).await
+    pub async fn get_text(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<String, CliError> {
+        let request = self
+            .request(Method::GET, segments)
+            .query(query)
+            .timeout(REQUEST_TIMEOUT);
+        let response = self.send(request).await?;
+        self.body(response).await
     }
 
-    /// A streaming GET (server-sent events).
-    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
-        self.send(
-            self.request(reqwest::Method::GET, path)
-                .header("accept", "text/event-stream"),
-        )
-        .await
+    pub async fn post(&self, segments: &[&str], body: Value) -> Result<Value, CliError> {
+        let request = self
+            .request(Method::POST, segments)
+            .json(&body)
+            .timeout(REQUEST_TIMEOUT);
+        let response = self.send(request).await?;
+        self.json_of(response).await
     }
 
-    /// Prints `value` as JSON when `--json` was given; returns whether it did.
-    pub fn print_json(&self, value: &Value) -> bool {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
-        }
-        self.json
+    /// A GET whose answer is read as it comes (server-sent events); no
+    /// overall time limit.
+    pub async fn stream(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Response, CliError> {
+        let request = self
+            .request(Method::GET, segments)
+            .query(query)
+            .header("accept", "text/event-stream");
+        self.send(request).await
     }
 }
 
-/// Percent-encodes one path segment.
-pub fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+/// The message of an error answer: its JSON `error`, else the body as text,
+/// else the status's reason phrase.
+pub fn error_message(body: &str, reason: Option<&str>) -> String {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        if let Some(message) = v.get("error").and_then(Value::as_str) {
+            return message.to_string();
         }
     }
-    out
+    let text = quote(body);
+    if text.is_empty() {
+        reason.unwrap_or("no message").to_string()
+    } else {
+        text
+    }
 }
 
-/// Formats rows as aligned columns under a header.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(cell.chars().count());
-            }
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        s.trim_end().to_string()
-    };
-    let mut out = line(header.to_vec());
-    for row in rows {
-        out.push('\n');
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+/// A body quoted in a message: one line, at most [`QUOTE_MAX`] characters.
+fn quote(body: &str) -> String {
+    let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    super::output::truncate(&one_line, QUOTE_MAX)
 }
 
-/// The table rows of a JSON array, one per element.
-pub fn rows(v: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
-    v.as_array().into_iter().flatten().map(row).collect()
-}
-
-/// A JSON value as short text ("" for null).
-pub fn text(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// The innermost cause of an error: "Connection refused" rather than
+/// "error sending request for url …".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
     }
+    inner.to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn tables_align() {
-        let t = table(
-            &["A", "BB"],
-            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]],
-        );
-        assert_eq!(t, "A    BB\nxxx  y\nz");
+    fn client(server: &str) -> Client {
+        Client::new(parse_server(server).unwrap(), None, false).unwrap()
     }
 
     #[test]
-    fn segments_are_encoded() {
-        assert_eq!(seg("LIVE"), "LIVE");
-        assert_eq!(seg("a b/c"), "a%20b%2Fc");
+    fn servers_must_be_http_urls() {
+        assert!(parse_server("http://127.0.0.1:7070").is_ok());
+        assert!(parse_server("https://sluice.example.com/").is_ok());
+        assert!(parse_server("127.0.0.1:7070").is_err());
+        assert!(parse_server("ftp://h/").is_err());
+        assert!(parse_server("mailto:a@b").is_err());
+        assert!(parse_server("").is_err());
+    }
+
+    #[test]
+    fn urls_encode_each_segment() {
+        let c = client("http://127.0.0.1:7070");
+        assert_eq!(
+            c.url(&["sites", "LIVE", "integrations", "a b/c?"]).as_str(),
+            "http://127.0.0.1:7070/api/v1/sites/LIVE/integrations/a%20b%2Fc%3F"
+        );
+        // Behind a proxy under a path prefix, with or without a final slash.
+        for server in ["http://h/sluice", "http://h/sluice/"] {
+            assert_eq!(
+                client(server).url(&["sites"]).as_str(),
+                "http://h/sluice/api/v1/sites"
+            );
+        }
+        assert_eq!(client("http://h:1/").server(), "http://h:1");
+    }
+
+    #[test]
+    fn error_messages_come_from_json_or_text() {
+        assert_eq!(
+            error_message(r#"{"error":"site LIVE is stopped"}"#, Some("Conflict")),
+            "site LIVE is stopped"
+        );
+        assert_eq!(
+            error_message(
+                "<html>\n  <b>Bad   Gateway</b>\n</html>",
+                Some("Bad Gateway")
+            ),
+            "<html> <b>Bad Gateway</b> </html>"
+        );
+        assert_eq!(error_message("", Some("Not Found")), "Not Found");
+        assert_eq!(error_message(r#"{"other":1}"#, None), r#"{"other":1}"#);
+        assert_eq!(
+            error_message(&"x".repeat(1000), None).chars().count(),
+            QUOTE_MAX
+        );
+    }
+
+    #[test]
+    fn the_actor_names_the_user() {
+        assert!(actor().ends_with("@cli"));
     }
 }

@@ -2,19 +2,31 @@
 
 use clap::Subcommand;
 
-use super::client::{rows, seg, table, text, CliError, Client};
+use super::client::Client;
+use super::error::CliError;
+use super::output::{self, rows, table, text};
 
 #[derive(Debug, Subcommand)]
 pub enum EndpointCommand {
     /// A site's endpoints and what is observed of them.
-    List { site: String },
+    List {
+        /// The site, e.g. LIVE.
+        site: String,
+    },
     /// Call an endpoint now and show what it answered and how fast.
-    Test { site: String, name: String },
+    Test {
+        /// The site, e.g. LIVE.
+        site: String,
+        /// The endpoint.
+        name: String,
+    },
     /// Give an endpoint new credentials, tested at once. The secret is
     /// read from an environment variable, from standard input, or asked for
     /// at a prompt; never from the command line.
     Reauthorize {
+        /// The site, e.g. LIVE.
         site: String,
+        /// The endpoint.
         name: String,
         /// Basic authentication with this user (else a bearer token).
         #[arg(long)]
@@ -52,25 +64,19 @@ fn read_secret(secret_env: Option<&str>, stdin: bool, what: &str) -> Result<Stri
 pub async fn run(client: &Client, command: EndpointCommand) -> Result<(), CliError> {
     match command {
         EndpointCommand::List { site } => {
-            let v = client
-                .get(&format!("/sites/{}/endpoints", seg(&site)))
-                .await?;
-            if !client.print_json(&v) {
-                let rows = rows(&v, |e| {
+            let v = client.get(&["sites", &site, "endpoints"], &[]).await?;
+            output::answer(client.json, &v, |v| {
+                let rows = rows(v, |e| {
                     vec![
                         text(&e["name"]),
                         text(&e["kind"]),
                         text(&e["state"]),
                         text(&e["since"]),
-                        text(&e["last_error"]),
+                        output::truncate(&text(&e["last_error"]), 60),
                     ]
                 });
-                println!(
-                    "{}",
-                    table(&["ENDPOINT", "KIND", "STATE", "SINCE", "LAST ERROR"], &rows)
-                );
-            }
-            Ok(())
+                table(&["ENDPOINT", "KIND", "STATE", "SINCE", "LAST ERROR"], &rows)
+            })
         }
         EndpointCommand::Reauthorize {
             site,
@@ -90,25 +96,21 @@ pub async fn run(client: &Client, command: EndpointCommand) -> Result<(), CliErr
                 None => serde_json::json!({ "token": secret }),
             };
             let v = client
-                .post(
-                    &format!("/sites/{}/endpoints/{}/reauthorize", seg(&site), seg(&name)),
-                    body,
-                )
+                .post(&["sites", &site, "endpoints", &name, "reauthorize"], body)
                 .await?;
-            if !client.print_json(&v) {
-                println!("Endpoint {name} reauthorized: now {}", text(&v["state"]));
-            }
-            Ok(())
+            output::answer(client.json, &v, |v| {
+                format!("Endpoint {name} reauthorized: now {}", text(&v["state"]))
+            })
         }
         EndpointCommand::Test { site, name } => {
             let v = client
                 .post(
-                    &format!("/sites/{}/endpoints/{}/test", seg(&site), seg(&name)),
+                    &["sites", &site, "endpoints", &name, "test"],
                     serde_json::json!({}),
                 )
                 .await?;
-            if !client.print_json(&v) {
-                println!(
+            output::answer(client.json, &v, |v| {
+                format!(
                     "Endpoint {name}: {} in {} ms ({}); now {}",
                     if v["ok"].as_bool() == Some(true) {
                         "reachable"
@@ -118,8 +120,8 @@ pub async fn run(client: &Client, command: EndpointCommand) -> Result<(), CliErr
                     text(&v["latency_ms"]),
                     text(&v["detail"]),
                     text(&v["state"])
-                );
-            }
+                )
+            })?;
             if v["ok"].as_bool() == Some(false) {
                 return Err(CliError::Failed(format!(
                     "endpoint {name} cannot be reached"

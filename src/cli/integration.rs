@@ -1,71 +1,73 @@
 //! `sluice integration pause|resume|start|stop|list|show`.
 
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
-
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::client::{rows, seg, table, text, CliError, Client};
+use super::client::Client;
+use super::error::CliError;
+use super::flow::flows_table;
+use super::output::{self, rows, table, text};
+use super::resume;
 
 #[derive(Debug, Subcommand)]
 pub enum IntegrationCommand {
-    /// Stop sending; records keep being captured and queue in order.
+    /// Stop sending; records are still captured and queue in order.
+    /// Returns once no send will start any more.
     Pause {
+        /// The site, e.g. LIVE.
         site: String,
+        /// The integration.
         name: String,
-        #[arg(long)]
+        /// Why (kept with the hold and in the audit trail).
+        #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
-    /// Send the queue in order, with a progress bar until it is sent.
+    /// Lift the operator's hold and send the queue in creation order,
+    /// showing progress until the backlog is sent.
     Resume {
+        /// The site, e.g. LIVE.
         site: String,
+        /// The integration.
         name: String,
-        #[arg(long)]
+        /// Why (kept in the audit trail).
+        #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
-        /// Return at once instead of following the drain.
+        /// Return at once instead of following the backlog.
         #[arg(long)]
         detach: bool,
     },
-    /// Activate a stopped integration.
+    /// Activate a stopped integration (starts are queued, one at a time).
     Start {
+        /// The site, e.g. LIVE.
         site: String,
+        /// The integration.
         name: String,
-        #[arg(long)]
+        /// Why (kept in the audit trail).
+        #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
-    /// Deactivate: nothing is captured or sent.
+    /// Deactivate: nothing is captured and nothing is sent.
     Stop {
+        /// The site, e.g. LIVE.
         site: String,
+        /// The integration.
         name: String,
-        #[arg(long)]
+        /// Why (kept in the audit trail).
+        #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
     /// A site's integrations.
-    List { site: String },
-    /// One integration with its flows and holds.
-    Show { site: String, name: String },
-}
-
-fn path(site: &str, name: &str) -> String {
-    format!("/sites/{}/integrations/{}", seg(site), seg(name))
-}
-
-fn holds_text(v: &Value) -> String {
-    v["holds"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| {
-            format!(
-                "{} by {} ({})",
-                text(&h["kind"]),
-                text(&h["by"]),
-                text(&h["reason"])
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+    List {
+        /// The site, e.g. LIVE.
+        site: String,
+    },
+    /// One integration: state, status, holds, the resume under way, flows.
+    Show {
+        /// The site, e.g. LIVE.
+        site: String,
+        /// The integration.
+        name: String,
+    },
 }
 
 pub async fn run(client: &Client, command: IntegrationCommand) -> Result<(), CliError> {
@@ -84,78 +86,16 @@ pub async fn run(client: &Client, command: IntegrationCommand) -> Result<(), Cli
             name,
             reason,
             detach,
-        } => {
-            let started = Instant::now();
-            let v = client
-                .post(
-                    &format!("{}/resume", path(&site, &name)),
-                    json!({ "reason": reason }),
-                )
-                .await?;
-            if client.print_json(&v) || detach {
-                if !client.json {
-                    println!("Integration {name} resumed; {} queued.", text(&v["queued"]));
-                }
-                return Ok(());
-            }
-            follow(client, &site, &name, v, started).await
-        }
+        } => resume::run(client, &site, &name, reason, detach).await,
         IntegrationCommand::List { site } => {
-            let v = client
-                .get(&format!("/sites/{}/integrations", seg(&site)))
-                .await?;
-            if !client.print_json(&v) {
-                let rows = rows(&v, |i| {
-                    vec![
-                        text(&i["name"]),
-                        text(&i["state"]),
-                        text(&i["status"]),
-                        text(&i["queued"]),
-                        holds_text(i),
-                    ]
-                });
-                println!(
-                    "{}",
-                    table(
-                        &["INTEGRATION", "STATE", "STATUS", "QUEUED", "HOLDS"],
-                        &rows
-                    )
-                );
-            }
-            Ok(())
+            let v = client.get(&["sites", &site, "integrations"], &[]).await?;
+            output::answer(client.json, &v, list_table)
         }
         IntegrationCommand::Show { site, name } => {
-            let v = client.get(&path(&site, &name)).await?;
-            if !client.print_json(&v) {
-                println!(
-                    "{site}/{name}: {} ({}), {} queued",
-                    text(&v["state"]),
-                    text(&v["status"]),
-                    text(&v["queued"])
-                );
-                let holds = holds_text(&v);
-                if !holds.is_empty() {
-                    println!("holds: {holds}");
-                }
-                let rows = rows(&v["flows"], |f| {
-                    vec![
-                        text(&f["name"]),
-                        format!("{} → {}", text(&f["source"]), text(&f["target"])),
-                        text(&f["schedule"]),
-                        text(&f["status"]),
-                        text(&f["last_run"]["result"]),
-                        text(&f["last_run"]["captured"]),
-                    ]
-                });
-                println!(
-                    "{}",
-                    table(
-                        &["FLOW", "ROUTE", "SCHEDULE", "STATUS", "LAST RUN", "CAPTURED"],
-                        &rows
-                    )
-                );
-            }
-            Ok(())
+            let v = client
+                .get(&["sites", &site, "integrations", &name], &[])
+                .await?;
+            output::answer(client.json, &v, show_text)
         }
     }
 }
@@ -170,82 +110,127 @@ async fn act(
 ) -> Result<(), CliError> {
     let v = client
         .post(
-            &format!("{}/{verb}", path(site, name)),
+            &["sites", site, "integrations", name, verb],
             json!({ "reason": reason }),
         )
         .await?;
-    if !client.print_json(&v) {
-        println!("Integration {name} {done}; {} queued.", text(&v["queued"]));
-    }
-    Ok(())
+    output::answer(client.json, &v, |v| act_text(name, done, v))
 }
 
-/// Follows the drain a resume started until the backlog is sent.
-async fn follow(
-    client: &Client,
-    site: &str,
-    name: &str,
-    first: Value,
-    started: Instant,
-) -> Result<(), CliError> {
-    let tty = std::io::stderr().is_terminal();
-    let bar = indicatif::ProgressBar::new(0);
-    if tty {
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} transactions  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let mut v = first;
-    let mut total = 0i64;
-    let mut last_print = Instant::now() - Duration::from_secs(2);
-    loop {
-        let resume = &v["resume"];
-        if resume.is_null() {
-            break;
-        }
-        let done = resume["done"].as_i64().unwrap_or(0);
-        total = resume["total"].as_i64().unwrap_or(total);
-        let rate = resume["rate"].as_f64().unwrap_or(0.0);
-        let eta = resume["eta_s"].as_f64();
-        bar.set_length(total.max(0) as u64);
-        bar.set_position(done.max(0) as u64);
-        bar.set_message(format!(
-            "{rate:.0}/s{}",
-            eta.map(|e| format!(", {e:.0}s left")).unwrap_or_default()
-        ));
-        if !tty && last_print.elapsed() >= Duration::from_secs(1) {
-            println!("progress: {done}/{total}");
-            last_print = Instant::now();
-        }
-        let holds = v["holds"].as_array().is_some_and(|h| !h.is_empty());
-        if holds {
-            bar.abandon();
-            return Err(CliError::Failed(format!(
-                "integration {name} is held and not sending: {} ({done}/{total} sent)",
-                holds_text(&v)
-            )));
-        }
-        if total > 0 && done >= total {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        v = client.get(&path(site, name)).await?;
-    }
-    bar.finish_and_clear();
-    if total == 0 {
-        total = v["resume"]["total"].as_i64().unwrap_or(0);
-    }
-    let sent = if total == 0 {
-        "nothing was queued".to_string()
-    } else {
-        format!("{total} transactions sent")
-    };
-    println!(
-        "Resumed {name}: {sent} in {:.1}s",
-        started.elapsed().as_secs_f64()
+/// `Integration orders paused; 12 queued.`
+pub fn act_text(name: &str, done: &str, answer: &Value) -> String {
+    format!(
+        "Integration {name} {done}; {} queued.",
+        text(&answer["queued"])
+    )
+}
+
+pub fn list_table(integrations: &Value) -> String {
+    let rows = rows(integrations, |i| {
+        vec![
+            text(&i["name"]),
+            text(&i["state"]),
+            text(&i["status"]),
+            text(&i["queued"]),
+            output::holds(i).join("; "),
+        ]
+    });
+    table(
+        &["INTEGRATION", "STATE", "STATUS", "QUEUED", "HOLDS"],
+        &rows,
+    )
+}
+
+pub fn show_text(i: &Value) -> String {
+    let mut out = format!(
+        "Integration {}/{}: {}, {}, {} queued",
+        text(&i["site"]),
+        text(&i["name"]),
+        text(&i["state"]),
+        text(&i["status"]),
+        text(&i["queued"])
     );
-    Ok(())
+    let holds = output::holds(i);
+    if !holds.is_empty() {
+        out.push_str("\nholds (it sends only when there are none):");
+        for hold in holds {
+            out.push_str(&format!("\n  {hold}"));
+        }
+    }
+    let resume = &i["resume"];
+    if !resume.is_null() {
+        out.push_str(&format!(
+            "\nresuming: {}/{} sent, {}",
+            text(&resume["done"]),
+            text(&resume["total"]),
+            resume::progress_message(
+                resume["rate"].as_f64().unwrap_or(0.0),
+                resume["eta_s"].as_f64(),
+                None
+            )
+        ));
+    }
+    if !i["stalled"].is_null() {
+        out.push_str(&format!("\nstalled: {}", text(&i["stalled"])));
+    }
+    if !i["blocked"].is_null() {
+        out.push_str(&format!(
+            "\nblocked behind transaction {}: {}",
+            text(&i["blocked"]["seq"]),
+            text(&i["blocked"]["error"])
+        ));
+    }
+    out.push('\n');
+    out.push_str(&flows_table(&i["flows"]));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn orders() -> Value {
+        json!({
+            "name": "orders", "site": "LIVE", "state": "paused", "status": "Running",
+            "holds": [{"kind": "operator", "by": "ann@cli", "since": "T1", "reason": "stocktake"}],
+            "queued": 12, "on_error": "block",
+            "resume": null, "stalled": null, "blocked": null,
+            "flows": [{"name": "web", "source": "shop", "target": "crm", "schedule": null,
+                       "status": "", "last_run": null}]
+        })
+    }
+
+    #[test]
+    fn actions_say_what_happened() {
+        assert_eq!(
+            act_text("orders", "paused", &orders()),
+            "Integration orders paused; 12 queued."
+        );
+    }
+
+    #[test]
+    fn the_list_names_the_holds() {
+        assert_eq!(
+            list_table(&json!([orders()])),
+            "INTEGRATION  STATE   STATUS   QUEUED  HOLDS\n\
+             orders       paused  Running  12      operator by ann@cli since T1: stocktake"
+        );
+    }
+
+    #[test]
+    fn show_lists_holds_progress_and_flows() {
+        let mut i = orders();
+        i["resume"] = json!({"done": 40, "total": 150, "rate": 20.0, "eta_s": 5.5});
+        i["blocked"] = json!({"seq": 41, "error": "HTTP 422: no such customer"});
+        assert_eq!(
+            show_text(&i),
+            "Integration LIVE/orders: paused, Running, 12 queued\n\
+             holds (it sends only when there are none):\n  \
+             operator by ann@cli since T1: stocktake\n\
+             resuming: 40/150 sent, 20.0/s, 6s left\n\
+             blocked behind transaction 41: HTTP 422: no such customer\n\
+             FLOW  ROUTE       SCHEDULE  STATUS  LAST RUN  FINISHED  CAPTURED  ERROR\n\
+             web   shop → crm"
+        );
+    }
 }

@@ -1,117 +1,152 @@
-//! `sluice log SITE [--follow]`.
+//! `sluice log SITE [--level N] [--since TIME] [--limit N] [--follow]`: the
+//! site log in seed 000's format, as the daemon formats it.
 
 use clap::Args;
 use futures_util::StreamExt;
 
-use super::client::{seg, CliError, Client};
+use super::client::Client;
+use super::error::CliError;
+use super::output;
+use super::sse::SseParser;
 
 #[derive(Debug, Args)]
 pub struct LogArgs {
+    /// The site, e.g. LIVE.
     pub site: String,
-    /// Only lines at this level or more important (lower number).
-    #[arg(long)]
+    /// Only lines at this level or more important (a lower number; 4 is
+    /// site and thread starts and stops).
+    #[arg(long, value_name = "N")]
     pub level: Option<u8>,
-    /// Only lines from this time on (RFC 3339, or milliseconds since the epoch).
-    #[arg(long)]
+    /// Only lines from this time on: RFC 3339 (2026-11-24T15:04:05Z) or
+    /// milliseconds since the epoch. Not with --follow.
+    #[arg(long, value_name = "TIME", conflicts_with = "follow")]
     pub since: Option<String>,
-    /// At most this many lines (the newest).
-    #[arg(long)]
+    /// At most this many lines, the newest (with --follow: how many recent
+    /// lines to show first).
+    #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Keep printing lines as they are written.
+    /// Keep printing lines as they are written, until Ctrl-C.
     #[arg(long, short)]
     pub follow: bool,
 }
 
+impl LogArgs {
+    /// The query of `GET /sites/{site}/log`.
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if let Some(level) = self.level {
+            query.push(("level", level.to_string()));
+        }
+        if let Some(since) = &self.since {
+            query.push(("since", since.clone()));
+        }
+        if let Some(limit) = self.limit {
+            query.push(("limit", limit.to_string()));
+        }
+        query
+    }
+
+    /// The query of `GET /sites/{site}/log/stream`.
+    fn stream_query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if let Some(level) = self.level {
+            query.push(("level", level.to_string()));
+        }
+        if let Some(tail) = self.limit {
+            query.push(("tail", tail.to_string()));
+        }
+        query
+    }
+}
+
 pub async fn run(client: &Client, args: LogArgs) -> Result<(), CliError> {
-    let mut query = Vec::new();
-    if let Some(l) = args.level {
-        query.push(format!("level={l}"));
-    }
     if args.follow {
-        if let Some(n) = args.limit {
-            query.push(format!("tail={n}"));
-        }
-        let response = client
-            .stream(&format!(
-                "/sites/{}/log/stream?{}",
-                seg(&args.site),
-                query.join("&")
-            ))
-            .await?;
-        let mut parser = SseParser::default();
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| CliError::Failed(format!("the log stream broke: {e}")))?;
-            for line in parser.push(&chunk) {
-                println!("{line}");
-            }
-        }
-        return Ok(());
-    }
-    if let Some(s) = &args.since {
-        query.push(format!("since={}", seg(s)));
-    }
-    if let Some(n) = args.limit {
-        query.push(format!("limit={n}"));
+        return follow(client, &args).await;
     }
     let text = client
-        .get_text(&format!(
-            "/sites/{}/log?{}",
-            seg(&args.site),
-            query.join("&")
-        ))
+        .get_text(&["sites", &args.site, "log"], &args.query())
         .await?;
-    print!("{text}");
-    Ok(())
+    output::text_block(&text)
 }
 
-/// Reads server-sent events from chunks that may split lines and events
-/// anywhere; yields each event's data (lines joined with '\n').
-#[derive(Debug, Default)]
-pub struct SseParser {
-    buffer: Vec<u8>,
-    data: Vec<String>,
-}
-
-impl SseParser {
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
-        self.buffer.extend_from_slice(chunk);
-        let mut events = Vec::new();
-        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = self.buffer.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&raw);
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    events.push(self.data.join("\n"));
-                    self.data.clear();
+/// Prints each line of the log stream as it arrives, until Ctrl-C or the
+/// daemon ends the stream.
+async fn follow(client: &Client, args: &LogArgs) -> Result<(), CliError> {
+    let response = client
+        .stream(
+            &["sites", &args.site, "log", "stream"],
+            &args.stream_query(),
+        )
+        .await?;
+    let mut body = response.bytes_stream();
+    let mut parser = SseParser::default();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let chunk = tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            chunk = body.next() => chunk,
+        };
+        match chunk {
+            Some(Ok(bytes)) => {
+                for line in parser.push(&bytes) {
+                    output::line(line)?;
                 }
-            } else if line.starts_with(':') {
-                // A comment (keep-alive).
-            } else if let Some(value) = line.strip_prefix("data:") {
-                self.data
-                    .push(value.strip_prefix(' ').unwrap_or(value).to_string());
+            }
+            Some(Err(e)) => {
+                return Err(CliError::Failed(format!(
+                    "the log stream from {} broke off: {e}",
+                    client.server()
+                )))
+            }
+            None => {
+                eprintln!("(the daemon ended the log stream)");
+                return Ok(());
             }
         }
-        events
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: LogArgs,
+    }
+
+    fn args(argv: &[&str]) -> LogArgs {
+        Wrap::try_parse_from(std::iter::once("log").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
 
     #[test]
-    fn events_split_across_chunks() {
-        let mut p = SseParser::default();
-        assert!(p
-            .push(b"id: 1\ndata: 24-Nov-2026 10:00:00 (4) : Site")
-            .is_empty());
+    fn queries_carry_only_what_was_given() {
+        assert!(args(&["LIVE"]).query().is_empty());
         assert_eq!(
-            p.push(b" A started\n\n: keep-alive\n\ndata: two\r\n"),
-            ["24-Nov-2026 10:00:00 (4) : Site A started"]
+            args(&[
+                "LIVE",
+                "--level",
+                "4",
+                "--since",
+                "2026-11-24T10:00:00+01:00",
+                "--limit",
+                "5"
+            ])
+            .query(),
+            [
+                ("level", "4".to_string()),
+                ("since", "2026-11-24T10:00:00+01:00".to_string()),
+                ("limit", "5".to_string())
+            ]
         );
-        assert_eq!(p.push(b"data: lines\n\n"), ["two\nlines"]);
+        assert_eq!(
+            args(&["LIVE", "-f", "--level", "2", "--limit", "0"]).stream_query(),
+            [("level", "2".to_string()), ("tail", "0".to_string())]
+        );
     }
 }

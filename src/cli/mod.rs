@@ -1,31 +1,55 @@
-//! The `sluice` command line. `serve` and `demo` run the daemon; every
-//! other subcommand talks to a running daemon over its REST API.
+//! The `sluice` command line. `serve` and `demo` run the daemon; every other
+//! subcommand is a client of a running daemon's REST API (`/api/v1`).
 //!
-//! Exit codes: 0 success; 1 the daemon refused (its message is printed);
-//! 2 usage or configuration errors; 3 the daemon cannot be reached.
+//! # Layout
+//! - this file: the clap tree, the global options and the dispatch;
+//! - [`client`]: the HTTP client (URLs, actor, token, errors from answers);
+//! - [`error`]: [`CliError`] and its exit codes;
+//! - [`output`]: tables, JSON as text, writes that survive a closed pipe;
+//! - [`sse`]: the server-sent events parser behind `log --follow`;
+//! - one file per subcommand group: [`serve`] (also `demo`), [`status`],
+//!   [`site`], [`integration`] and [`resume`], [`flow`], [`log`], [`tx`],
+//!   [`endpoint`].
+//!
+//! # Exit codes (scripts rely on them)
+//! - 0: success;
+//! - 1: the daemon refused (`error: <its message> (HTTP 409)`), or the
+//!   command failed otherwise (a resume that stopped on a hold);
+//! - 2: usage or configuration errors;
+//! - 3: the daemon cannot be reached.
+//!
+//! Every request names its actor, `X-Sluice-Actor: $USER@cli`, for the
+//! daemon's audit trail; `--token` is sent as `Authorization: Bearer`.
 
-mod client;
-mod endpoint;
-mod flow;
-mod integration;
-mod log;
-mod site;
-mod status;
-mod tx;
+pub mod client;
+pub mod endpoint;
+pub mod error;
+pub mod flow;
+pub mod integration;
+pub mod log;
+pub mod output;
+pub mod resume;
+pub mod serve;
+pub mod site;
+pub mod sse;
+pub mod status;
+pub mod tx;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+use reqwest::Url;
 
-pub use client::{CliError, Client};
+pub use client::Client;
+pub use error::CliError;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice",
     version,
-    about = "An integration runtime: sites, integrations, flows and a durable ordered queue."
+    about = "An integration runtime: sites, integrations, flows and a durable ordered queue.",
+    after_help = "Exit codes: 0 success, 1 the daemon refused, 2 usage or configuration \
+                  error, 3 the daemon cannot be reached."
 )]
 pub struct Cli {
     /// The daemon's address.
@@ -33,11 +57,19 @@ pub struct Cli {
         long,
         global = true,
         env = "SLUICE_SERVER",
-        default_value = "http://127.0.0.1:7070"
+        default_value = "http://127.0.0.1:7070",
+        value_name = "URL",
+        value_parser = client::parse_server
     )]
-    pub server: String,
+    pub server: Url,
     /// API token, sent as `Authorization: Bearer`.
-    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// Print the daemon's JSON answers instead of text.
     #[arg(long, global = true)]
@@ -49,134 +81,430 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
-    Serve(ServeArgs),
-    /// Run the demo: the daemon on the embedded demo configuration and a
+    Serve(serve::ServeArgs),
+    /// Run the demo: the daemon on the embedded demo configuration, with a
     /// local HTTP target that prints what it receives.
-    Demo(DemoArgs),
+    Demo(serve::DemoArgs),
     /// Every site and integration at a glance.
     Status,
-    /// Start, stop and list sites.
+    /// Start, stop, list, show and reload sites; their audit trail.
     #[command(subcommand)]
     Site(site::SiteCommand),
-    /// Pause, resume, start, stop and show integrations.
+    /// Pause, resume, start, stop, list and show integrations.
     #[command(subcommand)]
     Integration(integration::IntegrationCommand),
-    /// Run flows ('Send All', 'Send Changed').
+    /// Run flows ('Send All', 'Send Changed') and list them.
     #[command(subcommand)]
     Flow(flow::FlowCommand),
     /// Show a site's log; --follow streams it.
     Log(log::LogArgs),
-    /// List, retry, replay or ignore an integration's transactions.
+    /// List, show, retry, replay or ignore an integration's transactions.
     #[command(subcommand)]
     Tx(tx::TxCommand),
-    /// List endpoints and test them.
+    /// List endpoints, test them, give them new credentials.
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCommand),
 }
 
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// The configuration file.
-    #[arg(long, short, env = "SLUICE_CONFIG")]
-    pub config: PathBuf,
-    /// Listen here instead of the file's `listen`.
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
-    /// Keep data here instead of the file's `data_dir`.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Listen here instead of 127.0.0.1:7070.
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
-    /// Keep data here instead of ./sluice-demo.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-}
-
-/// Parses the command line and runs it.
+/// Parses the command line (a usage error exits with 2) and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start: {e}");
+            eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if !e.is_quiet() {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
     }
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let client = Client::new(&cli.server, cli.token.clone(), cli.json);
+    let client = || Client::new(cli.server.clone(), cli.token.clone(), cli.json);
     match cli.command {
-        Command::Serve(args) => serve(args).await,
-        Command::Demo(args) => crate::demo::run(args.listen, args.data_dir)
-            .await
-            .map_err(|e| CliError::Failed(format!("{e:#}"))),
-        Command::Status => status::run(&client).await,
-        Command::Site(c) => site::run(&client, c).await,
-        Command::Integration(c) => integration::run(&client, c).await,
-        Command::Flow(c) => flow::run(&client, c).await,
-        Command::Log(args) => log::run(&client, args).await,
-        Command::Tx(c) => tx::run(&client, c).await,
-        Command::Endpoint(c) => endpoint::run(&client, c).await,
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Demo(args) => serve::demo(args).await,
+        Command::Status => status::run(&client()?).await,
+        Command::Site(c) => site::run(&client()?, c).await,
+        Command::Integration(c) => integration::run(&client()?, c).await,
+        Command::Flow(c) => flow::run(&client()?, c).await,
+        Command::Log(args) => log::run(&client()?, args).await,
+        Command::Tx(c) => tx::run(&client()?, c).await,
+        Command::Endpoint(c) => endpoint::run(&client()?, c).await,
     }
-}
-
-async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let mut config = crate::config::Config::load(&args.config, args.data_dir.as_deref())
-        .map_err(|e| CliError::Config(e.to_string()))?;
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    crate::engine::serve(config)
-        .await
-        .map_err(|e| CliError::Failed(format!("{e:#}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
     }
 
+    fn parsed(args: &[&str]) -> Command {
+        match parse(args) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    fn refused(args: &[&str]) -> ErrorKind {
+        let e = parse(args).expect_err("a usage error");
+        assert_eq!(e.exit_code(), 2, "usage errors exit with 2");
+        e.kind()
+    }
+
     #[test]
-    fn subcommands_parse() {
-        assert!(parse(&["status"]).is_ok());
-        assert!(parse(&["site", "stop", "LIVE", "--reason", "stocktake"]).is_ok());
-        assert!(
-            parse(&["site", "stop", "LIVE"]).is_err(),
-            "a stop needs --reason"
+    fn the_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options() {
+        let cli = parse(&["status"]).unwrap();
+        assert!(!cli.json);
+        assert!(matches!(cli.command, Command::Status));
+        let cli = parse(&["status", "--json", "--server", "http://h:1"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.server.as_str(), "http://h:1/");
+        let cli = parse(&["--token", "t0k", "site", "list"]).unwrap();
+        assert_eq!(cli.token.as_deref(), Some("t0k"));
+        assert_eq!(
+            refused(&["--server", "127.0.0.1:7070", "status"]),
+            ErrorKind::ValueValidation
         );
-        assert!(parse(&["integration", "resume", "LIVE", "orders", "--detach"]).is_ok());
-        assert!(parse(&["flow", "run", "LIVE", "f", "--all"]).is_ok());
-        assert!(
-            parse(&["flow", "run", "LIVE", "f"]).is_err(),
-            "--all or --changed"
+        assert_eq!(
+            refused(&[]),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
         );
-        assert!(parse(&["flow", "run", "LIVE", "f", "--all", "--changed"]).is_err());
-        assert!(parse(&["log", "LIVE", "--follow", "--level", "4"]).is_ok());
-        assert!(parse(&["tx", "list", "LIVE", "orders", "--state", "error"]).is_ok());
-        assert!(parse(&["tx", "retry", "LIVE", "orders", "12"]).is_ok());
-        assert!(parse(&["tx", "ignore", "LIVE", "orders", "x"]).is_err());
-        assert!(parse(&["endpoint", "test", "LIVE", "crm"]).is_ok());
-        assert!(parse(&["serve", "--config", "x.toml", "--listen", "127.0.0.1:0"]).is_ok());
-        let cli = parse(&["--server", "http://h:1", "status"]).unwrap();
-        assert_eq!(cli.server, "http://h:1");
+        assert_eq!(refused(&["nonsense"]), ErrorKind::InvalidSubcommand);
+    }
+
+    #[test]
+    fn the_token_is_not_shown_in_help() {
+        std::env::set_var("SLUICE_TOKEN", "s3cret-value");
+        let help = Cli::command().render_help().to_string();
+        std::env::remove_var("SLUICE_TOKEN");
+        assert!(help.contains("SLUICE_TOKEN"), "{help}");
+        assert!(!help.contains("s3cret-value"), "{help}");
+    }
+
+    #[test]
+    fn serve_and_demo() {
+        match parsed(&[
+            "serve",
+            "--config",
+            "x.toml",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "d",
+        ]) {
+            Command::Serve(a) => {
+                assert_eq!(a.config.to_str(), Some("x.toml"));
+                assert_eq!(a.listen, Some("127.0.0.1:0".parse().unwrap()));
+                assert_eq!(a.data_dir.as_deref().and_then(|d| d.to_str()), Some("d"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            refused(&["serve", "--config", "x", "--listen", "nowhere"]),
+            ErrorKind::ValueValidation
+        );
+        // --config may come from SLUICE_CONFIG (one test touches it).
+        std::env::remove_var("SLUICE_CONFIG");
+        assert_eq!(refused(&["serve"]), ErrorKind::MissingRequiredArgument);
+        std::env::set_var("SLUICE_CONFIG", "from-env.toml");
+        let from_env = parse(&["serve"]);
+        std::env::remove_var("SLUICE_CONFIG");
+        match from_env.map(|c| c.command) {
+            Ok(Command::Serve(a)) => assert_eq!(a.config.to_str(), Some("from-env.toml")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parsed(&["demo"]), Command::Demo(_)));
+        assert!(matches!(
+            parsed(&["demo", "--listen", "127.0.0.1:7171", "--data-dir", "/tmp/x"]),
+            Command::Demo(serve::DemoArgs {
+                listen: Some(_),
+                data_dir: Some(_)
+            })
+        ));
+    }
+
+    #[test]
+    fn site_commands() {
+        use site::SiteCommand as S;
+        assert!(
+            matches!(parsed(&["site", "start", "LIVE"]), Command::Site(S::Start { site }) if site == "LIVE")
+        );
+        match parsed(&[
+            "site",
+            "stop",
+            "LIVE",
+            "--reason",
+            "Stopping integration due to stocktake",
+        ]) {
+            Command::Site(S::Stop { site, reason }) => {
+                assert_eq!(site, "LIVE");
+                assert_eq!(reason, "Stopping integration due to stocktake");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The reason is required by the command line; an empty one is the
+        // daemon's to refuse.
+        assert_eq!(
+            refused(&["site", "stop", "LIVE"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert!(parse(&["site", "stop", "LIVE", "--reason", ""]).is_ok());
+        assert!(matches!(parsed(&["site", "list"]), Command::Site(S::List)));
+        assert!(matches!(
+            parsed(&["site", "show", "DEV"]),
+            Command::Site(S::Show { .. })
+        ));
+        assert!(matches!(
+            parsed(&["site", "reload", "DEV"]),
+            Command::Site(S::Reload { .. })
+        ));
+        assert!(matches!(
+            parsed(&["site", "audit", "DEV", "--limit", "5"]),
+            Command::Site(S::Audit { limit: Some(5), .. })
+        ));
+        assert_eq!(
+            refused(&["site", "start"]),
+            ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn integration_commands() {
+        use integration::IntegrationCommand as I;
+        match parsed(&[
+            "integration",
+            "pause",
+            "LIVE",
+            "orders",
+            "--reason",
+            "stocktake",
+        ]) {
+            Command::Integration(I::Pause { site, name, reason }) => {
+                assert_eq!((site.as_str(), name.as_str()), ("LIVE", "orders"));
+                assert_eq!(reason.as_deref(), Some("stocktake"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parsed(&["integration", "pause", "LIVE", "orders"]),
+            Command::Integration(I::Pause { reason: None, .. })
+        ));
+        assert!(matches!(
+            parsed(&["integration", "start", "LIVE", "orders"]),
+            Command::Integration(I::Start { .. })
+        ));
+        assert!(matches!(
+            parsed(&["integration", "stop", "LIVE", "orders", "--reason", "r"]),
+            Command::Integration(I::Stop {
+                reason: Some(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parsed(&["integration", "resume", "LIVE", "orders"]),
+            Command::Integration(I::Resume { detach: false, .. })
+        ));
+        assert!(matches!(
+            parsed(&["integration", "resume", "LIVE", "orders", "--detach"]),
+            Command::Integration(I::Resume { detach: true, .. })
+        ));
+        assert!(matches!(
+            parsed(&["integration", "list", "LIVE"]),
+            Command::Integration(I::List { .. })
+        ));
+        assert!(matches!(
+            parsed(&["integration", "show", "LIVE", "orders"]),
+            Command::Integration(I::Show { .. })
+        ));
+        assert_eq!(
+            refused(&["integration", "pause", "LIVE"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            refused(&["integration", "show", "LIVE", "orders", "--detach"]),
+            ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn flow_run_needs_exactly_one_mode() {
+        use flow::FlowCommand as F;
+        assert!(matches!(
+            parsed(&["flow", "run", "LIVE", "customers", "--all"]),
+            Command::Flow(F::Run {
+                all: true,
+                changed: false,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parsed(&["flow", "run", "LIVE", "customers", "--changed"]),
+            Command::Flow(F::Run {
+                all: false,
+                changed: true,
+                ..
+            })
+        ));
+        assert_eq!(
+            refused(&["flow", "run", "LIVE", "customers"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            refused(&["flow", "run", "LIVE", "customers", "--all", "--changed"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert!(matches!(
+            parsed(&["flow", "list", "LIVE"]),
+            Command::Flow(F::List { .. })
+        ));
+    }
+
+    #[test]
+    fn log_options() {
+        match parsed(&[
+            "log",
+            "LIVE",
+            "--level",
+            "4",
+            "--since",
+            "2026-11-24T10:00:00Z",
+            "--limit",
+            "50",
+        ]) {
+            Command::Log(a) => {
+                assert_eq!(a.site, "LIVE");
+                assert_eq!((a.level, a.limit, a.follow), (Some(4), Some(50), false));
+                assert_eq!(a.since.as_deref(), Some("2026-11-24T10:00:00Z"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parsed(&["log", "LIVE", "--follow"]),
+            Command::Log(log::LogArgs { follow: true, .. })
+        ));
+        assert!(matches!(
+            parsed(&["log", "LIVE", "-f", "--limit", "5"]),
+            Command::Log(_)
+        ));
+        assert_eq!(
+            refused(&["log", "LIVE", "--follow", "--since", "1"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            refused(&["log", "LIVE", "--level", "high"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(refused(&["log"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn tx_commands() {
+        use tx::{TxCommand as T, TxStateArg};
+        match parsed(&[
+            "tx", "list", "LIVE", "orders", "--state", "error", "--limit", "10", "--before", "99",
+        ]) {
+            Command::Tx(T::List {
+                site,
+                integration,
+                state,
+                limit,
+                before,
+            }) => {
+                assert_eq!((site.as_str(), integration.as_str()), ("LIVE", "orders"));
+                assert_eq!(
+                    (state, limit, before),
+                    (Some(TxStateArg::Error), Some(10), Some(99))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for state in ["queued", "sending", "sent", "error", "ignored"] {
+            assert!(
+                parse(&["tx", "list", "LIVE", "orders", "--state", state]).is_ok(),
+                "{state}"
+            );
+        }
+        assert_eq!(
+            refused(&["tx", "list", "LIVE", "orders", "--state", "lost"]),
+            ErrorKind::InvalidValue
+        );
+        assert!(matches!(
+            parsed(&["tx", "show", "LIVE", "orders", "3"]),
+            Command::Tx(T::Show { seq: 3, .. })
+        ));
+        assert!(matches!(
+            parsed(&["tx", "retry", "LIVE", "orders", "12"]),
+            Command::Tx(T::Retry { seq: 12, .. })
+        ));
+        assert!(matches!(
+            parsed(&["tx", "replay", "LIVE", "orders", "1"]),
+            Command::Tx(T::Replay { .. })
+        ));
+        assert!(matches!(
+            parsed(&["tx", "ignore", "LIVE", "orders", "5"]),
+            Command::Tx(T::Ignore { .. })
+        ));
+        assert_eq!(
+            refused(&["tx", "ignore", "LIVE", "orders", "x"]),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn endpoint_commands() {
+        use endpoint::EndpointCommand as E;
+        assert!(matches!(
+            parsed(&["endpoint", "list", "LIVE"]),
+            Command::Endpoint(E::List { .. })
+        ));
+        assert!(matches!(
+            parsed(&["endpoint", "test", "LIVE", "crm"]),
+            Command::Endpoint(E::Test { .. })
+        ));
+        assert!(matches!(
+            parsed(&[
+                "endpoint",
+                "reauthorize",
+                "LIVE",
+                "crm",
+                "--secret-env",
+                "CRM_TOKEN"
+            ]),
+            Command::Endpoint(E::Reauthorize { .. })
+        ));
+        assert_eq!(
+            refused(&[
+                "endpoint",
+                "reauthorize",
+                "LIVE",
+                "crm",
+                "--secret-env",
+                "X",
+                "--stdin"
+            ]),
+            ErrorKind::ArgumentConflict
+        );
     }
 }

@@ -1,82 +1,96 @@
-//! `sluice tx list SITE INTEGRATION`.
+//! `sluice tx list|show|retry|replay|ignore SITE INTEGRATION …`: an
+//! integration's transactions and seed 002's error-handling suite.
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
+use serde_json::{json, Value};
 
-use super::client::{rows, seg, table, text, CliError, Client};
+use super::client::Client;
+use super::error::CliError;
+use super::output::{self, rows, table, text, truncate};
+
+/// How much of a transaction's last error the list shows.
+const ERROR_WIDTH: usize = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TxStateArg {
+    Queued,
+    Sending,
+    Sent,
+    Error,
+    Ignored,
+}
+
+impl TxStateArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            TxStateArg::Queued => "queued",
+            TxStateArg::Sending => "sending",
+            TxStateArg::Sent => "sent",
+            TxStateArg::Error => "error",
+            TxStateArg::Ignored => "ignored",
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum TxCommand {
     /// An integration's transactions, newest first.
     List {
+        /// The site, e.g. LIVE.
         site: String,
+        /// The integration.
         integration: String,
-        /// queued, sending, sent, error or ignored.
-        #[arg(long)]
-        state: Option<String>,
+        /// Only transactions in this state.
+        #[arg(long, value_enum)]
+        state: Option<TxStateArg>,
         /// At most this many (default 100, at most 1000).
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         limit: Option<usize>,
         /// Only those with a smaller sequence number (to page back).
-        #[arg(long)]
+        #[arg(long, value_name = "SEQ")]
         before: Option<i64>,
     },
-    /// Send a failed (error) transaction again, in its place in the queue.
-    Retry {
+    /// One transaction with its record.
+    Show {
+        /// The site, e.g. LIVE.
         site: String,
+        /// The integration.
         integration: String,
+        /// The transaction's sequence number.
+        seq: i64,
+    },
+    /// Send a failed transaction again, in its place in the queue.
+    Retry {
+        /// The site, e.g. LIVE.
+        site: String,
+        /// The integration.
+        integration: String,
+        /// The transaction's sequence number.
         seq: i64,
     },
     /// Queue a copy of a transaction at the end of the queue.
     Replay {
+        /// The site, e.g. LIVE.
         site: String,
+        /// The integration.
         integration: String,
+        /// The transaction's sequence number.
         seq: i64,
     },
     /// Give up on a queued or failed transaction: the queue moves on.
     Ignore {
+        /// The site, e.g. LIVE.
         site: String,
+        /// The integration.
         integration: String,
+        /// The transaction's sequence number.
         seq: i64,
     },
 }
 
 pub async fn run(client: &Client, command: TxCommand) -> Result<(), CliError> {
-    let act = |site: String, integration: String, seq: i64, verb: &'static str| async move {
-        let v = client
-            .post(
-                &format!(
-                    "/sites/{}/integrations/{}/transactions/{seq}/{verb}",
-                    seg(&site),
-                    seg(&integration)
-                ),
-                serde_json::json!({}),
-            )
-            .await?;
-        if !client.print_json(&v) {
-            println!(
-                "Transaction {} of {integration}: {}",
-                text(&v["seq"]),
-                text(&v["state"])
-            );
-        }
-        Ok::<(), CliError>(())
-    };
+    let json = client.json;
     match command {
-        TxCommand::Retry {
-            site,
-            integration,
-            seq,
-        } => act(site, integration, seq, "retry").await?,
-        TxCommand::Replay {
-            site,
-            integration,
-            seq,
-        } => act(site, integration, seq, "replay").await?,
-        TxCommand::Ignore {
-            site,
-            integration,
-            seq,
-        } => act(site, integration, seq, "ignore").await?,
         TxCommand::List {
             site,
             integration,
@@ -85,56 +99,173 @@ pub async fn run(client: &Client, command: TxCommand) -> Result<(), CliError> {
             before,
         } => {
             let mut query = Vec::new();
-            if let Some(s) = state {
-                query.push(format!("state={}", seg(&s)));
+            if let Some(state) = state {
+                query.push(("state", state.as_str().to_string()));
             }
-            if let Some(l) = limit {
-                query.push(format!("limit={l}"));
+            if let Some(limit) = limit {
+                query.push(("limit", limit.to_string()));
             }
-            if let Some(b) = before {
-                query.push(format!("before={b}"));
+            if let Some(before) = before {
+                query.push(("before", before.to_string()));
             }
             let v = client
-                .get(&format!(
-                    "/sites/{}/integrations/{}/transactions?{}",
-                    seg(&site),
-                    seg(&integration),
-                    query.join("&")
-                ))
+                .get(
+                    &["sites", &site, "integrations", &integration, "transactions"],
+                    &query,
+                )
                 .await?;
-            if !client.print_json(&v) {
-                let rows = rows(&v, |t| {
-                    let mut err = text(&t["last_error"]);
-                    if err.chars().count() > 60 {
-                        err = err.chars().take(59).collect::<String>() + "…";
-                    }
-                    vec![
-                        text(&t["seq"]),
-                        text(&t["state"]),
-                        text(&t["flow"]),
-                        text(&t["key"]),
-                        text(&t["attempts"]),
-                        text(&t["created_at"]),
-                        err,
-                    ]
-                });
-                println!(
-                    "{}",
-                    table(
-                        &[
-                            "SEQ",
-                            "STATE",
-                            "FLOW",
-                            "KEY",
-                            "ATTEMPTS",
-                            "CREATED",
-                            "LAST ERROR"
-                        ],
-                        &rows
-                    )
-                );
-            }
+            output::answer(json, &v, list_table)
         }
+        TxCommand::Show {
+            site,
+            integration,
+            seq,
+        } => {
+            let seq = seq.to_string();
+            let v = client
+                .get(
+                    &[
+                        "sites",
+                        &site,
+                        "integrations",
+                        &integration,
+                        "transactions",
+                        &seq,
+                    ],
+                    &[],
+                )
+                .await?;
+            output::answer(json, &v, show_text)
+        }
+        TxCommand::Retry {
+            site,
+            integration,
+            seq,
+        } => act(client, &site, &integration, seq, "retry").await,
+        TxCommand::Replay {
+            site,
+            integration,
+            seq,
+        } => act(client, &site, &integration, seq, "replay").await,
+        TxCommand::Ignore {
+            site,
+            integration,
+            seq,
+        } => act(client, &site, &integration, seq, "ignore").await,
     }
-    Ok(())
+}
+
+async fn act(
+    client: &Client,
+    site: &str,
+    integration: &str,
+    seq: i64,
+    action: &str,
+) -> Result<(), CliError> {
+    let seq = seq.to_string();
+    let v = client
+        .post(
+            &[
+                "sites",
+                site,
+                "integrations",
+                integration,
+                "transactions",
+                &seq,
+                action,
+            ],
+            json!({}),
+        )
+        .await?;
+    output::answer(client.json, &v, |v| {
+        format!(
+            "Transaction {} of {integration}: {}",
+            text(&v["seq"]),
+            text(&v["state"])
+        )
+    })
+}
+
+pub fn list_table(transactions: &Value) -> String {
+    let rows = rows(transactions, |t| {
+        vec![
+            text(&t["seq"]),
+            text(&t["state"]),
+            text(&t["flow"]),
+            text(&t["key"]),
+            text(&t["attempts"]),
+            text(&t["updated_at"]),
+            truncate(&text(&t["last_error"]), ERROR_WIDTH),
+        ]
+    });
+    table(
+        &[
+            "SEQ",
+            "STATE",
+            "FLOW",
+            "KEY",
+            "ATTEMPTS",
+            "UPDATED",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
+}
+
+fn show_text(t: &Value) -> String {
+    let mut out = format!(
+        "Transaction {}: {} (flow {}, key {}, {} attempts)\ncreated {}, updated {}",
+        text(&t["seq"]),
+        text(&t["state"]),
+        text(&t["flow"]),
+        text(&t["key"]),
+        text(&t["attempts"]),
+        text(&t["created_at"]),
+        text(&t["updated_at"])
+    );
+    if !t["last_error"].is_null() {
+        out.push_str(&format!("\nlast error: {}", text(&t["last_error"])));
+    }
+    out.push_str("\nrecord:\n");
+    out.push_str(&serde_json::to_string_pretty(&t["record"]).unwrap_or_default());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_truncates_errors() {
+        let txs = json!([
+            {"seq": 12, "flow": "web", "key": "o-12", "state": "error", "created_at": "T1",
+             "updated_at": "T2", "attempts": 3,
+             "last_error": format!("HTTP 422: {}\nmore", "x".repeat(100)), "record": {}},
+            {"seq": 11, "flow": "web", "key": null, "state": "sent", "created_at": "T1",
+             "updated_at": "T1", "attempts": 1, "last_error": null, "record": {}}
+        ]);
+        let t = list_table(&txs);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "SEQ  STATE  FLOW  KEY   ATTEMPTS  UPDATED  LAST ERROR"
+        );
+        assert!(lines[1].starts_with("12   error  web   o-12  3         T2       HTTP 422: xxx"));
+        assert!(lines[1].ends_with('…'));
+        assert_eq!(
+            lines[1].split("HTTP").nth(1).unwrap().chars().count() + 4,
+            ERROR_WIDTH
+        );
+        assert_eq!(lines[2], "11   sent   web         1         T1");
+    }
+
+    #[test]
+    fn one_transaction() {
+        let t = json!({"seq": 3, "flow": "web", "key": "a", "state": "queued", "created_at": "T1",
+                       "updated_at": "T1", "attempts": 0, "last_error": null, "record": {"id": "a"}});
+        assert_eq!(
+            show_text(&t),
+            "Transaction 3: queued (flow web, key a, 0 attempts)\ncreated T1, updated T1\nrecord:\n{\n  \"id\": \"a\"\n}"
+        );
+    }
 }
