@@ -4,6 +4,7 @@
 //! right status code ([`ApiError`] is the one boundary); bad input is a 4xx,
 //! never a panic or a 500.
 
+pub mod dashboard;
 pub mod endpoints;
 pub mod flows;
 pub mod hooks;
@@ -82,7 +83,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .fallback(not_found);
     Router::new()
-        .route("/", get(index))
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::script))
+        .route("/assets/app.css", get(dashboard::stylesheet))
         .nest("/api/v1", api)
         .route(
             "/hooks/{site}/{integration}/{flow}",
@@ -90,18 +93,6 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .fallback(not_found)
         .with_state(daemon)
-}
-
-async fn index() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        concat!(
-            "sluice ",
-            env!("CARGO_PKG_VERSION"),
-            " is running.\nREST API: /api/v1/sites\nWebhooks: POST /hooks/{site}/{integration}/{flow}\n"
-        ),
-    )
-        .into_response()
 }
 
 async fn not_found() -> ApiError {
