@@ -1,0 +1,293 @@
+// The operator's dashboard in a real Chromium, against a real daemon that
+// e2e/run.sh starts (SLUICE_URL; tokens in SLUICE_ADMIN_TOKEN and
+// SLUICE_VIEWER_TOKEN, empty when the daemon runs open).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const SHOTS = join(HERE, 'screenshots');
+const DOCS = join(HERE, '..', 'docs');
+const URL = process.env.SLUICE_URL;
+const ADMIN = process.env.SLUICE_ADMIN_TOKEN || '';
+const VIEWER = process.env.SLUICE_VIEWER_TOKEN || '';
+const RECORDS = 500;
+
+assert.ok(URL, 'SLUICE_URL is set (run this through e2e/run.sh)');
+mkdirSync(SHOTS, { recursive: true });
+mkdirSync(DOCS, { recursive: true });
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox'],
+  });
+});
+after(async () => {
+  await browser?.close();
+});
+
+const shot = (page, name, opts) => page.screenshot({ path: join(SHOTS, name), ...opts });
+
+/** A call to the daemon from the test itself (not through the page). */
+async function call(method, path, { token, body } = {}) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(`${URL}${path}`, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: res.status, json, text };
+}
+
+/** Opens the dashboard and signs in with TOKEN when the daemon asks for one. */
+async function openSignedIn(context, token, shotName) {
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  // A failed request shows as a console error too; those are judged by
+  // their answer below (4xx are the API's word, and expected in places).
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(`console: ${m.text()}`);
+  });
+  page.on('response', (r) => { if (r.status() >= 500) problems.push(`${r.status()} from ${r.url()}`); });
+  page.problems = problems;
+  await page.goto(`${URL}/#LIVE`);
+  const signin = page.locator('#signin');
+  const app = page.locator('#app');
+  await Promise.race([
+    signin.waitFor({ state: 'visible' }),
+    app.waitFor({ state: 'visible' }),
+  ]);
+  if (await signin.isVisible()) {
+    assert.ok(token, 'the daemon asks for a token, and the test has one');
+    if (shotName) await shot(page, shotName);
+    await page.fill('#signin-token', 'not-a-token');
+    await page.click('#signin-submit');
+    await page.locator('#signin-error').getByText('not valid').waitFor();
+    await page.fill('#signin-token', token);
+    await page.click('#signin-submit');
+  }
+  await app.waitFor({ state: 'visible' });
+  await page.locator('[data-integration="orders"]').waitFor();
+  return page;
+}
+
+/** Waits until the live log panel shows TEXT on at least N lines. */
+async function logLines(page, text, n = 1, timeout = 15_000) {
+  const lines = page.locator('#log .log-line', { hasText: text });
+  const deadline = Date.now() + timeout;
+  while ((await lines.count()) < n) {
+    assert.ok(Date.now() < deadline, `the log shows '${text}' ${n} time(s)`);
+    await page.waitForTimeout(100);
+  }
+}
+
+const integration = (page, name) => page.locator(`[data-integration="${name}"]`);
+
+test('admin: stop and start LIVE, pause orders, queue 500, resume with progress', { timeout: 180_000 }, async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await openSignedIn(context, ADMIN, '00-sign-in.png');
+  const session = await page.evaluate(() => fetch('/api/v1/session').then((r) => (r.ok ? r.json() : null)));
+
+  // Signed in: the header names the user and the role.
+  await page.locator('#user-role').getByText('admin').waitFor();
+  if (ADMIN) {
+    assert.equal(session.role, 'admin');
+    await page.locator('#user-name').getByText(session.name).waitFor();
+  }
+  await page.locator('#log .log-line').first().waitFor();
+  await shot(page, '01-signed-in.png');
+
+  // The server refuses a stop without a reason, whatever the page does.
+  const refused = await call('POST', '/api/v1/sites/LIVE/stop', { token: ADMIN, body: { reason: '' } });
+  assert.equal(refused.status, 400, refused.text);
+  assert.ok(refused.json?.error, 'the refusal is JSON {"error"}');
+
+  // Stop Site: the 'Confirm Service Stop' window asks for a reason.
+  await page.click('#site-stop');
+  const modal = page.locator('#modal');
+  await modal.getByText('Confirm Service Stop').waitFor();
+  await page.click('#confirm-stop');
+  await modal.getByText('Enter a reason').waitFor();
+  assert.ok(await modal.isVisible(), 'an empty reason keeps the window open');
+  await page.fill('#stop-reason', 'Stopping integration due to stocktake');
+  await shot(page, '02-stop-confirm.png');
+  const stopsBefore = await page.locator('#log .log-line', { hasText: 'Site LIVE stopped successfully!' }).count();
+  await page.click('#confirm-stop');
+  await modal.waitFor({ state: 'hidden' });
+  await logLines(page, 'Site LIVE stopped successfully!', stopsBefore + 1);
+  await page.locator('#site-state').getByText('Stopped').waitFor();
+  await page.locator('#site-stop-info').getByText('Stopping integration due to stocktake').waitFor();
+  await page.locator('#audit').getByText('Stopping integration due to stocktake').waitFor();
+  await shot(page, '03-site-stopped.png');
+
+  // Start Site.
+  const startsBefore = await page.locator('#log .log-line', { hasText: 'Site LIVE started successfully!' }).count();
+  await page.click('#site-start');
+  await logLines(page, 'Site LIVE started successfully!', startsBefore + 1);
+  await page.locator('#site-state').getByText('Running').waitFor();
+
+  // Pause orders (with a reason): the hold shows who and why.
+  const orders = integration(page, 'orders');
+  await orders.locator('[data-action="pause"]').click();
+  await modal.getByText('Pause Integration').waitFor();
+  await page.fill('#action-reason', 'planned maintenance of the archive');
+  await page.click('#modal-ok');
+  await modal.waitFor({ state: 'hidden' });
+  await orders.locator('.chip.state').getByText('Paused').waitFor();
+  await orders.getByText('planned maintenance of the archive').waitFor();
+  assert.equal(await orders.locator('[data-action="pause"]').count(), 0, 'no Pause on a paused integration');
+  await shot(page, '04-paused.png');
+
+  // Records arrive by webhook while it is paused: they queue.
+  const records = Array.from({ length: RECORDS }, (_, n) => ({
+    id: `W${String(n + 1).padStart(4, '0')}`, total: Math.round((n % 97) * 12.5) / 10, currency: 'EUR',
+  }));
+  const hook = await call('POST', '/hooks/LIVE/orders/web-orders', { body: records });
+  assert.equal(hook.status, 202, hook.text);
+  assert.equal(hook.json.queued, RECORDS);
+  await orders.locator('[data-stat="queued"] .value').getByText(String(RECORDS)).waitFor();
+  await shot(page, '05-queued.png');
+
+  // Resume: a confirmation, then the 'Resume Integration Worker' progress.
+  await orders.locator('[data-action="resume"]').click();
+  await modal.getByText('Resume Integration', { exact: true }).waitFor();
+  await shot(page, '06-resume-confirm.png');
+  await page.click('#modal-ok');
+  await modal.getByText('Resume Integration Worker').waitFor();
+  const seen = new Set();
+  let midway = false;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const text = (await page.locator('#resume-count').textContent()) || '';
+    seen.add(text);
+    const done = Number(text.split(' / ')[0].replace(/,/g, ''));
+    if (!midway && done > 0 && done < RECORDS) {
+      midway = true;
+      await shot(page, '07-resume-progress.png');
+    }
+    if (text === `${RECORDS} / ${RECORDS}`) break;
+    assert.ok(Date.now() < deadline, `the progress reaches ${RECORDS} / ${RECORDS} (saw ${[...seen].join(', ')})`);
+    await page.waitForTimeout(100);
+  }
+  await modal.getByText('Done: all 500 queued transactions').waitFor();
+  await shot(page, '08-resume-done.png');
+  console.log(`progress seen: ${[...seen].join(' → ')}`);
+  await page.click('#resume-close');
+  await modal.waitFor({ state: 'hidden' });
+  await orders.locator('.chip.state').getByText('Active').waitFor();
+  await orders.locator('[data-stat="queued"] .value').getByText('0').waitFor();
+  await logLines(page, 'Integration orders resumed');
+
+  // A record the target refuses: an Error row, and its answer on a click.
+  const contacts = await call('POST', '/hooks/LIVE/contacts/contact-forms', {
+    body: [
+      { email: 'ada@example.org', name: 'Ada' },
+      { email: 'bob@example.org', name: 'Bob', reject: true },
+      { email: 'cy@example.org', name: 'Cy' },
+    ],
+  });
+  assert.equal(contacts.status, 202, contacts.text);
+  await integration(page, 'contacts').locator('[data-action="transactions"]').click();
+  await page.selectOption('#tx-state', 'error');
+  const errorRow = page.locator('#transactions tr[data-state="error"]').first();
+  await errorRow.waitFor({ timeout: 20_000 });
+  await errorRow.click();
+  await page.locator('#tx-last-error').getByText('refuses contacts without a consent flag').waitFor();
+  await shot(page, '09-transaction-error.png');
+  await page.keyboard.press('Escape');
+  await modal.waitFor({ state: 'hidden' });
+
+  // 'Send Changed' on a pull flow: a run with its counts.
+  const stock = integration(page, 'stock');
+  await stock.locator('[data-action="send-changed"]').click();
+  await stock.locator('.chip.flow-status').getByText('Success').waitFor({ timeout: 20_000 });
+  await stock.getByText('3 captured').waitFor();
+
+  // STAGE: its target does not answer; the endpoint is Offline (red).
+  await page.locator('.site-tab', { hasText: 'STAGE' }).click();
+  await page.locator('[data-integration="customers"]').waitFor();
+  await page.locator('[data-endpoint="legacy"] .chip.red').getByText('Offline').waitFor({ timeout: 20_000 });
+  await page.locator('[data-endpoint="erp"] .chip.green').getByText('Online').waitFor();
+  await shot(page, '10-stage.png');
+
+  // The README's picture: LIVE, populated, with a person's hold on contacts.
+  const held = await call('POST', '/api/v1/sites/LIVE/integrations/contacts/pause', {
+    token: ADMIN, body: { reason: 'CRM upgrade tonight' },
+  });
+  assert.equal(held.status, 200, held.text);
+  await page.locator('.site-tab', { hasText: 'LIVE' }).click();
+  await integration(page, 'contacts').getByText('CRM upgrade tonight').waitFor();
+  await page.selectOption('#tx-state', '');
+  await integration(page, 'orders').waitFor();
+  await page.locator('#transactions tr[data-seq]').first().waitFor();
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: join(DOCS, 'dashboard.png') });
+
+  // A phone: the same page at 390×844, nothing wider than the screen.
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  await phone.addCookies(await context.cookies());
+  const small = await openSignedIn(phone, ADMIN);
+  await small.locator('#site-select').waitFor();
+  await small.locator('#log .log-line').first().waitFor();
+  const overflow = await small.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page fits a phone's width (overflows by ${overflow}px)`);
+  await shot(small, '11-phone.png');
+  await shot(small, '12-phone-full.png', { fullPage: true });
+  await phone.close();
+
+  assert.deepEqual(page.problems, [], 'no script errors in the page');
+  await context.close();
+});
+
+test('viewer: no Pause button, and a forged pause is answered 403', { timeout: 60_000 }, async (t) => {
+  if (!VIEWER) {
+    t.skip('this daemon has no tokens (no `sluice token`): nobody is a viewer');
+    return;
+  }
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await openSignedIn(context, VIEWER);
+  await page.locator('#user-role').getByText('viewer').waitFor();
+  await integration(page, 'orders').locator('.chip.state').first().waitFor();
+  await page.waitForTimeout(500);
+  assert.equal(await page.locator('[data-action="pause"]').count(), 0, 'a viewer is offered no Pause');
+  assert.equal(await page.locator('[data-action="resume"]').count(), 0, 'nor Resume');
+  assert.equal(await page.locator('[data-action="stop"]').count(), 0, 'nor Stop');
+  assert.ok(!(await page.locator('#site-stop').isVisible()), 'nor Stop Site');
+  assert.ok(!(await page.locator('#site-start').isVisible()), 'nor Start Site');
+  await shot(page, '13-viewer.png');
+
+  const forged = await page.evaluate(async (token) => {
+    const r = await fetch('/api/v1/sites/LIVE/integrations/orders/pause', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'forged' }),
+    });
+    return { status: r.status, body: await r.json().catch(() => null) };
+  }, VIEWER);
+  assert.equal(forged.status, 403, JSON.stringify(forged));
+  assert.ok(forged.body?.error, 'the refusal is JSON {"error"}');
+
+  // The same write on the cookie alone, without the CSRF header: refused too.
+  const noCsrf = await page.evaluate(async () => {
+    const r = await fetch('/api/v1/sites/LIVE/integrations/orders/pause', {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}',
+    });
+    return r.status;
+  });
+  assert.equal(noCsrf, 403);
+
+  // Sign out: back to the sign-in screen.
+  await page.click('#sign-out');
+  await page.locator('#signin').waitFor();
+  assert.deepEqual(page.problems, [], 'no script errors in the page');
+  await context.close();
+});
