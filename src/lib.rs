@@ -22,6 +22,7 @@
 //! - [`demo`]: the embedded demo (two sites and a local HTTP target).
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connectors;

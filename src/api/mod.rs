@@ -4,6 +4,7 @@
 //! right status code ([`ApiError`] is the one boundary); bad input is a 4xx,
 //! never a panic or a 500.
 
+pub mod auth;
 pub mod endpoints;
 pub mod flows;
 pub mod hooks;
@@ -12,11 +13,10 @@ pub mod log;
 pub mod sites;
 pub mod transactions;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -80,6 +80,20 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/sites/{site}/endpoints/{name}/reauthorize",
             post(endpoints::reauthorize),
         )
+        .route("/tokens", get(auth::tokens_list).post(auth::tokens_create))
+        .route("/tokens/{name}", axum::routing::delete(auth::tokens_revoke))
+        .route("/audit", get(auth::audit))
+        // Everything above needs a token (or open mode) and its role.
+        .route_layer(axum::middleware::from_fn_with_state(
+            daemon.clone(),
+            auth::require,
+        ))
+        .route(
+            "/session",
+            get(auth::session_show)
+                .post(auth::session_create)
+                .delete(auth::session_delete),
+        )
         .fallback(not_found);
     Router::new()
         .route("/", get(index))
@@ -112,6 +126,10 @@ async fn not_found() -> ApiError {
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
+    /// No valid token.
+    Unauthorized(String),
+    /// A valid token whose role may not do this, or a write without CSRF.
+    Forbidden(String),
     NotFound(String),
     Conflict(String),
     PayloadTooLarge(String),
@@ -150,6 +168,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message, retry_after) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m, None),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m, None),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m, None),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m, None),
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m, None),
@@ -180,31 +200,21 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// Who asks: `X-Sluice-Actor` as the client states it (the CLI sends
-/// `$USER@cli`), else `anonymous@ADDRESS`. Recorded in the audit trail.
+/// Who asks, as recorded in the audit trail: the name of the caller's
+/// token; in open mode (no tokens, loopback) what the client states in
+/// `X-Sluice-Actor` (the CLI sends `$USER@cli`), else `anonymous@ADDRESS`.
 pub struct Actor(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Actor, ApiError> {
-        let stated = parts
-            .headers
-            .get("x-sluice-actor")
-            .and_then(|v| v.to_str().ok())
-            .map(|s| {
-                s.chars()
-                    .filter(|c| !c.is_control())
-                    .take(64)
-                    .collect::<String>()
-            })
-            .filter(|s| !s.trim().is_empty());
-        let name =
-            stated.unwrap_or_else(|| match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-                Some(ConnectInfo(addr)) => format!("anonymous@{}", addr.ip()),
-                None => "anonymous".into(),
-            });
-        Ok(Actor(name))
+        let caller = parts.extensions.get::<auth::Caller>();
+        Ok(Actor(auth::actor_name(
+            caller,
+            &parts.headers,
+            auth::peer(&parts.extensions),
+        )))
     }
 }
 
