@@ -16,6 +16,8 @@
 //!   scheduler, the per-integration sender, endpoint health (the holds it
 //!   places and the probes that lift them), reload.
 //! - [`api`]: the REST API (axum) and the webhook receiver.
+//! - [`auth`]: API tokens (hashes only) and the roles viewer, operator, admin.
+//! - [`metrics`]: Prometheus counters, histogram and state gauges for `/metrics`.
 //! - [`log`]: the site log in seed 000's format: stored, filtered, streamed.
 //! - [`cli`]: the `sluice` command line; subcommands talk to the daemon over
 //!   its REST API.
@@ -29,5 +31,6 @@ pub mod connectors;
 pub mod demo;
 pub mod engine;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod store;

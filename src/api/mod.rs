@@ -97,6 +97,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .fallback(not_found);
     Router::new()
         .route("/", get(index))
+        .route("/metrics", get(metrics))
         .nest("/api/v1", api)
         .route(
             "/hooks/{site}/{integration}/{flow}",
@@ -116,6 +117,24 @@ async fn index() -> Response {
         ),
     )
         .into_response()
+}
+
+/// `GET /metrics`: Prometheus text format. Needs a token (any role) once
+/// tokens exist, like the rest of the API; a scraper sends it as a bearer.
+async fn metrics(
+    axum::extract::State(daemon): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    auth::identify(&daemon, &headers).await?;
+    let text = crate::metrics::render(&daemon).await;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn not_found() -> ApiError {

@@ -309,6 +309,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+    crate::metrics::install();
     let daemon = Daemon::open(&config).await?;
     let loopback = config.listen.ip().is_loopback();
     if !loopback && !daemon.tokens.any().context("cannot read the API tokens")? {
