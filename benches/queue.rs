@@ -243,6 +243,7 @@ impl Bench {
             routes: HashMap::from([("f".to_string(), endpoint)]),
             log: self.log.clone(),
             health: Arc::new(health),
+            metrics: sluice::metrics::SenderMetrics::new("BENCH", &integration.name),
         }
     }
 }
@@ -359,6 +360,8 @@ fn rss_of_child(n: usize) -> Option<u64> {
 }
 
 fn main() {
+    // As in the daemon: every delivery is counted and timed.
+    sluice::metrics::install();
     if let Some(n) = std::env::var("SLUICE_BENCH_CHILD")
         .ok()
         .and_then(|v| v.parse().ok())

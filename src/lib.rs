@@ -16,17 +16,21 @@
 //!   scheduler, the per-integration sender, endpoint health (the holds it
 //!   places and the probes that lift them), reload.
 //! - [`api`]: the REST API (axum) and the webhook receiver.
+//! - [`auth`]: API tokens (hashes only) and the roles viewer, operator, admin.
+//! - [`metrics`]: Prometheus counters, histogram and state gauges for `/metrics`.
 //! - [`log`]: the site log in seed 000's format: stored, filtered, streamed.
 //! - [`cli`]: the `sluice` command line; subcommands talk to the daemon over
 //!   its REST API.
 //! - [`demo`]: the embedded demo (two sites and a local HTTP target).
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod demo;
 pub mod engine;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod store;

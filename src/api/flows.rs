@@ -21,20 +21,34 @@ pub struct RunView {
     pub result: Option<&'static str>,
     /// Records queued by the run.
     pub captured: i64,
+    /// Of those, the ones not failed: delivered or on their way.
+    pub succeeded: i64,
+    /// Of those, the ones that failed for good (Error; see transactions).
+    pub failed: i64,
+    /// Pages read from the source.
+    pub pages: i64,
     pub error: Option<String>,
 }
 
-impl From<&RunRecord> for RunView {
-    fn from(r: &RunRecord) -> RunView {
-        RunView {
+impl RunView {
+    /// The run as shown; its failures are counted in the store now.
+    pub async fn of(site: &Site, integration: &str, r: &RunRecord) -> ApiResult<RunView> {
+        let failed = match r.seqs {
+            Some((first, last)) => site.store.errors_between(integration, first, last).await?,
+            None => 0,
+        };
+        Ok(RunView {
             id: r.id,
             mode: r.mode.as_str(),
             started_at: rfc3339(r.started_at),
             finished_at: r.finished_at.map(rfc3339),
             result: r.result.map(|r| r.as_str()),
             captured: r.captured,
+            succeeded: r.captured - failed,
+            failed,
+            pages: r.pages,
             error: r.error.clone(),
-        }
+        })
     }
 }
 
@@ -92,7 +106,10 @@ pub async fn flow_view(site: &Site, integration: &str, flow: &FlowConfig) -> Api
             .checkpoint
             .as_deref()
             .and_then(|c| serde_json::from_str(c).ok()),
-        last_run: last_run.first().map(RunView::from),
+        last_run: match last_run.first() {
+            Some(r) => Some(RunView::of(site, integration, r).await?),
+            None => None,
+        },
         stalled: site.run_stalled(&flow.name),
     })
 }

@@ -4,6 +4,7 @@
 //! right status code ([`ApiError`] is the one boundary); bad input is a 4xx,
 //! never a panic or a 500.
 
+pub mod auth;
 pub mod dashboard;
 pub mod endpoints;
 pub mod flows;
@@ -13,11 +14,10 @@ pub mod log;
 pub mod sites;
 pub mod transactions;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -81,11 +81,26 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/sites/{site}/endpoints/{name}/reauthorize",
             post(endpoints::reauthorize),
         )
+        .route("/tokens", get(auth::tokens_list).post(auth::tokens_create))
+        .route("/tokens/{name}", axum::routing::delete(auth::tokens_revoke))
+        .route("/audit", get(auth::audit))
+        // Everything above needs a token (or open mode) and its role.
+        .route_layer(axum::middleware::from_fn_with_state(
+            daemon.clone(),
+            auth::require,
+        ))
+        .route(
+            "/session",
+            get(auth::session_show)
+                .post(auth::session_create)
+                .delete(auth::session_delete),
+        )
         .fallback(not_found);
     Router::new()
         .route("/", get(dashboard::index))
         .route("/assets/app.js", get(dashboard::script))
         .route("/assets/app.css", get(dashboard::stylesheet))
+        .route("/metrics", get(metrics))
         .nest("/api/v1", api)
         .route(
             "/hooks/{site}/{integration}/{flow}",
@@ -93,6 +108,24 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .fallback(not_found)
         .with_state(daemon)
+}
+
+/// `GET /metrics`: Prometheus text format. Needs a token (any role) once
+/// tokens exist, like the rest of the API; a scraper sends it as a bearer.
+async fn metrics(
+    axum::extract::State(daemon): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    auth::identify(&daemon, &headers).await?;
+    let text = crate::metrics::render(&daemon).await;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn not_found() -> ApiError {
@@ -103,6 +136,10 @@ async fn not_found() -> ApiError {
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
+    /// No valid token.
+    Unauthorized(String),
+    /// A valid token whose role may not do this, or a write without CSRF.
+    Forbidden(String),
     NotFound(String),
     Conflict(String),
     PayloadTooLarge(String),
@@ -141,6 +178,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message, retry_after) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m, None),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m, None),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m, None),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m, None),
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m, None),
@@ -171,31 +210,21 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// Who asks: `X-Sluice-Actor` as the client states it (the CLI sends
-/// `$USER@cli`), else `anonymous@ADDRESS`. Recorded in the audit trail.
+/// Who asks, as recorded in the audit trail: the name of the caller's
+/// token; in open mode (no tokens, loopback) what the client states in
+/// `X-Sluice-Actor` (the CLI sends `$USER@cli`), else `anonymous@ADDRESS`.
 pub struct Actor(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Actor, ApiError> {
-        let stated = parts
-            .headers
-            .get("x-sluice-actor")
-            .and_then(|v| v.to_str().ok())
-            .map(|s| {
-                s.chars()
-                    .filter(|c| !c.is_control())
-                    .take(64)
-                    .collect::<String>()
-            })
-            .filter(|s| !s.trim().is_empty());
-        let name =
-            stated.unwrap_or_else(|| match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-                Some(ConnectInfo(addr)) => format!("anonymous@{}", addr.ip()),
-                None => "anonymous".into(),
-            });
-        Ok(Actor(name))
+        let caller = parts.extensions.get::<auth::Caller>();
+        Ok(Actor(auth::actor_name(
+            caller,
+            &parts.headers,
+            auth::peer(&parts.extensions),
+        )))
     }
 }
 

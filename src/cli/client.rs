@@ -183,6 +183,14 @@ impl Client {
         self.json_of(response).await
     }
 
+    /// A DELETE; its answer has no body (204).
+    pub async fn delete(&self, segments: &[&str]) -> Result<(), CliError> {
+        let request = self
+            .request(Method::DELETE, segments)
+            .timeout(REQUEST_TIMEOUT);
+        self.send(request).await.map(drop)
+    }
+
     /// A GET whose answer is read as it comes (server-sent events); no
     /// overall time limit.
     pub async fn stream(

@@ -9,7 +9,7 @@
 //! - [`sse`]: the server-sent events parser behind `log --follow`;
 //! - one file per subcommand group: [`serve`] (also `demo`), [`status`],
 //!   [`site`], [`integration`] and [`resume`], [`flow`], [`log`], [`tx`],
-//!   [`endpoint`].
+//!   [`endpoint`], [`token`].
 //!
 //! # Exit codes (scripts rely on them)
 //! - 0: success;
@@ -33,6 +33,7 @@ pub mod serve;
 pub mod site;
 pub mod sse;
 pub mod status;
+pub mod token;
 pub mod tx;
 
 use std::process::ExitCode;
@@ -104,6 +105,10 @@ pub enum Command {
     /// List endpoints, test them, give them new credentials.
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCommand),
+    /// Create, list and revoke API tokens (with --config: on the data
+    /// directory directly, the way to make the first admin token).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Parses the command line (a usage error exits with 2) and runs it.
@@ -142,6 +147,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Log(args) => log::run(&client()?, args).await,
         Command::Tx(c) => tx::run(&client()?, c).await,
         Command::Endpoint(c) => endpoint::run(&client()?, c).await,
+        Command::Token(c) => token::run(&client()?, c).await,
     }
 }
 

@@ -19,6 +19,13 @@ pub enum EndpointState {
 }
 
 impl EndpointState {
+    pub const ALL: [EndpointState; 4] = [
+        EndpointState::Online,
+        EndpointState::Offline,
+        EndpointState::Unauthorized,
+        EndpointState::Disabled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EndpointState::Online => "online",

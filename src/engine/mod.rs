@@ -81,6 +81,11 @@ pub struct Daemon {
     data_dir: std::path::PathBuf,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// The API tokens (`tokens.db` in the data directory).
+    tokens: crate::auth::Tokens,
+    /// Whether the API listens on a loopback address only (open mode, with
+    /// no tokens, is allowed only then). Set by [`serve`].
+    loopback_only: std::sync::atomic::AtomicBool,
 }
 
 impl Daemon {
@@ -107,7 +112,15 @@ impl Daemon {
             .with_context(|| format!("site {}: cannot restore its state", site_config.name))?;
             sites.insert(site_config.name.clone(), site);
         }
+        let tokens = crate::auth::Tokens::open(&config.data_dir).with_context(|| {
+            format!(
+                "cannot open the API tokens in {}",
+                config.data_dir.display()
+            )
+        })?;
         Ok(Arc::new(Daemon {
+            tokens,
+            loopback_only: std::sync::atomic::AtomicBool::new(config.listen.ip().is_loopback()),
             sites: std::sync::RwLock::new(sites),
             shutdown,
             config_file: config.file.clone(),
@@ -247,6 +260,18 @@ impl Daemon {
         }
     }
 
+    /// The API tokens.
+    pub fn tokens(&self) -> &crate::auth::Tokens {
+        &self.tokens
+    }
+
+    /// Whether the API is reachable on loopback only: open mode (no tokens)
+    /// is allowed only then.
+    pub fn loopback_only(&self) -> bool {
+        self.loopback_only
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Cancelled when the daemon shuts down: long answers (log streams)
     /// end with it.
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -284,7 +309,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+    crate::metrics::install();
     let daemon = Daemon::open(&config).await?;
+    let loopback = config.listen.ip().is_loopback();
+    if !loopback && !daemon.tokens.any().context("cannot read the API tokens")? {
+        anyhow::bail!(
+            "refusing to listen on {} without API tokens: anyone who reaches it could stop \
+             your sites. Create one first: sluice token create --config {} --role admin \
+             --name NAME (or listen on 127.0.0.1)",
+            config.listen,
+            config.file.display()
+        );
+    }
+    daemon
+        .loopback_only
+        .store(loopback, std::sync::atomic::Ordering::Relaxed);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

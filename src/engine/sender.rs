@@ -66,6 +66,8 @@ pub struct Sender {
     pub log: Arc<SiteLog>,
     /// Told of every delivery's outcome: it places and lifts the holds.
     pub health: Arc<Health>,
+    /// Sent, failed, retried and the send latency, for `/metrics`.
+    pub metrics: crate::metrics::SenderMetrics,
 }
 
 /// How one pass over a batch ended.
@@ -295,12 +297,15 @@ impl Sender {
                 })
                 .collect();
             self.integration.set_in_flight(Some((first, last)));
+            let started = Instant::now();
             let result = tokio::select! {
                 _ = token.cancelled() => return Pass::Interrupted,
                 r = target.deliver(&deliveries) => r,
             };
+            self.metrics.latency.record(started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => {
+                    self.metrics.sent.increment(chunk.len() as u64);
                     self.health.delivered(endpoint).await;
                     self.integration.note_progress();
                     backoff.reset();
@@ -352,6 +357,7 @@ impl Sender {
                             return Pass::Retry(Duration::from_secs(1));
                         }
                         done(processed, first, first, 1);
+                        self.metrics.failed.increment(1);
                         if self.integration.config.on_error == OnError::Skip {
                             self.log
                                 .write(
@@ -378,6 +384,7 @@ impl Sender {
                         self.integration.block(first, &e.message);
                         return Pass::Interrupted;
                     }
+                    self.metrics.retried.increment(chunk.len() as u64);
                     let wait = backoff.next(e.retry_after);
                     return Pass::Retry(wait);
                 }

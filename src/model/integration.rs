@@ -41,6 +41,12 @@ impl IntegrationEvent {
 }
 
 impl IntegrationState {
+    pub const ALL: [IntegrationState; 3] = [
+        IntegrationState::Active,
+        IntegrationState::Paused,
+        IntegrationState::Stopped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             IntegrationState::Active => "active",
@@ -109,6 +115,13 @@ pub enum HoldKind {
 }
 
 impl HoldKind {
+    pub const ALL: [HoldKind; 4] = [
+        HoldKind::Operator,
+        HoldKind::EndpointOffline,
+        HoldKind::Unauthorized,
+        HoldKind::SiteStopped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             HoldKind::Operator => "operator",

@@ -27,6 +27,13 @@ pub enum SiteEvent {
 }
 
 impl SiteState {
+    pub const ALL: [SiteState; 4] = [
+        SiteState::Stopped,
+        SiteState::Starting,
+        SiteState::Running,
+        SiteState::Stopping,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SiteState::Stopped => "stopped",

@@ -107,6 +107,10 @@ pub struct RunRecord {
     /// Records queued by this run.
     pub captured: i64,
     pub error: Option<String>,
+    /// Pages read from the source.
+    pub pages: i64,
+    /// The first and last sequence numbers its records were given.
+    pub seqs: Option<(i64, i64)>,
 }
 
 /// One line of the site log (seed 000's format is applied when shown).
@@ -233,6 +237,9 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_run(&self, run: i64, result: RunResult, error: Option<String>) -> Result<()>;
     /// The latest runs of a flow, newest first.
     async fn runs(&self, flow: &str, limit: usize) -> Result<Vec<RunRecord>>;
+    /// How many of an integration's transactions with a sequence number in
+    /// `first..=last` are Error (a run's failures).
+    async fn errors_between(&self, integration: &str, first: i64, last: i64) -> Result<i64>;
     /// Runs left without an end by a crash are marked Halted; returns how many.
     async fn close_abandoned_runs(&self) -> Result<usize>;
 

@@ -12,7 +12,7 @@
 //! | `flows` | `name` | status ([`FlowStatus::encode`]) and 'Send Changed' checkpoint |
 //! | `transactions` | `(integration, seq)` | the queue: flow, key, payload (JSON text), state ([`TxState::code`]), attempts, last error |
 //! | `queues` | `integration` | the queue's bookkeeping: `last_seq`, `queued`, `floor` |
-//! | `runs` | `id` | runs of flows: mode, start, end, result, records captured |
+//! | `runs` | `id` | runs of flows: mode, start, end, result, records captured, pages, the seqs they got |
 //! | `log`, `audit` | `id` | the site log and the audit trail, in order of arrival |
 //!
 //! `transactions` is a `WITHOUT ROWID` table: rows sit on disk in
@@ -82,9 +82,10 @@ use crate::model::{
 };
 
 /// The schema, one step a file; `user_version` is how many were applied.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_queue_bookkeeping.sql"),
+    include_str!("migrations/003_run_counts.sql"),
 ];
 
 /// How hard a commit waits for the disk.
@@ -470,6 +471,11 @@ fn run_record(r: &rusqlite::Row<'_>) -> Result<RunRecord> {
             .transpose()?,
         captured: r.get(6)?,
         error: r.get(7)?,
+        pages: r.get(8)?,
+        seqs: match (r.get::<_, Option<i64>>(9)?, r.get::<_, Option<i64>>(10)?) {
+            (Some(first), Some(last)) => Some((first, last)),
+            _ => None,
+        },
     })
 }
 
@@ -652,11 +658,16 @@ impl Store for SqliteStore {
                 q.last_seq = last;
                 q.queued += n;
                 ctx.set_queue(&integration, q)?;
-                if let Some(run) = run {
-                    ctx.conn
-                        .prepare_cached("UPDATE runs SET captured = captured + ?1 WHERE id = ?2")?
-                        .execute(params![n, run])?;
-                }
+            }
+            if let Some(run) = run {
+                let (first, last) = range.map_or((None, None), |(f, l)| (Some(f), Some(l)));
+                ctx.conn
+                    .prepare_cached(
+                        "UPDATE runs SET captured = captured + ?1, pages = pages + 1,
+                                first_seq = COALESCE(first_seq, ?3), last_seq = COALESCE(?4, last_seq)
+                          WHERE id = ?2",
+                    )?
+                    .execute(params![records.len() as i64, run, first, last])?;
             }
             if let Some(checkpoint) = checkpoint {
                 ctx.conn
@@ -925,7 +936,8 @@ impl Store for SqliteStore {
         let flow = flow.to_string();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, flow, mode, started_at, finished_at, result, captured, error
+                "SELECT id, flow, mode, started_at, finished_at, result, captured, error,
+                        pages, first_seq, last_seq
                  FROM runs WHERE flow = ?1 ORDER BY id DESC LIMIT ?2",
             )?;
             let mut rows = stmt.query(params![flow, limit_of(limit)])?;
@@ -934,6 +946,20 @@ impl Store for SqliteStore {
                 out.push(run_record(row)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn errors_between(&self, integration: &str, first: i64, last: i64) -> Result<i64> {
+        let integration = integration.to_string();
+        self.read(move |conn| {
+            // `state = 3` (Error) matches the partial index transactions_error.
+            Ok(conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM transactions
+                      WHERE integration = ?1 AND state = 3 AND seq BETWEEN ?2 AND ?3",
+                )?
+                .query_row(params![integration, first, last], |r| r.get(0))?)
         })
         .await
     }
@@ -1246,6 +1272,18 @@ mod tests {
         let runs = s.runs("f", 5).await.unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].captured, 6);
+        assert_eq!(runs[0].pages, 3, "the page that queued nothing counts");
+        assert_eq!(runs[0].seqs, Some((1, 6)));
+        assert_eq!(s.errors_between("a", 1, 6).await.unwrap(), 0);
+        s.settle("a", 2, TxState::Error, Some("422".into()))
+            .await
+            .unwrap();
+        s.settle("a", 5, TxState::Error, Some("422".into()))
+            .await
+            .unwrap();
+        assert_eq!(s.errors_between("a", 1, 6).await.unwrap(), 2);
+        assert_eq!(s.errors_between("a", 3, 6).await.unwrap(), 1);
+        assert_eq!(s.runs("f", 1).await.unwrap()[0].captured, 6);
         assert_eq!(runs[0].mode, RunMode::Changed);
         assert_eq!(runs[0].result, None);
         assert_eq!(runs[0].finished_at, None);

@@ -1,0 +1,568 @@
+//! Who may call the API: tokens, the dashboard's cookie session, CSRF, and
+//! the role each route needs.
+//!
+//! - A request names its token as `Authorization: Bearer TOKEN`, or carries
+//!   the dashboard's `sluice_session` cookie (HttpOnly, SameSite=Strict),
+//!   set by `POST /api/v1/session`.
+//! - A write (any method but GET/HEAD/OPTIONS) carried by the cookie must
+//!   also send `X-CSRF-Token` with the value `GET /api/v1/session` gave;
+//!   and a write whose `Origin` is another site than the daemon is refused
+//!   whatever it carries (this also guards open mode on loopback).
+//! - 401 without a valid token, 403 when the role may not ([`needed`]);
+//!   both JSON, through [`ApiError`].
+//! - Open mode (no token exists, loopback only): everyone is admin.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiResult, AppState, JsonBody, PathParams, QueryParams};
+use crate::auth::{csrf, AuthError, Principal, Role, TokenAudit, TokenInfo};
+
+pub const COOKIE: &str = "sluice_session";
+/// How long the dashboard's cookie lasts: a working day.
+const COOKIE_MAX_AGE_S: u64 = 12 * 3600;
+
+/// How the caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Bearer,
+    Cookie,
+    /// No token exists and the daemon listens on loopback only.
+    Open,
+}
+
+/// The caller of a request that passed [`require`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub via: Via,
+    /// The token presented (for the CSRF value); empty in open mode.
+    token: String,
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Exists(_) => ApiError::Conflict(e.to_string()),
+            AuthError::NoSuchToken(_) => ApiError::NotFound(e.to_string()),
+            AuthError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            AuthError::Store { .. } | AuthError::Unavailable(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// Who the request comes from, or 401.
+pub async fn identify(daemon: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+    let presented = match (bearer(headers), cookie(headers)) {
+        (Some(t), _) => Some((t.to_string(), Via::Bearer)),
+        (None, Some(t)) => Some((t.to_string(), Via::Cookie)),
+        (None, None) => None,
+    };
+    let tokens = daemon.tokens().clone();
+    let open_allowed = daemon.loopback_only();
+    let check = presented.clone();
+    let (any, found) = tokio::task::spawn_blocking(move || {
+        let any = tokens.any()?;
+        let found = match &check {
+            Some((t, _)) => tokens.verify(t)?,
+            None => None,
+        };
+        Ok::<_, AuthError>((any, found))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("token lookup: {e}")))??;
+    match (presented, found) {
+        (Some((token, via)), Some(principal)) => Ok(Caller {
+            principal,
+            via,
+            token,
+        }),
+        (Some(_), None) if any => Err(ApiError::Unauthorized(
+            "the token is not valid (revoked, mistyped or from another daemon)".into(),
+        )),
+        // No token exists: open mode on loopback, whatever was presented.
+        _ if !any && open_allowed => Ok(Caller {
+            principal: Principal {
+                name: "anonymous".into(),
+                role: Role::Admin,
+            },
+            via: Via::Open,
+            token: String::new(),
+        }),
+        _ if !any => Err(ApiError::Unauthorized(
+            "no API token exists and the daemon listens beyond loopback; create one with \
+             `sluice token create --config FILE --role admin --name NAME`"
+                .into(),
+        )),
+        _ => Err(ApiError::Unauthorized(
+            "sign in: send `Authorization: Bearer TOKEN` (tokens come from `sluice token create`)"
+                .into(),
+        )),
+    }
+}
+
+/// The role a route needs. Reads are for everyone signed in; anything not
+/// named here needs admin, so a new write route is safe until it is placed.
+pub fn needed(method: &Method, path: &str) -> Role {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return if path.ends_with("/tokens") {
+            Role::Admin
+        } else {
+            Role::Viewer
+        };
+    }
+    const OPERATOR: &[&str] = &[
+        "/integrations/{name}/pause",
+        "/integrations/{name}/resume",
+        "/flows/{flow}/run",
+        "/endpoints/{name}/test",
+        "/transactions/{seq}/{action}",
+    ];
+    if OPERATOR.iter().any(|suffix| path.ends_with(suffix)) {
+        Role::Operator
+    } else {
+        Role::Admin
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A write from a page of another origin is refused: browsers send
+/// `Origin` on cross-site requests; the CLI and scripts send none.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.trim_end_matches('/') == host)
+}
+
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The layer on every `/api/v1` route but the session and the document:
+/// identifies the caller, checks CSRF and the role, and hands the caller
+/// to the handler (see [`super::Actor`]).
+pub async fn require(State(daemon): State<AppState>, mut request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| request.uri().path().to_string());
+    let caller = match identify(&daemon, request.headers()).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    if is_write(&method) {
+        if !same_origin(request.headers()) {
+            return ApiError::Forbidden("a write from another origin is refused".into())
+                .into_response();
+        }
+        if caller.via == Via::Cookie {
+            let sent = request
+                .headers()
+                .get("x-csrf-token")
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
+            if !constant_time_eq(sent, csrf(&caller.token).as_bytes()) {
+                return ApiError::Forbidden(
+                    "missing or wrong X-CSRF-Token: a write from the dashboard's session \
+                     must send the value GET /api/v1/session gives"
+                        .into(),
+                )
+                .into_response();
+            }
+        }
+    }
+    let role = needed(&method, &path);
+    if !caller.principal.role.may(role) {
+        if let Some((site, action, subject)) = audited_action(request.uri().path()) {
+            if let Ok(site) = daemon.site(&site) {
+                let outcome = format!(
+                    "refused: forbidden (role {}, needs {role})",
+                    caller.principal.role
+                );
+                site.audit(&caller.principal.name, &action, &subject, None, &outcome)
+                    .await;
+            }
+        }
+        return ApiError::Forbidden(format!(
+            "{} has the role {}; this needs {}",
+            caller.principal.name, caller.principal.role, role
+        ))
+        .into_response();
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// For a write under `/api/v1/sites/{site}/…`: the site, the action and
+/// the subject the audit trail names it by (as the engine does).
+fn audited_action(path: &str) -> Option<(String, String, String)> {
+    // Inside the nested router the path has lost its `/api/v1`.
+    let rest = path.strip_prefix("/api/v1").unwrap_or(path);
+    let rest = rest.strip_prefix("/sites/")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let site = parts.first()?.to_string();
+    let (action, subject) = match parts[1..] {
+        [verb] => (format!("site.{verb}"), site.clone()),
+        ["integrations", name, verb] => {
+            (format!("integration.{verb}"), format!("integration/{name}"))
+        }
+        ["flows", flow, "run"] => ("flow.run".into(), format!("flow/{flow}")),
+        ["endpoints", name, verb] => (format!("endpoint.{verb}"), format!("endpoint/{name}")),
+        ["integrations", name, "transactions", seq, verb] => {
+            (format!("tx.{verb}"), format!("integration/{name}/tx/{seq}"))
+        }
+        _ => return None,
+    };
+    Some((site, action, subject))
+}
+
+/// The actor name recorded in audit trails for a caller: the token's name;
+/// in open mode what the client states (`X-Sluice-Actor`) or its address.
+pub fn actor_name(
+    caller: Option<&Caller>,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> String {
+    if let Some(c) = caller.filter(|c| c.via != Via::Open) {
+        return c.principal.name.clone();
+    }
+    let stated = headers
+        .get("x-sluice-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|s| !s.trim().is_empty());
+    stated.unwrap_or_else(|| match peer {
+        Some(addr) => format!("anonymous@{}", addr.ip()),
+        None => "anonymous".into(),
+    })
+}
+
+/// What `GET/POST /api/v1/session` answer.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub name: String,
+    pub role: Role,
+    /// Send as `X-CSRF-Token` with every write made with the cookie.
+    pub csrf: String,
+    /// `token`, or `open` when no token exists (loopback only).
+    pub auth: &'static str,
+}
+
+fn session_view(caller: &Caller) -> SessionView {
+    SessionView {
+        name: caller.principal.name.clone(),
+        role: caller.principal.role,
+        csrf: if caller.token.is_empty() {
+            String::new()
+        } else {
+            csrf(&caller.token)
+        },
+        auth: if caller.via == Via::Open {
+            "open"
+        } else {
+            "token"
+        },
+    }
+}
+
+/// `GET /api/v1/session`: who the dashboard is signed in as.
+pub async fn session_show(
+    State(daemon): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<SessionView>> {
+    let caller = identify(&daemon, &headers).await?;
+    Ok(Json(session_view(&caller)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    #[serde(default)]
+    pub token: String,
+}
+
+fn session_cookie(value: &str, max_age: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("sluice_session=; Path=/; Max-Age=0"))
+}
+
+/// `POST /api/v1/session {"token"}`: signs the dashboard in; the token goes
+/// into an HttpOnly cookie that page scripts cannot read.
+pub async fn session_create(
+    State(daemon): State<AppState>,
+    JsonBody(body): JsonBody<SignIn>,
+) -> ApiResult<Response> {
+    let token = body.token.trim().to_string();
+    let valid = token.len() <= 256 && token.bytes().all(|b| b.is_ascii_graphic());
+    if token.is_empty() || !valid {
+        return Err(ApiError::Unauthorized("give a token to sign in".into()));
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ApiError::Unauthorized("the token is not valid".into()))?,
+    );
+    let caller = identify(&daemon, &headers).await?;
+    if caller.via == Via::Open {
+        return Err(ApiError::Unauthorized(
+            "no API token exists: the daemon is open on loopback and needs no sign-in".into(),
+        ));
+    }
+    let mut response = Json(session_view(&Caller {
+        via: Via::Cookie,
+        ..caller
+    }))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&token, COOKIE_MAX_AGE_S));
+    Ok(response)
+}
+
+/// `DELETE /api/v1/session`: signs out (the cookie is dropped).
+pub async fn session_delete() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", 0));
+    response
+}
+
+/// `GET /api/v1/tokens` (admin): every token, never the secret.
+pub async fn tokens_list(State(daemon): State<AppState>) -> ApiResult<Json<Vec<TokenInfo>>> {
+    let tokens = daemon.tokens().clone();
+    let list = tokio::task::spawn_blocking(move || tokens.list())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(list))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedToken {
+    pub name: String,
+    pub role: Role,
+    /// Shown this once; only its hash is kept.
+    pub token: String,
+}
+
+/// `POST /api/v1/tokens {"name", "role"}` (admin): 201 with the token.
+pub async fn tokens_create(
+    State(daemon): State<AppState>,
+    actor: super::Actor,
+    JsonBody(body): JsonBody<NewToken>,
+) -> ApiResult<Response> {
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "role '{}': use viewer, operator or admin",
+            body.role
+        ))
+    })?;
+    let tokens = daemon.tokens().clone();
+    let name = body.name.clone();
+    let token = tokio::task::spawn_blocking(move || tokens.create(&name, role, &actor.0))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            name: body.name,
+            role,
+            token,
+        }),
+    )
+        .into_response())
+}
+
+/// `DELETE /api/v1/tokens/{name}` (admin): refused from now on.
+pub async fn tokens_revoke(
+    State(daemon): State<AppState>,
+    PathParams(name): PathParams<String>,
+    actor: super::Actor,
+) -> ApiResult<StatusCode> {
+    let tokens = daemon.tokens().clone();
+    tokio::task::spawn_blocking(move || tokens.revoke(&name, &actor.0))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/audit`: the token changes, newest first.
+pub async fn audit(
+    State(daemon): State<AppState>,
+    QueryParams(q): QueryParams<AuditQuery>,
+) -> ApiResult<Json<Vec<TokenAudit>>> {
+    let tokens = daemon.tokens().clone();
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let list = tokio::task::spawn_blocking(move || tokens.audit(limit))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(list))
+}
+
+/// The peer address, where the server recorded it.
+pub fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| *a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_per_route() {
+        let post = Method::POST;
+        let p = |s: &str| format!("/api/v1/sites/{{site}}{s}");
+        assert_eq!(needed(&Method::GET, &p("/integrations")), Role::Viewer);
+        assert_eq!(needed(&Method::GET, "/api/v1/tokens"), Role::Admin);
+        assert_eq!(needed(&post, &p("/start")), Role::Admin);
+        assert_eq!(needed(&post, &p("/stop")), Role::Admin);
+        assert_eq!(needed(&post, &p("/reload")), Role::Admin);
+        assert_eq!(
+            needed(&post, &p("/integrations/{name}/pause")),
+            Role::Operator
+        );
+        assert_eq!(
+            needed(&post, &p("/integrations/{name}/resume")),
+            Role::Operator
+        );
+        assert_eq!(needed(&post, &p("/integrations/{name}/stop")), Role::Admin);
+        assert_eq!(needed(&post, &p("/integrations/{name}/start")), Role::Admin);
+        assert_eq!(needed(&post, &p("/flows/{flow}/run")), Role::Operator);
+        assert_eq!(needed(&post, &p("/endpoints/{name}/test")), Role::Operator);
+        assert_eq!(
+            needed(&post, &p("/endpoints/{name}/reauthorize")),
+            Role::Admin
+        );
+        assert_eq!(
+            needed(
+                &post,
+                &p("/integrations/{name}/transactions/{seq}/{action}")
+            ),
+            Role::Operator
+        );
+        assert_eq!(needed(&post, "/api/v1/tokens"), Role::Admin);
+        assert_eq!(
+            needed(&Method::DELETE, "/api/v1/tokens/{name}"),
+            Role::Admin
+        );
+        assert_eq!(needed(&post, "/api/v1/something/new"), Role::Admin);
+    }
+
+    #[test]
+    fn refusals_are_named_as_the_engine_names_actions() {
+        let a = |p: &str| audited_action(p).map(|(s, a, x)| format!("{s} {a} {x}"));
+        assert_eq!(
+            a("/api/v1/sites/LIVE/stop").as_deref(),
+            Some("LIVE site.stop LIVE")
+        );
+        assert_eq!(
+            a("/api/v1/sites/LIVE/integrations/orders/pause").as_deref(),
+            Some("LIVE integration.pause integration/orders")
+        );
+        assert_eq!(
+            a("/api/v1/sites/LIVE/integrations/orders/transactions/7/retry").as_deref(),
+            Some("LIVE tx.retry integration/orders/tx/7")
+        );
+        assert_eq!(a("/api/v1/tokens"), None);
+    }
+
+    #[test]
+    fn credentials_are_read_from_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc "),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; sluice_session=tok; b=2"),
+        );
+        assert_eq!(cookie(&h), Some("tok"));
+    }
+
+    #[test]
+    fn cross_origin_writes_are_spotted() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h), "no Origin: the CLI, a script");
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:7070"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:7070"),
+        );
+        assert!(same_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!same_origin(&h));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

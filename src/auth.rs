@@ -1,0 +1,447 @@
+//! API tokens and roles.
+//!
+//! # Design constraints
+//! - A token is shown once, when it is created, and stored only as its
+//!   SHA-256 hash: the token store (`tokens.db` in the daemon's data
+//!   directory) holds no clear-text token. Tokens are 32 random bytes, so a
+//!   fast hash is enough (nothing to brute-force, unlike a password).
+//! - Roles are ordered: a viewer reads everything; an operator also runs
+//!   flows, pauses and resumes, tests endpoints and acts on transactions; an
+//!   admin also starts and stops sites and integrations, reauthorizes
+//!   endpoints and manages tokens ([`Role::may`]).
+//! - Open mode: while the store holds no live token the API asks for none
+//!   and everyone is admin — but only on a loopback address; the daemon
+//!   refuses to listen anywhere else without tokens.
+//! - The store is a small SQLite file of its own, shared by the daemon and
+//!   `sluice token …` run beside it: a token created on the command line
+//!   is accepted at once, a revoked one refused at once (every request reads
+//!   the store; a lookup by primary key is microseconds).
+//! - Token changes are kept in the store's own audit trail (`GET
+//!   /api/v1/audit`), whoever made them (the API or the command line).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The file beside the sites' data files.
+pub const FILE_NAME: &str = "tokens.db";
+
+/// What a token may do; ordered, each role may do what the ones below it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Whether this role may do what needs `needed`.
+    pub fn may(self, needed: Role) -> bool {
+        self >= needed
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who a valid token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+/// A token as listed: never the token itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+    pub created_by: String,
+    pub last_used_at: Option<String>,
+}
+
+/// One change to the tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenAudit {
+    pub id: i64,
+    pub ts: String,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub reason: Option<String>,
+    pub outcome: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("a token named '{0}' exists already; revoke it first or choose another name")]
+    Exists(String),
+    #[error("no token named '{0}'")]
+    NoSuchToken(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the token store {file}: {source}")]
+    Store {
+        file: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("the token store: {0}")]
+    Unavailable(String),
+}
+
+pub type Result<T> = std::result::Result<T, AuthError>;
+
+/// The token store of one daemon.
+#[derive(Clone)]
+pub struct Tokens {
+    file: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("file", &self.file).finish()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    name         TEXT PRIMARY KEY,
+    role         TEXT NOT NULL,
+    hash         TEXT NOT NULL UNIQUE,
+    created_at   TEXT NOT NULL,
+    created_by   TEXT NOT NULL,
+    last_used_at TEXT
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts      TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    reason  TEXT,
+    outcome TEXT NOT NULL
+);
+";
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The SHA-256 of a token, as lowercase hex: what the store keeps.
+pub fn hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// The CSRF value of a cookie session: derived from the token, so it needs
+/// no server-side session, and unknowable to a page that cannot read the
+/// session answer (the cookie itself is HttpOnly).
+pub fn csrf(token: &str) -> String {
+    hex(&Sha256::digest(format!("sluice-csrf:{token}").as_bytes()))[..32].to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _infallible = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// A new token: `sluice_` and 64 hex digits of the operating system's
+/// randomness.
+fn fresh_token() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| AuthError::Unavailable(format!("no randomness for a token: {e}")))?;
+    Ok(format!("sluice_{}", hex(&bytes)))
+}
+
+fn valid_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid(format!(
+            "token name '{name}': use 1 to 64 letters, digits, '-', '_', '.' or '@'"
+        )))
+    }
+}
+
+impl Tokens {
+    /// Opens (creating if needed) the token store in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Tokens> {
+        let file = data_dir.join(FILE_NAME);
+        let store_err = |source| AuthError::Store {
+            file: file.clone(),
+            source,
+        };
+        if let Err(e) = std::fs::create_dir_all(data_dir) {
+            return Err(AuthError::Unavailable(format!(
+                "cannot create {}: {e}",
+                data_dir.display()
+            )));
+        }
+        let conn = Connection::open(&file).map_err(store_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(store_err)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(store_err)?;
+        conn.execute_batch(SCHEMA).map_err(store_err)?;
+        Ok(Tokens {
+            file,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn).map_err(|source| AuthError::Store {
+            file: self.file.clone(),
+            source,
+        })
+    }
+
+    /// Whether any token exists (if none, the API is open on loopback).
+    pub fn any(&self) -> Result<bool> {
+        self.with(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM tokens)", [], |r| r.get(0)))
+    }
+
+    /// Creates a token and returns it: the only time it is ever shown.
+    pub fn create(&self, name: &str, role: Role, actor: &str) -> Result<String> {
+        valid_name(name)?;
+        let token = fresh_token()?;
+        let digest = hash(&token);
+        let ts = now();
+        let inserted = self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let n = tx.execute(
+                "INSERT INTO tokens (name, role, hash, created_at, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+                params![name, role.as_str(), digest, ts, actor],
+            )?;
+            tx.execute(
+                "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
+                 VALUES (?1, ?2, 'token.create', ?3, ?4, ?5)",
+                params![
+                    ts,
+                    actor,
+                    name,
+                    format!("role {role}"),
+                    if n == 1 { "ok" } else { "refused: exists" }
+                ],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })?;
+        if inserted == 0 {
+            return Err(AuthError::Exists(name.to_string()));
+        }
+        Ok(token)
+    }
+
+    /// Revokes a token by name: refused at once from then on.
+    pub fn revoke(&self, name: &str, actor: &str) -> Result<()> {
+        let ts = now();
+        let removed = self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let n = tx.execute("DELETE FROM tokens WHERE name = ?1", params![name])?;
+            tx.execute(
+                "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
+                 VALUES (?1, ?2, 'token.revoke', ?3, NULL, ?4)",
+                params![
+                    ts,
+                    actor,
+                    name,
+                    if n == 1 {
+                        "ok"
+                    } else {
+                        "refused: no such token"
+                    }
+                ],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })?;
+        if removed == 0 {
+            return Err(AuthError::NoSuchToken(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Every token, by name; never the tokens themselves.
+    pub fn list(&self) -> Result<Vec<TokenInfo>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT name, role, created_at, created_by, last_used_at FROM tokens ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let role: String = r.get(1)?;
+                Ok(TokenInfo {
+                    name: r.get(0)?,
+                    role: Role::parse(&role).unwrap_or(Role::Viewer),
+                    created_at: r.get(2)?,
+                    created_by: r.get(3)?,
+                    last_used_at: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Who holds `token`, if it is valid. Notes the time it was last used
+    /// (at most once a minute, so reads do not turn into writes).
+    pub fn verify(&self, token: &str) -> Result<Option<Principal>> {
+        let digest = hash(token);
+        self.with(|c| {
+            let found: Option<(String, String, Option<String>)> = c
+                .query_row(
+                    "SELECT name, role, last_used_at FROM tokens WHERE hash = ?1",
+                    params![digest],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((name, role, last_used)) = found else {
+                return Ok(None);
+            };
+            let stale = last_used
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .is_none_or(|t| chrono::Utc::now().signed_duration_since(t).num_seconds() >= 60);
+            if stale {
+                // A busy store only delays the note; the request goes on.
+                let _noted = c.execute(
+                    "UPDATE tokens SET last_used_at = ?1 WHERE name = ?2",
+                    params![now(), name],
+                );
+            }
+            Ok(Role::parse(&role).map(|role| Principal { name, role }))
+        })
+    }
+
+    /// The token changes, newest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<TokenAudit>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, ts, actor, action, subject, reason, outcome FROM audit
+                 ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![limit as i64], |r| {
+                Ok(TokenAudit {
+                    id: r.get(0)?,
+                    ts: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    subject: r.get(4)?,
+                    reason: r.get(5)?,
+                    outcome: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Admin.may(Role::Operator));
+        assert!(Role::Operator.may(Role::Operator));
+        assert!(!Role::Viewer.may(Role::Operator));
+        assert!(!Role::Operator.may(Role::Admin));
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn tokens_are_kept_only_as_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::open(dir.path()).unwrap();
+        assert!(!tokens.any().unwrap());
+        let t = tokens.create("alice", Role::Admin, "test").unwrap();
+        assert!(t.starts_with("sluice_") && t.len() == 7 + 64);
+        assert!(tokens.any().unwrap());
+        assert_eq!(
+            tokens.verify(&t).unwrap(),
+            Some(Principal {
+                name: "alice".into(),
+                role: Role::Admin
+            })
+        );
+        assert_eq!(tokens.verify("sluice_nope").unwrap(), None);
+        assert!(matches!(
+            tokens.create("alice", Role::Viewer, "test"),
+            Err(AuthError::Exists(_))
+        ));
+        assert!(matches!(
+            tokens.create("no spaces", Role::Viewer, "test"),
+            Err(AuthError::Invalid(_))
+        ));
+        drop(tokens);
+        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(&t[7..]), "no clear-text token on disk");
+        let tokens = Tokens::open(dir.path()).unwrap();
+        tokens.revoke("alice", "test").unwrap();
+        assert_eq!(tokens.verify(&t).unwrap(), None);
+        assert!(matches!(
+            tokens.revoke("alice", "test"),
+            Err(AuthError::NoSuchToken(_))
+        ));
+        let audit = tokens.audit(10).unwrap();
+        let actions: Vec<_> = audit
+            .iter()
+            .map(|a| (a.action.as_str(), a.outcome.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("token.revoke", "refused: no such token"),
+                ("token.revoke", "ok"),
+                ("token.create", "refused: exists"),
+                ("token.create", "ok"),
+            ]
+        );
+    }
+
+    #[test]
+    fn csrf_depends_on_the_token() {
+        assert_ne!(csrf("a"), csrf("b"));
+        assert_eq!(csrf("a"), csrf("a"));
+        assert_ne!(csrf("a"), hash("a")[..32]);
+    }
+}

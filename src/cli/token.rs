@@ -1,0 +1,124 @@
+//! `sluice token create|list|revoke`: the API's tokens.
+//!
+//! With `--config FILE` (or `SLUICE_CONFIG`) the command works on the
+//! token store in that configuration's data directory, whether the daemon
+//! runs or not — this is how the first admin token is made. Without it, it
+//! asks a running daemon (`--server`), which needs an admin token.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use super::client::{actor, Client};
+use super::error::CliError;
+use super::output::{self, rows, table, text};
+use crate::auth::{AuthError, Role, Tokens};
+
+#[derive(Debug, Args)]
+pub struct Local {
+    /// Work on the token store of this configuration (its data directory)
+    /// instead of asking a running daemon.
+    #[arg(long, short, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The data directory, when the daemon runs with --data-dir.
+    #[arg(long, value_name = "DIR", requires = "config")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (only this once: only its hash is kept).
+    Create {
+        /// viewer (reads), operator (also runs flows, pauses, resumes,
+        /// tests endpoints) or admin (also starts and stops, reauthorizes,
+        /// manages tokens).
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+        /// Who or what holds it, e.g. alice or grafana.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        local: Local,
+    },
+    /// Every token: name, role, when created and last used.
+    List {
+        #[command(flatten)]
+        local: Local,
+    },
+    /// Revoke a token: refused from now on.
+    Revoke {
+        /// The token's name.
+        name: String,
+        #[command(flatten)]
+        local: Local,
+    },
+}
+
+fn store(local: &Local) -> Result<Option<Tokens>, CliError> {
+    let Some(file) = &local.config else {
+        return Ok(None);
+    };
+    let config = crate::config::Config::load(file, local.data_dir.as_deref())
+        .map_err(|errors| CliError::Config(errors.to_string()))?;
+    Tokens::open(&config.data_dir)
+        .map(Some)
+        .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+fn failed(e: AuthError) -> CliError {
+    CliError::Failed(e.to_string())
+}
+
+pub async fn run(client: &Client, command: TokenCommand) -> Result<(), CliError> {
+    match command {
+        TokenCommand::Create { role, name, local } => {
+            let token = match store(&local)? {
+                Some(tokens) => {
+                    let role = Role::parse(&role).unwrap_or(Role::Viewer);
+                    tokens.create(&name, role, &actor()).map_err(failed)?
+                }
+                None => {
+                    let v = client
+                        .post(&["tokens"], json!({ "name": name, "role": role }))
+                        .await?;
+                    text(&v["token"])
+                }
+            };
+            eprintln!("Token '{name}' ({role}) created. It is shown only now; keep it safe:");
+            output::line(token)
+        }
+        TokenCommand::List { local } => {
+            let (json, v) = match store(&local)? {
+                Some(tokens) => {
+                    let list = tokens.list().map_err(failed)?;
+                    let v =
+                        serde_json::to_value(list).map_err(|e| CliError::Failed(e.to_string()))?;
+                    (client.json, v)
+                }
+                None => (client.json, client.get(&["tokens"], &[]).await?),
+            };
+            output::answer(json, &v, list_table)
+        }
+        TokenCommand::Revoke { name, local } => {
+            match store(&local)? {
+                Some(tokens) => tokens.revoke(&name, &actor()).map_err(failed)?,
+                None => client.delete(&["tokens", &name]).await?,
+            }
+            output::line(format!("Token '{name}' revoked."))
+        }
+    }
+}
+
+fn list_table(v: &Value) -> String {
+    let rows = rows(v, |t| {
+        vec![
+            text(&t["name"]),
+            text(&t["role"]),
+            text(&t["created_at"]),
+            text(&t["created_by"]),
+            text(&t["last_used_at"]),
+        ]
+    });
+    table(&["NAME", "ROLE", "CREATED", "BY", "LAST USED"], &rows)
+}

@@ -1,0 +1,188 @@
+//! Prometheus metrics at `/metrics`.
+//!
+//! Counters and the latency histogram are kept by the engine as things
+//! happen (the `metrics` crate; handles are made once per sender, so a
+//! delivery costs an atomic add). Gauges that describe state — site and
+//! integration states, queue depths, holds, endpoint states — are read at
+//! scrape time from the same views the API answers with, so `/metrics` and
+//! the API never disagree.
+//!
+//! Names follow Prometheus conventions: `sluice_` prefix, `_total` for
+//! counters, `_seconds` for durations; labels `site`, `integration`,
+//! `endpoint`, and `state`/`hold`/`result` where a value is one of a set.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram, Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::engine::Daemon;
+use crate::model::HoldKind;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Seconds: from a fast in-process target to a slow remote one.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Installs the process-wide recorder (once; later calls do nothing).
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("sluice_send_duration_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+            .map(PrometheusBuilder::build_recorder);
+        match recorder {
+            Ok(recorder) => {
+                let handle = recorder.handle();
+                if metrics::set_global_recorder(recorder).is_err() {
+                    tracing::warn!("a metrics recorder was installed already");
+                }
+                describe();
+                handle
+            }
+            Err(e) => {
+                tracing::warn!("metrics are off: {e}");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        }
+    });
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("sluice_site_up", "1 if the site is running, else 0.");
+    describe_gauge!(
+        "sluice_site_state",
+        "1 for the site's current state (running, stopped, starting, stopping)."
+    );
+    describe_gauge!(
+        "sluice_integration_state",
+        "1 for the integration's lifecycle state (active, paused, stopped)."
+    );
+    describe_gauge!(
+        "sluice_integration_queue_depth",
+        "Transactions queued and not yet sent, as the API's `queued`."
+    );
+    describe_gauge!(
+        "sluice_integration_held",
+        "1 while the integration has a hold of this kind."
+    );
+    describe_gauge!("sluice_endpoint_up", "1 if the endpoint is Online, else 0.");
+    describe_gauge!(
+        "sluice_endpoint_state",
+        "1 for the endpoint's state (online, offline, unauthorized, disabled)."
+    );
+    describe_counter!(
+        "sluice_transactions_sent_total",
+        "Transactions delivered to their target."
+    );
+    describe_counter!(
+        "sluice_transactions_failed_total",
+        "Transactions that failed for good (state Error)."
+    );
+    describe_counter!(
+        "sluice_transactions_retried_total",
+        "Deliveries that failed and will be tried again."
+    );
+    describe_histogram!(
+        "sluice_send_duration_seconds",
+        Unit::Seconds,
+        "How long one delivery (a record or a batch) took, failed ones included."
+    );
+    describe_counter!(
+        "sluice_endpoint_probes_total",
+        "Health probes and tests of an endpoint, by result (ok, failed)."
+    );
+}
+
+/// One integration's delivery counters.
+pub struct SenderMetrics {
+    pub sent: Counter,
+    pub failed: Counter,
+    pub retried: Counter,
+    pub latency: Histogram,
+}
+
+impl SenderMetrics {
+    pub fn new(site: &str, integration: &str) -> SenderMetrics {
+        let labels = [
+            ("site", site.to_string()),
+            ("integration", integration.to_string()),
+        ];
+        SenderMetrics {
+            sent: counter!("sluice_transactions_sent_total", &labels),
+            failed: counter!("sluice_transactions_failed_total", &labels),
+            retried: counter!("sluice_transactions_retried_total", &labels),
+            latency: histogram!("sluice_send_duration_seconds", &labels),
+        }
+    }
+}
+
+/// A probe or a test of an endpoint.
+pub fn probe(site: &str, endpoint: &str, ok: bool) {
+    counter!(
+        "sluice_endpoint_probes_total",
+        "site" => site.to_string(),
+        "endpoint" => endpoint.to_string(),
+        "result" => if ok { "ok" } else { "failed" },
+    )
+    .increment(1);
+}
+
+/// The exposition text: state gauges read now, then everything recorded.
+pub async fn render(daemon: &Daemon) -> String {
+    install();
+    for site in daemon.sites() {
+        let state = site.state();
+        let name = site.name.clone();
+        gauge!("sluice_site_up", "site" => name.clone()).set(f64::from(u8::from(
+            state == crate::model::SiteState::Running,
+        )));
+        for s in crate::model::SiteState::ALL {
+            gauge!("sluice_site_state", "site" => name.clone(), "state" => s.as_str())
+                .set(f64::from(u8::from(s == state)));
+        }
+        for integration in site.integrations() {
+            let labels = [
+                ("site", name.clone()),
+                ("integration", integration.name.clone()),
+            ];
+            let record = integration.record();
+            for s in crate::model::IntegrationState::ALL {
+                let mut l = labels.to_vec();
+                l.push(("state", s.as_str().to_string()));
+                gauge!("sluice_integration_state", &l).set(f64::from(u8::from(s == record.state)));
+            }
+            for kind in HoldKind::ALL {
+                let mut l = labels.to_vec();
+                l.push(("hold", kind.as_str().to_string()));
+                let held = record.holds.iter().any(|h| h.kind == kind);
+                gauge!("sluice_integration_held", &l).set(f64::from(u8::from(held)));
+            }
+            match site.store.queued_count(&integration.name).await {
+                Ok(n) => gauge!("sluice_integration_queue_depth", &labels).set(n as f64),
+                Err(e) => tracing::warn!("metrics: cannot count the queue: {e}"),
+            }
+        }
+        for endpoint in site.endpoints() {
+            let state = endpoint.state();
+            let labels = [("site", name.clone()), ("endpoint", endpoint.name.clone())];
+            gauge!("sluice_endpoint_up", &labels).set(f64::from(u8::from(
+                state == crate::engine::endpoint::EndpointState::Online,
+            )));
+            for s in crate::engine::endpoint::EndpointState::ALL {
+                let mut l = labels.to_vec();
+                l.push(("state", s.as_str().to_string()));
+                gauge!("sluice_endpoint_state", &l).set(f64::from(u8::from(s == state)));
+            }
+        }
+    }
+    HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
