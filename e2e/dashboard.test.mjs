@@ -228,7 +228,10 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   await page.selectOption('#tx-state', '');
   await integration(page, 'orders').waitFor();
   await page.locator('#transactions tr[data-seq]').first().waitFor();
-  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.evaluate(() => {
+    window.scrollTo(0, 0);
+    for (const t of document.querySelectorAll('.toast')) t.remove();
+  });
   await page.waitForTimeout(300);
   await page.screenshot({ path: join(DOCS, 'dashboard.png') });
 

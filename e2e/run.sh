@@ -34,6 +34,10 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sluice-e2e.XXXXXX")"
 PIDS=()
+# A copy of the binary just built: a target folder shared with another
+# checkout may get another build of it while the test runs.
+cp "$BIN" "$WORK/sluice"
+BIN="$WORK/sluice"
 cleanup() {
   local status=$?
   for pid in "${PIDS[@]}"; do

@@ -703,7 +703,7 @@
       h('span', { class: 'label' }, label), h('span', { class: 'value' }, value));
   }
 
-  const RUN_COUNTS = [['captured', 'captured'], ['succeeded', 'succeeded'], ['failed', 'failed'], ['pages', 'pages']];
+  const RUN_COUNTS = [['captured', 'captured'], ['succeeded', 'succeeded'], ['failed', 'failed'], ['pages', 'page', 'pages']];
 
   function flowsTable(i, kinds) {
     const rows = i.flows.map((f) => {
@@ -712,7 +712,7 @@
       let runCell = h('span', { class: 'muted' }, push ? 'by webhook' : 'never');
       if (run) {
         const counts = RUN_COUNTS.filter(([k]) => typeof run[k] === 'number')
-          .map(([k, label]) => `${fmtNum(run[k])} ${label}`).join(' · ');
+          .map(([k, one, many]) => `${fmtNum(run[k])} ${run[k] === 1 || !many ? one : many}`).join(' · ');
         runCell = h('div', null,
           run.result ? chip(run.result, RUN_COLOUR[run.result] || 'grey') : chip('running', 'blue'),
           ' ', h('span', { class: 'small' }, `#${run.id} ${run.mode} `, timeEl(run.started_at)),
@@ -1039,13 +1039,13 @@
   // ------------------------------------------------------------ audit
   function renderAudit() {
     renderIf('audit', st.audit, () => {
-      const rows = st.audit.map((a) => h('tr', null,
+      const rows = st.audit.map((a) => h('tr', { class: a.outcome === 'ok' ? null : 'row-refused' },
         h('td', null, timeEl(a.at)),
         h('td', null, a.actor),
-        h('td', null, h('span', { class: 'mono' }, a.action), h('span', { class: 'sub' }, a.subject)),
-        h('td', null, a.reason || h('span', { class: 'muted' }, '—')),
-        h('td', null, a.outcome === 'ok' ? chip('ok', 'green') : h('span', { class: 'err-text' }, a.outcome))));
-      replace($('audit'), table(['When', 'Who', 'What', 'Reason', 'Outcome'], rows, 'Nothing yet.'));
+        h('td', null, h('span', { class: 'mono' }, a.action), h('span', { class: 'sub' }, a.subject),
+          a.outcome === 'ok' ? null : h('span', { class: 'sub err-text' }, a.outcome)),
+        h('td', null, a.reason || h('span', { class: 'muted' }, '—'))));
+      replace($('audit'), table(['When', 'Who', 'What', 'Reason'], rows, 'Nothing yet.'));
     });
   }
 
