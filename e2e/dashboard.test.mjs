@@ -84,7 +84,11 @@ async function logLines(page, text, n = 1, timeout = 15_000) {
   const lines = page.locator('#log .log-line', { hasText: text });
   const deadline = Date.now() + timeout;
   while ((await lines.count()) < n) {
-    assert.ok(Date.now() < deadline, `the log shows '${text}' ${n} time(s)`);
+    if (Date.now() > deadline) {
+      await shot(page, 'failure-log.png');
+      const panel = await page.locator('#log').innerText();
+      assert.fail(`the log shows '${text}' ${n} time(s); the panel has:\n${panel}`);
+    }
     await page.waitForTimeout(100);
   }
 }
@@ -216,7 +220,23 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   await page.locator('[data-integration="customers"]').waitFor();
   await page.locator('[data-endpoint="legacy"] .chip.red').getByText('Offline').waitFor({ timeout: 20_000 });
   await page.locator('[data-endpoint="erp"] .chip.green').getByText('Online').waitFor();
+  await page.locator('[data-integration="customers"]').getByText('endpoint-offline').waitFor();
   await shot(page, '10-stage.png');
+  // Test: the endpoint is called now, and the page says what was found.
+  await page.locator('[data-endpoint="legacy"] [data-action="test"]').click();
+  await page.locator('.toast.error').getByText('legacy: not reachable').waitFor();
+  // Reauthorize: the form posts the token as JSON; credentials that cannot
+  // be tried (nothing answers) are refused, and the window says why.
+  await page.locator('[data-endpoint="legacy"] [data-action="reauthorize"]').click();
+  await modal.getByText('Reauthorize legacy').waitFor();
+  await page.click('#reauth-ok');
+  await modal.getByText('Enter a token.').waitFor();
+  await page.fill('#reauth-token', 'new-secret-token');
+  await page.click('#reauth-ok');
+  await modal.locator('.form-error').filter({ hasNotText: 'Enter a token.' }).waitFor();
+  await shot(page, '10b-reauthorize.png');
+  await page.keyboard.press('Escape');
+  await modal.waitFor({ state: 'hidden' });
 
   // The README's picture: LIVE, populated, with a person's hold on contacts.
   const held = await call('POST', '/api/v1/sites/LIVE/integrations/contacts/pause', {

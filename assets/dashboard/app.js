@@ -986,7 +986,7 @@
       h('td', null, chip(t.state, TX_COLOUR[t.state], 'tx-state')),
       h('td', { class: 'hide-narrow' }, timeEl(t.created_at)),
       h('td', { class: 'num hide-narrow' }, String(t.attempts)),
-      h('td', { class: t.last_error ? 'err' : 'muted' }, t.last_error || '—')));
+      h('td', { class: t.last_error ? 'err' : 'muted', title: t.last_error || undefined }, t.last_error || '—')));
       const what = st.txState ? `${st.txState} transactions` : 'transactions';
       replace($('transactions'), table([{ text: 'Seq', class: 'num' }, 'Flow / key', 'State',
         { text: 'Created', class: 'hide-narrow' }, { text: 'Attempts', class: 'num hide-narrow' }, 'Last error'],
