@@ -1067,7 +1067,7 @@
     replace(box);
     const site = st.site;
     const source = new EventSource(`/api/v1/sites/${encodeURIComponent(site)}/log/stream?tail=200`);
-    const log = { source, site, lastId: 0 };
+    const log = { source, site, seen: new Set() };
     st.log = log;
     logStatus('connecting', 'amber');
     source.onopen = () => { if (st.log === log) logStatus('live', 'green'); };
@@ -1080,20 +1080,30 @@
       if (st.log !== log) return;
       const id = Number(ev.lastEventId || 0);
       // A reconnect sends the recent lines again: keep each line once.
-      if (id && id <= log.lastId) return;
-      if (id) log.lastId = id;
-      appendLogLine(ev.data);
+      if (id) {
+        if (log.seen.has(id)) return;
+        log.seen.add(id);
+        if (log.seen.size > 4 * LOG_KEEP) log.seen = new Set([...log.seen].slice(-LOG_KEEP));
+      }
+      appendLogLine(ev.data, id);
     };
   }
 
-  function appendLogLine(text) {
+  /** Adds a line in id order: workers writing at once may be heard out of order. */
+  function appendLogLine(text, id) {
     const box = $('log');
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
     const m = /\((\d)\) : /.exec(text);
     let cls = `log-line level-${m ? m[1] : 'x'}`;
     if (/ started successfully!$/.test(text)) cls += ' ok';
     else if (/ stopped successfully!$/.test(text)) cls += ' stop';
-    box.append(h('div', { class: cls }, text));
+    const line = h('div', { class: cls, dataset: id ? { id: String(id) } : undefined }, text);
+    let after = box.lastElementChild;
+    if (id) {
+      while (after && after.dataset.id && Number(after.dataset.id) > id) after = after.previousElementSibling;
+    }
+    if (after) after.after(line);
+    else box.prepend(line);
     while (box.childElementCount > LOG_KEEP) box.firstElementChild.remove();
     if (atBottom) box.scrollTop = box.scrollHeight;
   }
