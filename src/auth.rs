@@ -86,7 +86,8 @@ pub struct TokenInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenAudit {
     pub id: i64,
-    pub ts: String,
+    /// When, RFC 3339 (as a site's audit entries).
+    pub at: String,
     pub actor: String,
     pub action: String,
     pub subject: String,
@@ -358,7 +359,7 @@ impl Tokens {
             let rows = stmt.query_map(params![limit as i64], |r| {
                 Ok(TokenAudit {
                     id: r.get(0)?,
-                    ts: r.get(1)?,
+                    at: r.get(1)?,
                     actor: r.get(2)?,
                     action: r.get(3)?,
                     subject: r.get(4)?,

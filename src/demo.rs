@@ -73,6 +73,8 @@ fn print_banner(config: &Config, data_dir: &Path) {
         "\
 sluice demo — data in {data}
   sites LIVE and STAGE; records go to the receiver on http://{RECEIVER}/ (printed below as 'receiver:')
+  the dashboard: {server}/   (no tokens yet: open on loopback, you are admin)
+  metrics:       {server}/metrics
 
 Try, in another terminal (add --server {server} if you changed --listen):
   sluice status

@@ -101,9 +101,17 @@ impl Client {
             return Ok(response);
         }
         let body = response.text().await.unwrap_or_default();
+        let mut message = error_message(&body, status.canonical_reason());
+        if status.as_u16() == 401 {
+            message.push_str(if self.token.is_some() {
+                "; check --token / SLUICE_TOKEN"
+            } else {
+                "; pass --token or set SLUICE_TOKEN"
+            });
+        }
         Err(CliError::Refused {
             status: status.as_u16(),
-            message: error_message(&body, status.canonical_reason()),
+            message,
         })
     }
 
