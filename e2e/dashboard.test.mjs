@@ -253,7 +253,9 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
     for (const t of document.querySelectorAll('.toast')) t.remove();
   });
   await page.waitForTimeout(300);
-  await page.screenshot({ path: join(DOCS, 'dashboard.png') });
+  // `run.sh --docs` refreshes the README's picture; otherwise it is an artifact.
+  const picture = process.env.SLUICE_E2E_DOCS ? join(DOCS, 'dashboard.png') : join(SHOTS, 'dashboard.png');
+  await page.screenshot({ path: picture });
 
   // A phone: the same page at 390×844, nothing wider than the screen.
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });

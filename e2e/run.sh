@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The dashboard's end-to-end test in a real Chromium.
 #
-#   bash e2e/run.sh
+#   bash e2e/run.sh            # screenshots in e2e/screenshots/
+#   bash e2e/run.sh --docs     # also refreshes docs/dashboard.png (the README's)
 #
 # Builds the daemon, writes a two-site configuration into a temporary folder,
 # makes an admin and a viewer token (when `sluice token` exists), starts a
 # small HTTP target and `sluice serve`, runs e2e/dashboard.test.mjs against it
 # and stops everything it started. Screenshots go to e2e/screenshots/ and the
-# README's picture to docs/dashboard.png.
+# README's picture, with --docs, to docs/dashboard.png.
 #
 # Needs: cargo, node >= 20 with npm, and Chromium (`apt-get install -y
 # chromium`; another binary with CHROMIUM=/path/to/chrome).
@@ -18,6 +19,10 @@ E2E="$ROOT/e2e"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/debug/sluice"
+export SLUICE_E2E_DOCS=""
+if [[ "${1:-}" == "--docs" ]]; then
+  SLUICE_E2E_DOCS=1
+fi
 
 if [[ ! -x "$CHROMIUM" ]]; then
   echo "e2e: no Chromium at $CHROMIUM (apt-get install -y chromium, or set CHROMIUM)" >&2
