@@ -36,6 +36,10 @@ pub struct SiteLog {
     file: Mutex<Option<std::fs::File>>,
     path: PathBuf,
     live: broadcast::Sender<LogEntry>,
+    /// Held from storing a line until it is broadcast, so readers of the
+    /// live stream (and the log file) get lines in id order even when
+    /// workers write at once.
+    in_order: tokio::sync::Mutex<()>,
 }
 
 impl SiteLog {
@@ -51,6 +55,7 @@ impl SiteLog {
             file: Mutex::new(file.ok()),
             path: path.to_path_buf(),
             live: broadcast::channel(1024).0,
+            in_order: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -79,6 +84,7 @@ impl SiteLog {
         if level > self.keep_level() {
             return;
         }
+        let _in_order = self.in_order.lock().await;
         let ts = now_millis();
         let id = match self.store.append_log(ts, level, &message).await {
             Ok(id) => id,
@@ -177,6 +183,34 @@ mod tests {
             chrono::NaiveDateTime::parse_from_str(stamp, "%d-%b-%Y %H:%M:%S").is_ok(),
             "{stamp}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn live_lines_arrive_in_id_order_when_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let log = Arc::new(SiteLog::open("T", 9, store, &dir.path().join("t.log")));
+        let mut live = log.subscribe();
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for i in 0..25 {
+                        log.write(4, format!("writer {w} line {i}")).await;
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let mut last = 0;
+        for _ in 0..200 {
+            let e = live.recv().await.unwrap();
+            assert!(e.id > last, "id {} after {last}", e.id);
+            last = e.id;
+        }
     }
 
     #[test]
