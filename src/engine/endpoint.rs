@@ -41,6 +41,16 @@ pub struct Health {
     pub state: EndpointState,
     pub since: Millis,
     pub last_error: Option<String>,
+    /// The latest probe or test: when, whether it reached the endpoint, and
+    /// what it said.
+    pub last_test: Option<LastTest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastTest {
+    pub at: Millis,
+    pub ok: bool,
+    pub detail: String,
 }
 
 /// One configured endpoint, built once per daemon start.
@@ -63,6 +73,7 @@ impl Endpoint {
                 state: EndpointState::Online,
                 since: now_millis(),
                 last_error: None,
+                last_test: None,
             }),
         }
     }
@@ -79,6 +90,7 @@ impl Endpoint {
                 state: EndpointState::Online,
                 since: now_millis(),
                 last_error: None,
+                last_test: None,
             }),
         }
     }
@@ -106,10 +118,25 @@ impl Endpoint {
     /// A real call to the endpoint: its target's probe (with its
     /// credentials), or for a source the kind's own check.
     pub async fn probe(&self, base: &std::path::Path) -> Result<String, DeliveryError> {
-        match &self.target {
+        let result = match &self.target {
             Some(target) => target.probe().await,
             None => self.kind.probe(base).await,
-        }
+        };
+        self.note_test(&result);
+        result
+    }
+
+    /// Keeps what a probe or a test found (shown as the last test).
+    pub fn note_test(&self, result: &Result<String, DeliveryError>) {
+        let (ok, detail) = match result {
+            Ok(detail) => (true, detail.clone()),
+            Err(e) => (false, e.message.clone()),
+        };
+        self.health.lock().unwrap_or_else(|p| p.into_inner()).last_test = Some(LastTest {
+            at: now_millis(),
+            ok,
+            detail,
+        });
     }
 
     /// Sets the state (and the last error, if given); returns the previous

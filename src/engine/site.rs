@@ -773,6 +773,7 @@ impl Site {
         let started = std::time::Instant::now();
         let result = target.probe().await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        endpoint.note_test(&result);
         crate::metrics::probe(&self.name, &endpoint.name, result.is_ok());
         self.health.probed(endpoint, &result).await;
         match result {
