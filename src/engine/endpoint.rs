@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::connectors::{DeliveryError, EndpointKind, Source, Target};
 use crate::model::{now_millis, Millis};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EndpointState {
     Online,
