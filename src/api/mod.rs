@@ -9,6 +9,7 @@ pub mod flows;
 pub mod hooks;
 pub mod integrations;
 pub mod log;
+pub mod openapi;
 pub mod sites;
 pub mod transactions;
 
@@ -80,6 +81,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             "/sites/{site}/endpoints/{name}/reauthorize",
             post(endpoints::reauthorize),
         )
+        .route("/openapi.json", get(openapi::document))
         .fallback(not_found);
     Router::new()
         .route("/", get(index))
