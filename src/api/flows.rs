@@ -158,7 +158,8 @@ pub struct RunAnswer {
     request_body = RunBody,
     responses(
         (status = 202, description = "The run is requested", body = RunAnswer),
-        (status = 400, description = "A bad path or body; a mode that is not all or changed", body = ErrorBody),
+        (status = 400, description = "A bad path or body, a mode that is not all or changed, \
+            or a flow fed by a webhook (nothing to run)", body = ErrorBody),
         (status = 404, description = "No such site or flow", body = ErrorBody),
         (status = 409, description = "The flow cannot run now", body = ErrorBody),
         (status = 413, description = "The body cannot be read", body = ErrorBody),

@@ -161,6 +161,7 @@ pub async fn show(
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
     /// Why; recorded in the audit trail and the site's log.
+    #[schema(example = "maintenance window")]
     #[serde(default)]
     pub reason: Option<String>,
 }

@@ -24,12 +24,17 @@ use crate::model::Millis;
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Only lines at this level or more important (a lower number).
+    #[param(minimum = 0, maximum = 255)]
     pub level: Option<u8>,
     /// Only lines from this time on: RFC 3339, or milliseconds since the epoch.
+    #[param(example = "2026-11-24T15:04:05Z")]
     pub since: Option<String>,
-    /// At most this many lines (the newest); default 1000, at most 10000.
+    /// At most this many lines (the newest); default 1000. 0 counts as 1
+    /// and more than 10000 as 10000.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
     /// Only lines after this log entry id.
+    #[param(minimum = -9223372036854775808_i64, maximum = 9223372036854775807_i64)]
     pub after: Option<i64>,
 }
 
@@ -78,8 +83,11 @@ pub async fn text(
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Only lines at this level or more important (a lower number).
+    #[param(minimum = 0, maximum = 255)]
     pub level: Option<u8>,
-    /// How many recent lines to send first (default 20, at most 1000).
+    /// How many recent lines to send first (default 20; more than 1000
+    /// counts as 1000).
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub tail: Option<usize>,
 }
 
@@ -134,7 +142,9 @@ pub async fn stream(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// At most this many entries (the newest); default 100, at most 10000.
+    /// At most this many entries (the newest); default 100. 0 counts as 1
+    /// and more than 10000 as 10000.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
 }
 

@@ -67,7 +67,7 @@ pub struct FlowPath {
     #[param(example = "LIVE")]
     pub site: String,
     /// The flow's name (unique in its site).
-    #[param(example = "web-orders")]
+    #[param(example = "generated-orders")]
     pub flow: String,
 }
 
@@ -81,7 +81,7 @@ pub struct TxPath {
     #[param(example = "orders")]
     pub name: String,
     /// The transaction's sequence number in the integration's queue.
-    #[param(example = 1)]
+    #[param(example = 1, minimum = -9223372036854775808_i64, maximum = 9223372036854775807_i64)]
     pub seq: i64,
 }
 
@@ -95,7 +95,7 @@ pub struct TxActionPath {
     #[param(example = "orders")]
     pub name: String,
     /// The transaction's sequence number in the integration's queue.
-    #[param(example = 1)]
+    #[param(example = 1, minimum = -9223372036854775808_i64, maximum = 9223372036854775807_i64)]
     pub seq: i64,
     /// `retry` (an Error goes back to Queued, in its place), `replay` (a
     /// copy is queued at the end) or `ignore` (the queue moves on).
@@ -142,6 +142,7 @@ impl utoipa::PartialSchema for HookRecords {
     fn schema() -> RefOr<Schema> {
         json_schema(serde_json::json!({
             "description": "One record (a JSON object) or an array of records",
+            "examples": [{"id": "A-1001", "total": 12.5}],
             "oneOf": [
                 {"type": "object"},
                 {"type": "array", "items": {"type": "object"}}
@@ -230,9 +231,15 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         endpoints::reauthorize,
         hooks::receive,
     ),
-    // The derive finds every schema the paths name, except those whose
-    // `ToSchema` is written by hand.
-    components(schemas(ErrorBody, HookRecords, endpoints::ReauthorizeBody)),
+    // The derive finds every schema that bodies name, but not those whose
+    // `ToSchema` is written by hand nor those parameters name.
+    components(schemas(
+        ErrorBody,
+        HookRecords,
+        endpoints::ReauthorizeBody,
+        TxActionName,
+        crate::model::TxState,
+    )),
     modifiers(&Security),
     tags(
         (name = "sites", description = "Start, stop and reload sites"),
@@ -516,6 +523,30 @@ mod tests {
             );
         }
         daemon.shutdown().await;
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn walk(v: &serde_json::Value, refs: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::String(r)) = map.get("$ref") {
+                        refs.push(r.clone());
+                    }
+                    map.values().for_each(|v| walk(v, refs));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, refs)),
+                _ => {}
+            }
+        }
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut refs = Vec::new();
+        walk(&doc, &mut refs);
+        assert!(!refs.is_empty());
+        for r in refs {
+            let pointer = r.strip_prefix('#').expect("local references only");
+            assert!(doc.pointer(pointer).is_some(), "{r} resolves to nothing");
+        }
     }
 
     #[test]

@@ -98,16 +98,18 @@ pub async fn start(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopBody {
-    /// Why the site stops; recorded with who stopped it and when.
+    /// Why the site stops (required, not blank); recorded with who stopped
+    /// it and when.
+    #[schema(value_type = String, pattern = r"\S", example = "stocktake")]
     #[serde(default)]
     pub reason: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/sites/{site}/stop", tag = "sites", params(SitePath),
-    request_body(content = Option<StopBody>, description = "May be empty"),
+    request_body = StopBody,
     responses(
         (status = 200, description = "The site, stopped", body = SiteView),
-        (status = 400, description = "A bad path or body, or no reason", body = ErrorBody),
+        (status = 400, description = "A bad path or body, or a blank reason", body = ErrorBody),
         (status = 404, description = "No such site", body = ErrorBody),
         (status = 409, description = "The site is not running", body = ErrorBody),
         (status = 413, description = "The body cannot be read", body = ErrorBody),

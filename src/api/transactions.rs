@@ -14,13 +14,28 @@ use crate::store::TxRecord;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TxQuery {
-    /// queued, sending, sent, error, ignored.
-    #[param(value_type = Option<TxState>)]
+    /// queued, sending, sent, error, ignored; empty or absent: any.
+    #[param(schema_with = tx_state_filter_schema)]
     pub state: Option<String>,
     /// Only transactions with a smaller sequence number (paging back).
+    #[param(minimum = -9223372036854775808_i64, maximum = 9223372036854775807_i64)]
     pub before: Option<i64>,
-    /// Default 100, at most 1000.
+    /// Default 100. 0 counts as 1 and more than 1000 as 1000.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
+}
+
+/// The `state` filter: a [`TxState`], or empty for any.
+fn tx_state_filter_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(
+            "queued, sending, sent, error, ignored; empty or absent: any",
+        ))
+        .enum_values(Some(
+            std::iter::once("").chain(TxState::ALL.iter().map(|s| s.as_str())),
+        ))
+        .build()
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
