@@ -166,6 +166,21 @@ status=0
 SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=.ci \
   "$VENV/bin/schemathesis" run "${ARGS[@]}" || status=$?
 
+# The log stream, left out above, by hand: its errors are JSON, and a good
+# request opens an event stream (cut after a second).
+expect() { # STATUS CONTENT-TYPE-PREFIX URL
+  local got
+  got="$(curl -sS -o /dev/null --max-time 1 -w '%{http_code} %{content_type}' "$3" 2>/dev/null || true)"
+  case "$got" in
+    "$1 $2"*) echo "ok: $got  $3" ;;
+    *) echo "FAILED: $3 answered '$got', expected $1 $2" >&2; status=1 ;;
+  esac
+}
+expect 400 application/json "http://$ADDR/api/v1/sites/LIVE/log/stream?level=x"
+expect 400 application/json "http://$ADDR/api/v1/sites/LIVE/log/stream?tail=-1"
+expect 404 application/json "http://$ADDR/api/v1/sites/NOPE/log/stream"
+expect 200 text/event-stream "http://$ADDR/api/v1/sites/LIVE/log/stream?tail=5"
+
 if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
   echo "the daemon died during the run:" >&2
   tail -n 50 "$WORK/stderr" >&2
