@@ -161,7 +161,8 @@ else
 fi
 ARGS+=(--exclude-checks "$EXCLUDE" "$@")
 
-echo "== schemathesis ${ARGS[*]}"
+shown="${ARGS[*]}"
+echo "== schemathesis ${shown//${SLUICE_TOKEN:-no token}/***}"
 status=0
 SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=.ci \
   "$VENV/bin/schemathesis" run "${ARGS[@]}" || status=$?
