@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 pub const FILE_NAME: &str = "tokens.db";
 
 /// What a token may do; ordered, each role may do what the ones below it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -73,7 +73,7 @@ pub struct Principal {
 }
 
 /// A token as listed: never the token itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub name: String,
     pub role: Role,
@@ -83,7 +83,7 @@ pub struct TokenInfo {
 }
 
 /// One change to the tokens.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenAudit {
     pub id: i64,
     /// When, RFC 3339 (as a site's audit entries).

@@ -98,7 +98,8 @@ pub struct IntegrationConfig {
 }
 
 /// What a record the target rejects does to the queue behind it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum OnError {
     /// The queue waits behind it (strict order).
     Block,

@@ -82,3 +82,34 @@ async fn bad_input_is_a_json_4xx_everywhere() {
     let (status, _) = daemon.get("/api/v1/sites").await;
     assert_eq!(status, axum::http::StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_is_a_json_405() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/v1/sites"),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/sites/LIVE/integrations/orders",
+        ),
+        (reqwest::Method::GET, "/api/v1/sites/LIVE/stop"),
+        (reqwest::Method::GET, "/hooks/LIVE/orders/web"),
+        (reqwest::Method::POST, "/metrics"),
+    ] {
+        let r = http
+            .request(method.clone(), daemon.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains(path), "{v}");
+    }
+}

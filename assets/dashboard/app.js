@@ -889,10 +889,12 @@
           h('td', null, h('strong', null, e.name), h('span', { class: 'sub' }, e.kind)),
           h('td', null, chip(capital(e.state), ENDPOINT_COLOUR[e.state], 'endpoint-state')),
           h('td', null, timeEl(e.since)),
+          h('td', { class: e.last_test ? (e.last_test.ok ? '' : 'err') : 'muted', title: e.last_test ? e.last_test.detail : undefined },
+            e.last_test ? [timeEl(e.last_test.at), ' ', e.last_test.ok ? 'reached' : 'not reached'] : '—'),
           h('td', { class: e.last_error ? 'err' : 'muted', title: e.last_error || undefined }, e.last_error || '—'),
           h('td', { class: 'actions-cell' }, actions));
       });
-      replace($('endpoints'), table(['Endpoint', 'State', 'Since', 'Last error', ''], rows, 'This site has no endpoints.'));
+      replace($('endpoints'), table(['Endpoint', 'State', 'Since', 'Last test', 'Last error', ''], rows, 'This site has no endpoints.'));
     });
   }
 

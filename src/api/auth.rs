@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState, JsonBody, PathParams, QueryParams};
 use crate::auth::{csrf, AuthError, Principal, Role, TokenAudit, TokenInfo};
 
@@ -283,13 +284,14 @@ pub fn actor_name(
 }
 
 /// What `GET/POST /api/v1/session` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub name: String,
     pub role: Role,
     /// Send as `X-CSRF-Token` with every write made with the cookie.
     pub csrf: String,
     /// `token`, or `open` when no token exists (loopback only).
+    #[schema(value_type = String, pattern = "^(token|open)$")]
     pub auth: &'static str,
 }
 
@@ -311,6 +313,11 @@ fn session_view(caller: &Caller) -> SessionView {
 }
 
 /// `GET /api/v1/session`: who the dashboard is signed in as.
+#[utoipa::path(get, path = "/api/v1/session", tag = "auth", security(()),
+    responses(
+        (status = 200, description = "Who the caller is (by bearer token or the dashboard's cookie)", body = SessionView),
+        (status = 401, description = "Nobody: no valid token", body = ErrorBody),
+    ))]
 pub async fn session_show(
     State(daemon): State<AppState>,
     headers: HeaderMap,
@@ -319,7 +326,7 @@ pub async fn session_show(
     Ok(Json(session_view(&caller)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     #[serde(default)]
@@ -335,6 +342,14 @@ fn session_cookie(value: &str, max_age: u64) -> HeaderValue {
 
 /// `POST /api/v1/session {"token"}`: signs the dashboard in; the token goes
 /// into an HttpOnly cookie that page scripts cannot read.
+#[utoipa::path(post, path = "/api/v1/session", tag = "auth", security(()),
+    request_body = SignIn,
+    responses(
+        (status = 200, description = "Signed in; the cookie `sluice_session` is set", body = SessionView),
+        (status = 400, description = "The body is not valid JSON for this request", body = ErrorBody),
+        (status = 401, description = "The token is not valid", body = ErrorBody),
+        (status = 413, description = "The body could not be read", body = ErrorBody),
+    ))]
 pub async fn session_create(
     State(daemon): State<AppState>,
     JsonBody(body): JsonBody<SignIn>,
@@ -368,6 +383,8 @@ pub async fn session_create(
 }
 
 /// `DELETE /api/v1/session`: signs out (the cookie is dropped).
+#[utoipa::path(delete, path = "/api/v1/session", tag = "auth", security(()),
+    responses((status = 204, description = "Signed out; the cookie is dropped")))]
 pub async fn session_delete() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
@@ -377,6 +394,8 @@ pub async fn session_delete() -> Response {
 }
 
 /// `GET /api/v1/tokens` (admin): every token, never the secret.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "auth",
+    responses((status = 200, description = "Every token (never the token itself)", body = Vec<TokenInfo>)))]
 pub async fn tokens_list(State(daemon): State<AppState>) -> ApiResult<Json<Vec<TokenInfo>>> {
     let tokens = daemon.tokens().clone();
     let list = tokio::task::spawn_blocking(move || tokens.list())
@@ -385,14 +404,18 @@ pub async fn tokens_list(State(daemon): State<AppState>) -> ApiResult<Json<Vec<T
     Ok(Json(list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    /// 1 to 64 letters, digits, `-`, `_`, `.` or `@`.
+    #[schema(example = "grafana")]
     pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    #[schema(example = "viewer")]
     pub role: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     pub name: String,
     pub role: Role,
@@ -401,6 +424,13 @@ pub struct CreatedToken {
 }
 
 /// `POST /api/v1/tokens {"name", "role"}` (admin): 201 with the token.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "auth", request_body = NewToken,
+    responses(
+        (status = 201, description = "The token, shown this once", body = CreatedToken),
+        (status = 400, description = "A bad name or role, or a body that is not valid JSON", body = ErrorBody),
+        (status = 409, description = "A token of that name exists", body = ErrorBody),
+        (status = 413, description = "The body could not be read", body = ErrorBody),
+    ))]
 pub async fn tokens_create(
     State(daemon): State<AppState>,
     actor: super::Actor,
@@ -429,6 +459,13 @@ pub async fn tokens_create(
 }
 
 /// `DELETE /api/v1/tokens/{name}` (admin): refused from now on.
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "auth",
+    params(("name" = String, Path, description = "The token's name")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No token of that name", body = ErrorBody),
+    ))]
 pub async fn tokens_revoke(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -441,13 +478,21 @@ pub async fn tokens_revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// At most this many entries (default 100; 1 to 10000, clamped).
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
 }
 
 /// `GET /api/v1/audit`: the token changes, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "auth", params(AuditQuery),
+    responses(
+        (status = 200, description = "Token changes, newest first", body = Vec<TokenAudit>),
+        (status = 400, description = "Bad query parameters", body = ErrorBody),
+    ))]
 pub async fn audit(
     State(daemon): State<AppState>,
     QueryParams(q): QueryParams<AuditQuery>,

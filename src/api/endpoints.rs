@@ -4,18 +4,33 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
+use super::openapi::{endpoint_kind_schema, json_schema, EndpointPath, ErrorBody, SitePath};
 use super::{rfc3339, site, Actor, ApiError, ApiResult, AppState, JsonBody, PathParams};
 use crate::connectors::Credentials;
-use crate::engine::endpoint::Endpoint;
+use crate::engine::endpoint::{Endpoint, EndpointState};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EndpointView {
     pub name: String,
+    #[schema(schema_with = endpoint_kind_schema)]
     pub kind: &'static str,
     /// `online`, `offline`, `unauthorized`, `disabled`.
+    #[schema(value_type = EndpointState)]
     pub state: &'static str,
     pub since: String,
     pub last_error: Option<String>,
+    /// The latest probe or test (by the Monitor, a person, or a
+    /// reauthorization); null until there was one.
+    pub last_test: Option<LastTestView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LastTestView {
+    pub at: String,
+    /// Whether it reached the endpoint.
+    pub ok: bool,
+    /// What the endpoint answered, or why it could not be reached.
+    pub detail: String,
 }
 
 pub fn view(e: &Endpoint) -> EndpointView {
@@ -26,9 +41,20 @@ pub fn view(e: &Endpoint) -> EndpointView {
         state: h.state.as_str(),
         since: rfc3339(h.since),
         last_error: h.last_error,
+        last_test: h.last_test.map(|t| LastTestView {
+            at: rfc3339(t.at),
+            ok: t.ok,
+            detail: t.detail,
+        }),
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/sites/{site}/endpoints", tag = "endpoints", params(SitePath),
+    responses(
+        (status = 200, description = "The site's endpoints", body = Vec<EndpointView>),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    ))]
 pub async fn list(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -37,6 +63,13 @@ pub async fn list(
     Ok(Json(site.endpoints().map(|e| view(e)).collect()))
 }
 
+#[utoipa::path(get, path = "/api/v1/sites/{site}/endpoints/{name}", tag = "endpoints",
+    params(EndpointPath),
+    responses(
+        (status = 200, description = "The endpoint", body = EndpointView),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such site or endpoint", body = ErrorBody),
+    ))]
 pub async fn show(
     State(daemon): State<AppState>,
     PathParams((site_name, name)): PathParams<(String, String)>,
@@ -45,7 +78,7 @@ pub async fn show(
     Ok(Json(view(site.endpoint(&name)?)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TestAnswer {
     #[serde(flatten)]
     pub endpoint: EndpointView,
@@ -58,6 +91,13 @@ pub struct TestAnswer {
 
 /// Calls the endpoint now (HTTP: `GET` on its URL; file: the file or its
 /// folder) and answers with what was found and the endpoint's state.
+#[utoipa::path(post, path = "/api/v1/sites/{site}/endpoints/{name}/test", tag = "endpoints",
+    params(EndpointPath),
+    responses(
+        (status = 200, description = "What the test found", body = TestAnswer),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such site or endpoint", body = ErrorBody),
+    ))]
 pub async fn test(
     State(daemon): State<AppState>,
     PathParams((site_name, name)): PathParams<(String, String)>,
@@ -83,8 +123,47 @@ pub struct ReauthorizeBody {
     pub password: Option<String>,
 }
 
+/// Either form, as [`reauthorize`] takes it: a non-empty token alone, or a
+/// non-empty user name with an optional password.
+impl utoipa::PartialSchema for ReauthorizeBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        json_schema(serde_json::json!({
+            "description": "New credentials: a bearer token, or a user name and password",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["token"],
+                    "properties": {"token": {"type": "string", "minLength": 1}},
+                    "additionalProperties": false
+                },
+                {
+                    "type": "object",
+                    "required": ["username"],
+                    "properties": {
+                        "username": {"type": "string", "minLength": 1},
+                        "password": {"type": "string"}
+                    },
+                    "additionalProperties": false
+                }
+            ]
+        }))
+    }
+}
+
+impl utoipa::ToSchema for ReauthorizeBody {}
+
 /// Takes new credentials, tests them at once, and on success brings the
 /// endpoint Online and lifts the system's holds. 409 if they do not work.
+#[utoipa::path(post, path = "/api/v1/sites/{site}/endpoints/{name}/reauthorize", tag = "endpoints",
+    params(EndpointPath),
+    request_body = ReauthorizeBody,
+    responses(
+        (status = 200, description = "The credentials work; the endpoint is online", body = TestAnswer),
+        (status = 400, description = "A bad path or body, or an endpoint that takes no credentials", body = ErrorBody),
+        (status = 404, description = "No such site or endpoint", body = ErrorBody),
+        (status = 409, description = "The credentials do not work", body = ErrorBody),
+        (status = 413, description = "The body cannot be read", body = ErrorBody),
+    ))]
 pub async fn reauthorize(
     State(daemon): State<AppState>,
     PathParams((site_name, name)): PathParams<(String, String)>,

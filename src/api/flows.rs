@@ -5,19 +5,22 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::openapi::{flow_status_schema, ErrorBody, FlowPath, SitePath};
 use super::{rfc3339, site, Actor, ApiError, ApiResult, AppState, JsonBody, PathParams};
 use crate::config::{FlowConfig, Schedule};
 use crate::engine::Site;
-use crate::model::RunMode;
+use crate::model::{RunMode, RunResult};
 use crate::store::RunRecord;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunView {
     pub id: i64,
+    #[schema(value_type = RunMode)]
     pub mode: &'static str,
     pub started_at: String,
     pub finished_at: Option<String>,
     /// `success`, `failed`, `halted`; null while it runs.
+    #[schema(value_type = Option<RunResult>)]
     pub result: Option<&'static str>,
     /// Records queued by the run.
     pub captured: i64,
@@ -52,7 +55,7 @@ impl RunView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FlowView {
     pub name: String,
     pub integration: String,
@@ -62,6 +65,7 @@ pub struct FlowView {
     pub enabled: bool,
     /// Blank, `Pending All`, `Pending Changed`, `Running`, or the last
     /// result (`Success`, `Failed`, `Halted`).
+    #[schema(schema_with = flow_status_schema)]
     pub status: &'static str,
     /// The cursor value 'Send Changed' continues after.
     pub checkpoint: Option<serde_json::Value>,
@@ -114,6 +118,12 @@ pub async fn flow_view(site: &Site, integration: &str, flow: &FlowConfig) -> Api
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/sites/{site}/flows", tag = "flows", params(SitePath),
+    responses(
+        (status = 200, description = "Every flow of the site", body = Vec<FlowView>),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    ))]
 pub async fn list(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -126,6 +136,12 @@ pub async fn list(
     Ok(Json(out))
 }
 
+#[utoipa::path(get, path = "/api/v1/sites/{site}/flows/{flow}", tag = "flows", params(FlowPath),
+    responses(
+        (status = 200, description = "The flow", body = FlowView),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such site or flow", body = ErrorBody),
+    ))]
 pub async fn show(
     State(daemon): State<AppState>,
     PathParams((site_name, flow)): PathParams<(String, String)>,
@@ -135,21 +151,36 @@ pub async fn show(
     Ok(Json(flow_view(&site, &ic.name, fc).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunBody {
+    /// 'Send All' or 'Send Changed'. Required.
+    #[schema(value_type = RunMode)]
     pub mode: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunAnswer {
     pub flow: String,
+    #[schema(value_type = RunMode)]
     pub mode: &'static str,
     /// `Running`, or `Pending All` / `Pending Changed` while the site is
     /// stopped (the request will not run).
+    #[schema(schema_with = flow_status_schema)]
     pub status: &'static str,
 }
 
+/// 'Send All' or 'Send Changed': starts a run of the flow now.
+#[utoipa::path(post, path = "/api/v1/sites/{site}/flows/{flow}/run", tag = "flows", params(FlowPath),
+    request_body = RunBody,
+    responses(
+        (status = 202, description = "The run is requested", body = RunAnswer),
+        (status = 400, description = "A bad path or body, a mode that is not all or changed, \
+            or a flow fed by a webhook (nothing to run)", body = ErrorBody),
+        (status = 404, description = "No such site or flow", body = ErrorBody),
+        (status = 409, description = "The flow cannot run now", body = ErrorBody),
+        (status = 413, description = "The body cannot be read", body = ErrorBody),
+    ))]
 pub async fn run(
     State(daemon): State<AppState>,
     PathParams((site_name, flow)): PathParams<(String, String)>,

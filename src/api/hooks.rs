@@ -12,6 +12,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::openapi::{ErrorBody, HookPath, HookRecords};
 use super::{site, ApiError, ApiResult, AppState, PathParams};
 use crate::connectors::EndpointKind;
 
@@ -19,13 +20,26 @@ use crate::connectors::EndpointKind;
 /// `max_body` is checked below it.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
+    /// How many records were queued.
     pub queued: usize,
     pub first_seq: Option<i64>,
     pub last_seq: Option<i64>,
 }
 
+/// Takes one JSON object or an array of them, queued in the array's order.
+#[utoipa::path(post, path = "/hooks/{site}/{integration}/{flow}", tag = "hooks", params(HookPath),
+    security(()),
+    request_body = HookRecords,
+    responses(
+        (status = 202, description = "The records are durably queued", body = Accepted),
+        (status = 400, description = "A bad path; the body is not an object or an array of objects", body = ErrorBody),
+        (status = 404, description = "No such site, integration or webhook flow", body = ErrorBody),
+        (status = 413, description = "The body is larger than the webhook takes", body = ErrorBody),
+        (status = 503, description = "The site or the integration is stopped; try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
 pub async fn receive(
     State(daemon): State<AppState>,
     PathParams((site_name, integration, flow)): PathParams<(String, String, String)>,

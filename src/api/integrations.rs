@@ -5,31 +5,40 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::flows::{flow_view, FlowView};
+use super::openapi::{ErrorBody, IntegrationPath, SitePath};
 use super::{rfc3339, site, Actor, ApiResult, AppState, JsonBody, PathParams};
+use crate::config::OnError;
 use crate::engine::integration::ResumeProgress;
 use crate::engine::{Integration, Site};
-use crate::model::{derive_status, FlowRunOutcome, IntegrationEvent, RunResult};
+use crate::model::{
+    derive_status, ConnectionStatus, FlowRunOutcome, HoldKind, IntegrationEvent, IntegrationState,
+    RunResult,
+};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HoldView {
+    #[schema(value_type = HoldKind)]
     pub kind: &'static str,
     pub by: String,
     pub since: String,
     pub reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IntegrationView {
     pub name: String,
     pub site: String,
     /// What a person set: `active`, `paused`, `stopped`.
+    #[schema(value_type = IntegrationState)]
     pub state: &'static str,
     /// Seed 001's status: Running, Failed, Idle, …
+    #[schema(value_type = ConnectionStatus)]
     pub status: &'static str,
     /// It sends only while this is empty (and it is active).
     pub holds: Vec<HoldView>,
     /// Transactions waiting to be sent.
     pub queued: i64,
+    #[schema(value_type = OnError)]
     pub on_error: &'static str,
     /// The drain a resume started, while it goes on; else null.
     pub resume: Option<ResumeProgress>,
@@ -42,7 +51,7 @@ pub struct IntegrationView {
     pub flows: Vec<FlowView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BlockedView {
     pub seq: i64,
     pub error: String,
@@ -113,6 +122,13 @@ async fn latest_completed(site: &Site, flow: &str) -> ApiResult<Option<RunResult
         .find(|r| matches!(r, RunResult::Success | RunResult::Failed)))
 }
 
+#[utoipa::path(get, path = "/api/v1/sites/{site}/integrations", tag = "integrations",
+    params(SitePath),
+    responses(
+        (status = 200, description = "The site's integrations", body = Vec<IntegrationView>),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    ))]
 pub async fn list(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -125,6 +141,13 @@ pub async fn list(
     Ok(Json(out))
 }
 
+#[utoipa::path(get, path = "/api/v1/sites/{site}/integrations/{name}", tag = "integrations",
+    params(IntegrationPath),
+    responses(
+        (status = 200, description = "The integration", body = IntegrationView),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such site or integration", body = ErrorBody),
+    ))]
 pub async fn show(
     State(daemon): State<AppState>,
     PathParams((site_name, name)): PathParams<(String, String)>,
@@ -134,9 +157,11 @@ pub async fn show(
     Ok(Json(view(&site, integration).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
+    /// Why; recorded in the audit trail and the site's log.
+    #[schema(example = "maintenance window")]
     #[serde(default)]
     pub reason: Option<String>,
 }
@@ -193,7 +218,17 @@ async fn act(
 }
 
 macro_rules! action {
-    ($name:ident, $event:expr) => {
+    ($name:ident, $event:expr, $path:literal, $what:literal, $refused:literal) => {
+        #[doc = $what]
+        #[utoipa::path(post, path = $path, tag = "integrations", params(IntegrationPath),
+            request_body(content = Option<ActionBody>, description = "May be empty"),
+            responses(
+                (status = 200, description = "The integration after the change", body = IntegrationView),
+                (status = 400, description = "A bad path or body", body = ErrorBody),
+                (status = 404, description = "No such site or integration", body = ErrorBody),
+                (status = 409, description = $refused, body = ErrorBody),
+                (status = 413, description = "The body cannot be read", body = ErrorBody),
+            ))]
         pub async fn $name(
             State(daemon): State<AppState>,
             PathParams((site_name, name)): PathParams<(String, String)>,
@@ -205,7 +240,31 @@ macro_rules! action {
     };
 }
 
-action!(pause, IntegrationEvent::Pause);
-action!(resume, IntegrationEvent::Resume);
-action!(start, IntegrationEvent::Start);
-action!(stop, IntegrationEvent::Stop);
+action!(
+    pause,
+    IntegrationEvent::Pause,
+    "/api/v1/sites/{site}/integrations/{name}/pause",
+    "Holds sending; records still queue.",
+    "The integration is not active"
+);
+action!(
+    resume,
+    IntegrationEvent::Resume,
+    "/api/v1/sites/{site}/integrations/{name}/resume",
+    "Lifts the operator's hold; the queue drains in order.",
+    "The integration is not paused"
+);
+action!(
+    start,
+    IntegrationEvent::Start,
+    "/api/v1/sites/{site}/integrations/{name}/start",
+    "Activates a stopped integration.",
+    "The integration is not stopped"
+);
+action!(
+    stop,
+    IntegrationEvent::Stop,
+    "/api/v1/sites/{site}/integrations/{name}/stop",
+    "Deactivates the integration: nothing is captured or sent.",
+    "The integration is already stopped"
+);

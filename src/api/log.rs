@@ -14,20 +14,27 @@ use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
+use super::openapi::{ErrorBody, SitePath};
 use super::{rfc3339, site, ApiError, ApiResult, AppState, PathParams, QueryParams};
 use crate::log::format_entry;
 use crate::model::Millis;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Only lines at this level or more important (a lower number).
+    #[param(minimum = 0, maximum = 255)]
     pub level: Option<u8>,
     /// Only lines from this time on: RFC 3339, or milliseconds since the epoch.
+    #[param(example = "2026-11-24T15:04:05Z")]
     pub since: Option<String>,
-    /// At most this many lines (the newest); default 1000, at most 10000.
+    /// At most this many lines (the newest); default 1000. 0 counts as 1
+    /// and more than 10000 as 10000.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
     /// Only lines after this log entry id.
+    #[param(minimum = -9223372036854775808_i64, maximum = 9223372036854775807_i64)]
     pub after: Option<i64>,
 }
 
@@ -44,6 +51,13 @@ fn parse_since(s: &str) -> ApiResult<Millis> {
         })
 }
 
+/// The site's log as text, one line an entry, oldest first.
+#[utoipa::path(get, path = "/api/v1/sites/{site}/log", tag = "log", params(SitePath, LogQuery),
+    responses(
+        (status = 200, description = "The log lines", body = String, content_type = "text/plain"),
+        (status = 400, description = "A bad path or query", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    ))]
 pub async fn text(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -64,16 +78,30 @@ pub async fn text(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Only lines at this level or more important (a lower number).
+    #[param(minimum = 0, maximum = 255)]
     pub level: Option<u8>,
-    /// How many recent lines to send first (default 20, at most 1000).
+    /// How many recent lines to send first (default 20; more than 1000
+    /// counts as 1000).
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub tail: Option<usize>,
 }
 
 /// Recent lines, then each new line as it is written, as server-sent
 /// events whose data is the formatted line and whose id is the entry id.
+#[utoipa::path(get, path = "/api/v1/sites/{site}/log/stream", tag = "log",
+    params(SitePath, StreamQuery),
+    responses(
+        (status = 200, description = "Server-sent events: `id` is the entry id, `data` the formatted line; \
+            it goes on until the client or the daemon closes it",
+            body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A bad path or query", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    ))]
 pub async fn stream(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -110,13 +138,17 @@ pub async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// At most this many entries (the newest); default 100. 0 counts as 1
+    /// and more than 10000 as 10000.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditView {
     pub id: i64,
     pub at: String,
@@ -127,6 +159,13 @@ pub struct AuditView {
     pub outcome: String,
 }
 
+/// Who did what to the site, newest first.
+#[utoipa::path(get, path = "/api/v1/sites/{site}/audit", tag = "log", params(SitePath, AuditQuery),
+    responses(
+        (status = 200, description = "The audit trail, newest first", body = Vec<AuditView>),
+        (status = 400, description = "A bad path or query", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    ))]
 pub async fn audit(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,

@@ -11,6 +11,7 @@ pub mod flows;
 pub mod hooks;
 pub mod integrations;
 pub mod log;
+pub mod openapi;
 pub mod sites;
 pub mod transactions;
 
@@ -89,13 +90,15 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             daemon.clone(),
             auth::require,
         ))
+        .route("/openapi.json", get(openapi::document))
         .route(
             "/session",
             get(auth::session_show)
                 .post(auth::session_create)
                 .delete(auth::session_delete),
         )
-        .fallback(not_found);
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route("/", get(dashboard::index))
         .route("/assets/app.js", get(dashboard::script))
@@ -107,12 +110,19 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             post(hooks::receive).layer(axum::extract::DefaultBodyLimit::max(hooks::MAX_BODY)),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(daemon)
 }
 
 /// `GET /metrics`: Prometheus text format. Needs a token (any role) once
 /// tokens exist, like the rest of the API; a scraper sends it as a bearer.
-async fn metrics(
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, description = "No token, or a token that is not valid", body = openapi::ErrorBody),
+    ))]
+pub async fn metrics(
     axum::extract::State(daemon): axum::extract::State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
@@ -126,6 +136,19 @@ async fn metrics(
         text,
     )
         .into_response())
+}
+
+async fn method_not_allowed(
+    method: axum::http::Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(serde_json::json!({
+            "error": format!("{method} is not an operation of {}; see /api/v1/openapi.json", uri.path())
+        })),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -4,13 +4,16 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::openapi::{ErrorBody, SitePath};
 use super::{rfc3339, site, Actor, ApiResult, AppState, JsonBody, PathParams};
 use crate::engine::Site;
+use crate::model::SiteState;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SiteView {
     pub name: String,
     /// `running`, `stopped`, `starting`, `stopping`.
+    #[schema(value_type = SiteState)]
     pub state: &'static str,
     /// When it entered that state.
     pub since: String,
@@ -39,11 +42,20 @@ pub fn view(site: &Site) -> SiteView {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/sites", tag = "sites",
+    responses((status = 200, description = "Every site", body = Vec<SiteView>)))]
 pub async fn list(State(daemon): State<AppState>) -> Json<Vec<SiteView>> {
     Json(daemon.sites().iter().map(|s| view(s)).collect())
 }
 
 /// Reads the configuration file again and applies the site's part.
+#[utoipa::path(post, path = "/api/v1/sites/{site}/reload", tag = "sites", params(SitePath),
+    responses(
+        (status = 200, description = "The site after the reload", body = SiteView),
+        (status = 400, description = "The configuration is not valid; nothing changed", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+        (status = 409, description = "The site is no longer in the configuration", body = ErrorBody),
+    ))]
 pub async fn reload(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -53,6 +65,12 @@ pub async fn reload(
     Ok(Json(view(&*site(&daemon, &name)?)))
 }
 
+#[utoipa::path(get, path = "/api/v1/sites/{site}", tag = "sites", params(SitePath),
+    responses(
+        (status = 200, description = "The site", body = SiteView),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    ))]
 pub async fn show(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -60,6 +78,13 @@ pub async fn show(
     Ok(Json(view(&*site(&daemon, &name)?)))
 }
 
+#[utoipa::path(post, path = "/api/v1/sites/{site}/start", tag = "sites", params(SitePath),
+    responses(
+        (status = 200, description = "The site, starting or running", body = SiteView),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+        (status = 409, description = "The site is not stopped", body = ErrorBody),
+    ))]
 pub async fn start(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -70,13 +95,25 @@ pub async fn start(
     Ok(Json(view(&site)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopBody {
+    /// Why the site stops (required, not blank); recorded with who stopped
+    /// it and when.
+    #[schema(value_type = String, pattern = r"\S", example = "stocktake")]
     #[serde(default)]
     pub reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/sites/{site}/stop", tag = "sites", params(SitePath),
+    request_body = StopBody,
+    responses(
+        (status = 200, description = "The site, stopped", body = SiteView),
+        (status = 400, description = "A bad path or body, or a blank reason", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+        (status = 409, description = "The site is not running", body = ErrorBody),
+        (status = 413, description = "The body cannot be read", body = ErrorBody),
+    ))]
 pub async fn stop(
     State(daemon): State<AppState>,
     PathParams(name): PathParams<String>,

@@ -4,27 +4,46 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::openapi::{ErrorBody, IntegrationPath, TxActionPath, TxPath};
 use super::{rfc3339, site, Actor, ApiError, ApiResult, AppState, PathParams, QueryParams};
 use crate::engine::Integration;
 use crate::model::{TxAction, TxState};
 use crate::store::TxRecord;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TxQuery {
-    /// queued, sending, sent, error, ignored.
+    /// queued, sending, sent, error, ignored; empty or absent: any.
+    #[param(schema_with = tx_state_filter_schema)]
     pub state: Option<String>,
     /// Only transactions with a smaller sequence number (paging back).
+    #[param(minimum = -9223372036854775808_i64, maximum = 9223372036854775807_i64)]
     pub before: Option<i64>,
-    /// Default 100, at most 1000.
+    /// Default 100. 0 counts as 1 and more than 1000 as 1000.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+/// The `state` filter: a [`TxState`], or empty for any.
+fn tx_state_filter_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(
+            "queued, sending, sent, error, ignored; empty or absent: any",
+        ))
+        .enum_values(Some(
+            std::iter::once("").chain(TxState::ALL.iter().map(|s| s.as_str())),
+        ))
+        .build()
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TxView {
     pub seq: i64,
     pub flow: String,
     pub key: Option<String>,
+    #[schema(value_type = TxState)]
     pub state: &'static str,
     pub created_at: String,
     pub updated_at: String,
@@ -35,6 +54,13 @@ pub struct TxView {
 }
 
 /// Newest first.
+#[utoipa::path(get, path = "/api/v1/sites/{site}/integrations/{name}/transactions",
+    tag = "transactions", params(IntegrationPath, TxQuery),
+    responses(
+        (status = 200, description = "Transactions, newest first", body = Vec<TxView>),
+        (status = 400, description = "A bad path or query", body = ErrorBody),
+        (status = 404, description = "No such site or integration", body = ErrorBody),
+    ))]
 pub async fn list(
     State(daemon): State<AppState>,
     PathParams((site_name, name)): PathParams<(String, String)>,
@@ -109,6 +135,13 @@ fn shown(integration: &Integration, t: TxRecord) -> TxView {
     view(state, t)
 }
 
+#[utoipa::path(get, path = "/api/v1/sites/{site}/integrations/{name}/transactions/{seq}",
+    tag = "transactions", params(TxPath),
+    responses(
+        (status = 200, description = "The transaction", body = TxView),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such site, integration or transaction", body = ErrorBody),
+    ))]
 pub async fn show(
     State(daemon): State<AppState>,
     PathParams((site_name, name, seq)): PathParams<(String, String, i64)>,
@@ -123,6 +156,15 @@ pub async fn show(
 
 /// `retry` (an Error goes back to Queued, in its place), `replay` (a copy
 /// is queued at the end) or `ignore` (the queue moves on without it).
+#[utoipa::path(post,
+    path = "/api/v1/sites/{site}/integrations/{name}/transactions/{seq}/{action}",
+    tag = "transactions", params(TxActionPath),
+    responses(
+        (status = 200, description = "The transaction as it now is (for a replay: the new copy)", body = TxView),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such site, integration, transaction or action", body = ErrorBody),
+        (status = 409, description = "The action does not fit the transaction's state", body = ErrorBody),
+    ))]
 pub async fn act(
     State(daemon): State<AppState>,
     PathParams((site_name, name, seq, action)): PathParams<(String, String, i64, String)>,

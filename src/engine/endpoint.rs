@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::connectors::{DeliveryError, EndpointKind, Source, Target};
 use crate::model::{now_millis, Millis};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EndpointState {
     Online,
@@ -132,7 +132,10 @@ impl Endpoint {
             Ok(detail) => (true, detail.clone()),
             Err(e) => (false, e.message.clone()),
         };
-        self.health.lock().unwrap_or_else(|p| p.into_inner()).last_test = Some(LastTest {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_test = Some(LastTest {
             at: now_millis(),
             ok,
             detail,

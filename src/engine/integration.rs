@@ -33,7 +33,7 @@ struct Progress {
 }
 
 /// Progress as shown to operators.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ResumeProgress {
     pub done: i64,
     pub total: i64,

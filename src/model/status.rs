@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{IntegrationState, RunResult};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub enum ConnectionStatus {
     Disabled,
     Failed,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// `Sending` is never written to the store: a transaction is Sending while it
 /// belongs to the batch in flight, and a crash turns it back into Queued, to
 /// be sent again with the same idempotency key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TxState {
     Queued,
