@@ -1,6 +1,6 @@
 // The operator's dashboard in a real Chromium, against a real daemon that
-// e2e/run.sh starts (SLUICE_URL; tokens in SLUICE_ADMIN_TOKEN and
-// SLUICE_VIEWER_TOKEN, empty when the daemon runs open).
+// e2e/run.sh starts (SLUICE_URL; tokens in SLUICE_ADMIN_TOKEN,
+// SLUICE_OPERATOR_TOKEN and SLUICE_VIEWER_TOKEN).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -14,6 +14,7 @@ const DOCS = join(HERE, '..', 'docs');
 const URL = process.env.SLUICE_URL;
 const ADMIN = process.env.SLUICE_ADMIN_TOKEN || '';
 const VIEWER = process.env.SLUICE_VIEWER_TOKEN || '';
+const OPERATOR = process.env.SLUICE_OPERATOR_TOKEN || '';
 const RECORDS = 500;
 
 assert.ok(URL, 'SLUICE_URL is set (run this through e2e/run.sh)');
@@ -313,6 +314,49 @@ test('viewer: no Pause button, and a forged pause is answered 403', { timeout: 6
   // Sign out: back to the sign-in screen.
   await page.click('#sign-out');
   await page.locator('#signin').waitFor();
+  assert.deepEqual(page.problems, [], 'no script errors in the page');
+  await context.close();
+});
+
+test('operator: pauses and resumes, is offered no start or stop, and a revoked token signs the page out', { timeout: 60_000 }, async () => {
+  assert.ok(OPERATOR && ADMIN, 'run.sh made an operator and an admin token');
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await openSignedIn(context, OPERATOR);
+  await page.locator('#user-role').getByText('operator').waitFor();
+  const stock = integration(page, 'stock');
+  await stock.locator('.chip.state').getByText('Active').waitFor();
+  assert.equal(await page.locator('[data-action="stop"]').count(), 0, 'an operator is offered no integration Stop');
+  assert.equal(await page.locator('[data-action="start"]').count(), 0, 'nor Start');
+  assert.ok(!(await page.locator('#site-stop').isVisible()), 'nor Stop Site');
+  assert.equal(await page.locator('[data-action="reauthorize"]').count(), 0, 'nor Reauthorize');
+
+  // What an operator may: pause (with a reason) and resume.
+  const modal = page.locator('#modal');
+  await stock.locator('[data-action="pause"]').click();
+  await modal.getByText('Pause Integration').waitFor();
+  await page.fill('#action-reason', 'operator check');
+  await page.click('#modal-ok');
+  await modal.waitFor({ state: 'hidden' });
+  await stock.locator('.chip.state').getByText('Paused').waitFor();
+  await stock.getByText('operator check').waitFor();
+  await shot(page, '14-operator-paused.png');
+  await stock.locator('[data-action="resume"]').click();
+  await page.click('#modal-ok');
+  await modal.getByText('Resume Integration Worker').waitFor();
+  await page.click('#resume-close');
+  await modal.waitFor({ state: 'hidden' });
+  await stock.locator('.chip.state').getByText('Active').waitFor();
+  const audit = await call('GET', '/api/v1/sites/LIVE/audit?limit=20', { token: ADMIN });
+  assert.ok(
+    audit.json.some((e) => e.action === 'integration.pause' && e.actor === 'olga' && e.reason === 'operator check'),
+    'the audit trail names the operator and her reason',
+  );
+
+  // The admin revokes the operator's token: her open page is signed out.
+  const revoked = await call('DELETE', '/api/v1/tokens/olga', { token: ADMIN });
+  assert.equal(revoked.status, 204, revoked.text);
+  await page.locator('#signin').waitFor({ timeout: 15_000 });
+  await shot(page, '15-revoked.png');
   assert.deepEqual(page.problems, [], 'no script errors in the page');
   await context.close();
 });

@@ -5,7 +5,7 @@
 #   bash e2e/run.sh --docs     # also refreshes docs/dashboard.png (the README's)
 #
 # Builds the daemon, writes a two-site configuration into a temporary folder,
-# makes an admin and a viewer token (when `sluice token` exists), starts a
+# makes an admin, an operator and a viewer token, starts a
 # small HTTP target and `sluice serve`, runs e2e/dashboard.test.mjs against it
 # and stops everything it started. Screenshots go to e2e/screenshots/ and the
 # README's picture, with --docs, to docs/dashboard.png.
@@ -174,14 +174,11 @@ key = "id"
 cursor = "updated_at"
 TOML
 
-export SLUICE_ADMIN_TOKEN="" SLUICE_VIEWER_TOKEN=""
-if "$BIN" token --help >/dev/null 2>&1; then
-  SLUICE_ADMIN_TOKEN="$("$BIN" token create --config "$CONFIG" --role admin --name alice)"
-  SLUICE_VIEWER_TOKEN="$("$BIN" token create --config "$CONFIG" --role viewer --name victor)"
-  echo "e2e: made tokens for alice (admin) and victor (viewer)"
-else
-  echo "e2e: this build has no 'sluice token': the daemon runs open (everyone admin)"
-fi
+SLUICE_ADMIN_TOKEN="$("$BIN" token create --config "$CONFIG" --role admin --name alice)"
+SLUICE_OPERATOR_TOKEN="$("$BIN" token create --config "$CONFIG" --role operator --name olga)"
+SLUICE_VIEWER_TOKEN="$("$BIN" token create --config "$CONFIG" --role viewer --name victor)"
+export SLUICE_ADMIN_TOKEN SLUICE_OPERATOR_TOKEN SLUICE_VIEWER_TOKEN
+echo "e2e: made tokens for alice (admin), olga (operator) and victor (viewer)"
 
 SLUICE_LOG=warn "$BIN" serve --config "$CONFIG" --listen 127.0.0.1:0 >"$WORK/daemon.out" 2>"$WORK/daemon.err" &
 PIDS+=($!)
