@@ -15,7 +15,9 @@
 //!   workers of seed 000 (GetData, Trigger, Monitor, AllOthers), the
 //!   scheduler, the per-integration sender, endpoint health (the holds it
 //!   places and the probes that lift them), reload.
-//! - [`api`]: the REST API (axum) and the webhook receiver.
+//! - [`api`]: the REST API (axum), its auth layer (tokens, cookie session,
+//!   CSRF, roles per route), the OpenAPI document, `/metrics`, the
+//!   dashboard's page (`assets/dashboard/`) and the webhook receiver.
 //! - [`auth`]: API tokens (hashes only) and the roles viewer, operator, admin.
 //! - [`metrics`]: Prometheus counters, histogram and state gauges for `/metrics`.
 //! - [`log`]: the site log in seed 000's format: stored, filtered, streamed.

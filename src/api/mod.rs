@@ -1,6 +1,9 @@
-//! The REST API (under `/api/v1`) and the webhook receiver (`/hooks`).
+//! The REST API (under `/api/v1`), the webhook receiver (`/hooks`), the
+//! dashboard (`/`) and `/metrics`.
 //!
-//! One file per resource. Every error is JSON `{"error": "…"}` with the
+//! One file per resource; [`auth`] is the layer every `/api/v1` route but
+//! the session and the OpenAPI document passes (token, CSRF, role);
+//! [`openapi`] documents every route and its tests hold the two together. Every error is JSON `{"error": "…"}` with the
 //! right status code ([`ApiError`] is the one boundary); bad input is a 4xx,
 //! never a panic or a 500.
 
