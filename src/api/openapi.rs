@@ -5,7 +5,7 @@
 //! Paths in the document are written in full (`/api/v1/...`, `/hooks/...`),
 //! with no `servers` prefix: a client joins them to the daemon's address.
 //! Every `/api/v1` operation but this one takes a bearer token and documents
-//! 401 and 403 (added here, in one place, by [`Security`]). The unit tests
+//! 401 and 403 (added here, in one place, by `Security`). The unit tests
 //! hold the document and the router to each other: a route added without
 //! docs, or docs for a route that does not exist, fails them.
 
