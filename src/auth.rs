@@ -17,7 +17,8 @@
 //!   is accepted at once, a revoked one refused at once (every request reads
 //!   the store; a lookup by primary key is microseconds).
 //! - Token changes are kept in the store's own audit trail (`GET
-//!   /api/v1/audit`), whoever made them (the API or the command line).
+//!   /api/v1/audit`, entries as a site's), whoever made them (the API or
+//!   the command line).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -82,19 +83,6 @@ pub struct TokenInfo {
     pub last_used_at: Option<String>,
 }
 
-/// One change to the tokens.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct TokenAudit {
-    pub id: i64,
-    /// When, RFC 3339 (as a site's audit entries).
-    pub at: String,
-    pub actor: String,
-    pub action: String,
-    pub subject: String,
-    pub reason: Option<String>,
-    pub outcome: String,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("a token named '{0}' exists already; revoke it first or choose another name")]
@@ -138,7 +126,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE TABLE IF NOT EXISTS audit (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts      TEXT NOT NULL,
+    ts      INTEGER NOT NULL, -- milliseconds since the epoch, as a site's audit
     actor   TEXT NOT NULL,
     action  TEXT NOT NULL,
     subject TEXT NOT NULL,
@@ -244,6 +232,7 @@ impl Tokens {
         let token = fresh_token()?;
         let digest = hash(&token);
         let ts = now();
+        let at = crate::model::now_millis();
         let inserted = self.with(|c| {
             let tx = c.unchecked_transaction()?;
             let n = tx.execute(
@@ -255,7 +244,7 @@ impl Tokens {
                 "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
                  VALUES (?1, ?2, 'token.create', ?3, ?4, ?5)",
                 params![
-                    ts,
+                    at,
                     actor,
                     name,
                     format!("role {role}"),
@@ -273,7 +262,7 @@ impl Tokens {
 
     /// Revokes a token by name: refused at once from then on.
     pub fn revoke(&self, name: &str, actor: &str) -> Result<()> {
-        let ts = now();
+        let at = crate::model::now_millis();
         let removed = self.with(|c| {
             let tx = c.unchecked_transaction()?;
             let n = tx.execute("DELETE FROM tokens WHERE name = ?1", params![name])?;
@@ -281,7 +270,7 @@ impl Tokens {
                 "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
                  VALUES (?1, ?2, 'token.revoke', ?3, NULL, ?4)",
                 params![
-                    ts,
+                    at,
                     actor,
                     name,
                     if n == 1 {
@@ -350,16 +339,16 @@ impl Tokens {
     }
 
     /// The token changes, newest first.
-    pub fn audit(&self, limit: usize) -> Result<Vec<TokenAudit>> {
+    pub fn audit(&self, limit: usize) -> Result<Vec<crate::store::AuditEntry>> {
         self.with(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, ts, actor, action, subject, reason, outcome FROM audit
                  ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map(params![limit as i64], |r| {
-                Ok(TokenAudit {
+                Ok(crate::store::AuditEntry {
                     id: r.get(0)?,
-                    at: r.get(1)?,
+                    ts: r.get(1)?,
                     actor: r.get(2)?,
                     action: r.get(3)?,
                     subject: r.get(4)?,

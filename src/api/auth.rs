@@ -21,9 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::log::AuditView;
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState, JsonBody, PathParams, QueryParams};
-use crate::auth::{csrf, AuthError, Principal, Role, TokenAudit, TokenInfo};
+use crate::auth::{csrf, AuthError, Principal, Role, TokenInfo};
 
 pub const COOKIE: &str = "sluice_session";
 /// How long the dashboard's cookie lasts: a working day.
@@ -490,19 +491,19 @@ pub struct AuditQuery {
 /// `GET /api/v1/audit`: the token changes, newest first.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "auth", params(AuditQuery),
     responses(
-        (status = 200, description = "Token changes, newest first", body = Vec<TokenAudit>),
+        (status = 200, description = "Token changes, newest first", body = Vec<AuditView>),
         (status = 400, description = "Bad query parameters", body = ErrorBody),
     ))]
 pub async fn audit(
     State(daemon): State<AppState>,
     QueryParams(q): QueryParams<AuditQuery>,
-) -> ApiResult<Json<Vec<TokenAudit>>> {
+) -> ApiResult<Json<Vec<AuditView>>> {
     let tokens = daemon.tokens().clone();
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let list = tokio::task::spawn_blocking(move || tokens.audit(limit))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(list))
+    Ok(Json(list.into_iter().map(AuditView::from).collect()))
 }
 
 /// The peer address, where the server recorded it.

@@ -176,18 +176,19 @@ pub async fn audit(
         .store
         .audit(q.limit.unwrap_or(100).clamp(1, 10_000))
         .await?;
-    Ok(Json(
-        entries
-            .into_iter()
-            .map(|a| AuditView {
-                id: a.id,
-                at: rfc3339(a.ts),
-                actor: a.actor,
-                action: a.action,
-                subject: a.subject,
-                reason: a.reason,
-                outcome: a.outcome,
-            })
-            .collect(),
-    ))
+    Ok(Json(entries.into_iter().map(AuditView::from).collect()))
+}
+
+impl From<crate::store::AuditEntry> for AuditView {
+    fn from(a: crate::store::AuditEntry) -> AuditView {
+        AuditView {
+            id: a.id,
+            at: rfc3339(a.ts),
+            actor: a.actor,
+            action: a.action,
+            subject: a.subject,
+            reason: a.reason,
+            outcome: a.outcome,
+        }
+    }
 }
