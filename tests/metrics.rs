@@ -95,15 +95,16 @@ async fn metrics_follow_the_queue_and_the_deliveries() {
         ),
         Some(1.0)
     );
-    assert!(
+    eventually(10, "the Monitor's first probe is counted", || async {
+        let m = scrape(&daemon).await;
         value(
             &m,
             "sluice_endpoint_probes_total",
-            &[("endpoint", "crm"), ("result", "ok")]
+            &[("endpoint", "crm"), ("result", "ok")],
         )
-        .is_some_and(|n| n >= 1.0),
-        "the Monitor's first probe is counted"
-    );
+        .is_some_and(|n| n >= 1.0)
+    })
+    .await;
 
     let (status, v) = daemon
         .post("/api/v1/sites/LIVE/integrations/orders/resume", json!({}))

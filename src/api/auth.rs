@@ -334,9 +334,16 @@ pub struct SignIn {
     pub token: String,
 }
 
-fn session_cookie(value: &str, max_age: u64) -> HeaderValue {
+/// The session cookie; `Secure` when the daemon is reached over HTTPS
+/// through a proxy that says so (`X-Forwarded-Proto: https`).
+fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue {
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"
+        "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{}",
+        if https { "; Secure" } else { "" }
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("sluice_session=; Path=/; Max-Age=0"))
 }
@@ -353,6 +360,7 @@ fn session_cookie(value: &str, max_age: u64) -> HeaderValue {
     ))]
 pub async fn session_create(
     State(daemon): State<AppState>,
+    request_headers: HeaderMap,
     JsonBody(body): JsonBody<SignIn>,
 ) -> ApiResult<Response> {
     let token = body.token.trim().to_string();
@@ -377,20 +385,21 @@ pub async fn session_create(
         ..caller
     }))
     .into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(&token, COOKIE_MAX_AGE_S));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(&token, COOKIE_MAX_AGE_S, &request_headers),
+    );
     Ok(response)
 }
 
 /// `DELETE /api/v1/session`: signs out (the cookie is dropped).
 #[utoipa::path(delete, path = "/api/v1/session", tag = "auth", security(()),
     responses((status = 204, description = "Signed out; the cookie is dropped")))]
-pub async fn session_delete() -> Response {
+pub async fn session_delete(headers: HeaderMap) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie("", 0));
+        .insert(header::SET_COOKIE, session_cookie("", 0, &headers));
     response
 }
 
@@ -590,6 +599,22 @@ mod tests {
             HeaderValue::from_static("a=1; sluice_session=tok; b=2"),
         );
         assert_eq!(cookie(&h), Some("tok"));
+    }
+
+    #[test]
+    fn the_cookie_is_secure_behind_an_https_proxy() {
+        let mut h = HeaderMap::new();
+        let plain = session_cookie("t", 60, &h);
+        assert!(plain
+            .to_str()
+            .unwrap()
+            .contains("HttpOnly; SameSite=Strict"));
+        assert!(!plain.to_str().unwrap().contains("Secure"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert!(session_cookie("t", 60, &h)
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure"));
     }
 
     #[test]
