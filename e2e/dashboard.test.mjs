@@ -318,7 +318,7 @@ test('viewer: no Pause button, and a forged pause is answered 403', { timeout: 6
   await context.close();
 });
 
-test('operator: pauses and resumes, is offered no start or stop, and a revoked token signs the page out', { timeout: 60_000 }, async () => {
+test('operator: pauses and resumes, is offered no start or stop; an admin makes a token and revokes hers, which signs her page out', { timeout: 60_000 }, async () => {
   assert.ok(OPERATOR && ADMIN, 'run.sh made an operator and an admin token');
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await openSignedIn(context, OPERATOR);
@@ -352,10 +352,32 @@ test('operator: pauses and resumes, is offered no start or stop, and a revoked t
     'the audit trail names the operator and her reason',
   );
 
-  // The admin revokes the operator's token: her open page is signed out.
-  const revoked = await call('DELETE', '/api/v1/tokens/olga', { token: ADMIN });
-  assert.equal(revoked.status, 204, revoked.text);
+  assert.ok(!(await page.locator('#tokens-card').isVisible()), 'an operator sees no token management');
+
+  // An admin, in her own page, makes a token and revokes the operator's:
+  // the operator's open page is signed out.
+  const adminContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const admin = await openSignedIn(adminContext, ADMIN);
+  const tokens = admin.locator('#tokens-card');
+  await tokens.locator('[data-token="olga"]').waitFor();
+  await admin.click('#token-new');
+  await admin.fill('#token-name', 'grafana');
+  await admin.selectOption('#token-role', 'viewer');
+  await admin.click('#token-create');
+  const secret = (await admin.locator('#token-secret').textContent()).trim();
+  assert.match(secret, /^sluice_[0-9a-f]{64}$/);
+  assert.equal((await call('GET', '/api/v1/sites', { token: secret })).status, 200, 'the new token works');
+  await shot(admin, '16-token-created.png');
+  await admin.locator('#modal').getByText('Done').click();
+  await tokens.locator('[data-token="olga"] [data-action="revoke"]').click();
+  await admin.click('#modal-ok');
+  await admin.locator('[data-token="olga"]').waitFor({ state: 'detached' });
   await page.locator('#signin').waitFor({ timeout: 15_000 });
+  const changes = await call('GET', '/api/v1/audit', { token: ADMIN });
+  assert.ok(changes.json.some((e) => e.action === 'token.revoke' && e.subject === 'olga' && e.actor === 'alice'),
+    'the revocation is in the token audit, by alice');
+  assert.deepEqual(admin.problems, [], 'no script errors in the admin page');
+  await adminContext.close();
   await shot(page, '15-revoked.png');
   assert.deepEqual(page.problems, [], 'no script errors in the page');
   await context.close();

@@ -17,6 +17,7 @@
     integrations: [],
     endpoints: [],
     audit: [],
+    tokens: [],
     txIntegration: {},    // site -> integration whose transactions are shown
     txState: '',
     transactions: [],
@@ -380,6 +381,7 @@
     $('site-select').addEventListener('change', (e) => selectSite(e.target.value));
     $('site-start').addEventListener('click', startSite);
     $('site-stop').addEventListener('click', stopSite);
+    $('token-new').addEventListener('click', newToken);
     $('tx-integration').addEventListener('change', (e) => {
       st.txIntegration[st.site] = e.target.value;
       refreshSoon();
@@ -491,6 +493,8 @@
         api('GET', sitePath('/endpoints')),
         api('GET', sitePath('/audit?limit=50')),
       ]);
+      // Tokens are daemon-wide and for admins only.
+      st.tokens = can('admin') ? await api('GET', '/tokens') : [];
       if (site === st.site) {
         st.sites = sites;
         st.integrations = integrations;
@@ -534,6 +538,7 @@
     renderEndpoints();
     renderTransactions();
     renderAudit();
+    renderTokens();
   }
 
   // ------------------------------------------------------------ sites
@@ -1049,6 +1054,69 @@
         h('td', null, a.reason || h('span', { class: 'muted' }, '—'))));
       replace($('audit'), table(['When', 'Who', 'What', 'Reason'], rows, 'Nothing yet.'));
     });
+  }
+
+  // ------------------------------------------------------------ API tokens (admins)
+  function renderTokens() {
+    const card = $('tokens-card');
+    card.hidden = !can('admin');
+    if (card.hidden) return;
+    renderIf('tokens', st.tokens, () => {
+      const rows = st.tokens.map((t) => h('tr', { dataset: { token: t.name } },
+        h('td', null, h('strong', null, t.name), h('span', { class: 'sub' }, `by ${t.created_by}`)),
+        h('td', null, chip(t.role, t.role === 'admin' ? 'red' : t.role === 'operator' ? 'amber' : 'grey')),
+        h('td', null, t.last_used_at ? timeEl(t.last_used_at) : h('span', { class: 'muted' }, 'never')),
+        h('td', { class: 'actions-cell' },
+          t.name === (st.session && st.session.name)
+            ? h('span', { class: 'muted small' }, 'yours')
+            : btn('Revoke', 'danger small', () => revokeToken(t.name), { dataset: { action: 'revoke' } }))));
+      replace($('tokens'), table(['Name', 'Role', 'Last used', ''], rows, 'No tokens.'));
+    });
+  }
+
+  function newToken() {
+    const err = formError();
+    const name = h('input', { id: 'token-name', type: 'text', autocomplete: 'off', spellcheck: 'false', placeholder: 'e.g. grafana' });
+    const role = h('select', { id: 'token-role' },
+      ['viewer', 'operator', 'admin'].map((r) => h('option', { value: r }, r)));
+    modal.open('New API token', [
+      h('p', { class: 'muted' }, 'The token is shown once, here; sluice keeps only its hash.'),
+      h('label', { for: 'token-name' }, 'Name'), name,
+      h('label', { for: 'token-role' }, 'Role'), role,
+      err,
+    ], [
+      { label: 'Cancel', class: 'ghost', onClick: () => modal.close() },
+      {
+        label: 'Create', class: 'primary', primary: true, id: 'token-create',
+        onClick: async (b) => {
+          if (!name.value.trim()) {
+            setFormError(err, 'Enter a name: who or what holds the token.');
+            return;
+          }
+          b.disabled = true;
+          try {
+            const t = await api('POST', '/tokens', { name: name.value.trim(), role: role.value });
+            modal.open(`Token ${t.name} (${t.role})`, [
+              h('p', null, 'Copy it now: it is not shown again.'),
+              h('pre', { id: 'token-secret', class: 'mono' }, t.token),
+            ], [{ label: 'Done', class: 'primary', primary: true, onClick: () => modal.close() }]);
+          } catch (e) {
+            setFormError(err, errorText(e));
+          } finally {
+            b.disabled = false;
+            refreshSoon();
+          }
+        },
+      },
+    ]);
+  }
+
+  async function revokeToken(name) {
+    const ok = await confirmModal('Revoke token', [
+      h('p', null, 'Revoke the token ', h('strong', null, name), '? Whoever uses it is refused from the next request on.'),
+    ], 'Revoke', 'danger');
+    modal.close();
+    if (ok) await act('DELETE', `/tokens/${encodeURIComponent(name)}`, undefined, `Token ${name} revoked`);
   }
 
   // ------------------------------------------------------------ site log (server-sent events)
