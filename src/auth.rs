@@ -27,6 +27,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::log::rfc3339;
+use crate::model::{now_millis, Millis};
+
 /// The file beside the sites' data files.
 pub const FILE_NAME: &str = "tokens.db";
 
@@ -120,9 +123,9 @@ CREATE TABLE IF NOT EXISTS tokens (
     name         TEXT PRIMARY KEY,
     role         TEXT NOT NULL,
     hash         TEXT NOT NULL UNIQUE,
-    created_at   TEXT NOT NULL,
+    created_at   INTEGER NOT NULL, -- milliseconds since the epoch
     created_by   TEXT NOT NULL,
-    last_used_at TEXT
+    last_used_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS audit (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -135,9 +138,9 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 ";
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+/// How often a token's `last_used_at` is written at most: reads of the API
+/// do not each turn into a write.
+const NOTE_USE_EVERY_MS: i64 = 60_000;
 
 /// The SHA-256 of a token, as lowercase hex: what the store keeps.
 pub fn hash(token: &str) -> String {
@@ -209,16 +212,29 @@ impl Tokens {
         })
     }
 
-    pub fn file(&self) -> &Path {
-        &self.file
-    }
-
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&conn).map_err(|source| AuthError::Store {
             file: self.file.clone(),
             source,
         })
+    }
+
+    /// One change to the tokens, in the transaction that made it.
+    fn record(
+        tx: &rusqlite::Transaction<'_>,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        reason: Option<&str>,
+        outcome: &str,
+    ) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![now_millis(), actor, action, subject, reason, outcome],
+        )
+        .map(drop)
     }
 
     /// Whether any token exists (if none, the API is open on loopback).
@@ -231,26 +247,16 @@ impl Tokens {
         valid_name(name)?;
         let token = fresh_token()?;
         let digest = hash(&token);
-        let ts = now();
-        let at = crate::model::now_millis();
         let inserted = self.with(|c| {
             let tx = c.unchecked_transaction()?;
             let n = tx.execute(
                 "INSERT INTO tokens (name, role, hash, created_at, created_by)
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
-                params![name, role.as_str(), digest, ts, actor],
+                params![name, role.as_str(), digest, now_millis(), actor],
             )?;
-            tx.execute(
-                "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
-                 VALUES (?1, ?2, 'token.create', ?3, ?4, ?5)",
-                params![
-                    at,
-                    actor,
-                    name,
-                    format!("role {role}"),
-                    if n == 1 { "ok" } else { "refused: exists" }
-                ],
-            )?;
+            let outcome = if n == 1 { "ok" } else { "refused: exists" };
+            let reason = format!("role {role}");
+            Tokens::record(&tx, actor, "token.create", name, Some(&reason), outcome)?;
             tx.commit()?;
             Ok(n)
         })?;
@@ -262,24 +268,15 @@ impl Tokens {
 
     /// Revokes a token by name: refused at once from then on.
     pub fn revoke(&self, name: &str, actor: &str) -> Result<()> {
-        let at = crate::model::now_millis();
         let removed = self.with(|c| {
             let tx = c.unchecked_transaction()?;
             let n = tx.execute("DELETE FROM tokens WHERE name = ?1", params![name])?;
-            tx.execute(
-                "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
-                 VALUES (?1, ?2, 'token.revoke', ?3, NULL, ?4)",
-                params![
-                    at,
-                    actor,
-                    name,
-                    if n == 1 {
-                        "ok"
-                    } else {
-                        "refused: no such token"
-                    }
-                ],
-            )?;
+            let outcome = if n == 1 {
+                "ok"
+            } else {
+                "refused: no such token"
+            };
+            Tokens::record(&tx, actor, "token.revoke", name, None, outcome)?;
             tx.commit()?;
             Ok(n)
         })?;
@@ -300,9 +297,9 @@ impl Tokens {
                 Ok(TokenInfo {
                     name: r.get(0)?,
                     role: Role::parse(&role).unwrap_or(Role::Viewer),
-                    created_at: r.get(2)?,
+                    created_at: rfc3339(r.get(2)?),
                     created_by: r.get(3)?,
-                    last_used_at: r.get(4)?,
+                    last_used_at: r.get::<_, Option<Millis>>(4)?.map(rfc3339),
                 })
             })?;
             rows.collect()
@@ -314,7 +311,7 @@ impl Tokens {
     pub fn verify(&self, token: &str) -> Result<Option<Principal>> {
         let digest = hash(token);
         self.with(|c| {
-            let found: Option<(String, String, Option<String>)> = c
+            let found: Option<(String, String, Option<Millis>)> = c
                 .query_row(
                     "SELECT name, role, last_used_at FROM tokens WHERE hash = ?1",
                     params![digest],
@@ -324,14 +321,12 @@ impl Tokens {
             let Some((name, role, last_used)) = found else {
                 return Ok(None);
             };
-            let stale = last_used
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-                .is_none_or(|t| chrono::Utc::now().signed_duration_since(t).num_seconds() >= 60);
-            if stale {
+            let now = now_millis();
+            if last_used.is_none_or(|t| now - t >= NOTE_USE_EVERY_MS) {
                 // A busy store only delays the note; the request goes on.
                 let _noted = c.execute(
                     "UPDATE tokens SET last_used_at = ?1 WHERE name = ?2",
-                    params![now(), name],
+                    params![now, name],
                 );
             }
             Ok(Role::parse(&role).map(|role| Principal { name, role }))
