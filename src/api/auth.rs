@@ -21,10 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::log::AuditView;
+use super::log::{AuditQuery, AuditView};
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiResult, AppState, JsonBody, PathParams, QueryParams};
-use crate::auth::{csrf, AuthError, Principal, Role, TokenInfo};
+use crate::auth::{csrf, AuthError, Principal, Role, TokenInfo, Tokens};
 
 pub const COOKIE: &str = "sluice_session";
 /// How long the dashboard's cookie lasts: a working day.
@@ -82,6 +82,18 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
+/// Runs `f` on the token store off the async threads (SQLite blocks).
+async fn on_tokens<T: Send + 'static>(
+    daemon: &AppState,
+    f: impl FnOnce(&Tokens) -> crate::auth::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    let tokens = daemon.tokens().clone();
+    tokio::task::spawn_blocking(move || f(&tokens))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the token store: {e}")))?
+        .map_err(ApiError::from)
+}
+
 /// Who the request comes from, or 401.
 pub async fn identify(daemon: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
     let presented = match (bearer(headers), cookie(headers)) {
@@ -89,19 +101,24 @@ pub async fn identify(daemon: &AppState, headers: &HeaderMap) -> ApiResult<Calle
         (None, Some(t)) => Some((t.to_string(), Via::Cookie)),
         (None, None) => None,
     };
-    let tokens = daemon.tokens().clone();
+    resolve(daemon, presented).await
+}
+
+/// Who presents `token` (by bearer or cookie), or the open-mode caller,
+/// or 401.
+async fn resolve(daemon: &AppState, presented: Option<(String, Via)>) -> ApiResult<Caller> {
     let open_allowed = daemon.loopback_only();
-    let check = presented.clone();
-    let (any, found) = tokio::task::spawn_blocking(move || {
-        let any = tokens.any()?;
-        let found = match &check {
-            Some((t, _)) => tokens.verify(t)?,
-            None => None,
-        };
-        Ok::<_, AuthError>((any, found))
+    let check = presented.as_ref().map(|(t, _)| t.clone());
+    // A valid token settles it; only without one does it matter whether
+    // any token exists (open mode).
+    let (any, found) = on_tokens(daemon, move |tokens| match check {
+        Some(t) => match tokens.verify(&t)? {
+            Some(p) => Ok((true, Some(p))),
+            None => Ok((tokens.any()?, None)),
+        },
+        None => Ok((tokens.any()?, None)),
     })
-    .await
-    .map_err(|e| ApiError::Internal(format!("token lookup: {e}")))??;
+    .await?;
     match (presented, found) {
         (Some((token, via)), Some(principal)) => Ok(Caller {
             principal,
@@ -135,7 +152,7 @@ pub async fn identify(daemon: &AppState, headers: &HeaderMap) -> ApiResult<Calle
 /// The role a route needs. Reads are for everyone signed in; anything not
 /// named here needs admin, so a new write route is safe until it is placed.
 pub fn needed(method: &Method, path: &str) -> Role {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+    if !is_write(method) {
         return if path.ends_with("/tokens") {
             Role::Admin
         } else {
@@ -364,27 +381,19 @@ pub async fn session_create(
     JsonBody(body): JsonBody<SignIn>,
 ) -> ApiResult<Response> {
     let token = body.token.trim().to_string();
+    // Only a valid token reaches the cookie; this spares the lookup for
+    // what cannot be one.
     let valid = token.len() <= 256 && token.bytes().all(|b| b.is_ascii_graphic());
     if token.is_empty() || !valid {
         return Err(ApiError::Unauthorized("give a token to sign in".into()));
     }
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| ApiError::Unauthorized("the token is not valid".into()))?,
-    );
-    let caller = identify(&daemon, &headers).await?;
+    let caller = resolve(&daemon, Some((token.clone(), Via::Cookie))).await?;
     if caller.via == Via::Open {
         return Err(ApiError::Unauthorized(
             "no API token exists: the daemon is open on loopback and needs no sign-in".into(),
         ));
     }
-    let mut response = Json(session_view(&Caller {
-        via: Via::Cookie,
-        ..caller
-    }))
-    .into_response();
+    let mut response = Json(session_view(&caller)).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie(&token, COOKIE_MAX_AGE_S, &request_headers),
@@ -407,11 +416,7 @@ pub async fn session_delete(headers: HeaderMap) -> Response {
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "auth",
     responses((status = 200, description = "Every token (never the token itself)", body = Vec<TokenInfo>)))]
 pub async fn tokens_list(State(daemon): State<AppState>) -> ApiResult<Json<Vec<TokenInfo>>> {
-    let tokens = daemon.tokens().clone();
-    let list = tokio::task::spawn_blocking(move || tokens.list())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(list))
+    Ok(Json(on_tokens(&daemon, |tokens| tokens.list()).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -452,11 +457,8 @@ pub async fn tokens_create(
             body.role
         ))
     })?;
-    let tokens = daemon.tokens().clone();
     let name = body.name.clone();
-    let token = tokio::task::spawn_blocking(move || tokens.create(&name, role, &actor.0))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let token = on_tokens(&daemon, move |tokens| tokens.create(&name, role, &actor.0)).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -481,20 +483,8 @@ pub async fn tokens_revoke(
     PathParams(name): PathParams<String>,
     actor: super::Actor,
 ) -> ApiResult<StatusCode> {
-    let tokens = daemon.tokens().clone();
-    tokio::task::spawn_blocking(move || tokens.revoke(&name, &actor.0))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    on_tokens(&daemon, move |tokens| tokens.revoke(&name, &actor.0)).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    /// At most this many entries (default 100; 1 to 10000, clamped).
-    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
-    pub limit: Option<usize>,
 }
 
 /// `GET /api/v1/audit`: the token changes, newest first.
@@ -507,11 +497,8 @@ pub async fn audit(
     State(daemon): State<AppState>,
     QueryParams(q): QueryParams<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditView>>> {
-    let tokens = daemon.tokens().clone();
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let list = tokio::task::spawn_blocking(move || tokens.audit(limit))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let list = on_tokens(&daemon, move |tokens| tokens.audit(limit)).await?;
     Ok(Json(list.into_iter().map(AuditView::from).collect()))
 }
 
