@@ -133,36 +133,52 @@ pub fn probe(site: &str, endpoint: &str, ok: bool) {
     .increment(1);
 }
 
+/// 1.0 or 0.0.
+fn flag(on: bool) -> f64 {
+    if on {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// A gauge per value of a set, labelled `key`: 1 for the values that hold,
+/// 0 for the others (so a state that ends reads 0, not stale 1).
+fn one_hot<'a>(
+    name: &'static str,
+    labels: &[(&'static str, String)],
+    key: &'static str,
+    values: impl IntoIterator<Item = (&'a str, bool)>,
+) {
+    for (value, on) in values {
+        let mut l = labels.to_vec();
+        l.push((key, value.to_string()));
+        gauge!(name, &l).set(flag(on));
+    }
+}
+
 /// The exposition text: state gauges read now, then everything recorded.
 pub async fn render(daemon: &Daemon) -> String {
+    use crate::engine::endpoint::EndpointState;
+    use crate::model::{IntegrationState, SiteState};
     install();
     for site in daemon.sites() {
         let state = site.state();
-        let name = site.name.clone();
-        gauge!("sluice_site_up", "site" => name.clone()).set(f64::from(u8::from(
-            state == crate::model::SiteState::Running,
-        )));
-        for s in crate::model::SiteState::ALL {
-            gauge!("sluice_site_state", "site" => name.clone(), "state" => s.as_str())
-                .set(f64::from(u8::from(s == state)));
-        }
+        let site_labels = [("site", site.name.clone())];
+        gauge!("sluice_site_up", &site_labels).set(flag(state == SiteState::Running));
+        let states = SiteState::ALL.map(|s| (s.as_str(), s == state));
+        one_hot("sluice_site_state", &site_labels, "state", states);
         for integration in site.integrations() {
             let labels = [
-                ("site", name.clone()),
+                ("site", site.name.clone()),
                 ("integration", integration.name.clone()),
             ];
             let record = integration.record();
-            for s in crate::model::IntegrationState::ALL {
-                let mut l = labels.to_vec();
-                l.push(("state", s.as_str().to_string()));
-                gauge!("sluice_integration_state", &l).set(f64::from(u8::from(s == record.state)));
-            }
-            for kind in HoldKind::ALL {
-                let mut l = labels.to_vec();
-                l.push(("hold", kind.as_str().to_string()));
-                let held = record.holds.iter().any(|h| h.kind == kind);
-                gauge!("sluice_integration_held", &l).set(f64::from(u8::from(held)));
-            }
+            let states = IntegrationState::ALL.map(|s| (s.as_str(), s == record.state));
+            one_hot("sluice_integration_state", &labels, "state", states);
+            let holds =
+                HoldKind::ALL.map(|k| (k.as_str(), record.holds.iter().any(|h| h.kind == k)));
+            one_hot("sluice_integration_held", &labels, "hold", holds);
             match site.store.queued_count(&integration.name).await {
                 Ok(n) => gauge!("sluice_integration_queue_depth", &labels).set(n as f64),
                 Err(e) => tracing::warn!("metrics: cannot count the queue: {e}"),
@@ -170,15 +186,13 @@ pub async fn render(daemon: &Daemon) -> String {
         }
         for endpoint in site.endpoints() {
             let state = endpoint.state();
-            let labels = [("site", name.clone()), ("endpoint", endpoint.name.clone())];
-            gauge!("sluice_endpoint_up", &labels).set(f64::from(u8::from(
-                state == crate::engine::endpoint::EndpointState::Online,
-            )));
-            for s in crate::engine::endpoint::EndpointState::ALL {
-                let mut l = labels.to_vec();
-                l.push(("state", s.as_str().to_string()));
-                gauge!("sluice_endpoint_state", &l).set(f64::from(u8::from(s == state)));
-            }
+            let labels = [
+                ("site", site.name.clone()),
+                ("endpoint", endpoint.name.clone()),
+            ];
+            gauge!("sluice_endpoint_up", &labels).set(flag(state == EndpointState::Online));
+            let states = EndpointState::ALL.map(|s| (s.as_str(), s == state));
+            one_hot("sluice_endpoint_state", &labels, "state", states);
         }
     }
     HANDLE
