@@ -122,15 +122,34 @@ impl SenderMetrics {
     }
 }
 
-/// A probe or a test of an endpoint.
-pub fn probe(site: &str, endpoint: &str, ok: bool) {
-    counter!(
-        "sluice_endpoint_probes_total",
-        "site" => site.to_string(),
-        "endpoint" => endpoint.to_string(),
-        "result" => if ok { "ok" } else { "failed" },
-    )
-    .increment(1);
+/// An endpoint's probe and test counters, by result.
+pub struct ProbeMetrics {
+    pub ok: Counter,
+    pub failed: Counter,
+}
+
+impl ProbeMetrics {
+    pub fn new(site: &str, endpoint: &str) -> ProbeMetrics {
+        let labels = |result: &'static str| {
+            [
+                ("site", site.to_string()),
+                ("endpoint", endpoint.to_string()),
+                ("result", result.to_string()),
+            ]
+        };
+        ProbeMetrics {
+            ok: counter!("sluice_endpoint_probes_total", &labels("ok")),
+            failed: counter!("sluice_endpoint_probes_total", &labels("failed")),
+        }
+    }
+
+    /// Counts nothing (an endpoint outside a site, as in a benchmark).
+    pub fn none() -> ProbeMetrics {
+        ProbeMetrics {
+            ok: Counter::noop(),
+            failed: Counter::noop(),
+        }
+    }
 }
 
 /// 1.0 or 0.0.

@@ -60,6 +60,8 @@ pub struct Endpoint {
     pub source: Option<Arc<dyn Source>>,
     pub target: Option<Arc<dyn Target>>,
     health: Mutex<Health>,
+    /// Every probe and test is counted here, by result (`/metrics`).
+    probes: crate::metrics::ProbeMetrics,
 }
 
 impl Endpoint {
@@ -75,6 +77,7 @@ impl Endpoint {
                 last_error: None,
                 last_test: None,
             }),
+            probes: crate::metrics::ProbeMetrics::none(),
         }
     }
 
@@ -92,7 +95,14 @@ impl Endpoint {
                 last_error: None,
                 last_test: None,
             }),
+            probes: crate::metrics::ProbeMetrics::none(),
         }
+    }
+
+    /// Counts its probes and tests under its site's name.
+    pub fn counted_in(mut self, site: &str) -> Endpoint {
+        self.probes = crate::metrics::ProbeMetrics::new(site, &self.name);
+        self
     }
 
     /// The state alone (cheap: no copy of the last error).
@@ -126,12 +136,18 @@ impl Endpoint {
         result
     }
 
-    /// Keeps what a probe or a test found (shown as the last test).
+    /// Keeps what a probe or a test found (shown as the last test) and
+    /// counts it.
     pub fn note_test(&self, result: &Result<String, DeliveryError>) {
         let (ok, detail) = match result {
             Ok(detail) => (true, detail.clone()),
             Err(e) => (false, e.message.clone()),
         };
+        if ok {
+            self.probes.ok.increment(1);
+        } else {
+            self.probes.failed.increment(1);
+        }
         self.health
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -36,7 +36,6 @@ pub async fn run(site: Arc<Site>, token: CancellationToken, ready: oneshot::Send
             _ = token.cancelled() => break,
             r = endpoint.probe(site.config_dir()) => r,
         };
-        crate::metrics::probe(&site.name, &endpoint.name, result.is_ok());
         match &result {
             Ok(_) => {
                 site.log
@@ -63,7 +62,6 @@ pub async fn run(site: Arc<Site>, token: CancellationToken, ready: oneshot::Send
                 _ = token.cancelled() => break,
                 r = endpoint.probe(site.config_dir()) => r,
             };
-            crate::metrics::probe(&site.name, &endpoint.name, result.is_ok());
             site.health.probed(&endpoint, &result).await;
         }
         if tokio::time::Instant::now() >= next_prune {

@@ -133,7 +133,9 @@ impl Site {
             .map(|e| {
                 (
                     e.name.clone(),
-                    Arc::new(Endpoint::new(&e.name, e.kind.clone(), base_dir)),
+                    Arc::new(
+                        Endpoint::new(&e.name, e.kind.clone(), base_dir).counted_in(&config.name),
+                    ),
                 )
             })
             .collect();
@@ -721,7 +723,6 @@ impl Site {
         let started = std::time::Instant::now();
         let result = endpoint.probe(&self.base_dir).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        crate::metrics::probe(&self.name, &endpoint.name, result.is_ok());
         self.health.probed(endpoint, &result).await;
         let (ok, detail) = match result {
             Ok(detail) => (true, detail),
@@ -774,7 +775,6 @@ impl Site {
         let result = target.probe().await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         endpoint.note_test(&result);
-        crate::metrics::probe(&self.name, &endpoint.name, result.is_ok());
         self.health.probed(endpoint, &result).await;
         match result {
             Ok(detail) => {
