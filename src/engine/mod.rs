@@ -84,8 +84,8 @@ pub struct Daemon {
     /// The API tokens (`tokens.db` in the data directory).
     tokens: crate::auth::Tokens,
     /// Whether the API listens on a loopback address only (open mode, with
-    /// no tokens, is allowed only then). Set by [`serve`].
-    loopback_only: std::sync::atomic::AtomicBool,
+    /// no tokens, is allowed only then).
+    loopback_only: bool,
 }
 
 impl Daemon {
@@ -120,7 +120,7 @@ impl Daemon {
         })?;
         Ok(Arc::new(Daemon {
             tokens,
-            loopback_only: std::sync::atomic::AtomicBool::new(config.listen.ip().is_loopback()),
+            loopback_only: config.listen.ip().is_loopback(),
             sites: std::sync::RwLock::new(sites),
             shutdown,
             config_file: config.file.clone(),
@@ -269,7 +269,6 @@ impl Daemon {
     /// is allowed only then.
     pub fn loopback_only(&self) -> bool {
         self.loopback_only
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Cancelled when the daemon shuts down: long answers (log streams)
@@ -311,8 +310,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .try_init();
     crate::metrics::install();
     let daemon = Daemon::open(&config).await?;
-    let loopback = config.listen.ip().is_loopback();
-    if !loopback && !daemon.tokens.any().context("cannot read the API tokens")? {
+    if !daemon.loopback_only && !daemon.tokens.any().context("cannot read the API tokens")? {
         anyhow::bail!(
             "refusing to listen on {} without API tokens: anyone who reaches it could stop \
              your sites. Create one first: sluice token create --config {} --role admin \
@@ -321,9 +319,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.file.display()
         );
     }
-    daemon
-        .loopback_only
-        .store(loopback, std::sync::atomic::Ordering::Relaxed);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
