@@ -9,50 +9,62 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::*;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// `sluice token create` on the daemon's configuration: the token on stdout.
-fn create_token(daemon: &Daemon, role: &str, name: &str) -> String {
-    let out = Command::new(BIN)
-        .args([
-            "token", "create", "--role", role, "--name", name, "--config",
-        ])
-        .arg(&daemon.config)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(token.starts_with("sluice_"), "{token}");
-    token
+/// Requests to the daemon with the same headers each time: who asks.
+struct As<'a> {
+    daemon: &'a Daemon,
+    headers: Vec<(String, String)>,
 }
 
-async fn call(
-    daemon: &Daemon,
-    method: reqwest::Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut r = reqwest::Client::new().request(method, daemon.url(path));
-    for (k, v) in headers {
-        r = r.header(*k, *v);
+impl<'a> As<'a> {
+    fn headers(daemon: &'a Daemon, headers: &[(&str, &str)]) -> As<'a> {
+        As {
+            daemon,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
     }
-    if let Some(body) = body {
-        r = r.json(&body);
-    }
-    let r = r.send().await.unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
+    fn nobody(daemon: &'a Daemon) -> As<'a> {
+        As::headers(daemon, &[])
+    }
+
+    fn bearer(daemon: &'a Daemon, token: &str) -> As<'a> {
+        As::headers(daemon, &[("authorization", &format!("Bearer {token}"))])
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut r = reqwest::Client::new().request(method, self.daemon.url(path));
+        for (k, v) in &self.headers {
+            r = r.header(k, v);
+        }
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(Method::POST, path, body).await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,13 +76,13 @@ async fn tokens_roles_and_the_cookie_session() {
     let resume = "/api/v1/sites/LIVE/integrations/orders/resume";
 
     // Open mode: no token exists, loopback, everyone is admin.
-    let (status, v) = call(&daemon, reqwest::Method::GET, "/api/v1/session", &[], None).await;
+    let (status, v) = As::nobody(&daemon).get("/api/v1/session").await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["auth"], "open");
 
-    let admin = create_token(&daemon, "admin", "alice");
-    let operator = create_token(&daemon, "operator", "oscar");
-    let viewer = create_token(&daemon, "viewer", "vera");
+    let admin = daemon.create_token("admin", "alice");
+    let operator = daemon.create_token("operator", "oscar");
+    let viewer = daemon.create_token("viewer", "vera");
 
     // No clear-text token in the store.
     let store = std::fs::read(dir.path().join("data").join("tokens.db")).unwrap();
@@ -80,118 +92,54 @@ async fn tokens_roles_and_the_cookie_session() {
     }
 
     // From now on a token is needed: missing or wrong is 401, JSON.
-    let get = reqwest::Method::GET;
-    let post = reqwest::Method::POST;
     for headers in [
         vec![],
         vec![("authorization", "Bearer sluice_wrong")],
         vec![("authorization", "Basic YWxpY2U6eA==")],
     ] {
-        let (status, v) = call(&daemon, get.clone(), "/api/v1/sites", &headers, None).await;
+        let who = As::headers(&daemon, &headers);
+        let (status, v) = who.get("/api/v1/sites").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}: {v}");
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
-        let (status, _) = call(&daemon, post.clone(), pause, &headers, None).await;
+        let (status, _) = who.post(pause, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 
     // A viewer reads but may not pause: 403, JSON, and nothing changed.
-    let vh = bearer(&viewer);
-    let (status, v) = call(
-        &daemon,
-        get.clone(),
-        "/api/v1/sites",
-        &[("authorization", &vh)],
-        None,
-    )
-    .await;
+    let vera = As::bearer(&daemon, &viewer);
+    let (status, v) = vera.get("/api/v1/sites").await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let (status, v) = call(
-        &daemon,
-        post.clone(),
-        pause,
-        &[("authorization", &vh)],
-        None,
-    )
-    .await;
+    let (status, v) = vera.post(pause, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     assert!(v["error"].as_str().unwrap().contains("viewer"), "{v}");
-    let (_, i) = call(
-        &daemon,
-        get.clone(),
-        "/api/v1/sites/LIVE/integrations/orders",
-        &[("authorization", &vh)],
-        None,
-    )
-    .await;
+    let (_, i) = vera.get("/api/v1/sites/LIVE/integrations/orders").await;
     assert_eq!(i["state"], "active");
 
     // An operator pauses and resumes but may not stop the site.
-    let oh = bearer(&operator);
-    let (status, v) = call(
-        &daemon,
-        post.clone(),
-        pause,
-        &[("authorization", &oh)],
-        None,
-    )
-    .await;
+    let oscar = As::bearer(&daemon, &operator);
+    let (status, v) = oscar.post(pause, None).await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let (status, v) = call(
-        &daemon,
-        post.clone(),
-        resume,
-        &[("authorization", &oh)],
-        None,
-    )
-    .await;
+    let (status, v) = oscar.post(resume, None).await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let (status, _) = call(
-        &daemon,
-        post.clone(),
-        "/api/v1/sites/LIVE/stop",
-        &[("authorization", &oh)],
-        Some(json!({"reason": "no"})),
-    )
-    .await;
+    let (status, _) = oscar
+        .post("/api/v1/sites/LIVE/stop", Some(json!({"reason": "no"})))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = call(
-        &daemon,
-        get.clone(),
-        "/api/v1/tokens",
-        &[("authorization", &oh)],
-        None,
-    )
-    .await;
+    let (status, _) = oscar.get("/api/v1/tokens").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "tokens are for admins");
 
     // An admin stops and starts the site; the audit names the token.
-    let ah = bearer(&admin);
-    let (status, v) = call(
-        &daemon,
-        post.clone(),
-        "/api/v1/sites/LIVE/stop",
-        &[("authorization", &ah)],
-        Some(json!({"reason": "stocktake"})),
-    )
-    .await;
+    let alice = As::bearer(&daemon, &admin);
+    let (status, v) = alice
+        .post(
+            "/api/v1/sites/LIVE/stop",
+            Some(json!({"reason": "stocktake"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let (status, _) = call(
-        &daemon,
-        post.clone(),
-        "/api/v1/sites/LIVE/start",
-        &[("authorization", &ah)],
-        None,
-    )
-    .await;
+    let (status, _) = alice.post("/api/v1/sites/LIVE/start", None).await;
     assert_eq!(status, StatusCode::OK);
-    let (_, audit) = call(
-        &daemon,
-        get.clone(),
-        "/api/v1/sites/LIVE/audit",
-        &[("authorization", &vh)],
-        None,
-    )
-    .await;
+    let (_, audit) = vera.get("/api/v1/sites/LIVE/audit").await;
     let entries = audit.as_array().unwrap();
     let by = |action: &str| {
         entries
@@ -211,14 +159,9 @@ async fn tokens_roles_and_the_cookie_session() {
     );
 
     // The dashboard's session: an HttpOnly cookie, and CSRF on writes.
-    let (status, _) = call(
-        &daemon,
-        post.clone(),
-        "/api/v1/session",
-        &[],
-        Some(json!({"token": "sluice_wrong"})),
-    )
-    .await;
+    let (status, _) = As::nobody(&daemon)
+        .post("/api/v1/session", Some(json!({"token": "sluice_wrong"})))
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let r = reqwest::Client::new()
         .post(daemon.url("/api/v1/session"))
@@ -236,142 +179,78 @@ async fn tokens_roles_and_the_cookie_session() {
     let csrf = session["csrf"].as_str().unwrap().to_string();
     assert!(!csrf.is_empty());
     let cookie = set_cookie.split(';').next().unwrap().to_string();
-    let (status, v) = call(
-        &daemon,
-        get.clone(),
-        "/api/v1/session",
-        &[("cookie", &cookie)],
-        None,
-    )
-    .await;
+    let browser = As::headers(&daemon, &[("cookie", &cookie)]);
+    let (status, v) = browser.get("/api/v1/session").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["csrf"], csrf.as_str());
-    let (status, v) = call(&daemon, post.clone(), pause, &[("cookie", &cookie)], None).await;
+    let (status, v) = browser.post(pause, None).await;
     assert_eq!(
         status,
         StatusCode::FORBIDDEN,
         "a cookie write without CSRF: {v}"
     );
-    let (status, _) = call(
-        &daemon,
-        post.clone(),
-        pause,
-        &[("cookie", &cookie), ("x-csrf-token", "0000")],
-        None,
-    )
-    .await;
+    let (status, _) = As::headers(&daemon, &[("cookie", &cookie), ("x-csrf-token", "0000")])
+        .post(pause, None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, v) = call(
+    let (status, v) = As::headers(
         &daemon,
-        post.clone(),
-        pause,
         &[
             ("cookie", &cookie),
             ("x-csrf-token", &csrf),
             ("origin", "https://evil.example"),
         ],
-        None,
     )
+    .post(pause, None)
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "another origin: {v}");
     let origin = daemon.server();
-    let (status, v) = call(
+    let (status, v) = As::headers(
         &daemon,
-        post.clone(),
-        pause,
         &[
             ("cookie", &cookie),
             ("x-csrf-token", &csrf),
             ("origin", &origin),
         ],
-        None,
     )
+    .post(pause, None)
     .await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let (status, _) = call(
-        &daemon,
-        reqwest::Method::DELETE,
-        "/api/v1/session",
-        &[("cookie", &cookie)],
-        None,
-    )
-    .await;
+    let (status, _) = browser.delete("/api/v1/session").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
     // Tokens over the API (admin): created, listed without secrets,
     // revoked and refused at once; every change audited.
-    let (status, v) = call(
-        &daemon,
-        post.clone(),
-        "/api/v1/tokens",
-        &[("authorization", &ah)],
-        Some(json!({"name": "grafana", "role": "viewer"})),
-    )
-    .await;
+    let (status, v) = alice
+        .post(
+            "/api/v1/tokens",
+            Some(json!({"name": "grafana", "role": "viewer"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let grafana = v["token"].as_str().unwrap().to_string();
-    let gh = bearer(&grafana);
-    let (status, _) = call(
-        &daemon,
-        get.clone(),
-        "/api/v1/sites",
-        &[("authorization", &gh)],
-        None,
-    )
-    .await;
+    let scraper = As::bearer(&daemon, &grafana);
+    let (status, _) = scraper.get("/api/v1/sites").await;
     assert_eq!(status, StatusCode::OK);
-    let (_, list) = call(
-        &daemon,
-        get.clone(),
-        "/api/v1/tokens",
-        &[("authorization", &ah)],
-        None,
-    )
-    .await;
+    let (_, list) = alice.get("/api/v1/tokens").await;
     let text = list.to_string();
     assert!(
         text.contains("grafana") && !text.contains(&grafana[7..]),
         "{text}"
     );
-    let (status, _) = call(
-        &daemon,
-        post.clone(),
-        "/api/v1/tokens",
-        &[("authorization", &ah)],
-        Some(json!({"name": "x", "role": "root"})),
-    )
-    .await;
+    let (status, _) = alice
+        .post("/api/v1/tokens", Some(json!({"name": "x", "role": "root"})))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = call(
-        &daemon,
-        reqwest::Method::DELETE,
-        "/api/v1/tokens/grafana",
-        &[("authorization", &ah)],
-        None,
-    )
-    .await;
+    let (status, _) = alice.delete("/api/v1/tokens/grafana").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = call(
-        &daemon,
-        get.clone(),
-        "/api/v1/sites",
-        &[("authorization", &gh)],
-        None,
-    )
-    .await;
+    let (status, _) = scraper.get("/api/v1/sites").await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
         "a revoked token is refused at once"
     );
-    let (_, audit) = call(
-        &daemon,
-        get.clone(),
-        "/api/v1/audit",
-        &[("authorization", &vh)],
-        None,
-    )
-    .await;
+    let (_, audit) = vera.get("/api/v1/audit").await;
     let actions: Vec<(String, String)> = audit
         .as_array()
         .unwrap()

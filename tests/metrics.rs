@@ -159,21 +159,7 @@ async fn metrics_need_a_token_once_tokens_exist() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
-    let out = std::process::Command::new(BIN)
-        .args([
-            "token",
-            "create",
-            "--role",
-            "viewer",
-            "--name",
-            "prometheus",
-            "--config",
-        ])
-        .arg(&daemon.config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let token = daemon.create_token("viewer", "prometheus");
     let r = reqwest::get(daemon.url("/metrics")).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = reqwest::Client::new()

@@ -191,6 +191,23 @@ impl Daemon {
         self.get_text(&format!("/api/v1/sites/{site}/log")).await
     }
 
+    /// `sluice token create` on this daemon's configuration (no daemon
+    /// call): the token it prints once.
+    pub fn create_token(&self, role: &str, name: &str) -> String {
+        let out = Command::new(BIN)
+            .args([
+                "token", "create", "--role", role, "--name", name, "--config",
+            ])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("the sluice CLI runs");
+        assert!(out.status.success(), "{out:?}");
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(token.starts_with("sluice_"), "{token}");
+        token
+    }
+
     /// Runs the CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN)
