@@ -16,6 +16,8 @@
 # target/st-venv on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=.ci/daemon.sh
+. .ci/daemon.sh
 
 ST_VERSION='schemathesis==3.39.16'
 # Newer Hypothesis releases dropped an internal that schemathesis 3 and
@@ -100,25 +102,9 @@ target = "partner"
 TOML
 
 echo "== starting the daemon"
-SLUICE_LOG=warn "$BIN" serve --config "$WORK/sluice.toml" --listen 127.0.0.1:0 \
-  >"$WORK/stdout" 2>"$WORK/stderr" &
-DAEMON_PID=$!
-ADDR=""
-for _ in $(seq 1 100); do
-  ADDR="$(sed -n 's|^sluice listening on http://||p' "$WORK/stdout" | head -n1)"
-  [ -n "$ADDR" ] && break
-  if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
-    echo "the daemon exited:" >&2
-    cat "$WORK/stderr" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-if [ -z "$ADDR" ]; then
-  echo "the daemon did not say where it listens" >&2
-  cat "$WORK/stderr" >&2
-  exit 1
-fi
+serve_sluice "$BIN" "$WORK/sluice.toml" "$WORK"
+DAEMON_PID=$SLUICE_PID
+ADDR=$SLUICE_ADDR
 echo "daemon on http://$ADDR (pid $DAEMON_PID)"
 
 SLUICE_TOKEN="$("$BIN" token create --config "$WORK/sluice.toml" --role admin --name schemathesis 2>/dev/null)"
@@ -192,12 +178,12 @@ fi
 
 if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
   echo "the daemon died during the run:" >&2
-  tail -n 50 "$WORK/stderr" >&2
+  tail -n 50 "$WORK/daemon.err" >&2
   status=1
 fi
-if grep -q "internal error" "$WORK/stderr"; then
+if grep -q "internal error" "$WORK/daemon.err"; then
   echo "the daemon logged internal errors:" >&2
-  grep "internal error" "$WORK/stderr" | head -n 20 >&2
+  grep "internal error" "$WORK/daemon.err" | head -n 20 >&2
   status=1
 fi
 exit "$status"

@@ -16,6 +16,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 E2E="$ROOT/e2e"
+# shellcheck source=../.ci/daemon.sh
+. "$ROOT/.ci/daemon.sh"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/debug/sluice"
@@ -59,26 +61,6 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
-
-# Waits until FILE has a line starting with PREFIX and prints the rest of it.
-wait_for_line() {
-  local file=$1 prefix=$2 pid=$3
-  for _ in $(seq 1 300); do
-    local line
-    line="$(grep -m1 "^$prefix" "$file" 2>/dev/null || true)"
-    if [[ -n "$line" ]]; then
-      echo "${line#"$prefix"}"
-      return 0
-    fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "e2e: process $pid ended before it said '$prefix'" >&2
-      return 1
-    fi
-    sleep 0.1
-  done
-  echo "e2e: timed out waiting for '$prefix' in $file" >&2
-  return 1
-}
 
 # The HTTP target of integrations `orders` and `contacts`.
 node "$E2E/receiver.mjs" >"$WORK/receiver.out" 2>&1 &
@@ -180,10 +162,9 @@ SLUICE_VIEWER_TOKEN="$("$BIN" token create --config "$CONFIG" --role viewer --na
 export SLUICE_ADMIN_TOKEN SLUICE_OPERATOR_TOKEN SLUICE_VIEWER_TOKEN
 echo "e2e: made tokens for alice (admin), olga (operator) and victor (viewer)"
 
-SLUICE_LOG=warn "$BIN" serve --config "$CONFIG" --listen 127.0.0.1:0 >"$WORK/daemon.out" 2>"$WORK/daemon.err" &
-PIDS+=($!)
-ADDR="$(wait_for_line "$WORK/daemon.out" "sluice listening on http://" "${PIDS[-1]}")"
-export SLUICE_URL="http://$ADDR"
+serve_sluice "$BIN" "$CONFIG" "$WORK"
+PIDS+=("$SLUICE_PID")
+export SLUICE_URL="http://$SLUICE_ADDR"
 export CHROMIUM
 export SLUICE_E2E_WORK="$WORK"
 echo "e2e: daemon on $SLUICE_URL, target on 127.0.0.1:$RECEIVER_PORT"
