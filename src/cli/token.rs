@@ -33,8 +33,8 @@ pub enum TokenCommand {
         /// viewer (reads), operator (also runs flows, pauses, resumes,
         /// tests endpoints) or admin (also starts and stops, reauthorizes,
         /// manages tokens).
-        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
-        role: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
         /// Who or what holds it, e.g. alice or grafana.
         #[arg(long)]
         name: String,
@@ -53,6 +53,10 @@ pub enum TokenCommand {
         #[command(flatten)]
         local: Local,
     },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("'{s}': use viewer, operator or admin"))
 }
 
 fn store(local: &Local) -> Result<Option<Tokens>, CliError> {
@@ -74,10 +78,7 @@ pub async fn run(client: &Client, command: TokenCommand) -> Result<(), CliError>
     match command {
         TokenCommand::Create { role, name, local } => {
             let token = match store(&local)? {
-                Some(tokens) => {
-                    let role = Role::parse(&role).unwrap_or(Role::Viewer);
-                    tokens.create(&name, role, &actor()).map_err(failed)?
-                }
+                Some(tokens) => tokens.create(&name, role, &actor()).map_err(failed)?,
                 None => {
                     let v = client
                         .post(&["tokens"], json!({ "name": name, "role": role }))
