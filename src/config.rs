@@ -1072,6 +1072,38 @@ impl<'a> Reader<'a> {
             .collect()
     }
 
+    /// The kind of the endpoint a flow names as its `role` (`source` or
+    /// `target`) when it exists and can be one; otherwise the error, at the
+    /// key's line (nothing more for an endpoint whose own settings were
+    /// wrong: that is reported already).
+    fn flow_endpoint<'s>(
+        &mut self,
+        site: &'s SiteScope,
+        flow: &dyn toml_edit::TableLike,
+        path: &str,
+        role: &str,
+        name: &str,
+        fits: fn(&EndpointKind) -> bool,
+    ) -> Option<&'s EndpointKind> {
+        let at = self.key_line(flow, role);
+        let message = match site.lookup(name) {
+            Lookup::Broken => return None,
+            Lookup::Found(kind) if fits(kind) => return Some(kind),
+            Lookup::Missing => format!(
+                "no endpoint '{name}' in site {}; {}",
+                site.name,
+                site.would_fit(role, fits)
+            ),
+            Lookup::Found(kind) => format!(
+                "endpoint '{name}' is of kind {}, which cannot be a {role}; {}",
+                kind.name(),
+                site.would_fit(role, fits)
+            ),
+        };
+        self.error(at, join(path, role), message);
+        None
+    }
+
     fn flow(
         &mut self,
         flow: &dyn TableLike,
@@ -1136,42 +1168,24 @@ impl<'a> Reader<'a> {
         }
 
         if let Some(source) = &source {
-            let at = self.key_line(flow, "source");
-            let key = join(path, "source");
-            match site.lookup(source) {
-                Lookup::Broken => {}
-                Lookup::Missing => {
-                    let fit = site.would_fit("source", is_source);
-                    let message = format!("no endpoint '{source}' in site {}; {fit}", site.name);
-                    self.error(at, key, message);
-                }
-                Lookup::Found(kind) if !is_source(kind) => {
+            if let Some(kind) = self.flow_endpoint(site, flow, path, "source", source, is_source) {
+                pushed = kind.is_push_source();
+                if pushed && flow.contains_key("schedule") {
+                    let flow_name = name.as_deref().unwrap_or("{flow}");
                     let message = format!(
-                        "endpoint '{source}' is of kind {}, which cannot be a source; {}",
-                        kind.name(),
-                        site.would_fit("source", is_source)
+                        "a flow from webhook '{source}' has no schedule: its records arrive \
+                         by POST to /hooks/{}/{integration}/{flow_name}",
+                        site.name
                     );
-                    self.error(at, key, message);
+                    self.error(schedule_line, join(path, "schedule"), message);
                 }
-                Lookup::Found(kind) => {
-                    pushed = kind.is_push_source();
-                    if pushed && flow.contains_key("schedule") {
-                        let flow_name = name.as_deref().unwrap_or("{flow}");
-                        let message = format!(
-                            "a flow from webhook '{source}' has no schedule: its records arrive \
-                             by POST to /hooks/{}/{integration}/{flow_name}",
-                            site.name
-                        );
-                        self.error(schedule_line, join(path, "schedule"), message);
-                    }
-                    if matches!(kind, EndpointKind::File(_)) && !flow.contains_key("cursor") {
-                        let message = format!(
-                            "missing: a flow from file endpoint '{source}' needs the record \
-                             field 'Send Changed' compares with the checkpoint \
-                             (e.g. cursor = \"updated_at\")"
-                        );
-                        self.error(header, join(path, "cursor"), message);
-                    }
+                if matches!(kind, EndpointKind::File(_)) && !flow.contains_key("cursor") {
+                    let message = format!(
+                        "missing: a flow from file endpoint '{source}' needs the record \
+                         field 'Send Changed' compares with the checkpoint \
+                         (e.g. cursor = \"updated_at\")"
+                    );
+                    self.error(header, join(path, "cursor"), message);
                 }
             }
         }
@@ -1186,26 +1200,7 @@ impl<'a> Reader<'a> {
         };
 
         if let Some(target) = &target {
-            let at = self.key_line(flow, "target");
-            let key = join(path, "target");
-            let fits = EndpointKind::is_target;
-            match site.lookup(target) {
-                Lookup::Broken => {}
-                Lookup::Missing => {
-                    let fit = site.would_fit("target", fits);
-                    let message = format!("no endpoint '{target}' in site {}; {fit}", site.name);
-                    self.error(at, key, message);
-                }
-                Lookup::Found(kind) if !fits(kind) => {
-                    let message = format!(
-                        "endpoint '{target}' is of kind {}, which cannot be a target; {}",
-                        kind.name(),
-                        site.would_fit("target", fits)
-                    );
-                    self.error(at, key, message);
-                }
-                Lookup::Found(_) => {}
-            }
+            self.flow_endpoint(site, flow, path, "target", target, EndpointKind::is_target);
         }
 
         Some(FlowConfig {
