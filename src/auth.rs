@@ -340,17 +340,7 @@ impl Tokens {
                 "SELECT id, ts, actor, action, subject, reason, outcome FROM audit
                  ORDER BY id DESC LIMIT ?1",
             )?;
-            let rows = stmt.query_map(params![limit as i64], |r| {
-                Ok(crate::store::AuditEntry {
-                    id: r.get(0)?,
-                    ts: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    subject: r.get(4)?,
-                    reason: r.get(5)?,
-                    outcome: r.get(6)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![limit as i64], crate::store::sqlite::audit_entry)?;
             rows.collect()
         })
     }

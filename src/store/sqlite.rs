@@ -457,6 +457,21 @@ fn tx_record(r: &rusqlite::Row<'_>) -> Result<TxRecord> {
     })
 }
 
+/// A row of an `audit` table (`SELECT id, ts, actor, action, subject,
+/// reason, outcome`): the site store's, and the token store's of the same
+/// shape.
+pub(crate) fn audit_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: r.get(0)?,
+        ts: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        subject: r.get(4)?,
+        reason: r.get(5)?,
+        outcome: r.get(6)?,
+    })
+}
+
 fn run_record(r: &rusqlite::Row<'_>) -> Result<RunRecord> {
     let mode: String = r.get(2)?;
     let result: Option<String> = r.get(5)?;
@@ -1051,17 +1066,7 @@ impl Store for SqliteStore {
                 "SELECT id, ts, actor, action, subject, reason, outcome FROM audit
                  ORDER BY id DESC LIMIT ?1",
             )?;
-            let rows = stmt.query_map([limit_of(limit)], |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    ts: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    subject: r.get(4)?,
-                    reason: r.get(5)?,
-                    outcome: r.get(6)?,
-                })
-            })?;
+            let rows = stmt.query_map([limit_of(limit)], audit_entry)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
