@@ -215,6 +215,7 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   await stock.locator('[data-action="send-changed"]').click();
   await stock.locator('.chip.flow-status').getByText('Success').waitFor({ timeout: 20_000 });
   await stock.getByText('3 captured').waitFor();
+  await stock.getByText(/3 succeeded · 0 failed · \d+ pages?/).waitFor();
 
   // STAGE: its target does not answer; the endpoint is Offline (red).
   await page.locator('.site-tab', { hasText: 'STAGE' }).click();
@@ -238,6 +239,15 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   await shot(page, '10b-reauthorize.png');
   await page.keyboard.press('Escape');
   await modal.waitFor({ state: 'hidden' });
+
+  // Both the ad-hoc run and the refused reauthorization are in the audit
+  // trails, with who, what and the outcome.
+  const liveAudit = (await call('GET', '/api/v1/sites/LIVE/audit', { token: ADMIN })).json;
+  assert.ok(liveAudit.some((e) => e.action === 'flow.run' && e.subject === 'flow/stock-levels'
+    && e.actor === 'alice' && e.reason === 'Send Changed' && e.outcome === 'ok'), JSON.stringify(liveAudit));
+  const stageAudit = (await call('GET', '/api/v1/sites/STAGE/audit', { token: ADMIN })).json;
+  assert.ok(stageAudit.some((e) => e.action === 'endpoint.reauthorize' && e.subject === 'endpoint/legacy'
+    && e.actor === 'alice' && e.outcome.startsWith('refused')), JSON.stringify(stageAudit));
 
   // The README's picture: LIVE, populated, with a person's hold on contacts.
   const held = await call('POST', '/api/v1/sites/LIVE/integrations/contacts/pause', {

@@ -71,7 +71,7 @@ impl<'a> As<'a> {
 async fn tokens_roles_and_the_cookie_session() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
-    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    let mut daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
     let pause = "/api/v1/sites/LIVE/integrations/orders/pause";
     let resume = "/api/v1/sites/LIVE/integrations/orders/resume";
 
@@ -292,6 +292,24 @@ async fn tokens_roles_and_the_cookie_session() {
         String::from_utf8_lossy(&out.stderr).contains("HTTP 403"),
         "{out:?}"
     );
+
+    // Both audit trails and the tokens survive a restart (SIGKILL).
+    let site_before = As::bearer(&daemon, &viewer)
+        .get("/api/v1/sites/LIVE/audit")
+        .await
+        .1;
+    daemon.restart().await;
+    let vera = As::bearer(&daemon, &viewer);
+    let (status, site_after) = vera.get("/api/v1/sites/LIVE/audit").await;
+    assert_eq!(status, StatusCode::OK, "the viewer's token still works");
+    // Newest first: the restart adds its own start in front.
+    let (after, before) = (
+        site_after.as_array().unwrap(),
+        site_before.as_array().unwrap(),
+    );
+    assert_eq!(after[after.len() - before.len()..], before[..]);
+    let (_, tokens_after) = vera.get("/api/v1/audit").await;
+    assert_eq!(tokens_after, audit);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
