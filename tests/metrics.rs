@@ -105,6 +105,10 @@ async fn metrics_follow_the_queue_and_the_deliveries() {
         .is_some_and(|n| n >= 1.0)
     })
     .await;
+    // The same probe is the endpoint's last test in the API.
+    let (_, crm) = daemon.get("/api/v1/sites/LIVE/endpoints/crm").await;
+    assert_eq!(crm["last_test"]["ok"], true, "{crm}");
+    assert!(crm["last_test"]["at"].as_str().is_some(), "{crm}");
 
     let (status, v) = daemon
         .post("/api/v1/sites/LIVE/integrations/orders/resume", json!({}))
