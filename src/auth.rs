@@ -194,10 +194,10 @@ impl Tokens {
             file: file.clone(),
             source,
         };
-        if let Err(e) = std::fs::create_dir_all(data_dir) {
+        if let Err(e) = crate::data_dir::private_database(&file) {
             return Err(AuthError::Unavailable(format!(
                 "cannot create {}: {e}",
-                data_dir.display()
+                file.display()
             )));
         }
         let conn = Connection::open(&file).map_err(store_err)?;

@@ -37,12 +37,16 @@ type Shared = Arc<Mutex<Received>>;
 
 pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("sluice-demo"));
-    std::fs::create_dir_all(&data_dir)
+    crate::data_dir::create_private_dir(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
     let customers = data_dir.join("customers.jsonl");
     if !customers.exists() {
-        std::fs::write(&customers, DEMO_CUSTOMERS)?;
+        use std::io::Write;
+        crate::data_dir::private_options()
+            .write(true)
+            .open(&customers)?
+            .write_all(DEMO_CUSTOMERS.as_bytes())?;
     }
     let file = data_dir.join("demo.toml");
     let mut config = Config::parse(DEMO_TOML, &file, Some(&data_dir))

@@ -20,6 +20,8 @@
 //!   dashboard's page (`assets/dashboard/`) and the webhook receiver.
 //! - [`auth`]: API tokens (hashes only) and the roles viewer, operator, admin.
 //! - [`metrics`]: Prometheus counters, histogram and state gauges for `/metrics`.
+//! - [`data_dir`]: the data directory's lock (one daemon per directory) and
+//!   its private files (`0700` folder, `0600` files).
 //! - [`log`]: the site log in seed 000's format: stored, filtered, streamed.
 //! - [`cli`]: the `sluice` command line; subcommands talk to the daemon over
 //!   its REST API.
@@ -30,6 +32,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod data_dir;
 pub mod demo;
 pub mod engine;
 pub mod log;

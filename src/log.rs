@@ -127,14 +127,11 @@ impl SiteLog {
     }
 }
 
+/// The log file, private to the daemon's user (`0600`) like every file in
+/// the data directory.
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    crate::data_dir::private_file(path)?;
+    crate::data_dir::private_options().append(true).open(path)
 }
 
 /// `08-Jul-2014 15:04:46 (4) : message`, in the daemon's local time.

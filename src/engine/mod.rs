@@ -86,11 +86,17 @@ pub struct Daemon {
     /// Whether the API listens on a loopback address only (open mode, with
     /// no tokens, is allowed only then).
     loopback_only: bool,
+    /// This daemon's hold on its data directory: no second daemon shares
+    /// it while this one lives.
+    _lock: crate::data_dir::Lock,
 }
 
 impl Daemon {
     /// Opens every site's store. Nothing runs yet: see [`Daemon::restore`].
     pub async fn open(config: &Config) -> anyhow::Result<Arc<Daemon>> {
+        // First: a second daemon on the same files would deliver every
+        // record twice.
+        let lock = crate::data_dir::Lock::take(&config.data_dir)?;
         let shutdown = CancellationToken::new();
         let mut sites = BTreeMap::new();
         for site_config in &config.sites {
@@ -119,6 +125,7 @@ impl Daemon {
             )
         })?;
         Ok(Arc::new(Daemon {
+            _lock: lock,
             tokens,
             loopback_only: config.listen.ip().is_loopback(),
             sites: std::sync::RwLock::new(sites),

@@ -144,11 +144,7 @@ impl SqliteStore {
     }
 
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
-            }
-        }
+        crate::data_dir::private_database(path)?;
         let mut write = Connection::open(path)?;
         apply_pragmas(&write, &options)?;
         write.set_prepared_statement_cache_capacity(64);

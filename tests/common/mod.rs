@@ -42,12 +42,38 @@ impl Daemon {
         Daemon::start_with(dir, &config, None).await
     }
 
+    /// As [`Daemon::start`], with the daemon started under this umask (as
+    /// a shell would: `umask 000; exec sluice serve …`).
+    pub async fn start_with_umask(dir: &Path, toml: &str, umask: u32) -> Daemon {
+        let config = dir.join("sluice.toml");
+        let data = dir.join("data");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n{toml}",
+            data.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "umask {umask:03o} && exec \"$0\" serve --config \"$1\""
+            ))
+            .arg(BIN)
+            .arg(&config);
+        Daemon::spawn(dir, &config, cmd).await
+    }
+
     async fn start_with(dir: &Path, config: &Path, listen: Option<SocketAddr>) -> Daemon {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve").arg("--config").arg(config);
         if let Some(addr) = listen {
             cmd.arg("--listen").arg(addr.to_string());
         }
+        Daemon::spawn(dir, config, cmd).await
+    }
+
+    /// Runs `cmd` (a `sluice serve`) and waits until it says where it
+    /// listens.
+    async fn spawn(dir: &Path, config: &Path, mut cmd: Command) -> Daemon {
         let mut child = cmd
             .env("SLUICE_LOG", "warn")
             .stdout(Stdio::piped())
@@ -78,6 +104,11 @@ impl Daemon {
             child: Some(child),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Kills the daemon with SIGKILL: no chance to clean up.
