@@ -38,6 +38,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Where each site's data file and log file live, relative to the file.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
+/// What the request bodies being read may hold in memory at once, over
+/// every webhook and API request, unless the file says otherwise.
+pub const DEFAULT_BODY_MEMORY: usize = 16 * 1024 * 1024;
+
 /// Seed 000's verbosity a site keeps unless it says otherwise.
 pub const DEFAULT_LOG_LEVEL: u8 = 4;
 
@@ -59,6 +63,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// In file order; names are unique (they are keys of one table).
     pub sites: Vec<SiteConfig>,
+    /// The bytes of request bodies held in memory at once, over every
+    /// webhook and API request (see `api::body`); no webhook's `max_body`
+    /// is larger.
+    pub max_body_memory: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -329,7 +337,7 @@ impl SiteConfig {
 
 const NO_SITE: &str = "no site: add at least one [sites.NAME] table";
 
-const ROOT_KEYS: &[&str] = &["listen", "data_dir", "sites"];
+const ROOT_KEYS: &[&str] = &["listen", "data_dir", "max_body_memory", "sites"];
 const SITE_KEYS: &[&str] = &[
     "log_level",
     "data_file",
@@ -574,6 +582,9 @@ struct Reader<'a> {
     /// The byte offset where each line starts.
     line_starts: Vec<usize>,
     errors: Vec<ConfigError>,
+    /// The top level's `max_body_memory`, which bounds every webhook's
+    /// `max_body`.
+    max_body_memory: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -584,6 +595,7 @@ impl<'a> Reader<'a> {
             file,
             line_starts,
             errors: Vec::new(),
+            max_body_memory: DEFAULT_BODY_MEMORY,
         }
     }
 
@@ -842,6 +854,16 @@ impl<'a> Reader<'a> {
                 default_listen
             }),
         };
+        self.max_body_memory = match self.integer(root, "", "max_body_memory") {
+            None => DEFAULT_BODY_MEMORY,
+            Some(n) if (1024..=1 << 30).contains(&n) => n as usize,
+            Some(n) => {
+                let line = self.key_line(root, "max_body_memory");
+                let message = format!("{n} bytes: give 1024 (1 KiB) to 1073741824 (1 GiB)");
+                self.error(line, "max_body_memory", message);
+                DEFAULT_BODY_MEMORY
+            }
+        };
         let file_data_dir = self
             .text(root, "", "data_dir")
             .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
@@ -890,6 +912,7 @@ impl<'a> Reader<'a> {
             listen,
             data_dir,
             sites,
+            max_body_memory: self.max_body_memory,
         }
     }
 
@@ -930,10 +953,23 @@ impl<'a> Reader<'a> {
         for (ename, ep, epath, eline) in self.entries(table, path, "endpoints", "an endpoint") {
             self.check_name("endpoint", ename, &epath, eline);
             match self.endpoint(ep, &epath, eline) {
-                Some(kind) => scope.endpoints.push(EndpointConfig {
-                    name: ename.to_string(),
-                    kind,
-                }),
+                Some(kind) => {
+                    if let EndpointKind::Webhook(c) = &kind {
+                        if c.max_body > self.max_body_memory {
+                            let at = self.key_line(ep, "max_body").or(eline);
+                            let message = format!(
+                                "{} bytes is more than max_body_memory ({}): such a body could \
+                                 never be read; raise max_body_memory at the top of the file",
+                                c.max_body, self.max_body_memory
+                            );
+                            self.error(at, join(&epath, "max_body"), message);
+                        }
+                    }
+                    scope.endpoints.push(EndpointConfig {
+                        name: ename.to_string(),
+                        kind,
+                    })
+                }
                 None => scope.broken.push(ename.to_string()),
             }
         }

@@ -8,6 +8,7 @@
 //! never a panic or a 500.
 
 pub mod auth;
+pub mod body;
 pub mod dashboard;
 pub mod endpoints;
 pub mod flows;
@@ -34,8 +35,9 @@ use crate::model::Refusal;
 
 pub type AppState = Arc<Daemon>;
 
-/// Builds the whole HTTP surface of the daemon.
-pub fn router(daemon: Arc<Daemon>) -> Router {
+/// Builds the whole HTTP surface of the daemon. `budget` bounds the
+/// request bodies being read at once (see [`body`]).
+pub fn router(daemon: Arc<Daemon>, budget: body::BodyBudget) -> Router {
     let api = Router::new()
         .route("/sites", get(sites::list))
         .route("/sites/{site}", get(sites::show))
@@ -101,19 +103,22 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
                 .delete(auth::session_delete),
         )
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        // Outermost: every body is read (bounded) before anything answers.
+        .layer(axum::middleware::from_fn_with_state(
+            budget.clone(),
+            body::read_first,
+        ));
     Router::new()
         .route("/", get(dashboard::index))
         .route("/assets/app.js", get(dashboard::script))
         .route("/assets/app.css", get(dashboard::stylesheet))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
-        .route(
-            "/hooks/{site}/{integration}/{flow}",
-            post(hooks::receive).layer(axum::extract::DefaultBodyLimit::max(hooks::MAX_BODY)),
-        )
+        .route("/hooks/{site}/{integration}/{flow}", post(hooks::receive))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(budget))
         .with_state(daemon)
 }
 
@@ -169,6 +174,7 @@ pub enum ApiError {
     NotFound(String),
     Conflict(String),
     PayloadTooLarge(String),
+    UnsupportedMediaType(String),
     Unavailable {
         message: String,
         retry_after: Duration,
@@ -209,6 +215,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m, None),
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m, None),
+            ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m, None),
             ApiError::Unavailable {
                 message,
                 retry_after,

@@ -524,7 +524,10 @@ mod tests {
         )
         .unwrap();
         let daemon = crate::engine::Daemon::open(&config).await.unwrap();
-        let app = crate::api::router(daemon.clone());
+        let app = crate::api::router(
+            daemon.clone(),
+            crate::api::body::BodyBudget::new(config.max_body_memory),
+        );
         for (method, path) in documented() {
             let uri = path
                 .replace("{seq}", "1")

@@ -64,7 +64,7 @@ impl EndpointKind {
     /// Problems with the values (each naming its key); empty when valid.
     pub fn validate(&self) -> Vec<KeyProblem> {
         match self {
-            EndpointKind::Webhook(_) => Vec::new(),
+            EndpointKind::Webhook(c) => c.validate(),
             EndpointKind::File(c) => c.validate(),
             EndpointKind::Http(c) => c.validate(),
             EndpointKind::Generator(c) => c.validate(),

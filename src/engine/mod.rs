@@ -347,7 +347,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     let shutdown = daemon.shutdown.clone();
-    let app = crate::api::router(daemon.clone());
+    let app = crate::api::router(
+        daemon.clone(),
+        crate::api::body::BodyBudget::new(config.max_body_memory),
+    );
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
