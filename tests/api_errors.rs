@@ -113,3 +113,44 @@ async fn a_wrong_method_is_a_json_405() {
         assert!(v["error"].as_str().unwrap().contains(path), "{v}");
     }
 }
+
+#[tokio::test]
+async fn a_reason_longer_than_4_kib_is_refused_and_kept_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    let long = "r".repeat(5000);
+    for path in [
+        "/api/v1/sites/LIVE/stop",
+        "/api/v1/sites/LIVE/integrations/orders/pause",
+    ] {
+        let (status, v) = daemon
+            .post(path, serde_json::json!({ "reason": long }))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("4096"), "{v}");
+    }
+    // Nothing changed, and no answer carries the reason.
+    let sites = daemon.get_text("/api/v1/sites").await;
+    assert!(sites.contains("\"running\""), "{sites}");
+    let integration = daemon.integration("LIVE", "orders").await;
+    assert_eq!(integration["state"], "active");
+    for path in [
+        "/api/v1/sites",
+        "/api/v1/sites/LIVE/integrations",
+        "/api/v1/sites/LIVE/audit",
+        "/api/v1/sites/LIVE/log",
+    ] {
+        let text = daemon.get_text(path).await;
+        assert!(!text.contains(&long[..4097]), "{path} keeps the reason");
+        assert!(text.len() < 20_000, "{path}: {} bytes", text.len());
+    }
+    // A reason of 4096 bytes is fine.
+    let (status, v) = daemon
+        .post(
+            "/api/v1/sites/LIVE/stop",
+            serde_json::json!({ "reason": "r".repeat(4096) }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{v}");
+}

@@ -179,6 +179,13 @@ async fn act(
     let action = format!("integration.{}", event.verb());
     let subject = format!("integration/{name}");
     let reason = body.reason.as_deref();
+    if let Err(refusal) = reason.map_or(Ok(()), crate::model::check_reason) {
+        // Refused, and the over-long reason is not kept.
+        let outcome = format!("refused: {refusal}");
+        site.audit(&actor.0, &action, &subject, None, &outcome)
+            .await;
+        return Err(crate::engine::EngineError::from(refusal).into());
+    }
     match integration.apply(event, &actor.0, reason).await {
         Ok(_) => {
             if event == IntegrationEvent::Start {
@@ -224,7 +231,7 @@ macro_rules! action {
             request_body(content = Option<ActionBody>, description = "May be empty"),
             responses(
                 (status = 200, description = "The integration after the change", body = IntegrationView),
-                (status = 400, description = "A bad path or body", body = ErrorBody),
+                (status = 400, description = "A bad path or body, or a reason over 4096 bytes", body = ErrorBody),
                 (status = 404, description = "No such site or integration", body = ErrorBody),
                 (status = 409, description = $refused, body = ErrorBody),
                 (status = 413, description = "The body cannot be read", body = ErrorBody),

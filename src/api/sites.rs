@@ -109,7 +109,7 @@ pub struct StopBody {
     request_body = StopBody,
     responses(
         (status = 200, description = "The site, stopped", body = SiteView),
-        (status = 400, description = "A bad path or body, or a blank reason", body = ErrorBody),
+        (status = 400, description = "A bad path or body, or a reason that is blank or over 4096 bytes", body = ErrorBody),
         (status = 404, description = "No such site", body = ErrorBody),
         (status = 409, description = "The site is not running", body = ErrorBody),
         (status = 413, description = "The body cannot be read", body = ErrorBody),

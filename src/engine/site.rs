@@ -457,8 +457,10 @@ impl Site {
             reason: reason.to_string(),
         };
         if let Err(refusal) = self.state().apply(&event) {
+            // An over-long reason is not kept, not even in the refusal.
+            let kept = Some(reason).filter(|r| r.len() <= crate::model::MAX_REASON);
             return self
-                .refused(actor, "site.stop", &self.name, Some(reason), refusal)
+                .refused(actor, "site.stop", &self.name, kept, refusal)
                 .await;
         }
         let reason = reason.trim();

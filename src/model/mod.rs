@@ -28,6 +28,22 @@ pub enum Refusal {
     Invalid(String),
 }
 
+/// The longest reason a person may give for a stop or a pause, in bytes:
+/// a paragraph. A reason is kept and shown with every answer about its site
+/// or integration, so one pasted log file must not make each of them huge.
+pub const MAX_REASON: usize = 4096;
+
+/// Refuses a reason longer than [`MAX_REASON`].
+pub fn check_reason(reason: &str) -> Result<(), Refusal> {
+    if reason.len() > MAX_REASON {
+        return Err(Refusal::Invalid(format!(
+            "the reason has {} bytes; give at most {MAX_REASON}",
+            reason.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The idempotency key of a transaction: `{site}:{integration}:{seq}`. It is
 /// the same on every attempt, so a target that honours it applies a record
 /// once however often a crash makes sluice send it.

@@ -61,10 +61,15 @@ impl SiteState {
     pub fn apply(self, event: &SiteEvent) -> Result<SiteState, Refusal> {
         use SiteEvent as E;
         use SiteState as S;
+        if let E::Stop { reason } = event {
+            if reason.trim().is_empty() {
+                return Err(Refusal::Invalid(
+                    "a reason is required to stop a site".to_string(),
+                ));
+            }
+            super::check_reason(reason)?;
+        }
         match (self, event) {
-            (_, E::Stop { reason }) if reason.trim().is_empty() => Err(Refusal::Invalid(
-                "a reason is required to stop a site".to_string(),
-            )),
             (S::Stopped, E::Start) => Ok(S::Starting),
             (S::Starting, E::Started) => Ok(S::Running),
             (S::Running, E::Stop { .. }) => Ok(S::Stopping),
@@ -137,6 +142,22 @@ mod tests {
                     Err(Refusal::Invalid(_))
                 ));
             }
+        }
+    }
+
+    #[test]
+    fn a_reason_longer_than_the_limit_is_refused_in_every_state() {
+        let long = "x".repeat(crate::model::MAX_REASON + 1);
+        let longest = "x".repeat(crate::model::MAX_REASON);
+        for state in ALL {
+            assert!(matches!(
+                state.apply(&stop(&long)),
+                Err(Refusal::Invalid(m)) if m.contains("4097 bytes")
+            ));
+            assert!(!matches!(
+                state.apply(&stop(&longest)),
+                Err(Refusal::Invalid(_))
+            ));
         }
     }
 
