@@ -16,6 +16,11 @@
 //!   `sluice token …` run beside it: a token created on the command line
 //!   is accepted at once, a revoked one refused at once (every request reads
 //!   the store; a lookup by primary key is microseconds).
+//! - The dashboard's cookie carries a session id of its own, never the
+//!   token: 32 random bytes, stored as a hash with its token's name and an
+//!   expiry. Signing out deletes it; revoking the token deletes all of its
+//!   sessions in the same transaction; an expired one is refused (and swept
+//!   when the next session opens).
 //! - Token changes are kept in the store's own audit trail (`GET
 //!   /api/v1/audit`, entries as a site's), whoever made them (the API or
 //!   the command line).
@@ -127,6 +132,13 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_by   TEXT NOT NULL,
     last_used_at INTEGER
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    hash       TEXT PRIMARY KEY, -- SHA-256 of the cookie's session id
+    token      TEXT NOT NULL,    -- the name of the token it was opened with
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL  -- milliseconds since the epoch
+);
+CREATE INDEX IF NOT EXISTS sessions_by_token ON sessions (token);
 CREATE TABLE IF NOT EXISTS audit (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     ts      INTEGER NOT NULL, -- milliseconds since the epoch, as a site's audit
@@ -162,13 +174,17 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-/// A new token: `sluice_` and 64 hex digits of the operating system's
-/// randomness.
-fn fresh_token() -> Result<String> {
+/// 64 hex digits of the operating system's randomness.
+fn random_hex() -> Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
-        .map_err(|e| AuthError::Unavailable(format!("no randomness for a token: {e}")))?;
-    Ok(format!("sluice_{}", hex(&bytes)))
+        .map_err(|e| AuthError::Unavailable(format!("no randomness for a secret: {e}")))?;
+    Ok(hex(&bytes))
+}
+
+/// A new token: `sluice_` and 64 random hex digits.
+fn fresh_token() -> Result<String> {
+    Ok(format!("sluice_{}", random_hex()?))
 }
 
 fn valid_name(name: &str) -> Result<()> {
@@ -271,6 +287,8 @@ impl Tokens {
         let removed = self.with(|c| {
             let tx = c.unchecked_transaction()?;
             let n = tx.execute("DELETE FROM tokens WHERE name = ?1", params![name])?;
+            // Its dashboard sessions end with it.
+            tx.execute("DELETE FROM sessions WHERE token = ?1", params![name])?;
             let outcome = if n == 1 {
                 "ok"
             } else {
@@ -331,6 +349,50 @@ impl Tokens {
             }
             Ok(Role::parse(&role).map(|role| Principal { name, role }))
         })
+    }
+
+    /// Opens a dashboard session for the holder of `token` (checked here),
+    /// lasting `ttl_ms`: returns the session id the cookie carries — never
+    /// the token itself — or `None` if the token is not valid. Only the
+    /// id's hash is kept. Expired sessions are swept on the way.
+    pub fn open_session(&self, token: &str, ttl_ms: i64) -> Result<Option<(String, Principal)>> {
+        let Some(principal) = self.verify(token)? else {
+            return Ok(None);
+        };
+        let id = random_hex()?;
+        let now = now_millis();
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])?;
+            tx.execute(
+                "INSERT INTO sessions (hash, token, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![hash(&id), principal.name, now, now.saturating_add(ttl_ms)],
+            )?;
+            tx.commit()
+        })?;
+        Ok(Some((id, principal)))
+    }
+
+    /// Who a dashboard session belongs to, while it is open, unexpired and
+    /// its token is not revoked.
+    pub fn verify_session(&self, id: &str) -> Result<Option<Principal>> {
+        let digest = hash(id);
+        let found: Option<(String, String)> = self.with(|c| {
+            c.query_row(
+                "SELECT t.name, t.role FROM sessions s JOIN tokens t ON t.name = s.token
+                 WHERE s.hash = ?1 AND s.expires_at > ?2",
+                params![digest, now_millis()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })?;
+        Ok(found.and_then(|(name, role)| Role::parse(&role).map(|role| Principal { name, role })))
+    }
+
+    /// Ends a dashboard session (signing out); nothing if it is unknown.
+    pub fn close_session(&self, id: &str) -> Result<()> {
+        self.with(|c| c.execute("DELETE FROM sessions WHERE hash = ?1", params![hash(id)]))
+            .map(drop)
     }
 
     /// The token changes, newest first.
@@ -410,6 +472,43 @@ mod tests {
                 ("token.create", "refused: exists"),
                 ("token.create", "ok"),
             ]
+        );
+    }
+
+    #[test]
+    fn sessions_end_when_closed_when_expired_and_when_their_token_is_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::open(dir.path()).unwrap();
+        let t = tokens.create("oscar", Role::Operator, "test").unwrap();
+        assert_eq!(tokens.open_session("sluice_wrong", 60_000).unwrap(), None);
+        let (id, who) = tokens.open_session(&t, 60_000).unwrap().unwrap();
+        assert_eq!(who.name, "oscar");
+        assert_ne!(id, t);
+        assert_eq!(tokens.verify_session(&id).unwrap(), Some(who.clone()));
+        assert_eq!(
+            tokens.verify_session(&t).unwrap(),
+            None,
+            "a token is no session"
+        );
+        tokens.close_session(&id).unwrap();
+        assert_eq!(tokens.verify_session(&id).unwrap(), None);
+
+        let (expired, _) = tokens.open_session(&t, -1).unwrap().unwrap();
+        assert_eq!(tokens.verify_session(&expired).unwrap(), None);
+
+        let (a, _) = tokens.open_session(&t, 60_000).unwrap().unwrap();
+        let (b, _) = tokens.open_session(&t, 60_000).unwrap().unwrap();
+        tokens.revoke("oscar", "test").unwrap();
+        assert_eq!(tokens.verify_session(&a).unwrap(), None);
+        assert_eq!(tokens.verify_session(&b).unwrap(), None);
+        // A new token of the same name does not revive them.
+        tokens.create("oscar", Role::Operator, "test").unwrap();
+        assert_eq!(tokens.verify_session(&a).unwrap(), None);
+        drop(tokens);
+        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&b),
+            "no clear-text session id on disk"
         );
     }
 

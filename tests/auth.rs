@@ -339,3 +339,69 @@ async fn no_listening_beyond_loopback_without_tokens() {
         "{err}"
     );
 }
+
+/// Signs in with `token`; the cookie (`sluice_session=…`) and the CSRF value.
+async fn sign_in(daemon: &Daemon, token: &str) -> (String, String) {
+    let r = reqwest::Client::new()
+        .post(daemon.url("/api/v1/session"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let session: Value = r.json().await.unwrap();
+    (cookie, session["csrf"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_and_the_cookie_never_holds_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    let operator = daemon.create_token("operator", "oscar");
+    let admin = daemon.create_token("admin", "alice");
+
+    let (cookie, _) = sign_in(&daemon, &operator).await;
+    assert!(
+        !cookie.contains(&operator[7..]),
+        "the cookie carries the token"
+    );
+    let page = As::headers(&daemon, &[("cookie", &cookie)]);
+    assert_eq!(page.get("/api/v1/sites").await.0, StatusCode::OK);
+    // Signing out ends the session on the daemon: the same cookie, kept or
+    // copied elsewhere, is refused from now on.
+    let (status, _) = page.delete("/api/v1/session").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, v) = page.get("/api/v1/sites").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(
+        page.get("/api/v1/session").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The token itself still works, and opens new sessions.
+    assert_eq!(
+        As::bearer(&daemon, &operator).get("/api/v1/sites").await.0,
+        StatusCode::OK
+    );
+
+    // Revoking the token ends every session it opened.
+    let (first, _) = sign_in(&daemon, &operator).await;
+    let (second, csrf) = sign_in(&daemon, &operator).await;
+    assert_ne!(first, second);
+    let (status, _) = As::bearer(&daemon, &admin)
+        .delete("/api/v1/tokens/oscar")
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for cookie in [&first, &second] {
+        let (status, _) = As::headers(&daemon, &[("cookie", cookie)])
+            .get("/api/v1/sites")
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = As::headers(&daemon, &[("cookie", &second), ("x-csrf-token", &csrf)])
+        .post("/api/v1/sites/LIVE/integrations/orders/pause", None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -34,6 +34,7 @@ const COOKIE_MAX_AGE_S: u64 = 12 * 3600;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
     Bearer,
+    /// The dashboard's session cookie (a session id, not a token).
     Cookie,
     /// No token exists and the daemon listens on loopback only.
     Open,
@@ -44,7 +45,8 @@ pub enum Via {
 pub struct Caller {
     pub principal: Principal,
     pub via: Via,
-    /// The token presented (for the CSRF value); empty in open mode.
+    /// The secret presented: the token, or the cookie's session id (the
+    /// CSRF value derives from it); empty in open mode.
     token: String,
 }
 
@@ -104,19 +106,23 @@ pub async fn identify(daemon: &AppState, headers: &HeaderMap) -> ApiResult<Calle
     resolve(daemon, presented).await
 }
 
-/// Who presents `token` (by bearer or cookie), or the open-mode caller,
-/// or 401.
+/// Who presents this token (bearer) or session id (cookie), or the
+/// open-mode caller, or 401.
 async fn resolve(daemon: &AppState, presented: Option<(String, Via)>) -> ApiResult<Caller> {
     let open_allowed = daemon.loopback_only();
-    let check = presented.as_ref().map(|(t, _)| t.clone());
-    // A valid token settles it; only without one does it matter whether
-    // any token exists (open mode).
-    let (any, found) = on_tokens(daemon, move |tokens| match check {
-        Some(t) => match tokens.verify(&t)? {
+    let check = presented.clone();
+    // A valid token or session settles it; only without one does it matter
+    // whether any token exists (open mode).
+    let (any, found) = on_tokens(daemon, move |tokens| {
+        let found = match check {
+            Some((t, Via::Cookie)) => tokens.verify_session(&t)?,
+            Some((t, _)) => tokens.verify(&t)?,
+            None => None,
+        };
+        match found {
             Some(p) => Ok((true, Some(p))),
             None => Ok((tokens.any()?, None)),
-        },
-        None => Ok((tokens.any()?, None)),
+        }
     })
     .await?;
     match (presented, found) {
@@ -125,6 +131,10 @@ async fn resolve(daemon: &AppState, presented: Option<(String, Via)>) -> ApiResu
             via,
             token,
         }),
+        (Some((_, Via::Cookie)), None) if any => Err(ApiError::Unauthorized(
+            "the session has ended (signed out, expired, or its token revoked); sign in again"
+                .into(),
+        )),
         (Some(_), None) if any => Err(ApiError::Unauthorized(
             "the token is not valid (revoked, mistyped or from another daemon)".into(),
         )),
@@ -365,8 +375,9 @@ fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue
     .unwrap_or_else(|_| HeaderValue::from_static("sluice_session=; Path=/; Max-Age=0"))
 }
 
-/// `POST /api/v1/session {"token"}`: signs the dashboard in; the token goes
-/// into an HttpOnly cookie that page scripts cannot read.
+/// `POST /api/v1/session {"token"}`: signs the dashboard in. The token
+/// opens a session of its own; the HttpOnly cookie, which page scripts
+/// cannot read, carries the session's id, never the token.
 #[utoipa::path(post, path = "/api/v1/session", tag = "auth", security(()),
     request_body = SignIn,
     responses(
@@ -387,29 +398,51 @@ pub async fn session_create(
     if token.is_empty() || !valid {
         return Err(ApiError::Unauthorized("give a token to sign in".into()));
     }
-    let caller = resolve(&daemon, Some((token.clone(), Via::Cookie))).await?;
-    if caller.via == Via::Open {
-        return Err(ApiError::Unauthorized(
-            "no API token exists: the daemon is open on loopback and needs no sign-in".into(),
-        ));
-    }
+    let ttl_ms = COOKIE_MAX_AGE_S as i64 * 1000;
+    let opened = on_tokens(&daemon, move |tokens| {
+        if !tokens.any()? {
+            return Ok(Err(ApiError::Unauthorized(
+                "no API token exists: the daemon is open on loopback and needs no sign-in".into(),
+            )));
+        }
+        Ok(tokens.open_session(&token, ttl_ms)?.ok_or_else(|| {
+            ApiError::Unauthorized(
+                "the token is not valid (revoked, mistyped or from another daemon)".into(),
+            )
+        }))
+    })
+    .await??;
+    let (id, principal) = opened;
+    let caller = Caller {
+        principal,
+        via: Via::Cookie,
+        token: id,
+    };
     let mut response = Json(session_view(&caller)).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&token, COOKIE_MAX_AGE_S, &request_headers),
+        session_cookie(&caller.token, COOKIE_MAX_AGE_S, &request_headers),
     );
     Ok(response)
 }
 
-/// `DELETE /api/v1/session`: signs out (the cookie is dropped).
+/// `DELETE /api/v1/session`: signs out: the session ends on the daemon (its
+/// cookie is refused from now on, wherever it was copied) and the cookie
+/// is dropped.
 #[utoipa::path(delete, path = "/api/v1/session", tag = "auth", security(()),
-    responses((status = 204, description = "Signed out; the cookie is dropped")))]
-pub async fn session_delete(headers: HeaderMap) -> Response {
+    responses((status = 204, description = "Signed out; the session has ended and the cookie is dropped")))]
+pub async fn session_delete(
+    State(daemon): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    if let Some(id) = cookie(&headers).map(str::to_string) {
+        on_tokens(&daemon, move |tokens| tokens.close_session(&id)).await?;
+    }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, session_cookie("", 0, &headers));
-    response
+    Ok(response)
 }
 
 /// `GET /api/v1/tokens` (admin): every token, never the secret.
