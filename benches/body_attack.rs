@@ -151,21 +151,25 @@ fn start(mut cmd: Command) -> (Child, std::net::SocketAddr) {
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not say where it listens"
-        );
-        let line = lines.next().unwrap().unwrap();
-        if let Some((_, addr)) = line.rsplit_once(" on ") {
-            let addr = addr.trim_start_matches("http://").trim();
-            if let Ok(addr) = addr.parse() {
-                // Keep the pipe drained so the server never blocks on it.
-                std::thread::spawn(move || lines.for_each(drop));
-                return (child, addr);
+    let addr = loop {
+        let line = match lines.next() {
+            Some(Ok(line)) if Instant::now() < deadline => line,
+            _ => {
+                child.kill().ok();
+                child.wait().ok();
+                panic!("the server did not say where it listens");
             }
+        };
+        let parsed = line
+            .rsplit_once(" on ")
+            .and_then(|(_, a)| a.trim_start_matches("http://").trim().parse().ok());
+        if let Some(addr) = parsed {
+            break addr;
         }
-    }
+    };
+    // Keep the pipe drained so the server never blocks on it.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
 }
 
 fn main() {
