@@ -2054,6 +2054,43 @@ kind = "generator"
     }
 
     #[test]
+    fn every_example_a_user_may_copy_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                if let Err(e) = Config::load(&path, None) {
+                    panic!("{}:\n{e}", path.display());
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "examples/*.toml");
+    }
+
+    #[test]
+    fn a_webhook_may_not_take_more_than_the_body_memory() {
+        let text = "max_body_memory = 2048\n[sites.A.endpoints.in]\nkind = \"webhook\"\n\
+                    max_body = 4096\n";
+        let errs = parse(text).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].key, "sites.A.endpoints.in.max_body");
+        assert_eq!(errs[0].line, Some(4));
+        assert!(
+            errs[0].message.contains("max_body_memory"),
+            "{}",
+            errs[0].message
+        );
+        assert_eq!(
+            parse("[sites.A]\n").unwrap().max_body_memory,
+            DEFAULT_BODY_MEMORY
+        );
+        let errs = parse("max_body_memory = 10\n[sites.A]\n").unwrap_err().0;
+        assert_eq!(errs[0].key, "max_body_memory");
+    }
+
+    #[test]
     fn load_reads_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
