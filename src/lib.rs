@@ -21,6 +21,10 @@
 //! - [`auth`]: API tokens (hashes only) and the roles viewer, operator, admin.
 //! - [`metrics`]: Prometheus counters, histogram and state gauges for `/metrics`.
 //! - [`log`]: the site log in seed 000's format: stored, filtered, streamed.
+//! - [`tls`]: rustls with the `ring` provider, both ways: trust roots,
+//!   `ca_file`, client certificates, the daemon's certificate, and telling
+//!   an untrusted certificate from other failures.
+//! - [`redact`]: URLs as sluice shows them, without their user-info.
 //! - [`cli`]: the `sluice` command line; subcommands talk to the daemon over
 //!   its REST API.
 //! - [`demo`]: the embedded demo (two sites and a local HTTP target).
@@ -35,4 +39,6 @@ pub mod engine;
 pub mod log;
 pub mod metrics;
 pub mod model;
+pub mod redact;
 pub mod store;
+pub mod tls;
