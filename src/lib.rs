@@ -21,6 +21,8 @@
 //! - [`auth`]: API tokens (hashes only) and the roles viewer, operator, admin.
 //! - [`metrics`]: Prometheus counters, histogram and state gauges for `/metrics`.
 //! - [`log`]: the site log in seed 000's format: stored, filtered, streamed.
+//! - [`server`]: the daemon on the network: the engine and the API listener
+//!   (plain HTTP or HTTPS), shutdown as a parameter.
 //! - [`tls`]: rustls with the `ring` provider, both ways: trust roots,
 //!   `ca_file`, client certificates, the daemon's certificate, and telling
 //!   an untrusted certificate from other failures.
@@ -40,5 +42,6 @@ pub mod log;
 pub mod metrics;
 pub mod model;
 pub mod redact;
+pub mod server;
 pub mod store;
 pub mod tls;
