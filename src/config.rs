@@ -20,6 +20,8 @@
 //! - Relative paths in the file resolve against the file's folder
 //!   ([`Config::base_dir`]); a data directory given on the command line is
 //!   taken as given.
+//! - The PEM files the file names are read while it is checked: a
+//!   [`Config`] names only certificates and keys that could be used then.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -58,6 +60,11 @@ pub struct Config {
     /// That file's folder: relative paths in it resolve against this.
     pub base_dir: PathBuf,
     pub listen: SocketAddr,
+    /// `tls_cert` and `tls_key`: the daemon serves HTTPS with them.
+    pub tls: Option<ServerTls>,
+    /// `behind_proxy = true`: a TLS proxy is in front of the daemon, so
+    /// plain HTTP on a non-loopback address is not worth a warning.
+    pub behind_proxy: bool,
     /// The file's `data_dir` resolved against `base_dir`, or the command
     /// line's as given.
     pub data_dir: PathBuf,
@@ -67,6 +74,17 @@ pub struct Config {
     /// webhook and API request (see `api::body`); no webhook's `max_body`
     /// is larger.
     pub max_body_memory: usize,
+}
+
+/// The daemon's own certificate: both PEM files were readable and usable
+/// when the file was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// `tls_cert`, resolved against the file's folder: the certificate
+    /// chain, the daemon's own first.
+    pub cert: PathBuf,
+    /// `tls_key`, resolved against the file's folder: its private key.
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -286,7 +304,10 @@ impl Config {
     }
 
     /// Validates `text` as if read from `file` (which names it in errors and
-    /// whose folder relative paths resolve against). Pure: nothing is read.
+    /// whose folder relative paths resolve against). Nothing is read but the
+    /// TLS files it names (`tls_cert`, `tls_key`, an endpoint's `ca_file`,
+    /// `client_cert`, `client_key`): a certificate that cannot be used is a
+    /// problem of the configuration, found before anything starts.
     pub fn parse(
         text: &str,
         file: &Path,
@@ -337,7 +358,15 @@ impl SiteConfig {
 
 const NO_SITE: &str = "no site: add at least one [sites.NAME] table";
 
-const ROOT_KEYS: &[&str] = &["listen", "data_dir", "max_body_memory", "sites"];
+const ROOT_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "max_body_memory",
+    "tls_cert",
+    "tls_key",
+    "behind_proxy",
+    "sites",
+];
 const SITE_KEYS: &[&str] = &[
     "log_level",
     "data_file",
@@ -604,12 +633,14 @@ impl<'a> Reader<'a> {
         Some(self.line_starts.partition_point(|&s| s <= start))
     }
 
+    /// Records a problem. A URL the message quotes from the file is shown
+    /// without its user-info.
     fn error(&mut self, line: Option<usize>, key: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
             line,
             key: key.into(),
-            message: message.into(),
+            message: crate::redact::urls_in(&message.into()),
         });
     }
 
@@ -864,6 +895,8 @@ impl<'a> Reader<'a> {
                 DEFAULT_BODY_MEMORY
             }
         };
+        let tls = self.server_tls(root, &base_dir);
+        let behind_proxy = self.boolean(root, "", "behind_proxy").unwrap_or(false);
         let file_data_dir = self
             .text(root, "", "data_dir")
             .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
@@ -910,10 +943,66 @@ impl<'a> Reader<'a> {
             file: self.file.to_path_buf(),
             base_dir,
             listen,
+            tls,
+            behind_proxy,
             data_dir,
             sites,
             max_body_memory: self.max_body_memory,
         }
+    }
+
+    /// `tls_cert` and `tls_key`: both or neither, and usable together (the
+    /// files are read now, so a broken one stops the start, not the first
+    /// connection).
+    fn server_tls(&mut self, root: &dyn TableLike, base_dir: &Path) -> Option<ServerTls> {
+        let cert = self.text(root, "", "tls_cert");
+        let key = self.text(root, "", "tls_key");
+        let (cert, key) = match (cert, key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) if !root.contains_key("tls_key") => {
+                let line = self.key_line(root, "tls_cert");
+                self.error(
+                    line,
+                    "tls_key",
+                    "missing: tls_cert needs the key of its certificate",
+                );
+                return None;
+            }
+            (None, Some(_)) if !root.contains_key("tls_cert") => {
+                let line = self.key_line(root, "tls_key");
+                self.error(
+                    line,
+                    "tls_cert",
+                    "missing: tls_key needs the certificate it is the key of",
+                );
+                return None;
+            }
+            _ => return None,
+        };
+        let tls = ServerTls {
+            cert: resolve(base_dir, Path::new(&cert)),
+            key: resolve(base_dir, Path::new(&key)),
+        };
+        // Each file on its own, so that both are named when both are
+        // broken; then together (a key that is not the certificate's).
+        let mut broken: Vec<crate::tls::SetupError> = [
+            crate::tls::certificates("tls_cert", &tls.cert).map(drop),
+            crate::tls::private_key("tls_key", &tls.key).map(drop),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+        if broken.is_empty() {
+            broken.extend(crate::tls::server_config(&tls.cert, &tls.key).err());
+        }
+        if broken.is_empty() {
+            return Some(tls);
+        }
+        for e in broken {
+            let line = self.key_line(root, e.key);
+            self.error(line, e.key, e.message);
+        }
+        None
     }
 
     fn site(
@@ -952,7 +1041,7 @@ impl<'a> Reader<'a> {
         };
         for (ename, ep, epath, eline) in self.entries(table, path, "endpoints", "an endpoint") {
             self.check_name("endpoint", ename, &epath, eline);
-            match self.endpoint(ep, &epath, eline) {
+            match self.endpoint(ep, &epath, eline, base_dir) {
                 Some(kind) => {
                     if let EndpointKind::Webhook(c) = &kind {
                         if c.max_body > self.max_body_memory {
@@ -1019,6 +1108,7 @@ impl<'a> Reader<'a> {
         ep: &dyn TableLike,
         path: &str,
         header: Option<usize>,
+        base_dir: &Path,
     ) -> Option<EndpointKind> {
         let kinds = EndpointKind::NAMES.join(", ");
         let kind = self.required(ep, path, "kind", header, &format!("one of {kinds}"))?;
@@ -1057,7 +1147,7 @@ impl<'a> Reader<'a> {
             }
         };
         let parsed = parsed?;
-        for (key, problem) in parsed.validate() {
+        for (key, problem) in parsed.validate(base_dir) {
             let top = key.split('.').next().unwrap_or(&key);
             if !left_out.iter().any(|k| k == top) {
                 let at = self.nested_line(ep, &key, header);
@@ -1411,9 +1501,41 @@ kind = "generator"
     }
 
     #[test]
+    fn the_daemons_tls_keys_come_in_pairs_and_behind_proxy_is_a_bool() {
+        assert_only(
+            "tls_cert = \"c.pem\"\n[sites.DEV]\n",
+            "tls_key",
+            Some(1),
+            "missing: tls_cert needs the key",
+        );
+        assert_only(
+            "tls_key = \"k.pem\"\n[sites.DEV]\n",
+            "tls_cert",
+            Some(1),
+            "missing: tls_key needs the certificate",
+        );
+        let errs = errors("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n[sites.DEV]\n");
+        assert_error(&errs, "tls_cert", Some(1), "cannot read /etc/sluice/c.pem");
+        assert_error(&errs, "tls_key", Some(2), "cannot read /etc/sluice/k.pem");
+        assert_only(
+            "behind_proxy = \"yes\"\n[sites.DEV]\n",
+            "behind_proxy",
+            Some(1),
+            "must be true or false",
+        );
+        assert!(
+            parse("behind_proxy = true\n[sites.DEV]\n")
+                .unwrap()
+                .behind_proxy
+        );
+    }
+
+    #[test]
     fn defaults_are_applied() {
         let c = parse("[sites.DEV]\n").unwrap();
         assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.tls, None);
+        assert!(!c.behind_proxy);
         assert_eq!(c.data_dir.as_os_str(), "/etc/sluice/data");
         let dev = c.site("DEV").unwrap();
         assert_eq!(dev.log_level, DEFAULT_LOG_LEVEL);
@@ -2060,8 +2182,17 @@ kind = "generator"
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                if let Err(e) = Config::load(&path, None) {
-                    panic!("{}:\n{e}", path.display());
+                // Certificates and keys are the user's own: an example names
+                // placeholders, which may be missing here and nothing else.
+                let placeholder = |e: &ConfigError| {
+                    ["tls_cert", "tls_key", "ca_file", "client_cert", "client_key"]
+                        .iter()
+                        .any(|k| e.key.ends_with(k))
+                        && e.message.starts_with("cannot read")
+                };
+                if let Err(errors) = Config::load(&path, None) {
+                    let real: Vec<_> = errors.0.iter().filter(|e| !placeholder(e)).collect();
+                    assert!(real.is_empty(), "{}:\n{errors}", path.display());
                 }
                 seen += 1;
             }

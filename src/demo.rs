@@ -68,7 +68,7 @@ pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> anyho
         }
     });
     print_banner(&config, &data_dir);
-    crate::engine::serve(config).await
+    crate::server::serve(config).await
 }
 
 fn print_banner(config: &Config, data_dir: &Path) {

@@ -23,6 +23,12 @@
 //! - [`data_dir`]: the data directory's lock (one daemon per directory) and
 //!   its private files (`0700` folder, `0600` files).
 //! - [`log`]: the site log in seed 000's format: stored, filtered, streamed.
+//! - [`server`]: the daemon on the network: the engine and the API listener
+//!   (plain HTTP or HTTPS), shutdown as a parameter.
+//! - [`tls`]: rustls with the `ring` provider, both ways: trust roots,
+//!   `ca_file`, client certificates, the daemon's certificate, and telling
+//!   an untrusted certificate from other failures.
+//! - [`redact`]: URLs as sluice shows them, without their user-info.
 //! - [`cli`]: the `sluice` command line; subcommands talk to the daemon over
 //!   its REST API.
 //! - [`demo`]: the embedded demo (two sites and a local HTTP target).
@@ -38,4 +44,7 @@ pub mod engine;
 pub mod log;
 pub mod metrics;
 pub mod model;
+pub mod redact;
+pub mod server;
 pub mod store;
+pub mod tls;

@@ -76,7 +76,11 @@ async fn the_data_directory_and_every_file_in_it_are_private_whatever_the_umask(
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
-    let daemon = Daemon::start_with_umask(dir.path(), &webhook_site(&target, 1), 0o000).await;
+    let options = common::Options {
+        umask: Some(0o000),
+        ..common::Options::default()
+    };
+    let daemon = Daemon::start_opts(dir.path(), &webhook_site(&target, 1), options).await;
     daemon.create_token("admin", "ops");
     for n in 0..5 {
         let (status, _) = daemon.hook("LIVE", "orders", "web", order(n)).await;

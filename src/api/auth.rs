@@ -18,7 +18,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::log::{AuditQuery, AuditView};
@@ -29,6 +29,11 @@ use crate::auth::{csrf, AuthError, Principal, Role, TokenInfo, Tokens};
 pub const COOKIE: &str = "sluice_session";
 /// How long the dashboard's cookie lasts: a working day.
 const COOKIE_MAX_AGE_S: u64 = 12 * 3600;
+
+/// In every request's extensions when the daemon itself serves HTTPS
+/// (`tls_cert`, `tls_key`): the session cookie is then `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedOverTls;
 
 /// How the caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,13 +366,19 @@ pub struct SignIn {
     pub token: String,
 }
 
-/// The session cookie; `Secure` when the daemon is reached over HTTPS
-/// through a proxy that says so (`X-Forwarded-Proto: https`).
-fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue {
-    let https = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+/// Whether the caller reached the daemon over HTTPS: served so by the
+/// daemon itself, or through a proxy that says so (`X-Forwarded-Proto:
+/// https`).
+fn over_https(tls: Option<Extension<ServedOverTls>>, headers: &HeaderMap) -> bool {
+    tls.is_some()
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+/// The session cookie; `Secure` when the caller came over HTTPS.
+fn session_cookie(value: &str, max_age: u64, https: bool) -> HeaderValue {
     HeaderValue::from_str(&format!(
         "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{}",
         if https { "; Secure" } else { "" }
@@ -388,6 +399,7 @@ fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue
     ))]
 pub async fn session_create(
     State(daemon): State<AppState>,
+    tls: Option<Extension<ServedOverTls>>,
     request_headers: HeaderMap,
     JsonBody(body): JsonBody<SignIn>,
 ) -> ApiResult<Response> {
@@ -421,7 +433,11 @@ pub async fn session_create(
     let mut response = Json(session_view(&caller)).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&caller.token, COOKIE_MAX_AGE_S, &request_headers),
+        session_cookie(
+            &caller.token,
+            COOKIE_MAX_AGE_S,
+            over_https(tls, &request_headers),
+        ),
     );
     Ok(response)
 }
@@ -433,15 +449,17 @@ pub async fn session_create(
     responses((status = 204, description = "Signed out; the session has ended and the cookie is dropped")))]
 pub async fn session_delete(
     State(daemon): State<AppState>,
+    tls: Option<Extension<ServedOverTls>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     if let Some(id) = cookie(&headers).map(str::to_string) {
         on_tokens(&daemon, move |tokens| tokens.close_session(&id)).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie("", 0, &headers));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie("", 0, over_https(tls, &headers)),
+    );
     Ok(response)
 }
 
@@ -622,16 +640,24 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_is_secure_behind_an_https_proxy() {
+    fn the_cookie_is_secure_over_https() {
         let mut h = HeaderMap::new();
-        let plain = session_cookie("t", 60, &h);
+        let plain = session_cookie("t", 60, over_https(None, &h));
         assert!(plain
             .to_str()
             .unwrap()
             .contains("HttpOnly; SameSite=Strict"));
         assert!(!plain.to_str().unwrap().contains("Secure"));
+        // Served over TLS by the daemon itself.
+        assert!(
+            session_cookie("t", 60, over_https(Some(Extension(ServedOverTls)), &h))
+                .to_str()
+                .unwrap()
+                .ends_with("; Secure")
+        );
+        // Behind a TLS proxy that says so.
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        assert!(session_cookie("t", 60, &h)
+        assert!(session_cookie("t", 60, over_https(None, &h))
             .to_str()
             .unwrap()
             .ends_with("; Secure"));

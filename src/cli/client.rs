@@ -2,6 +2,7 @@
 //! `/api/v1`, sends the actor and token, and turns every answer that is not
 //! a success into a [`CliError`] with its exit code.
 
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, Url};
@@ -49,10 +50,24 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: Url, token: Option<String>, json: bool) -> Result<Client, CliError> {
+    /// A client of the daemon at `base`. An `https://` daemon's certificate
+    /// is verified against the platform's roots plus `ca_file` (its private
+    /// certificate authority, `--ca-file`).
+    pub fn new(
+        base: Url,
+        token: Option<String>,
+        json: bool,
+        ca_file: Option<&Path>,
+    ) -> Result<Client, CliError> {
+        let tls = crate::tls::client_config(crate::tls::ClientFiles {
+            ca_file,
+            identity: None,
+        })
+        .map_err(|e| CliError::Usage(format!("--ca-file: {}", e.message)))?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("sluice-cli/", env!("CARGO_PKG_VERSION")))
+            .use_preconfigured_tls(tls)
             .build()
             .map_err(|e| CliError::Failed(format!("cannot set up HTTP: {e}")))?;
         Ok(Client {
@@ -64,9 +79,12 @@ impl Client {
         })
     }
 
-    /// The server as the operator wrote it, for messages.
-    pub fn server(&self) -> &str {
-        self.base.as_str().trim_end_matches('/')
+    /// The server as the operator wrote it (without any user-info), for
+    /// messages.
+    pub fn server(&self) -> String {
+        crate::redact::url(self.base.as_str())
+            .trim_end_matches('/')
+            .to_string()
     }
 
     /// `{server}/api/v1/{segments…}`, each segment percent-encoded, so a
@@ -115,13 +133,19 @@ impl Client {
         })
     }
 
-    /// What went wrong below HTTP: no daemon there (exit 3), or no answer
-    /// in time.
+    /// What went wrong below HTTP: no daemon there, or none we trust
+    /// (exit 3), or no answer in time.
     fn transport(&self, e: reqwest::Error) -> CliError {
+        if let Some(failure) = crate::tls::failure(&e) {
+            return CliError::Untrusted {
+                server: self.server(),
+                reason: failure.to_string(),
+            };
+        }
         let cause = root_cause(&e);
         if e.is_connect() || (e.is_request() && !e.is_timeout()) {
             CliError::Unreachable {
-                server: self.server().to_string(),
+                server: self.server(),
                 cause,
             }
         } else if e.is_timeout() {
@@ -251,7 +275,7 @@ mod tests {
     use super::*;
 
     fn client(server: &str) -> Client {
-        Client::new(parse_server(server).unwrap(), None, false).unwrap()
+        Client::new(parse_server(server).unwrap(), None, false, None).unwrap()
     }
 
     #[test]
@@ -279,6 +303,7 @@ mod tests {
             );
         }
         assert_eq!(client("http://h:1/").server(), "http://h:1");
+        assert_eq!(client("http://u:S3cret@h:1/").server(), "http://***@h:1");
     }
 
     #[test]

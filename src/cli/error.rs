@@ -20,6 +20,16 @@ pub enum CliError {
     /// The daemon cannot be reached at all (exit 3).
     #[error("cannot reach sluice at {server}: is 'sluice serve' running?\n  ({cause})")]
     Unreachable { server: String, cause: String },
+    /// The daemon answers over TLS but cannot be trusted: its certificate
+    /// is not (exit 3, as for a daemon that is not there).
+    #[error(
+        "cannot reach sluice at {server} safely: {reason}\n  (trust its certificate \
+         authority with --ca-file or SLUICE_CA_FILE)"
+    )]
+    Untrusted { server: String, reason: String },
+    /// A command-line value that cannot be used (exit 2).
+    #[error("{0}")]
+    Usage(String),
     /// Standard output could not be written. A closed pipe
     /// (`sluice log SITE --follow | head`) is a normal end, not an error.
     #[error("cannot write the output: {0}")]
@@ -32,8 +42,8 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Refused { .. } | CliError::Failed(_) => 1,
-            CliError::Config(_) => 2,
-            CliError::Unreachable { .. } => 3,
+            CliError::Config(_) | CliError::Usage(_) => 2,
+            CliError::Unreachable { .. } | CliError::Untrusted { .. } => 3,
             CliError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
             CliError::Output(_) => 1,
         }

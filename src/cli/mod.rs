@@ -75,6 +75,10 @@ pub struct Cli {
     /// Print the daemon's JSON answers instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// PEM certificates of a private certificate authority to trust (with
+    /// the platform's) when the daemon serves HTTPS.
+    #[arg(long, global = true, env = "SLUICE_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -136,7 +140,14 @@ pub fn main() -> ExitCode {
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let client = || Client::new(cli.server.clone(), cli.token.clone(), cli.json);
+    let client = || {
+        Client::new(
+            cli.server.clone(),
+            cli.token.clone(),
+            cli.json,
+            cli.ca_file.as_deref(),
+        )
+    };
     match cli.command {
         Command::Serve(args) => serve::serve(args).await,
         Command::Demo(args) => serve::demo(args).await,

@@ -38,7 +38,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    crate::engine::serve(config)
+    crate::server::serve(config)
         .await
         .map_err(|e| CliError::Failed(format!("{e:#}")))
 }

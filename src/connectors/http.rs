@@ -6,14 +6,23 @@
 //! batch the first record's key followed by `+N` for the N records in it;
 //! `X-Sluice-Keys` then lists the key of every record, comma-separated, in
 //! body order. sluice adds no envelope around a record.
+//!
+//! `https://` URLs are verified against the platform's trust roots plus the
+//! certificates of `ca_file`; `client_cert` and `client_key` add mutual TLS.
+//! A certificate that is not trusted is a failure of its own class
+//! ([`FailureClass::Untrusted`]), not a retry. Every URL in a message is
+//! shown without its user-info ([`crate::redact::url`]).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{duration_opt, Credentials, Delivery, DeliveryError, FailureClass, KeyProblem, Target};
+use crate::redact;
+use crate::tls;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,9 +56,18 @@ pub struct HttpConfig {
     pub offline_window: Option<Duration>,
     /// The longest wait between two tests of an Offline endpoint (the first
     /// comes within a second, then the wait doubles up to this), and the
-    /// wait between tests of an Unauthorized one. Seed 003: hourly.
+    /// wait between tests of an Unauthorized one or one whose certificate
+    /// is not trusted. Seed 003: hourly.
     #[serde(default, deserialize_with = "duration_opt::deserialize")]
     pub probe_every: Option<Duration>,
+    /// PEM certificates of more authorities to trust for `https://` (a
+    /// private CA), besides the platform's; relative to the configuration
+    /// file's folder.
+    pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: our PEM certificate chain and its PEM private key; both
+    /// or neither.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 fn default_offline_after() -> u32 {
@@ -63,16 +81,97 @@ fn default_batch() -> usize {
 /// The largest answer body kept with an error.
 const MAX_ANSWER: usize = 2048;
 
+/// A path of the configuration, against the configuration file's folder.
+fn resolve(path: &Path, base: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
 impl HttpConfig {
-    pub fn validate(&self) -> Vec<KeyProblem> {
+    /// Problems with the values, each naming its key. The TLS files are
+    /// read (relative to `base`) so that a missing or broken one stops the
+    /// daemon at its start rather than failing every delivery.
+    pub fn validate(&self, base: &Path) -> Vec<KeyProblem> {
         let mut problems = Vec::new();
-        match reqwest::Url::parse(&self.url) {
-            Ok(url) if url.scheme() == "http" => {}
-            Ok(url) => problems.push((
-                "url".into(),
-                format!("scheme '{}' is not supported (use http)", url.scheme()),
-            )),
-            Err(e) => problems.push(("url".into(), format!("'{}' is not a URL: {e}", self.url))),
+        let https = match reqwest::Url::parse(&self.url) {
+            Ok(url) if url.scheme() == "http" => Some(false),
+            Ok(url) if url.scheme() == "https" => Some(true),
+            Ok(url) => {
+                problems.push((
+                    "url".into(),
+                    format!(
+                        "scheme '{}' is not supported (use http or https)",
+                        url.scheme()
+                    ),
+                ));
+                None
+            }
+            Err(e) => {
+                problems.push((
+                    "url".into(),
+                    format!("'{}' is not a URL: {e}", redact::url(&self.url)),
+                ));
+                None
+            }
+        };
+        let tls_keys = [
+            ("ca_file", &self.ca_file),
+            ("client_cert", &self.client_cert),
+            ("client_key", &self.client_key),
+        ];
+        let mut tls_usable = true;
+        for (key, value) in tls_keys {
+            if value.is_some() && https == Some(false) {
+                problems.push((key.into(), "is only used with an https:// url".into()));
+                tls_usable = false;
+            }
+            if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                problems.push((key.into(), "must not be empty".into()));
+                tls_usable = false;
+            }
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => {
+                problems.push((
+                    "client_key".into(),
+                    "missing: client_cert needs the key of its certificate".into(),
+                ));
+                tls_usable = false;
+            }
+            (None, Some(_)) => {
+                problems.push((
+                    "client_cert".into(),
+                    "missing: client_key needs the certificate it is the key of".into(),
+                ));
+                tls_usable = false;
+            }
+            _ => {}
+        }
+        if tls_usable && tls_keys.iter().any(|(_, v)| v.is_some()) {
+            // Each file on its own first, so that every broken one is named.
+            let mut files_ok = true;
+            for (key, path) in tls_keys {
+                let Some(path) = path else { continue };
+                let path = resolve(path, base);
+                let read = match key {
+                    "client_key" => tls::private_key(key, &path).map(drop),
+                    _ => tls::certificates(key, &path).map(drop),
+                };
+                if let Err(e) = read {
+                    problems.push((e.key.into(), e.message));
+                    files_ok = false;
+                }
+            }
+            // Then together: a key that is not the certificate's, a CA
+            // certificate that cannot be a trust anchor.
+            if files_ok {
+                if let Err(e) = self.tls(base) {
+                    problems.push((e.key.into(), e.message));
+                }
+            }
         }
         if self.batch == 0 || self.batch > 10_000 {
             problems.push(("batch".into(), "must be between 1 and 10000".into()));
@@ -125,6 +224,20 @@ impl HttpConfig {
         self.probe_every.unwrap_or(Duration::from_secs(3600))
     }
 
+    /// The TLS settings of the client: the platform's roots plus `ca_file`,
+    /// and `client_cert`/`client_key` for mutual TLS.
+    pub fn tls(&self, base: &Path) -> Result<rustls::ClientConfig, tls::SetupError> {
+        let ca_file = self.ca_file.as_deref().map(|p| resolve(p, base));
+        let identity = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some((resolve(cert, base), resolve(key, base))),
+            _ => None,
+        };
+        tls::client_config(tls::ClientFiles {
+            ca_file: ca_file.as_deref(),
+            identity: identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        })
+    }
+
     /// The credentials named by the configuration, read from the
     /// environment; `Err` names a variable that is not set.
     pub fn credentials(&self) -> Result<Option<Credentials>, String> {
@@ -150,13 +263,20 @@ impl HttpConfig {
 
 pub struct HttpTarget {
     url: String,
+    /// `url` as messages show it: without its user-info.
+    shown: String,
     batch: usize,
     headers: reqwest::header::HeaderMap,
-    client: reqwest::Client,
+    /// The client, or why it could not be set up (a TLS file that went
+    /// missing after the configuration was checked): then every delivery
+    /// and test fails with that reason.
+    client: Result<reqwest::Client, String>,
     /// The `Authorization` value, if any; replaced by a reauthorization.
     auth: std::sync::RwLock<Option<reqwest::header::HeaderValue>>,
     health_method: reqwest::Method,
     health_url: String,
+    /// `health_url` without its user-info.
+    health_shown: String,
 }
 
 fn authorization(c: &Credentials) -> Option<reqwest::header::HeaderValue> {
@@ -212,7 +332,8 @@ mod base64_lite {
 }
 
 impl HttpTarget {
-    pub fn new(config: &HttpConfig) -> HttpTarget {
+    /// Relative TLS file paths resolve against `base`.
+    pub fn new(config: &HttpConfig, base: &Path) -> HttpTarget {
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &config.headers {
             if let (Ok(k), Ok(v)) = (
@@ -226,16 +347,26 @@ impl HttpTarget {
             reqwest::header::CONTENT_TYPE,
             reqwest::header::HeaderValue::from_static("application/json"),
         );
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout())
-            .connect_timeout(config.timeout().min(Duration::from_secs(5)))
-            .tcp_nodelay(true)
-            .build()
-            .expect("a client without TLS settings always builds");
+        let client = config
+            .tls(base)
+            .map_err(|e| format!("TLS cannot be set up: {e}"))
+            .and_then(|tls| {
+                reqwest::Client::builder()
+                    .timeout(config.timeout())
+                    .connect_timeout(config.timeout().min(Duration::from_secs(5)))
+                    .tcp_nodelay(true)
+                    .use_preconfigured_tls(tls)
+                    .build()
+                    .map_err(|e| format!("the HTTP client cannot be set up: {e}"))
+            });
+        let shown = redact::url(&config.url);
+        if let Err(e) = &client {
+            tracing::error!(url = %shown, "{e}");
+        }
         let auth = match config.credentials() {
             Ok(c) => c.as_ref().and_then(authorization),
             Err(e) => {
-                tracing::warn!(url = %config.url, "no credentials: {e}");
+                tracing::warn!(url = %shown, "no credentials: {e}");
                 None
             }
         };
@@ -249,6 +380,7 @@ impl HttpTarget {
         };
         HttpTarget {
             url: config.url.clone(),
+            shown,
             batch: config.batch,
             headers,
             client,
@@ -258,6 +390,7 @@ impl HttpTarget {
                 .as_deref()
                 .and_then(|m| reqwest::Method::from_bytes(m.as_bytes()).ok())
                 .unwrap_or(reqwest::Method::GET),
+            health_shown: redact::url(&health_url),
             health_url,
         }
     }
@@ -265,10 +398,36 @@ impl HttpTarget {
     fn auth(&self) -> Option<reqwest::header::HeaderValue> {
         self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// The client; `what` (the request, for the message) if it could not
+    /// be set up.
+    fn client(&self, what: &str) -> Result<&reqwest::Client, DeliveryError> {
+        self.client.as_ref().map_err(|e| DeliveryError {
+            class: FailureClass::Untrusted,
+            message: format!("{what}: {e}"),
+            retry_after: None,
+        })
+    }
 }
 
-/// A transport error as a failure class: no connection at all, or no answer.
-fn transport_failure(what: String, e: &reqwest::Error) -> DeliveryError {
+/// A transport error as a failure class: TLS refused either way, no
+/// connection at all, or no answer.
+fn transport_failure(what: &str, e: reqwest::Error) -> DeliveryError {
+    if let Some(failure) = tls::failure(&e) {
+        let hint = match &failure {
+            tls::Failure::Untrusted {
+                unknown_issuer: true,
+                ..
+            } => " (a private certificate authority is trusted with ca_file)",
+            tls::Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
+            _ => "",
+        };
+        return DeliveryError {
+            class: FailureClass::Untrusted,
+            message: format!("{what}: {failure}{hint}"),
+            retry_after: None,
+        };
+    }
     DeliveryError {
         class: if e.is_connect() {
             FailureClass::Unreachable
@@ -319,7 +478,11 @@ impl Target for HttpTarget {
         let Some(first) = batch.first() else {
             return Ok(());
         };
-        let mut request = self.client.post(&self.url).headers(self.headers.clone());
+        let what = format!("POST {}", self.shown);
+        let mut request = self
+            .client(&what)?
+            .post(&self.url)
+            .headers(self.headers.clone());
         if let Some(auth) = self.auth() {
             request = request.header(reqwest::header::AUTHORIZATION, auth);
         }
@@ -349,7 +512,7 @@ impl Target for HttpTarget {
             .body(body)
             .send()
             .await
-            .map_err(|e| transport_failure(format!("POST {}", self.url), &e))?;
+            .map_err(|e| transport_failure(&what, e))?;
         let status = response.status();
         let Some(class) = classify(status) else {
             return Ok(());
@@ -366,7 +529,7 @@ impl Target for HttpTarget {
         }
         Err(DeliveryError {
             class,
-            message: format!("POST {}: {} {}", self.url, status.as_u16(), answer.trim()),
+            message: format!("{what}: {} {}", status.as_u16(), answer.trim()),
             retry_after,
         })
     }
@@ -374,9 +537,9 @@ impl Target for HttpTarget {
     /// The health method on the health URL, with the credentials: any
     /// answer but a 5xx, 401 or 403 means it can be reached.
     async fn probe(&self) -> Result<String, DeliveryError> {
-        let what = format!("{} {}", self.health_method, self.health_url);
+        let what = format!("{} {}", self.health_method, self.health_shown);
         let mut request = self
-            .client
+            .client(&what)?
             .request(self.health_method.clone(), &self.health_url);
         if let Some(auth) = self.auth() {
             request = request.header(reqwest::header::AUTHORIZATION, auth);
@@ -384,7 +547,7 @@ impl Target for HttpTarget {
         let response = request
             .send()
             .await
-            .map_err(|e| transport_failure(what.clone(), &e))?;
+            .map_err(|e| transport_failure(&what, e))?;
         probe_answer(what, response.status())
     }
 
@@ -413,19 +576,22 @@ fn probe_answer(what: String, status: reqwest::StatusCode) -> Result<String, Del
 }
 
 /// The health test of an endpoint not built as a target.
-pub async fn probe(config: &HttpConfig) -> Result<String, DeliveryError> {
-    HttpTarget::new(config).probe().await
+pub async fn probe(config: &HttpConfig, base: &Path) -> Result<String, DeliveryError> {
+    HttpTarget::new(config, base).probe().await
 }
 
-/// A short description of a transport error, without the URL repeated.
-fn describe(e: &reqwest::Error) -> String {
+/// A short description of a transport error, without the URL (the caller
+/// names the request, with the URL redacted; reqwest's own text would
+/// repeat it as configured).
+fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
         "connection refused or unreachable".into()
     } else {
+        let e = e.without_url();
         let mut msg = e.to_string();
-        let mut source = std::error::Error::source(e);
+        let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
             msg = format!("{msg}: {s}");
             source = s.source();
@@ -462,7 +628,50 @@ mod tests {
     #[test]
     fn validation_names_keys() {
         let c: HttpConfig = toml::from_str("url = \"ftp://x\"\nbatch = 0").unwrap();
-        let keys: Vec<_> = c.validate().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<_> = c
+            .validate(Path::new("."))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, ["url", "batch"]);
+    }
+
+    #[test]
+    fn tls_files_are_checked_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let problems = |toml: &str| {
+            let c: HttpConfig = toml::from_str(toml).unwrap();
+            c.validate(dir.path())
+        };
+        let p = problems("url = \"https://h/x\"\nca_file = \"ca.pem\"");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "ca_file");
+        assert!(
+            p[0].1.contains("cannot read") && p[0].1.contains("ca.pem"),
+            "{p:?}"
+        );
+        std::fs::write(dir.path().join("ca.pem"), "junk").unwrap();
+        let p = problems("url = \"https://h/x\"\nca_file = \"ca.pem\"");
+        assert!(p[0].1.contains("holds no certificate"), "{p:?}");
+        let p = problems("url = \"https://h/x\"\nclient_cert = \"c.pem\"");
+        assert_eq!(p[0].0, "client_key", "{p:?}");
+        let p = problems("url = \"http://h/x\"\nca_file = \"ca.pem\"");
+        assert_eq!(p[0].0, "ca_file");
+        assert!(p[0].1.contains("https://"), "{p:?}");
+        assert!(problems("url = \"https://h/x\"").is_empty());
+    }
+
+    #[test]
+    fn messages_never_show_the_password() {
+        let c: HttpConfig = toml::from_str("url = \"http://u:S3cret@h:99999/x\"").unwrap();
+        let p = c.validate(Path::new("."));
+        assert_eq!(p[0].0, "url");
+        assert!(!p[0].1.contains("S3cret"), "{p:?}");
+        let c: HttpConfig =
+            toml::from_str("url = \"http://u:S3cret@127.0.0.1:9/x\"\nhealth_path = \"/h\"")
+                .unwrap();
+        let t = HttpTarget::new(&c, Path::new("."));
+        assert_eq!(t.shown, "http://***@127.0.0.1:9/x");
+        assert_eq!(t.health_shown, "http://***@127.0.0.1:9/h");
     }
 }

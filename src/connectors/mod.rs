@@ -18,6 +18,9 @@ use serde::Deserialize;
 use crate::model::RunMode;
 
 /// An endpoint's kind and its kind-specific settings, as configured.
+// One value per configured endpoint, built once: the size of the largest
+// variant (http's settings) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum EndpointKind {
     Webhook(webhook::WebhookConfig),
@@ -62,11 +65,13 @@ impl EndpointKind {
     }
 
     /// Problems with the values (each naming its key); empty when valid.
-    pub fn validate(&self) -> Vec<KeyProblem> {
+    /// Files the settings name (TLS certificates) are read relative to
+    /// `base`, the configuration file's folder.
+    pub fn validate(&self, base: &std::path::Path) -> Vec<KeyProblem> {
         match self {
             EndpointKind::Webhook(c) => c.validate(),
             EndpointKind::File(c) => c.validate(),
-            EndpointKind::Http(c) => c.validate(),
+            EndpointKind::Http(c) => c.validate(base),
             EndpointKind::Generator(c) => c.validate(),
         }
     }
@@ -89,7 +94,7 @@ impl EndpointKind {
     /// it answered, or why not.
     pub async fn probe(&self, base: &std::path::Path) -> Result<String, DeliveryError> {
         match self {
-            EndpointKind::Http(c) => http::probe(c).await,
+            EndpointKind::Http(c) => http::probe(c, base).await,
             EndpointKind::File(c) => file::probe(c, base).await,
             EndpointKind::Webhook(_) => Ok("records arrive by POST; nothing to call".into()),
             EndpointKind::Generator(_) => Ok("records are made up; nothing to call".into()),
@@ -107,10 +112,11 @@ impl EndpointKind {
     }
 
     /// Builds the target delivering to this endpoint, if it is one.
+    /// Relative paths are resolved against `base`.
     pub fn target(&self, base: &std::path::Path) -> Option<Arc<dyn Target>> {
         match self {
             EndpointKind::File(c) => Some(Arc::new(file::FileTarget::new(c, base))),
-            EndpointKind::Http(c) => Some(Arc::new(http::HttpTarget::new(c))),
+            EndpointKind::Http(c) => Some(Arc::new(http::HttpTarget::new(c, base))),
             EndpointKind::Webhook(_) | EndpointKind::Generator(_) => None,
         }
     }
@@ -213,6 +219,12 @@ pub enum FailureClass {
     Intermittent,
     /// 401/403: the credentials are refused.
     Unauthorized,
+    /// TLS with the endpoint cannot be established: its certificate is not
+    /// trusted (unknown issuer, another name, expired), it refuses ours, or
+    /// our TLS files cannot be used. Nothing of this fixes itself in
+    /// seconds: the endpoint is Offline and tested again at its
+    /// `probe_every` (or at once by a person's test), never a retry storm.
+    Untrusted,
     /// Another 4xx: the target rejects this data.
     Rejected,
 }

@@ -8,12 +8,16 @@
 //!   `offline_after` of them fall within `offline_window`. An endpoint that
 //!   answers, even 5xx or 429, is not Offline: those are retried.
 //! - 401/403 make it Unauthorized.
+//! - A certificate it does not trust (or ours refused) makes it Offline at
+//!   once, with that reason.
 //! - Offline or Unauthorized, every integration delivering to it gets the
 //!   `endpoint-offline` or `unauthorized` hold, placed by `sluice`.
 //! - An Offline endpoint is probed first after [`PROBE_FIRST`], then with
 //!   the wait doubling up to its `probe_every` (default an hour); an
-//!   Unauthorized one only every `probe_every`, so refused credentials
-//!   never become a storm of requests.
+//!   Unauthorized one, or one whose certificate is not trusted, only every
+//!   `probe_every` ([`Pace::Patient`]): neither fixes itself in seconds,
+//!   and asking sooner would only be a storm of requests. A person's test
+//!   checks again at once.
 //! - When a probe, a test or a delivery succeeds, it is Online again and the
 //!   system lifts its holds from each integration whose endpoints are all
 //!   Online. A person's hold (`operator`) is never touched here.
@@ -33,6 +37,28 @@ use crate::model::{now_millis, Hold, HoldKind};
 
 /// The first probe of an endpoint that just went Offline.
 pub const PROBE_FIRST: Duration = Duration::from_millis(250);
+
+/// How soon a down endpoint is probed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// From [`PROBE_FIRST`], the wait doubling up to `probe_every`: an
+    /// outage may end at any moment.
+    BackOff,
+    /// Every `probe_every`: refused credentials and untrusted certificates
+    /// wait for a person.
+    Patient,
+}
+
+impl Pace {
+    /// The pace for an endpoint in `state` after a failure of `class`.
+    pub fn of(state: EndpointState, class: FailureClass) -> Pace {
+        match (state, class) {
+            (EndpointState::Unauthorized, _)
+            | (_, FailureClass::Unauthorized | FailureClass::Untrusted) => Pace::Patient,
+            _ => Pace::BackOff,
+        }
+    }
+}
 
 struct Policy {
     offline_after: usize,
@@ -126,8 +152,22 @@ impl Health {
     pub async fn failed(&self, endpoint: &Endpoint, error: &DeliveryError) {
         match error.class {
             FailureClass::Unreachable => {
-                self.go_down(endpoint, EndpointState::Offline, &error.message)
-                    .await
+                self.go_down(
+                    endpoint,
+                    EndpointState::Offline,
+                    &error.message,
+                    Pace::BackOff,
+                )
+                .await
+            }
+            FailureClass::Untrusted => {
+                self.go_down(
+                    endpoint,
+                    EndpointState::Offline,
+                    &error.message,
+                    Pace::Patient,
+                )
+                .await
             }
             FailureClass::NoAnswer => {
                 let policy = policy(&endpoint.kind);
@@ -147,13 +187,23 @@ impl Health {
                 };
                 endpoint.note_error(&error.message);
                 if down {
-                    self.go_down(endpoint, EndpointState::Offline, &error.message)
-                        .await;
+                    self.go_down(
+                        endpoint,
+                        EndpointState::Offline,
+                        &error.message,
+                        Pace::BackOff,
+                    )
+                    .await;
                 }
             }
             FailureClass::Unauthorized => {
-                self.go_down(endpoint, EndpointState::Unauthorized, &error.message)
-                    .await
+                self.go_down(
+                    endpoint,
+                    EndpointState::Unauthorized,
+                    &error.message,
+                    Pace::Patient,
+                )
+                .await
             }
             FailureClass::Intermittent | FailureClass::Rejected => {
                 endpoint.note_error(&error.message)
@@ -166,18 +216,24 @@ impl Health {
         match result {
             Ok(_) => self.go_up(endpoint).await,
             Err(e) if e.class == FailureClass::Unauthorized => {
-                self.go_down(endpoint, EndpointState::Unauthorized, &e.message)
-                    .await
+                self.go_down(
+                    endpoint,
+                    EndpointState::Unauthorized,
+                    &e.message,
+                    Pace::Patient,
+                )
+                .await
             }
             Err(e) => {
                 let state = endpoint.state();
+                let pace = Pace::of(state, e.class);
                 if state == EndpointState::Online {
                     // A failed test of an endpoint that looked fine: down.
-                    self.go_down(endpoint, EndpointState::Offline, &e.message)
+                    self.go_down(endpoint, EndpointState::Offline, &e.message, pace)
                         .await;
                 } else {
                     endpoint.note_error(&e.message);
-                    self.schedule(endpoint, state);
+                    self.schedule(endpoint, pace);
                 }
             }
         }
@@ -238,13 +294,13 @@ impl Health {
         }
     }
 
-    fn schedule(&self, endpoint: &Endpoint, state: EndpointState) {
+    fn schedule(&self, endpoint: &Endpoint, pace: Pace) {
         let policy = policy(&endpoint.kind);
         let wait = {
             let mut watches = self.watches();
             let watch = watches.entry(endpoint.name.clone()).or_default();
-            let wait = match state {
-                EndpointState::Unauthorized => policy.probe_every,
+            let wait = match pace {
+                Pace::Patient => policy.probe_every,
                 _ if watch.delay.is_zero() => PROBE_FIRST,
                 _ => (watch.delay * 2).min(policy.probe_every),
             };
@@ -266,7 +322,7 @@ impl Health {
         self.changed.notify_one();
     }
 
-    async fn go_down(&self, endpoint: &Endpoint, state: EndpointState, reason: &str) {
+    async fn go_down(&self, endpoint: &Endpoint, state: EndpointState, reason: &str, pace: Pace) {
         let before = endpoint.set(state, Some(reason.to_string()));
         if before.is_none() {
             // Already so: make sure a probe is coming.
@@ -275,7 +331,7 @@ impl Health {
                 .get(&endpoint.name)
                 .is_none_or(|w| w.next_probe.is_none())
             {
-                self.schedule(endpoint, state);
+                self.schedule(endpoint, pace);
             }
             return;
         }
@@ -318,7 +374,7 @@ impl Health {
                 ),
             )
             .await;
-        self.schedule(endpoint, state);
+        self.schedule(endpoint, pace);
     }
 
     async fn go_up(&self, endpoint: &Endpoint) {
@@ -356,5 +412,59 @@ impl Health {
                 format!("Connection to {} established{tail}", endpoint.name),
             )
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::http::HttpConfig;
+
+    fn health(dir: &std::path::Path) -> (Health, Arc<Endpoint>) {
+        let store: Arc<dyn crate::store::Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.join("s.db")).unwrap());
+        let log = Arc::new(SiteLog::open("S", 4, store, &dir.join("s.log")));
+        let config: HttpConfig =
+            toml::from_str("url = \"https://127.0.0.1:9/x\"\nprobe_every = \"1h\"").unwrap();
+        let endpoint = Arc::new(Endpoint::new("crm", EndpointKind::Http(config), dir));
+        let endpoints = BTreeMap::from([("crm".to_string(), endpoint.clone())]);
+        (Health::new(log, &endpoints, &BTreeMap::new()), endpoint)
+    }
+
+    fn error(class: FailureClass) -> DeliveryError {
+        DeliveryError {
+            class,
+            message: "POST https://127.0.0.1:9/x: the certificate is not trusted".into(),
+            retry_after: None,
+        }
+    }
+
+    /// Seconds until the next probe.
+    fn next_probe_in(h: &Health) -> u64 {
+        h.next_probe()
+            .expect("a probe is scheduled")
+            .saturating_duration_since(Instant::now())
+            .as_secs()
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_certificate_is_probed_at_probe_every_not_backed_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, crm) = health(dir.path());
+        h.failed(&crm, &error(FailureClass::Untrusted)).await;
+        assert_eq!(crm.state(), EndpointState::Offline);
+        assert!(crm.health().last_error.unwrap().contains("not trusted"));
+        assert!(next_probe_in(&h) > 3000, "the next probe in an hour");
+        // A probe that finds it still untrusted keeps the slow pace.
+        h.due();
+        h.probed(&crm, &Err(error(FailureClass::Untrusted))).await;
+        assert!(next_probe_in(&h) > 3000);
+        // Trusted again: Online, nothing scheduled.
+        h.probed(&crm, &Ok("GET: 200 OK".into())).await;
+        assert_eq!(crm.state(), EndpointState::Online);
+        assert!(h.next_probe().is_none());
+        // An outage, by contrast, is probed again within a second.
+        h.failed(&crm, &error(FailureClass::Unreachable)).await;
+        assert_eq!(next_probe_in(&h), 0);
     }
 }

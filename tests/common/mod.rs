@@ -1,7 +1,10 @@
 //! What the black-box tests share: the real `sluice` binary started on a
 //! temporary data directory and a free port, driven over HTTP and the CLI,
-//! and a real HTTP target that records what it receives.
+//! and a real HTTP target that records what it receives (over HTTPS too,
+//! with a certificate authority made in the test: [`tls`]).
 #![allow(dead_code)]
+
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -24,14 +27,37 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub addr: SocketAddr,
+    /// `http` or `https`, as the daemon said it listens.
+    pub scheme: String,
+    options: Options,
     child: Option<Child>,
     http: reqwest::Client,
+}
+
+/// How a test starts the daemon, beyond its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The CA the test's HTTP client and the CLI trust (an HTTPS daemon
+    /// with a certificate of a test CA).
+    pub ca_file: Option<PathBuf>,
+    /// Keep everything the daemon prints: standard output in
+    /// `{dir}/daemon.stdout`, standard error in `{dir}/daemon.stderr`
+    /// (appended across restarts); see [`Daemon::output`].
+    pub capture: bool,
+    /// Start the daemon under this umask (as a shell would: `umask 000;
+    /// exec sluice serve …`).
+    pub umask: Option<u32>,
 }
 
 impl Daemon {
     /// Writes `toml` (which must not set `listen` or `data_dir`) into `dir`
     /// and starts `sluice serve` on it.
     pub async fn start(dir: &Path, toml: &str) -> Daemon {
+        Daemon::start_opts(dir, toml, Options::default()).await
+    }
+
+    /// As [`Daemon::start`], with options.
+    pub async fn start_opts(dir: &Path, toml: &str, options: Options) -> Daemon {
         let config = dir.join("sluice.toml");
         let data = dir.join("data");
         let text = format!(
@@ -39,71 +65,108 @@ impl Daemon {
             data.display()
         );
         std::fs::write(&config, text).unwrap();
-        Daemon::start_with(dir, &config, None).await
+        Daemon::start_with(dir, &config, None, options).await
     }
 
-    /// As [`Daemon::start`], with the daemon started under this umask (as
-    /// a shell would: `umask 000; exec sluice serve …`).
-    pub async fn start_with_umask(dir: &Path, toml: &str, umask: u32) -> Daemon {
-        let config = dir.join("sluice.toml");
-        let data = dir.join("data");
-        let text = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n{toml}",
-            data.display()
-        );
-        std::fs::write(&config, text).unwrap();
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!(
-                "umask {umask:03o} && exec \"$0\" serve --config \"$1\""
-            ))
-            .arg(BIN)
-            .arg(&config);
-        Daemon::spawn(dir, &config, cmd).await
+    /// `sluice serve` on a configuration file the test wrote itself (which
+    /// sets `listen` and `data_dir`).
+    pub async fn start_file(dir: &Path, config: &Path, options: Options) -> Daemon {
+        Daemon::start_with(dir, config, None, options).await
     }
 
-    async fn start_with(dir: &Path, config: &Path, listen: Option<SocketAddr>) -> Daemon {
-        let mut cmd = Command::new(BIN);
+    async fn start_with(
+        dir: &Path,
+        config: &Path,
+        listen: Option<SocketAddr>,
+        options: Options,
+    ) -> Daemon {
+        let mut cmd = match options.umask {
+            None => Command::new(BIN),
+            Some(umask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                sh
+            }
+        };
         cmd.arg("serve").arg("--config").arg(config);
         if let Some(addr) = listen {
             cmd.arg("--listen").arg(addr.to_string());
         }
-        Daemon::spawn(dir, config, cmd).await
-    }
-
-    /// Runs `cmd` (a `sluice serve`) and waits until it says where it
-    /// listens.
-    async fn spawn(dir: &Path, config: &Path, mut cmd: Command) -> Daemon {
+        let append = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+                .unwrap()
+        };
+        let stderr = if options.capture {
+            Stdio::from(append("daemon.stderr"))
+        } else {
+            Stdio::inherit()
+        };
         let mut child = cmd
             .env("SLUICE_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("the sluice binary starts");
         let stdout = child.stdout.take().unwrap();
+        let mut kept = options.capture.then(|| append("daemon.stdout"));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            use std::io::Write;
             let mut lines = BufReader::new(stdout).lines();
             let mut sent = false;
             while let Some(Ok(line)) = lines.next() {
+                if let Some(file) = kept.as_mut() {
+                    writeln!(file, "{line}").unwrap();
+                }
                 if !sent {
-                    if let Some(rest) = line.strip_prefix("sluice listening on http://") {
-                        tx.send(rest.parse::<SocketAddr>().unwrap()).ok();
+                    let said = line
+                        .strip_prefix("sluice listening on ")
+                        .and_then(|url| url.split_once("://"));
+                    if let Some((scheme, addr)) = said {
+                        let mut addr = addr.parse::<SocketAddr>().unwrap();
+                        if addr.ip().is_unspecified() {
+                            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                        }
+                        tx.send((scheme.to_string(), addr)).ok();
                         sent = true;
                     }
                 }
             }
         });
-        let addr = rx
+        let (scheme, addr) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the daemon says where it listens");
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = &options.ca_file {
+            let pem = std::fs::read(ca).unwrap();
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
         Daemon {
             dir: dir.to_path_buf(),
             config: config.to_path_buf(),
             addr,
+            scheme,
+            options,
             child: Some(child),
-            http: reqwest::Client::new(),
+            http: http.build().unwrap(),
         }
+    }
+
+    /// Everything the daemon printed so far (with [`Options::capture`]):
+    /// standard output, then standard error.
+    pub fn output(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!("{}{}", read("daemon.stdout"), read("daemon.stderr"))
+    }
+
+    /// The test's HTTP client (it trusts [`Options::ca_file`]).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// The daemon's process id.
@@ -131,15 +194,17 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        *self = Daemon::start_with(&self.dir.clone(), &self.config.clone(), Some(addr)).await;
+        let options = self.options.clone();
+        *self =
+            Daemon::start_with(&self.dir.clone(), &self.config.clone(), Some(addr), options).await;
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     pub fn server(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -239,10 +304,13 @@ impl Daemon {
         token
     }
 
-    /// Runs the CLI against this daemon.
+    /// Runs the CLI against this daemon (trusting [`Options::ca_file`]).
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .arg("--server")
+        let mut cmd = Command::new(BIN);
+        if let Some(ca) = &self.options.ca_file {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        cmd.arg("--server")
             .arg(self.server())
             .args(args)
             .stdin(Stdio::null())
@@ -307,12 +375,27 @@ pub struct Target {
     token: Arc<Mutex<Option<String>>>,
     /// Every request that reached it, answered or not.
     pub requests: Arc<std::sync::atomic::AtomicUsize>,
+    /// Served over HTTPS with these settings (see `start_tls`).
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// With TLS: every TCP connection it accepted, whether its handshake
+    /// worked or not.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Stops the server (see `stop`).
     shutdown: Arc<Mutex<Option<Running>>>,
 }
 
 impl Target {
     pub async fn start() -> Target {
+        Target::start_on(None).await
+    }
+
+    /// A target that speaks HTTPS only, with `tls` (see
+    /// [`tls::TestCa::server_config`]).
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> Target {
+        Target::start_on(Some(tls)).await
+    }
+
+    async fn start_on(tls: Option<Arc<rustls::ServerConfig>>) -> Target {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let target = Target {
@@ -323,6 +406,8 @@ impl Target {
             script: Arc::default(),
             token: Arc::default(),
             requests: Arc::default(),
+            tls,
+            connections: Arc::default(),
             shutdown: Arc::default(),
         };
         target.serve(listener);
@@ -334,14 +419,30 @@ impl Target {
             .route("/records", post(receive).get(health))
             .with_state(self.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    rx.await.ok();
+        let stopped = async move {
+            rx.await.ok();
+        };
+        let task = match self.tls.clone() {
+            None => tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                    .unwrap()
+            }),
+            Some(config) => {
+                let listener = tls::TlsListener {
+                    tcp: listener,
+                    acceptor: tokio_rustls::TlsAcceptor::from(config),
+                    connections: self.connections.clone(),
+                };
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                        .unwrap()
                 })
-                .await
-                .unwrap()
-        });
+            }
+        };
         *self.shutdown.lock().unwrap() = Some((tx, task));
     }
 
@@ -371,7 +472,8 @@ impl Target {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/records", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/records", self.addr)
     }
 
     /// From now on, take records marked `"reject": true` too.
