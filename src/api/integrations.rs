@@ -184,7 +184,7 @@ async fn act(
             if event == IntegrationEvent::Start {
                 site.queue_start(integration.clone());
             }
-            site.audit(&actor.0, &action, &subject, reason, "ok").await;
+            // Its audit entry was stored with the change.
             site.log
                 .write(
                     crate::log::level::INFO,

@@ -2,10 +2,11 @@
 //! that keep it from sending, and the gate that makes a pause final.
 //!
 //! # Invariants
-//! - A person's change takes effect here at once and returns only once the
-//!   store has it (it is undone if the store refuses): what the API answers
-//!   is durable, and a restart restores it. System holds are written to the
-//!   store first.
+//! - A person's change is written to the store first, together with its
+//!   audit entry, and takes effect here only once it is stored: what the API
+//!   answers is durable and audited, and a restart restores it. A change the
+//!   store refuses (a full disk) changes nothing, here or there. System
+//!   holds are written to the store first too.
 //! - The sender starts a delivery only while holding [`Integration::gate`]
 //!   and after seeing [`Integration::may_send`] true under it. A pause (or a
 //!   stop) writes the new state, then takes the gate once: when it has it,
@@ -22,7 +23,7 @@ use tokio::sync::{watch, Notify};
 use super::Result;
 use crate::config::{IntegrationConfig, OnError};
 use crate::model::{now_millis, Hold, HoldKind, IntegrationEvent, IntegrationState};
-use crate::store::{IntegrationRecord, Store};
+use crate::store::{AuditEntry, IntegrationRecord, Store};
 
 /// Progress of the backlog drain that a resume started.
 #[derive(Debug, Clone)]
@@ -86,9 +87,15 @@ impl Integration {
         let record = match store.integration(&config.name).await? {
             Some(record) => record,
             None => {
-                store
-                    .set_integration_state(&config.name, IntegrationState::Active, None)
-                    .await?;
+                match store
+                    .set_integration_state(&config.name, IntegrationState::Active, None, None)
+                    .await
+                {
+                    // Active is what a new integration is, stored or not:
+                    // the next start finds it new again.
+                    Err(e) if e.is_disk_full() => {}
+                    other => other?,
+                }
                 IntegrationRecord {
                     state: IntegrationState::Active,
                     holds: Vec::new(),
@@ -146,8 +153,9 @@ impl Integration {
     }
 
     /// Applies a person's Pause, Resume, Start or Stop. Returns once the
-    /// change is durable and, for anything but Resume/Start, once no
-    /// delivery will start any more.
+    /// change is durable and audited and, for anything but Resume/Start,
+    /// once no delivery will start any more. If the store refuses it,
+    /// nothing changes.
     pub async fn apply(
         &self,
         event: IntegrationEvent,
@@ -176,24 +184,27 @@ impl Integration {
                     started: Instant::now(),
                 });
         }
-        // Takes effect at once (the sender checks before each delivery),
-        // is made durable, and is undone if it cannot be.
-        let before = self.record();
+        let audit = AuditEntry {
+            id: 0,
+            ts: now_millis(),
+            actor: actor.to_string(),
+            action: format!("integration.{}", event.verb()),
+            subject: format!("integration/{}", self.name),
+            reason: reason.map(str::to_string),
+            outcome: "ok".to_string(),
+        };
+        // Durable and audited first; then it takes effect (the sender
+        // checks before each delivery).
+        self.store
+            .set_integration_state(&self.name, next, hold.clone(), Some(audit))
+            .await?;
         self.update(|r| {
             r.state = next;
             r.holds.retain(|h| h.kind != HoldKind::Operator);
-            if let Some(hold) = hold.clone() {
+            if let Some(hold) = hold {
                 r.holds.push(hold);
             }
         });
-        if let Err(e) = self
-            .store
-            .set_integration_state(&self.name, next, hold)
-            .await
-        {
-            self.update(|r| *r = before);
-            return Err(e.into());
-        }
         if next != IntegrationState::Active {
             *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = None;
             self.settle().await;
@@ -205,11 +216,24 @@ impl Integration {
     pub async fn place_hold(&self, hold: Hold) -> Result<()> {
         debug_assert!(hold.kind.placed_by_system());
         self.store.add_hold(&self.name, hold.clone()).await?;
+        self.hold_placed(hold);
+        Ok(())
+    }
+
+    /// Takes a system hold into effect that is already stored (a site's
+    /// stop stores its holds together with the stop).
+    pub(crate) fn hold_placed(&self, hold: Hold) {
         self.update(|r| {
             r.holds.retain(|h| h.kind != hold.kind);
             r.holds.push(hold);
         });
-        Ok(())
+    }
+
+    /// Ends a system hold whose removal is already stored.
+    pub(crate) fn hold_lifted(&self, kind: HoldKind) {
+        if kind.placed_by_system() {
+            self.update(|r| r.holds.retain(|h| h.kind != kind));
+        }
     }
 
     /// Lifts a hold the system placed. The operator's hold is never lifted
@@ -219,7 +243,7 @@ impl Integration {
             return Ok(false);
         }
         let removed = self.store.remove_hold(&self.name, kind).await?;
-        self.update(|r| r.holds.retain(|h| h.kind != kind));
+        self.hold_lifted(kind);
         Ok(removed)
     }
 
