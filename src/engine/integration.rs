@@ -64,6 +64,9 @@ pub struct Integration {
     rewind: std::sync::atomic::AtomicBool,
     /// Since when deliveries have been failing, and the last error.
     failing: Mutex<Option<(Instant, String)>>,
+    /// Why the sender cannot record what it delivered (a full disk), while
+    /// it cannot: it sends nothing more until it can.
+    unrecorded: Mutex<Option<String>>,
     /// Started by a person; its start-up is queued or under way.
     starting: std::sync::atomic::AtomicBool,
     /// Under `on_error = "block"`: the failed transaction the queue waits
@@ -130,6 +133,7 @@ impl Integration {
             in_flight: Mutex::new(None),
             rewind: std::sync::atomic::AtomicBool::new(false),
             failing: Mutex::new(None),
+            unrecorded: Mutex::new(None),
             starting: std::sync::atomic::AtomicBool::new(false),
             blocked: Mutex::new(blocked),
             suspended: std::sync::atomic::AtomicBool::new(false),
@@ -349,11 +353,28 @@ impl Integration {
         *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// The sender cannot record what it delivered (`Some(why)`), or can
+    /// again (`None`).
+    pub(crate) fn note_unrecorded(&self, why: Option<String>) {
+        *self.unrecorded.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
     /// Why the drain is stalled, if it may send yet has delivered nothing
-    /// for `after` (a held integration is not stalled: its holds say why).
+    /// for `after`, or cannot record what it delivered (a held integration
+    /// is not stalled: its holds say why).
     pub fn stalled(&self, after: std::time::Duration) -> Option<String> {
         if !self.may_send() {
             return None;
+        }
+        if let Some(why) = self
+            .unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Some(format!(
+                "what was delivered cannot be recorded ({why}); nothing more is sent until it is"
+            ));
         }
         let f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         let (since, error) = f.as_ref()?;
