@@ -39,6 +39,8 @@ pub struct Accepted {
         (status = 413, description = "The body is larger than the webhook takes", body = ErrorBody),
         (status = 503, description = "The site or the integration is stopped; try again after `Retry-After` seconds",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 507, description = "The disk is full: nothing was taken and nothing changed; try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn receive(
     State(daemon): State<AppState>,
