@@ -26,6 +26,9 @@ pub struct Daemon {
     pub addr: SocketAddr,
     child: Option<Child>,
     http: reqwest::Client,
+    /// What this process wrote to its stderr (its tracing output, at
+    /// `SLUICE_LOG=warn`), line by line; also passed on to the test's.
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Daemon {
@@ -51,10 +54,20 @@ impl Daemon {
         let mut child = cmd
             .env("SLUICE_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the sluice binary starts");
         let stdout = child.stdout.take().unwrap();
+        let stderr_pipe = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let kept = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                kept.lock().unwrap().push(line);
+            }
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
@@ -77,7 +90,14 @@ impl Daemon {
             addr,
             child: Some(child),
             http: reqwest::Client::new(),
+            stderr,
         }
+    }
+
+    /// The lines this process wrote to its stderr so far (a restart starts
+    /// a new process, with none).
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Kills the daemon with SIGKILL: no chance to clean up.
