@@ -24,6 +24,10 @@
 //! - Token changes are kept in the store's own audit trail (`GET
 //!   /api/v1/audit`, entries as a site's), whoever made them (the API or
 //!   the command line).
+//! - A change the disk has no space for is [`AuthError::DiskFull`] and
+//!   leaves nothing behind (a change and its audit entry are one
+//!   transaction). The daemon's log says so once, and once when a change
+//!   goes through again.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -106,6 +110,9 @@ pub enum AuthError {
     },
     #[error("the token store: {0}")]
     Unavailable(String),
+    /// The disk holding the token store is full: nothing was changed.
+    #[error("the disk holding {} is full", file.display())]
+    DiskFull { file: PathBuf },
 }
 
 pub type Result<T> = std::result::Result<T, AuthError>;
@@ -115,6 +122,9 @@ pub type Result<T> = std::result::Result<T, AuthError>;
 pub struct Tokens {
     file: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    /// Since when changes have been refused for lack of space, and how
+    /// many: said when it starts and when it ends, not at each refusal.
+    full: Arc<Mutex<Option<(std::time::Instant, u64)>>>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -225,15 +235,54 @@ impl Tokens {
         Ok(Tokens {
             file,
             conn: Arc::new(Mutex::new(conn)),
+            full: Arc::default(),
         })
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|source| AuthError::Store {
-            file: self.file.clone(),
-            source,
+        f(&conn).map_err(|source| {
+            if crate::store::sqlite_disk_full(&source) {
+                self.note_full();
+                AuthError::DiskFull {
+                    file: self.file.clone(),
+                }
+            } else {
+                AuthError::Store {
+                    file: self.file.clone(),
+                    source,
+                }
+            }
         })
+    }
+
+    /// A change was refused for lack of space.
+    fn note_full(&self) {
+        let mut full = self.full.lock().unwrap_or_else(|p| p.into_inner());
+        match full.as_mut() {
+            Some((_, refused)) => *refused += 1,
+            None => {
+                tracing::warn!(
+                    "The disk is full: {} cannot be written; token changes are refused until \
+                     space is freed",
+                    self.file.display()
+                );
+                *full = Some((std::time::Instant::now(), 1));
+            }
+        }
+    }
+
+    /// A change was stored.
+    fn note_written(&self) {
+        let ended = self.full.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((since, refused)) = ended {
+            tracing::warn!(
+                "The disk is writable again: {} after {}s full; {refused} token change(s) \
+                 refused meanwhile",
+                self.file.display(),
+                since.elapsed().as_secs()
+            );
+        }
     }
 
     /// One change to the tokens, in the transaction that made it.
@@ -276,6 +325,7 @@ impl Tokens {
             tx.commit()?;
             Ok(n)
         })?;
+        self.note_written();
         if inserted == 0 {
             return Err(AuthError::Exists(name.to_string()));
         }
@@ -298,6 +348,7 @@ impl Tokens {
             tx.commit()?;
             Ok(n)
         })?;
+        self.note_written();
         if removed == 0 {
             return Err(AuthError::NoSuchToken(name.to_string()));
         }

@@ -2185,9 +2185,15 @@ kind = "generator"
                 // Certificates and keys are the user's own: an example names
                 // placeholders, which may be missing here and nothing else.
                 let placeholder = |e: &ConfigError| {
-                    ["tls_cert", "tls_key", "ca_file", "client_cert", "client_key"]
-                        .iter()
-                        .any(|k| e.key.ends_with(k))
+                    [
+                        "tls_cert",
+                        "tls_key",
+                        "ca_file",
+                        "client_cert",
+                        "client_key",
+                    ]
+                    .iter()
+                    .any(|k| e.key.ends_with(k))
                         && e.message.starts_with("cannot read")
                 };
                 if let Err(errors) = Config::load(&path, None) {

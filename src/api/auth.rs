@@ -61,6 +61,7 @@ impl From<AuthError> for ApiError {
             AuthError::Exists(_) => ApiError::Conflict(e.to_string()),
             AuthError::NoSuchToken(_) => ApiError::NotFound(e.to_string()),
             AuthError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            AuthError::DiskFull { file } => ApiError::DiskFull { file },
             AuthError::Store { .. } | AuthError::Unavailable(_) => {
                 ApiError::Internal(e.to_string())
             }
@@ -496,6 +497,8 @@ pub struct CreatedToken {
         (status = 400, description = "A bad name or role, or a body that is not valid JSON", body = ErrorBody),
         (status = 409, description = "A token of that name exists", body = ErrorBody),
         (status = 413, description = "The body could not be read", body = ErrorBody),
+        (status = 507, description = "The disk is full: nothing was taken and nothing changed; try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn tokens_create(
     State(daemon): State<AppState>,
@@ -528,6 +531,8 @@ pub async fn tokens_create(
         (status = 204, description = "Revoked"),
         (status = 400, description = "A bad path", body = ErrorBody),
         (status = 404, description = "No token of that name", body = ErrorBody),
+        (status = 507, description = "The disk is full: nothing was taken and nothing changed; try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn tokens_revoke(
     State(daemon): State<AppState>,

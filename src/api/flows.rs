@@ -180,6 +180,8 @@ pub struct RunAnswer {
         (status = 404, description = "No such site or flow", body = ErrorBody),
         (status = 409, description = "The flow cannot run now", body = ErrorBody),
         (status = 413, description = "The body cannot be read", body = ErrorBody),
+        (status = 507, description = "The disk is full: nothing was taken and nothing changed; try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn run(
     State(daemon): State<AppState>,

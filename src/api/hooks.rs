@@ -49,6 +49,8 @@ pub struct Accepted {
         (status = 415, description = "The Content-Type is given and is not JSON", body = ErrorBody),
         (status = 503, description = "The site or the integration is stopped, or too many bodies are being read at once; try again after `Retry-After` seconds",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 507, description = "The disk is full: nothing was taken and nothing changed; try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn receive(
     State(daemon): State<AppState>,

@@ -191,7 +191,7 @@ async fn act(
             if event == IntegrationEvent::Start {
                 site.queue_start(integration.clone());
             }
-            site.audit(&actor.0, &action, &subject, reason, "ok").await;
+            // Its audit entry was stored with the change.
             site.log
                 .write(
                     crate::log::level::INFO,
@@ -235,6 +235,8 @@ macro_rules! action {
                 (status = 404, description = "No such site or integration", body = ErrorBody),
                 (status = 409, description = $refused, body = ErrorBody),
                 (status = 413, description = "The body cannot be read", body = ErrorBody),
+                (status = 507, description = "The disk is full: nothing was taken and nothing changed; try again after `Retry-After` seconds",
+                    body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
             ))]
         pub async fn $name(
             State(daemon): State<AppState>,

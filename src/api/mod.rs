@@ -5,7 +5,8 @@
 //! the session and the OpenAPI document passes (token, CSRF, role);
 //! [`openapi`] documents every route and its tests hold the two together. Every error is JSON `{"error": "…"}` with the
 //! right status code ([`ApiError`] is the one boundary); bad input is a 4xx,
-//! never a panic or a 500.
+//! never a panic or a 500. A write the disk has no space for is 507 with
+//! `Retry-After`: nothing was taken, nothing changed.
 
 pub mod auth;
 pub mod body;
@@ -19,6 +20,7 @@ pub mod openapi;
 pub mod sites;
 pub mod transactions;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,8 +181,17 @@ pub enum ApiError {
         message: String,
         retry_after: Duration,
     },
+    /// The disk holding `file` is full: the request was refused whole
+    /// (nothing queued, nothing changed). 507 Insufficient Storage.
+    DiskFull {
+        file: PathBuf,
+    },
     Internal(String),
 }
+
+/// What a client is told to wait before it tries a write again on a full
+/// disk: long enough not to hammer it, short enough to notice freed space.
+pub const DISK_FULL_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
@@ -195,14 +206,17 @@ impl From<EngineError> for ApiError {
                 message,
                 retry_after,
             },
-            EngineError::Store(e) => ApiError::Internal(e.to_string()),
+            EngineError::Store(e) => ApiError::from(e),
         }
     }
 }
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
-        ApiError::Internal(e.to_string())
+        match e {
+            crate::store::StoreError::Full { file } => ApiError::DiskFull { file },
+            e => ApiError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -220,6 +234,21 @@ impl IntoResponse for ApiError {
                 message,
                 retry_after,
             } => (StatusCode::SERVICE_UNAVAILABLE, message, Some(retry_after)),
+            // Not an internal error: the daemon's log says once that the
+            // disk is full, not at each refused request. The answer names
+            // the file, not where it lives.
+            ApiError::DiskFull { file } => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "the disk is full: {} cannot be written. Nothing was taken and nothing \
+                     changed; try again once space is freed",
+                    file.file_name().map_or_else(
+                        || file.display().to_string(),
+                        |n| n.to_string_lossy().into_owned()
+                    )
+                ),
+                Some(DISK_FULL_RETRY_AFTER),
+            ),
             ApiError::Internal(detail) => {
                 // The detail goes to the daemon's log, not to the client.
                 tracing::error!("internal error: {detail}");

@@ -84,6 +84,8 @@ pub async fn show(
         (status = 400, description = "A bad path", body = ErrorBody),
         (status = 404, description = "No such site", body = ErrorBody),
         (status = 409, description = "The site is not stopped", body = ErrorBody),
+        (status = 507, description = "The disk is full: nothing was taken and nothing changed; try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn start(
     State(daemon): State<AppState>,
@@ -113,6 +115,8 @@ pub struct StopBody {
         (status = 404, description = "No such site", body = ErrorBody),
         (status = 409, description = "The site is not running", body = ErrorBody),
         (status = 413, description = "The body cannot be read", body = ErrorBody),
+        (status = 507, description = "The disk is full: nothing was taken and nothing changed; try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn stop(
     State(daemon): State<AppState>,

@@ -164,6 +164,8 @@ pub async fn show(
         (status = 400, description = "A bad path", body = ErrorBody),
         (status = 404, description = "No such site, integration, transaction or action", body = ErrorBody),
         (status = 409, description = "The action does not fit the transaction's state", body = ErrorBody),
+        (status = 507, description = "The disk is full: nothing was taken and nothing changed; try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn act(
     State(daemon): State<AppState>,

@@ -49,8 +49,10 @@ pub async fn run(site: Arc<Site>, flow: String, mode: RunMode, token: Cancellati
         )
         .await;
     site.note_run(&flow, None);
-    if let Err(e) = site.end_run(&flow, result).await {
-        tracing::error!(site = %site.name, flow, "cannot record the end of a run: {e}");
+    match site.end_run(&flow, result).await {
+        Ok(()) => {}
+        Err(e) if e.is_disk_full() => {}
+        Err(e) => tracing::error!(site = %site.name, flow, "cannot record the end of a run: {e}"),
     }
 }
 
@@ -83,8 +85,12 @@ async fn capture(
         Ok((result, _)) => (*result, None),
         Err((_, e)) => (RunResult::Failed, Some(e.clone())),
     };
-    if let Err(e) = site.store.finish_run(run, result, error).await {
-        tracing::error!(site = %site.name, flow, "cannot record the end of run {run}: {e}");
+    match site.store.finish_run(run, result, error).await {
+        Ok(()) => {}
+        Err(e) if e.is_disk_full() => {}
+        Err(e) => {
+            tracing::error!(site = %site.name, flow, "cannot record the end of run {run}: {e}")
+        }
     }
     outcome
 }

@@ -56,8 +56,11 @@ pub async fn run(
                                 .await;
                         }
                         Err(e) => {
+                            // A full disk is said once by the log itself,
+                            // not at every firing it costs.
+                            let level = if e.is_disk_full() { level::DETAIL } else { level::ERROR };
                             site.log
-                                .write(level::ERROR, format!("Scheduled run of flow {flow}: {e}"))
+                                .write(level, format!("Scheduled run of flow {flow}: {e}"))
                                 .await;
                         }
                     }

@@ -354,8 +354,12 @@ impl Health {
             reason: format!("endpoint {} is {}: {reason}", endpoint.name, state.as_str()),
         };
         for integration in &users {
-            if let Err(e) = integration.place_hold(hold.clone()).await {
-                tracing::error!("cannot place a hold on {}: {e}", integration.name);
+            match integration.place_hold(hold.clone()).await {
+                Ok(()) => {}
+                // Held all the same while the daemon runs; the disk being
+                // full is said once by the site log.
+                Err(e) if e.is_disk_full() => integration.hold_placed(hold.clone()),
+                Err(e) => tracing::error!("cannot place a hold on {}: {e}", integration.name),
             }
         }
         let names: Vec<&str> = users.iter().map(|i| i.name.as_str()).collect();
@@ -396,6 +400,14 @@ impl Health {
                 match integration.lift_hold(kind).await {
                     Ok(true) => released.push(integration.name.clone()),
                     Ok(false) => {}
+                    // Lifted all the same while the daemon runs; after a
+                    // restart the stored hold has the endpoint probed again.
+                    Err(e) if e.is_disk_full() => {
+                        if integration.record().holds.iter().any(|h| h.kind == kind) {
+                            integration.hold_lifted(kind);
+                            released.push(integration.name.clone());
+                        }
+                    }
                     Err(e) => tracing::error!("cannot lift a hold of {}: {e}", integration.name),
                 }
             }

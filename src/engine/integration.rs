@@ -2,10 +2,11 @@
 //! that keep it from sending, and the gate that makes a pause final.
 //!
 //! # Invariants
-//! - A person's change takes effect here at once and returns only once the
-//!   store has it (it is undone if the store refuses): what the API answers
-//!   is durable, and a restart restores it. System holds are written to the
-//!   store first.
+//! - A person's change is written to the store first, together with its
+//!   audit entry, and takes effect here only once it is stored: what the API
+//!   answers is durable and audited, and a restart restores it. A change the
+//!   store refuses (a full disk) changes nothing, here or there. System
+//!   holds are written to the store first too.
 //! - The sender starts a delivery only while holding [`Integration::gate`]
 //!   and after seeing [`Integration::may_send`] true under it. A pause (or a
 //!   stop) writes the new state, then takes the gate once: when it has it,
@@ -22,7 +23,7 @@ use tokio::sync::{watch, Notify};
 use super::Result;
 use crate::config::{IntegrationConfig, OnError};
 use crate::model::{now_millis, Hold, HoldKind, IntegrationEvent, IntegrationState};
-use crate::store::{IntegrationRecord, Store};
+use crate::store::{AuditEntry, IntegrationRecord, Store};
 
 /// Progress of the backlog drain that a resume started.
 #[derive(Debug, Clone)]
@@ -63,6 +64,9 @@ pub struct Integration {
     rewind: std::sync::atomic::AtomicBool,
     /// Since when deliveries have been failing, and the last error.
     failing: Mutex<Option<(Instant, String)>>,
+    /// Why the sender cannot record what it delivered (a full disk), while
+    /// it cannot: it sends nothing more until it can.
+    unrecorded: Mutex<Option<String>>,
     /// Started by a person; its start-up is queued or under way.
     starting: std::sync::atomic::AtomicBool,
     /// Under `on_error = "block"`: the failed transaction the queue waits
@@ -86,9 +90,15 @@ impl Integration {
         let record = match store.integration(&config.name).await? {
             Some(record) => record,
             None => {
-                store
-                    .set_integration_state(&config.name, IntegrationState::Active, None)
-                    .await?;
+                match store
+                    .set_integration_state(&config.name, IntegrationState::Active, None, None)
+                    .await
+                {
+                    // Active is what a new integration is, stored or not:
+                    // the next start finds it new again.
+                    Err(e) if e.is_disk_full() => {}
+                    other => other?,
+                }
                 IntegrationRecord {
                     state: IntegrationState::Active,
                     holds: Vec::new(),
@@ -123,6 +133,7 @@ impl Integration {
             in_flight: Mutex::new(None),
             rewind: std::sync::atomic::AtomicBool::new(false),
             failing: Mutex::new(None),
+            unrecorded: Mutex::new(None),
             starting: std::sync::atomic::AtomicBool::new(false),
             blocked: Mutex::new(blocked),
             suspended: std::sync::atomic::AtomicBool::new(false),
@@ -146,8 +157,9 @@ impl Integration {
     }
 
     /// Applies a person's Pause, Resume, Start or Stop. Returns once the
-    /// change is durable and, for anything but Resume/Start, once no
-    /// delivery will start any more.
+    /// change is durable and audited and, for anything but Resume/Start,
+    /// once no delivery will start any more. If the store refuses it,
+    /// nothing changes.
     pub async fn apply(
         &self,
         event: IntegrationEvent,
@@ -176,24 +188,27 @@ impl Integration {
                     started: Instant::now(),
                 });
         }
-        // Takes effect at once (the sender checks before each delivery),
-        // is made durable, and is undone if it cannot be.
-        let before = self.record();
+        let audit = AuditEntry {
+            id: 0,
+            ts: now_millis(),
+            actor: actor.to_string(),
+            action: format!("integration.{}", event.verb()),
+            subject: format!("integration/{}", self.name),
+            reason: reason.map(str::to_string),
+            outcome: "ok".to_string(),
+        };
+        // Durable and audited first; then it takes effect (the sender
+        // checks before each delivery).
+        self.store
+            .set_integration_state(&self.name, next, hold.clone(), Some(audit))
+            .await?;
         self.update(|r| {
             r.state = next;
             r.holds.retain(|h| h.kind != HoldKind::Operator);
-            if let Some(hold) = hold.clone() {
+            if let Some(hold) = hold {
                 r.holds.push(hold);
             }
         });
-        if let Err(e) = self
-            .store
-            .set_integration_state(&self.name, next, hold)
-            .await
-        {
-            self.update(|r| *r = before);
-            return Err(e.into());
-        }
         if next != IntegrationState::Active {
             *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = None;
             self.settle().await;
@@ -205,11 +220,24 @@ impl Integration {
     pub async fn place_hold(&self, hold: Hold) -> Result<()> {
         debug_assert!(hold.kind.placed_by_system());
         self.store.add_hold(&self.name, hold.clone()).await?;
+        self.hold_placed(hold);
+        Ok(())
+    }
+
+    /// Takes a system hold into effect that is already stored (a site's
+    /// stop stores its holds together with the stop).
+    pub(crate) fn hold_placed(&self, hold: Hold) {
         self.update(|r| {
             r.holds.retain(|h| h.kind != hold.kind);
             r.holds.push(hold);
         });
-        Ok(())
+    }
+
+    /// Ends a system hold whose removal is already stored.
+    pub(crate) fn hold_lifted(&self, kind: HoldKind) {
+        if kind.placed_by_system() {
+            self.update(|r| r.holds.retain(|h| h.kind != kind));
+        }
     }
 
     /// Lifts a hold the system placed. The operator's hold is never lifted
@@ -219,7 +247,7 @@ impl Integration {
             return Ok(false);
         }
         let removed = self.store.remove_hold(&self.name, kind).await?;
-        self.update(|r| r.holds.retain(|h| h.kind != kind));
+        self.hold_lifted(kind);
         Ok(removed)
     }
 
@@ -325,11 +353,28 @@ impl Integration {
         *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// The sender cannot record what it delivered (`Some(why)`), or can
+    /// again (`None`).
+    pub(crate) fn note_unrecorded(&self, why: Option<String>) {
+        *self.unrecorded.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
     /// Why the drain is stalled, if it may send yet has delivered nothing
-    /// for `after` (a held integration is not stalled: its holds say why).
+    /// for `after`, or cannot record what it delivered (a held integration
+    /// is not stalled: its holds say why).
     pub fn stalled(&self, after: std::time::Duration) -> Option<String> {
         if !self.may_send() {
             return None;
+        }
+        if let Some(why) = self
+            .unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Some(format!(
+                "what was delivered cannot be recorded ({why}); nothing more is sent until it is"
+            ));
         }
         let f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         let (since, error) = f.as_ref()?;

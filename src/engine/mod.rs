@@ -60,6 +60,14 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+impl EngineError {
+    /// Whether it failed only for lack of space on the disk: nothing was
+    /// done, and the same request succeeds once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, EngineError::Store(e) if e.is_disk_full())
+    }
+}
+
 pub type Result<T> = std::result::Result<T, EngineError>;
 
 fn join(names: &[&String]) -> String {

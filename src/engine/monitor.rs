@@ -88,8 +88,14 @@ async fn prune(site: &Site) {
                 .await
         }
         Err(e) => {
+            // A full disk is said once by the log itself.
+            let level = if e.is_disk_full() {
+                level::DETAIL
+            } else {
+                level::ERROR
+            };
             site.log
-                .write(level::ERROR, format!("Cannot delete old transactions: {e}"))
+                .write(level, format!("Cannot delete old transactions: {e}"))
                 .await
         }
     }

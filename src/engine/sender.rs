@@ -9,6 +9,13 @@
 //! - **What may repeat.** A delivery is acknowledged in the store after the
 //!   target took it. A crash or a stop between the two sends it again, with
 //!   the same idempotency key `{site}:{integration}:{seq}`.
+//! - **An outcome that cannot be recorded is not moved past.** When an ack
+//!   (`ack_sent`), a failed attempt (`record_failure`) or a settlement
+//!   (`settle`) cannot be written — a full disk — the sender keeps what
+//!   was delivered pending, sends nothing more, and writes it again with
+//!   back-off until it is stored; then it goes on. So a full disk costs no
+//!   repeated sends; only a crash (or a stop) while it is full sends again
+//!   what was delivered but not recorded.
 //! - **Pause.** Before each delivery the sender checks, under the gate, that
 //!   the integration may send; see `engine::integration`.
 
@@ -34,6 +41,10 @@ pub const READ_BATCH: usize = 1000;
 /// batch is being delivered (and always at its end).
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
+/// The longest wait between two tries of an outcome the store refused: a
+/// try is cheap, and the sender goes on within seconds of space being freed.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Where the sender stands in its queue.
 struct Progress {
     /// Everything up to here is delivered or settled (and recorded, or
@@ -41,9 +52,24 @@ struct Progress {
     after: i64,
     /// Delivered or settled but not yet recorded: first, last seq, count.
     pending: Option<(i64, i64, i64)>,
-    /// The ack being written, and how many it records.
-    acking: Option<(tokio::task::JoinHandle<crate::store::Result<()>>, i64)>,
+    /// The ack being written, and what it records.
+    acking: Option<(tokio::task::JoinHandle<crate::store::Result<()>>, Acked)>,
     last_flush: Instant,
+    /// Set while an ack could not be written: `pending` holds what it was
+    /// to record, nothing more is sent, and it is tried again after the
+    /// back-off.
+    unrecorded: Option<Unrecorded>,
+}
+
+/// What an ack records: first, last seq, count.
+type Acked = (i64, i64, i64);
+
+/// An ack the store refused, being tried again.
+struct Unrecorded {
+    backoff: Backoff,
+    /// Whether the failure was logged (a full disk is said by the site log,
+    /// once, instead).
+    said: bool,
 }
 
 impl Default for Progress {
@@ -53,6 +79,7 @@ impl Default for Progress {
             pending: None,
             acking: None,
             last_flush: Instant::now(),
+            unrecorded: None,
         }
     }
 }
@@ -86,10 +113,22 @@ impl Sender {
         let mut may_send = self.integration.watch_may_send();
         let mut progress = Progress::default();
         let mut backoff = Backoff::default();
+        // A sender before it (a site stopped) may have left off unrecorded.
+        self.integration.note_unrecorded(None);
         // Deliver one record at a time up to this seq (set after a batch was
         // rejected, to find the record the target refuses).
         let mut single_until = 0i64;
         loop {
+            if let Some(unrecorded) = progress.unrecorded.as_mut() {
+                // Nothing more is sent until what was delivered is recorded.
+                let wait = unrecorded.backoff.next(None).min(RECORD_RETRY_MAX);
+                if sleep_or_cancel(&token, wait).await {
+                    return;
+                }
+                self.flush(&mut progress).await;
+                self.finish_ack(&mut progress).await;
+                continue;
+            }
             while !*may_send.borrow_and_update() {
                 tokio::select! {
                     _ = token.cancelled() => return,
@@ -124,6 +163,11 @@ impl Sender {
             }
             if self.integration.take_rewind() {
                 self.finish_ack(&mut progress).await;
+                if progress.unrecorded.is_some() {
+                    // From the start again once the ack is written.
+                    self.integration.rewind();
+                    continue;
+                }
                 progress.after = 0;
             }
             let batch = match self
@@ -149,6 +193,9 @@ impl Sender {
             if batch.is_empty() {
                 self.finish_ack(&mut progress).await;
                 drop(gate);
+                if progress.unrecorded.is_some() {
+                    continue;
+                }
                 tokio::select! {
                     _ = token.cancelled() => return,
                     _ = self.integration.woken() => {}
@@ -193,38 +240,114 @@ impl Sender {
         progress.last_flush = Instant::now();
         self.finish_ack(progress).await;
         if let Some((first, last, count)) = progress.pending.take() {
-            // Read past them whatever becomes of the ack: a failed ack
-            // leaves them Queued, to be sent again (same keys) after a restart.
+            // Read past them: should the ack fail, `finish_ack` makes them
+            // pending again and nothing more is sent until it is written.
             progress.after = last;
             let store = self.store.clone();
             let name = self.integration.name.clone();
             let ack = tokio::spawn(async move { store.ack_sent(&name, first, last).await });
-            progress.acking = Some((ack, count));
+            progress.acking = Some((ack, (first, last, count)));
         }
     }
 
     /// Waits for the ack in flight, if any, and counts it toward progress.
+    /// An ack that fails is not moved past: its range is pending again
+    /// (ahead of what was delivered since) and `unrecorded` is set, so the
+    /// sender sends nothing more and tries it again with back-off.
     async fn finish_ack(&self, progress: &mut Progress) {
-        let Some((ack, count)) = progress.acking.take() else {
+        let Some((ack, (first, last, count))) = progress.acking.take() else {
             return;
         };
         let failure = match ack.await {
             Ok(Ok(())) => {
                 self.integration.count_sent(count);
+                let Some(unrecorded) = progress.unrecorded.take() else {
+                    return;
+                };
+                self.integration.note_unrecorded(None);
+                if unrecorded.said {
+                    self.log
+                        .write(
+                            level::INFO,
+                            format!("Deliveries of {} are recorded again", self.integration.name),
+                        )
+                        .await;
+                }
                 return;
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => e.to_string(),
+            Ok(Err(e)) => e,
+            Err(e) => crate::store::StoreError::Io(std::io::Error::other(e.to_string())),
         };
-        self.log
-            .write(
-                level::ERROR,
-                format!(
-                    "Cannot record {count} deliveries of {}: {failure}; they will be sent again after a restart",
-                    self.integration.name
-                ),
-            )
-            .await;
+        progress.pending = Some(match progress.pending {
+            Some((_, later, n)) => (first, later, count + n),
+            None => (first, last, count),
+        });
+        if progress.unrecorded.is_none() {
+            self.integration.note_unrecorded(Some(failure.to_string()));
+            let said = !failure.is_disk_full();
+            if said {
+                self.log
+                    .write(
+                        level::ERROR,
+                        format!(
+                            "Cannot record {count} deliveries of {}: {failure}; nothing more is \
+                             sent until they are recorded (tried again)",
+                            self.integration.name
+                        ),
+                    )
+                    .await;
+            }
+            progress.unrecorded = Some(Unrecorded {
+                backoff: Backoff::default(),
+                said,
+            });
+        }
+    }
+
+    /// Writes an outcome the store refused (`write`: a `settle` or a
+    /// `record_failure`) again, with back-off, until it is stored; nothing
+    /// is sent meanwhile. `false` if the sender is to stop sending first (a
+    /// stop or a pause): the transaction then stays as it is stored and is
+    /// delivered again later, with the same key.
+    async fn record<F, Fut>(
+        &self,
+        token: &CancellationToken,
+        failure: crate::store::StoreError,
+        mut write: F,
+    ) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = crate::store::Result<()>>,
+    {
+        // A full disk is said by the site log, once.
+        if !failure.is_disk_full() {
+            self.log
+                .write(
+                    level::ERROR,
+                    format!(
+                        "Cannot record the outcome of a delivery of {}: {failure}; nothing more \
+                         is sent until it is recorded (tried again)",
+                        self.integration.name
+                    ),
+                )
+                .await;
+        }
+        self.integration.note_unrecorded(Some(failure.to_string()));
+        let mut may_send = self.integration.watch_may_send();
+        let mut backoff = Backoff::default();
+        let recorded = loop {
+            let wait = backoff.next(None).min(RECORD_RETRY_MAX);
+            tokio::select! {
+                _ = token.cancelled() => break false,
+                _ = may_send.wait_for(|may| !may) => break false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if write().await.is_ok() {
+                break true;
+            }
+        };
+        self.integration.note_unrecorded(None);
+        recorded
     }
 
     /// Delivers `batch` chunk by chunk, noting in `progress` what was
@@ -252,13 +375,15 @@ impl Sender {
             }
             let Some(endpoint) = self.routes.get(&batch[i].flow) else {
                 let msg = format!("flow '{}' is no longer configured", batch[i].flow);
-                if let Err(e) = self
-                    .store
-                    .settle(name, batch[i].seq, TxState::Error, Some(msg))
-                    .await
-                {
-                    tracing::error!("cannot settle a transaction: {e}");
-                    return Pass::Retry(Duration::from_secs(1));
+                let seq = batch[i].seq;
+                let settle = || {
+                    self.store
+                        .settle(name, seq, TxState::Error, Some(msg.clone()))
+                };
+                if let Err(e) = settle().await {
+                    if !self.record(token, e, settle).await {
+                        return Pass::Interrupted;
+                    }
                 }
                 done(processed, batch[i].seq, batch[i].seq, 1);
                 i += 1;
@@ -313,17 +438,20 @@ impl Sender {
                     i = end;
                     if processed.last_flush.elapsed() >= FLUSH_EVERY {
                         self.flush(processed).await;
+                        if processed.unrecorded.is_some() {
+                            return Pass::Interrupted;
+                        }
                     }
                 }
                 Err(e) => {
                     self.health.failed(endpoint, &e).await;
                     self.integration.note_failure(&e.message);
-                    if let Err(se) = self
-                        .store
-                        .record_failure(name, first, last, &e.message)
-                        .await
-                    {
-                        tracing::error!("cannot record a failed delivery: {se}");
+                    let record_failure =
+                        || self.store.record_failure(name, first, last, &e.message);
+                    if let Err(se) = record_failure().await {
+                        if !self.record(token, se, record_failure).await {
+                            return Pass::Interrupted;
+                        }
                     }
                     // A failure for good: rejected, or intermittent with
                     // auto-resolve off or its retry limit reached.
@@ -349,13 +477,14 @@ impl Sender {
                             *single_until = last;
                             return Pass::Retry(Duration::ZERO);
                         }
-                        if let Err(se) = self
-                            .store
-                            .settle(name, first, TxState::Error, Some(e.message.clone()))
-                            .await
-                        {
-                            tracing::error!("cannot settle a transaction: {se}");
-                            return Pass::Retry(Duration::from_secs(1));
+                        let settle = || {
+                            self.store
+                                .settle(name, first, TxState::Error, Some(e.message.clone()))
+                        };
+                        if let Err(se) = settle().await {
+                            if !self.record(token, se, settle).await {
+                                return Pass::Interrupted;
+                            }
                         }
                         done(processed, first, first, 1);
                         self.metrics.failed.increment(1);

@@ -4,6 +4,11 @@
 //! # Invariants
 //! - Start and stop are serialised by the site's control lock; a second
 //!   request waits, then meets the new state and is refused with 409.
+//! - A start or a stop is stored first, in one transaction with its holds
+//!   and its audit entry, and only then carried out (workers started or
+//!   halted, state and holds in memory). If the store refuses it (a full
+//!   disk), nothing changes: the site goes on exactly as before, now and
+//!   after a restart.
 //! - Workers log their start before the site logs `Site X started
 //!   successfully!`, and their stop before `Site X stopped successfully!`.
 //! - Stopping cancels every worker: runs in progress halt at their next page
@@ -40,6 +45,35 @@ pub struct EndpointTest {
     pub latency_ms: f64,
     /// What it answered, or why it could not be reached.
     pub detail: String,
+}
+
+/// An audit entry made now.
+fn audit_entry(
+    actor: &str,
+    action: &str,
+    subject: &str,
+    reason: Option<&str>,
+    outcome: &str,
+) -> AuditEntry {
+    AuditEntry {
+        id: 0,
+        ts: now_millis(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        subject: subject.to_string(),
+        reason: reason.map(str::to_string),
+        outcome: outcome.to_string(),
+    }
+}
+
+/// A write that may wait for space: `None` if the disk is full (said once,
+/// by the site log), any other error as it is.
+fn tolerate_full<T, E: Into<EngineError>>(written: std::result::Result<T, E>) -> Result<Option<T>> {
+    match written.map_err(Into::into) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.is_disk_full() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// How long a stop waits for workers to end before abandoning them.
@@ -120,12 +154,14 @@ impl Site {
         log: Option<Arc<SiteLog>>,
     ) -> Result<Arc<Site>> {
         let log = log.unwrap_or_else(|| {
-            Arc::new(SiteLog::open(
+            let log = Arc::new(SiteLog::open(
                 &config.name,
                 config.log_level,
                 store.clone(),
                 &config.log_file,
-            ))
+            ));
+            log.follow_space();
+            log
         });
         let endpoints = config
             .endpoints
@@ -183,8 +219,13 @@ impl Site {
 
     /// Brings the site up as it was last left: stopped stays stopped,
     /// anything else (or never seen) starts.
+    ///
+    /// On a full disk it still comes up as it was left: what it would only
+    /// tidy in the store (runs cut off, the start's audit entry) waits for
+    /// space; nothing it needs is missing, since a stop is stored with its
+    /// holds.
     pub async fn restore(self: &Arc<Self>) -> Result<()> {
-        let abandoned = self.store.close_abandoned_runs().await?;
+        let abandoned = tolerate_full(self.store.close_abandoned_runs().await)?.unwrap_or(0);
         if abandoned > 0 {
             self.log
                 .write(
@@ -196,9 +237,11 @@ impl Site {
         for (_, flow) in self.flows() {
             let record = self.store.flow(&flow.name).await?;
             if let FlowStatus::Running(_) = record.status {
-                self.store
-                    .set_flow_status(&flow.name, FlowStatus::Done(RunResult::Halted))
-                    .await?;
+                tolerate_full(
+                    self.store
+                        .set_flow_status(&flow.name, FlowStatus::Done(RunResult::Halted))
+                        .await,
+                )?;
             }
         }
         match self.store.site_state().await? {
@@ -208,13 +251,25 @@ impl Site {
                     .last_stop
                     .map(|s| s.reason)
                     .unwrap_or_default();
-                self.hold_all(&Hold {
+                let hold = Hold {
                     kind: HoldKind::SiteStopped,
                     by: "sluice".into(),
                     since: now_millis(),
                     reason: reason.clone(),
-                })
-                .await?;
+                };
+                // Stored with the stop; placed here only for a data file
+                // written before that was so.
+                for integration in self.integrations.values() {
+                    let held = integration
+                        .record()
+                        .holds
+                        .iter()
+                        .any(|h| h.kind == HoldKind::SiteStopped);
+                    if !held && tolerate_full(integration.place_hold(hold.clone()).await)?.is_none()
+                    {
+                        integration.hold_placed(hold.clone());
+                    }
+                }
                 self.log
                     .write(
                         level::INFO,
@@ -223,7 +278,7 @@ impl Site {
                     .await;
                 Ok(())
             }
-            _ => self.start("sluice").await,
+            _ => self.start_as("sluice", true).await,
         }
     }
 
@@ -296,6 +351,9 @@ impl Site {
         })
     }
 
+    /// Appends to the audit trail. Best effort: on a full disk the entry is
+    /// lost (the full disk is said once, by the site log); a change that
+    /// must be audited stores its entry with the change itself.
     pub async fn audit(
         &self,
         actor: &str,
@@ -304,17 +362,11 @@ impl Site {
         reason: Option<&str>,
         outcome: &str,
     ) {
-        let entry = AuditEntry {
-            id: 0,
-            ts: now_millis(),
-            actor: actor.to_string(),
-            action: action.to_string(),
-            subject: subject.to_string(),
-            reason: reason.map(str::to_string),
-            outcome: outcome.to_string(),
-        };
-        if let Err(e) = self.store.append_audit(entry).await {
-            tracing::error!(site = %self.name, "cannot write the audit trail: {e}");
+        let entry = audit_entry(actor, action, subject, reason, outcome);
+        match self.store.append_audit(entry).await {
+            Ok(_) => {}
+            Err(e) if e.is_disk_full() => {}
+            Err(e) => tracing::error!(site = %self.name, "cannot write the audit trail: {e}"),
         }
     }
 
@@ -338,41 +390,29 @@ impl Site {
         Err(refusal.into())
     }
 
-    async fn hold_all(&self, hold: &Hold) -> Result<()> {
-        for integration in self.integrations.values() {
-            integration.place_hold(hold.clone()).await?;
-        }
-        Ok(())
-    }
-
     // ----- start and stop -----
 
     pub async fn start(self: &Arc<Self>, actor: &str) -> Result<()> {
+        self.start_as(actor, false).await
+    }
+
+    /// A start; `restoring` at the daemon's start, for a site left running:
+    /// it then runs even if the start cannot be recorded (the store says
+    /// running already).
+    async fn start_as(self: &Arc<Self>, actor: &str, restoring: bool) -> Result<()> {
         let mut workers = self.workers.lock().await;
         if let Err(refusal) = self.state().apply(&SiteEvent::Start) {
             return self
                 .refused(actor, "site.start", &self.name, None, refusal)
                 .await;
         }
-        self.set_state(SiteState::Starting, None);
-        match self.bring_up(&mut workers).await {
-            Ok(()) => {
-                self.set_state(SiteState::Running, None);
-                self.log
-                    .write(
-                        level::INFO,
-                        format!("Site {} started successfully!", self.name),
-                    )
-                    .await;
-                self.audit(actor, "site.start", &self.name, None, "ok")
-                    .await;
-                Ok(())
-            }
+        // Stored first, with its audit entry; carried out only then.
+        let audit = audit_entry(actor, "site.start", &self.name, None, "ok");
+        let discarded = match self.store.set_site_running(audit).await {
+            Ok(discarded) => discarded,
+            Err(e) if restoring && e.is_disk_full() => Vec::new(),
             Err(e) => {
-                if let Some(w) = workers.take() {
-                    self.halt(w).await;
-                }
-                self.set_state(SiteState::Stopped, None);
+                let e = EngineError::from(e);
                 self.log
                     .write(
                         level::ERROR,
@@ -387,13 +427,29 @@ impl Site {
                     &format!("failed: {e}"),
                 )
                 .await;
-                Err(e)
+                return Err(e);
             }
-        }
+        };
+        self.set_state(SiteState::Starting, None);
+        self.bring_up(&mut workers, discarded).await;
+        self.set_state(SiteState::Running, None);
+        self.log
+            .write(
+                level::INFO,
+                format!("Site {} started successfully!", self.name),
+            )
+            .await;
+        Ok(())
     }
 
-    async fn bring_up(self: &Arc<Self>, workers: &mut Option<Workers>) -> Result<()> {
-        for (flow, status) in self.store.reset_flow_statuses().await? {
+    /// Carries out a start that is stored: the flows' discarded requests
+    /// are logged, the holds lifted, the workers started.
+    async fn bring_up(
+        self: &Arc<Self>,
+        workers: &mut Option<Workers>,
+        discarded: Vec<(String, FlowStatus)>,
+    ) {
+        for (flow, status) in discarded {
             self.log
                 .write(
                     level::INFO,
@@ -409,11 +465,9 @@ impl Site {
                 .await;
         }
         for integration in self.integrations.values() {
-            integration.lift_hold(HoldKind::SiteStopped).await?;
+            integration.hold_lifted(HoldKind::SiteStopped);
         }
-        self.store.set_site_state(SiteState::Running).await?;
         *workers = Some(self.spawn_workers().await);
-        Ok(())
     }
 
     /// Starts the four workers of seed 000 and waits until each has logged
@@ -464,6 +518,38 @@ impl Site {
                 .await;
         }
         let reason = reason.trim();
+        let hold = Hold {
+            kind: HoldKind::SiteStopped,
+            by: actor.to_string(),
+            since: now_millis(),
+            reason: reason.to_string(),
+        };
+        // Stored first, in one transaction with its holds and its audit
+        // entry; carried out only then. Refused, the site runs on as before.
+        let audit = audit_entry(actor, "site.stop", &self.name, Some(reason), "ok");
+        let names = self.integrations.keys().cloned().collect();
+        if let Err(e) = self
+            .store
+            .set_site_stopped(hold.clone(), names, audit)
+            .await
+        {
+            let e = EngineError::from(e);
+            self.log
+                .write(
+                    level::ERROR,
+                    format!("Site {} not stopped ({actor}): {e}", self.name),
+                )
+                .await;
+            self.audit(
+                actor,
+                "site.stop",
+                &self.name,
+                Some(reason),
+                &format!("refused: {e}"),
+            )
+            .await;
+            return Err(e);
+        }
         self.set_state(SiteState::Stopping, None);
         self.log
             .write(
@@ -471,35 +557,18 @@ impl Site {
                 format!("Stopping site {} ({actor}): {reason}", self.name),
             )
             .await;
-        let held = self
-            .hold_all(&Hold {
-                kind: HoldKind::SiteStopped,
-                by: actor.to_string(),
-                since: now_millis(),
-                reason: reason.to_string(),
-            })
-            .await;
+        for integration in self.integrations.values() {
+            integration.hold_placed(hold.clone());
+        }
         if let Some(w) = workers.take() {
             self.halt(w).await;
         }
-        let stored = self.store.set_site_state(SiteState::Stopped).await;
         let stop = StopInfo {
             reason: reason.to_string(),
             by: actor.to_string(),
-            at: now_millis(),
+            at: hold.since,
         };
         self.set_state(SiteState::Stopped, Some(stop));
-        if let Err(e) = held.and(stored.map_err(EngineError::from)) {
-            self.audit(
-                actor,
-                "site.stop",
-                &self.name,
-                Some(reason),
-                &format!("failed: {e}"),
-            )
-            .await;
-            return Err(e);
-        }
         self.log
             .write(
                 level::INFO,
@@ -507,8 +576,6 @@ impl Site {
             )
             .await;
         self.log.write(level::INFO, "=====").await;
-        self.audit(actor, "site.stop", &self.name, Some(reason), "ok")
-            .await;
         Ok(())
     }
 
@@ -570,28 +637,31 @@ impl Site {
             Ok(next) => next,
             Err(refusal) => return self.refused(actor, action, &subject, None, refusal).await,
         };
-        if site_running {
-            let trigger = self
-                .trigger
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let sent = match trigger {
-                Some(tx) => tx
-                    .try_send(RunRequest {
-                        flow: flow.to_string(),
-                        mode,
-                    })
-                    .is_ok(),
-                None => false,
-            };
-            if !sent {
-                let refusal =
-                    Refusal::Conflict("the site is busy stopping or starting; try again".into());
-                return self.refused(actor, action, &subject, None, refusal).await;
-            }
+        let trigger = self
+            .trigger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // A place in the Trigger's queue is taken before the status is
+        // stored, and the request sent only after: a request the store
+        // refuses (a full disk) is not run.
+        let permit = match (&trigger, site_running) {
+            (_, false) => None,
+            (Some(tx), true) => tx.try_reserve().ok(),
+            (None, true) => None,
+        };
+        if site_running && permit.is_none() {
+            let refusal =
+                Refusal::Conflict("the site is busy stopping or starting; try again".into());
+            return self.refused(actor, action, &subject, None, refusal).await;
         }
         self.store.set_flow_status(flow, next).await?;
+        if let Some(permit) = permit {
+            permit.send(RunRequest {
+                flow: flow.to_string(),
+                mode,
+            });
+        }
         if !site_running {
             self.log
                 .write(

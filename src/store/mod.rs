@@ -20,11 +20,22 @@
 //!   idempotency key. Acks are applied in the order they are called.
 //! - **Memory.** The queue lives on disk; nothing here holds it in memory, so
 //!   memory does not grow with queue length.
+//! - **A full disk.** A write that fails for lack of space is
+//!   [`StoreError::Full`] and leaves nothing behind: the store is as if it
+//!   had not been asked. The same write succeeds once space is freed.
+//!   [`Store::space`] tells when the disk became full and when writes went
+//!   through again, so that it is said once, not at every failed write.
+//! - **Operators' changes are audited in the same transaction.** A site's
+//!   start or stop and an integration's state change are stored together
+//!   with their audit entry: both, or neither.
 
 pub mod sqlite;
 
+use std::path::PathBuf;
+
 use async_trait::async_trait;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::model::{
     FlowStatus, Hold, HoldKind, IntegrationState, Millis, RunMode, RunResult, SiteState, TxState,
@@ -42,9 +53,55 @@ pub enum StoreError {
     Closed,
     #[error("store: {0}")]
     Corrupt(String),
+    /// The disk holding the data file is full (or its quota is used up):
+    /// the write was not taken and nothing of it is stored. The same write
+    /// succeeds once space is freed.
+    #[error("the disk holding {} is full", file.display())]
+    Full { file: PathBuf },
+}
+
+impl StoreError {
+    /// Whether the write failed for lack of space, and nothing else.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Full { .. })
+    }
+}
+
+/// Whether an SQLite error means the disk is full (`SQLITE_FULL`: SQLite
+/// maps a write's `ENOSPC` to it).
+pub fn sqlite_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+/// Whether an I/O error means the disk is full (`ENOSPC`, `EDQUOT`).
+pub fn io_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What the writes of a data file last found of its disk. It changes only
+/// when that changes: to `Full` at the first write refused for lack of
+/// space, to `Recovered` at the first write that goes through after that.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Space {
+    /// Writes go through (or none was tried yet).
+    #[default]
+    Writable,
+    /// Writes are refused for lack of space, since `since`.
+    Full { file: PathBuf, since: Millis },
+    /// Writes go through again, at `until`, after the disk was full from
+    /// `since`; `refused` writes were refused meanwhile.
+    Recovered {
+        file: PathBuf,
+        since: Millis,
+        until: Millis,
+        refused: u64,
+    },
+}
 
 /// One record captured from a source, not yet queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,19 +201,33 @@ pub trait Store: Send + Sync + 'static {
     // ----- site -----
     /// The state the site was last left in; `None` if it never ran.
     async fn site_state(&self) -> Result<Option<SiteState>>;
-    async fn set_site_state(&self, state: SiteState) -> Result<()>;
+    /// Records a stop, in one transaction: the site's state Stopped,
+    /// `hold` (the `site-stopped` hold) on each of `integrations`, and
+    /// `audit`.
+    async fn set_site_stopped(
+        &self,
+        hold: Hold,
+        integrations: Vec<String>,
+        audit: AuditEntry,
+    ) -> Result<()>;
+    /// Records a start, in one transaction: the site's state Running, every
+    /// `site-stopped` hold removed, every flow's status blank, and `audit`.
+    /// Returns the flows that had a pending request, which is thereby
+    /// discarded.
+    async fn set_site_running(&self, audit: AuditEntry) -> Result<Vec<(String, FlowStatus)>>;
 
     // ----- integrations -----
     /// `None` for an integration never seen before.
     async fn integration(&self, name: &str) -> Result<Option<IntegrationRecord>>;
     /// Sets the lifecycle state; with `Paused` the `operator` hold `hold` is
-    /// added, with any other state the `operator` hold is removed, in the same
-    /// transaction.
+    /// added, with any other state the `operator` hold is removed, and
+    /// `audit` (a person's change) is appended, all in the same transaction.
     async fn set_integration_state(
         &self,
         name: &str,
         state: IntegrationState,
         hold: Option<Hold>,
+        audit: Option<AuditEntry>,
     ) -> Result<()>;
     /// Adds (or replaces) the hold of that kind.
     async fn add_hold(&self, integration: &str, hold: Hold) -> Result<()>;
@@ -167,9 +238,6 @@ pub trait Store: Send + Sync + 'static {
     /// `FlowStatus::Blank` and no checkpoint for a flow never seen before.
     async fn flow(&self, flow: &str) -> Result<FlowRecord>;
     async fn set_flow_status(&self, flow: &str, status: FlowStatus) -> Result<()>;
-    /// Sets every flow's status to blank (a site start); returns the flows that
-    /// had a pending request, which is thereby discarded.
-    async fn reset_flow_statuses(&self) -> Result<Vec<(String, FlowStatus)>>;
 
     // ----- the queue -----
     /// Queues `records` at the end of the integration's queue, in order, and
@@ -257,4 +325,8 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: AuditEntry) -> Result<i64>;
     /// Audit entries, newest first.
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+
+    // ----- the disk -----
+    /// Follows what writes find of the disk: full, or writable (again).
+    fn space(&self) -> watch::Receiver<Space>;
 }

@@ -59,6 +59,14 @@
 //! - **Bad data.** Nothing read from the file is trusted: an unknown state,
 //!   a wrong type or an impossible count is [`StoreError::Corrupt`], never
 //!   a panic.
+//! - **A full disk.** `SQLITE_FULL` (SQLite's name for a write's `ENOSPC`)
+//!   is [`StoreError::Full`], naming the file. SQLite undoes the failed
+//!   statement, or the whole transaction: either way the writer rolls the
+//!   group back and answers each of its writes `Full`, so nothing of them
+//!   stays. In WAL mode a write may still go through on a full disk while
+//!   the WAL has room it can reuse; that write is then durable like any
+//!   other. The writer publishes what its commits find ([`Space`]): full at
+//!   the first refusal, recovered at the first commit after it.
 
 mod writer;
 
@@ -69,12 +77,12 @@ use std::sync::{mpsc, Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use self::writer::{Counts, Ctx, Msg, Pending};
 use super::{
-    AuditEntry, FlowRecord, IntegrationRecord, LogEntry, NewRecord, QueuedTx, Result, RunRecord,
-    Store, StoreError, TxRecord,
+    io_disk_full, sqlite_disk_full, AuditEntry, FlowRecord, IntegrationRecord, LogEntry, NewRecord,
+    QueuedTx, Result, RunRecord, Space, Store, StoreError, TxRecord,
 };
 use crate::model::{
     now_millis, FlowStatus, Hold, HoldKind, IntegrationState, Millis, RunMode, RunResult,
@@ -136,6 +144,8 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     /// Queued transactions per integration, as of the last commit.
     counts: Counts,
+    /// What the writer's commits last found of the disk.
+    space: watch::Receiver<Space>,
 }
 
 impl SqliteStore {
@@ -144,12 +154,20 @@ impl SqliteStore {
     }
 
     pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore> {
-        crate::data_dir::private_database(path)?;
-        let mut write = Connection::open(path)?;
-        apply_pragmas(&write, &options)?;
+        let file = path.to_path_buf();
+        let in_file = |e| classify(e, &file);
+        crate::data_dir::private_database(path)
+            .map_err(StoreError::from)
+            .map_err(in_file)?;
+        let mut write = Connection::open(path)
+            .map_err(StoreError::from)
+            .map_err(in_file)?;
+        apply_pragmas(&write, &options)
+            .map_err(StoreError::from)
+            .map_err(in_file)?;
         write.set_prepared_statement_cache_capacity(64);
-        migrate(&mut write).map_err(classify)?;
-        let counts = Arc::new(Mutex::new(load_counts(&write).map_err(classify)?));
+        migrate(&mut write).map_err(in_file)?;
+        let counts = Arc::new(Mutex::new(load_counts(&write).map_err(in_file)?));
         let readers = Arc::new(Readers {
             path: path.to_path_buf(),
             options,
@@ -160,14 +178,26 @@ impl SqliteStore {
         readers.put(first);
         let (tx, rx) = mpsc::channel::<Msg>();
         let published = counts.clone();
+        let (space_tx, space) = watch::channel(Space::Writable);
+        let path_buf = path.to_path_buf();
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("site");
         std::thread::Builder::new()
             .name(format!("sluice-store-{name}"))
-            .spawn(move || writer::run(write, rx, published, options.synchronous))?;
+            .spawn(move || {
+                writer::run(
+                    write,
+                    rx,
+                    published,
+                    options.synchronous,
+                    path_buf,
+                    space_tx,
+                )
+            })?;
         Ok(SqliteStore {
             writer: tx,
             readers,
             counts,
+            space,
         })
     }
 
@@ -203,12 +233,11 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let readers = self.readers.clone();
-        tokio::task::spawn_blocking(move || readers.with(f))
+        tokio::task::spawn_blocking(move || readers.with(f).map_err(|e| classify(e, &readers.path)))
             .await
             .map_err(|e| {
                 StoreError::Io(std::io::Error::other(format!("store: a read failed: {e}")))
             })?
-            .map_err(classify)
     }
 }
 
@@ -298,10 +327,17 @@ fn load_counts(conn: &Connection) -> Result<HashMap<String, i64>> {
     Ok(counts)
 }
 
-/// Data that does not fit its column is corruption, not a database error.
-fn classify(e: StoreError) -> StoreError {
+/// Data that does not fit its column is corruption, not a database error;
+/// a disk without space is [`StoreError::Full`], naming `file`.
+fn classify(e: StoreError, file: &Path) -> StoreError {
     use rusqlite::Error as E;
     match e {
+        StoreError::Sqlite(e) if sqlite_disk_full(&e) => StoreError::Full {
+            file: file.to_path_buf(),
+        },
+        StoreError::Io(e) if io_disk_full(&e) => StoreError::Full {
+            file: file.to_path_buf(),
+        },
         StoreError::Sqlite(
             e @ (E::InvalidColumnType(..)
             | E::FromSqlConversionFailure(..)
@@ -421,6 +457,32 @@ fn put_hold(conn: &Connection, integration: &str, hold: &Hold) -> Result<()> {
     Ok(())
 }
 
+fn put_site_state(conn: &Connection, state: SiteState) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO site (id, state, updated_at) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+    )?
+    .execute(params![state.as_str(), now_millis()])?;
+    Ok(())
+}
+
+/// Appends an audit entry; returns its id.
+fn put_audit(conn: &Connection, entry: &AuditEntry) -> Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        entry.ts,
+        entry.actor,
+        entry.action,
+        entry.subject,
+        entry.reason,
+        entry.outcome
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
 fn decode_status(status: &str) -> Result<FlowStatus> {
     FlowStatus::decode(status).ok_or_else(|| corrupt("flow status", status))
 }
@@ -508,15 +570,49 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_site_state(&self, state: SiteState) -> Result<()> {
+    async fn set_site_stopped(
+        &self,
+        hold: Hold,
+        integrations: Vec<String>,
+        audit: AuditEntry,
+    ) -> Result<()> {
         self.write(move |ctx| {
-            ctx.conn
-                .prepare_cached(
-                    "INSERT INTO site (id, state, updated_at) VALUES (1, ?1, ?2)
-                     ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                )?
-                .execute(params![state.as_str(), now_millis()])?;
+            put_site_state(ctx.conn, SiteState::Stopped)?;
+            for name in &integrations {
+                put_hold(ctx.conn, name, &hold)?;
+            }
+            put_audit(ctx.conn, &audit)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn set_site_running(&self, audit: AuditEntry) -> Result<Vec<(String, FlowStatus)>> {
+        self.write(move |ctx| {
+            let mut pending = Vec::new();
+            {
+                let mut stmt = ctx.conn.prepare_cached(
+                    "SELECT name, status FROM flows WHERE status <> '' ORDER BY name",
+                )?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                for row in rows {
+                    let (name, status) = row?;
+                    let status = decode_status(&status)?;
+                    if let FlowStatus::Pending(_) = status {
+                        pending.push((name, status));
+                    }
+                }
+            }
+            ctx.conn
+                .prepare_cached("UPDATE flows SET status = '', updated_at = ?1 WHERE status <> ''")?
+                .execute([now_millis()])?;
+            ctx.conn
+                .prepare_cached("DELETE FROM holds WHERE kind = ?1")?
+                .execute([HoldKind::SiteStopped.as_str()])?;
+            put_site_state(ctx.conn, SiteState::Running)?;
+            put_audit(ctx.conn, &audit)?;
+            Ok(pending)
         })
         .await
     }
@@ -545,6 +641,7 @@ impl Store for SqliteStore {
         name: &str,
         state: IntegrationState,
         hold: Option<Hold>,
+        audit: Option<AuditEntry>,
     ) -> Result<()> {
         let name = name.to_string();
         self.write(move |ctx| {
@@ -562,6 +659,9 @@ impl Store for SqliteStore {
                     conn.prepare_cached("DELETE FROM holds WHERE integration = ?1 AND kind = ?2")?
                         .execute(params![name, HoldKind::Operator.as_str()])?;
                 }
+            }
+            if let Some(audit) = audit {
+                put_audit(conn, &audit)?;
             }
             Ok(())
         })
@@ -617,31 +717,6 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![flow, status.encode(), now_millis()])?;
             Ok(())
-        })
-        .await
-    }
-
-    async fn reset_flow_statuses(&self) -> Result<Vec<(String, FlowStatus)>> {
-        self.write(|ctx| {
-            let mut pending = Vec::new();
-            {
-                let mut stmt = ctx.conn.prepare_cached(
-                    "SELECT name, status FROM flows WHERE status <> '' ORDER BY name",
-                )?;
-                let rows =
-                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-                for row in rows {
-                    let (name, status) = row?;
-                    let status = decode_status(&status)?;
-                    if let FlowStatus::Pending(_) = status {
-                        pending.push((name, status));
-                    }
-                }
-            }
-            ctx.conn
-                .prepare_cached("UPDATE flows SET status = '', updated_at = ?1 WHERE status <> ''")?
-                .execute([now_millis()])?;
-            Ok(pending)
         })
         .await
     }
@@ -1037,23 +1112,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, entry: AuditEntry) -> Result<i64> {
-        self.write(move |ctx| {
-            ctx.conn
-                .prepare_cached(
-                    "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
-                    entry.ts,
-                    entry.actor,
-                    entry.action,
-                    entry.subject,
-                    entry.reason,
-                    entry.outcome
-                ])?;
-            Ok(ctx.conn.last_insert_rowid())
-        })
-        .await
+        self.write(move |ctx| put_audit(ctx.conn, &entry)).await
     }
 
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
@@ -1066,6 +1125,10 @@ impl Store for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+
+    fn space(&self) -> watch::Receiver<Space> {
+        self.space.clone()
     }
 }
 
@@ -1089,6 +1152,18 @@ mod tests {
             by: "ann".into(),
             since: 7,
             reason: "why".into(),
+        }
+    }
+
+    fn entry(action: &str) -> AuditEntry {
+        AuditEntry {
+            id: 0,
+            ts: 1,
+            actor: "ann".into(),
+            action: action.into(),
+            subject: "LIVE".into(),
+            reason: None,
+            outcome: "ok".into(),
         }
     }
 
@@ -1120,11 +1195,19 @@ mod tests {
             let s = SqliteStore::open(&path).unwrap();
             assert_eq!(s.site_state().await.unwrap(), None);
             assert_eq!(s.integration("a").await.unwrap(), None);
-            s.set_site_state(SiteState::Stopped).await.unwrap();
+            // A stop: the state, its holds and its audit entry together.
+            s.set_site_stopped(
+                hold(HoldKind::SiteStopped),
+                vec!["a".into()],
+                entry("site.stop"),
+            )
+            .await
+            .unwrap();
             s.set_integration_state(
                 "a",
                 IntegrationState::Paused,
                 Some(hold(HoldKind::Operator)),
+                Some(entry("integration.pause")),
             )
             .await
             .unwrap();
@@ -1144,6 +1227,14 @@ mod tests {
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.site_state().await.unwrap(), Some(SiteState::Stopped));
+        let actions: Vec<_> = s
+            .audit(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+        assert_eq!(actions, ["integration.pause", "site.stop"]);
         let a = s.integration("a").await.unwrap().unwrap();
         assert_eq!(a.state, IntegrationState::Paused);
         let kinds: Vec<_> = a.holds.iter().map(|h| h.kind).collect();
@@ -1170,12 +1261,12 @@ mod tests {
         );
         assert_eq!(s.enqueue("a", "f", vec![], None, None).await.unwrap(), None);
         // Paused again without a hold keeps the person's hold.
-        s.set_integration_state("a", IntegrationState::Paused, None)
+        s.set_integration_state("a", IntegrationState::Paused, None, None)
             .await
             .unwrap();
         assert_eq!(s.integration("a").await.unwrap().unwrap().holds.len(), 2);
         // Resuming removes the operator hold, not the system's.
-        s.set_integration_state("a", IntegrationState::Active, None)
+        s.set_integration_state("a", IntegrationState::Active, None, None)
             .await
             .unwrap();
         let a = s.integration("a").await.unwrap().unwrap();
@@ -1184,16 +1275,24 @@ mod tests {
         assert_eq!(a.holds[0].kind, HoldKind::SiteStopped);
         assert!(s.remove_hold("a", HoldKind::SiteStopped).await.unwrap());
         assert!(!s.remove_hold("a", HoldKind::SiteStopped).await.unwrap());
-        // Pending requests are returned (and discarded); every status is
-        // blanked, Running ones too, but those are not returned.
-        let pending = s.reset_flow_statuses().await.unwrap();
+        s.add_hold("a", hold(HoldKind::SiteStopped)).await.unwrap();
+        // A start: Running, the site's holds gone, its audit entry; pending
+        // requests are returned (and discarded); every status is blanked,
+        // Running ones too, but those are not returned.
+        let pending = s.set_site_running(entry("site.start")).await.unwrap();
         assert_eq!(
             pending,
             vec![("f".to_string(), FlowStatus::Pending(RunMode::Changed))]
         );
+        assert_eq!(s.site_state().await.unwrap(), Some(SiteState::Running));
+        assert!(s.integration("a").await.unwrap().unwrap().holds.is_empty());
+        assert_eq!(s.audit(1).await.unwrap()[0].action, "site.start");
         assert_eq!(s.flow("f").await.unwrap().status, FlowStatus::Blank);
         assert_eq!(s.flow("g").await.unwrap().status, FlowStatus::Blank);
-        assert_eq!(s.reset_flow_statuses().await.unwrap(), vec![]);
+        assert_eq!(
+            s.set_site_running(entry("site.start")).await.unwrap(),
+            vec![]
+        );
         // The checkpoint is not touched by the reset.
         assert_eq!(
             s.flow("f").await.unwrap().checkpoint.as_deref(),
@@ -1386,6 +1485,88 @@ mod tests {
         );
         assert_eq!(s.queued_count("a").await.unwrap(), 1333);
         assert_eq!(bookkeeping(&s, "a").await, Some((1333, 1333, 0)));
+    }
+
+    /// Caps the file at its current size: from then on SQLite answers a
+    /// write that needs another page `SQLITE_FULL`, as on a full disk.
+    async fn cap(s: &SqliteStore, extra_pages: i64) {
+        s.write(move |ctx| {
+            let pages: i64 = ctx
+                .conn
+                .pragma_query_value(None, "page_count", |r| r.get(0))?;
+            ctx.conn
+                .pragma_update(None, "max_page_count", pages + extra_pages)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_refuses_a_write_whole_and_is_told_at_its_start_and_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let s = SqliteStore::open(&path).unwrap();
+        s.enqueue("a", "f", records(0, 2), Some("2".into()), None)
+            .await
+            .unwrap();
+        let mut space = s.space();
+        assert_eq!(*space.borrow_and_update(), Space::Writable);
+        cap(&s, 0).await;
+        let big = |from| {
+            (from..from + 200)
+                .map(|i| NewRecord {
+                    key: Some(format!("k{i}")),
+                    payload: format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(500)),
+                })
+                .collect::<Vec<_>>()
+        };
+        let got = s.enqueue("a", "f", big(2), Some("lost".into()), None).await;
+        match got {
+            Err(StoreError::Full { file }) => assert_eq!(file, path),
+            other => panic!("{other:?}"),
+        }
+        // Told once, at the first refusal.
+        assert!(space.has_changed().unwrap());
+        assert!(
+            matches!(*space.borrow_and_update(), Space::Full { ref file, .. } if *file == path)
+        );
+        // A stop that needs space is refused whole: no state, no hold, no
+        // audit entry.
+        let hold = Hold {
+            reason: "x".repeat(20_000),
+            ..hold(HoldKind::SiteStopped)
+        };
+        let got = s
+            .set_site_stopped(hold, vec!["a".into()], entry("site.stop"))
+            .await;
+        assert!(matches!(got, Err(StoreError::Full { .. })), "{got:?}");
+        assert_eq!(s.site_state().await.unwrap(), None);
+        assert!(s.audit(10).await.unwrap().is_empty());
+        assert_eq!(s.integration("a").await.unwrap(), None);
+        assert!(!space.has_changed().unwrap(), "said once, not per refusal");
+        // Nothing of the refused writes stays.
+        assert_eq!(s.queued_count("a").await.unwrap(), 2);
+        assert_eq!(seqs(&s.next_batch("a", 0, 1000).await.unwrap()), [1, 2]);
+        assert_eq!(s.flow("f").await.unwrap().checkpoint.as_deref(), Some("2"));
+        assert_eq!(bookkeeping(&s, "a").await, Some((2, 2, 0)));
+
+        // Space again: the same write goes through, and that is told once.
+        cap(&s, 10_000).await;
+        match &*space.borrow_and_update() {
+            Space::Recovered { file, refused, .. } => {
+                assert_eq!(file, &path);
+                assert_eq!(*refused, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s.enqueue("a", "f", big(2), Some("202".into()), None)
+                .await
+                .unwrap(),
+            Some((3, 202))
+        );
+        assert!(!space.has_changed().unwrap());
     }
 
     #[tokio::test]
@@ -1662,7 +1843,7 @@ mod tests {
         corrupt(s.site_state().await);
         corrupt(s.integration("a").await);
         corrupt(s.flow("f").await);
-        corrupt(s.reset_flow_statuses().await);
+        corrupt(s.set_site_running(entry("site.start")).await);
         corrupt(s.runs("f", 10).await);
         corrupt(s.log(0, None, 255, 10).await);
         corrupt(s.transaction("a", 1).await);

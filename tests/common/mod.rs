@@ -32,6 +32,9 @@ pub struct Daemon {
     options: Options,
     child: Option<Child>,
     http: reqwest::Client,
+    /// What this process wrote to its stderr (its tracing output, at
+    /// `SLUICE_LOG=warn`), line by line; also passed on to the test's.
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 /// How a test starts the daemon, beyond its configuration.
@@ -101,19 +104,31 @@ impl Daemon {
                 .open(dir.join(name))
                 .unwrap()
         };
-        let stderr = if options.capture {
-            Stdio::from(append("daemon.stderr"))
-        } else {
-            Stdio::inherit()
-        };
         let mut child = cmd
             .env("SLUICE_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(stderr)
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the sluice binary starts");
         let stdout = child.stdout.take().unwrap();
         let mut kept = options.capture.then(|| append("daemon.stdout"));
+        // Standard error: echoed (shown when a test fails), kept in memory
+        // for `stderr()`, and with `capture` in `daemon.stderr`.
+        let stderr_pipe = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let kept_err = stderr.clone();
+        let mut err_file = options.capture.then(|| append("daemon.stderr"));
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                if let Some(file) = err_file.as_mut() {
+                    writeln!(file, "{line}").unwrap();
+                }
+                kept_err.lock().unwrap().push(line);
+            }
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::Write;
@@ -154,7 +169,14 @@ impl Daemon {
             options,
             child: Some(child),
             http: http.build().unwrap(),
+            stderr,
         }
+    }
+
+    /// The lines this process wrote to its stderr so far (a restart starts
+    /// a new process, with none).
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Everything the daemon printed so far (with [`Options::capture`]):

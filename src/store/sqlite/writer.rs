@@ -13,16 +13,26 @@
 //! transaction as the change it accounts for. A write that fails drops what
 //! it loaded from the cache; a commit that fails drops the whole cache, so
 //! the cache never holds anything the file does not.
+//!
+//! A disk without space fails a write's statement or, more often, the
+//! commit (the WAL cannot grow). SQLite may then have rolled the whole
+//! transaction back by itself; either way every write of the group is
+//! answered [`StoreError::Full`] and nothing of the group stays. The writer
+//! publishes the change when it happens (the first refusal, the first
+//! commit after them) as [`Space`], and says nothing itself: the site log
+//! says it, once.
 
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::{classify, Synchronous};
-use crate::store::{Result, StoreError};
+use crate::model::{now_millis, Millis};
+use crate::store::{Result, Space, StoreError};
 
 /// Largest number of writes committed together: bounds a group's latency
 /// and the size of its transaction.
@@ -46,6 +56,8 @@ pub(super) trait Job: Send {
     /// Runs the write inside the open transaction; `false` if it failed (its
     /// savepoint is then rolled back).
     fn run(&mut self, ctx: &mut Ctx<'_>) -> bool;
+    /// Its own error, if it failed.
+    fn failure(&self) -> Option<StoreError>;
     /// Answers the caller once its transaction ended: `Ok` if it committed.
     fn answer(self: Box<Self>, ended: Result<()>);
 }
@@ -85,7 +97,7 @@ where
         // A bug in one write must not take the writer thread (and with it
         // every later write) down.
         let result = match panic::catch_unwind(AssertUnwindSafe(|| work(ctx))) {
-            Ok(result) => result.map_err(classify),
+            Ok(result) => result.map_err(|e| classify(e, ctx.file)),
             Err(_) => Err(StoreError::Io(std::io::Error::other(
                 "store: a write panicked; it was undone",
             ))),
@@ -93,6 +105,13 @@ where
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn failure(&self) -> Option<StoreError> {
+        match &self.result {
+            Some(Err(e)) => Some(replicate(e)),
+            _ => None,
+        }
     }
 
     fn answer(self: Box<Self>, ended: Result<()>) {
@@ -123,6 +142,8 @@ pub(super) struct Queue {
 /// transaction and the write's savepoint, and the queues' bookkeeping.
 pub(super) struct Ctx<'a> {
     pub conn: &'a Connection,
+    /// The data file, for errors that name it.
+    file: &'a Path,
     queues: &'a mut HashMap<String, Queue>,
     /// Integrations whose bookkeeping this write loaded or changed.
     touched: Vec<String>,
@@ -224,13 +245,23 @@ fn load_queue(conn: &Connection, integration: &str) -> Result<Queue> {
 }
 
 /// The writer thread's body: runs until every sender is gone.
-pub(super) fn run(conn: Connection, jobs: mpsc::Receiver<Msg>, counts: Counts, sync: Synchronous) {
+pub(super) fn run(
+    conn: Connection,
+    jobs: mpsc::Receiver<Msg>,
+    counts: Counts,
+    sync: Synchronous,
+    file: PathBuf,
+    space: watch::Sender<Space>,
+) {
     let mut writer = Writer {
         conn,
         counts,
         queues: HashMap::new(),
         full: sync == Synchronous::Full,
         syncing_fully: sync == Synchronous::Full,
+        file,
+        space,
+        out_of_space: None,
     };
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
     while let Ok(msg) = jobs.recv() {
@@ -258,6 +289,11 @@ struct Writer {
     full: bool,
     /// What the connection is set to now.
     syncing_fully: bool,
+    file: PathBuf,
+    /// Published at each change of `out_of_space`.
+    space: watch::Sender<Space>,
+    /// Since when writes have been refused for lack of space, and how many.
+    out_of_space: Option<(Millis, u64)>,
 }
 
 impl Writer {
@@ -274,7 +310,10 @@ impl Writer {
             }
         }
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            let e = StoreError::from(e);
+            let e = classify(StoreError::from(e), &self.file);
+            if e.is_disk_full() {
+                self.note_space(group.len());
+            }
             for job in group.drain(..) {
                 job.answer(Err(replicate(&e)));
             }
@@ -289,6 +328,7 @@ impl Writer {
             }
             let mut ctx = Ctx {
                 conn: &self.conn,
+                file: &self.file,
                 queues: &mut self.queues,
                 touched: Vec::new(),
             };
@@ -296,6 +336,15 @@ impl Writer {
             let touched = ctx.touched;
             let end = if ok {
                 self.exec("RELEASE job")
+            } else if self.conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (it may, on
+                // SQLITE_FULL or an I/O error): the group ends with the
+                // write's own error.
+                Err(job.failure().unwrap_or_else(|| {
+                    StoreError::Io(std::io::Error::other(
+                        "store: the transaction was rolled back",
+                    ))
+                }))
             } else {
                 for t in &touched {
                     self.queues.remove(t);
@@ -325,12 +374,29 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!("store: a group of writes was rolled back: {e}");
-                if let Err(e) = self.exec("ROLLBACK") {
-                    tracing::error!("store: cannot roll back: {e}");
+                // A full disk is said once, by whoever follows `space`.
+                if !e.is_disk_full() {
+                    tracing::error!("store: a group of writes was rolled back: {e}");
+                }
+                if !self.conn.is_autocommit() {
+                    if let Err(e) = self.exec("ROLLBACK") {
+                        tracing::error!("store: cannot roll back: {e}");
+                    }
                 }
                 self.queues.clear();
             }
+        }
+        let refused = match &ended {
+            Err(e) if e.is_disk_full() => group.len(),
+            _ => group
+                .iter()
+                .filter(|j| j.failure().is_some_and(|e| e.is_disk_full()))
+                .count(),
+        };
+        if refused > 0 {
+            self.note_space(refused);
+        } else if ended.is_ok() {
+            self.note_writable();
         }
         // A write that failed on its own answers with its own error.
         for job in group.drain(..) {
@@ -342,8 +408,40 @@ impl Writer {
     }
 
     fn exec(&self, sql: &str) -> Result<()> {
-        self.conn.prepare_cached(sql)?.execute([])?;
-        Ok(())
+        let run = || -> Result<()> {
+            self.conn.prepare_cached(sql)?.execute([])?;
+            Ok(())
+        };
+        run().map_err(|e| classify(e, &self.file))
+    }
+
+    /// `refused` writes were refused for lack of space: the disk is full
+    /// (from now, if it was not already).
+    fn note_space(&mut self, refused: usize) {
+        let refused = refused as u64;
+        match &mut self.out_of_space {
+            Some((_, n)) => *n += refused,
+            None => {
+                let since = now_millis();
+                self.out_of_space = Some((since, refused));
+                self.space.send_replace(Space::Full {
+                    file: self.file.clone(),
+                    since,
+                });
+            }
+        }
+    }
+
+    /// A commit went through: the disk takes writes (again).
+    fn note_writable(&mut self) {
+        if let Some((since, refused)) = self.out_of_space.take() {
+            self.space.send_replace(Space::Recovered {
+                file: self.file.clone(),
+                since,
+                until: now_millis(),
+                refused,
+            });
+        }
     }
 }
 
@@ -355,6 +453,7 @@ fn replicate(e: &StoreError) -> StoreError {
         }
         StoreError::Closed => StoreError::Closed,
         StoreError::Corrupt(msg) => StoreError::Corrupt(msg.clone()),
+        StoreError::Full { file } => StoreError::Full { file: file.clone() },
         other => StoreError::Io(std::io::Error::other(other.to_string())),
     }
 }
