@@ -32,25 +32,7 @@ async fn a_password_in_an_endpoint_url_is_never_shown_logged_or_stored() {
     let target = Target::start().await;
     target.stop().await;
     let url = format!("http://user:{SECRET}@{}/records", target.addr);
-    let toml = format!(
-        r#"
-[sites.LIVE.endpoints.shop]
-kind = "webhook"
-
-[sites.LIVE.endpoints.crm]
-kind = "http"
-url = "{url}"
-health_path = "/records"
-
-[sites.LIVE.integrations.orders]
-
-[[sites.LIVE.integrations.orders.flows]]
-name = "web"
-source = "shop"
-target = "crm"
-key = "id"
-"#
-    );
+    let toml = webhook_site_with(&url, "", "health_path = \"/records\"");
     let options = Options {
         capture: true,
         ..Options::default()

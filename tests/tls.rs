@@ -55,26 +55,10 @@ fn closed_port() -> u16 {
 
 fn site(crm_url: &str, crm_tls: &str, down_port: u16) -> String {
     format!(
-        r#"
-[sites.LIVE.endpoints.shop]
-kind = "webhook"
-
-[sites.LIVE.endpoints.crm]
-kind = "http"
-url = "{crm_url}"
-{crm_tls}
-
+        r#"{}
 [sites.LIVE.endpoints.down]
 kind = "http"
 url = "http://127.0.0.1:{down_port}/records"
-
-[sites.LIVE.integrations.orders]
-
-[[sites.LIVE.integrations.orders.flows]]
-name = "web"
-source = "shop"
-target = "crm"
-key = "id"
 
 [sites.LIVE.integrations.other]
 
@@ -83,7 +67,8 @@ name = "web2"
 source = "shop"
 target = "down"
 key = "id"
-"#
+"#,
+        webhook_site_with(crm_url, "", crm_tls)
     )
 }
 

@@ -13,27 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A site whose webhook flow `web` (integration `orders`) has these extra
-/// settings, delivering to `target`.
+/// settings, delivering to `target`, under these top-level settings.
 fn site(target: &Target, webhook: &str, top: &str) -> String {
     format!(
-        r#"{top}
-[sites.LIVE.endpoints.shop]
-kind = "webhook"
-{webhook}
-
-[sites.LIVE.endpoints.crm]
-kind = "http"
-url = "{}"
-
-[sites.LIVE.integrations.orders]
-
-[[sites.LIVE.integrations.orders.flows]]
-name = "web"
-source = "shop"
-target = "crm"
-key = "id"
-"#,
-        target.url()
+        "{top}\n{}",
+        common::webhook_site_with(&target.url(), webhook, "")
     )
 }
 

@@ -104,31 +104,34 @@ impl Daemon {
                 .open(dir.join(name))
                 .unwrap()
         };
+        // Standard error: with `capture`, written by the daemon itself into
+        // `daemon.stderr` (so what it wrote before a stdout line is there
+        // when that line is read); else kept in memory for `stderr()` and
+        // echoed (shown when a test fails).
+        let err_to = if options.capture {
+            Stdio::from(append("daemon.stderr"))
+        } else {
+            Stdio::piped()
+        };
         let mut child = cmd
             .env("SLUICE_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(err_to)
             .spawn()
             .expect("the sluice binary starts");
         let stdout = child.stdout.take().unwrap();
         let mut kept = options.capture.then(|| append("daemon.stdout"));
-        // Standard error: echoed (shown when a test fails), kept in memory
-        // for `stderr()`, and with `capture` in `daemon.stderr`.
-        let stderr_pipe = child.stderr.take().unwrap();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let kept_err = stderr.clone();
-        let mut err_file = options.capture.then(|| append("daemon.stderr"));
-        std::thread::spawn(move || {
-            use std::io::Write;
-            for line in BufReader::new(stderr_pipe).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("{line}");
-                if let Some(file) = err_file.as_mut() {
-                    writeln!(file, "{line}").unwrap();
+        if let Some(pipe) = child.stderr.take() {
+            let kept_err = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("{line}");
+                    kept_err.lock().unwrap().push(line);
                 }
-                kept_err.lock().unwrap().push(line);
-            }
-        });
+            });
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::Write;
@@ -174,7 +177,8 @@ impl Daemon {
     }
 
     /// The lines this process wrote to its stderr so far (a restart starts
-    /// a new process, with none).
+    /// a new process, with none); without [`Options::capture`] (with it, see
+    /// [`Daemon::output`]).
     pub fn stderr(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
@@ -627,15 +631,22 @@ async fn receive(
 /// A config with one site `LIVE`: a webhook flow `web` in integration
 /// `orders` to the target.
 pub fn webhook_site(target: &Target, batch: usize) -> String {
+    webhook_site_with(&target.url(), "", &format!("batch = {batch}"))
+}
+
+/// The site of [`webhook_site`] delivering to `url`, with more settings for
+/// its webhook endpoint `shop` and its http endpoint `crm` (TOML lines).
+pub fn webhook_site_with(url: &str, shop: &str, crm: &str) -> String {
     format!(
         r#"
 [sites.LIVE.endpoints.shop]
 kind = "webhook"
+{shop}
 
 [sites.LIVE.endpoints.crm]
 kind = "http"
-url = "{}"
-batch = {batch}
+url = "{url}"
+{crm}
 
 [sites.LIVE.integrations.orders]
 
@@ -644,8 +655,7 @@ name = "web"
 source = "shop"
 target = "crm"
 key = "id"
-"#,
-        target.url()
+"#
     )
 }
 
