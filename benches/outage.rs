@@ -321,7 +321,8 @@ target = "crm"
         // delivery may come after the flapping stopped.
         let arrivals = target.arrivals();
         let mut flap_recover = Vec::new();
-        let mut silent = 0;
+        // The up-windows in which nothing was delivered: how long each was.
+        let mut silent = Vec::new();
         for (i, (up_at, down_at)) in windows.iter().enumerate() {
             let first = arrivals.partition_point(|t| t < up_at);
             match arrivals.get(first) {
@@ -331,7 +332,7 @@ target = "crm"
             }
             let last_window = i + 1 == windows.len();
             if !last_window && arrivals.get(first).is_none_or(|t| t >= down_at) {
-                silent += 1;
+                silent.push(down_at.duration_since(*up_at));
             }
         }
 
@@ -387,8 +388,15 @@ target = "crm"
             ms(fmax)
         );
         println!(
-            "up-windows with nothing delivered: {silent} of {}",
-            flaps.saturating_sub(1)
+            "up-windows with nothing delivered: {} of {}{}",
+            silent.len(),
+            flaps.saturating_sub(1),
+            if silent.is_empty() {
+                String::new()
+            } else {
+                let lengths: Vec<String> = silent.into_iter().map(ms).collect();
+                format!(" (up for {})", lengths.join(", "))
+            }
         );
         println!(
             "{total} records queued, {} of them delivered, in order: {}",
