@@ -9,6 +9,12 @@
 //! - **What may repeat.** A delivery is acknowledged in the store after the
 //!   target took it. A crash or a stop between the two sends it again, with
 //!   the same idempotency key `{site}:{integration}:{seq}`.
+//! - **How much may repeat.** Each delivered chunk is acknowledged at once,
+//!   beside the delivery of the next chunk, and that ack is committed before
+//!   the chunk after the next is sent: at most one ack is being written at
+//!   a time. An ack commits without fsync, which survives a crash of the
+//!   process (not a power cut), so a SIGKILL sends again at most two chunks:
+//!   the one whose ack was being written and the one in flight.
 //! - **Pause.** Before each delivery the sender checks, under the gate, that
 //!   the integration may send; see `engine::integration`.
 
@@ -30,31 +36,17 @@ use crate::store::{QueuedTx, Store};
 /// Transactions read from the store at a time.
 pub const READ_BATCH: usize = 1000;
 
-/// Deliveries are recorded in the store at least this often while a read
-/// batch is being delivered (and always at its end).
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
-
 /// Where the sender stands in its queue.
+#[derive(Default)]
 struct Progress {
     /// Everything up to here is delivered or settled (and recorded, or
     /// being recorded).
     after: i64,
     /// Delivered or settled but not yet recorded: first, last seq, count.
     pending: Option<(i64, i64, i64)>,
-    /// The ack being written, and how many it records.
+    /// The ack being written, and how many it records. At most one: the
+    /// next starts only once this one is committed.
     acking: Option<(tokio::task::JoinHandle<crate::store::Result<()>>, i64)>,
-    last_flush: Instant,
-}
-
-impl Default for Progress {
-    fn default() -> Progress {
-        Progress {
-            after: 0,
-            pending: None,
-            acking: None,
-            last_flush: Instant::now(),
-        }
-    }
 }
 
 pub struct Sender {
@@ -188,9 +180,13 @@ impl Sender {
     /// Records in the store what was delivered since the last flush. The
     /// ack runs beside what the sender does next; the previous ack, if still
     /// running, is waited for first (one at a time, so acks and progress
-    /// keep their order).
+    /// keep their order, and an ack is committed before the chunk after the
+    /// next one is sent). With nothing new to record, the ack in flight is
+    /// left running.
     async fn flush(&self, progress: &mut Progress) {
-        progress.last_flush = Instant::now();
+        if progress.pending.is_none() {
+            return;
+        }
         self.finish_ack(progress).await;
         if let Some((first, last, count)) = progress.pending.take() {
             // Read past them whatever becomes of the ack: a failed ack
@@ -200,6 +196,9 @@ impl Sender {
             let name = self.integration.name.clone();
             let ack = tokio::spawn(async move { store.ack_sent(&name, first, last).await });
             progress.acking = Some((ack, count));
+            // Let the ack reach the writer before the sender goes on: the
+            // sooner it is committed, the less the next flush waits for it.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -228,8 +227,8 @@ impl Sender {
     }
 
     /// Delivers `batch` chunk by chunk, noting in `progress` what was
-    /// delivered or settled (and flushing it now and then, so progress shows
-    /// while a long batch goes to a slow target). Returns how the pass ended.
+    /// delivered or settled and flushing it after each delivered chunk (so
+    /// a crash sends again at most two chunks). Returns how the pass ended.
     async fn deliver_batch(
         &self,
         batch: &[QueuedTx],
@@ -311,9 +310,7 @@ impl Sender {
                     backoff.reset();
                     done(processed, first, last, chunk.len() as i64);
                     i = end;
-                    if processed.last_flush.elapsed() >= FLUSH_EVERY {
-                        self.flush(processed).await;
-                    }
+                    self.flush(processed).await;
                 }
                 Err(e) => {
                     self.health.failed(endpoint, &e).await;
