@@ -191,12 +191,13 @@ async fn sigkill_at_random_moments_loses_nothing_and_keeps_order() {
         let resent = resent_per_kill(&received, &marks, |r| integration_of(r) == name);
         println!(
             "{name} (batch {batch}): accepted {}, unanswered {} ({unanswered_delivered} of them \
-             delivered), delivered {}, lost {}, resent per kill {resent:?}, order violations \
-             {violations}",
+             delivered), delivered {} (unique), lost {}, resent per kill (at most {}) {resent:?}, order \
+             violations {violations}",
             p.accepted.len(),
             p.unanswered.len(),
             delivered.len(),
             lost.len(),
+            resent.iter().max().unwrap_or(&0),
         );
         assert!(
             resent.iter().all(|&n| n <= 2 * batch),
