@@ -56,11 +56,11 @@ async fn every_accepted_record_survives_sigkill_and_arrives_in_order() {
     assert_eq!(unique, want, "every accepted record, once, in order");
     // Anything delivered twice came with the same key (checked by
     // `deduplicated`), and only what was delivered but not yet recorded at
-    // the kill: deliveries are recorded at least every 200 ms (at 250
-    // records/s here, about 50).
+    // the kill: at most two batches of 5 (tests/resend.rs kills again and
+    // again).
     let repeats = target.count() - target.deduplicated().len();
     assert!(
-        repeats <= 100,
+        repeats <= 10,
         "{repeats} repeats; delivered {delivered_at_kill} before the kill"
     );
     // And keys are the `{site}:{integration}:{seq}` of the store.

@@ -12,12 +12,19 @@
 //!   once, with that reason.
 //! - Offline or Unauthorized, every integration delivering to it gets the
 //!   `endpoint-offline` or `unauthorized` hold, placed by `sluice`.
-//! - An Offline endpoint is probed first after [`PROBE_FIRST`], then with
-//!   the wait doubling up to its `probe_every` (default an hour); an
-//!   Unauthorized one, or one whose certificate is not trusted, only every
-//!   `probe_every` ([`Pace::Patient`]): neither fixes itself in seconds,
-//!   and asking sooner would only be a storm of requests. A person's test
-//!   checks again at once.
+//! - An Offline endpoint is probed first after [`PROBE_FIRST`], then at
+//!   most [`PROBE_SHORT`] apart while the outage is younger than
+//!   [`SHORT_OUTAGE`], then with the wait doubling up to its `probe_every`
+//!   (default an hour). An Unauthorized one, or one whose certificate is
+//!   not trusted, only every `probe_every` ([`Pace::Patient`]): neither
+//!   fixes itself in seconds, and asking sooner would only be a storm of
+//!   requests. A person's test checks again at once.
+//! - Why the short phase: sluice sees a target only through its probes, so
+//!   a target that flaps (down a second, up a second, down again) looks
+//!   like one long outage. Were the wait to double from the start, the
+//!   probes would soon be seconds apart and fall in the down-windows, and
+//!   the target's up-windows would go by unused; kept short, a probe lands
+//!   in every up-window longer than [`PROBE_SHORT`].
 //! - When a probe, a test or a delivery succeeds, it is Online again and the
 //!   system lifts its holds from each integration whose endpoints are all
 //!   Online. A person's hold (`operator`) is never touched here.
@@ -37,6 +44,14 @@ use crate::model::{now_millis, Hold, HoldKind};
 
 /// The first probe of an endpoint that just went Offline.
 pub const PROBE_FIRST: Duration = Duration::from_millis(250);
+
+/// The longest wait between probes while an outage is short: a target back
+/// for this long is seen to be back.
+pub const PROBE_SHORT: Duration = Duration::from_millis(500);
+
+/// How long an outage counts as short (probed every [`PROBE_SHORT`]); after
+/// it, the wait doubles up to the endpoint's `probe_every`.
+pub const SHORT_OUTAGE: Duration = Duration::from_secs(60);
 
 /// How soon a down endpoint is probed again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +104,9 @@ struct Watch {
     next_probe: Option<Instant>,
     /// The wait before the probe after next.
     delay: Duration,
+    /// Since when the endpoint has been down, as far as sluice saw: an
+    /// outage starts when it goes down and ends when it is Online again.
+    down_since: Option<Instant>,
 }
 
 pub struct Health {
@@ -299,9 +317,13 @@ impl Health {
         let wait = {
             let mut watches = self.watches();
             let watch = watches.entry(endpoint.name.clone()).or_default();
+            let down_for = watch.down_since.get_or_insert_with(Instant::now).elapsed();
             let wait = match pace {
                 Pace::Patient => policy.probe_every,
                 _ if watch.delay.is_zero() => PROBE_FIRST,
+                _ if down_for < SHORT_OUTAGE => {
+                    (watch.delay * 2).min(PROBE_SHORT).min(policy.probe_every)
+                }
                 _ => (watch.delay * 2).min(policy.probe_every),
             };
             watch.delay = wait;
@@ -315,6 +337,7 @@ impl Health {
             let mut watches = self.watches();
             let watch = watches.entry(endpoint.name.clone()).or_default();
             watch.next_probe = Some(Instant::now() + wait);
+            watch.down_since.get_or_insert_with(Instant::now);
             if watch.delay.is_zero() {
                 watch.delay = wait;
             }
@@ -339,6 +362,7 @@ impl Health {
             let mut watches = self.watches();
             let watch = watches.entry(endpoint.name.clone()).or_default();
             watch.delay = Duration::ZERO;
+            watch.down_since = Some(Instant::now());
             watch.no_answer.clear();
         }
         let kind = if state == EndpointState::Unauthorized {
@@ -432,23 +456,38 @@ mod tests {
     use super::*;
     use crate::connectors::http::HttpConfig;
 
-    fn health(dir: &std::path::Path) -> (Health, Arc<Endpoint>) {
+    /// An http endpoint watched by a `Health` with no integration (the
+    /// schedule is under test, not the holds), and the folder it lives in.
+    fn watched() -> (Health, Arc<Endpoint>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn crate::store::Store> =
-            Arc::new(crate::store::SqliteStore::open(&dir.join("s.db")).unwrap());
-        let log = Arc::new(SiteLog::open("S", 4, store, &dir.join("s.log")));
-        let config: HttpConfig =
-            toml::from_str("url = \"https://127.0.0.1:9/x\"\nprobe_every = \"1h\"").unwrap();
-        let endpoint = Arc::new(Endpoint::new("crm", EndpointKind::Http(config), dir));
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        // Level 0 keeps no line.
+        let log = Arc::new(SiteLog::open("T", 0, store, &dir.path().join("t.log")));
+        let config: HttpConfig = toml::from_str("url = \"http://127.0.0.1:9/records\"").unwrap();
+        let endpoint = Arc::new(Endpoint::new("crm", EndpointKind::Http(config), dir.path()));
         let endpoints = BTreeMap::from([("crm".to_string(), endpoint.clone())]);
-        (Health::new(log, &endpoints, &BTreeMap::new()), endpoint)
+        let health = Health::new(log, &endpoints, &BTreeMap::new());
+        (health, endpoint, dir)
     }
 
-    fn error(class: FailureClass) -> DeliveryError {
+    fn error(class: FailureClass, message: &str) -> DeliveryError {
         DeliveryError {
             class,
-            message: "POST https://127.0.0.1:9/x: the certificate is not trusted".into(),
+            message: message.into(),
             retry_after: None,
         }
+    }
+
+    fn refused() -> DeliveryError {
+        error(FailureClass::Unreachable, "connection refused")
+    }
+
+    fn untrusted() -> DeliveryError {
+        error(
+            FailureClass::Untrusted,
+            "POST https://127.0.0.1:9/x: the certificate is not trusted",
+        )
     }
 
     /// Seconds until the next probe.
@@ -461,22 +500,141 @@ mod tests {
 
     #[tokio::test]
     async fn an_untrusted_certificate_is_probed_at_probe_every_not_backed_off() {
-        let dir = tempfile::tempdir().unwrap();
-        let (h, crm) = health(dir.path());
-        h.failed(&crm, &error(FailureClass::Untrusted)).await;
+        let (h, crm, _dir) = watched();
+        h.failed(&crm, &untrusted()).await;
         assert_eq!(crm.state(), EndpointState::Offline);
         assert!(crm.health().last_error.unwrap().contains("not trusted"));
         assert!(next_probe_in(&h) > 3000, "the next probe in an hour");
         // A probe that finds it still untrusted keeps the slow pace.
         h.due();
-        h.probed(&crm, &Err(error(FailureClass::Untrusted))).await;
+        h.probed(&crm, &Err(untrusted())).await;
         assert!(next_probe_in(&h) > 3000);
         // Trusted again: Online, nothing scheduled.
         h.probed(&crm, &Ok("GET: 200 OK".into())).await;
         assert_eq!(crm.state(), EndpointState::Online);
         assert!(h.next_probe().is_none());
         // An outage, by contrast, is probed again within a second.
-        h.failed(&crm, &error(FailureClass::Unreachable)).await;
+        h.failed(&crm, &refused()).await;
         assert_eq!(next_probe_in(&h), 0);
+    }
+
+    async fn advance_to(at: Instant) {
+        tokio::time::advance(at.saturating_duration_since(Instant::now())).await;
+    }
+
+    /// Plays the Monitor against a target that goes down and up by
+    /// `windows` (down for .0, then up for .1, and again), starting now. The
+    /// sender delivers all the time, so it tells `health` at once when the
+    /// target goes down; the Monitor probes whenever a probe is due. Returns,
+    /// for each up-window, how long after it began the endpoint was seen
+    /// Online again, or `None` if the window went by unseen.
+    async fn play(
+        health: &Health,
+        endpoint: &Endpoint,
+        windows: &[(Duration, Duration)],
+    ) -> Vec<Option<Duration>> {
+        let mut seen = Vec::new();
+        let mut at = Instant::now();
+        for &(down, up) in windows {
+            advance_to(at).await;
+            if endpoint.state() == EndpointState::Online {
+                health.failed(endpoint, &refused()).await;
+            }
+            let (up_at, down_again) = (at + down, at + down + up);
+            let mut caught = None;
+            while let Some(next) = health.next_probe() {
+                if next >= down_again {
+                    break;
+                }
+                advance_to(next).await;
+                for due in health.due() {
+                    let result = if next >= up_at {
+                        Ok("200 OK".to_string())
+                    } else {
+                        Err(refused())
+                    };
+                    health.probed(&due, &result).await;
+                }
+                if endpoint.state() == EndpointState::Online {
+                    caught = Some(next - up_at);
+                    break;
+                }
+            }
+            seen.push(caught);
+            at = down_again;
+        }
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flapping_target_is_seen_back_in_every_up_window() {
+        let (health, endpoint, _dir) = watched();
+        // The outage benchmark's flapping pattern: down 0.2–2 s, up 0.3–2 s,
+        // thirty times, from a fixed seed.
+        let mut state = 0x5EED_F1A9_u64;
+        let mut between = |low: u64, high: u64| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            Duration::from_millis(low + state.wrapping_mul(0x2545_F491_4F6C_DD1D) % (high - low))
+        };
+        let windows: Vec<_> = (0..30)
+            .map(|_| (between(200, 2000), between(300, 2000)))
+            .collect();
+        let seen = play(&health, &endpoint, &windows).await;
+        for (i, ((down, up), caught)) in windows.iter().zip(&seen).enumerate() {
+            if *up < PROBE_SHORT {
+                continue;
+            }
+            let Some(after) = caught else {
+                panic!(
+                    "up-window {i} ({up:?}, after {down:?} down) went by unseen; \
+                     seen: {seen:?}"
+                );
+            };
+            assert!(
+                *after <= PROBE_SHORT,
+                "up-window {i}: seen back after {after:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_outage_is_probed_ever_less_often() {
+        let (health, endpoint, _dir) = watched();
+        let start = Instant::now();
+        health.failed(&endpoint, &refused()).await;
+        let mut probes = Vec::new();
+        while let Some(next) = health.next_probe() {
+            if next - start > Duration::from_secs(3 * 3600) {
+                break;
+            }
+            advance_to(next).await;
+            for due in health.due() {
+                health.probed(&due, &Err(refused())).await;
+            }
+            probes.push(next - start);
+        }
+        assert_eq!(probes[0], PROBE_FIRST);
+        for pair in probes.windows(2) {
+            let gap = pair[1] - pair[0];
+            if pair[0] < SHORT_OUTAGE {
+                assert!(gap <= PROBE_SHORT, "{gap:?} apart at {:?}", pair[0]);
+            } else {
+                assert!(gap >= PROBE_SHORT, "{gap:?} apart at {:?}", pair[0]);
+            }
+        }
+        // The short phase is a minute of probes; then the wait doubles to
+        // `probe_every` (an hour), as seed 003 asks.
+        let last_gap = probes[probes.len() - 1] - probes[probes.len() - 2];
+        assert_eq!(last_gap, Duration::from_secs(3600));
+        assert!(probes.len() < 150, "{} probes in 3 h", probes.len());
+        // And once it is back, the next outage starts over.
+        advance_to(start + Duration::from_secs(3 * 3600)).await;
+        health.probed(&endpoint, &Ok("200 OK".into())).await;
+        assert_eq!(endpoint.state(), EndpointState::Online);
+        let again = Instant::now();
+        health.failed(&endpoint, &refused()).await;
+        assert_eq!(health.next_probe(), Some(again + PROBE_FIRST));
     }
 }

@@ -9,6 +9,12 @@
 //! - **What may repeat.** A delivery is acknowledged in the store after the
 //!   target took it. A crash or a stop between the two sends it again, with
 //!   the same idempotency key `{site}:{integration}:{seq}`.
+//! - **How much may repeat.** Each delivered chunk is acknowledged at once,
+//!   beside the delivery of the next chunk, and that ack is committed before
+//!   the chunk after the next is sent: at most one ack is being written at
+//!   a time. An ack commits without fsync, which survives a crash of the
+//!   process (not a power cut), so a SIGKILL sends again at most two chunks:
+//!   the one whose ack was being written and the one in flight.
 //! - **An outcome that cannot be recorded is not moved past.** When an ack
 //!   (`ack_sent`), a failed attempt (`record_failure`) or a settlement
 //!   (`settle`) cannot be written — a full disk — the sender keeps what
@@ -37,24 +43,21 @@ use crate::store::{QueuedTx, Store};
 /// Transactions read from the store at a time.
 pub const READ_BATCH: usize = 1000;
 
-/// Deliveries are recorded in the store at least this often while a read
-/// batch is being delivered (and always at its end).
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
-
 /// The longest wait between two tries of an outcome the store refused: a
 /// try is cheap, and the sender goes on within seconds of space being freed.
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Where the sender stands in its queue.
+#[derive(Default)]
 struct Progress {
     /// Everything up to here is delivered or settled (and recorded, or
     /// being recorded).
     after: i64,
     /// Delivered or settled but not yet recorded: first, last seq, count.
     pending: Option<(i64, i64, i64)>,
-    /// The ack being written, and what it records.
+    /// The ack being written, and what it records. At most one: the next
+    /// starts only once this one is committed.
     acking: Option<(tokio::task::JoinHandle<crate::store::Result<()>>, Acked)>,
-    last_flush: Instant,
     /// Set while an ack could not be written: `pending` holds what it was
     /// to record, nothing more is sent, and it is tried again after the
     /// back-off.
@@ -70,18 +73,6 @@ struct Unrecorded {
     /// Whether the failure was logged (a full disk is said by the site log,
     /// once, instead).
     said: bool,
-}
-
-impl Default for Progress {
-    fn default() -> Progress {
-        Progress {
-            after: 0,
-            pending: None,
-            acking: None,
-            last_flush: Instant::now(),
-            unrecorded: None,
-        }
-    }
 }
 
 pub struct Sender {
@@ -235,9 +226,13 @@ impl Sender {
     /// Records in the store what was delivered since the last flush. The
     /// ack runs beside what the sender does next; the previous ack, if still
     /// running, is waited for first (one at a time, so acks and progress
-    /// keep their order).
+    /// keep their order, and an ack is committed before the chunk after the
+    /// next one is sent). With nothing new to record, the ack in flight is
+    /// left running.
     async fn flush(&self, progress: &mut Progress) {
-        progress.last_flush = Instant::now();
+        if progress.pending.is_none() {
+            return;
+        }
         self.finish_ack(progress).await;
         if let Some((first, last, count)) = progress.pending.take() {
             // Read past them: should the ack fail, `finish_ack` makes them
@@ -247,6 +242,9 @@ impl Sender {
             let name = self.integration.name.clone();
             let ack = tokio::spawn(async move { store.ack_sent(&name, first, last).await });
             progress.acking = Some((ack, (first, last, count)));
+            // Let the ack reach the writer before the sender goes on: the
+            // sooner it is committed, the less the next flush waits for it.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -351,8 +349,8 @@ impl Sender {
     }
 
     /// Delivers `batch` chunk by chunk, noting in `progress` what was
-    /// delivered or settled (and flushing it now and then, so progress shows
-    /// while a long batch goes to a slow target). Returns how the pass ended.
+    /// delivered or settled and flushing it after each delivered chunk (so
+    /// a crash sends again at most two chunks). Returns how the pass ended.
     async fn deliver_batch(
         &self,
         batch: &[QueuedTx],
@@ -436,11 +434,9 @@ impl Sender {
                     backoff.reset();
                     done(processed, first, last, chunk.len() as i64);
                     i = end;
-                    if processed.last_flush.elapsed() >= FLUSH_EVERY {
-                        self.flush(processed).await;
-                        if processed.unrecorded.is_some() {
-                            return Pass::Interrupted;
-                        }
+                    self.flush(processed).await;
+                    if processed.unrecorded.is_some() {
+                        return Pass::Interrupted;
                     }
                 }
                 Err(e) => {

@@ -671,3 +671,51 @@ pub fn has_log_line(log: &str, level: u8, message: &str) -> bool {
             && line[20..] == format!(" ({level}) : {message}")
     })
 }
+
+/// Records a target received again, counted per kill of the daemon:
+/// `marks[i]` is how many records the target had received when kill `i`
+/// happened, and a record received again counts for the last kill before
+/// it. Only the records `counted` picks are looked at. Panics on a record
+/// received twice before any kill.
+pub fn resent_per_kill(
+    received: &[Received],
+    marks: &[usize],
+    counted: impl Fn(&Received) -> bool,
+) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut resent = vec![0; marks.len()];
+    for (at, r) in received.iter().enumerate() {
+        if counted(r) && !seen.insert(r.key.clone()) {
+            let kills = marks.partition_point(|&m| m <= at);
+            assert!(kills > 0, "key {} received twice before any kill", r.key);
+            resent[kills - 1] += 1;
+        }
+    }
+    resent
+}
+
+/// A small xorshift for the random moments of a test, seeded from the
+/// clock: print `seed()` with a failure to tell the run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_clock() -> Rng {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        Rng(nanos | 1)
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.0
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
