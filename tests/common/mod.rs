@@ -22,6 +22,13 @@ use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
+/// The daemon `Daemon` starts: this build's, or the binary that
+/// `SLUICE_TEST_BIN` names — to measure an older build with the same test
+/// (e.g. `tests/resend.rs`' resends per kill, before and after a change).
+pub fn daemon_bin() -> std::ffi::OsString {
+    std::env::var_os("SLUICE_TEST_BIN").unwrap_or_else(|| BIN.into())
+}
+
 /// A running daemon. Killed (SIGKILL) when dropped.
 pub struct Daemon {
     pub dir: PathBuf,
@@ -84,12 +91,12 @@ impl Daemon {
         options: Options,
     ) -> Daemon {
         let mut cmd = match options.umask {
-            None => Command::new(BIN),
+            None => Command::new(daemon_bin()),
             Some(umask) => {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
                     .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
-                    .arg(BIN);
+                    .arg(daemon_bin());
                 sh
             }
         };
