@@ -49,25 +49,19 @@ async fn a_second_daemon_on_the_same_data_directory_exits_at_once_naming_the_hol
     // The first one goes on as if nothing happened, and the token command
     // still works beside it.
     let token = first.create_token("admin", "ops");
-    let r = reqwest::Client::new()
-        .get(first.url("/api/v1/sites"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let sites = |daemon: &Daemon| {
+        reqwest::Client::new()
+            .get(daemon.url("/api/v1/sites"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(sites(&first).await.unwrap().status(), StatusCode::OK);
     let (status, _) = first.hook("LIVE", "orders", "web", order(1)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
 
     // A SIGKILL leaves no stale lock: the next daemon starts.
     first.restart().await;
-    let r = reqwest::Client::new()
-        .get(first.url("/api/v1/sites"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(sites(&first).await.unwrap().status(), StatusCode::OK);
 }
 
 #[cfg(unix)]
