@@ -271,63 +271,37 @@ pub struct HttpTarget {
     /// missing after the configuration was checked): then every delivery
     /// and test fails with that reason.
     client: Result<reqwest::Client, String>,
-    /// The `Authorization` value, if any; replaced by a reauthorization.
-    auth: std::sync::RwLock<Option<reqwest::header::HeaderValue>>,
+    /// The credentials, if any; replaced by a reauthorization.
+    auth: std::sync::RwLock<Option<Credentials>>,
     health_method: reqwest::Method,
     health_url: String,
     /// `health_url` without its user-info.
     health_shown: String,
 }
 
-fn authorization(c: &Credentials) -> Option<reqwest::header::HeaderValue> {
-    use base64_lite::encode;
-    let text = match c {
-        Credentials::Bearer(token) => format!("Bearer {token}"),
-        Credentials::Basic { username, password } => {
-            format!(
-                "Basic {}",
-                encode(format!("{username}:{password}").as_bytes())
-            )
+/// Whether `c` can travel in an `Authorization` header: a bearer token of
+/// visible characters only (Basic credentials are base64 by reqwest).
+fn fits_a_header(c: &Credentials) -> bool {
+    match c {
+        Credentials::Bearer(token) => {
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_ok()
         }
-    };
-    let mut v = reqwest::header::HeaderValue::from_str(&text).ok()?;
-    v.set_sensitive(true);
-    Some(v)
+        Credentials::Basic { .. } => true,
+    }
 }
 
-/// Standard base64, for Basic authentication.
-mod base64_lite {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
+/// `request` with the credentials in its `Authorization` header (reqwest
+/// marks it sensitive: it is never shown in a `Debug` of the request).
+fn authorized(
+    request: reqwest::RequestBuilder,
+    credentials: Option<&Credentials>,
+) -> reqwest::RequestBuilder {
+    match credentials {
+        None => request,
+        Some(Credentials::Bearer(token)) => request.bearer_auth(token),
+        Some(Credentials::Basic { username, password }) => {
+            request.basic_auth(username, Some(password))
         }
-        out
-    }
-
-    #[cfg(test)]
-    #[test]
-    fn rfc4648_vectors() {
-        assert_eq!(encode(b""), "");
-        assert_eq!(encode(b"f"), "Zg==");
-        assert_eq!(encode(b"fo"), "Zm8=");
-        assert_eq!(encode(b"foo"), "Zm9v");
-        assert_eq!(encode(b"foobar"), "Zm9vYmFy");
-        assert_eq!(encode(b"user:pass"), "dXNlcjpwYXNz");
     }
 }
 
@@ -364,7 +338,11 @@ impl HttpTarget {
             tracing::error!(url = %shown, "{e}");
         }
         let auth = match config.credentials() {
-            Ok(c) => c.as_ref().and_then(authorization),
+            Ok(Some(c)) if !fits_a_header(&c) => {
+                tracing::warn!(url = %shown, "the token holds characters a header cannot carry");
+                None
+            }
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!(url = %shown, "no credentials: {e}");
                 None
@@ -395,7 +373,7 @@ impl HttpTarget {
         }
     }
 
-    fn auth(&self) -> Option<reqwest::header::HeaderValue> {
+    fn auth(&self) -> Option<Credentials> {
         self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -479,13 +457,12 @@ impl Target for HttpTarget {
             return Ok(());
         };
         let what = format!("POST {}", self.shown);
-        let mut request = self
-            .client(&what)?
-            .post(&self.url)
-            .headers(self.headers.clone());
-        if let Some(auth) = self.auth() {
-            request = request.header(reqwest::header::AUTHORIZATION, auth);
-        }
+        let mut request = authorized(
+            self.client(&what)?
+                .post(&self.url)
+                .headers(self.headers.clone()),
+            self.auth().as_ref(),
+        );
         let body = if self.batch == 1 && batch.len() == 1 {
             request = request.header("Idempotency-Key", first.key);
             first.payload.as_bytes().to_vec()
@@ -538,12 +515,11 @@ impl Target for HttpTarget {
     /// answer but a 5xx, 401 or 403 means it can be reached.
     async fn probe(&self) -> Result<String, DeliveryError> {
         let what = format!("{} {}", self.health_method, self.health_shown);
-        let mut request = self
-            .client(&what)?
-            .request(self.health_method.clone(), &self.health_url);
-        if let Some(auth) = self.auth() {
-            request = request.header(reqwest::header::AUTHORIZATION, auth);
-        }
+        let request = authorized(
+            self.client(&what)?
+                .request(self.health_method.clone(), &self.health_url),
+            self.auth().as_ref(),
+        );
         let response = request
             .send()
             .await
@@ -552,9 +528,10 @@ impl Target for HttpTarget {
     }
 
     fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
-        let value = authorization(&credentials)
-            .ok_or_else(|| "the credentials hold characters a header cannot carry".to_string())?;
-        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Some(value);
+        if !fits_a_header(&credentials) {
+            return Err("the credentials hold characters a header cannot carry".to_string());
+        }
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Some(credentials);
         Ok(())
     }
 }
@@ -623,6 +600,28 @@ mod tests {
             classify(S::UNPROCESSABLE_ENTITY),
             Some(FailureClass::Rejected)
         );
+    }
+
+    #[test]
+    fn credentials_travel_as_rfc_7617_and_6750_headers() {
+        let header = |c: Credentials| {
+            let request = authorized(reqwest::Client::new().get("http://127.0.0.1/"), Some(&c))
+                .build()
+                .unwrap();
+            let value = request.headers()[reqwest::header::AUTHORIZATION].clone();
+            assert!(
+                value.is_sensitive(),
+                "never shown in a Debug of the request"
+            );
+            value.to_str().unwrap().to_string()
+        };
+        let basic = Credentials::Basic {
+            username: "user".into(),
+            password: "pass".into(),
+        };
+        assert_eq!(header(basic), "Basic dXNlcjpwYXNz");
+        assert_eq!(header(Credentials::Bearer("t0k".into())), "Bearer t0k");
+        assert!(!fits_a_header(&Credentials::Bearer("bad\ntoken".into())));
     }
 
     #[test]
