@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::log::{AuditQuery, AuditView};
 use super::openapi::ErrorBody;
-use super::{ApiError, ApiResult, AppState, JsonBody, PathParams, QueryParams};
+use super::{ApiError, ApiResult, ApiState, JsonBody, PathParams, QueryParams};
 use crate::auth::{csrf, AuthError, Principal, Role, TokenInfo, Tokens};
 
 pub const COOKIE: &str = "sluice_session";
@@ -92,10 +92,10 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
 
 /// Runs `f` on the token store off the async threads (SQLite blocks).
 async fn on_tokens<T: Send + 'static>(
-    daemon: &AppState,
+    tokens: &Tokens,
     f: impl FnOnce(&Tokens) -> crate::auth::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
-    let tokens = daemon.tokens().clone();
+    let tokens = tokens.clone();
     tokio::task::spawn_blocking(move || f(&tokens))
         .await
         .map_err(|e| ApiError::Internal(format!("the token store: {e}")))?
@@ -103,23 +103,23 @@ async fn on_tokens<T: Send + 'static>(
 }
 
 /// Who the request comes from, or 401.
-pub async fn identify(daemon: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+pub async fn identify(state: &ApiState, headers: &HeaderMap) -> ApiResult<Caller> {
     let presented = match (bearer(headers), cookie(headers)) {
         (Some(t), _) => Some((t.to_string(), Via::Bearer)),
         (None, Some(t)) => Some((t.to_string(), Via::Cookie)),
         (None, None) => None,
     };
-    resolve(daemon, presented).await
+    resolve(state, presented).await
 }
 
 /// Who presents this token (bearer) or session id (cookie), or the
 /// open-mode caller, or 401.
-async fn resolve(daemon: &AppState, presented: Option<(String, Via)>) -> ApiResult<Caller> {
-    let open_allowed = daemon.loopback_only();
+async fn resolve(state: &ApiState, presented: Option<(String, Via)>) -> ApiResult<Caller> {
+    let open_allowed = state.loopback_only;
     let check = presented.clone();
     // A valid token or session settles it; only without one does it matter
     // whether any token exists (open mode).
-    let (any, found) = on_tokens(daemon, move |tokens| {
+    let (any, found) = on_tokens(&state.tokens, move |tokens| {
         let found = match check {
             Some((t, Via::Cookie)) => tokens.verify_session(&t)?,
             Some((t, _)) => tokens.verify(&t)?,
@@ -216,14 +216,14 @@ fn is_write(method: &Method) -> bool {
 /// The layer on every `/api/v1` route but the session and the document:
 /// identifies the caller, checks CSRF and the role, and hands the caller
 /// to the handler (see [`super::Actor`]).
-pub async fn require(State(daemon): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn require(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| request.uri().path().to_string());
-    let caller = match identify(&daemon, request.headers()).await {
+    let caller = match identify(&state, request.headers()).await {
         Ok(caller) => caller,
         Err(e) => return e.into_response(),
     };
@@ -251,7 +251,7 @@ pub async fn require(State(daemon): State<AppState>, mut request: Request, next:
     let role = needed(&method, &path);
     if !caller.principal.role.may(role) {
         if let Some((site, action, subject)) = audited_action(request.uri().path()) {
-            if let Ok(site) = daemon.site(&site) {
+            if let Ok(site) = state.daemon.site(&site) {
                 let outcome = format!(
                     "refused: forbidden (role {}, needs {role})",
                     caller.principal.role
@@ -355,10 +355,10 @@ fn session_view(caller: &Caller) -> SessionView {
         (status = 401, description = "Nobody: no valid token", body = ErrorBody),
     ))]
 pub async fn session_show(
-    State(daemon): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> ApiResult<Json<SessionView>> {
-    let caller = identify(&daemon, &headers).await?;
+    let caller = identify(&state, &headers).await?;
     Ok(Json(session_view(&caller)))
 }
 
@@ -401,7 +401,7 @@ fn session_cookie(value: &str, max_age: u64, https: bool) -> HeaderValue {
         (status = 413, description = "The body could not be read", body = ErrorBody),
     ))]
 pub async fn session_create(
-    State(daemon): State<AppState>,
+    State(tokens): State<Tokens>,
     tls: Option<Extension<ServedOverTls>>,
     request_headers: HeaderMap,
     JsonBody(body): JsonBody<SignIn>,
@@ -414,7 +414,7 @@ pub async fn session_create(
         return Err(ApiError::Unauthorized("give a token to sign in".into()));
     }
     let ttl_ms = COOKIE_MAX_AGE_S as i64 * 1000;
-    let opened = on_tokens(&daemon, move |tokens| {
+    let opened = on_tokens(&tokens, move |tokens| {
         if !tokens.any()? {
             return Ok(Err(ApiError::Unauthorized(
                 "no API token exists: the daemon is open on loopback and needs no sign-in".into(),
@@ -451,12 +451,12 @@ pub async fn session_create(
 #[utoipa::path(delete, path = "/api/v1/session", tag = "auth", security(()),
     responses((status = 204, description = "Signed out; the session has ended and the cookie is dropped")))]
 pub async fn session_delete(
-    State(daemon): State<AppState>,
+    State(tokens): State<Tokens>,
     tls: Option<Extension<ServedOverTls>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     if let Some(id) = cookie(&headers).map(str::to_string) {
-        on_tokens(&daemon, move |tokens| tokens.close_session(&id)).await?;
+        on_tokens(&tokens, move |tokens| tokens.close_session(&id)).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
@@ -469,8 +469,8 @@ pub async fn session_delete(
 /// `GET /api/v1/tokens` (admin): every token, never the secret.
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "auth",
     responses((status = 200, description = "Every token (never the token itself)", body = Vec<TokenInfo>)))]
-pub async fn tokens_list(State(daemon): State<AppState>) -> ApiResult<Json<Vec<TokenInfo>>> {
-    Ok(Json(on_tokens(&daemon, |tokens| tokens.list()).await?))
+pub async fn tokens_list(State(tokens): State<Tokens>) -> ApiResult<Json<Vec<TokenInfo>>> {
+    Ok(Json(on_tokens(&tokens, |tokens| tokens.list()).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -503,7 +503,7 @@ pub struct CreatedToken {
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn tokens_create(
-    State(daemon): State<AppState>,
+    State(tokens): State<Tokens>,
     actor: super::Actor,
     JsonBody(body): JsonBody<NewToken>,
 ) -> ApiResult<Response> {
@@ -514,7 +514,7 @@ pub async fn tokens_create(
         ))
     })?;
     let name = body.name.clone();
-    let token = on_tokens(&daemon, move |tokens| tokens.create(&name, role, &actor.0)).await?;
+    let token = on_tokens(&tokens, move |tokens| tokens.create(&name, role, &actor.0)).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -537,11 +537,11 @@ pub async fn tokens_create(
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn tokens_revoke(
-    State(daemon): State<AppState>,
+    State(tokens): State<Tokens>,
     PathParams(name): PathParams<String>,
     actor: super::Actor,
 ) -> ApiResult<StatusCode> {
-    on_tokens(&daemon, move |tokens| tokens.revoke(&name, &actor.0)).await?;
+    on_tokens(&tokens, move |tokens| tokens.revoke(&name, &actor.0)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -552,11 +552,11 @@ pub async fn tokens_revoke(
         (status = 400, description = "Bad query parameters", body = ErrorBody),
     ))]
 pub async fn audit(
-    State(daemon): State<AppState>,
+    State(tokens): State<Tokens>,
     QueryParams(q): QueryParams<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditView>>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let list = on_tokens(&daemon, move |tokens| tokens.audit(limit)).await?;
+    let list = on_tokens(&tokens, move |tokens| tokens.audit(limit)).await?;
     Ok(Json(list.into_iter().map(AuditView::from).collect()))
 }
 

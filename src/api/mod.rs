@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,14 +32,46 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
+use crate::auth::Tokens;
 use crate::engine::{Daemon, EngineError, Site};
 use crate::model::Refusal;
 
-pub type AppState = Arc<Daemon>;
+/// What the HTTP surface holds: the engine it asks, and what is its own —
+/// who may call it and how much body it reads at once. The engine knows
+/// nothing of tokens or listeners; [`crate::server`] builds this.
+#[derive(Clone)]
+pub struct ApiState {
+    pub daemon: Arc<Daemon>,
+    /// The API tokens (`tokens.db` in the data directory).
+    pub tokens: Tokens,
+    /// Whether the API listens on a loopback address only: open mode (no
+    /// token exists, everyone is admin) is allowed only then.
+    pub loopback_only: bool,
+    /// Bounds the request bodies being read at once (see [`body`]).
+    pub budget: body::BodyBudget,
+}
 
-/// Builds the whole HTTP surface of the daemon. `budget` bounds the
-/// request bodies being read at once (see [`body`]).
-pub fn router(daemon: Arc<Daemon>, budget: body::BodyBudget) -> Router {
+impl FromRef<ApiState> for Arc<Daemon> {
+    fn from_ref(state: &ApiState) -> Arc<Daemon> {
+        state.daemon.clone()
+    }
+}
+
+impl FromRef<ApiState> for Tokens {
+    fn from_ref(state: &ApiState) -> Tokens {
+        state.tokens.clone()
+    }
+}
+
+impl FromRef<ApiState> for body::BodyBudget {
+    fn from_ref(state: &ApiState) -> body::BodyBudget {
+        state.budget.clone()
+    }
+}
+
+/// Builds the whole HTTP surface of the daemon.
+pub fn router(state: ApiState) -> Router {
+    let budget = state.budget.clone();
     let api = Router::new()
         .route("/sites", get(sites::list))
         .route("/sites/{site}", get(sites::show))
@@ -94,7 +126,7 @@ pub fn router(daemon: Arc<Daemon>, budget: body::BodyBudget) -> Router {
         .route("/audit", get(auth::audit))
         // Everything above needs a token (or open mode) and its role.
         .route_layer(axum::middleware::from_fn_with_state(
-            daemon.clone(),
+            state.clone(),
             auth::require,
         ))
         .route("/openapi.json", get(openapi::document))
@@ -108,7 +140,7 @@ pub fn router(daemon: Arc<Daemon>, budget: body::BodyBudget) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Outermost: every body is read (bounded) before anything answers.
         .layer(axum::middleware::from_fn_with_state(
-            budget.clone(),
+            budget,
             body::read_first,
         ));
     Router::new()
@@ -120,8 +152,7 @@ pub fn router(daemon: Arc<Daemon>, budget: body::BodyBudget) -> Router {
         .route("/hooks/{site}/{integration}/{flow}", post(hooks::receive))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::Extension(budget))
-        .with_state(daemon)
+        .with_state(state)
 }
 
 /// `GET /metrics`: Prometheus text format. Needs a token (any role) once
@@ -133,11 +164,11 @@ pub fn router(daemon: Arc<Daemon>, budget: body::BodyBudget) -> Router {
         (status = 401, description = "No token, or a token that is not valid", body = openapi::ErrorBody),
     ))]
 pub async fn metrics(
-    axum::extract::State(daemon): axum::extract::State<AppState>,
+    axum::extract::State(state): axum::extract::State<ApiState>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
-    auth::identify(&daemon, &headers).await?;
-    let text = crate::metrics::render(&daemon).await;
+    auth::identify(&state, &headers).await?;
+    let text = crate::metrics::render(&state.daemon).await;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -524,10 +524,12 @@ mod tests {
         )
         .unwrap();
         let daemon = crate::engine::Daemon::open(&config).await.unwrap();
-        let app = crate::api::router(
-            daemon.clone(),
-            crate::api::body::BodyBudget::new(config.max_body_memory),
-        );
+        let app = crate::api::router(crate::api::ApiState {
+            daemon: daemon.clone(),
+            tokens: crate::auth::Tokens::open(&config.data_dir).unwrap(),
+            loopback_only: true,
+            budget: crate::api::body::BodyBudget::new(config.max_body_memory),
+        });
         for (method, path) in documented() {
             let uri = path
                 .replace("{seq}", "1")

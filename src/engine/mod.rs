@@ -89,11 +89,6 @@ pub struct Daemon {
     data_dir: std::path::PathBuf,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
-    /// The API tokens (`tokens.db` in the data directory).
-    tokens: crate::auth::Tokens,
-    /// Whether the API listens on a loopback address only (open mode, with
-    /// no tokens, is allowed only then).
-    loopback_only: bool,
     /// This daemon's hold on its data directory: no second daemon shares
     /// it while this one lives.
     _lock: crate::data_dir::Lock,
@@ -126,16 +121,8 @@ impl Daemon {
             .with_context(|| format!("site {}: cannot restore its state", site_config.name))?;
             sites.insert(site_config.name.clone(), site);
         }
-        let tokens = crate::auth::Tokens::open(&config.data_dir).with_context(|| {
-            format!(
-                "cannot open the API tokens in {}",
-                config.data_dir.display()
-            )
-        })?;
         Ok(Arc::new(Daemon {
             _lock: lock,
-            tokens,
-            loopback_only: config.listen.ip().is_loopback(),
             sites: std::sync::RwLock::new(sites),
             shutdown,
             config_file: config.file.clone(),
@@ -273,17 +260,6 @@ impl Daemon {
                     .await;
             }
         }
-    }
-
-    /// The API tokens.
-    pub fn tokens(&self) -> &crate::auth::Tokens {
-        &self.tokens
-    }
-
-    /// Whether the API is reachable on loopback only: open mode (no tokens)
-    /// is allowed only then.
-    pub fn loopback_only(&self) -> bool {
-        self.loopback_only
     }
 
     /// Cancelled when the daemon shuts down: long answers (log streams)
