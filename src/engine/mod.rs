@@ -12,11 +12,14 @@
 //! - [`flow_run`]: one run of a flow, page by page, checkpoint with each page.
 //! - [`scheduler`]: when scheduled flows are due.
 //! - [`endpoint`]: what is observed of each endpoint.
+//! - [`counters`]: what is counted as it happens (deliveries, latency,
+//!   probes), for `/metrics`.
 //! - [`health`]: endpoint states from deliveries and probes, and the
 //!   system's holds (`endpoint-offline`, `unauthorized`) they place and lift.
 //! - [`Daemon::reload_site`]: a site's configuration applied again.
 
 pub mod all_others;
+pub mod counters;
 pub mod endpoint;
 pub mod flow_run;
 pub mod get_data;
