@@ -38,7 +38,7 @@ use crate::model::Refusal;
 
 /// What the HTTP surface holds: the engine it asks, and what is its own —
 /// who may call it and how much body it reads at once. The engine knows
-/// nothing of tokens or listeners; [`crate::server`] builds this.
+/// nothing of tokens or listeners; the server (`server.rs`) builds this.
 #[derive(Clone)]
 pub struct ApiState {
     pub daemon: Arc<Daemon>,
@@ -168,7 +168,7 @@ pub async fn metrics(
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     auth::identify(&state, &headers).await?;
-    let text = crate::metrics::render(&state.daemon).await;
+    let text = crate::metrics::render(&state.daemon.snapshot().await);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -4,7 +4,36 @@
 //! the process's `metrics` recorder, which must be installed before the
 //! daemon opens: a handle made before then records nothing.
 
-use metrics::{counter, histogram, Counter, Histogram};
+use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Histogram, Unit};
+
+/// The delivery latency histogram: the exporter gives it its buckets.
+pub const SEND_DURATION: &str = "sluice_send_duration_seconds";
+
+/// Describes every counter and histogram here to the installed recorder
+/// (their `# HELP` lines).
+pub fn describe() {
+    describe_counter!(
+        "sluice_transactions_sent_total",
+        "Transactions delivered to their target."
+    );
+    describe_counter!(
+        "sluice_transactions_failed_total",
+        "Transactions that failed for good (state Error)."
+    );
+    describe_counter!(
+        "sluice_transactions_retried_total",
+        "Deliveries that failed and will be tried again."
+    );
+    describe_histogram!(
+        SEND_DURATION,
+        Unit::Seconds,
+        "How long one delivery (a record or a batch) took, failed ones included."
+    );
+    describe_counter!(
+        "sluice_endpoint_probes_total",
+        "Health probes and tests of an endpoint, by result (ok, failed)."
+    );
+}
 
 /// One integration's delivery counters.
 pub struct SenderMetrics {
@@ -24,7 +53,7 @@ impl SenderMetrics {
             sent: counter!("sluice_transactions_sent_total", &labels),
             failed: counter!("sluice_transactions_failed_total", &labels),
             retried: counter!("sluice_transactions_retried_total", &labels),
-            latency: histogram!("sluice_send_duration_seconds", &labels),
+            latency: histogram!(SEND_DURATION, &labels),
         }
     }
 }

@@ -14,6 +14,8 @@
 //! - [`endpoint`]: what is observed of each endpoint.
 //! - [`counters`]: what is counted as it happens (deliveries, latency,
 //!   probes), for `/metrics`.
+//! - [`snapshot`]: every site's state at one moment, as plain data, for
+//!   readers outside the engine (the `/metrics` gauges).
 //! - [`health`]: endpoint states from deliveries and probes, and the
 //!   system's holds (`endpoint-offline`, `unauthorized`) they place and lift.
 //! - [`Daemon::reload_site`]: a site's configuration applied again.
@@ -29,6 +31,7 @@ pub mod monitor;
 pub mod scheduler;
 pub mod sender;
 pub mod site;
+pub mod snapshot;
 pub mod trigger;
 
 use std::collections::BTreeMap;
@@ -44,6 +47,7 @@ use crate::store::{SqliteStore, Store, StoreError};
 
 pub use integration::Integration;
 pub use site::Site;
+pub use snapshot::Snapshot;
 
 /// Why the engine did not do what it was asked.
 #[derive(Debug, thiserror::Error)]
