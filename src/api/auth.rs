@@ -8,13 +8,16 @@
 //!   also send `X-CSRF-Token` with the value `GET /api/v1/session` gave;
 //!   and a write whose `Origin` is another site than the daemon is refused
 //!   whatever it carries (this also guards open mode on loopback).
-//! - 401 without a valid token, 403 when the role may not ([`needed`]);
-//!   both JSON, through [`ApiError`].
+//! - 401 without a valid token, 403 when the role may not (each route's
+//!   role is in the route table, [`super::routes`]); both JSON, through
+//!   [`ApiError`]. A refusal for the role is audited in the site's trail
+//!   under the route's action.
 //! - Open mode (no token exists, loopback only): everyone is admin.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -23,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::log::{AuditQuery, AuditView};
 use super::openapi::ErrorBody;
+use super::routes::Audited;
 use super::{ApiError, ApiResult, ApiState, JsonBody, PathParams, QueryParams};
 use crate::auth::{csrf, AuthError, Principal, Role, TokenInfo, Tokens};
 
@@ -165,30 +169,6 @@ async fn resolve(state: &ApiState, presented: Option<(String, Via)>) -> ApiResul
     }
 }
 
-/// The role a route needs. Reads are for everyone signed in; anything not
-/// named here needs admin, so a new write route is safe until it is placed.
-pub fn needed(method: &Method, path: &str) -> Role {
-    if !is_write(method) {
-        return if path.ends_with("/tokens") {
-            Role::Admin
-        } else {
-            Role::Viewer
-        };
-    }
-    const OPERATOR: &[&str] = &[
-        "/integrations/{name}/pause",
-        "/integrations/{name}/resume",
-        "/flows/{flow}/run",
-        "/endpoints/{name}/test",
-        "/transactions/{seq}/{action}",
-    ];
-    if OPERATOR.iter().any(|suffix| path.ends_with(suffix)) {
-        Role::Operator
-    } else {
-        Role::Admin
-    }
-}
-
 /// Equal in time that does not depend on where they differ (`subtle`, as
 /// the webhooks' secrets are compared).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -209,21 +189,29 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|(_, authority)| authority.trim_end_matches('/') == host)
 }
 
-fn is_write(method: &Method) -> bool {
+/// Any method but GET, HEAD and OPTIONS.
+pub(super) fn is_write(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The layer on every `/api/v1` route but the session and the document:
-/// identifies the caller, checks CSRF and the role, and hands the caller
-/// to the handler (see [`super::Actor`]).
-pub async fn require(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+/// What the auth layer knows of the route it guards: the API's state, the
+/// role the route needs, and how a refusal is audited (from the route
+/// table).
+#[derive(Clone)]
+pub struct Guard {
+    pub state: ApiState,
+    pub role: Role,
+    /// The route's path in full, as its table entry has it.
+    pub path: Arc<str>,
+    pub audited: Option<Audited>,
+}
+
+/// The layer on every route that takes a token: identifies the caller,
+/// checks CSRF and the route's role, and hands the caller to the handler
+/// (see [`super::Actor`]).
+pub async fn require(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
     let method = request.method().clone();
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| request.uri().path().to_string());
-    let caller = match identify(&state, request.headers()).await {
+    let caller = match identify(&guard.state, request.headers()).await {
         Ok(caller) => caller,
         Err(e) => return e.into_response(),
     };
@@ -248,10 +236,13 @@ pub async fn require(State(state): State<ApiState>, mut request: Request, next: 
             }
         }
     }
-    let role = needed(&method, &path);
+    let role = guard.role;
     if !caller.principal.role.may(role) {
-        if let Some((site, action, subject)) = audited_action(request.uri().path()) {
-            if let Ok(site) = state.daemon.site(&site) {
+        let named = guard
+            .audited
+            .and_then(|a| a.name(&guard.path, request.uri().path()));
+        if let Some((site, action, subject)) = named {
+            if let Ok(site) = guard.state.daemon.site(&site) {
                 let outcome = format!(
                     "refused: forbidden (role {}, needs {role})",
                     caller.principal.role
@@ -268,29 +259,6 @@ pub async fn require(State(state): State<ApiState>, mut request: Request, next: 
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
-}
-
-/// For a write under `/api/v1/sites/{site}/…`: the site, the action and
-/// the subject the audit trail names it by (as the engine does).
-fn audited_action(path: &str) -> Option<(String, String, String)> {
-    // Inside the nested router the path has lost its `/api/v1`.
-    let rest = path.strip_prefix("/api/v1").unwrap_or(path);
-    let rest = rest.strip_prefix("/sites/")?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    let site = parts.first()?.to_string();
-    let (action, subject) = match parts[1..] {
-        [verb] => (format!("site.{verb}"), site.clone()),
-        ["integrations", name, verb] => {
-            (format!("integration.{verb}"), format!("integration/{name}"))
-        }
-        ["flows", flow, "run"] => ("flow.run".into(), format!("flow/{flow}")),
-        ["endpoints", name, verb] => (format!("endpoint.{verb}"), format!("endpoint/{name}")),
-        ["integrations", name, "transactions", seq, verb] => {
-            (format!("tx.{verb}"), format!("integration/{name}/tx/{seq}"))
-        }
-        _ => return None,
-    };
-    Some((site, action, subject))
 }
 
 /// The actor name recorded in audit trails for a caller: the token's name;
@@ -349,7 +317,7 @@ fn session_view(caller: &Caller) -> SessionView {
 }
 
 /// `GET /api/v1/session`: who the dashboard is signed in as.
-#[utoipa::path(get, path = "/api/v1/session", tag = "auth", security(()),
+#[utoipa::path(get, path = "/api/v1/session", tag = "auth",
     responses(
         (status = 200, description = "Who the caller is (by bearer token or the dashboard's cookie)", body = SessionView),
         (status = 401, description = "Nobody: no valid token", body = ErrorBody),
@@ -392,7 +360,7 @@ fn session_cookie(value: &str, max_age: u64, https: bool) -> HeaderValue {
 /// `POST /api/v1/session {"token"}`: signs the dashboard in. The token
 /// opens a session of its own; the HttpOnly cookie, which page scripts
 /// cannot read, carries the session's id, never the token.
-#[utoipa::path(post, path = "/api/v1/session", tag = "auth", security(()),
+#[utoipa::path(post, path = "/api/v1/session", tag = "auth",
     request_body = SignIn,
     responses(
         (status = 200, description = "Signed in; the cookie `sluice_session` is set", body = SessionView),
@@ -448,7 +416,7 @@ pub async fn session_create(
 /// `DELETE /api/v1/session`: signs out: the session ends on the daemon (its
 /// cookie is refused from now on, wherever it was copied) and the cookie
 /// is dropped.
-#[utoipa::path(delete, path = "/api/v1/session", tag = "auth", security(()),
+#[utoipa::path(delete, path = "/api/v1/session", tag = "auth",
     responses((status = 204, description = "Signed out; the session has ended and the cookie is dropped")))]
 pub async fn session_delete(
     State(tokens): State<Tokens>,
@@ -570,64 +538,6 @@ pub fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn roles_per_route() {
-        let post = Method::POST;
-        let p = |s: &str| format!("/api/v1/sites/{{site}}{s}");
-        assert_eq!(needed(&Method::GET, &p("/integrations")), Role::Viewer);
-        assert_eq!(needed(&Method::GET, "/api/v1/tokens"), Role::Admin);
-        assert_eq!(needed(&post, &p("/start")), Role::Admin);
-        assert_eq!(needed(&post, &p("/stop")), Role::Admin);
-        assert_eq!(needed(&post, &p("/reload")), Role::Admin);
-        assert_eq!(
-            needed(&post, &p("/integrations/{name}/pause")),
-            Role::Operator
-        );
-        assert_eq!(
-            needed(&post, &p("/integrations/{name}/resume")),
-            Role::Operator
-        );
-        assert_eq!(needed(&post, &p("/integrations/{name}/stop")), Role::Admin);
-        assert_eq!(needed(&post, &p("/integrations/{name}/start")), Role::Admin);
-        assert_eq!(needed(&post, &p("/flows/{flow}/run")), Role::Operator);
-        assert_eq!(needed(&post, &p("/endpoints/{name}/test")), Role::Operator);
-        assert_eq!(
-            needed(&post, &p("/endpoints/{name}/reauthorize")),
-            Role::Admin
-        );
-        assert_eq!(
-            needed(
-                &post,
-                &p("/integrations/{name}/transactions/{seq}/{action}")
-            ),
-            Role::Operator
-        );
-        assert_eq!(needed(&post, "/api/v1/tokens"), Role::Admin);
-        assert_eq!(
-            needed(&Method::DELETE, "/api/v1/tokens/{name}"),
-            Role::Admin
-        );
-        assert_eq!(needed(&post, "/api/v1/something/new"), Role::Admin);
-    }
-
-    #[test]
-    fn refusals_are_named_as_the_engine_names_actions() {
-        let a = |p: &str| audited_action(p).map(|(s, a, x)| format!("{s} {a} {x}"));
-        assert_eq!(
-            a("/api/v1/sites/LIVE/stop").as_deref(),
-            Some("LIVE site.stop LIVE")
-        );
-        assert_eq!(
-            a("/api/v1/sites/LIVE/integrations/orders/pause").as_deref(),
-            Some("LIVE integration.pause integration/orders")
-        );
-        assert_eq!(
-            a("/api/v1/sites/LIVE/integrations/orders/transactions/7/retry").as_deref(),
-            Some("LIVE tx.retry integration/orders/tx/7")
-        );
-        assert_eq!(a("/api/v1/tokens"), None);
-    }
 
     #[test]
     fn credentials_are_read_from_headers() {

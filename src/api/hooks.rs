@@ -40,7 +40,6 @@ pub struct Accepted {
 
 /// Takes one JSON object or an array of them, queued in the array's order.
 #[utoipa::path(post, path = "/hooks/{site}/{integration}/{flow}", tag = "hooks", params(HookPath),
-    security(()),
     request_body = HookRecords,
     responses(
         (status = 202, description = "The records are durably queued", body = Accepted),
