@@ -18,10 +18,11 @@
 //!   as things happen and a snapshot of every site's state. It knows
 //!   nothing of HTTP, tokens or the metrics exporter.
 //! - [`api`]: the REST API (axum) over its own state (`ApiState`: the
-//!   engine, the tokens, the loopback rule, the body budget), its auth
-//!   layer (tokens, cookie session, CSRF, roles per route), the OpenAPI
-//!   document, `/metrics`, the dashboard's page (`assets/dashboard/`) and
-//!   the webhook receiver.
+//!   engine, the tokens, the loopback rule, the body budget): one route
+//!   table (each route with its handler, role and audit name) from which
+//!   the router, the OpenAPI document and the role checks derive, the auth
+//!   layer (tokens, cookie session, CSRF, the route's role), `/metrics`,
+//!   the dashboard's page (`assets/dashboard/`) and the webhook receiver.
 //! - [`auth`]: API tokens (hashes only) and the roles viewer, operator, admin.
 //! - [`metrics`]: the Prometheus exposition for `/metrics`: installs the
 //!   recorder the engine's counters go to, sets the state gauges from the
