@@ -8,7 +8,7 @@
 //! What a route's access implies is said from the table, in one place: an
 //! open route needs no token; the others document 401, and 403 when a role
 //! is checked. Here are the shapes the derive cannot express and the
-//! finishing touches every operation gets ([`finish`]).
+//! finishing touches every operation gets (`finish`).
 
 use std::sync::LazyLock;
 
