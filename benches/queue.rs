@@ -224,7 +224,7 @@ impl Bench {
         if !metrics {
             // Handles made under the no-op recorder count nothing.
             sender.metrics = metrics::with_local_recorder(&metrics::NoopRecorder, || {
-                sluice::metrics::SenderMetrics::new("BENCH", &integration.name)
+                sluice::engine::counters::SenderMetrics::new("BENCH", &integration.name)
             });
         }
         tokio::spawn(sender.run(token.clone()));
@@ -251,7 +251,7 @@ impl Bench {
             routes: HashMap::from([("f".to_string(), endpoint)]),
             log: self.log.clone(),
             health: Arc::new(health),
-            metrics: sluice::metrics::SenderMetrics::new("BENCH", &integration.name),
+            metrics: sluice::engine::counters::SenderMetrics::new("BENCH", &integration.name),
         }
     }
 }

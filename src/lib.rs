@@ -14,12 +14,19 @@
 //! - [`engine`]: the daemon's moving parts: per site a supervisor with the
 //!   workers of seed 000 (GetData, Trigger, Monitor, AllOthers), the
 //!   scheduler, the per-integration sender, endpoint health (the holds it
-//!   places and the probes that lift them), reload.
-//! - [`api`]: the REST API (axum), its auth layer (tokens, cookie session,
-//!   CSRF, roles per route), the OpenAPI document, `/metrics`, the
-//!   dashboard's page (`assets/dashboard/`) and the webhook receiver.
+//!   places and the probes that lift them), reload; the counters it keeps
+//!   as things happen and a snapshot of every site's state. It knows
+//!   nothing of HTTP, tokens or the metrics exporter.
+//! - [`api`]: the REST API (axum) over its own state (`ApiState`: the
+//!   engine, the tokens, the loopback rule, the body budget): one route
+//!   table (each route with its handler, role and audit name) from which
+//!   the router, the OpenAPI document and the role checks derive, the auth
+//!   layer (tokens, cookie session, CSRF, the route's role), `/metrics`,
+//!   the dashboard's page (`assets/dashboard/`) and the webhook receiver.
 //! - [`auth`]: API tokens (hashes only) and the roles viewer, operator, admin.
-//! - [`metrics`]: Prometheus counters, histogram and state gauges for `/metrics`.
+//! - [`metrics`]: the Prometheus exposition for `/metrics`: installs the
+//!   recorder the engine's counters go to, sets the state gauges from the
+//!   engine's snapshot, renders.
 //! - [`data_dir`]: the data directory's lock (one daemon per directory) and
 //!   its private files (`0700` folder, `0600` files).
 //! - [`log`]: the site log in seed 000's format: stored, filtered, streamed.
@@ -32,6 +39,27 @@
 //! - [`cli`]: the `sluice` command line; subcommands talk to the daemon over
 //!   its REST API.
 //! - [`demo`]: the embedded demo (two sites and a local HTTP target).
+//!
+//! # Which way imports run
+//! Down only, never back (`tests/architecture.rs` reads the source and
+//! holds it so):
+//!
+//! ```text
+//! cli, demo            the command line; `serve` starts the server
+//!   ↓
+//! server               the engine and the API on a listener
+//!   ↓
+//! api, metrics         ask the engine; the engine never names them
+//!   ↓
+//! engine               acts
+//!   ↓
+//! store, connectors, config, log, auth
+//!   ↓
+//! model                decides; imports nothing
+//! ```
+//!
+//! `data_dir`, `redact` and `tls` are leaves anyone may import; they
+//! import nothing of sluice.
 
 pub mod api;
 pub mod auth;

@@ -1,11 +1,14 @@
 //! Prometheus metrics at `/metrics`.
 //!
 //! Counters and the latency histogram are kept by the engine as things
-//! happen (the `metrics` crate; handles are made once per sender, so a
-//! delivery costs an atomic add). Gauges that describe state — site and
-//! integration states, queue depths, holds, endpoint states — are read at
-//! scrape time from the same views the API answers with, so `/metrics` and
-//! the API never disagree.
+//! happen ([`crate::engine::counters`]; handles are made once per sender, so
+//! a delivery costs an atomic add). Gauges that describe state — site and
+//! integration states, queue depths, holds, endpoint states — are set at
+//! scrape time from the engine's [`Snapshot`], read from the same state the
+//! API's views read, so `/metrics` and the API never disagree.
+//!
+//! This module sits above the engine: it installs the process's recorder
+//! and renders what the engine recorded; the engine does not know it.
 //!
 //! Names follow Prometheus conventions: `sluice_` prefix, `_total` for
 //! counters, `_seconds` for durations; labels `site`, `integration`,
@@ -13,11 +16,13 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, gauge, histogram, Counter, Histogram};
+use metrics::gauge;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::engine::Daemon;
-use crate::model::HoldKind;
+use crate::engine::counters::{self, SEND_DURATION};
+use crate::engine::endpoint::EndpointState;
+use crate::engine::Snapshot;
+use crate::model::{HoldKind, IntegrationState, SiteState};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -30,10 +35,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub fn install() {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full("sluice_send_duration_seconds".into()),
-                LATENCY_BUCKETS,
-            )
+            .set_buckets_for_metric(Matcher::Full(SEND_DURATION.into()), LATENCY_BUCKETS)
             .map(PrometheusBuilder::build_recorder);
         match recorder {
             Ok(recorder) => {
@@ -52,8 +54,10 @@ pub fn install() {
     });
 }
 
+/// Describes every metric (their `# HELP` lines): the state gauges here,
+/// the engine's counters in [`counters`].
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use metrics::describe_gauge;
     describe_gauge!("sluice_site_up", "1 if the site is running, else 0.");
     describe_gauge!(
         "sluice_site_state",
@@ -76,80 +80,7 @@ fn describe() {
         "sluice_endpoint_state",
         "1 for the endpoint's state (online, offline, unauthorized, disabled)."
     );
-    describe_counter!(
-        "sluice_transactions_sent_total",
-        "Transactions delivered to their target."
-    );
-    describe_counter!(
-        "sluice_transactions_failed_total",
-        "Transactions that failed for good (state Error)."
-    );
-    describe_counter!(
-        "sluice_transactions_retried_total",
-        "Deliveries that failed and will be tried again."
-    );
-    describe_histogram!(
-        "sluice_send_duration_seconds",
-        Unit::Seconds,
-        "How long one delivery (a record or a batch) took, failed ones included."
-    );
-    describe_counter!(
-        "sluice_endpoint_probes_total",
-        "Health probes and tests of an endpoint, by result (ok, failed)."
-    );
-}
-
-/// One integration's delivery counters.
-pub struct SenderMetrics {
-    pub sent: Counter,
-    pub failed: Counter,
-    pub retried: Counter,
-    pub latency: Histogram,
-}
-
-impl SenderMetrics {
-    pub fn new(site: &str, integration: &str) -> SenderMetrics {
-        let labels = [
-            ("site", site.to_string()),
-            ("integration", integration.to_string()),
-        ];
-        SenderMetrics {
-            sent: counter!("sluice_transactions_sent_total", &labels),
-            failed: counter!("sluice_transactions_failed_total", &labels),
-            retried: counter!("sluice_transactions_retried_total", &labels),
-            latency: histogram!("sluice_send_duration_seconds", &labels),
-        }
-    }
-}
-
-/// An endpoint's probe and test counters, by result.
-pub struct ProbeMetrics {
-    pub ok: Counter,
-    pub failed: Counter,
-}
-
-impl ProbeMetrics {
-    pub fn new(site: &str, endpoint: &str) -> ProbeMetrics {
-        let labels = |result: &'static str| {
-            [
-                ("site", site.to_string()),
-                ("endpoint", endpoint.to_string()),
-                ("result", result.to_string()),
-            ]
-        };
-        ProbeMetrics {
-            ok: counter!("sluice_endpoint_probes_total", &labels("ok")),
-            failed: counter!("sluice_endpoint_probes_total", &labels("failed")),
-        }
-    }
-
-    /// Counts nothing (an endpoint outside a site, as in a benchmark).
-    pub fn none() -> ProbeMetrics {
-        ProbeMetrics {
-            ok: Counter::noop(),
-            failed: Counter::noop(),
-        }
-    }
+    counters::describe();
 }
 
 /// 1.0 or 0.0.
@@ -176,41 +107,37 @@ fn one_hot<'a>(
     }
 }
 
-/// The exposition text: state gauges read now, then everything recorded.
-pub async fn render(daemon: &Daemon) -> String {
-    use crate::engine::endpoint::EndpointState;
-    use crate::model::{IntegrationState, SiteState};
+/// The exposition text: the state gauges as `snapshot` has them, then
+/// everything recorded.
+pub fn render(snapshot: &Snapshot) -> String {
     install();
-    for site in daemon.sites() {
-        let state = site.state();
+    for site in &snapshot.sites {
         let site_labels = [("site", site.name.clone())];
-        gauge!("sluice_site_up", &site_labels).set(flag(state == SiteState::Running));
-        let states = SiteState::ALL.map(|s| (s.as_str(), s == state));
+        gauge!("sluice_site_up", &site_labels).set(flag(site.state == SiteState::Running));
+        let states = SiteState::ALL.map(|s| (s.as_str(), s == site.state));
         one_hot("sluice_site_state", &site_labels, "state", states);
-        for integration in site.integrations() {
+        for integration in &site.integrations {
             let labels = [
                 ("site", site.name.clone()),
                 ("integration", integration.name.clone()),
             ];
-            let record = integration.record();
-            let states = IntegrationState::ALL.map(|s| (s.as_str(), s == record.state));
+            let states = IntegrationState::ALL.map(|s| (s.as_str(), s == integration.state));
             one_hot("sluice_integration_state", &labels, "state", states);
-            let holds =
-                HoldKind::ALL.map(|k| (k.as_str(), record.holds.iter().any(|h| h.kind == k)));
+            let holds = HoldKind::ALL.map(|k| (k.as_str(), integration.holds.contains(&k)));
             one_hot("sluice_integration_held", &labels, "hold", holds);
-            match site.store.queued_count(&integration.name).await {
-                Ok(n) => gauge!("sluice_integration_queue_depth", &labels).set(n as f64),
+            match &integration.queued {
+                Ok(n) => gauge!("sluice_integration_queue_depth", &labels).set(*n as f64),
                 Err(e) => tracing::warn!("metrics: cannot count the queue: {e}"),
             }
         }
-        for endpoint in site.endpoints() {
-            let state = endpoint.state();
+        for endpoint in &site.endpoints {
             let labels = [
                 ("site", site.name.clone()),
                 ("endpoint", endpoint.name.clone()),
             ];
-            gauge!("sluice_endpoint_up", &labels).set(flag(state == EndpointState::Online));
-            let states = EndpointState::ALL.map(|s| (s.as_str(), s == state));
+            gauge!("sluice_endpoint_up", &labels)
+                .set(flag(endpoint.state == EndpointState::Online));
+            let states = EndpointState::ALL.map(|s| (s.as_str(), s == endpoint.state));
             one_hot("sluice_endpoint_state", &labels, "state", states);
         }
     }

@@ -27,6 +27,9 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::api::body::BodyBudget;
+use crate::api::ApiState;
+use crate::auth::Tokens;
 use crate::config::Config;
 use crate::engine::Daemon;
 
@@ -57,10 +60,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     server.run(listener, shutdown_signal()).await
 }
 
-/// A daemon ready to serve: its sites opened, its certificate loaded.
+/// A daemon ready to serve: its sites opened, its API tokens and its
+/// certificate loaded.
 pub struct Server {
     config: Config,
-    daemon: Arc<Daemon>,
+    api: ApiState,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -77,13 +81,17 @@ impl Server {
             )),
             None => None,
         };
+        // First: it takes the data directory's lock, which guards the
+        // tokens' file too.
         let daemon = Daemon::open(&config).await?;
-        if !daemon.loopback_only()
-            && !daemon
-                .tokens()
-                .any()
-                .context("cannot read the API tokens")?
-        {
+        let tokens = Tokens::open(&config.data_dir).with_context(|| {
+            format!(
+                "cannot open the API tokens in {}",
+                config.data_dir.display()
+            )
+        })?;
+        let loopback_only = config.listen.ip().is_loopback();
+        if !loopback_only && !tokens.any().context("cannot read the API tokens")? {
             anyhow::bail!(
                 "refusing to listen on {} without API tokens: anyone who reaches it could stop \
                  your sites. Create one first: sluice token create --config {} --role admin \
@@ -92,11 +100,13 @@ impl Server {
                 config.file.display()
             );
         }
-        Ok(Server {
-            config,
+        let api = ApiState {
             daemon,
-            tls,
-        })
+            tokens,
+            loopback_only,
+            budget: BodyBudget::new(config.max_body_memory),
+        };
+        Ok(Server { config, api, tls })
     }
 
     /// Restores the sites and serves the REST API on `listener` (HTTPS
@@ -107,13 +117,10 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Server {
-            config,
-            daemon,
-            tls,
-        } = self;
+        let Server { config, api, tls } = self;
+        let daemon = api.daemon.clone();
         let addr = listener.local_addr()?;
-        if !addr.ip().is_loopback() && daemon.loopback_only() {
+        if !addr.ip().is_loopback() && api.loopback_only {
             // Open mode was allowed for the configured loopback address.
             anyhow::bail!(
                 "given a listener on {addr}, but the configuration listens on {}",
@@ -152,10 +159,7 @@ impl Server {
                 _ = stopping.cancelled() => {}
             }
         };
-        let app = crate::api::router(
-            daemon.clone(),
-            crate::api::body::BodyBudget::new(config.max_body_memory),
-        );
+        let app = crate::api::router(api);
         let served = match tls {
             None => {
                 axum::serve(

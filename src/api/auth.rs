@@ -8,13 +8,16 @@
 //!   also send `X-CSRF-Token` with the value `GET /api/v1/session` gave;
 //!   and a write whose `Origin` is another site than the daemon is refused
 //!   whatever it carries (this also guards open mode on loopback).
-//! - 401 without a valid token, 403 when the role may not ([`needed`]);
-//!   both JSON, through [`ApiError`].
+//! - 401 without a valid token, 403 when the role may not (each route's
+//!   role is in the route table, [`super::routes`]); both JSON, through
+//!   [`ApiError`]. A refusal for the role is audited in the site's trail
+//!   under the route's action.
 //! - Open mode (no token exists, loopback only): everyone is admin.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -23,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::log::{AuditQuery, AuditView};
 use super::openapi::ErrorBody;
-use super::{ApiError, ApiResult, AppState, JsonBody, PathParams, QueryParams};
+use super::routes::Audited;
+use super::{ApiError, ApiResult, ApiState, JsonBody, PathParams, QueryParams};
 use crate::auth::{csrf, AuthError, Principal, Role, TokenInfo, Tokens};
 
 pub const COOKIE: &str = "sluice_session";
@@ -92,10 +96,10 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
 
 /// Runs `f` on the token store off the async threads (SQLite blocks).
 async fn on_tokens<T: Send + 'static>(
-    daemon: &AppState,
+    tokens: &Tokens,
     f: impl FnOnce(&Tokens) -> crate::auth::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
-    let tokens = daemon.tokens().clone();
+    let tokens = tokens.clone();
     tokio::task::spawn_blocking(move || f(&tokens))
         .await
         .map_err(|e| ApiError::Internal(format!("the token store: {e}")))?
@@ -103,23 +107,23 @@ async fn on_tokens<T: Send + 'static>(
 }
 
 /// Who the request comes from, or 401.
-pub async fn identify(daemon: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+pub async fn identify(state: &ApiState, headers: &HeaderMap) -> ApiResult<Caller> {
     let presented = match (bearer(headers), cookie(headers)) {
         (Some(t), _) => Some((t.to_string(), Via::Bearer)),
         (None, Some(t)) => Some((t.to_string(), Via::Cookie)),
         (None, None) => None,
     };
-    resolve(daemon, presented).await
+    resolve(state, presented).await
 }
 
 /// Who presents this token (bearer) or session id (cookie), or the
 /// open-mode caller, or 401.
-async fn resolve(daemon: &AppState, presented: Option<(String, Via)>) -> ApiResult<Caller> {
-    let open_allowed = daemon.loopback_only();
+async fn resolve(state: &ApiState, presented: Option<(String, Via)>) -> ApiResult<Caller> {
+    let open_allowed = state.loopback_only;
     let check = presented.clone();
     // A valid token or session settles it; only without one does it matter
     // whether any token exists (open mode).
-    let (any, found) = on_tokens(daemon, move |tokens| {
+    let (any, found) = on_tokens(&state.tokens, move |tokens| {
         let found = match check {
             Some((t, Via::Cookie)) => tokens.verify_session(&t)?,
             Some((t, _)) => tokens.verify(&t)?,
@@ -165,30 +169,6 @@ async fn resolve(daemon: &AppState, presented: Option<(String, Via)>) -> ApiResu
     }
 }
 
-/// The role a route needs. Reads are for everyone signed in; anything not
-/// named here needs admin, so a new write route is safe until it is placed.
-pub fn needed(method: &Method, path: &str) -> Role {
-    if !is_write(method) {
-        return if path.ends_with("/tokens") {
-            Role::Admin
-        } else {
-            Role::Viewer
-        };
-    }
-    const OPERATOR: &[&str] = &[
-        "/integrations/{name}/pause",
-        "/integrations/{name}/resume",
-        "/flows/{flow}/run",
-        "/endpoints/{name}/test",
-        "/transactions/{seq}/{action}",
-    ];
-    if OPERATOR.iter().any(|suffix| path.ends_with(suffix)) {
-        Role::Operator
-    } else {
-        Role::Admin
-    }
-}
-
 /// Equal in time that does not depend on where they differ (`subtle`, as
 /// the webhooks' secrets are compared).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -209,21 +189,29 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|(_, authority)| authority.trim_end_matches('/') == host)
 }
 
-fn is_write(method: &Method) -> bool {
+/// Any method but GET, HEAD and OPTIONS.
+pub(super) fn is_write(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The layer on every `/api/v1` route but the session and the document:
-/// identifies the caller, checks CSRF and the role, and hands the caller
-/// to the handler (see [`super::Actor`]).
-pub async fn require(State(daemon): State<AppState>, mut request: Request, next: Next) -> Response {
+/// What the auth layer knows of the route it guards: the API's state, the
+/// role the route needs, and how a refusal is audited (from the route
+/// table).
+#[derive(Clone)]
+pub struct Guard {
+    pub state: ApiState,
+    pub role: Role,
+    /// The route's path in full, as its table entry has it.
+    pub path: Arc<str>,
+    pub audited: Option<Audited>,
+}
+
+/// The layer on every route that takes a token: identifies the caller,
+/// checks CSRF and the route's role, and hands the caller to the handler
+/// (see [`super::Actor`]).
+pub async fn require(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
     let method = request.method().clone();
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| request.uri().path().to_string());
-    let caller = match identify(&daemon, request.headers()).await {
+    let caller = match identify(&guard.state, request.headers()).await {
         Ok(caller) => caller,
         Err(e) => return e.into_response(),
     };
@@ -248,10 +236,13 @@ pub async fn require(State(daemon): State<AppState>, mut request: Request, next:
             }
         }
     }
-    let role = needed(&method, &path);
+    let role = guard.role;
     if !caller.principal.role.may(role) {
-        if let Some((site, action, subject)) = audited_action(request.uri().path()) {
-            if let Ok(site) = daemon.site(&site) {
+        let named = guard
+            .audited
+            .and_then(|a| a.name(&guard.path, request.uri().path()));
+        if let Some((site, action, subject)) = named {
+            if let Ok(site) = guard.state.daemon.site(&site) {
                 let outcome = format!(
                     "refused: forbidden (role {}, needs {role})",
                     caller.principal.role
@@ -268,29 +259,6 @@ pub async fn require(State(daemon): State<AppState>, mut request: Request, next:
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
-}
-
-/// For a write under `/api/v1/sites/{site}/…`: the site, the action and
-/// the subject the audit trail names it by (as the engine does).
-fn audited_action(path: &str) -> Option<(String, String, String)> {
-    // Inside the nested router the path has lost its `/api/v1`.
-    let rest = path.strip_prefix("/api/v1").unwrap_or(path);
-    let rest = rest.strip_prefix("/sites/")?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    let site = parts.first()?.to_string();
-    let (action, subject) = match parts[1..] {
-        [verb] => (format!("site.{verb}"), site.clone()),
-        ["integrations", name, verb] => {
-            (format!("integration.{verb}"), format!("integration/{name}"))
-        }
-        ["flows", flow, "run"] => ("flow.run".into(), format!("flow/{flow}")),
-        ["endpoints", name, verb] => (format!("endpoint.{verb}"), format!("endpoint/{name}")),
-        ["integrations", name, "transactions", seq, verb] => {
-            (format!("tx.{verb}"), format!("integration/{name}/tx/{seq}"))
-        }
-        _ => return None,
-    };
-    Some((site, action, subject))
 }
 
 /// The actor name recorded in audit trails for a caller: the token's name;
@@ -349,16 +317,16 @@ fn session_view(caller: &Caller) -> SessionView {
 }
 
 /// `GET /api/v1/session`: who the dashboard is signed in as.
-#[utoipa::path(get, path = "/api/v1/session", tag = "auth", security(()),
+#[utoipa::path(get, path = "/api/v1/session", tag = "auth",
     responses(
         (status = 200, description = "Who the caller is (by bearer token or the dashboard's cookie)", body = SessionView),
         (status = 401, description = "Nobody: no valid token", body = ErrorBody),
     ))]
 pub async fn session_show(
-    State(daemon): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> ApiResult<Json<SessionView>> {
-    let caller = identify(&daemon, &headers).await?;
+    let caller = identify(&state, &headers).await?;
     Ok(Json(session_view(&caller)))
 }
 
@@ -392,7 +360,7 @@ fn session_cookie(value: &str, max_age: u64, https: bool) -> HeaderValue {
 /// `POST /api/v1/session {"token"}`: signs the dashboard in. The token
 /// opens a session of its own; the HttpOnly cookie, which page scripts
 /// cannot read, carries the session's id, never the token.
-#[utoipa::path(post, path = "/api/v1/session", tag = "auth", security(()),
+#[utoipa::path(post, path = "/api/v1/session", tag = "auth",
     request_body = SignIn,
     responses(
         (status = 200, description = "Signed in; the cookie `sluice_session` is set", body = SessionView),
@@ -401,7 +369,7 @@ fn session_cookie(value: &str, max_age: u64, https: bool) -> HeaderValue {
         (status = 413, description = "The body could not be read", body = ErrorBody),
     ))]
 pub async fn session_create(
-    State(daemon): State<AppState>,
+    State(tokens): State<Tokens>,
     tls: Option<Extension<ServedOverTls>>,
     request_headers: HeaderMap,
     JsonBody(body): JsonBody<SignIn>,
@@ -414,7 +382,7 @@ pub async fn session_create(
         return Err(ApiError::Unauthorized("give a token to sign in".into()));
     }
     let ttl_ms = COOKIE_MAX_AGE_S as i64 * 1000;
-    let opened = on_tokens(&daemon, move |tokens| {
+    let opened = on_tokens(&tokens, move |tokens| {
         if !tokens.any()? {
             return Ok(Err(ApiError::Unauthorized(
                 "no API token exists: the daemon is open on loopback and needs no sign-in".into(),
@@ -448,15 +416,15 @@ pub async fn session_create(
 /// `DELETE /api/v1/session`: signs out: the session ends on the daemon (its
 /// cookie is refused from now on, wherever it was copied) and the cookie
 /// is dropped.
-#[utoipa::path(delete, path = "/api/v1/session", tag = "auth", security(()),
+#[utoipa::path(delete, path = "/api/v1/session", tag = "auth",
     responses((status = 204, description = "Signed out; the session has ended and the cookie is dropped")))]
 pub async fn session_delete(
-    State(daemon): State<AppState>,
+    State(tokens): State<Tokens>,
     tls: Option<Extension<ServedOverTls>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     if let Some(id) = cookie(&headers).map(str::to_string) {
-        on_tokens(&daemon, move |tokens| tokens.close_session(&id)).await?;
+        on_tokens(&tokens, move |tokens| tokens.close_session(&id)).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
@@ -469,8 +437,8 @@ pub async fn session_delete(
 /// `GET /api/v1/tokens` (admin): every token, never the secret.
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "auth",
     responses((status = 200, description = "Every token (never the token itself)", body = Vec<TokenInfo>)))]
-pub async fn tokens_list(State(daemon): State<AppState>) -> ApiResult<Json<Vec<TokenInfo>>> {
-    Ok(Json(on_tokens(&daemon, |tokens| tokens.list()).await?))
+pub async fn tokens_list(State(tokens): State<Tokens>) -> ApiResult<Json<Vec<TokenInfo>>> {
+    Ok(Json(on_tokens(&tokens, |tokens| tokens.list()).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -503,7 +471,7 @@ pub struct CreatedToken {
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn tokens_create(
-    State(daemon): State<AppState>,
+    State(tokens): State<Tokens>,
     actor: super::Actor,
     JsonBody(body): JsonBody<NewToken>,
 ) -> ApiResult<Response> {
@@ -514,7 +482,7 @@ pub async fn tokens_create(
         ))
     })?;
     let name = body.name.clone();
-    let token = on_tokens(&daemon, move |tokens| tokens.create(&name, role, &actor.0)).await?;
+    let token = on_tokens(&tokens, move |tokens| tokens.create(&name, role, &actor.0)).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -537,11 +505,11 @@ pub async fn tokens_create(
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn tokens_revoke(
-    State(daemon): State<AppState>,
+    State(tokens): State<Tokens>,
     PathParams(name): PathParams<String>,
     actor: super::Actor,
 ) -> ApiResult<StatusCode> {
-    on_tokens(&daemon, move |tokens| tokens.revoke(&name, &actor.0)).await?;
+    on_tokens(&tokens, move |tokens| tokens.revoke(&name, &actor.0)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -552,11 +520,11 @@ pub async fn tokens_revoke(
         (status = 400, description = "Bad query parameters", body = ErrorBody),
     ))]
 pub async fn audit(
-    State(daemon): State<AppState>,
+    State(tokens): State<Tokens>,
     QueryParams(q): QueryParams<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditView>>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let list = on_tokens(&daemon, move |tokens| tokens.audit(limit)).await?;
+    let list = on_tokens(&tokens, move |tokens| tokens.audit(limit)).await?;
     Ok(Json(list.into_iter().map(AuditView::from).collect()))
 }
 
@@ -570,64 +538,6 @@ pub fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn roles_per_route() {
-        let post = Method::POST;
-        let p = |s: &str| format!("/api/v1/sites/{{site}}{s}");
-        assert_eq!(needed(&Method::GET, &p("/integrations")), Role::Viewer);
-        assert_eq!(needed(&Method::GET, "/api/v1/tokens"), Role::Admin);
-        assert_eq!(needed(&post, &p("/start")), Role::Admin);
-        assert_eq!(needed(&post, &p("/stop")), Role::Admin);
-        assert_eq!(needed(&post, &p("/reload")), Role::Admin);
-        assert_eq!(
-            needed(&post, &p("/integrations/{name}/pause")),
-            Role::Operator
-        );
-        assert_eq!(
-            needed(&post, &p("/integrations/{name}/resume")),
-            Role::Operator
-        );
-        assert_eq!(needed(&post, &p("/integrations/{name}/stop")), Role::Admin);
-        assert_eq!(needed(&post, &p("/integrations/{name}/start")), Role::Admin);
-        assert_eq!(needed(&post, &p("/flows/{flow}/run")), Role::Operator);
-        assert_eq!(needed(&post, &p("/endpoints/{name}/test")), Role::Operator);
-        assert_eq!(
-            needed(&post, &p("/endpoints/{name}/reauthorize")),
-            Role::Admin
-        );
-        assert_eq!(
-            needed(
-                &post,
-                &p("/integrations/{name}/transactions/{seq}/{action}")
-            ),
-            Role::Operator
-        );
-        assert_eq!(needed(&post, "/api/v1/tokens"), Role::Admin);
-        assert_eq!(
-            needed(&Method::DELETE, "/api/v1/tokens/{name}"),
-            Role::Admin
-        );
-        assert_eq!(needed(&post, "/api/v1/something/new"), Role::Admin);
-    }
-
-    #[test]
-    fn refusals_are_named_as_the_engine_names_actions() {
-        let a = |p: &str| audited_action(p).map(|(s, a, x)| format!("{s} {a} {x}"));
-        assert_eq!(
-            a("/api/v1/sites/LIVE/stop").as_deref(),
-            Some("LIVE site.stop LIVE")
-        );
-        assert_eq!(
-            a("/api/v1/sites/LIVE/integrations/orders/pause").as_deref(),
-            Some("LIVE integration.pause integration/orders")
-        );
-        assert_eq!(
-            a("/api/v1/sites/LIVE/integrations/orders/transactions/7/retry").as_deref(),
-            Some("LIVE tx.retry integration/orders/tx/7")
-        );
-        assert_eq!(a("/api/v1/tokens"), None);
-    }
 
     #[test]
     fn credentials_are_read_from_headers() {

@@ -26,7 +26,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// `GET /`: the page.
+/// The dashboard (`assets/dashboard/index.html`, built into the binary).
+#[utoipa::path(get, path = "/", tag = "meta",
+    responses((status = 200, description = "The dashboard's page", body = String,
+        content_type = "text/html")))]
 pub async fn index() -> Response {
     let mut response = asset("text/html; charset=utf-8", INDEX_HTML);
     let headers = response.headers_mut();
@@ -45,12 +48,18 @@ pub async fn index() -> Response {
     response
 }
 
-/// `GET /assets/app.js`.
+/// The dashboard's script.
+#[utoipa::path(get, path = "/assets/app.js", tag = "meta",
+    responses((status = 200, description = "JavaScript", body = String,
+        content_type = "text/javascript")))]
 pub async fn script() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
 
-/// `GET /assets/app.css`.
+/// The dashboard's stylesheet.
+#[utoipa::path(get, path = "/assets/app.css", tag = "meta",
+    responses((status = 200, description = "CSS", body = String,
+        content_type = "text/css")))]
 pub async fn stylesheet() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
 }

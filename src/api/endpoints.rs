@@ -1,13 +1,16 @@
 //! `/api/v1/sites/{site}/endpoints`: what is observed of each endpoint.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
 use super::openapi::{endpoint_kind_schema, json_schema, EndpointPath, ErrorBody, SitePath};
-use super::{rfc3339, site, Actor, ApiError, ApiResult, AppState, JsonBody, PathParams};
+use super::{rfc3339, site, Actor, ApiError, ApiResult, JsonBody, PathParams};
 use crate::connectors::Credentials;
 use crate::engine::endpoint::{Endpoint, EndpointState};
+use crate::engine::Daemon;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EndpointView {
@@ -56,7 +59,7 @@ pub fn view(e: &Endpoint) -> EndpointView {
         (status = 404, description = "No such site", body = ErrorBody),
     ))]
 pub async fn list(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
 ) -> ApiResult<Json<Vec<EndpointView>>> {
     let site = site(&daemon, &name)?;
@@ -71,7 +74,7 @@ pub async fn list(
         (status = 404, description = "No such site or endpoint", body = ErrorBody),
     ))]
 pub async fn show(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<EndpointView>> {
     let site = site(&daemon, &site_name)?;
@@ -99,7 +102,7 @@ pub struct TestAnswer {
         (status = 404, description = "No such site or endpoint", body = ErrorBody),
     ))]
 pub async fn test(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name)): PathParams<(String, String)>,
     actor: Actor,
 ) -> ApiResult<Json<TestAnswer>> {
@@ -165,7 +168,7 @@ impl utoipa::ToSchema for ReauthorizeBody {}
         (status = 413, description = "The body cannot be read", body = ErrorBody),
     ))]
 pub async fn reauthorize(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name)): PathParams<(String, String)>,
     actor: Actor,
     JsonBody(body): JsonBody<ReauthorizeBody>,

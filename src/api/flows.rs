@@ -1,14 +1,16 @@
 //! `/api/v1/sites/{site}/flows`: list, show, and 'Send All' / 'Send Changed'.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::openapi::{flow_status_schema, ErrorBody, FlowPath, SitePath};
-use super::{rfc3339, site, Actor, ApiError, ApiResult, AppState, JsonBody, PathParams};
+use super::{rfc3339, site, Actor, ApiError, ApiResult, JsonBody, PathParams};
 use crate::config::{FlowConfig, Schedule};
-use crate::engine::Site;
+use crate::engine::{Daemon, Site};
 use crate::model::{RunMode, RunResult};
 use crate::store::RunRecord;
 
@@ -125,7 +127,7 @@ pub async fn flow_view(site: &Site, integration: &str, flow: &FlowConfig) -> Api
         (status = 404, description = "No such site", body = ErrorBody),
     ))]
 pub async fn list(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
 ) -> ApiResult<Json<Vec<FlowView>>> {
     let site = site(&daemon, &name)?;
@@ -143,7 +145,7 @@ pub async fn list(
         (status = 404, description = "No such site or flow", body = ErrorBody),
     ))]
 pub async fn show(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, flow)): PathParams<(String, String)>,
 ) -> ApiResult<Json<FlowView>> {
     let site = site(&daemon, &site_name)?;
@@ -184,7 +186,7 @@ pub struct RunAnswer {
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn run(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, flow)): PathParams<(String, String)>,
     actor: Actor,
     JsonBody(body): JsonBody<RunBody>,

@@ -14,19 +14,21 @@
 //! HMAC signature over the body, when the webhook asks for one (401); then
 //! the body must be JSON objects (400).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::body::BodyBudget;
 use super::openapi::{ErrorBody, HookPath, HookRecords};
-use super::{site, ApiError, ApiResult, AppState, PathParams};
+use super::{site, ApiError, ApiResult, PathParams};
 use crate::connectors::webhook::{Refused, WebhookConfig};
 use crate::connectors::EndpointKind;
-use crate::engine::Site;
+use crate::engine::{Daemon, Site};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
@@ -38,7 +40,6 @@ pub struct Accepted {
 
 /// Takes one JSON object or an array of them, queued in the array's order.
 #[utoipa::path(post, path = "/hooks/{site}/{integration}/{flow}", tag = "hooks", params(HookPath),
-    security(()),
     request_body = HookRecords,
     responses(
         (status = 202, description = "The records are durably queued", body = Accepted),
@@ -53,8 +54,8 @@ pub struct Accepted {
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn receive(
-    State(daemon): State<AppState>,
-    Extension(budget): Extension<BodyBudget>,
+    State(daemon): State<Arc<Daemon>>,
+    State(budget): State<BodyBudget>,
     PathParams((site_name, integration, flow)): PathParams<(String, String, String)>,
     headers: HeaderMap,
     body: Body,

@@ -1,15 +1,17 @@
 //! `/api/v1/sites/{site}/integrations`: list, show, pause, resume, start, stop.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::flows::{flow_view, FlowView};
 use super::openapi::{ErrorBody, IntegrationPath, SitePath};
-use super::{rfc3339, site, Actor, ApiResult, AppState, JsonBody, PathParams};
+use super::{rfc3339, site, Actor, ApiResult, JsonBody, PathParams};
 use crate::config::OnError;
 use crate::engine::integration::ResumeProgress;
-use crate::engine::{Integration, Site};
+use crate::engine::{Daemon, Integration, Site};
 use crate::model::{
     derive_status, ConnectionStatus, FlowRunOutcome, HoldKind, IntegrationEvent, IntegrationState,
     RunResult,
@@ -130,7 +132,7 @@ async fn latest_completed(site: &Site, flow: &str) -> ApiResult<Option<RunResult
         (status = 404, description = "No such site", body = ErrorBody),
     ))]
 pub async fn list(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
 ) -> ApiResult<Json<Vec<IntegrationView>>> {
     let site = site(&daemon, &name)?;
@@ -149,7 +151,7 @@ pub async fn list(
         (status = 404, description = "No such site or integration", body = ErrorBody),
     ))]
 pub async fn show(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<IntegrationView>> {
     let site = site(&daemon, &site_name)?;
@@ -167,7 +169,7 @@ pub struct ActionBody {
 }
 
 async fn act(
-    daemon: AppState,
+    daemon: Arc<Daemon>,
     site_name: String,
     name: String,
     actor: Actor,
@@ -239,7 +241,7 @@ macro_rules! action {
                     body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
             ))]
         pub async fn $name(
-            State(daemon): State<AppState>,
+            State(daemon): State<Arc<Daemon>>,
             PathParams((site_name, name)): PathParams<(String, String)>,
             actor: Actor,
             JsonBody(body): JsonBody<ActionBody>,

@@ -2,6 +2,7 @@
 //! and `…/audit` (JSON).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -15,7 +16,8 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::openapi::{ErrorBody, SitePath};
-use super::{rfc3339, site, ApiError, ApiResult, AppState, PathParams, QueryParams};
+use super::{rfc3339, site, ApiError, ApiResult, PathParams, QueryParams};
+use crate::engine::Daemon;
 use crate::log::format_entry;
 use crate::model::Millis;
 
@@ -59,7 +61,7 @@ fn parse_since(s: &str) -> ApiResult<Millis> {
         (status = 404, description = "No such site", body = ErrorBody),
     ))]
 pub async fn text(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
     QueryParams(q): QueryParams<LogQuery>,
 ) -> ApiResult<Response> {
@@ -103,7 +105,7 @@ pub struct StreamQuery {
         (status = 404, description = "No such site", body = ErrorBody),
     ))]
 pub async fn stream(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
     QueryParams(q): QueryParams<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
@@ -167,7 +169,7 @@ pub struct AuditView {
         (status = 404, description = "No such site", body = ErrorBody),
     ))]
 pub async fn audit(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
     QueryParams(q): QueryParams<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditView>>> {

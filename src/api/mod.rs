@@ -1,12 +1,15 @@
 //! The REST API (under `/api/v1`), the webhook receiver (`/hooks`), the
 //! dashboard (`/`) and `/metrics`.
 //!
-//! One file per resource; [`auth`] is the layer every `/api/v1` route but
-//! the session and the OpenAPI document passes (token, CSRF, role);
-//! [`openapi`] documents every route and its tests hold the two together. Every error is JSON `{"error": "…"}` with the
-//! right status code ([`ApiError`] is the one boundary); bad input is a 4xx,
-//! never a panic or a 500. A write the disk has no space for is 507 with
-//! `Retry-After`: nothing was taken, nothing changed.
+//! One file per resource. [`routes`] is the one route table: each route
+//! with its handler, who may call it and how a refusal is audited; the
+//! router, the OpenAPI document ([`openapi`]) and the role each call needs
+//! are derived from it. [`auth`] is the layer on every route that takes a
+//! token (token, CSRF, the route's role). Every error is JSON
+//! `{"error": "…"}` with the right status code ([`ApiError`] is the one
+//! boundary); bad input is a 4xx, never a panic or a 500. A write the disk
+//! has no space for is 507 with `Retry-After`: nothing was taken, nothing
+//! changed.
 
 pub mod auth;
 pub mod body;
@@ -17,111 +20,57 @@ pub mod hooks;
 pub mod integrations;
 pub mod log;
 pub mod openapi;
+pub mod routes;
 pub mod sites;
 pub mod transactions;
+
+pub use routes::router;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::de::DeserializeOwned;
 
+use crate::auth::Tokens;
 use crate::engine::{Daemon, EngineError, Site};
 use crate::model::Refusal;
 
-pub type AppState = Arc<Daemon>;
+/// What the HTTP surface holds: the engine it asks, and what is its own —
+/// who may call it and how much body it reads at once. The engine knows
+/// nothing of tokens or listeners; the server (`server.rs`) builds this.
+#[derive(Clone)]
+pub struct ApiState {
+    pub daemon: Arc<Daemon>,
+    /// The API tokens (`tokens.db` in the data directory).
+    pub tokens: Tokens,
+    /// Whether the API listens on a loopback address only: open mode (no
+    /// token exists, everyone is admin) is allowed only then.
+    pub loopback_only: bool,
+    /// Bounds the request bodies being read at once (see [`body`]).
+    pub budget: body::BodyBudget,
+}
 
-/// Builds the whole HTTP surface of the daemon. `budget` bounds the
-/// request bodies being read at once (see [`body`]).
-pub fn router(daemon: Arc<Daemon>, budget: body::BodyBudget) -> Router {
-    let api = Router::new()
-        .route("/sites", get(sites::list))
-        .route("/sites/{site}", get(sites::show))
-        .route("/sites/{site}/start", post(sites::start))
-        .route("/sites/{site}/stop", post(sites::stop))
-        .route("/sites/{site}/reload", post(sites::reload))
-        .route("/sites/{site}/log", get(log::text))
-        .route("/sites/{site}/log/stream", get(log::stream))
-        .route("/sites/{site}/audit", get(log::audit))
-        .route("/sites/{site}/integrations", get(integrations::list))
-        .route("/sites/{site}/integrations/{name}", get(integrations::show))
-        .route(
-            "/sites/{site}/integrations/{name}/pause",
-            post(integrations::pause),
-        )
-        .route(
-            "/sites/{site}/integrations/{name}/resume",
-            post(integrations::resume),
-        )
-        .route(
-            "/sites/{site}/integrations/{name}/start",
-            post(integrations::start),
-        )
-        .route(
-            "/sites/{site}/integrations/{name}/stop",
-            post(integrations::stop),
-        )
-        .route(
-            "/sites/{site}/integrations/{name}/transactions",
-            get(transactions::list),
-        )
-        .route(
-            "/sites/{site}/integrations/{name}/transactions/{seq}",
-            get(transactions::show),
-        )
-        .route(
-            "/sites/{site}/integrations/{name}/transactions/{seq}/{action}",
-            post(transactions::act),
-        )
-        .route("/sites/{site}/flows", get(flows::list))
-        .route("/sites/{site}/flows/{flow}", get(flows::show))
-        .route("/sites/{site}/flows/{flow}/run", post(flows::run))
-        .route("/sites/{site}/endpoints", get(endpoints::list))
-        .route("/sites/{site}/endpoints/{name}", get(endpoints::show))
-        .route("/sites/{site}/endpoints/{name}/test", post(endpoints::test))
-        .route(
-            "/sites/{site}/endpoints/{name}/reauthorize",
-            post(endpoints::reauthorize),
-        )
-        .route("/tokens", get(auth::tokens_list).post(auth::tokens_create))
-        .route("/tokens/{name}", axum::routing::delete(auth::tokens_revoke))
-        .route("/audit", get(auth::audit))
-        // Everything above needs a token (or open mode) and its role.
-        .route_layer(axum::middleware::from_fn_with_state(
-            daemon.clone(),
-            auth::require,
-        ))
-        .route("/openapi.json", get(openapi::document))
-        .route(
-            "/session",
-            get(auth::session_show)
-                .post(auth::session_create)
-                .delete(auth::session_delete),
-        )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        // Outermost: every body is read (bounded) before anything answers.
-        .layer(axum::middleware::from_fn_with_state(
-            budget.clone(),
-            body::read_first,
-        ));
-    Router::new()
-        .route("/", get(dashboard::index))
-        .route("/assets/app.js", get(dashboard::script))
-        .route("/assets/app.css", get(dashboard::stylesheet))
-        .route("/metrics", get(metrics))
-        .nest("/api/v1", api)
-        .route("/hooks/{site}/{integration}/{flow}", post(hooks::receive))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::Extension(budget))
-        .with_state(daemon)
+impl FromRef<ApiState> for Arc<Daemon> {
+    fn from_ref(state: &ApiState) -> Arc<Daemon> {
+        state.daemon.clone()
+    }
+}
+
+impl FromRef<ApiState> for Tokens {
+    fn from_ref(state: &ApiState) -> Tokens {
+        state.tokens.clone()
+    }
+}
+
+impl FromRef<ApiState> for body::BodyBudget {
+    fn from_ref(state: &ApiState) -> body::BodyBudget {
+        state.budget.clone()
+    }
 }
 
 /// `GET /metrics`: Prometheus text format. Needs a token (any role) once
@@ -130,25 +79,20 @@ pub fn router(daemon: Arc<Daemon>, budget: body::BodyBudget) -> Router {
     responses(
         (status = 200, description = "Prometheus text exposition format", body = String,
             content_type = "text/plain; version=0.0.4; charset=utf-8"),
-        (status = 401, description = "No token, or a token that is not valid", body = openapi::ErrorBody),
     ))]
-pub async fn metrics(
-    axum::extract::State(daemon): axum::extract::State<AppState>,
-    headers: axum::http::HeaderMap,
-) -> ApiResult<Response> {
-    auth::identify(&daemon, &headers).await?;
-    let text = crate::metrics::render(&daemon).await;
-    Ok((
+pub async fn metrics(axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>) -> Response {
+    let text = crate::metrics::render(&daemon.snapshot().await);
+    (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         text,
     )
-        .into_response())
+        .into_response()
 }
 
-async fn method_not_allowed(
+pub(crate) async fn method_not_allowed(
     method: axum::http::Method,
     axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
 ) -> Response {
@@ -161,7 +105,7 @@ async fn method_not_allowed(
         .into_response()
 }
 
-async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     ApiError::NotFound("no such resource; the API lives under /api/v1".into())
 }
 

@@ -1,13 +1,14 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of the whole HTTP
-//! surface, generated from the handlers' `#[utoipa::path]` annotations and
-//! the views' `ToSchema` derives, so it cannot drift from the code unseen.
+//! surface, generated from the route table ([`super::routes`]) — each
+//! handler's `#[utoipa::path]` and the views' `ToSchema` derives — so it
+//! cannot drift from the router, which is built from the same table.
 //!
 //! Paths in the document are written in full (`/api/v1/...`, `/hooks/...`),
 //! with no `servers` prefix: a client joins them to the daemon's address.
-//! Every `/api/v1` operation but this one takes a bearer token and documents
-//! 401 and 403 (added here, in one place, by `Security`). The unit tests
-//! hold the document and the router to each other: a route added without
-//! docs, or docs for a route that does not exist, fails them.
+//! What a route's access implies is said from the table, in one place: an
+//! open route needs no token; the others document 401, and 403 when a role
+//! is checked. Here are the shapes the derive cannot express and the
+//! finishing touches every operation gets (`finish`).
 
 use std::sync::LazyLock;
 
@@ -19,7 +20,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder, Schema};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-use super::{endpoints, flows, hooks, integrations, log, sites, transactions};
+use super::endpoints;
 use crate::model::{FlowStatus, RunMode, RunResult};
 
 /// Every error answer: `{"error": "…"}`.
@@ -179,36 +180,18 @@ pub fn endpoint_kind_schema() -> impl Into<RefOr<Schema>> {
         .enum_values(Some(crate::connectors::EndpointKind::NAMES))
 }
 
-/// The dashboard (`assets/dashboard/index.html`, built into the binary).
-#[utoipa::path(get, path = "/", tag = "meta", security(()),
-    responses((status = 200, description = "The dashboard's page", body = String,
-        content_type = "text/html")))]
-#[allow(dead_code)]
-fn index() {}
-
-/// The dashboard's script.
-#[utoipa::path(get, path = "/assets/app.js", tag = "meta", security(()),
-    responses((status = 200, description = "JavaScript", body = String,
-        content_type = "text/javascript")))]
-#[allow(dead_code)]
-fn script() {}
-
-/// The dashboard's stylesheet.
-#[utoipa::path(get, path = "/assets/app.css", tag = "meta", security(()),
-    responses((status = 200, description = "CSS", body = String,
-        content_type = "text/css")))]
-#[allow(dead_code)]
-fn stylesheet() {}
-
 /// This document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(()),
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(DOCUMENT.clone())
 }
 
-static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
+static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(super::routes::document);
 
+/// What the document says besides its routes: the title, the tags, the
+/// bearer scheme and the schemas only hand-written code names;
+/// [`super::routes::document`] adds every route of the table.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -216,47 +199,8 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         description = "Sites, integrations, flows and a durable ordered queue under exact \
             operator control. Every error is JSON `{\"error\": \"…\"}`."
     ),
-    paths(
-        index,
-        script,
-        stylesheet,
-        document,
-        super::metrics,
-        super::auth::session_show,
-        super::auth::session_create,
-        super::auth::session_delete,
-        super::auth::tokens_list,
-        super::auth::tokens_create,
-        super::auth::tokens_revoke,
-        super::auth::audit,
-        sites::list,
-        sites::show,
-        sites::start,
-        sites::stop,
-        sites::reload,
-        log::text,
-        log::stream,
-        log::audit,
-        integrations::list,
-        integrations::show,
-        integrations::pause,
-        integrations::resume,
-        integrations::start,
-        integrations::stop,
-        transactions::list,
-        transactions::show,
-        transactions::act,
-        flows::list,
-        flows::show,
-        flows::run,
-        endpoints::list,
-        endpoints::show,
-        endpoints::test,
-        endpoints::reauthorize,
-        hooks::receive,
-    ),
-    // The derive finds every schema that bodies name, but not those whose
-    // `ToSchema` is written by hand nor those parameters name.
+    // The route table brings every schema that bodies name, but not those
+    // whose `ToSchema` is written by hand nor those parameters name.
     components(schemas(
         ErrorBody,
         HookRecords,
@@ -264,7 +208,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         TxActionName,
         crate::model::TxState,
     )),
-    modifiers(&Security),
+    modifiers(&BearerAuth),
     tags(
         (name = "sites", description = "Start, stop and reload sites"),
         (name = "integrations", description = "Pause, resume, start and stop integrations"),
@@ -279,19 +223,11 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
 )]
 pub struct ApiDoc;
 
-/// Operations that take no token: a client needs them before it has one.
-pub const OPEN_PATHS: [&str; 2] = ["/api/v1/openapi.json", "/api/v1/session"];
+/// The bearer token scheme, required everywhere by default: operations the
+/// route table says are open opt out (`security: [{}]`).
+struct BearerAuth;
 
-/// What the derive cannot say by itself:
-/// - the bearer token scheme, required everywhere by default (operations
-///   that say `security(())` opt out), and the 401/403 answers it brings to
-///   every `/api/v1` operation;
-/// - operation ids unique in the document (`sites_list`, not `list`): the
-///   tag, then the handler's name;
-/// - a body given as `Option<T>` may be left out, but is never `null`.
-struct Security;
-
-impl Modify for Security {
+impl Modify for BearerAuth {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -302,24 +238,32 @@ impl Modify for Security {
             "bearerAuth",
             Vec::<String>::new(),
         )]);
-        for (path, item) in doc.paths.paths.iter_mut() {
-            let guarded = path.starts_with("/api/v1/") && !OPEN_PATHS.contains(&path.as_str());
-            for op in operations(item) {
-                if guarded {
-                    add_error(op, "401", "No token, or a token that is not valid");
-                    add_error(op, "403", "The token's role may not do this");
-                }
-                if let (Some(tag), Some(id)) = (
-                    op.tags.as_ref().and_then(|t| t.first()),
-                    op.operation_id.as_mut(),
-                ) {
-                    *id = format!("{tag}_{id}");
-                }
-                if let Some(body) = op.request_body.as_mut() {
-                    optional_not_null(body);
-                }
-            }
-        }
+    }
+}
+
+/// An operation that takes a token answers 401 without a valid one.
+pub(super) fn document_unauthorized(op: &mut Operation) {
+    add_error(op, "401", "No token, or a token that is not valid");
+}
+
+/// An operation whose role is checked answers 403 when it may not.
+pub(super) fn document_forbidden(op: &mut Operation) {
+    add_error(op, "403", "The token's role may not do this");
+}
+
+/// What the derive cannot say by itself, said of every operation:
+/// - operation ids unique in the document (`sites_list`, not `list`): the
+///   tag, then the handler's name;
+/// - a body given as `Option<T>` may be left out, but is never `null`.
+pub(super) fn finish(op: &mut Operation) {
+    if let (Some(tag), Some(id)) = (
+        op.tags.as_ref().and_then(|t| t.first()),
+        op.operation_id.as_mut(),
+    ) {
+        *id = format!("{tag}_{id}");
+    }
+    if let Some(body) = op.request_body.as_mut() {
+        optional_not_null(body);
     }
 }
 
@@ -358,7 +302,10 @@ fn add_error(op: &mut Operation, status: &str, description: &str) {
         .insert(status.to_string(), RefOr::T(response));
 }
 
-fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+/// Every operation of a path item.
+pub(super) fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut Operation> {
     [
         item.get.as_mut(),
         item.put.as_mut(),
@@ -387,7 +334,7 @@ mod tests {
 
     /// (METHOD, path) of every operation in the document.
     fn documented() -> BTreeSet<Route> {
-        let doc = ApiDoc::openapi();
+        let doc = super::super::routes::document();
         let mut out = BTreeSet::new();
         for (path, item) in doc.paths.paths {
             let mut item = item;
@@ -414,104 +361,9 @@ mod tests {
         out
     }
 
-    /// (METHOD, path) of every route `api::router` declares, read from its
-    /// source: axum cannot list a router's routes. Routes of a router that
-    /// is nested get its prefix.
-    fn routed() -> BTreeSet<Route> {
-        let source = include_str!("mod.rs");
-        let start = source.find("pub fn router(").expect("api::router exists");
-        let body = &source[start..];
-        let body = &body[..body.find("\n}\n").expect("router's body ends")];
-        let body: String = body
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("//"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        // `let NAME = Router::new() ... ;` blocks, and the final chain.
-        let mut prefixes = std::collections::HashMap::new();
-        for nest in body.split(".nest(").skip(1) {
-            let prefix = string_literal(nest).expect("nest(\"prefix\", router)");
-            let after = &nest[nest.find(',').expect("nest has two arguments") + 1..];
-            let name: String = after
-                .trim_start()
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            prefixes.insert(name, prefix);
-        }
-        let mut out = BTreeSet::new();
-        for statement in body.split(';') {
-            let prefix = statement
-                .split("let ")
-                .nth(1)
-                .map(|s| {
-                    s.chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect::<String>()
-                })
-                .and_then(|name| prefixes.get(&name).cloned())
-                .unwrap_or_default();
-            for route in statement.split(".route(").skip(1) {
-                let path = string_literal(route).expect("route(\"path\", ...)");
-                let args = balanced(route);
-                for method in ["get", "post", "put", "delete", "patch"] {
-                    let mut rest = args;
-                    while let Some(i) = rest.find(&format!("{method}(")) {
-                        let before = rest[..i].chars().last();
-                        if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-                            out.insert((method.to_uppercase(), format!("{prefix}{path}")));
-                        }
-                        rest = &rest[i + method.len()..];
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The first `"…"` in `s`.
-    fn string_literal(s: &str) -> Option<String> {
-        let open = s.find('"')?;
-        let close = s[open + 1..].find('"')?;
-        Some(s[open + 1..open + 1 + close].to_string())
-    }
-
-    /// `s` up to the parenthesis that closes the one opened just before it.
-    fn balanced(s: &str) -> &str {
-        let mut depth = 1;
-        for (i, c) in s.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return &s[..i];
-                    }
-                }
-                _ => {}
-            }
-        }
-        s
-    }
-
-    #[test]
-    fn every_route_is_documented_and_every_documented_route_exists() {
-        let routed = routed();
-        let documented = documented();
-        assert!(
-            routed.len() > 20,
-            "the router's source was not read: {routed:?}"
-        );
-        let undocumented: Vec<_> = routed.difference(&documented).collect();
-        let unrouted: Vec<_> = documented.difference(&routed).collect();
-        assert!(
-            undocumented.is_empty() && unrouted.is_empty(),
-            "routes without docs: {undocumented:?}\ndocs without a route: {unrouted:?}"
-        );
-    }
-
-    /// The same, asked of the router itself: each documented operation
-    /// reaches a handler (not the fallback, not 405).
+    /// The document and the router come from one table; asked of the
+    /// router itself: each documented operation reaches a handler (not the
+    /// fallback, not 405).
     #[tokio::test]
     async fn every_documented_operation_reaches_a_handler() {
         let dir = tempfile::tempdir().unwrap();
@@ -524,10 +376,12 @@ mod tests {
         )
         .unwrap();
         let daemon = crate::engine::Daemon::open(&config).await.unwrap();
-        let app = crate::api::router(
-            daemon.clone(),
-            crate::api::body::BodyBudget::new(config.max_body_memory),
-        );
+        let app = crate::api::router(crate::api::ApiState {
+            daemon: daemon.clone(),
+            tokens: crate::auth::Tokens::open(&config.data_dir).unwrap(),
+            loopback_only: true,
+            budget: crate::api::body::BodyBudget::new(config.max_body_memory),
+        });
         for (method, path) in documented() {
             let uri = path
                 .replace("{seq}", "1")
@@ -567,7 +421,7 @@ mod tests {
                 _ => {}
             }
         }
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = serde_json::to_value(super::super::routes::document()).unwrap();
         let mut refs = Vec::new();
         walk(&doc, &mut refs);
         assert!(!refs.is_empty());
@@ -579,7 +433,7 @@ mod tests {
 
     #[test]
     fn path_parameters_match_the_placeholders() {
-        let doc = ApiDoc::openapi();
+        let doc = super::super::routes::document();
         for (path, mut item) in doc.paths.paths {
             let placeholders: BTreeSet<String> = path
                 .split('{')
@@ -600,9 +454,13 @@ mod tests {
         }
     }
 
+    /// Operations that take no token under `/api/v1`: a client needs them
+    /// before it has one.
+    const OPEN_PATHS: [&str; 2] = ["/api/v1/openapi.json", "/api/v1/session"];
+
     #[test]
     fn operation_ids_are_unique_and_api_operations_need_a_token() {
-        let doc = ApiDoc::openapi();
+        let doc = super::super::routes::document();
         let mut ids = BTreeSet::new();
         for (path, mut item) in doc.paths.paths {
             for op in operations(&mut item) {
@@ -628,7 +486,7 @@ mod tests {
                 assert!(!op.responses.responses.contains_key("500"), "{path}");
             }
         }
-        let text = serde_json::to_string(&ApiDoc::openapi()).unwrap();
+        let text = serde_json::to_string(&super::super::routes::document()).unwrap();
         assert!(text.contains("\"bearerAuth\""));
     }
 }

@@ -1,12 +1,14 @@
 //! `/api/v1/sites`: list, show, start, stop.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::openapi::{ErrorBody, SitePath};
-use super::{rfc3339, site, Actor, ApiResult, AppState, JsonBody, PathParams};
-use crate::engine::Site;
+use super::{rfc3339, site, Actor, ApiResult, JsonBody, PathParams};
+use crate::engine::{Daemon, Site};
 use crate::model::SiteState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -44,7 +46,7 @@ pub fn view(site: &Site) -> SiteView {
 
 #[utoipa::path(get, path = "/api/v1/sites", tag = "sites",
     responses((status = 200, description = "Every site", body = Vec<SiteView>)))]
-pub async fn list(State(daemon): State<AppState>) -> Json<Vec<SiteView>> {
+pub async fn list(State(daemon): State<Arc<Daemon>>) -> Json<Vec<SiteView>> {
     Json(daemon.sites().iter().map(|s| view(s)).collect())
 }
 
@@ -57,7 +59,7 @@ pub async fn list(State(daemon): State<AppState>) -> Json<Vec<SiteView>> {
         (status = 409, description = "The site is no longer in the configuration", body = ErrorBody),
     ))]
 pub async fn reload(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
     actor: Actor,
 ) -> ApiResult<Json<SiteView>> {
@@ -72,7 +74,7 @@ pub async fn reload(
         (status = 404, description = "No such site", body = ErrorBody),
     ))]
 pub async fn show(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
 ) -> ApiResult<Json<SiteView>> {
     Ok(Json(view(&*site(&daemon, &name)?)))
@@ -88,7 +90,7 @@ pub async fn show(
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn start(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
     actor: Actor,
 ) -> ApiResult<Json<SiteView>> {
@@ -119,7 +121,7 @@ pub struct StopBody {
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn stop(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
     actor: Actor,
     JsonBody(body): JsonBody<StopBody>,

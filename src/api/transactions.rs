@@ -1,12 +1,14 @@
 //! `/api/v1/sites/{site}/integrations/{name}/transactions`.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::openapi::{ErrorBody, IntegrationPath, TxActionPath, TxPath};
-use super::{rfc3339, site, Actor, ApiError, ApiResult, AppState, PathParams, QueryParams};
-use crate::engine::Integration;
+use super::{rfc3339, site, Actor, ApiError, ApiResult, PathParams, QueryParams};
+use crate::engine::{Daemon, Integration};
 use crate::model::{TxAction, TxState};
 use crate::store::TxRecord;
 
@@ -62,7 +64,7 @@ pub struct TxView {
         (status = 404, description = "No such site or integration", body = ErrorBody),
     ))]
 pub async fn list(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name)): PathParams<(String, String)>,
     QueryParams(q): QueryParams<TxQuery>,
 ) -> ApiResult<Json<Vec<TxView>>> {
@@ -143,7 +145,7 @@ fn shown(integration: &Integration, t: TxRecord) -> TxView {
         (status = 404, description = "No such site, integration or transaction", body = ErrorBody),
     ))]
 pub async fn show(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name, seq)): PathParams<(String, String, i64)>,
 ) -> ApiResult<Json<TxView>> {
     let site = site(&daemon, &site_name)?;
@@ -168,7 +170,7 @@ pub async fn show(
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn act(
-    State(daemon): State<AppState>,
+    State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name, seq, action)): PathParams<(String, String, i64, String)>,
     actor: Actor,
 ) -> ApiResult<Json<TxView>> {

@@ -32,7 +32,7 @@ pub async fn run(site: Arc<Site>, token: CancellationToken, ready: oneshot::Send
             routes,
             log: site.log.clone(),
             health: site.health.clone(),
-            metrics: crate::metrics::SenderMetrics::new(&site.name, &integration.name),
+            metrics: super::counters::SenderMetrics::new(&site.name, &integration.name),
         };
         senders.spawn(sender.run(token.clone()));
     }

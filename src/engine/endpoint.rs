@@ -61,7 +61,7 @@ pub struct Endpoint {
     pub target: Option<Arc<dyn Target>>,
     health: Mutex<Health>,
     /// Every probe and test is counted here, by result (`/metrics`).
-    probes: crate::metrics::ProbeMetrics,
+    probes: super::counters::ProbeMetrics,
 }
 
 impl Endpoint {
@@ -77,7 +77,7 @@ impl Endpoint {
                 last_error: None,
                 last_test: None,
             }),
-            probes: crate::metrics::ProbeMetrics::none(),
+            probes: super::counters::ProbeMetrics::none(),
         }
     }
 
@@ -95,13 +95,13 @@ impl Endpoint {
                 last_error: None,
                 last_test: None,
             }),
-            probes: crate::metrics::ProbeMetrics::none(),
+            probes: super::counters::ProbeMetrics::none(),
         }
     }
 
     /// Counts its probes and tests under its site's name.
     pub fn counted_in(mut self, site: &str) -> Endpoint {
-        self.probes = crate::metrics::ProbeMetrics::new(site, &self.name);
+        self.probes = super::counters::ProbeMetrics::new(site, &self.name);
         self
     }
 

@@ -12,11 +12,16 @@
 //! - [`flow_run`]: one run of a flow, page by page, checkpoint with each page.
 //! - [`scheduler`]: when scheduled flows are due.
 //! - [`endpoint`]: what is observed of each endpoint.
+//! - [`counters`]: what is counted as it happens (deliveries, latency,
+//!   probes), for `/metrics`.
+//! - [`snapshot`]: every site's state at one moment, as plain data, for
+//!   readers outside the engine (the `/metrics` gauges).
 //! - [`health`]: endpoint states from deliveries and probes, and the
 //!   system's holds (`endpoint-offline`, `unauthorized`) they place and lift.
 //! - [`Daemon::reload_site`]: a site's configuration applied again.
 
 pub mod all_others;
+pub mod counters;
 pub mod endpoint;
 pub mod flow_run;
 pub mod get_data;
@@ -26,6 +31,7 @@ pub mod monitor;
 pub mod scheduler;
 pub mod sender;
 pub mod site;
+pub mod snapshot;
 pub mod trigger;
 
 use std::collections::BTreeMap;
@@ -41,6 +47,7 @@ use crate::store::{SqliteStore, Store, StoreError};
 
 pub use integration::Integration;
 pub use site::Site;
+pub use snapshot::Snapshot;
 
 /// Why the engine did not do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -89,11 +96,6 @@ pub struct Daemon {
     data_dir: std::path::PathBuf,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
-    /// The API tokens (`tokens.db` in the data directory).
-    tokens: crate::auth::Tokens,
-    /// Whether the API listens on a loopback address only (open mode, with
-    /// no tokens, is allowed only then).
-    loopback_only: bool,
     /// This daemon's hold on its data directory: no second daemon shares
     /// it while this one lives.
     _lock: crate::data_dir::Lock,
@@ -126,16 +128,8 @@ impl Daemon {
             .with_context(|| format!("site {}: cannot restore its state", site_config.name))?;
             sites.insert(site_config.name.clone(), site);
         }
-        let tokens = crate::auth::Tokens::open(&config.data_dir).with_context(|| {
-            format!(
-                "cannot open the API tokens in {}",
-                config.data_dir.display()
-            )
-        })?;
         Ok(Arc::new(Daemon {
             _lock: lock,
-            tokens,
-            loopback_only: config.listen.ip().is_loopback(),
             sites: std::sync::RwLock::new(sites),
             shutdown,
             config_file: config.file.clone(),
@@ -273,17 +267,6 @@ impl Daemon {
                     .await;
             }
         }
-    }
-
-    /// The API tokens.
-    pub fn tokens(&self) -> &crate::auth::Tokens {
-        &self.tokens
-    }
-
-    /// Whether the API is reachable on loopback only: open mode (no tokens)
-    /// is allowed only then.
-    pub fn loopback_only(&self) -> bool {
-        self.loopback_only
     }
 
     /// Cancelled when the daemon shuts down: long answers (log streams)

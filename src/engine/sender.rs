@@ -85,7 +85,7 @@ pub struct Sender {
     /// Told of every delivery's outcome: it places and lifts the holds.
     pub health: Arc<Health>,
     /// Sent, failed, retried and the send latency, for `/metrics`.
-    pub metrics: crate::metrics::SenderMetrics,
+    pub metrics: super::counters::SenderMetrics,
 }
 
 /// How one pass over a batch ended.
