@@ -40,6 +40,7 @@ pub mod config;
 pub mod connectors;
 pub mod data_dir;
 pub mod demo;
+pub mod duration;
 pub mod engine;
 pub mod log;
 pub mod metrics;

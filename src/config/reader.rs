@@ -10,7 +10,8 @@ use super::{
     ServerTls, SiteConfig, DEFAULT_BODY_MEMORY, DEFAULT_DATA_DIR, DEFAULT_KEEP_SENT,
     DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_STALL_AFTER,
 };
-use crate::connectors::{parse_duration, EndpointKind};
+use crate::connectors::EndpointKind;
+use crate::duration::parse_duration;
 
 // ------------------------------------------------------------------ reading
 

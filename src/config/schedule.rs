@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::connectors::parse_duration;
+use crate::duration::parse_duration;
 
 /// When a flow runs by itself.
 #[derive(Debug, Clone)]
