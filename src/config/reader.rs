@@ -93,33 +93,18 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
     out
 }
 
-/// A known word close enough to `word` to be what was meant.
+/// A known word close enough to `word` to be what was meant: the nearest
+/// by edit distance (Levenshtein, in characters), at most 2 edits away or a
+/// quarter of the known word's length, whichever allows more; the first of
+/// equally near ones.
 fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
     let word = word.to_ascii_lowercase();
     known
         .iter()
-        .map(|k| (edit_distance(&word, k), *k))
+        .map(|k| (strsim::levenshtein(&word, k), *k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
-}
-
-/// Levenshtein distance.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (diagonal + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(above + 1);
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
 
 /// "unknown key; did you mean 'schedule'?", or the keys `owner` has.
