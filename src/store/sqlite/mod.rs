@@ -68,6 +68,7 @@
 //!   other. The writer publishes what its commits find ([`Space`]): full at
 //!   the first refusal, recovered at the first commit after it.
 
+mod migrations;
 mod writer;
 
 use std::collections::HashMap;
@@ -79,6 +80,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
+use self::migrations::migrate;
 use self::writer::{Counts, Ctx, Msg, Pending};
 use super::{
     io_disk_full, sqlite_disk_full, AuditEntry, FlowRecord, IntegrationRecord, LogEntry, NewRecord,
@@ -88,13 +90,6 @@ use crate::model::{
     now_millis, FlowStatus, Hold, HoldKind, IntegrationState, Millis, RunMode, RunResult,
     SiteState, TxState,
 };
-
-/// The schema, one step a file; `user_version` is how many were applied.
-const MIGRATIONS: [&str; 3] = [
-    include_str!("migrations/001_init.sql"),
-    include_str!("migrations/002_queue_bookkeeping.sql"),
-    include_str!("migrations/003_run_counts.sql"),
-];
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -290,25 +285,6 @@ impl Readers {
         self.put(conn);
         out
     }
-}
-
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let version = usize::try_from(version)
-        .map_err(|_| StoreError::Corrupt(format!("negative schema version {version}")))?;
-    if version > MIGRATIONS.len() {
-        return Err(StoreError::Corrupt(format!(
-            "the data file has schema version {version}, newer than this sluice knows ({})",
-            MIGRATIONS.len()
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-    }
-    Ok(())
 }
 
 fn load_counts(conn: &Connection) -> Result<HashMap<String, i64>> {

@@ -1,3 +1,4 @@
+use super::migrations::MIGRATIONS;
 use super::*;
 use std::collections::BTreeMap;
 

@@ -1,0 +1,29 @@
+use rusqlite::Connection;
+
+use crate::store::{Result, StoreError};
+
+/// The schema, one step a file; `user_version` is how many were applied.
+pub(super) const MIGRATIONS: [&str; 3] = [
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_queue_bookkeeping.sql"),
+    include_str!("migrations/003_run_counts.sql"),
+];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = usize::try_from(version)
+        .map_err(|_| StoreError::Corrupt(format!("negative schema version {version}")))?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the data file has schema version {version}, newer than this sluice knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
