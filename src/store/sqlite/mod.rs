@@ -68,6 +68,7 @@
 //!   other. The writer publishes what its commits find ([`Space`]): full at
 //!   the first refusal, recovered at the first commit after it.
 
+mod audit;
 mod migrations;
 mod writer;
 
@@ -80,6 +81,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
+pub(crate) use self::audit::audit_entry;
+use self::audit::put_audit;
 use self::migrations::migrate;
 use self::writer::{Counts, Ctx, Msg, Pending};
 use super::{
@@ -442,23 +445,6 @@ fn put_site_state(conn: &Connection, state: SiteState) -> Result<()> {
     Ok(())
 }
 
-/// Appends an audit entry; returns its id.
-fn put_audit(conn: &Connection, entry: &AuditEntry) -> Result<i64> {
-    conn.prepare_cached(
-        "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        entry.ts,
-        entry.actor,
-        entry.action,
-        entry.subject,
-        entry.reason,
-        entry.outcome
-    ])?;
-    Ok(conn.last_insert_rowid())
-}
-
 fn decode_status(status: &str) -> Result<FlowStatus> {
     FlowStatus::decode(status).ok_or_else(|| corrupt("flow status", status))
 }
@@ -488,21 +474,6 @@ fn tx_record(r: &rusqlite::Row<'_>) -> Result<TxRecord> {
         attempts: r.get(6)?,
         last_error: r.get(7)?,
         record,
-    })
-}
-
-/// A row of an `audit` table (`SELECT id, ts, actor, action, subject,
-/// reason, outcome`): the site store's, and the token store's of the same
-/// shape.
-pub(crate) fn audit_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
-    Ok(AuditEntry {
-        id: r.get(0)?,
-        ts: r.get(1)?,
-        actor: r.get(2)?,
-        action: r.get(3)?,
-        subject: r.get(4)?,
-        reason: r.get(5)?,
-        outcome: r.get(6)?,
     })
 }
 
