@@ -30,6 +30,7 @@
 //!   with their audit entry: both, or neither.
 
 pub mod sqlite;
+pub mod tokens;
 
 use std::path::PathBuf;
 

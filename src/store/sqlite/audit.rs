@@ -1,9 +1,18 @@
+//! The audit table, as every SQLite file of sluice keeps it: a site's data
+//! file and the token store (`tokens.db`) have the same `audit` table
+//! (`id`, `ts`, `actor`, `action`, `subject`, `reason`, `outcome`), so its
+//! insert, its listing and its row mapper are written once, here.
+//!
+//! Each takes the connection (or transaction) it runs on: an entry is
+//! written in the same transaction as the change it records.
+
 use rusqlite::{params, Connection};
 
-use crate::store::{AuditEntry, Result};
+use super::limit_of;
+use crate::store::AuditEntry;
 
 /// Appends an audit entry; returns its id.
-pub(super) fn put_audit(conn: &Connection, entry: &AuditEntry) -> Result<i64> {
+pub(in crate::store) fn insert(conn: &Connection, entry: &AuditEntry) -> rusqlite::Result<i64> {
     conn.prepare_cached(
         "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -19,10 +28,21 @@ pub(super) fn put_audit(conn: &Connection, entry: &AuditEntry) -> Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
-/// A row of an `audit` table (`SELECT id, ts, actor, action, subject,
-/// reason, outcome`): the site store's, and the token store's of the same
-/// shape.
-pub(crate) fn audit_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+/// The newest `limit` entries, newest first.
+pub(in crate::store) fn newest(
+    conn: &Connection,
+    limit: usize,
+) -> rusqlite::Result<Vec<AuditEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, ts, actor, action, subject, reason, outcome FROM audit
+         ORDER BY id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit_of(limit)], entry)?;
+    rows.collect()
+}
+
+/// A row of `SELECT id, ts, actor, action, subject, reason, outcome`.
+fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
     Ok(AuditEntry {
         id: r.get(0)?,
         ts: r.get(1)?,

@@ -68,7 +68,7 @@
 //!   other. The writer publishes what its commits find ([`Space`]): full at
 //!   the first refusal, recovered at the first commit after it.
 
-mod audit;
+pub(super) mod audit;
 mod migrations;
 mod writer;
 
@@ -81,8 +81,6 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
-pub(crate) use self::audit::audit_entry;
-use self::audit::put_audit;
 use self::migrations::migrate;
 use self::writer::{Counts, Ctx, Msg, Pending};
 use super::{
@@ -528,7 +526,7 @@ impl Store for SqliteStore {
             for name in &integrations {
                 put_hold(ctx.conn, name, &hold)?;
             }
-            put_audit(ctx.conn, &audit)?;
+            audit::insert(ctx.conn, &audit)?;
             Ok(())
         })
         .await
@@ -558,7 +556,7 @@ impl Store for SqliteStore {
                 .prepare_cached("DELETE FROM holds WHERE kind = ?1")?
                 .execute([HoldKind::SiteStopped.as_str()])?;
             put_site_state(ctx.conn, SiteState::Running)?;
-            put_audit(ctx.conn, &audit)?;
+            audit::insert(ctx.conn, &audit)?;
             Ok(pending)
         })
         .await
@@ -608,7 +606,7 @@ impl Store for SqliteStore {
                 }
             }
             if let Some(audit) = audit {
-                put_audit(conn, &audit)?;
+                audit::insert(conn, &audit)?;
             }
             Ok(())
         })
@@ -1059,19 +1057,12 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, entry: AuditEntry) -> Result<i64> {
-        self.write(move |ctx| put_audit(ctx.conn, &entry)).await
+        self.write(move |ctx| Ok(audit::insert(ctx.conn, &entry)?))
+            .await
     }
 
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, ts, actor, action, subject, reason, outcome FROM audit
-                 ORDER BY id DESC LIMIT ?1",
-            )?;
-            let rows = stmt.query_map([limit_of(limit)], audit_entry)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
+        self.read(move |conn| Ok(audit::newest(conn, limit)?)).await
     }
 
     fn space(&self) -> watch::Receiver<Space> {
