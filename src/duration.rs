@@ -1,3 +1,13 @@
+//! Durations as the configuration language writes them: `250ms`, `30s`,
+//! `5m`, `1h`, `7d`, and sums such as `1m30s`.
+//!
+//! A word of the configuration file, not of any one part of it: `config`
+//! reads `keep_sent`, `stall_after` and `schedule = "every …"` with it, and
+//! each endpoint kind's settings (`connectors`) deserialize theirs with
+//! `duration_opt`. It is a leaf (it imports nothing of sluice) because
+//! `config` imports `connectors` to read endpoint settings: were it in
+//! `config`, the two would import each other.
+
 use std::time::Duration;
 
 /// Parses durations such as `250ms`, `30s`, `5m`, `1h`, `7d`, `1m30s`.

@@ -6,19 +6,27 @@
 //!   (lifecycle state and holds), `Flow` status, `Transaction` state, and the
 //!   seven derived statuses. Pure, no I/O.
 //! - [`config`]: `sluice.toml` → a typed, validated [`config::Config`]; every
-//!   error names the file, line and key.
+//!   error names the file, line and key. The types and the entry in
+//!   `mod.rs`, the TOML walk in `reader.rs`, `schedule.rs`, `error.rs`.
+//! - [`duration`]: durations as the configuration writes them (`30s`,
+//!   `7d`), for `config` and for the endpoint kinds' settings alike.
 //! - [`store`]: the [`store::Store`] trait (the durable queue, checkpoints,
-//!   states, runs, log, audit) and its SQLite backend.
+//!   states, runs, log, audit) and its SQLite backend (`store/sqlite/`:
+//!   the store, its writer, migrations, tests); the token store's SQL
+//!   (`store/tokens.rs`).
 //! - [`connectors`]: the `Source` and `Target` traits and one file per
 //!   endpoint kind (webhook, file, http, generator).
 //! - [`engine`]: the daemon's moving parts: per site a supervisor with the
 //!   workers of seed 000 (GetData, Trigger, Monitor, AllOthers), the
 //!   scheduler, the per-integration sender, endpoint health (the holds it
-//!   places and the probes that lift them), reload.
+//!   places and the probes that lift them), reload. A site's supervisor is
+//!   `engine/site/`: lifecycle, flow requests, operator actions, webhook
+//!   intake.
 //! - [`api`]: the REST API (axum), its auth layer (tokens, cookie session,
 //!   CSRF, roles per route), the OpenAPI document, `/metrics`, the
 //!   dashboard's page (`assets/dashboard/`) and the webhook receiver.
-//! - [`auth`]: API tokens (hashes only) and the roles viewer, operator, admin.
+//! - [`auth`]: API tokens (hashes only) and the roles viewer, operator,
+//!   admin: the token format, hashing and role rules over the token store.
 //! - [`metrics`]: Prometheus counters, histogram and state gauges for `/metrics`.
 //! - [`data_dir`]: the data directory's lock (one daemon per directory) and
 //!   its private files (`0700` folder, `0600` files).

@@ -1,3 +1,6 @@
+//! A problem of a configuration file, as an operator is shown it: file,
+//! line, dotted key path and message; every problem of a file at once.
+
 use std::fmt;
 use std::path::PathBuf;
 

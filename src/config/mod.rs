@@ -22,6 +22,19 @@
 //!   taken as given.
 //! - The PEM files the file names are read while it is checked: a
 //!   [`Config`] names only certificates and keys that could be used then.
+//!
+//! # Files
+//! - `mod.rs`: the validated configuration's types and [`Config::load`] /
+//!   [`Config::parse`], the one entry.
+//! - `reader.rs`: the walk of the syntax tree, table by table, and the
+//!   "did you mean" of unknown keys and kinds.
+//! - `schedule.rs`: [`Schedule`], a flow's `every …` or cron expression.
+//! - `error.rs`: [`ConfigError`] and [`ConfigErrors`], how a problem is
+//!   named and shown.
+//! - `tests.rs`: files as an operator writes them, and what they answer.
+//!
+//! Durations (`30s`, `7d`) are read with [`crate::duration`], a leaf both
+//! this module and the endpoint kinds' settings use.
 
 mod error;
 mod reader;

@@ -1,3 +1,17 @@
+//! The walk of a configuration file's syntax tree: each table's keys checked
+//! where they stand, every problem collected with its line and key path.
+//!
+//! # Invariants
+//! - The walk never stops at a problem: a wrong value is reported and a
+//!   default stands in for it, so every other problem of the file is found
+//!   in the same pass.
+//! - An unknown key or kind is named with the closest known one when one is
+//!   close (Levenshtein distance through `strsim`); else the known ones are
+//!   listed.
+//! - An endpoint's settings are its kind's to read and validate; a setting
+//!   its kind refuses is left out and the rest read again, so each problem
+//!   of an endpoint is reported once.
+
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};

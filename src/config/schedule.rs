@@ -1,3 +1,7 @@
+//! When a flow runs by itself: `every DURATION` or a cron expression of 5
+//! or 6 fields, checked when the file is read (a pattern that never fires
+//! is refused then, not left silently unscheduled).
+
 use std::time::Duration;
 
 use crate::duration::parse_duration;

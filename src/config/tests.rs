@@ -1,3 +1,6 @@
+//! Configuration files as an operator writes them, and the values or the
+//! errors (file, line, key, message) they come back as.
+
 use super::*;
 
 /// DESIGN.md's example without its comments and blank lines.

@@ -4,7 +4,7 @@
 //!
 //! # Design constraints
 //! - **SQL only.** What a token looks like, how it and a session id are
-//!   hashed, and what a role may do are [`crate::auth`]'s rules: this file
+//!   hashed, and what a role may do are `auth`'s rules: this file
 //!   stores the digests and role names it is handed and answers with what
 //!   it stored. It holds no clear-text token or session id.
 //! - **Shared with the command line.** The daemon and `sluice token …` run

@@ -1,3 +1,7 @@
+//! The operators' tools on a site: test an endpoint, give it new
+//! credentials, retry, replay or ignore a transaction (seed 002). A request
+//! done, or refused by the state it meets, is audited.
+
 use super::Site;
 use crate::connectors::Credentials;
 use crate::engine::{EngineError, Result};

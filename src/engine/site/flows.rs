@@ -1,3 +1,8 @@
+//! Runs of a site's flows: requested by a person, started by the schedule,
+//! queued for an integration a person started (seed 001), and followed
+//! while they run. A flow's status changes under the site's flow lock, so
+//! a request and a scheduled start never both start a run.
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,3 +1,7 @@
+//! Records POSTed to a webhook flow: queued durably before the answer, and
+//! refused with a retry-after while the site or the integration does not
+//! take them.
+
 use std::time::Duration;
 
 use serde_json::Value;

@@ -1,3 +1,8 @@
+//! A site's start, stop and restore, and its workers (seed 000).
+//!
+//! A start or a stop is stored first, with its holds and its audit entry,
+//! and only then carried out; see the invariants in `site/mod.rs`.
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,6 +1,15 @@
 //! A site's supervisor: its state (seed 000), its workers, its flows' run
 //! requests and its webhook intake.
 //!
+//! # Files
+//! - `mod.rs`: [`Site`], what it is made of, its lookups and its audit.
+//! - `lifecycle.rs`: restore, start, stop and the workers.
+//! - `flows.rs`: run requests, scheduled starts, integration start-ups and
+//!   the runs' progress.
+//! - `actions.rs`: the operators' tools: an endpoint's test and
+//!   reauthorization, and retry, replay or ignore of a transaction.
+//! - `intake.rs`: records POSTed to a webhook flow.
+//!
 //! # Invariants
 //! - Start and stop are serialised by the site's control lock; a second
 //!   request waits, then meets the new state and is refused with 409.

@@ -1,3 +1,10 @@
+//! The schema of a site's data file, one step a file in `migrations/`.
+//!
+//! A step is applied once, in its own transaction, and `PRAGMA
+//! user_version` counts the steps applied: a file is brought up to date
+//! when it is opened, and a file newer than this sluice is refused, not
+//! misread. So a released step is not edited: a change is a new step.
+
 use rusqlite::Connection;
 
 use crate::store::{Result, StoreError};

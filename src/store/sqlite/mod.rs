@@ -1,5 +1,16 @@
 //! The embedded store: one SQLite file per site.
 //!
+//! # Files
+//! - `mod.rs`: [`SqliteStore`], the [`Store`] trait's queries, reads on a
+//!   small pool of connections.
+//! - `writer.rs`: the writer thread, the only one that writes (group
+//!   commit, the queues' bookkeeping, a full disk).
+//! - `migrations.rs` and `migrations/NNN_*.sql`: the schema, step by step.
+//! - `audit.rs`: the audit table's SQL, shared with the token store.
+//! - `tests.rs`, `tests/model.rs`: the store's tests, and random sequences
+//!   of operations against a model of the queue. Its throughput is
+//!   `benches/store.rs`.
+//!
 //! # Layout
 //! `migrations/NNN_*.sql` are applied in order, each in its own transaction,
 //! and `PRAGMA user_version` records how many were. The tables:

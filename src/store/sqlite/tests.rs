@@ -1,3 +1,7 @@
+//! The SQLite store against a real file in a temporary folder: what
+//! survives reopening, order and bookkeeping, atomic capture, a full disk,
+//! migrations, bad data on disk.
+
 use super::migrations::MIGRATIONS;
 use super::*;
 use std::collections::BTreeMap;

@@ -1,3 +1,7 @@
+//! Random sequences of enqueues, deliveries, failures, rejections, retries
+//! and restarts against a queue per integration kept in memory: after each
+//! step, the store must answer what the model holds.
+
 use super::*;
 use proptest::prelude::*;
 
