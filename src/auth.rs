@@ -1,4 +1,5 @@
-//! API tokens and roles.
+//! API tokens and roles: who may do what, and the rules of tokens and
+//! sessions. Their SQL is the token store's ([`crate::store::tokens`]).
 //!
 //! # Design constraints
 //! - A token is shown once, when it is created, and stored only as its
@@ -30,17 +31,15 @@
 //!   goes through again.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::log::rfc3339;
-use crate::model::{now_millis, Millis};
+use crate::store::tokens::TokenStore;
+use crate::store::{AuditEntry, StoreError};
 
-/// The file beside the sites' data files.
-pub const FILE_NAME: &str = "tokens.db";
+pub use crate::store::tokens::FILE_NAME;
 
 /// What a token may do; ordered, each role may do what the ones below it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
@@ -117,52 +116,20 @@ pub enum AuthError {
 
 pub type Result<T> = std::result::Result<T, AuthError>;
 
-/// The token store of one daemon.
+/// The tokens of one daemon: the rules of tokens and sessions over the
+/// token store, which keeps only their hashes.
 #[derive(Clone)]
 pub struct Tokens {
-    file: PathBuf,
-    conn: Arc<Mutex<Connection>>,
-    /// Since when changes have been refused for lack of space, and how
-    /// many: said when it starts and when it ends, not at each refusal.
-    full: Arc<Mutex<Option<(std::time::Instant, u64)>>>,
+    store: TokenStore,
 }
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokens").field("file", &self.file).finish()
+        f.debug_struct("Tokens")
+            .field("file", &self.store.file())
+            .finish()
     }
 }
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tokens (
-    name         TEXT PRIMARY KEY,
-    role         TEXT NOT NULL,
-    hash         TEXT NOT NULL UNIQUE,
-    created_at   INTEGER NOT NULL, -- milliseconds since the epoch
-    created_by   TEXT NOT NULL,
-    last_used_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    hash       TEXT PRIMARY KEY, -- SHA-256 of the cookie's session id
-    token      TEXT NOT NULL,    -- the name of the token it was opened with
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL  -- milliseconds since the epoch
-);
-CREATE INDEX IF NOT EXISTS sessions_by_token ON sessions (token);
-CREATE TABLE IF NOT EXISTS audit (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts      INTEGER NOT NULL, -- milliseconds since the epoch, as a site's audit
-    actor   TEXT NOT NULL,
-    action  TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    reason  TEXT,
-    outcome TEXT NOT NULL
-);
-";
-
-/// How often a token's `last_used_at` is written at most: reads of the API
-/// do not each turn into a write.
-const NOTE_USE_EVERY_MS: i64 = 60_000;
 
 /// The SHA-256 of a token, as lowercase hex: what the store keeps.
 pub fn hash(token: &str) -> String {
@@ -212,121 +179,53 @@ fn valid_name(name: &str) -> Result<()> {
     }
 }
 
+/// A token store's error, as auth says it.
+fn store_error(file: &Path, e: StoreError) -> AuthError {
+    match e {
+        StoreError::Full { file } => AuthError::DiskFull { file },
+        StoreError::Sqlite(source) => AuthError::Store {
+            file: file.to_path_buf(),
+            source,
+        },
+        // Only opening touches the file system: it creates the file.
+        StoreError::Io(e) => {
+            AuthError::Unavailable(format!("cannot create {}: {e}", file.display()))
+        }
+        other => AuthError::Unavailable(other.to_string()),
+    }
+}
+
+/// Who holds a token, from what the store keeps of it.
+fn principal((name, role): (String, String)) -> Option<Principal> {
+    Role::parse(&role).map(|role| Principal { name, role })
+}
+
 impl Tokens {
     /// Opens (creating if needed) the token store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Tokens> {
-        let file = data_dir.join(FILE_NAME);
-        let store_err = |source| AuthError::Store {
-            file: file.clone(),
-            source,
-        };
-        if let Err(e) = crate::data_dir::private_database(&file) {
-            return Err(AuthError::Unavailable(format!(
-                "cannot create {}: {e}",
-                file.display()
-            )));
-        }
-        let conn = Connection::open(&file).map_err(store_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(store_err)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-            .map_err(store_err)?;
-        conn.execute_batch(SCHEMA).map_err(store_err)?;
-        Ok(Tokens {
-            file,
-            conn: Arc::new(Mutex::new(conn)),
-            full: Arc::default(),
-        })
+        TokenStore::open(data_dir)
+            .map(|store| Tokens { store })
+            .map_err(|e| store_error(&data_dir.join(FILE_NAME), e))
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|source| {
-            if crate::store::sqlite_disk_full(&source) {
-                self.note_full();
-                AuthError::DiskFull {
-                    file: self.file.clone(),
-                }
-            } else {
-                AuthError::Store {
-                    file: self.file.clone(),
-                    source,
-                }
-            }
-        })
-    }
-
-    /// A change was refused for lack of space.
-    fn note_full(&self) {
-        let mut full = self.full.lock().unwrap_or_else(|p| p.into_inner());
-        match full.as_mut() {
-            Some((_, refused)) => *refused += 1,
-            None => {
-                tracing::warn!(
-                    "The disk is full: {} cannot be written; token changes are refused until \
-                     space is freed",
-                    self.file.display()
-                );
-                *full = Some((std::time::Instant::now(), 1));
-            }
-        }
-    }
-
-    /// A change was stored.
-    fn note_written(&self) {
-        let ended = self.full.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some((since, refused)) = ended {
-            tracing::warn!(
-                "The disk is writable again: {} after {}s full; {refused} token change(s) \
-                 refused meanwhile",
-                self.file.display(),
-                since.elapsed().as_secs()
-            );
-        }
-    }
-
-    /// One change to the tokens, in the transaction that made it.
-    fn record(
-        tx: &rusqlite::Transaction<'_>,
-        actor: &str,
-        action: &str,
-        subject: &str,
-        reason: Option<&str>,
-        outcome: &str,
-    ) -> rusqlite::Result<()> {
-        tx.execute(
-            "INSERT INTO audit (ts, actor, action, subject, reason, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![now_millis(), actor, action, subject, reason, outcome],
-        )
-        .map(drop)
+    fn err(&self, e: StoreError) -> AuthError {
+        store_error(self.store.file(), e)
     }
 
     /// Whether any token exists (if none, the API is open on loopback).
     pub fn any(&self) -> Result<bool> {
-        self.with(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM tokens)", [], |r| r.get(0)))
+        self.store.any().map_err(|e| self.err(e))
     }
 
     /// Creates a token and returns it: the only time it is ever shown.
     pub fn create(&self, name: &str, role: Role, actor: &str) -> Result<String> {
         valid_name(name)?;
         let token = fresh_token()?;
-        let digest = hash(&token);
-        let inserted = self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            let n = tx.execute(
-                "INSERT INTO tokens (name, role, hash, created_at, created_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
-                params![name, role.as_str(), digest, now_millis(), actor],
-            )?;
-            let outcome = if n == 1 { "ok" } else { "refused: exists" };
-            let reason = format!("role {role}");
-            Tokens::record(&tx, actor, "token.create", name, Some(&reason), outcome)?;
-            tx.commit()?;
-            Ok(n)
-        })?;
-        self.note_written();
-        if inserted == 0 {
+        let created = self
+            .store
+            .create(name, role.as_str(), &hash(&token), actor)
+            .map_err(|e| self.err(e))?;
+        if !created {
             return Err(AuthError::Exists(name.to_string()));
         }
         Ok(token)
@@ -334,22 +233,7 @@ impl Tokens {
 
     /// Revokes a token by name: refused at once from then on.
     pub fn revoke(&self, name: &str, actor: &str) -> Result<()> {
-        let removed = self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            let n = tx.execute("DELETE FROM tokens WHERE name = ?1", params![name])?;
-            // Its dashboard sessions end with it.
-            tx.execute("DELETE FROM sessions WHERE token = ?1", params![name])?;
-            let outcome = if n == 1 {
-                "ok"
-            } else {
-                "refused: no such token"
-            };
-            Tokens::record(&tx, actor, "token.revoke", name, None, outcome)?;
-            tx.commit()?;
-            Ok(n)
-        })?;
-        self.note_written();
-        if removed == 0 {
+        if !self.store.revoke(name, actor).map_err(|e| self.err(e))? {
             return Err(AuthError::NoSuchToken(name.to_string()));
         }
         Ok(())
@@ -357,49 +241,24 @@ impl Tokens {
 
     /// Every token, by name; never the tokens themselves.
     pub fn list(&self) -> Result<Vec<TokenInfo>> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT name, role, created_at, created_by, last_used_at FROM tokens ORDER BY name",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                let role: String = r.get(1)?;
-                Ok(TokenInfo {
-                    name: r.get(0)?,
-                    role: Role::parse(&role).unwrap_or(Role::Viewer),
-                    created_at: rfc3339(r.get(2)?),
-                    created_by: r.get(3)?,
-                    last_used_at: r.get::<_, Option<Millis>>(4)?.map(rfc3339),
-                })
-            })?;
-            rows.collect()
-        })
+        let stored = self.store.list().map_err(|e| self.err(e))?;
+        Ok(stored
+            .into_iter()
+            .map(|t| TokenInfo {
+                role: Role::parse(&t.role).unwrap_or(Role::Viewer),
+                name: t.name,
+                created_at: rfc3339(t.created_at),
+                created_by: t.created_by,
+                last_used_at: t.last_used_at.map(rfc3339),
+            })
+            .collect())
     }
 
     /// Who holds `token`, if it is valid. Notes the time it was last used
     /// (at most once a minute, so reads do not turn into writes).
     pub fn verify(&self, token: &str) -> Result<Option<Principal>> {
-        let digest = hash(token);
-        self.with(|c| {
-            let found: Option<(String, String, Option<Millis>)> = c
-                .query_row(
-                    "SELECT name, role, last_used_at FROM tokens WHERE hash = ?1",
-                    params![digest],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let Some((name, role, last_used)) = found else {
-                return Ok(None);
-            };
-            let now = now_millis();
-            if last_used.is_none_or(|t| now - t >= NOTE_USE_EVERY_MS) {
-                // A busy store only delays the note; the request goes on.
-                let _noted = c.execute(
-                    "UPDATE tokens SET last_used_at = ?1 WHERE name = ?2",
-                    params![now, name],
-                );
-            }
-            Ok(Role::parse(&role).map(|role| Principal { name, role }))
-        })
+        let holder = self.store.holder(&hash(token)).map_err(|e| self.err(e))?;
+        Ok(holder.and_then(principal))
     }
 
     /// Opens a dashboard session for the holder of `token` (checked here),
@@ -411,51 +270,30 @@ impl Tokens {
             return Ok(None);
         };
         let id = random_hex()?;
-        let now = now_millis();
-        self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])?;
-            tx.execute(
-                "INSERT INTO sessions (hash, token, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![hash(&id), principal.name, now, now.saturating_add(ttl_ms)],
-            )?;
-            tx.commit()
-        })?;
+        self.store
+            .open_session(&hash(&id), &principal.name, ttl_ms)
+            .map_err(|e| self.err(e))?;
         Ok(Some((id, principal)))
     }
 
     /// Who a dashboard session belongs to, while it is open, unexpired and
     /// its token is not revoked.
     pub fn verify_session(&self, id: &str) -> Result<Option<Principal>> {
-        let digest = hash(id);
-        let found: Option<(String, String)> = self.with(|c| {
-            c.query_row(
-                "SELECT t.name, t.role FROM sessions s JOIN tokens t ON t.name = s.token
-                 WHERE s.hash = ?1 AND s.expires_at > ?2",
-                params![digest, now_millis()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-        })?;
-        Ok(found.and_then(|(name, role)| Role::parse(&role).map(|role| Principal { name, role })))
+        let holder = self
+            .store
+            .session_holder(&hash(id))
+            .map_err(|e| self.err(e))?;
+        Ok(holder.and_then(principal))
     }
 
     /// Ends a dashboard session (signing out); nothing if it is unknown.
     pub fn close_session(&self, id: &str) -> Result<()> {
-        self.with(|c| c.execute("DELETE FROM sessions WHERE hash = ?1", params![hash(id)]))
-            .map(drop)
+        self.store.close_session(&hash(id)).map_err(|e| self.err(e))
     }
 
     /// The token changes, newest first.
-    pub fn audit(&self, limit: usize) -> Result<Vec<crate::store::AuditEntry>> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, ts, actor, action, subject, reason, outcome FROM audit
-                 ORDER BY id DESC LIMIT ?1",
-            )?;
-            let rows = stmt.query_map(params![limit as i64], crate::store::sqlite::audit_entry)?;
-            rows.collect()
-        })
+    pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.store.audit(limit).map_err(|e| self.err(e))
     }
 }
 

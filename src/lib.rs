@@ -6,9 +6,14 @@
 //!   (lifecycle state and holds), `Flow` status, `Transaction` state, and the
 //!   seven derived statuses. Pure, no I/O.
 //! - [`config`]: `sluice.toml` → a typed, validated [`config::Config`]; every
-//!   error names the file, line and key.
+//!   error names the file, line and key. The types and the entry in
+//!   `mod.rs`, the TOML walk in `reader.rs`, `schedule.rs`, `error.rs`.
+//! - [`duration`]: durations as the configuration writes them (`30s`,
+//!   `7d`), for `config` and for the endpoint kinds' settings alike.
 //! - [`store`]: the [`store::Store`] trait (the durable queue, checkpoints,
-//!   states, runs, log, audit) and its SQLite backend.
+//!   states, runs, log, audit) and its SQLite backend (`store/sqlite/`:
+//!   the store, its writer, migrations, tests); the token store's SQL
+//!   (`store/tokens.rs`).
 //! - [`connectors`]: the `Source` and `Target` traits and one file per
 //!   endpoint kind (webhook, file, http, generator).
 //! - [`engine`]: the daemon's moving parts: per site a supervisor with the
@@ -16,14 +21,17 @@
 //!   scheduler, the per-integration sender, endpoint health (the holds it
 //!   places and the probes that lift them), reload; the counters it keeps
 //!   as things happen and a snapshot of every site's state. It knows
-//!   nothing of HTTP, tokens or the metrics exporter.
+//!   nothing of HTTP, tokens or the metrics exporter. A site's supervisor
+//!   is `engine/site/`: lifecycle, flow requests, operator actions,
+//!   webhook intake.
 //! - [`api`]: the REST API (axum) over its own state (`ApiState`: the
 //!   engine, the tokens, the loopback rule, the body budget): one route
 //!   table (each route with its handler, role and audit name) from which
 //!   the router, the OpenAPI document and the role checks derive, the auth
 //!   layer (tokens, cookie session, CSRF, the route's role), `/metrics`,
 //!   the dashboard's page (`assets/dashboard/`) and the webhook receiver.
-//! - [`auth`]: API tokens (hashes only) and the roles viewer, operator, admin.
+//! - [`auth`]: API tokens (hashes only) and the roles viewer, operator,
+//!   admin: the token format, hashing and role rules over the token store.
 //! - [`metrics`]: the Prometheus exposition for `/metrics`: installs the
 //!   recorder the engine's counters go to, sets the state gauges from the
 //!   engine's snapshot, renders.
@@ -58,8 +66,8 @@
 //! model                decides; imports nothing
 //! ```
 //!
-//! `data_dir`, `redact` and `tls` are leaves anyone may import; they
-//! import nothing of sluice.
+//! `data_dir`, `duration`, `redact` and `tls` are leaves anyone may
+//! import; they import nothing of sluice.
 
 pub mod api;
 pub mod auth;
@@ -68,6 +76,7 @@ pub mod config;
 pub mod connectors;
 pub mod data_dir;
 pub mod demo;
+pub mod duration;
 pub mod engine;
 pub mod log;
 pub mod metrics;

@@ -13,9 +13,10 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    duration_opt, Cursor, Delivery, DeliveryError, FailureClass, KeyProblem, ReadRequest, Source,
-    SourceError, SourceRecord, Target,
+    Cursor, Delivery, DeliveryError, FailureClass, KeyProblem, ReadRequest, Source, SourceError,
+    SourceRecord, Target,
 };
+use crate::duration::duration_opt;
 use crate::model::RunMode;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

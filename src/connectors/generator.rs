@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{duration_opt, Cursor, KeyProblem, ReadRequest, Source, SourceError, SourceRecord};
+use super::{Cursor, KeyProblem, ReadRequest, Source, SourceError, SourceRecord};
+use crate::duration::duration_opt;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -20,7 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{duration_opt, Credentials, Delivery, DeliveryError, FailureClass, KeyProblem, Target};
+use super::{Credentials, Delivery, DeliveryError, FailureClass, KeyProblem, Target};
+use crate::duration::duration_opt;
 use crate::redact;
 use crate::tls;
 

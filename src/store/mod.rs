@@ -28,8 +28,18 @@
 //! - **Operators' changes are audited in the same transaction.** A site's
 //!   start or stop and an integration's state change are stored together
 //!   with their audit entry: both, or neither.
+//!
+//! # Files
+//! - `mod.rs`: the [`Store`] trait and the types it speaks in.
+//! - [`sqlite`]: the embedded backend, one SQLite file per site: the store
+//!   (`mod.rs`), its writer thread, its migrations, the audit table's SQL,
+//!   its tests and the model-based test of its queue.
+//! - [`tokens`]: the daemon's token store (`tokens.db`): the SQL of API
+//!   tokens, dashboard sessions and their audit trail; the rules are
+//!   `auth`'s.
 
 pub mod sqlite;
+pub mod tokens;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,1011 @@
+//! The walk of a configuration file's syntax tree: each table's keys checked
+//! where they stand, every problem collected with its line and key path.
+//!
+//! # Invariants
+//! - The walk never stops at a problem: a wrong value is reported and a
+//!   default stands in for it, so every other problem of the file is found
+//!   in the same pass.
+//! - An unknown key or kind is named with the closest known one when one is
+//!   close (Levenshtein distance through `strsim`); else the known ones are
+//!   listed.
+//! - An endpoint's settings are its kind's to read and validate; a setting
+//!   its kind refuses is left out and the rest read again, so each problem
+//!   of an endpoint is reported once.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use toml_edit::{Item, TableLike, Value};
+
+use super::{
+    Config, ConfigError, EndpointConfig, FlowConfig, IntegrationConfig, OnError, Schedule,
+    ServerTls, SiteConfig, DEFAULT_BODY_MEMORY, DEFAULT_DATA_DIR, DEFAULT_KEEP_SENT,
+    DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_STALL_AFTER,
+};
+use crate::connectors::EndpointKind;
+use crate::duration::parse_duration;
+
+// ------------------------------------------------------------------ reading
+
+const NO_SITE: &str = "no site: add at least one [sites.NAME] table";
+
+const ROOT_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "max_body_memory",
+    "tls_cert",
+    "tls_key",
+    "behind_proxy",
+    "sites",
+];
+const SITE_KEYS: &[&str] = &[
+    "log_level",
+    "data_file",
+    "log_file",
+    "keep_sent",
+    "stall_after",
+    "endpoints",
+    "integrations",
+];
+const INTEGRATION_KEYS: &[&str] = &["on_error", "flows"];
+const FLOW_KEYS: &[&str] = &[
+    "name",
+    "source",
+    "target",
+    "schedule",
+    "key",
+    "cursor",
+    "enabled",
+    "auto_resolve",
+    "retry_limit",
+];
+
+/// Names appear in URLs: 1 to 64 letters, digits, `-` and `_`.
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A name as one segment of a key path: quoted as TOML quotes it when it is
+/// not a bare key, so the path stays unambiguous.
+fn segment(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// `path` against `base`, without the `./` steps that only clutter what an
+/// operator is shown; an absolute `path` as it is.
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let mut out = base.to_path_buf();
+    for part in path.components() {
+        if part != Component::CurDir {
+            out.push(part);
+        }
+    }
+    out
+}
+
+/// A known word close enough to `word` to be what was meant: the nearest
+/// by edit distance (Levenshtein, in characters), at most 2 edits away or a
+/// quarter of the known word's length, whichever allows more; the first of
+/// equally near ones.
+fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(&word, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// "unknown key; did you mean 'schedule'?", or the keys `owner` has.
+fn unknown_key_message(key: &str, known: &[&str], owner: &str) -> String {
+    match closest(key, known) {
+        Some(k) => format!("unknown key; did you mean '{k}'?"),
+        None => format!("unknown key; {owner} has: {}", known.join(", ")),
+    }
+}
+
+/// The settings of an endpoint as plain values, for its kind to deserialize.
+fn plain_table(table: &dyn TableLike) -> toml::Table {
+    table
+        .iter()
+        .filter_map(|(k, item)| plain_item(item).map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+fn plain_item(item: &Item) -> Option<toml::Value> {
+    match item {
+        Item::None => None,
+        Item::Value(v) => Some(plain_value(v)),
+        Item::Table(t) => Some(toml::Value::Table(plain_table(t))),
+        Item::ArrayOfTables(a) => Some(toml::Value::Array(
+            a.iter()
+                .map(|t| toml::Value::Table(plain_table(t)))
+                .collect(),
+        )),
+    }
+}
+
+fn plain_value(value: &Value) -> toml::Value {
+    match value {
+        Value::String(s) => toml::Value::String(s.value().clone()),
+        Value::Integer(n) => toml::Value::Integer(*n.value()),
+        Value::Float(x) => toml::Value::Float(*x.value()),
+        Value::Boolean(b) => toml::Value::Boolean(*b.value()),
+        Value::Datetime(d) => toml::Value::Datetime(*d.value()),
+        Value::Array(a) => toml::Value::Array(a.iter().map(plain_value).collect()),
+        Value::InlineTable(t) => toml::Value::Table(plain_table(t)),
+    }
+}
+
+/// One problem an endpoint kind found while reading its settings.
+struct SettingProblem {
+    /// Relative to the endpoint's table (`batch`, `headers.X-Api`).
+    key: Option<String>,
+    /// The key to leave out to look for the next problem.
+    top: Option<String>,
+    missing: bool,
+    message: String,
+}
+
+/// What serde said about an endpoint's settings, in the file's terms.
+fn setting_problem(e: &toml::de::Error, kind: &str) -> SettingProblem {
+    let message = e.message().trim();
+    // serde quotes keys in backticks: "unknown field `bach`, expected one
+    // of `url`, `batch`, …"; "missing field `url`".
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    if message.starts_with("unknown field `") && !quoted.is_empty() {
+        let key = quoted[0].to_string();
+        let mut known: Vec<&str> = vec!["kind"];
+        known.extend(&quoted[1..]);
+        return SettingProblem {
+            message: unknown_key_message(&key, &known, &format!("an endpoint of kind {kind}")),
+            top: Some(key.clone()),
+            key: Some(key),
+            missing: false,
+        };
+    }
+    if message.starts_with("missing field `") && !quoted.is_empty() {
+        return SettingProblem {
+            key: Some(quoted[0].to_string()),
+            top: None,
+            missing: true,
+            message: format!("missing: an endpoint of kind {kind} needs it"),
+        };
+    }
+    // A value of the wrong type: `toml` names its key on a line of its own,
+    // "in `batch`".
+    let shown = e.to_string();
+    let key = shown.lines().rev().find_map(|l| {
+        l.trim()
+            .strip_prefix("in `")
+            .and_then(|k| k.strip_suffix('`'))
+            .map(str::to_string)
+    });
+    SettingProblem {
+        top: key
+            .as_deref()
+            .map(|k| k.split('.').next().unwrap_or(k).to_string()),
+        key,
+        missing: false,
+        message: message.to_string(),
+    }
+}
+
+/// What a flow's endpoint name refers to.
+enum Lookup<'e> {
+    Found(&'e EndpointKind),
+    /// Defined, but its own settings are wrong (already reported).
+    Broken,
+    Missing,
+}
+
+/// What the flows of a site are checked against.
+struct SiteScope {
+    name: String,
+    endpoints: Vec<EndpointConfig>,
+    /// Endpoints defined with settings their kind could not read.
+    broken: Vec<String>,
+    /// Each flow name seen so far, with where.
+    flows: Vec<(String, String, Option<usize>)>,
+}
+
+impl SiteScope {
+    fn lookup(&self, name: &str) -> Lookup<'_> {
+        match self.endpoints.iter().find(|e| e.name == name) {
+            Some(e) => Lookup::Found(&e.kind),
+            None if self.broken.iter().any(|b| b == name) => Lookup::Broken,
+            None => Lookup::Missing,
+        }
+    }
+
+    /// The endpoints that could play a part, for the message that refuses one.
+    fn would_fit(&self, role: &str, fits: fn(&EndpointKind) -> bool) -> String {
+        let names: Vec<&str> = self
+            .endpoints
+            .iter()
+            .filter(|e| fits(&e.kind))
+            .map(|e| e.name.as_str())
+            .collect();
+        if names.is_empty() {
+            format!("site {} has no endpoint that can be a {role}", self.name)
+        } else {
+            format!("would fit: {}", names.join(", "))
+        }
+    }
+}
+
+fn is_source(kind: &EndpointKind) -> bool {
+    kind.is_pull_source() || kind.is_push_source()
+}
+
+/// Walks the syntax tree and collects every problem on the way.
+pub(super) struct Reader<'a> {
+    file: &'a Path,
+    /// The byte offset where each line starts.
+    line_starts: Vec<usize>,
+    pub(super) errors: Vec<ConfigError>,
+    /// The top level's `max_body_memory`, which bounds every webhook's
+    /// `max_body`.
+    max_body_memory: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(file: &'a Path, text: &str) -> Reader<'a> {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Reader {
+            file,
+            line_starts,
+            errors: Vec::new(),
+            max_body_memory: DEFAULT_BODY_MEMORY,
+        }
+    }
+
+    pub(super) fn line(&self, span: Option<Range<usize>>) -> Option<usize> {
+        let start = span?.start;
+        Some(self.line_starts.partition_point(|&s| s <= start))
+    }
+
+    /// Records a problem. A URL the message quotes from the file is shown
+    /// without its user-info.
+    pub(super) fn error(
+        &mut self,
+        line: Option<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            key: key.into(),
+            message: crate::redact::urls_in(&message.into()),
+        });
+    }
+
+    /// The line of `key` in `table` (else of its value).
+    fn key_line(&self, table: &dyn TableLike, key: &str) -> Option<usize> {
+        table
+            .key(key)
+            .and_then(|k| self.line(k.span()))
+            .or_else(|| table.get(key).and_then(|i| self.line(i.span())))
+    }
+
+    /// The line of the table `key` of `parent`: its own header when it has
+    /// one (`[sites.LIVE]`), else where its key first appears.
+    fn table_line(&self, parent: &dyn TableLike, key: &str) -> Option<usize> {
+        match parent.get(key) {
+            Some(Item::Table(t)) => self.line(t.span()),
+            _ => None,
+        }
+        .or_else(|| self.key_line(parent, key))
+    }
+
+    /// The line of a dotted key below `table` (`headers.X-Api`), as far down
+    /// as the file has it; `fallback` when even its first part is missing.
+    fn nested_line(
+        &self,
+        table: &dyn TableLike,
+        key: &str,
+        fallback: Option<usize>,
+    ) -> Option<usize> {
+        let mut table = table;
+        let mut rest = key;
+        let mut line = fallback;
+        'down: loop {
+            // The longest leading part of `rest` that is a key here (keys
+            // may hold dots of their own).
+            let ends = std::iter::once(rest.len()).chain(rest.rmatch_indices('.').map(|(i, _)| i));
+            for end in ends {
+                let part = &rest[..end];
+                if !table.contains_key(part) {
+                    continue;
+                }
+                line = self.key_line(table, part).or(line);
+                match table.get(part).and_then(Item::as_table_like) {
+                    Some(inner) if end < rest.len() => {
+                        table = inner;
+                        rest = &rest[end + 1..];
+                        continue 'down;
+                    }
+                    _ => return line,
+                }
+            }
+            return line;
+        }
+    }
+
+    fn unknown_keys(&mut self, table: &dyn TableLike, path: &str, known: &[&str], owner: &str) {
+        let unknown: Vec<String> = table
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .filter(|k| !known.contains(&k.as_str()))
+            .collect();
+        for key in unknown {
+            let line = self.key_line(table, &key);
+            let message = unknown_key_message(&key, known, owner);
+            self.error(line, join(path, &segment(&key)), message);
+        }
+    }
+
+    /// Reports a value of the wrong type.
+    fn wrong_type(&mut self, table: &dyn TableLike, path: &str, key: &str, want: &str) {
+        let found = table.get(key).map_or("nothing", Item::type_name);
+        let line = self.key_line(table, key);
+        self.error(
+            line,
+            join(path, key),
+            format!("must be {want}, not {found}"),
+        );
+    }
+
+    fn string(&mut self, table: &dyn TableLike, path: &str, key: &str) -> Option<String> {
+        let item = table.get(key)?;
+        match item.as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                self.wrong_type(table, path, key, "a string");
+                None
+            }
+        }
+    }
+
+    /// A string that must not be empty.
+    fn text(&mut self, table: &dyn TableLike, path: &str, key: &str) -> Option<String> {
+        let s = self.string(table, path, key)?;
+        if s.trim().is_empty() {
+            let line = self.key_line(table, key);
+            self.error(line, join(path, key), "must not be empty");
+            return None;
+        }
+        Some(s)
+    }
+
+    /// A string that must be there: when it is not, the error stands at
+    /// `header` (the line of the table's header).
+    fn required(
+        &mut self,
+        table: &dyn TableLike,
+        path: &str,
+        key: &str,
+        header: Option<usize>,
+        why: &str,
+    ) -> Option<String> {
+        if !table.contains_key(key) {
+            self.error(header, join(path, key), format!("missing: {why}"));
+            return None;
+        }
+        self.text(table, path, key)
+    }
+
+    fn integer(&mut self, table: &dyn TableLike, path: &str, key: &str) -> Option<i64> {
+        let item = table.get(key)?;
+        match item.as_integer() {
+            Some(n) => Some(n),
+            None => {
+                self.wrong_type(table, path, key, "an integer");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, table: &dyn TableLike, path: &str, key: &str) -> Option<bool> {
+        let item = table.get(key)?;
+        match item.as_bool() {
+            Some(b) => Some(b),
+            None => {
+                self.wrong_type(table, path, key, "true or false");
+                None
+            }
+        }
+    }
+
+    /// `table[key]` as a duration (`30s`, `5m`, `7d`) above zero, or `default`.
+    fn duration(
+        &mut self,
+        table: &dyn TableLike,
+        path: &str,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(text) = self.string(table, path, key) else {
+            return default;
+        };
+        match parse_duration(&text) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                let line = self.key_line(table, key);
+                self.error(
+                    line,
+                    join(path, key),
+                    format!("'{text}' is not a duration above zero (e.g. 90s, 5m, 12h, 7d)"),
+                );
+                default
+            }
+        }
+    }
+
+    /// `table[key]` as a table, or an error if it is something else.
+    fn table<'t>(
+        &mut self,
+        parent: &'t dyn TableLike,
+        path: &str,
+        key: &str,
+    ) -> Option<&'t dyn TableLike> {
+        let item = parent.get(key)?;
+        match item.as_table_like() {
+            Some(t) => Some(t),
+            None => {
+                self.wrong_type(parent, path, key, "a table");
+                None
+            }
+        }
+    }
+
+    /// Each entry of the table `key` of `parent`, with its path and line;
+    /// entries that are not tables are reported.
+    fn entries<'t>(
+        &mut self,
+        parent: &'t dyn TableLike,
+        path: &str,
+        key: &str,
+        what: &str,
+    ) -> Vec<(&'t str, &'t dyn TableLike, String, Option<usize>)> {
+        let Some(table) = self.table(parent, path, key) else {
+            return Vec::new();
+        };
+        let at = join(path, key);
+        let mut out = Vec::new();
+        for (name, item) in table.iter() {
+            let line = self.table_line(table, name);
+            let entry_path = join(&at, &segment(name));
+            match item.as_table_like() {
+                Some(t) => out.push((name, t, entry_path, line)),
+                None => self.error(
+                    line,
+                    entry_path,
+                    format!("{what} must be a table, not {}", item.type_name()),
+                ),
+            }
+        }
+        out
+    }
+
+    fn check_name(&mut self, what: &str, name: &str, key: &str, line: Option<usize>) {
+        if !valid_name(name) {
+            self.error(
+                line,
+                key,
+                format!(
+                    "'{name}' is not a valid {what} name: 1 to 64 letters, digits, '-' or '_' \
+                     (it is part of URLs)"
+                ),
+            );
+        }
+    }
+
+    pub(super) fn config(
+        &mut self,
+        root: &toml_edit::Table,
+        data_dir_override: Option<&Path>,
+    ) -> Config {
+        let root: &dyn TableLike = root;
+        self.unknown_keys(root, "", ROOT_KEYS, "the top level");
+        let base_dir = match self.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let default_listen: SocketAddr = DEFAULT_LISTEN.parse().expect("a valid default");
+        let listen = match self.string(root, "", "listen") {
+            None => default_listen,
+            Some(s) => s.trim().parse().unwrap_or_else(|_| {
+                let line = self.key_line(root, "listen");
+                self.error(
+                    line,
+                    "listen",
+                    format!("'{s}' is not an address: use IP:PORT, such as {DEFAULT_LISTEN}"),
+                );
+                default_listen
+            }),
+        };
+        self.max_body_memory = match self.integer(root, "", "max_body_memory") {
+            None => DEFAULT_BODY_MEMORY,
+            Some(n) if (1024..=1 << 30).contains(&n) => n as usize,
+            Some(n) => {
+                let line = self.key_line(root, "max_body_memory");
+                let message = format!("{n} bytes: give 1024 (1 KiB) to 1073741824 (1 GiB)");
+                self.error(line, "max_body_memory", message);
+                DEFAULT_BODY_MEMORY
+            }
+        };
+        let tls = self.server_tls(root, &base_dir);
+        let behind_proxy = self.boolean(root, "", "behind_proxy").unwrap_or(false);
+        let file_data_dir = self
+            .text(root, "", "data_dir")
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let data_dir = match data_dir_override {
+            Some(d) => d.to_path_buf(),
+            None => resolve(&base_dir, Path::new(&file_data_dir)),
+        };
+
+        let mut sites = Vec::new();
+        if !root.contains_key("sites") {
+            self.error(None, "sites", NO_SITE);
+        }
+        let entries = self.entries(root, "", "sites", "a site");
+        if root
+            .get("sites")
+            .and_then(Item::as_table_like)
+            .is_some_and(|t| t.is_empty())
+        {
+            let line = self.table_line(root, "sites");
+            self.error(line, "sites", NO_SITE);
+        }
+        // Each site's data and log file, to keep sites from sharing one.
+        let mut files: Vec<(PathBuf, String)> = Vec::new();
+        for (name, table, path, line) in entries {
+            self.check_name("site", name, &path, line);
+            let site = self.site(name, table, &path, &base_dir, &data_dir);
+            for (key, file) in [("data_file", &site.data_file), ("log_file", &site.log_file)] {
+                let key_path = join(&path, key);
+                match files.iter().find(|(f, _)| f == file) {
+                    Some((_, other)) => {
+                        let at = self.key_line(table, key).or(line);
+                        let message = format!(
+                            "{} is also {other}: every site needs files of its own",
+                            file.display()
+                        );
+                        self.error(at, key_path, message);
+                    }
+                    None => files.push((file.clone(), key_path)),
+                }
+            }
+            sites.push(site);
+        }
+        Config {
+            file: self.file.to_path_buf(),
+            base_dir,
+            listen,
+            tls,
+            behind_proxy,
+            data_dir,
+            sites,
+            max_body_memory: self.max_body_memory,
+        }
+    }
+
+    /// `tls_cert` and `tls_key`: both or neither, and usable together (the
+    /// files are read now, so a broken one stops the start, not the first
+    /// connection).
+    fn server_tls(&mut self, root: &dyn TableLike, base_dir: &Path) -> Option<ServerTls> {
+        let cert = self.text(root, "", "tls_cert");
+        let key = self.text(root, "", "tls_key");
+        let (cert, key) = match (cert, key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) if !root.contains_key("tls_key") => {
+                let line = self.key_line(root, "tls_cert");
+                self.error(
+                    line,
+                    "tls_key",
+                    "missing: tls_cert needs the key of its certificate",
+                );
+                return None;
+            }
+            (None, Some(_)) if !root.contains_key("tls_cert") => {
+                let line = self.key_line(root, "tls_key");
+                self.error(
+                    line,
+                    "tls_cert",
+                    "missing: tls_key needs the certificate it is the key of",
+                );
+                return None;
+            }
+            _ => return None,
+        };
+        let tls = ServerTls {
+            cert: resolve(base_dir, Path::new(&cert)),
+            key: resolve(base_dir, Path::new(&key)),
+        };
+        // Each file on its own, so that both are named when both are
+        // broken; then together (a key that is not the certificate's).
+        let mut broken: Vec<crate::tls::SetupError> = [
+            crate::tls::certificates("tls_cert", &tls.cert).map(drop),
+            crate::tls::private_key("tls_key", &tls.key).map(drop),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+        if broken.is_empty() {
+            broken.extend(crate::tls::server_config(&tls.cert, &tls.key).err());
+        }
+        if broken.is_empty() {
+            return Some(tls);
+        }
+        for e in broken {
+            let line = self.key_line(root, e.key);
+            self.error(line, e.key, e.message);
+        }
+        None
+    }
+
+    fn site(
+        &mut self,
+        name: &str,
+        table: &dyn TableLike,
+        path: &str,
+        base_dir: &Path,
+        data_dir: &Path,
+    ) -> SiteConfig {
+        self.unknown_keys(table, path, SITE_KEYS, "a site");
+        let log_level = match self.integer(table, path, "log_level") {
+            None => DEFAULT_LOG_LEVEL,
+            Some(n @ 0..=9) => n as u8,
+            Some(n) => {
+                let at = self.key_line(table, "log_level");
+                let message = format!("{n} is not a level: use 0 (fewest lines) to 9 (all)");
+                self.error(at, join(path, "log_level"), message);
+                DEFAULT_LOG_LEVEL
+            }
+        };
+        let mut file = |key: &str, extension: &str| match self.text(table, path, key) {
+            Some(f) => resolve(base_dir, Path::new(&f)),
+            None => data_dir.join(format!("{name}.{extension}")),
+        };
+        let data_file = file("data_file", "db");
+        let log_file = file("log_file", "log");
+        let keep_sent = self.duration(table, path, "keep_sent", DEFAULT_KEEP_SENT);
+        let stall_after = self.duration(table, path, "stall_after", DEFAULT_STALL_AFTER);
+
+        let mut scope = SiteScope {
+            name: name.to_string(),
+            endpoints: Vec::new(),
+            broken: Vec::new(),
+            flows: Vec::new(),
+        };
+        for (ename, ep, epath, eline) in self.entries(table, path, "endpoints", "an endpoint") {
+            self.check_name("endpoint", ename, &epath, eline);
+            match self.endpoint(ep, &epath, eline, base_dir) {
+                Some(kind) => {
+                    if let EndpointKind::Webhook(c) = &kind {
+                        if c.max_body > self.max_body_memory {
+                            let at = self.key_line(ep, "max_body").or(eline);
+                            let message = format!(
+                                "{} bytes is more than max_body_memory ({}): such a body could \
+                                 never be read; raise max_body_memory at the top of the file",
+                                c.max_body, self.max_body_memory
+                            );
+                            self.error(at, join(&epath, "max_body"), message);
+                        }
+                    }
+                    scope.endpoints.push(EndpointConfig {
+                        name: ename.to_string(),
+                        kind,
+                    })
+                }
+                None => scope.broken.push(ename.to_string()),
+            }
+        }
+
+        let mut integrations = Vec::new();
+        let entries = self.entries(table, path, "integrations", "an integration");
+        for (iname, it, ipath, iline) in entries {
+            self.check_name("integration", iname, &ipath, iline);
+            self.unknown_keys(it, &ipath, INTEGRATION_KEYS, "an integration");
+            let on_error = match self.string(it, &ipath, "on_error").as_deref() {
+                None | Some("block") => OnError::Block,
+                Some("skip") => OnError::Skip,
+                Some(other) => {
+                    let at = self.key_line(it, "on_error");
+                    let hint = closest(other, &["block", "skip"])
+                        .map(|k| format!("; did you mean \"{k}\"?"))
+                        .unwrap_or_default();
+                    let message = format!("'{other}' is neither \"block\" nor \"skip\"{hint}");
+                    self.error(at, join(&ipath, "on_error"), message);
+                    OnError::Block
+                }
+            };
+            let flows = self.flows(it, iname, &ipath, iline, &mut scope);
+            integrations.push(IntegrationConfig {
+                name: iname.to_string(),
+                on_error,
+                flows,
+            });
+        }
+        SiteConfig {
+            name: name.to_string(),
+            log_level,
+            data_file,
+            log_file,
+            keep_sent,
+            stall_after,
+            endpoints: scope.endpoints,
+            integrations,
+        }
+    }
+
+    /// The endpoint's kind with its settings, or None when its kind could
+    /// not read them. Settings that were read but are wrong are reported and
+    /// still returned, so the flows that use the endpoint are checked too.
+    fn endpoint(
+        &mut self,
+        ep: &dyn TableLike,
+        path: &str,
+        header: Option<usize>,
+        base_dir: &Path,
+    ) -> Option<EndpointKind> {
+        let kinds = EndpointKind::NAMES.join(", ");
+        let kind = self.required(ep, path, "kind", header, &format!("one of {kinds}"))?;
+        let mut settings = plain_table(ep);
+        settings.remove("kind");
+        // Keys left out after a problem, each reported once.
+        let mut left_out: Vec<String> = Vec::new();
+        let parsed = loop {
+            let Some(result) = EndpointKind::from_table(&kind, settings.clone()) else {
+                let at = self.key_line(ep, "kind");
+                let hint = closest(&kind, &EndpointKind::NAMES)
+                    .map(|k| format!("did you mean '{k}'? "))
+                    .unwrap_or_default();
+                let message = format!("unknown kind '{kind}': {hint}one of {kinds}");
+                self.error(at, join(path, "kind"), message);
+                return None;
+            };
+            let e = match result {
+                Ok(parsed) => break Some(parsed),
+                Err(e) => e,
+            };
+            let problem = setting_problem(&e, &kind);
+            let at = match (&problem.key, problem.missing) {
+                (Some(key), false) => self.nested_line(ep, key, header),
+                _ => header,
+            };
+            let key = problem
+                .key
+                .as_deref()
+                .map_or_else(|| path.to_string(), |k| join(path, k));
+            self.error(at, key, problem.message);
+            // Leave the key out and read again, to find the next problem too.
+            match problem.top {
+                Some(top) if settings.remove(&top).is_some() => left_out.push(top),
+                _ => break None,
+            }
+        };
+        let parsed = parsed?;
+        for (key, problem) in parsed.validate(base_dir) {
+            let top = key.split('.').next().unwrap_or(&key);
+            if !left_out.iter().any(|k| k == top) {
+                let at = self.nested_line(ep, &key, header);
+                self.error(at, join(path, &key), problem);
+            }
+        }
+        Some(parsed)
+    }
+
+    fn flows(
+        &mut self,
+        it: &dyn TableLike,
+        integration: &str,
+        ipath: &str,
+        iline: Option<usize>,
+        site: &mut SiteScope,
+    ) -> Vec<FlowConfig> {
+        let Some(item) = it.get("flows") else {
+            return Vec::new();
+        };
+        let tables: Vec<(&dyn TableLike, Option<usize>)> = match item {
+            Item::ArrayOfTables(a) => a
+                .iter()
+                .map(|t| (t as &dyn TableLike, self.line(t.span()).or(iline)))
+                .collect(),
+            Item::Value(Value::Array(a)) if a.iter().all(Value::is_inline_table) => a
+                .iter()
+                .filter_map(Value::as_inline_table)
+                .map(|t| (t as &dyn TableLike, self.line(t.span()).or(iline)))
+                .collect(),
+            other => {
+                let at = self.key_line(it, "flows");
+                let message = format!(
+                    "must be an array of tables ([[{ipath}.flows]]), not {}",
+                    other.type_name()
+                );
+                self.error(at, join(ipath, "flows"), message);
+                return Vec::new();
+            }
+        };
+        tables
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (flow, line))| {
+                let path = format!("{ipath}.flows[{i}]");
+                self.flow(flow, integration, &path, line, site)
+            })
+            .collect()
+    }
+
+    /// The kind of the endpoint a flow names as its `role` (`source` or
+    /// `target`) when it exists and can be one; otherwise the error, at the
+    /// key's line (nothing more for an endpoint whose own settings were
+    /// wrong: that is reported already).
+    fn flow_endpoint<'s>(
+        &mut self,
+        site: &'s SiteScope,
+        flow: &dyn toml_edit::TableLike,
+        path: &str,
+        role: &str,
+        name: &str,
+        fits: fn(&EndpointKind) -> bool,
+    ) -> Option<&'s EndpointKind> {
+        let at = self.key_line(flow, role);
+        let message = match site.lookup(name) {
+            Lookup::Broken => return None,
+            Lookup::Found(kind) if fits(kind) => return Some(kind),
+            Lookup::Missing => format!(
+                "no endpoint '{name}' in site {}; {}",
+                site.name,
+                site.would_fit(role, fits)
+            ),
+            Lookup::Found(kind) => format!(
+                "endpoint '{name}' is of kind {}, which cannot be a {role}; {}",
+                kind.name(),
+                site.would_fit(role, fits)
+            ),
+        };
+        self.error(at, join(path, role), message);
+        None
+    }
+
+    fn flow(
+        &mut self,
+        flow: &dyn TableLike,
+        integration: &str,
+        path: &str,
+        header: Option<usize>,
+        site: &mut SiteScope,
+    ) -> Option<FlowConfig> {
+        self.unknown_keys(flow, path, FLOW_KEYS, "a flow");
+        let name = self.required(
+            flow,
+            path,
+            "name",
+            header,
+            "the flow's name, by which the API addresses it (/sites/{site}/flows/{name})",
+        );
+        let source = self.required(
+            flow,
+            path,
+            "source",
+            header,
+            "the endpoint records come from",
+        );
+        let target = self.required(flow, path, "target", header, "the endpoint records go to");
+        let key = self.text(flow, path, "key");
+        let cursor = self.text(flow, path, "cursor");
+        let enabled = self.boolean(flow, path, "enabled").unwrap_or(true);
+        let auto_resolve = self.boolean(flow, path, "auto_resolve").unwrap_or(true);
+        let retry_limit = match self.integer(flow, path, "retry_limit") {
+            None => 0,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= 1_000_000)
+                .unwrap_or_else(|| {
+                    let at = self.key_line(flow, "retry_limit");
+                    let message = format!("{n}: use 0 (no limit) to 1000000");
+                    self.error(at, join(path, "retry_limit"), message);
+                    0
+                }),
+        };
+        let schedule_line = self.key_line(flow, "schedule");
+        let schedule = self
+            .string(flow, path, "schedule")
+            .map(|s| Schedule::parse(&s));
+        // A webhook flow's schedule is wrong whatever it says.
+        let mut pushed = false;
+
+        if let Some(name) = &name {
+            let at = self.key_line(flow, "name");
+            self.check_name("flow", name, &join(path, "name"), at);
+            if let Some((_, other, other_line)) = site.flows.iter().find(|(n, ..)| n == name) {
+                let place = other_line.map_or_else(String::new, |l| format!(" (line {l})"));
+                let message = format!(
+                    "flow '{name}' is already defined at {other}{place}: flow names are unique \
+                     within a site, across its integrations (/sites/{}/flows/{name})",
+                    site.name
+                );
+                self.error(at, join(path, "name"), message);
+            } else {
+                site.flows.push((name.clone(), path.to_string(), at));
+            }
+        }
+
+        if let Some(source) = &source {
+            if let Some(kind) = self.flow_endpoint(site, flow, path, "source", source, is_source) {
+                pushed = kind.is_push_source();
+                if pushed && flow.contains_key("schedule") {
+                    let flow_name = name.as_deref().unwrap_or("{flow}");
+                    let message = format!(
+                        "a flow from webhook '{source}' has no schedule: its records arrive \
+                         by POST to /hooks/{}/{integration}/{flow_name}",
+                        site.name
+                    );
+                    self.error(schedule_line, join(path, "schedule"), message);
+                }
+                if matches!(kind, EndpointKind::File(_)) && !flow.contains_key("cursor") {
+                    let message = format!(
+                        "missing: a flow from file endpoint '{source}' needs the record \
+                         field 'Send Changed' compares with the checkpoint \
+                         (e.g. cursor = \"updated_at\")"
+                    );
+                    self.error(header, join(path, "cursor"), message);
+                }
+            }
+        }
+
+        let schedule = match schedule {
+            Some(Err(e)) if !pushed => {
+                self.error(schedule_line, join(path, "schedule"), e);
+                None
+            }
+            Some(parsed) => parsed.ok(),
+            None => None,
+        };
+
+        if let Some(target) = &target {
+            self.flow_endpoint(site, flow, path, "target", target, EndpointKind::is_target);
+        }
+
+        Some(FlowConfig {
+            name: name?,
+            source: source?,
+            target: target?,
+            schedule,
+            key,
+            cursor,
+            enabled,
+            auto_resolve,
+            retry_limit,
+        })
+    }
+}

@@ -1,0 +1,310 @@
+//! A site's start, stop and restore, and its workers (seed 000).
+//!
+//! A start or a stop is stored first, with its holds and its audit entry,
+//! and only then carried out; see the invariants in `site/mod.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::{audit_entry, Site, StopInfo, Workers};
+use crate::engine::{all_others, get_data, monitor, trigger, EngineError, Result};
+use crate::log::level;
+use crate::model::{now_millis, FlowStatus, Hold, HoldKind, RunResult, SiteEvent, SiteState};
+
+/// A write that may wait for space: `None` if the disk is full (said once,
+/// by the site log), any other error as it is.
+fn tolerate_full<T, E: Into<EngineError>>(written: std::result::Result<T, E>) -> Result<Option<T>> {
+    match written.map_err(Into::into) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.is_disk_full() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// How long a stop waits for workers to end before abandoning them.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+impl Site {
+    /// Brings the site up as it was last left: stopped stays stopped,
+    /// anything else (or never seen) starts.
+    ///
+    /// On a full disk it still comes up as it was left: what it would only
+    /// tidy in the store (runs cut off, the start's audit entry) waits for
+    /// space; nothing it needs is missing, since a stop is stored with its
+    /// holds.
+    pub async fn restore(self: &Arc<Self>) -> Result<()> {
+        let abandoned = tolerate_full(self.store.close_abandoned_runs().await)?.unwrap_or(0);
+        if abandoned > 0 {
+            self.log
+                .write(
+                    level::INFO,
+                    format!("{abandoned} run(s) cut off by the last shutdown marked Halted"),
+                )
+                .await;
+        }
+        for (_, flow) in self.flows() {
+            let record = self.store.flow(&flow.name).await?;
+            if let FlowStatus::Running(_) = record.status {
+                tolerate_full(
+                    self.store
+                        .set_flow_status(&flow.name, FlowStatus::Done(RunResult::Halted))
+                        .await,
+                )?;
+            }
+        }
+        match self.store.site_state().await? {
+            Some(SiteState::Stopped) => {
+                let reason = self
+                    .status()
+                    .last_stop
+                    .map(|s| s.reason)
+                    .unwrap_or_default();
+                let hold = Hold {
+                    kind: HoldKind::SiteStopped,
+                    by: "sluice".into(),
+                    since: now_millis(),
+                    reason: reason.clone(),
+                };
+                // Stored with the stop; placed here only for a data file
+                // written before that was so.
+                for integration in self.integrations.values() {
+                    let held = integration
+                        .record()
+                        .holds
+                        .iter()
+                        .any(|h| h.kind == HoldKind::SiteStopped);
+                    if !held && tolerate_full(integration.place_hold(hold.clone()).await)?.is_none()
+                    {
+                        integration.hold_placed(hold.clone());
+                    }
+                }
+                self.log
+                    .write(
+                        level::INFO,
+                        format!("Site {} is stopped, as it was left: {reason}", self.name),
+                    )
+                    .await;
+                Ok(())
+            }
+            _ => self.start_as("sluice", true).await,
+        }
+    }
+
+    pub async fn start(self: &Arc<Self>, actor: &str) -> Result<()> {
+        self.start_as(actor, false).await
+    }
+
+    /// A start; `restoring` at the daemon's start, for a site left running:
+    /// it then runs even if the start cannot be recorded (the store says
+    /// running already).
+    async fn start_as(self: &Arc<Self>, actor: &str, restoring: bool) -> Result<()> {
+        let mut workers = self.workers.lock().await;
+        if let Err(refusal) = self.state().apply(&SiteEvent::Start) {
+            return self
+                .refused(actor, "site.start", &self.name, None, refusal)
+                .await;
+        }
+        // Stored first, with its audit entry; carried out only then.
+        let audit = audit_entry(actor, "site.start", &self.name, None, "ok");
+        let discarded = match self.store.set_site_running(audit).await {
+            Ok(discarded) => discarded,
+            Err(e) if restoring && e.is_disk_full() => Vec::new(),
+            Err(e) => {
+                let e = EngineError::from(e);
+                self.log
+                    .write(
+                        level::ERROR,
+                        format!("Site {} failed to start: {e}", self.name),
+                    )
+                    .await;
+                self.audit(
+                    actor,
+                    "site.start",
+                    &self.name,
+                    None,
+                    &format!("failed: {e}"),
+                )
+                .await;
+                return Err(e);
+            }
+        };
+        self.set_state(SiteState::Starting, None);
+        self.bring_up(&mut workers, discarded).await;
+        self.set_state(SiteState::Running, None);
+        self.log
+            .write(
+                level::INFO,
+                format!("Site {} started successfully!", self.name),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Carries out a start that is stored: the flows' discarded requests
+    /// are logged, the holds lifted, the workers started.
+    async fn bring_up(
+        self: &Arc<Self>,
+        workers: &mut Option<Workers>,
+        discarded: Vec<(String, FlowStatus)>,
+    ) {
+        for (flow, status) in discarded {
+            self.log
+                .write(
+                    level::INFO,
+                    format!(
+                        "Request '{}' of flow {flow} was made while the site was stopped; \
+                         it is not commenced",
+                        match status {
+                            FlowStatus::Pending(mode) => mode.label(),
+                            _ => "run",
+                        }
+                    ),
+                )
+                .await;
+        }
+        for integration in self.integrations.values() {
+            integration.hold_lifted(HoldKind::SiteStopped);
+        }
+        *workers = Some(self.spawn_workers().await);
+    }
+
+    /// Starts the four workers of seed 000 and waits until each has logged
+    /// its start.
+    async fn spawn_workers(self: &Arc<Self>) -> Workers {
+        let token = self.parent.child_token();
+        let mut tasks = JoinSet::new();
+        let (trigger_tx, trigger_rx) = mpsc::channel(64);
+        let (run_tx, run_rx) = mpsc::channel(64);
+        let mut ready = Vec::new();
+        let mut ready_signal = || {
+            let (tx, rx) = oneshot::channel::<()>();
+            ready.push(rx);
+            tx
+        };
+        tasks.spawn(all_others::run(self.clone(), token.clone(), ready_signal()));
+        tasks.spawn(get_data::run(
+            self.clone(),
+            run_rx,
+            token.clone(),
+            ready_signal(),
+        ));
+        tasks.spawn(trigger::run(
+            self.clone(),
+            trigger_rx,
+            run_tx,
+            token.clone(),
+            ready_signal(),
+        ));
+        tasks.spawn(monitor::run(self.clone(), token.clone(), ready_signal()));
+        for rx in ready {
+            let _started = rx.await;
+        }
+        *self.trigger.lock().unwrap_or_else(|p| p.into_inner()) = Some(trigger_tx);
+        Workers { token, tasks }
+    }
+
+    pub async fn stop(self: &Arc<Self>, reason: &str, actor: &str) -> Result<()> {
+        let mut workers = self.workers.lock().await;
+        let event = SiteEvent::Stop {
+            reason: reason.to_string(),
+        };
+        if let Err(refusal) = self.state().apply(&event) {
+            // An over-long reason is not kept, not even in the refusal.
+            let kept = Some(reason).filter(|r| r.len() <= crate::model::MAX_REASON);
+            return self
+                .refused(actor, "site.stop", &self.name, kept, refusal)
+                .await;
+        }
+        let reason = reason.trim();
+        let hold = Hold {
+            kind: HoldKind::SiteStopped,
+            by: actor.to_string(),
+            since: now_millis(),
+            reason: reason.to_string(),
+        };
+        // Stored first, in one transaction with its holds and its audit
+        // entry; carried out only then. Refused, the site runs on as before.
+        let audit = audit_entry(actor, "site.stop", &self.name, Some(reason), "ok");
+        let names = self.integrations.keys().cloned().collect();
+        if let Err(e) = self
+            .store
+            .set_site_stopped(hold.clone(), names, audit)
+            .await
+        {
+            let e = EngineError::from(e);
+            self.log
+                .write(
+                    level::ERROR,
+                    format!("Site {} not stopped ({actor}): {e}", self.name),
+                )
+                .await;
+            self.audit(
+                actor,
+                "site.stop",
+                &self.name,
+                Some(reason),
+                &format!("refused: {e}"),
+            )
+            .await;
+            return Err(e);
+        }
+        self.set_state(SiteState::Stopping, None);
+        self.log
+            .write(
+                level::INFO,
+                format!("Stopping site {} ({actor}): {reason}", self.name),
+            )
+            .await;
+        for integration in self.integrations.values() {
+            integration.hold_placed(hold.clone());
+        }
+        if let Some(w) = workers.take() {
+            self.halt(w).await;
+        }
+        let stop = StopInfo {
+            reason: reason.to_string(),
+            by: actor.to_string(),
+            at: hold.since,
+        };
+        self.set_state(SiteState::Stopped, Some(stop));
+        self.log
+            .write(
+                level::INFO,
+                format!("Site {} stopped successfully!", self.name),
+            )
+            .await;
+        self.log.write(level::INFO, "=====").await;
+        Ok(())
+    }
+
+    /// Cancels the workers and waits for them (bounded).
+    async fn halt(&self, mut workers: Workers) {
+        *self.trigger.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        workers.token.cancel();
+        let all_done = async { while workers.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(STOP_DEADLINE, all_done).await.is_err() {
+            self.log
+                .write(
+                    level::ERROR,
+                    format!(
+                        "Workers of site {} did not stop within {}s; abandoned",
+                        self.name,
+                        STOP_DEADLINE.as_secs()
+                    ),
+                )
+                .await;
+            workers.tasks.abort_all();
+        }
+    }
+
+    /// Stops the workers without recording a stop (daemon shutdown).
+    pub async fn halt_workers(&self) {
+        let taken = self.workers.lock().await.take();
+        if let Some(w) = taken {
+            self.halt(w).await;
+        }
+    }
+}

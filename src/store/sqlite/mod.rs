@@ -1,0 +1,1085 @@
+//! The embedded store: one SQLite file per site.
+//!
+//! # Files
+//! - `mod.rs`: [`SqliteStore`], the [`Store`] trait's queries, reads on a
+//!   small pool of connections.
+//! - `writer.rs`: the writer thread, the only one that writes (group
+//!   commit, the queues' bookkeeping, a full disk).
+//! - `migrations.rs` and `migrations/NNN_*.sql`: the schema, step by step.
+//! - `audit.rs`: the audit table's SQL, shared with the token store.
+//! - `tests.rs`, `tests/model.rs`: the store's tests, and random sequences
+//!   of operations against a model of the queue. Its throughput is
+//!   `benches/store.rs`.
+//!
+//! # Layout
+//! `migrations/NNN_*.sql` are applied in order, each in its own transaction,
+//! and `PRAGMA user_version` records how many were. The tables:
+//!
+//! | table | key | holds |
+//! | --- | --- | --- |
+//! | `site` | `id = 1` | the site's state as last left |
+//! | `integrations` | `name` | the lifecycle state a person set |
+//! | `holds` | `(integration, kind)` | why an integration does not send: who, since when, why |
+//! | `flows` | `name` | status ([`FlowStatus::encode`]) and 'Send Changed' checkpoint |
+//! | `transactions` | `(integration, seq)` | the queue: flow, key, payload (JSON text), state ([`TxState::code`]), attempts, last error |
+//! | `queues` | `integration` | the queue's bookkeeping: `last_seq`, `queued`, `floor` |
+//! | `runs` | `id` | runs of flows: mode, start, end, result, records captured, pages, the seqs they got |
+//! | `log`, `audit` | `id` | the site log and the audit trail, in order of arrival |
+//!
+//! `transactions` is a `WITHOUT ROWID` table: rows sit on disk in
+//! `(integration, seq)` order, so queueing appends and reading the queue is
+//! a range scan. Only partial indexes sit beside it, on the few Error and
+//! Ignored rows, so queueing and acking touch one B-tree.
+//!
+//! # Design constraints
+//! - **One writer.** Every write goes to a dedicated OS thread that owns the
+//!   write connection (`sqlite/writer.rs`). It takes every write waiting in its
+//!   channel and commits them in ONE SQLite transaction (group commit), each
+//!   inside its own savepoint so that a failing write is undone alone.
+//!   Writes are applied strictly in the order they were sent.
+//! - **Reads beside it.** Reads run on tokio's blocking pool against a small
+//!   pool of read connections; WAL lets them read the last commit while the
+//!   writer writes. No async thread ever waits on SQLite.
+//! - **What is durable when.** A write's future resolves only after the
+//!   commit that holds it. With `synchronous = FULL` (the default) that
+//!   commit survives power loss, with `NORMAL` a crash of the process.
+//!   Acks of deliveries (`ack_sent`, `record_failure`) are the exception
+//!   that `store/mod.rs` allows: a group made only of them commits without
+//!   waiting for the disk, so it survives a crash of the process but a power
+//!   cut may undo it. Those transactions are then Queued again and are sent
+//!   again, with the same idempotency keys; the next durable commit takes
+//!   every earlier one to the disk with it.
+//! - **Atomic capture.** `enqueue` writes the records, the flow's checkpoint
+//!   and the run's captured count in one transaction: a checkpoint never
+//!   covers a record that is not queued.
+//! - **Order.** `seq` is assigned by the writer in call order, from
+//!   `queues.last_seq + 1` on: strictly increasing per integration, never
+//!   reused (the row outlives pruning). Each `enqueue` call's records get
+//!   consecutive numbers, in the order given.
+//! - **What may repeat.** `Sending` is never stored: what was in flight at a
+//!   crash is still Queued.
+//! - **Bookkeeping.** `queues` is written in the same transaction as every
+//!   change of state of the integration's transactions, so it is exact
+//!   after any crash: `queued` counts the Queued rows, and `floor` is the
+//!   lowest Queued seq minus one (`last_seq` when none is Queued). Reading
+//!   the queue starts above the floor, so a million Sent rows behind it cost
+//!   nothing. `queued_count` answers from memory: the counts are loaded from
+//!   `queues` at open and published by the writer after each commit.
+//! - **Memory.** The queue lives on disk. Memory holds one `queues` row per
+//!   integration and SQLite's bounded page caches, whatever the queue length.
+//! - **Bad data.** Nothing read from the file is trusted: an unknown state,
+//!   a wrong type or an impossible count is [`StoreError::Corrupt`], never
+//!   a panic.
+//! - **A full disk.** `SQLITE_FULL` (SQLite's name for a write's `ENOSPC`)
+//!   is [`StoreError::Full`], naming the file. SQLite undoes the failed
+//!   statement, or the whole transaction: either way the writer rolls the
+//!   group back and answers each of its writes `Full`, so nothing of them
+//!   stays. In WAL mode a write may still go through on a full disk while
+//!   the WAL has room it can reuse; that write is then durable like any
+//!   other. The writer publishes what its commits find ([`Space`]): full at
+//!   the first refusal, recovered at the first commit after it.
+
+pub(super) mod audit;
+mod migrations;
+mod writer;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, LazyLock, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use tokio::sync::{oneshot, watch};
+
+use self::migrations::migrate;
+use self::writer::{Counts, Ctx, Msg, Pending};
+use super::{
+    io_disk_full, sqlite_disk_full, AuditEntry, FlowRecord, IntegrationRecord, LogEntry, NewRecord,
+    QueuedTx, Result, RunRecord, Space, Store, StoreError, TxRecord,
+};
+use crate::model::{
+    now_millis, FlowStatus, Hold, HoldKind, IntegrationState, Millis, RunMode, RunResult,
+    SiteState, TxState,
+};
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// A commit survives power loss.
+    #[default]
+    Full,
+    /// A commit survives a crash of the process; a power cut may undo the
+    /// last ones (never half of one).
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+}
+
+/// The pragmas every connection of the store runs with. A benchmark's
+/// baseline opens its plain connection with this, so both pay the same.
+pub fn apply_pragmas(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // 8 MiB of page cache a connection: bounded, whatever the queue length.
+    conn.pragma_update(None, "cache_size", -8000)?;
+    // A large group commit may grow the WAL; give the space back after the
+    // next checkpoint.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    Ok(())
+}
+
+/// Read connections kept open between reads.
+const IDLE_READERS: usize = 4;
+
+/// A SQLite-backed [`Store`]. Cheap to share behind an `Arc`; dropping it
+/// lets the writer thread finish what it was sent and close the file.
+pub struct SqliteStore {
+    writer: mpsc::Sender<Msg>,
+    readers: Arc<Readers>,
+    /// Queued transactions per integration, as of the last commit.
+    counts: Counts,
+    /// What the writer's commits last found of the disk.
+    space: watch::Receiver<Space>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore> {
+        let file = path.to_path_buf();
+        let in_file = |e| classify(e, &file);
+        crate::data_dir::private_database(path)
+            .map_err(StoreError::from)
+            .map_err(in_file)?;
+        let mut write = Connection::open(path)
+            .map_err(StoreError::from)
+            .map_err(in_file)?;
+        apply_pragmas(&write, &options)
+            .map_err(StoreError::from)
+            .map_err(in_file)?;
+        write.set_prepared_statement_cache_capacity(64);
+        migrate(&mut write).map_err(in_file)?;
+        let counts = Arc::new(Mutex::new(load_counts(&write).map_err(in_file)?));
+        let readers = Arc::new(Readers {
+            path: path.to_path_buf(),
+            options,
+            idle: Mutex::new(Vec::new()),
+        });
+        // Fail now, not at the first read, if the file cannot be read.
+        let first = readers.open()?;
+        readers.put(first);
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let published = counts.clone();
+        let (space_tx, space) = watch::channel(Space::Writable);
+        let path_buf = path.to_path_buf();
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("site");
+        std::thread::Builder::new()
+            .name(format!("sluice-store-{name}"))
+            .spawn(move || {
+                writer::run(
+                    write,
+                    rx,
+                    published,
+                    options.synchronous,
+                    path_buf,
+                    space_tx,
+                )
+            })?;
+        Ok(SqliteStore {
+            writer: tx,
+            readers,
+            counts,
+            space,
+        })
+    }
+
+    /// Runs `f` on the writer thread in the next group commit; resolves
+    /// after that commit is on disk.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.write_with(true, f).await
+    }
+
+    /// As [`SqliteStore::write`]; with `durable` false the commit may still
+    /// be in the operating system's cache when it resolves (it survives a
+    /// crash of the process, not a power cut).
+    async fn write_with<T, F>(&self, durable: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        self.writer
+            .send(Msg::Write(Box::new(Pending::new(durable, f, tx))))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read connection, off the async threads.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(f).map_err(|e| classify(e, &readers.path)))
+            .await
+            .map_err(|e| {
+                StoreError::Io(std::io::Error::other(format!("store: a read failed: {e}")))
+            })?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Idle read connections are closed on the writer thread, before the
+        // write connection: the last connection to close checkpoints the
+        // WAL, which must not happen on an async thread.
+        let idle =
+            std::mem::take(&mut *self.readers.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        for conn in idle {
+            // If the writer is gone, the connection closes here.
+            let _gone = self.writer.send(Msg::Close(conn));
+        }
+    }
+}
+
+/// The read connections: taken for one read, given back after it.
+struct Readers {
+    path: PathBuf,
+    options: SqliteOptions,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn open(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.path)?;
+        apply_pragmas(&conn, &self.options)?;
+        conn.pragma_update(None, "query_only", true)?;
+        // Every commit of the writer empties a reader's cache: keep it small.
+        conn.pragma_update(None, "cache_size", -2000)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    fn put(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let out = f(&conn);
+        self.put(conn);
+        out
+    }
+}
+
+fn load_counts(conn: &Connection) -> Result<HashMap<String, i64>> {
+    let mut stmt = conn.prepare("SELECT integration, queued FROM queues")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut counts = HashMap::new();
+    for row in rows {
+        let (name, queued) = row?;
+        if queued < 0 {
+            return Err(StoreError::Corrupt(format!(
+                "negative queued count {queued} for '{name}'"
+            )));
+        }
+        counts.insert(name, queued);
+    }
+    Ok(counts)
+}
+
+/// Data that does not fit its column is corruption, not a database error;
+/// a disk without space is [`StoreError::Full`], naming `file`.
+fn classify(e: StoreError, file: &Path) -> StoreError {
+    use rusqlite::Error as E;
+    match e {
+        StoreError::Sqlite(e) if sqlite_disk_full(&e) => StoreError::Full {
+            file: file.to_path_buf(),
+        },
+        StoreError::Io(e) if io_disk_full(&e) => StoreError::Full {
+            file: file.to_path_buf(),
+        },
+        StoreError::Sqlite(
+            e @ (E::InvalidColumnType(..)
+            | E::FromSqlConversionFailure(..)
+            | E::IntegralValueOutOfRange(..)
+            | E::Utf8Error(..)),
+        ) => StoreError::Corrupt(format!("unexpected data in the data file: {e}")),
+        StoreError::Sqlite(E::SqliteFailure(f, msg))
+            if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) =>
+        {
+            StoreError::Corrupt(msg.unwrap_or_else(|| f.to_string()))
+        }
+        other => other,
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("unknown {what} '{value}' in the data file"))
+}
+
+/// A `LIMIT` for SQLite: every `usize` fits (beyond `i64::MAX` is no limit).
+fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Rows a multi-row `INSERT` of the queue takes, largest first: one
+/// statement per 64 records cuts SQLite's per-statement cost, the smaller
+/// ones take the rest.
+const INSERT_ROWS: [usize; 3] = [64, 8, 1];
+
+/// `INSERT`s of `INSERT_ROWS[i]` rows: `?1` integration, `?2` flow, `?3`
+/// now, then `seq`, `key`, `payload` for each row from `?4` on.
+static INSERT_SQL: LazyLock<[String; 3]> = LazyLock::new(|| INSERT_ROWS.map(insert_sql));
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO transactions (integration, seq, flow, key, payload, state, created_at, updated_at) VALUES ",
+    );
+    for r in 0..rows {
+        let b = 4 + 3 * r;
+        let sep = if r == 0 { "" } else { ", " };
+        let _infallible = write!(
+            sql,
+            "{sep}(?1, ?{b}, ?2, ?{}, ?{}, 0, ?3, ?3)",
+            b + 1,
+            b + 2
+        );
+    }
+    sql
+}
+
+/// Appends `records` to the queue from `seq + 1` on; returns the last seq.
+fn insert_records(
+    conn: &Connection,
+    integration: &str,
+    flow: &str,
+    records: &[NewRecord],
+    mut seq: i64,
+    now: Millis,
+) -> Result<i64> {
+    let mut rest = records;
+    for (rows, sql) in INSERT_ROWS.iter().zip(INSERT_SQL.iter()) {
+        if rest.len() < *rows {
+            continue;
+        }
+        let mut insert = conn.prepare_cached(sql)?;
+        insert.raw_bind_parameter(1, integration)?;
+        insert.raw_bind_parameter(2, flow)?;
+        insert.raw_bind_parameter(3, now)?;
+        while rest.len() >= *rows {
+            let (chunk, tail) = rest.split_at(*rows);
+            for (r, record) in chunk.iter().enumerate() {
+                seq += 1;
+                let b = 4 + 3 * r;
+                insert.raw_bind_parameter(b, seq)?;
+                insert.raw_bind_parameter(b + 1, &record.key)?;
+                insert.raw_bind_parameter(b + 2, &record.payload)?;
+            }
+            insert.raw_execute()?;
+            rest = tail;
+        }
+    }
+    Ok(seq)
+}
+
+fn holds_of(conn: &Connection, integration: &str) -> Result<Vec<Hold>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, placed_by, since, reason FROM holds WHERE integration = ?1 ORDER BY since, kind",
+    )?;
+    let rows = stmt.query_map([integration], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut holds = Vec::new();
+    for row in rows {
+        let (kind, by, since, reason) = row?;
+        holds.push(Hold {
+            kind: HoldKind::parse(&kind).ok_or_else(|| corrupt("hold", &kind))?,
+            by,
+            since,
+            reason,
+        });
+    }
+    Ok(holds)
+}
+
+fn put_hold(conn: &Connection, integration: &str, hold: &Hold) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO holds (integration, kind, placed_by, since, reason) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (integration, kind) DO UPDATE SET
+           placed_by = excluded.placed_by, since = excluded.since, reason = excluded.reason",
+    )?
+    .execute(params![integration, hold.kind.as_str(), hold.by, hold.since, hold.reason])?;
+    Ok(())
+}
+
+fn put_site_state(conn: &Connection, state: SiteState) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO site (id, state, updated_at) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+    )?
+    .execute(params![state.as_str(), now_millis()])?;
+    Ok(())
+}
+
+fn decode_status(status: &str) -> Result<FlowStatus> {
+    FlowStatus::decode(status).ok_or_else(|| corrupt("flow status", status))
+}
+
+const TX_COLUMNS: &str =
+    "seq, flow, key, state, created_at, updated_at, attempts, last_error, payload";
+
+fn tx_record(r: &rusqlite::Row<'_>) -> Result<TxRecord> {
+    let code: i64 = r.get(3)?;
+    let state =
+        TxState::from_code(code).ok_or_else(|| corrupt("transaction state", &code.to_string()))?;
+    if state == TxState::Sending {
+        return Err(corrupt("stored transaction state", state.as_str()));
+    }
+    let payload: String = r.get(8)?;
+    let record = match serde_json::from_str(&payload) {
+        Ok(value) => value,
+        Err(_) => serde_json::Value::String(payload),
+    };
+    Ok(TxRecord {
+        seq: r.get(0)?,
+        flow: r.get(1)?,
+        key: r.get(2)?,
+        state,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+        attempts: r.get(6)?,
+        last_error: r.get(7)?,
+        record,
+    })
+}
+
+fn run_record(r: &rusqlite::Row<'_>) -> Result<RunRecord> {
+    let mode: String = r.get(2)?;
+    let result: Option<String> = r.get(5)?;
+    Ok(RunRecord {
+        id: r.get(0)?,
+        flow: r.get(1)?,
+        mode: RunMode::parse(&mode).ok_or_else(|| corrupt("run mode", &mode))?,
+        started_at: r.get(3)?,
+        finished_at: r.get(4)?,
+        result: result
+            .map(|s| RunResult::parse(&s).ok_or_else(|| corrupt("run result", &s)))
+            .transpose()?,
+        captured: r.get(6)?,
+        error: r.get(7)?,
+        pages: r.get(8)?,
+        seqs: match (r.get::<_, Option<i64>>(9)?, r.get::<_, Option<i64>>(10)?) {
+            (Some(first), Some(last)) => Some((first, last)),
+            _ => None,
+        },
+    })
+}
+
+/// Transactions deleted by one write of a prune: other writes go between.
+const PRUNE_CHUNK: usize = 5000;
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn site_state(&self) -> Result<Option<SiteState>> {
+        self.read(|conn| {
+            let state: Option<String> = conn
+                .prepare_cached("SELECT state FROM site WHERE id = 1")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            state
+                .map(|s| SiteState::parse(&s).ok_or_else(|| corrupt("site state", &s)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn set_site_stopped(
+        &self,
+        hold: Hold,
+        integrations: Vec<String>,
+        audit: AuditEntry,
+    ) -> Result<()> {
+        self.write(move |ctx| {
+            put_site_state(ctx.conn, SiteState::Stopped)?;
+            for name in &integrations {
+                put_hold(ctx.conn, name, &hold)?;
+            }
+            audit::insert(ctx.conn, &audit)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_site_running(&self, audit: AuditEntry) -> Result<Vec<(String, FlowStatus)>> {
+        self.write(move |ctx| {
+            let mut pending = Vec::new();
+            {
+                let mut stmt = ctx.conn.prepare_cached(
+                    "SELECT name, status FROM flows WHERE status <> '' ORDER BY name",
+                )?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                for row in rows {
+                    let (name, status) = row?;
+                    let status = decode_status(&status)?;
+                    if let FlowStatus::Pending(_) = status {
+                        pending.push((name, status));
+                    }
+                }
+            }
+            ctx.conn
+                .prepare_cached("UPDATE flows SET status = '', updated_at = ?1 WHERE status <> ''")?
+                .execute([now_millis()])?;
+            ctx.conn
+                .prepare_cached("DELETE FROM holds WHERE kind = ?1")?
+                .execute([HoldKind::SiteStopped.as_str()])?;
+            put_site_state(ctx.conn, SiteState::Running)?;
+            audit::insert(ctx.conn, &audit)?;
+            Ok(pending)
+        })
+        .await
+    }
+
+    async fn integration(&self, name: &str) -> Result<Option<IntegrationRecord>> {
+        let name = name.to_string();
+        self.read(move |conn| {
+            // One snapshot: the state and its holds change together.
+            let tx = conn.unchecked_transaction()?;
+            let state: Option<String> = tx
+                .prepare_cached("SELECT state FROM integrations WHERE name = ?1")?
+                .query_row([&name], |r| r.get(0))
+                .optional()?;
+            let Some(state) = state else { return Ok(None) };
+            Ok(Some(IntegrationRecord {
+                state: IntegrationState::parse(&state)
+                    .ok_or_else(|| corrupt("integration state", &state))?,
+                holds: holds_of(&tx, &name)?,
+            }))
+        })
+        .await
+    }
+
+    async fn set_integration_state(
+        &self,
+        name: &str,
+        state: IntegrationState,
+        hold: Option<Hold>,
+        audit: Option<AuditEntry>,
+    ) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |ctx| {
+            let conn = ctx.conn;
+            conn.prepare_cached(
+                "INSERT INTO integrations (name, state, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            )?
+            .execute(params![name, state.as_str(), now_millis()])?;
+            match (state, hold) {
+                (IntegrationState::Paused, Some(hold)) => put_hold(conn, &name, &hold)?,
+                // Paused again without a hold: the one it has stays.
+                (IntegrationState::Paused, None) => {}
+                _ => {
+                    conn.prepare_cached("DELETE FROM holds WHERE integration = ?1 AND kind = ?2")?
+                        .execute(params![name, HoldKind::Operator.as_str()])?;
+                }
+            }
+            if let Some(audit) = audit {
+                audit::insert(conn, &audit)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_hold(&self, integration: &str, hold: Hold) -> Result<()> {
+        let integration = integration.to_string();
+        self.write(move |ctx| put_hold(ctx.conn, &integration, &hold))
+            .await
+    }
+
+    async fn remove_hold(&self, integration: &str, kind: HoldKind) -> Result<bool> {
+        let integration = integration.to_string();
+        self.write(move |ctx| {
+            let n = ctx
+                .conn
+                .prepare_cached("DELETE FROM holds WHERE integration = ?1 AND kind = ?2")?
+                .execute(params![integration, kind.as_str()])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn flow(&self, flow: &str) -> Result<FlowRecord> {
+        let flow = flow.to_string();
+        self.read(move |conn| {
+            let row: Option<(String, Option<String>)> = conn
+                .prepare_cached("SELECT status, checkpoint FROM flows WHERE name = ?1")?
+                .query_row([&flow], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok(match row {
+                None => FlowRecord {
+                    status: FlowStatus::Blank,
+                    checkpoint: None,
+                },
+                Some((status, checkpoint)) => FlowRecord {
+                    status: decode_status(&status)?,
+                    checkpoint,
+                },
+            })
+        })
+        .await
+    }
+
+    async fn set_flow_status(&self, flow: &str, status: FlowStatus) -> Result<()> {
+        let flow = flow.to_string();
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached(
+                    "INSERT INTO flows (name, status, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at",
+                )?
+                .execute(params![flow, status.encode(), now_millis()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enqueue(
+        &self,
+        integration: &str,
+        flow: &str,
+        records: Vec<NewRecord>,
+        checkpoint: Option<String>,
+        run: Option<i64>,
+    ) -> Result<Option<(i64, i64)>> {
+        let integration = integration.to_string();
+        let flow = flow.to_string();
+        self.write(move |ctx| {
+            let now = now_millis();
+            let mut range = None;
+            if !records.is_empty() {
+                let mut q = ctx.queue(&integration)?;
+                let n = records.len() as i64;
+                let last = insert_records(ctx.conn, &integration, &flow, &records, q.last_seq, now)?;
+                range = Some((q.last_seq + 1, last));
+                // The floor stays: what was Queued still is, and when
+                // nothing was, `last_seq + 1` is now the first Queued.
+                q.last_seq = last;
+                q.queued += n;
+                ctx.set_queue(&integration, q)?;
+            }
+            if let Some(run) = run {
+                let (first, last) = range.map_or((None, None), |(f, l)| (Some(f), Some(l)));
+                ctx.conn
+                    .prepare_cached(
+                        "UPDATE runs SET captured = captured + ?1, pages = pages + 1,
+                                first_seq = COALESCE(first_seq, ?3), last_seq = COALESCE(?4, last_seq)
+                          WHERE id = ?2",
+                    )?
+                    .execute(params![records.len() as i64, run, first, last])?;
+            }
+            if let Some(checkpoint) = checkpoint {
+                ctx.conn
+                    .prepare_cached(
+                        "INSERT INTO flows (name, status, checkpoint, updated_at) VALUES (?1, '', ?2, ?3)
+                         ON CONFLICT (name) DO UPDATE SET
+                           checkpoint = excluded.checkpoint, updated_at = excluded.updated_at",
+                    )?
+                    .execute(params![flow, checkpoint, now])?;
+            }
+            Ok(range)
+        })
+        .await
+    }
+
+    async fn next_batch(
+        &self,
+        integration: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedTx>> {
+        let integration = integration.to_string();
+        self.read(move |conn| {
+            // One statement, so the floor and the rows are of one snapshot.
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, flow, payload, attempts FROM transactions
+                 WHERE integration = ?1 AND state = 0
+                   AND seq > MAX(?2, COALESCE((SELECT floor FROM queues WHERE integration = ?1), 0))
+                 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![integration, after, limit_of(limit)], |r| {
+                Ok(QueuedTx {
+                    seq: r.get(0)?,
+                    flow: r.get(1)?,
+                    payload: r.get(2)?,
+                    attempts: r.get(3)?,
+                })
+            })?;
+            let mut batch = Vec::with_capacity(limit.min(4096));
+            for row in rows {
+                batch.push(row?);
+            }
+            Ok(batch)
+        })
+        .await
+    }
+
+    async fn ack_sent(&self, integration: &str, first: i64, last: i64) -> Result<()> {
+        let integration = integration.to_string();
+        self.write_with(false, move |ctx| {
+            let mut q = ctx.queue(&integration)?;
+            let n = ctx
+                .conn
+                .prepare_cached(
+                    "UPDATE transactions SET state = 2, updated_at = ?1
+                     WHERE integration = ?2 AND seq BETWEEN ?3 AND ?4 AND state = 0",
+                )?
+                .execute(params![now_millis(), integration, first, last])?;
+            if n == 0 {
+                return Ok(());
+            }
+            q.queued -= n as i64;
+            if first <= q.floor + 1 {
+                ctx.raise_floor(&integration, &mut q, last)?;
+            }
+            ctx.set_queue(&integration, q)
+        })
+        .await
+    }
+
+    async fn settle(
+        &self,
+        integration: &str,
+        seq: i64,
+        to: TxState,
+        error: Option<String>,
+    ) -> Result<()> {
+        if to == TxState::Sending {
+            return Err(StoreError::Corrupt(
+                "settle: Sending is never stored".to_string(),
+            ));
+        }
+        let integration = integration.to_string();
+        self.write(move |ctx| {
+            let mut q = ctx.queue(&integration)?;
+            let from: Option<i64> = ctx
+                .conn
+                .prepare_cached(
+                    "SELECT state FROM transactions WHERE integration = ?1 AND seq = ?2",
+                )?
+                .query_row(params![integration, seq], |r| r.get(0))
+                .optional()?;
+            let Some(from) = from else { return Ok(()) };
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE transactions
+                     SET state = ?1, last_error = COALESCE(?2, last_error), updated_at = ?3
+                     WHERE integration = ?4 AND seq = ?5",
+                )?
+                .execute(params![to.code(), error, now_millis(), integration, seq])?;
+            let queued = TxState::Queued.code();
+            match (from == queued, to.code() == queued) {
+                (true, false) => {
+                    q.queued -= 1;
+                    if seq == q.floor + 1 {
+                        ctx.raise_floor(&integration, &mut q, seq)?;
+                    }
+                }
+                (false, true) => {
+                    q.queued += 1;
+                    q.floor = q.floor.min(seq - 1);
+                }
+                _ => return Ok(()),
+            }
+            ctx.set_queue(&integration, q)
+        })
+        .await
+    }
+
+    async fn record_failure(
+        &self,
+        integration: &str,
+        first: i64,
+        last: i64,
+        error: &str,
+    ) -> Result<()> {
+        let integration = integration.to_string();
+        let error = error.to_string();
+        self.write_with(false, move |ctx| {
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE transactions SET attempts = attempts + 1, last_error = ?1, updated_at = ?2
+                     WHERE integration = ?3 AND seq BETWEEN ?4 AND ?5 AND state = 0",
+                )?
+                .execute(params![error, now_millis(), integration, first, last])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn first_error(&self, integration: &str) -> Result<Option<i64>> {
+        let integration = integration.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT MIN(seq) FROM transactions WHERE integration = ?1 AND state = 3",
+                )?
+                .query_row([integration], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn transaction(&self, integration: &str, seq: i64) -> Result<Option<TxRecord>> {
+        let integration = integration.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {TX_COLUMNS} FROM transactions WHERE integration = ?1 AND seq = ?2"
+            ))?;
+            let mut rows = stmt.query(params![integration, seq])?;
+            rows.next()?.map(tx_record).transpose()
+        })
+        .await
+    }
+
+    async fn prune(&self, before: Millis) -> Result<usize> {
+        // In chunks, each its own write, so a large prune does not hold up
+        // the queue. Sequence numbers live on in `queues`.
+        let mut total = 0;
+        loop {
+            let n = self
+                .write(move |ctx| {
+                    let n = ctx
+                        .conn
+                        .prepare_cached(
+                            "DELETE FROM transactions WHERE (integration, seq) IN (
+                               SELECT integration, seq FROM transactions
+                               WHERE state IN (2, 4) AND updated_at < ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![before, limit_of(PRUNE_CHUNK)])?;
+                    Ok(n)
+                })
+                .await?;
+            total += n;
+            if n < PRUNE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn queued_count(&self, integration: &str) -> Result<i64> {
+        Ok(self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(integration)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    async fn transactions(
+        &self,
+        integration: &str,
+        state: Option<TxState>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<TxRecord>> {
+        // The state is written into the statement, not bound, so SQLite can
+        // pick the partial index of Error and Ignored; Queued ones are
+        // looked for above the floor only.
+        let filter = match state {
+            None => "",
+            Some(TxState::Sending) => return Ok(Vec::new()),
+            Some(TxState::Queued) => {
+                "AND state = 0 AND seq > COALESCE((SELECT floor FROM queues WHERE integration = ?1), 0)"
+            }
+            Some(TxState::Sent) => "AND state = 2",
+            Some(TxState::Error) => "AND state = 3",
+            Some(TxState::Ignored) => "AND state = 4",
+        };
+        let sql = format!(
+            "SELECT {TX_COLUMNS} FROM transactions
+             WHERE integration = ?1 AND seq < ?2 {filter}
+             ORDER BY seq DESC LIMIT ?3"
+        );
+        let integration = integration.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![
+                integration,
+                before.unwrap_or(i64::MAX),
+                limit_of(limit)
+            ])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(tx_record(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn start_run(&self, flow: &str, mode: RunMode) -> Result<i64> {
+        let flow = flow.to_string();
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached("INSERT INTO runs (flow, mode, started_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![flow, mode.as_str(), now_millis()])?;
+            Ok(ctx.conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn finish_run(&self, run: i64, result: RunResult, error: Option<String>) -> Result<()> {
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE runs SET finished_at = ?1, result = ?2, error = ?3 WHERE id = ?4",
+                )?
+                .execute(params![now_millis(), result.as_str(), error, run])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn runs(&self, flow: &str, limit: usize) -> Result<Vec<RunRecord>> {
+        let flow = flow.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, flow, mode, started_at, finished_at, result, captured, error,
+                        pages, first_seq, last_seq
+                 FROM runs WHERE flow = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let mut rows = stmt.query(params![flow, limit_of(limit)])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(run_record(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn errors_between(&self, integration: &str, first: i64, last: i64) -> Result<i64> {
+        let integration = integration.to_string();
+        self.read(move |conn| {
+            // `state = 3` (Error) matches the partial index transactions_error.
+            Ok(conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM transactions
+                      WHERE integration = ?1 AND state = 3 AND seq BETWEEN ?2 AND ?3",
+                )?
+                .query_row(params![integration, first, last], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn close_abandoned_runs(&self) -> Result<usize> {
+        self.write(|ctx| {
+            let n = ctx
+                .conn
+                .prepare_cached(
+                    "UPDATE runs SET finished_at = ?1, result = ?2, error = ?3
+                     WHERE finished_at IS NULL",
+                )?
+                .execute(params![
+                    now_millis(),
+                    RunResult::Halted.as_str(),
+                    "the daemon stopped during the run"
+                ])?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn append_log(&self, ts: Millis, level: u8, message: &str) -> Result<i64> {
+        let message = message.to_string();
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached("INSERT INTO log (ts, level, message) VALUES (?1, ?2, ?3)")?
+                .execute(params![ts, level, message])?;
+            Ok(ctx.conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn log(
+        &self,
+        after: i64,
+        since: Option<Millis>,
+        max_level: u8,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>> {
+        self.read(move |conn| {
+            // Newest first to take the newest `limit`, then turned around.
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, ts, level, message FROM log
+                 WHERE id > ?1 AND ts >= ?2 AND level <= ?3
+                 ORDER BY id DESC LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![after, since.unwrap_or(i64::MIN), max_level, limit_of(limit)],
+                |r| {
+                    Ok(LogEntry {
+                        id: r.get(0)?,
+                        ts: r.get(1)?,
+                        level: r.get(2)?,
+                        message: r.get(3)?,
+                    })
+                },
+            )?;
+            let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<i64> {
+        self.write(move |ctx| Ok(audit::insert(ctx.conn, &entry)?))
+            .await
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.read(move |conn| Ok(audit::newest(conn, limit)?)).await
+    }
+
+    fn space(&self) -> watch::Receiver<Space> {
+        self.space.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;

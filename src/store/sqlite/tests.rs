@@ -1,0 +1,801 @@
+//! The SQLite store against a real file in a temporary folder: what
+//! survives reopening, order and bookkeeping, atomic capture, a full disk,
+//! migrations, bad data on disk.
+
+use super::migrations::MIGRATIONS;
+use super::*;
+use std::collections::BTreeMap;
+
+fn records(from: usize, n: usize) -> Vec<NewRecord> {
+    (from..from + n)
+        .map(|i| NewRecord {
+            key: Some(format!("k{i}")),
+            payload: format!("{{\"n\":{i}}}"),
+        })
+        .collect()
+}
+
+fn hold(kind: HoldKind) -> Hold {
+    Hold {
+        kind,
+        by: "ann".into(),
+        since: 7,
+        reason: "why".into(),
+    }
+}
+
+fn entry(action: &str) -> AuditEntry {
+    AuditEntry {
+        id: 0,
+        ts: 1,
+        actor: "ann".into(),
+        action: action.into(),
+        subject: "LIVE".into(),
+        reason: None,
+        outcome: "ok".into(),
+    }
+}
+
+fn seqs(batch: &[QueuedTx]) -> Vec<i64> {
+    batch.iter().map(|t| t.seq).collect()
+}
+
+/// The `queues` row as stored: (last_seq, queued, floor).
+async fn bookkeeping(s: &SqliteStore, integration: &str) -> Option<(i64, i64, i64)> {
+    let integration = integration.to_string();
+    s.read(move |conn| {
+        Ok(conn
+            .query_row(
+                "SELECT last_seq, queued, floor FROM queues WHERE integration = ?1",
+                [integration],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn states_holds_checkpoints_and_sequences_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("site.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.site_state().await.unwrap(), None);
+        assert_eq!(s.integration("a").await.unwrap(), None);
+        // A stop: the state, its holds and its audit entry together.
+        s.set_site_stopped(
+            hold(HoldKind::SiteStopped),
+            vec!["a".into()],
+            entry("site.stop"),
+        )
+        .await
+        .unwrap();
+        s.set_integration_state(
+            "a",
+            IntegrationState::Paused,
+            Some(hold(HoldKind::Operator)),
+            Some(entry("integration.pause")),
+        )
+        .await
+        .unwrap();
+        s.add_hold("a", hold(HoldKind::SiteStopped)).await.unwrap();
+        s.set_flow_status("f", FlowStatus::Pending(RunMode::Changed))
+            .await
+            .unwrap();
+        s.set_flow_status("g", FlowStatus::Running(RunMode::All))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.enqueue("a", "f", records(0, 3), Some("\"x\"".into()), None)
+                .await
+                .unwrap(),
+            Some((1, 3))
+        );
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.site_state().await.unwrap(), Some(SiteState::Stopped));
+    let actions: Vec<_> = s
+        .audit(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(actions, ["integration.pause", "site.stop"]);
+    let a = s.integration("a").await.unwrap().unwrap();
+    assert_eq!(a.state, IntegrationState::Paused);
+    let kinds: Vec<_> = a.holds.iter().map(|h| h.kind).collect();
+    assert!(kinds.contains(&HoldKind::Operator) && kinds.contains(&HoldKind::SiteStopped));
+    assert_eq!(a.holds[0], hold(HoldKind::Operator));
+    let f = s.flow("f").await.unwrap();
+    assert_eq!(f.status, FlowStatus::Pending(RunMode::Changed));
+    assert_eq!(f.checkpoint.as_deref(), Some("\"x\""));
+    assert_eq!(
+        s.flow("never").await.unwrap(),
+        FlowRecord {
+            status: FlowStatus::Blank,
+            checkpoint: None
+        }
+    );
+    assert_eq!(s.queued_count("a").await.unwrap(), 3);
+    assert_eq!(s.queued_count("never").await.unwrap(), 0);
+    // The sequence goes on after a restart.
+    assert_eq!(
+        s.enqueue("a", "f", records(3, 2), None, None)
+            .await
+            .unwrap(),
+        Some((4, 5))
+    );
+    assert_eq!(s.enqueue("a", "f", vec![], None, None).await.unwrap(), None);
+    // Paused again without a hold keeps the person's hold.
+    s.set_integration_state("a", IntegrationState::Paused, None, None)
+        .await
+        .unwrap();
+    assert_eq!(s.integration("a").await.unwrap().unwrap().holds.len(), 2);
+    // Resuming removes the operator hold, not the system's.
+    s.set_integration_state("a", IntegrationState::Active, None, None)
+        .await
+        .unwrap();
+    let a = s.integration("a").await.unwrap().unwrap();
+    assert_eq!(a.state, IntegrationState::Active);
+    assert_eq!(a.holds.len(), 1);
+    assert_eq!(a.holds[0].kind, HoldKind::SiteStopped);
+    assert!(s.remove_hold("a", HoldKind::SiteStopped).await.unwrap());
+    assert!(!s.remove_hold("a", HoldKind::SiteStopped).await.unwrap());
+    s.add_hold("a", hold(HoldKind::SiteStopped)).await.unwrap();
+    // A start: Running, the site's holds gone, its audit entry; pending
+    // requests are returned (and discarded); every status is blanked,
+    // Running ones too, but those are not returned.
+    let pending = s.set_site_running(entry("site.start")).await.unwrap();
+    assert_eq!(
+        pending,
+        vec![("f".to_string(), FlowStatus::Pending(RunMode::Changed))]
+    );
+    assert_eq!(s.site_state().await.unwrap(), Some(SiteState::Running));
+    assert!(s.integration("a").await.unwrap().unwrap().holds.is_empty());
+    assert_eq!(s.audit(1).await.unwrap()[0].action, "site.start");
+    assert_eq!(s.flow("f").await.unwrap().status, FlowStatus::Blank);
+    assert_eq!(s.flow("g").await.unwrap().status, FlowStatus::Blank);
+    assert_eq!(
+        s.set_site_running(entry("site.start")).await.unwrap(),
+        vec![]
+    );
+    // The checkpoint is not touched by the reset.
+    assert_eq!(
+        s.flow("f").await.unwrap().checkpoint.as_deref(),
+        Some("\"x\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_enqueues_get_distinct_increasing_contiguous_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStore::open(&dir.path().join("site.db")).unwrap());
+    let mut tasks = Vec::new();
+    for t in 0..32usize {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            // Each task queues several calls of its own, one after the other.
+            for call in 0..4usize {
+                let n = 1 + (t + call) % 70;
+                let first = t * 1000 + call * 100;
+                let range = s
+                    .enqueue("a", "f", records(first, n), None, None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(range.1 - range.0 + 1, n as i64);
+                got.push((range, first));
+            }
+            got
+        }));
+    }
+    let mut ranges = Vec::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        // One caller's calls are queued in the order it made them.
+        assert!(got.windows(2).all(|w| w[0].0 .1 < w[1].0 .0), "{got:?}");
+        ranges.extend(got);
+    }
+    ranges.sort();
+    let mut next = 1;
+    for ((first, last), _) in &ranges {
+        assert_eq!(*first, next, "no gap, no overlap");
+        next = last + 1;
+    }
+    // Each call's records are contiguous and in their order.
+    let batch = s.next_batch("a", 0, 100_000).await.unwrap();
+    assert_eq!(batch.len() as i64, next - 1);
+    assert_eq!(s.queued_count("a").await.unwrap(), next - 1);
+    for ((first, last), from) in ranges {
+        for seq in first..=last {
+            let t = &batch[(seq - 1) as usize];
+            assert_eq!(t.seq, seq);
+            let n = serde_json::from_str::<serde_json::Value>(&t.payload).unwrap()["n"]
+                .as_i64()
+                .unwrap();
+            assert_eq!(n, from as i64 + (seq - first));
+        }
+    }
+}
+
+#[tokio::test]
+async fn enqueue_moves_the_checkpoint_and_the_run_with_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("site.db")).unwrap();
+    let run = s.start_run("f", RunMode::Changed).await.unwrap();
+    s.enqueue("a", "f", records(0, 4), Some("4".into()), Some(run))
+        .await
+        .unwrap();
+    s.enqueue("a", "f", records(4, 2), Some("6".into()), Some(run))
+        .await
+        .unwrap();
+    // A checkpoint alone moves too.
+    s.enqueue("a", "f", vec![], Some("7".into()), Some(run))
+        .await
+        .unwrap();
+    assert_eq!(s.flow("f").await.unwrap().checkpoint.as_deref(), Some("7"));
+    let runs = s.runs("f", 5).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].captured, 6);
+    assert_eq!(runs[0].pages, 3, "the page that queued nothing counts");
+    assert_eq!(runs[0].seqs, Some((1, 6)));
+    assert_eq!(s.errors_between("a", 1, 6).await.unwrap(), 0);
+    s.settle("a", 2, TxState::Error, Some("422".into()))
+        .await
+        .unwrap();
+    s.settle("a", 5, TxState::Error, Some("422".into()))
+        .await
+        .unwrap();
+    assert_eq!(s.errors_between("a", 1, 6).await.unwrap(), 2);
+    assert_eq!(s.errors_between("a", 3, 6).await.unwrap(), 1);
+    assert_eq!(s.runs("f", 1).await.unwrap()[0].captured, 6);
+    assert_eq!(runs[0].mode, RunMode::Changed);
+    assert_eq!(runs[0].result, None);
+    assert_eq!(runs[0].finished_at, None);
+    // A run left open by a crash is closed as halted.
+    assert_eq!(s.close_abandoned_runs().await.unwrap(), 1);
+    assert_eq!(s.close_abandoned_runs().await.unwrap(), 0);
+    let halted = &s.runs("f", 1).await.unwrap()[0];
+    assert_eq!(halted.result, Some(RunResult::Halted));
+    assert_eq!(
+        halted.error.as_deref(),
+        Some("the daemon stopped during the run")
+    );
+    assert!(halted.finished_at.is_some());
+    let second = s.start_run("f", RunMode::All).await.unwrap();
+    s.finish_run(second, RunResult::Failed, Some("boom".into()))
+        .await
+        .unwrap();
+    let runs = s.runs("f", 10).await.unwrap();
+    assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), [second, run]);
+    assert_eq!(runs[0].result, Some(RunResult::Failed));
+    assert_eq!(runs[0].error.as_deref(), Some("boom"));
+    assert_eq!(s.runs("f", 1).await.unwrap().len(), 1);
+    assert!(s.runs("other", 10).await.unwrap().is_empty());
+}
+
+/// A write that fails is undone whole (its records, checkpoint and run
+/// count together), and alone: the writes committed with it stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_enqueue_is_undone_whole_and_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    let s = Arc::new(SqliteStore::open(&path).unwrap());
+    s.enqueue("a", "f", records(0, 2), Some("2".into()), None)
+        .await
+        .unwrap();
+    let run = s.start_run("f", RunMode::Changed).await.unwrap();
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "CREATE TRIGGER boom BEFORE INSERT ON transactions WHEN NEW.payload = '\"boom\"'
+         BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+    )
+    .unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..20usize {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut batch = records(100 + t * 10, 70);
+            if t == 7 {
+                batch[69].payload = "\"boom\"".into();
+            }
+            let got = s
+                .enqueue("a", "f", batch, Some(format!("{t}")), Some(run))
+                .await;
+            (t, got)
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (7, got) => assert!(got.is_err(), "{got:?}"),
+            (_, got) => {
+                got.unwrap().unwrap();
+                ok += 1;
+            }
+        }
+    }
+    assert_eq!(ok, 19);
+    assert_eq!(s.queued_count("a").await.unwrap(), 2 + 19 * 70);
+    assert_eq!(s.runs("f", 1).await.unwrap()[0].captured, 19 * 70);
+    assert_ne!(s.flow("f").await.unwrap().checkpoint.as_deref(), Some("7"));
+    let all = s.next_batch("a", 0, 10_000).await.unwrap();
+    assert_eq!(all.len(), 2 + 19 * 70);
+    assert!(all.iter().all(|t| t.payload != "\"boom\""));
+    // No number was lost or reused by the failed write.
+    assert_eq!(seqs(&all), (1..=(2 + 19 * 70)).collect::<Vec<i64>>());
+    assert_eq!(
+        s.enqueue("a", "f", records(0, 1), None, None)
+            .await
+            .unwrap(),
+        Some((1333, 1333))
+    );
+    // A lone failing write changes nothing either.
+    let got = s
+        .enqueue(
+            "a",
+            "f",
+            vec![NewRecord {
+                key: None,
+                payload: "\"boom\"".into(),
+            }],
+            Some("lost".into()),
+            Some(run),
+        )
+        .await;
+    assert!(matches!(got, Err(StoreError::Sqlite(_))), "{got:?}");
+    assert_ne!(
+        s.flow("f").await.unwrap().checkpoint.as_deref(),
+        Some("lost")
+    );
+    assert_eq!(s.queued_count("a").await.unwrap(), 1333);
+    assert_eq!(bookkeeping(&s, "a").await, Some((1333, 1333, 0)));
+}
+
+/// Caps the file at its current size: from then on SQLite answers a
+/// write that needs another page `SQLITE_FULL`, as on a full disk.
+async fn cap(s: &SqliteStore, extra_pages: i64) {
+    s.write(move |ctx| {
+        let pages: i64 = ctx
+            .conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))?;
+        ctx.conn
+            .pragma_update(None, "max_page_count", pages + extra_pages)?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_a_write_whole_and_is_told_at_its_start_and_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    let s = SqliteStore::open(&path).unwrap();
+    s.enqueue("a", "f", records(0, 2), Some("2".into()), None)
+        .await
+        .unwrap();
+    let mut space = s.space();
+    assert_eq!(*space.borrow_and_update(), Space::Writable);
+    cap(&s, 0).await;
+    let big = |from| {
+        (from..from + 200)
+            .map(|i| NewRecord {
+                key: Some(format!("k{i}")),
+                payload: format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(500)),
+            })
+            .collect::<Vec<_>>()
+    };
+    let got = s.enqueue("a", "f", big(2), Some("lost".into()), None).await;
+    match got {
+        Err(StoreError::Full { file }) => assert_eq!(file, path),
+        other => panic!("{other:?}"),
+    }
+    // Told once, at the first refusal.
+    assert!(space.has_changed().unwrap());
+    assert!(matches!(*space.borrow_and_update(), Space::Full { ref file, .. } if *file == path));
+    // A stop that needs space is refused whole: no state, no hold, no
+    // audit entry.
+    let hold = Hold {
+        reason: "x".repeat(20_000),
+        ..hold(HoldKind::SiteStopped)
+    };
+    let got = s
+        .set_site_stopped(hold, vec!["a".into()], entry("site.stop"))
+        .await;
+    assert!(matches!(got, Err(StoreError::Full { .. })), "{got:?}");
+    assert_eq!(s.site_state().await.unwrap(), None);
+    assert!(s.audit(10).await.unwrap().is_empty());
+    assert_eq!(s.integration("a").await.unwrap(), None);
+    assert!(!space.has_changed().unwrap(), "said once, not per refusal");
+    // Nothing of the refused writes stays.
+    assert_eq!(s.queued_count("a").await.unwrap(), 2);
+    assert_eq!(seqs(&s.next_batch("a", 0, 1000).await.unwrap()), [1, 2]);
+    assert_eq!(s.flow("f").await.unwrap().checkpoint.as_deref(), Some("2"));
+    assert_eq!(bookkeeping(&s, "a").await, Some((2, 2, 0)));
+
+    // Space again: the same write goes through, and that is told once.
+    cap(&s, 10_000).await;
+    match &*space.borrow_and_update() {
+        Space::Recovered { file, refused, .. } => {
+            assert_eq!(file, &path);
+            assert_eq!(*refused, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.enqueue("a", "f", big(2), Some("202".into()), None)
+            .await
+            .unwrap(),
+        Some((3, 202))
+    );
+    assert!(!space.has_changed().unwrap());
+}
+
+#[tokio::test]
+async fn ack_settle_prune_and_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    let s = SqliteStore::open(&path).unwrap();
+    s.enqueue("a", "f", records(0, 5), None, None)
+        .await
+        .unwrap();
+    s.enqueue("b", "g", records(0, 1), None, None)
+        .await
+        .unwrap();
+    s.record_failure("a", 1, 2, "503 busy").await.unwrap();
+    s.ack_sent("a", 1, 2).await.unwrap();
+    // Acking again changes nothing.
+    s.ack_sent("a", 1, 2).await.unwrap();
+    s.settle("a", 3, TxState::Error, Some("422 no".into()))
+        .await
+        .unwrap();
+    assert_eq!(s.queued_count("a").await.unwrap(), 2);
+    assert_eq!(s.queued_count("b").await.unwrap(), 1);
+    assert_eq!(seqs(&s.next_batch("a", 0, 10).await.unwrap()), [4, 5]);
+    assert_eq!(seqs(&s.next_batch("a", 4, 10).await.unwrap()), [5]);
+    assert_eq!(seqs(&s.next_batch("a", 0, 1).await.unwrap()), [4]);
+    assert_eq!(s.first_error("a").await.unwrap(), Some(3));
+    assert_eq!(s.first_error("b").await.unwrap(), None);
+    let errors = s
+        .transactions("a", Some(TxState::Error), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].last_error.as_deref(), Some("422 no"));
+    let all = s.transactions("a", None, None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.seq).collect::<Vec<_>>(),
+        [5, 4, 3, 2, 1]
+    );
+    assert_eq!(all[4].attempts, 1);
+    assert_eq!(all[4].last_error.as_deref(), Some("503 busy"));
+    assert_eq!(all[4].state, TxState::Sent);
+    assert_eq!(all[4].key.as_deref(), Some("k0"));
+    assert_eq!(all[4].flow, "f");
+    assert!(all[4].updated_at >= all[4].created_at);
+    assert_eq!(all[0].record, serde_json::json!({"n": 4}));
+    let page = s.transactions("a", None, Some(4), 2).await.unwrap();
+    assert_eq!(page.iter().map(|t| t.seq).collect::<Vec<_>>(), [3, 2]);
+    let queued = s
+        .transactions("a", Some(TxState::Queued), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(queued.iter().map(|t| t.seq).collect::<Vec<_>>(), [5, 4]);
+    let sent = s
+        .transactions("a", Some(TxState::Sent), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(sent.iter().map(|t| t.seq).collect::<Vec<_>>(), [2, 1]);
+    assert!(s
+        .transactions("a", Some(TxState::Sending), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.transaction("a", 3).await.unwrap().unwrap().state,
+        TxState::Error
+    );
+    assert_eq!(s.transaction("a", 99).await.unwrap(), None);
+    assert!(matches!(
+        s.settle("a", 4, TxState::Sending, None).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // A payload that is not JSON is shown as a string.
+    s.enqueue(
+        "c",
+        "f",
+        vec![NewRecord {
+            key: None,
+            payload: "not json".into(),
+        }],
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.transactions("c", None, None, 1).await.unwrap()[0].record,
+        serde_json::json!("not json")
+    );
+    // Back to Queued (a retry) counts again, in its place in the queue.
+    s.settle("a", 3, TxState::Queued, None).await.unwrap();
+    assert_eq!(s.queued_count("a").await.unwrap(), 3);
+    assert_eq!(seqs(&s.next_batch("a", 0, 10).await.unwrap()), [3, 4, 5]);
+    assert_eq!(
+        s.transaction("a", 3)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_error
+            .as_deref(),
+        Some("422 no")
+    );
+    // Settling a transaction that does not exist changes nothing.
+    s.settle("a", 99, TxState::Ignored, None).await.unwrap();
+    // Pruning takes only what was sent or ignored, and seqs go on.
+    s.settle("a", 4, TxState::Ignored, None).await.unwrap();
+    let ignored = s
+        .transactions("a", Some(TxState::Ignored), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ignored.iter().map(|t| t.seq).collect::<Vec<_>>(), [4]);
+    s.settle("a", 5, TxState::Error, None).await.unwrap();
+    assert_eq!(s.prune(0).await.unwrap(), 0);
+    assert_eq!(s.prune(now_millis() + 1).await.unwrap(), 3);
+    let left = s.transactions("a", None, None, 10).await.unwrap();
+    assert_eq!(left.iter().map(|t| t.seq).collect::<Vec<_>>(), [5, 3]);
+    s.ack_sent("a", 1, 10).await.unwrap();
+    s.settle("a", 5, TxState::Sent, None).await.unwrap();
+    assert_eq!(s.prune(now_millis() + 1).await.unwrap(), 2);
+    assert!(s
+        .transactions("a", None, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.queued_count("a").await.unwrap(), 0);
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        s.enqueue("a", "f", records(9, 1), None, None)
+            .await
+            .unwrap(),
+        Some((6, 6))
+    );
+    assert_eq!(s.queued_count("b").await.unwrap(), 1);
+}
+
+/// The floor stays exact (the lowest Queued seq minus one), so reading
+/// the queue never walks past what was already delivered.
+#[tokio::test]
+async fn the_floor_follows_the_first_queued_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("site.db")).unwrap();
+    s.enqueue("a", "f", records(0, 10), None, None)
+        .await
+        .unwrap();
+    assert_eq!(bookkeeping(&s, "a").await, Some((10, 10, 0)));
+    // An error comes before the ack of what preceded it.
+    s.settle("a", 5, TxState::Error, None).await.unwrap();
+    assert_eq!(bookkeeping(&s, "a").await, Some((10, 9, 0)));
+    s.ack_sent("a", 1, 4).await.unwrap();
+    assert_eq!(bookkeeping(&s, "a").await, Some((10, 5, 5)));
+    s.ack_sent("a", 6, 8).await.unwrap();
+    assert_eq!(bookkeeping(&s, "a").await, Some((10, 2, 8)));
+    // An ack past the end does not lift the floor over future records.
+    s.ack_sent("a", 9, i64::MAX).await.unwrap();
+    assert_eq!(bookkeeping(&s, "a").await, Some((10, 0, 10)));
+    s.enqueue("a", "f", records(10, 2), None, None)
+        .await
+        .unwrap();
+    assert_eq!(seqs(&s.next_batch("a", 0, 10).await.unwrap()), [11, 12]);
+    // A retry lowers it again.
+    s.settle("a", 5, TxState::Queued, None).await.unwrap();
+    assert_eq!(bookkeeping(&s, "a").await, Some((12, 3, 4)));
+    assert_eq!(seqs(&s.next_batch("a", 0, 10).await.unwrap()), [5, 11, 12]);
+    s.ack_sent("a", 5, 5).await.unwrap();
+    assert_eq!(bookkeeping(&s, "a").await, Some((12, 2, 10)));
+    // A gap of acks out of order: the floor waits for the first.
+    s.ack_sent("a", 12, 12).await.unwrap();
+    assert_eq!(bookkeeping(&s, "a").await, Some((12, 1, 10)));
+    s.ack_sent("a", 11, 11).await.unwrap();
+    assert_eq!(bookkeeping(&s, "a").await, Some((12, 0, 12)));
+}
+
+/// The statements that must not scan the queue use the key or an index.
+#[tokio::test]
+async fn the_queue_is_read_by_key_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("site.db")).unwrap();
+    let plan = |sql: &'static str| {
+        s.read(move |conn| {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let rows = stmt.query_map(params!["a", 0, 10], |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("; "))
+        })
+    };
+    let next = plan(
+        "SELECT seq, flow, payload, attempts FROM transactions
+         WHERE integration = ?1 AND state = 0
+           AND seq > MAX(?2, COALESCE((SELECT floor FROM queues WHERE integration = ?1), 0))
+         ORDER BY seq LIMIT ?3",
+    )
+    .await
+    .unwrap();
+    assert!(
+        next.contains("SEARCH transactions USING PRIMARY KEY (integration=? AND seq>?)"),
+        "{next}"
+    );
+    let first_error =
+        plan("SELECT MIN(seq) FROM transactions WHERE integration = ?1 AND state = 3 AND ?2 + ?3")
+            .await
+            .unwrap();
+    assert!(first_error.contains("transactions_error"), "{first_error}");
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO transactions (integration, seq, flow, payload, state, created_at, updated_at)
+             VALUES ('a', 1, 'f', '1', 2, 0, 0), ('a', 2, 'f', '2', 3, 0, 0),
+                    ('a', 3, 'f', '3', 0, 0, 0), ('a', 4, 'f', '4', 0, 0, 0),
+                    ('b', 1, 'f', '1', 2, 0, 0);
+             INSERT INTO sequences VALUES ('a', 4), ('b', 7), ('c', 3);",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(bookkeeping(&s, "a").await, Some((4, 2, 2)));
+    assert_eq!(bookkeeping(&s, "b").await, Some((7, 0, 1)));
+    assert_eq!(bookkeeping(&s, "c").await, Some((3, 0, 3)));
+    assert_eq!(s.queued_count("a").await.unwrap(), 2);
+    assert_eq!(seqs(&s.next_batch("a", 0, 10).await.unwrap()), [3, 4]);
+    assert_eq!(
+        s.enqueue("b", "f", records(0, 1), None, None)
+            .await
+            .unwrap(),
+        Some((8, 8))
+    );
+    assert_eq!(
+        s.enqueue("c", "f", records(0, 1), None, None)
+            .await
+            .unwrap(),
+        Some((4, 4))
+    );
+    drop(s);
+    // A file newer than this code is refused, not misread.
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[tokio::test]
+async fn bad_data_on_disk_is_corrupt_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    let s = SqliteStore::open(&path).unwrap();
+    s.enqueue("a", "f", records(0, 2), None, None)
+        .await
+        .unwrap();
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "INSERT INTO site (id, state, updated_at) VALUES (1, 'dancing', 0);
+         INSERT INTO integrations (name, state, updated_at) VALUES ('a', 'active', 0);
+         INSERT INTO holds VALUES ('a', 'gremlins', 'x', 0, 'y');
+         INSERT INTO flows (name, status, updated_at) VALUES ('f', 'Exploded', 0);
+         INSERT INTO runs (flow, mode, started_at) VALUES ('f', 'sideways', 0);
+         INSERT INTO log (ts, level, message) VALUES (0, -1, 'loud');
+         UPDATE transactions SET state = 9 WHERE seq = 1;
+         UPDATE transactions SET attempts = 'many' WHERE seq = 2;",
+    )
+    .unwrap();
+    fn corrupt<T: std::fmt::Debug>(r: Result<T>) {
+        assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+    }
+    corrupt(s.site_state().await);
+    corrupt(s.integration("a").await);
+    corrupt(s.flow("f").await);
+    corrupt(s.set_site_running(entry("site.start")).await);
+    corrupt(s.runs("f", 10).await);
+    corrupt(s.log(0, None, 255, 10).await);
+    corrupt(s.transaction("a", 1).await);
+    corrupt(s.transactions("a", None, None, 10).await);
+    corrupt(s.next_batch("a", 0, 10).await);
+    raw.execute("UPDATE queues SET floor = -5", []).unwrap();
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    corrupt(s.enqueue("a", "f", records(0, 1), None, None).await);
+    raw.execute("UPDATE queues SET queued = -1", []).unwrap();
+    drop(s);
+    corrupt(SqliteStore::open(&path).map(|_| ()));
+}
+
+#[tokio::test]
+async fn log_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("site.db")).unwrap();
+    for i in 0..10u8 {
+        s.append_log(i64::from(i) * 1000, i % 8, &format!("line {i}"))
+            .await
+            .unwrap();
+    }
+    let all = s.log(0, None, 9, 100).await.unwrap();
+    assert_eq!(all.len(), 10);
+    assert_eq!(all[0].message, "line 0");
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    // More match than the limit: the newest, oldest first.
+    let newest = s.log(0, None, 9, 3).await.unwrap();
+    let msgs: Vec<_> = newest.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(msgs, ["line 7", "line 8", "line 9"]);
+    assert!(s
+        .log(0, None, 4, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.level <= 4));
+    assert_eq!(s.log(0, None, 4, 100).await.unwrap().len(), 7);
+    assert_eq!(s.log(0, Some(5000), 9, 100).await.unwrap().len(), 5);
+    assert_eq!(s.log(all[8].id, None, 9, 100).await.unwrap().len(), 1);
+    assert!(s.log(0, None, 9, 0).await.unwrap().is_empty());
+    assert!(s.audit(10).await.unwrap().is_empty());
+    for action in ["site.stop", "site.start"] {
+        s.append_audit(AuditEntry {
+            id: 0,
+            ts: 1,
+            actor: "ann".into(),
+            action: action.into(),
+            subject: "LIVE".into(),
+            reason: Some("stocktake".into()),
+            outcome: "ok".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let audit = s.audit(10).await.unwrap();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0].action, "site.start");
+    assert!(audit[0].id > audit[1].id);
+    assert_eq!(audit[1].reason.as_deref(), Some("stocktake"));
+    assert_eq!(audit[1].actor, "ann");
+    assert_eq!(s.audit(1).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn normal_synchronous_works_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.db");
+    let s = SqliteStore::open_with(
+        &path,
+        SqliteOptions {
+            synchronous: Synchronous::Normal,
+        },
+    )
+    .unwrap();
+    s.enqueue("a", "f", records(0, 3), None, None)
+        .await
+        .unwrap();
+    s.ack_sent("a", 1, 1).await.unwrap();
+    assert_eq!(seqs(&s.next_batch("a", 0, 10).await.unwrap()), [2, 3]);
+    let raw = Connection::open(&path).unwrap();
+    apply_pragmas(&raw, &SqliteOptions::default()).unwrap();
+    let mode: String = raw
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+mod model;
