@@ -17,6 +17,7 @@
 //! - [`Daemon::reload_site`]: a site's configuration applied again.
 
 pub mod all_others;
+pub mod backoff;
 pub mod endpoint;
 pub mod flow_run;
 pub mod get_data;
