@@ -125,7 +125,7 @@ pub struct Site {
     /// The configuration file's folder: relative paths resolve against it.
     base_dir: std::path::PathBuf,
     /// Runs in progress: when each last made progress, and what it is doing.
-    runs: Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>,
+    runs: Mutex<std::collections::HashMap<String, (tokio::time::Instant, String)>>,
     /// Set while a reload replaces this site: its integrations show Server
     /// Reinitializing.
     reinitializing: std::sync::atomic::AtomicBool,
@@ -756,7 +756,7 @@ impl Site {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         match doing {
             Some(doing) => {
-                runs.insert(flow.to_string(), (std::time::Instant::now(), doing));
+                runs.insert(flow.to_string(), (tokio::time::Instant::now(), doing));
             }
             None => {
                 runs.remove(flow);
