@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 
 /// Lowest first. A module may import modules of its own layer or below.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("leaves", &["model", "data_dir", "duration", "redact", "tls"]),
+    (
+        "leaves",
+        &["model", "data_dir", "duration", "redact", "tls"],
+    ),
     (
         "storage and configuration",
         &["store", "connectors", "config", "log", "auth"],

@@ -40,14 +40,19 @@ async fn status_log_follow_and_tx_list() {
             }
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The stream begins with the recent lines, and it subscribes to the
+    // log before it reads them: once one is printed, every line written
+    // from then on follows.
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("log --follow prints the recent lines first");
     daemon
         .post(
             "/api/v1/sites/LIVE/integrations/orders/pause",
             json!({"reason": "watch me"}),
         )
         .await;
-    let mut lines = Vec::new();
+    let mut lines = vec![first];
     let found = loop {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(line) => {

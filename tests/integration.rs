@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -13,7 +14,9 @@ use serde_json::{json, Value};
 async fn a_paused_integration_queues_in_order_and_resume_drains_with_progress() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
-    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    let marker = Target::start().await;
+    let toml = webhook_site(&target, 1) + &marker_integration(&marker);
+    let daemon = Daemon::start(dir.path(), &toml).await;
 
     let (status, v) = daemon
         .post(
@@ -36,8 +39,16 @@ async fn a_paused_integration_queues_in_order_and_resume_drains_with_progress() 
         .hook("LIVE", "orders", "web", Value::Array(batch))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Another integration's record, posted after these, went all the way
+    // through: had the pause not held, the first of these would have been
+    // sent long before.
+    daemon.marker_delivered(&marker).await;
     assert_eq!(target.count(), 0, "nothing reaches the target while paused");
+    assert_eq!(
+        target.requests.load(Ordering::SeqCst),
+        0,
+        "nothing reaches the target while paused"
+    );
     assert_eq!(daemon.integration("LIVE", "orders").await["queued"], 60);
 
     // Resume against a slow target: progress is visible while it drains.
@@ -94,7 +105,12 @@ async fn pause_returns_only_when_no_send_will_start() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     target.set_delay(Duration::from_millis(20));
-    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    // As slow as the target: a delivery in flight when pause returned would
+    // end before a marker record sent after it.
+    let marker = Target::start().await;
+    marker.set_delay(Duration::from_millis(20));
+    let toml = webhook_site(&target, 1) + &marker_integration(&marker);
+    let daemon = Daemon::start(dir.path(), &toml).await;
     let batch: Vec<Value> = (0..200).map(order).collect();
     let (status, _) = daemon
         .hook("LIVE", "orders", "web", Value::Array(batch))
@@ -107,7 +123,17 @@ async fn pause_returns_only_when_no_send_will_start() {
             .await;
         assert_eq!(status, StatusCode::OK);
         let at_pause = target.count();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Requests are counted as they arrive, before the target's delay:
+        // a send that starts after this is seen at once.
+        let asked_at_pause = target.requests.load(Ordering::SeqCst);
+        // A sender that went on after the pause returned would have sent
+        // at once, before this other record was even posted.
+        daemon.marker_delivered(&marker).await;
+        assert_eq!(
+            target.requests.load(Ordering::SeqCst),
+            asked_at_pause,
+            "a send started after pause returned"
+        );
         assert_eq!(
             target.count(),
             at_pause,
@@ -177,7 +203,8 @@ source = "ticker"
 target = "crm"
 schedule = "every 1s"
 "#,
-        webhook_site(&target, 1)
+        // Level 6 keeps the line that says a scheduled firing was skipped.
+        "[sites.LIVE]\nlog_level = 6\n".to_string() + &webhook_site(&target, 1)
     );
     let daemon = Daemon::start(dir.path(), &toml).await;
     let action = |a: &'static str| format!("/api/v1/sites/LIVE/integrations/orders/{a}");
@@ -200,7 +227,15 @@ schedule = "every 1s"
     let (status, retry) = daemon.hook("LIVE", "orders", "web", order(1)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(retry.unwrap().parse::<u64>().unwrap() > 0);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Two firings of the schedule come and are skipped, each said in the
+    // log when it would have run (or one runs, and fails the test below).
+    let skipped = "Scheduled run of flow ticks skipped";
+    let before = daemon.log_lines("LIVE", 6, skipped).await;
+    eventually(10, "two scheduled firings skipped", || async {
+        daemon.log_lines("LIVE", 6, skipped).await >= before + 2
+            || daemon.flow("LIVE", "ticks").await["last_run"]["id"] != runs_before
+    })
+    .await;
     assert_eq!(
         daemon.flow("LIVE", "ticks").await["last_run"]["id"],
         runs_before,

@@ -10,6 +10,26 @@ use axum::http::StatusCode;
 use common::*;
 use serde_json::{json, Value};
 
+/// How many probes of `endpoint` on site LIVE failed so far, by `/metrics`.
+async fn failed_probes(daemon: &Daemon, endpoint: &str) -> f64 {
+    let text = daemon.get_text("/metrics").await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("{e}: {text}"));
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "sluice_endpoint_probes_total"
+                && s.labels.get("site") == Some("LIVE")
+                && s.labels.get("endpoint") == Some(endpoint)
+                && s.labels.get("result") == Some("failed")
+        })
+        .map_or(0.0, |s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
 fn hold_kinds(integration: &Value) -> Vec<String> {
     integration["holds"]
         .as_array()
@@ -56,7 +76,13 @@ async fn a_target_outage_holds_the_integration_and_it_resumes_by_itself_in_order
     assert_eq!(integration["holds"][0]["by"], "sluice");
     assert!(daemon.log("LIVE").await.contains("Endpoint crm is offline"));
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The outage lasts until probes have found the target down three times
+    // (250 ms after it went, then at most 500 ms apart); a probe, not a
+    // delivery, is what sees it back.
+    eventually(10, "three probes found it down", || async {
+        failed_probes(&daemon, "crm").await >= 3.0
+    })
+    .await;
     target.restart().await;
     eventually(
         15,
@@ -88,7 +114,9 @@ async fn a_target_outage_holds_the_integration_and_it_resumes_by_itself_in_order
 async fn a_persons_pause_outlives_an_outage() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
-    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    let marker = Target::start().await;
+    let toml = webhook_site(&target, 1) + &marker_integration(&marker);
+    let daemon = Daemon::start(dir.path(), &toml).await;
     daemon
         .post(
             "/api/v1/sites/LIVE/integrations/orders/pause",
@@ -113,11 +141,18 @@ async fn a_persons_pause_outlives_an_outage() {
         hold_kinds(&daemon.integration("LIVE", "orders").await) == ["operator"]
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Had lifting the system's hold let the sender go, it would have sent
+    // at once, before this other record was posted.
+    daemon.marker_delivered(&marker).await;
     let integration = daemon.integration("LIVE", "orders").await;
     assert_eq!(integration["state"], "paused", "{integration}");
     assert_eq!(
         target.count(),
+        0,
+        "nothing sent while the person's pause stands"
+    );
+    assert_eq!(
+        target.requests.load(Ordering::SeqCst),
         0,
         "nothing sent while the person's pause stands"
     );
@@ -135,7 +170,9 @@ async fn a_persons_pause_outlives_an_outage() {
 async fn busy_answers_are_retried_without_a_hold_and_refused_credentials_hold_until_reauthorized() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
-    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    let marker = Target::start().await;
+    let toml = webhook_site(&target, 1) + &marker_integration(&marker);
+    let daemon = Daemon::start(dir.path(), &toml).await;
 
     // 503 and 429 with Retry-After, then 200: retried, delivered once, in order.
     target.script(&[(503, Some(1)), (429, Some(1)), (503, None)]);
@@ -151,6 +188,9 @@ async fn busy_answers_are_retried_without_a_hold_and_refused_credentials_hold_un
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(!held, "no hold for an endpoint that answers");
+    // Nor one placed and lifted between two looks: each is said in the log.
+    let log = daemon.log("LIVE").await;
+    assert!(!log.contains("Endpoint crm is"), "{log}");
     assert_eq!(
         target.field("n"),
         (0..5).map(|n| json!(n)).collect::<Vec<_>>()
@@ -178,7 +218,10 @@ async fn busy_answers_are_retried_without_a_hold_and_refused_credentials_hold_un
         hold_kinds(&daemon.integration("LIVE", "orders").await) == ["unauthorized"]
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Two seconds of the daemon's own retry clock (another integration's
+    // record, answered 503 with Retry-After: 2, is retried and delivered):
+    // a sender backing off from 100 ms would have tried four times more.
+    daemon.marker_delivered_after_retry(&marker, 2).await;
     let tried = target.requests.load(Ordering::SeqCst) - before;
     assert!(tried <= 2, "{tried} requests after a 401");
     let (_, crm) = daemon.get("/api/v1/sites/LIVE/endpoints/crm").await;
@@ -247,7 +290,9 @@ async fn busy_answers_are_retried_without_a_hold_and_refused_credentials_hold_un
 async fn a_rejected_record_blocks_the_queue_under_on_error_block() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
-    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    let marker = Target::start().await;
+    let toml = webhook_site(&target, 1) + &marker_integration(&marker);
+    let daemon = Daemon::start(dir.path(), &toml).await;
     for body in [
         json!({"id": "a", "n": 1}),
         json!({"id": "b", "n": 2, "reject": true}),
@@ -262,7 +307,9 @@ async fn a_rejected_record_blocks_the_queue_under_on_error_block() {
         t["last_error"].as_str().is_some_and(|e| e.contains("422"))
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A sender that went past the rejected record would have sent the next
+    // one at once, before this other record was posted.
+    daemon.marker_delivered(&marker).await;
     assert_eq!(
         target.field("n"),
         [json!(1)],
@@ -277,8 +324,15 @@ async fn a_rejected_record_blocks_the_queue_under_on_error_block() {
         .contains("no such customer"));
     // It waits for a person, even once the target would take it.
     target.accept_all();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A second of the daemon's own retry clock goes by (see
+    // `marker_delivered_after_retry`): nothing tries the record again.
+    daemon.marker_delivered_after_retry(&marker, 1).await;
     assert_eq!(target.count(), 1);
+    assert_eq!(
+        target.requests.load(Ordering::SeqCst),
+        2,
+        "1, and 2 refused"
+    );
     let out = daemon.cli(&["tx", "retry", "LIVE", "orders", "2"]);
     assert!(
         out.status.success(),

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use common::*;
 use serde_json::json;
@@ -59,6 +57,32 @@ target = "crm"
         } else {
             ""
         },
+    )
+}
+
+/// A second site, `OTHER`, whose flow `beat` delivers one generated record
+/// to `beats` every second: a running schedule to hold a stopped one
+/// against.
+fn other_site(beats: &Target) -> String {
+    format!(
+        r#"
+[sites.OTHER.endpoints.pulse]
+kind = "generator"
+count = 1
+
+[sites.OTHER.endpoints.sink]
+kind = "http"
+url = "{url}"
+
+[sites.OTHER.integrations.clock]
+
+[[sites.OTHER.integrations.clock.flows]]
+name = "beat"
+source = "pulse"
+target = "sink"
+schedule = "every 1s"
+"#,
+        url = beats.url()
     )
 }
 
@@ -158,7 +182,12 @@ async fn a_stop_needs_a_reason_and_halts_a_run_mid_run() {
         target.deduplicated().len() >= 200
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The run is over and what it queued is sent: nothing more is coming.
+    eventually(20, "the run over and its queue sent", || async {
+        daemon.flow("LIVE", "customers").await["status"] == "Success"
+            && daemon.integration("LIVE", "sync").await["queued"] == 0
+    })
+    .await;
     let ids: Vec<i64> = target
         .deduplicated()
         .iter()
@@ -175,7 +204,9 @@ async fn a_stop_needs_a_reason_and_halts_a_run_mid_run() {
 async fn a_stopped_site_runs_nothing_and_forgets_pending_requests_on_start() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
-    let daemon = Daemon::start(dir.path(), &config(dir.path(), &target, true)).await;
+    let beats = Target::start().await;
+    let toml = config(dir.path(), &target, true) + &other_site(&beats);
+    let daemon = Daemon::start(dir.path(), &toml).await;
     // The schedule fires while the site runs.
     eventually(10, "a scheduled run", || async {
         daemon.flow("LIVE", "ticks").await["last_run"]["result"] == "success"
@@ -208,8 +239,13 @@ async fn a_stopped_site_runs_nothing_and_forgets_pending_requests_on_start() {
     );
     assert_eq!(daemon.flow("LIVE", "ticks").await["status"], "Pending All");
 
-    // Two and a half schedule intervals: nothing runs, nothing is sent.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Three firings of the same schedule in the site that runs: two
+    // intervals or more went by, and nothing ran here, nothing was sent.
+    let beaten = beats.count();
+    eventually(10, "three scheduled runs in the other site", || async {
+        beats.count() >= beaten + 3
+    })
+    .await;
     assert_eq!(
         daemon.flow("LIVE", "ticks").await["last_run"]["id"],
         runs_before
@@ -241,7 +277,18 @@ async fn a_stopped_site_runs_nothing_and_forgets_pending_requests_on_start() {
     for flow in flows.as_array().unwrap() {
         assert_eq!(flow["status"], "", "{flow}");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A run asked for now goes through the Trigger's queue after anything
+    // the start handed it: once it is over, a pending request taken up at
+    // the start would have begun.
+    let (status, _) = daemon
+        .post("/api/v1/sites/LIVE/flows/ticks/run", json!({"mode": "all"}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    eventually(10, "the run asked after the start is over", || async {
+        let run = daemon.flow("LIVE", "ticks").await["last_run"].clone();
+        run["id"] != runs_before && run["mode"] == "all" && run["result"] == "success"
+    })
+    .await;
     assert!(
         daemon.flow("LIVE", "customers").await["last_run"].is_null(),
         "the pending request did not run"

@@ -171,7 +171,12 @@ async fn starts_are_queued_one_after_the_other() {
         b_began >= a_done,
         "b began its start-up at {b_began}, before a was Running at {a_done}"
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both start-ups are over and their queues sent: nothing more is coming.
+    eventually(10, "both queues sent", || async {
+        daemon.integration("LIVE", "a").await["queued"] == 0
+            && daemon.integration("LIVE", "b").await["queued"] == 0
+    })
+    .await;
     assert_eq!(target.count(), 6);
 }
 
@@ -208,7 +213,12 @@ async fn during_a_reload_integrations_show_server_reinitializing() {
     assert_eq!(status(&daemon, "orders").await, "Running");
     // The delivery in flight was let finish, not cut off and sent again.
     daemon.hook("LIVE", "orders", "web", order(2)).await;
-    eventually(10, "both delivered", || async { target.count() >= 2 }).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Delivered in order: once 2 is in and the queue empty, a resend of 1
+    // would have come before.
+    eventually(10, "both delivered", || async {
+        target.field("n").contains(&json!(2))
+            && daemon.integration("LIVE", "orders").await["queued"] == 0
+    })
+    .await;
     assert_eq!(target.field("n"), [json!(1), json!(2)]);
 }

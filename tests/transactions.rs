@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use common::*;
 use serde_json::{json, Value};
@@ -99,8 +97,13 @@ async fn rejected_records_are_kept_and_operators_retry_replay_and_ignore() {
     daemon
         .hook("LIVE", "orders", "web", json!({"id": "o6", "n": 6}))
         .await;
-    eventually(10, "o6 delivered", || async { target.count() >= 5 }).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Sent in order: once o6 is in and the queue empty, o5, had it been
+    // sent, would have come before.
+    eventually(10, "o6 delivered", || async {
+        target.field("n").contains(&json!(6))
+            && daemon.integration("LIVE", "orders").await["queued"] == 0
+    })
+    .await;
     let ns: Vec<Value> = target.field("n");
     assert_eq!(ns, [json!(1), json!(3), json!(2), json!(1), json!(6)]);
     let (_, audit) = daemon.get("/api/v1/sites/LIVE/audit").await;

@@ -15,7 +15,8 @@
 //! - An Offline endpoint is probed first after [`PROBE_FIRST`], then at
 //!   most [`PROBE_SHORT`] apart while the outage is younger than
 //!   [`SHORT_OUTAGE`], then with the wait doubling up to its `probe_every`
-//!   (default an hour). An Unauthorized one, or one whose certificate is
+//!   (default an hour): a [`Backoff`] with these parameters, the type the
+//!   sender's retries use too. An Unauthorized one, or one whose certificate is
 //!   not trusted, only every `probe_every` ([`Pace::Patient`]): neither
 //!   fixes itself in seconds, and asking sooner would only be a storm of
 //!   requests. A person's test checks again at once.
@@ -36,6 +37,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::backoff::Backoff;
 use super::endpoint::{Endpoint, EndpointState};
 use super::Integration;
 use crate::connectors::{DeliveryError, EndpointKind, FailureClass};
@@ -96,17 +98,26 @@ fn policy(kind: &EndpointKind) -> Policy {
     }
 }
 
-#[derive(Default)]
 struct Watch {
     /// Recent requests that got no answer.
     no_answer: VecDeque<Instant>,
     /// When to probe next, while the endpoint is down.
     next_probe: Option<Instant>,
-    /// The wait before the probe after next.
-    delay: Duration,
-    /// Since when the endpoint has been down, as far as sluice saw: an
-    /// outage starts when it goes down and ends when it is Online again.
-    down_since: Option<Instant>,
+    /// The waits between probes. Its failures begin when the endpoint goes
+    /// down (an outage, as far as sluice saw, starts then and ends when it
+    /// is Online again); the watch goes when it is back.
+    probes: Backoff,
+}
+
+impl Watch {
+    fn new(policy: &Policy) -> Watch {
+        Watch {
+            no_answer: VecDeque::new(),
+            next_probe: None,
+            probes: Backoff::new(PROBE_FIRST, policy.probe_every)
+                .with_short_phase(PROBE_SHORT, SHORT_OUTAGE),
+        }
+    }
 }
 
 pub struct Health {
@@ -158,6 +169,15 @@ impl Health {
         self.watches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` on the endpoint's watch, made if there is none.
+    fn with_watch<T>(&self, endpoint: &Endpoint, f: impl FnOnce(&mut Watch) -> T) -> T {
+        let mut watches = self.watches();
+        let watch = watches
+            .entry(endpoint.name.clone())
+            .or_insert_with(|| Watch::new(&policy(&endpoint.kind)));
+        f(watch)
+    }
+
     /// A delivery went through.
     pub async fn delivered(&self, endpoint: &Endpoint) {
         if endpoint.state() == EndpointState::Online {
@@ -189,9 +209,7 @@ impl Health {
             }
             FailureClass::NoAnswer => {
                 let policy = policy(&endpoint.kind);
-                let down = {
-                    let mut watches = self.watches();
-                    let watch = watches.entry(endpoint.name.clone()).or_default();
+                let down = self.with_watch(endpoint, |watch| {
                     let now = Instant::now();
                     watch.no_answer.push_back(now);
                     while watch
@@ -202,7 +220,7 @@ impl Health {
                         watch.no_answer.pop_front();
                     }
                     watch.no_answer.len() >= policy.offline_after
-                };
+                });
                 endpoint.note_error(&error.message);
                 if down {
                     self.go_down(
@@ -304,7 +322,8 @@ impl Health {
                     for endpoint in endpoints {
                         if endpoint.state() == EndpointState::Online {
                             endpoint.set(state, Some(hold.reason.clone()));
-                            self.schedule_in(endpoint, PROBE_FIRST);
+                            // From the first probe, whatever the hold.
+                            self.schedule(endpoint, Pace::BackOff);
                         }
                     }
                 }
@@ -312,36 +331,15 @@ impl Health {
         }
     }
 
+    /// Schedules the next probe of a down endpoint, at `pace`.
     fn schedule(&self, endpoint: &Endpoint, pace: Pace) {
-        let policy = policy(&endpoint.kind);
-        let wait = {
-            let mut watches = self.watches();
-            let watch = watches.entry(endpoint.name.clone()).or_default();
-            let down_for = watch.down_since.get_or_insert_with(Instant::now).elapsed();
+        self.with_watch(endpoint, |watch| {
             let wait = match pace {
-                Pace::Patient => policy.probe_every,
-                _ if watch.delay.is_zero() => PROBE_FIRST,
-                _ if down_for < SHORT_OUTAGE => {
-                    (watch.delay * 2).min(PROBE_SHORT).min(policy.probe_every)
-                }
-                _ => (watch.delay * 2).min(policy.probe_every),
+                Pace::Patient => watch.probes.longest(),
+                Pace::BackOff => watch.probes.next_wait(),
             };
-            watch.delay = wait;
-            wait
-        };
-        self.schedule_in(endpoint, wait);
-    }
-
-    fn schedule_in(&self, endpoint: &Endpoint, wait: Duration) {
-        {
-            let mut watches = self.watches();
-            let watch = watches.entry(endpoint.name.clone()).or_default();
             watch.next_probe = Some(Instant::now() + wait);
-            watch.down_since.get_or_insert_with(Instant::now);
-            if watch.delay.is_zero() {
-                watch.delay = wait;
-            }
-        }
+        });
         self.changed.notify_one();
     }
 
@@ -358,13 +356,10 @@ impl Health {
             }
             return;
         }
-        {
-            let mut watches = self.watches();
-            let watch = watches.entry(endpoint.name.clone()).or_default();
-            watch.delay = Duration::ZERO;
-            watch.down_since = Some(Instant::now());
+        self.with_watch(endpoint, |watch| {
+            watch.probes.reset();
             watch.no_answer.clear();
-        }
+        });
         let kind = if state == EndpointState::Unauthorized {
             HoldKind::Unauthorized
         } else {
@@ -516,6 +511,37 @@ mod tests {
         // An outage, by contrast, is probed again within a second.
         h.failed(&crm, &refused()).await;
         assert_eq!(next_probe_in(&h), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_credentials_are_probed_at_probe_every_and_an_outage_after_from_the_first_probe(
+    ) {
+        let (h, crm, _dir) = watched();
+        let hour = Duration::from_secs(3600);
+        let denied = || error(FailureClass::Unauthorized, "POST: 401 Unauthorized");
+        let at = Instant::now();
+        h.failed(&crm, &denied()).await;
+        assert_eq!(crm.state(), EndpointState::Unauthorized);
+        assert_eq!(
+            h.next_probe(),
+            Some(at + hour),
+            "not backed off from 250 ms"
+        );
+        // Refused again when probed: the same pace, not a storm.
+        advance_to(at + hour).await;
+        assert_eq!(h.due().len(), 1);
+        h.probed(&crm, &Err(denied())).await;
+        assert_eq!(h.next_probe(), Some(at + 2 * hour));
+        // A delivery refused meanwhile does not bring the probe forward.
+        h.failed(&crm, &denied()).await;
+        assert_eq!(h.next_probe(), Some(at + 2 * hour));
+        // Fixed, then down for another reason: probed from the first probe.
+        h.probed(&crm, &Ok("GET: 200 OK".into())).await;
+        assert_eq!(crm.state(), EndpointState::Online);
+        assert_eq!(h.next_probe(), None);
+        let again = Instant::now();
+        h.failed(&crm, &refused()).await;
+        assert_eq!(h.next_probe(), Some(again + PROBE_FIRST));
     }
 
     async fn advance_to(at: Instant) {

@@ -13,12 +13,14 @@
 //!   the delivery in flight (if any) has ended and no other will start, so
 //!   "pause returns only when no send will start any more".
 //! - The system removes only holds the system placed ([`HoldKind::placed_by_system`]).
+//! - Stall detection and the resume's rate and time left read tokio's
+//!   clock (`tokio::time::Instant`), which `tokio::time::pause()` drives.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 use super::Result;
 use crate::config::{IntegrationConfig, OnError};
@@ -417,5 +419,118 @@ impl Integration {
             rate,
             eta_s: (rate > 0.0).then(|| (p.total - p.done) as f64 / rate),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::{NewRecord, SqliteStore};
+
+    /// A new integration `orders` (flow `web`) on a store in a temporary
+    /// folder, kept as long as the folder.
+    async fn opened() -> (Arc<Integration>, Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let config = IntegrationConfig {
+            name: "orders".into(),
+            on_error: OnError::Block,
+            flows: Vec::new(),
+        };
+        let integration = Integration::open(config, store.clone()).await.unwrap();
+        (integration, store, dir)
+    }
+
+    fn offline() -> Hold {
+        Hold {
+            kind: HoldKind::EndpointOffline,
+            by: "sluice".into(),
+            since: now_millis(),
+            reason: "endpoint crm is offline".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_is_stalled_once_nothing_was_delivered_for_stall_after() {
+        let (orders, _store, _dir) = opened().await;
+        let after = Duration::from_secs(60);
+        assert_eq!(orders.stalled(after), None);
+        orders.note_failure("503 Service Unavailable");
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(orders.stalled(after), None, "not yet");
+        // Failing again does not start the count over; the last error is shown.
+        orders.note_failure("503 Service Unavailable, again");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            orders.stalled(after).as_deref(),
+            Some("nothing delivered for 60s: 503 Service Unavailable, again")
+        );
+        // Held, it is not stalled: its holds say why it does not send.
+        orders.place_hold(offline()).await.unwrap();
+        assert_eq!(orders.stalled(after), None);
+        assert!(orders.lift_hold(HoldKind::EndpointOffline).await.unwrap());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(
+            orders.stalled(after).as_deref(),
+            Some("nothing delivered for 90s: 503 Service Unavailable, again")
+        );
+        // A delivery ends it, and the next failure counts from then.
+        orders.note_progress();
+        assert_eq!(orders.stalled(after), None);
+        orders.note_failure("connection reset");
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(orders.stalled(after), None);
+        // What cannot be recorded is a stall at once.
+        orders.note_unrecorded(Some("the disk is full".into()));
+        assert!(orders
+            .stalled(after)
+            .is_some_and(|s| s.contains("cannot be recorded (the disk is full)")));
+        orders.note_unrecorded(None);
+        assert_eq!(orders.stalled(after), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_shows_its_rate_and_the_time_left_on_the_paused_clock() {
+        let (orders, store, _dir) = opened().await;
+        orders
+            .apply(IntegrationEvent::Pause, "tester", None)
+            .await
+            .unwrap();
+        let records = (0..100)
+            .map(|n| NewRecord {
+                key: None,
+                payload: format!("{{\"n\": {n}}}"),
+            })
+            .collect();
+        store
+            .enqueue("orders", "web", records, None, None)
+            .await
+            .unwrap();
+        orders
+            .apply(IntegrationEvent::Resume, "tester", None)
+            .await
+            .unwrap();
+        let progress = |done, rate, eta_s| {
+            Some(ResumeProgress {
+                done,
+                total: 100,
+                rate,
+                eta_s,
+            })
+        };
+        // No time gone by: no rate, no estimate.
+        assert_eq!(orders.resume_progress(), progress(0, 0.0, None));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(orders.resume_progress(), progress(0, 0.0, None));
+        orders.count_sent(25);
+        assert_eq!(orders.resume_progress(), progress(25, 2.5, Some(30.0)));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        orders.count_sent(25);
+        assert_eq!(orders.resume_progress(), progress(50, 2.5, Some(20.0)));
+        // The whole backlog sent: the drain is over.
+        orders.count_sent(60);
+        assert_eq!(orders.resume_progress(), None);
     }
 }

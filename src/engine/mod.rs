@@ -9,6 +9,8 @@
 //! - [`integration`]: an integration's desired state and holds, and the gate
 //!   that makes a pause take effect before it returns.
 //! - [`sender`]: the per-integration delivery loop.
+//! - [`backoff`]: the one back-off (first wait, doubling, cap, jitter)
+//!   of the sender's retries and the health probes.
 //! - [`flow_run`]: one run of a flow, page by page, checkpoint with each page.
 //! - [`scheduler`]: when scheduled flows are due.
 //! - [`endpoint`]: what is observed of each endpoint.
@@ -21,6 +23,7 @@
 //! - [`Daemon::reload_site`]: a site's configuration applied again.
 
 pub mod all_others;
+pub mod backoff;
 pub mod counters;
 pub mod endpoint;
 pub mod flow_run;

@@ -4,6 +4,10 @@
 //! a cron expression fires at its next match. A firing missed (because the
 //! site was stopped, or a run was still going) is not made up: after firing,
 //! the next time is computed from now.
+//!
+//! The clock is injected: every call takes `now`. The GetData worker passes
+//! the wall clock (a cron expression matches calendar times); tests pass
+//! the times they want.
 
 use chrono::{DateTime, Utc};
 
@@ -86,6 +90,35 @@ mod tests {
         assert_eq!(s.next_due(), Some(t(300)));
         assert_eq!(s.take_due(t(300)), ["c"]);
         assert_eq!(s.next_due(), Some(t(600)));
+    }
+
+    #[test]
+    fn a_missed_cron_firing_is_not_made_up() {
+        let cron = Schedule::parse("*/5 * * * *").unwrap();
+        let mut s = Scheduler::new([("c".to_string(), cron)], t(0));
+        assert_eq!(s.next_due(), Some(t(300)));
+        // Looked at again only at 00:23 (the site was stopped, or a run
+        // went on): the three firings missed are one, then the next match.
+        assert_eq!(s.take_due(t(23 * 60)), ["c"]);
+        assert!(s.take_due(t(23 * 60 + 1)).is_empty());
+        assert_eq!(s.next_due(), Some(t(25 * 60)));
+    }
+
+    #[test]
+    fn each_flow_keeps_its_own_schedule() {
+        let mut s = Scheduler::new(
+            [
+                ("fast".to_string(), Schedule::Every(Duration::from_secs(10))),
+                ("slow".to_string(), Schedule::Every(Duration::from_secs(25))),
+            ],
+            t(0),
+        );
+        assert_eq!(s.take_due(t(10)), ["fast"]);
+        assert_eq!(s.next_due(), Some(t(20)));
+        assert_eq!(s.take_due(t(20)), ["fast"]);
+        assert_eq!(s.take_due(t(25)), ["slow"]);
+        assert_eq!(s.take_due(t(30)), ["fast"]);
+        assert_eq!(s.next_due(), Some(t(40)));
     }
 
     #[test]

@@ -22,15 +22,21 @@
 //!   back-off until it is stored; then it goes on. So a full disk costs no
 //!   repeated sends; only a crash (or a stop) while it is full sends again
 //!   what was delivered but not recorded.
+//! - **Retries.** A failed delivery is tried again after a back-off
+//!   (`engine::backoff`): [`RETRY_FIRST`] doubling to [`RETRY_MAX`], moved
+//!   by up to ±20 % at random, or the target's `Retry-After` when longer.
+//!   An operator's retry, ignore or resume cuts the wait short.
 //! - **Pause.** Before each delivery the sender checks, under the gate, that
 //!   the integration may send; see `engine::integration`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::Backoff;
 use super::endpoint::Endpoint;
 use super::health::Health;
 use super::Integration;
@@ -42,6 +48,21 @@ use crate::store::{QueuedTx, Store};
 
 /// Transactions read from the store at a time.
 pub const READ_BATCH: usize = 1000;
+
+/// The first wait before a failed delivery is tried again; it doubles with
+/// each failure in a row, up to [`RETRY_MAX`] (a `Retry-After` the target
+/// sends is honoured when it asks for longer).
+pub const RETRY_FIRST: Duration = Duration::from_millis(100);
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Each wait is moved by up to this fraction either way, at random, so that
+/// senders that failed together do not retry in step.
+pub const RETRY_JITTER: f64 = 0.2;
+
+/// The back-off of failed deliveries and of outcomes the store refused.
+fn retries() -> Backoff {
+    Backoff::new(RETRY_FIRST, RETRY_MAX).with_jitter(RETRY_JITTER)
+}
 
 /// The longest wait between two tries of an outcome the store refused: a
 /// try is cheap, and the sender goes on within seconds of space being freed.
@@ -103,7 +124,7 @@ impl Sender {
         let name = self.integration.name.clone();
         let mut may_send = self.integration.watch_may_send();
         let mut progress = Progress::default();
-        let mut backoff = Backoff::default();
+        let mut backoff = retries();
         // A sender before it (a site stopped) may have left off unrecorded.
         self.integration.note_unrecorded(None);
         // Deliver one record at a time up to this seq (set after a batch was
@@ -112,7 +133,7 @@ impl Sender {
         loop {
             if let Some(unrecorded) = progress.unrecorded.as_mut() {
                 // Nothing more is sent until what was delivered is recorded.
-                let wait = unrecorded.backoff.next(None).min(RECORD_RETRY_MAX);
+                let wait = unrecorded.backoff.next_wait().min(RECORD_RETRY_MAX);
                 if sleep_or_cancel(&token, wait).await {
                     return;
                 }
@@ -296,7 +317,7 @@ impl Sender {
                     .await;
             }
             progress.unrecorded = Some(Unrecorded {
-                backoff: Backoff::default(),
+                backoff: retries(),
                 said,
             });
         }
@@ -332,9 +353,9 @@ impl Sender {
         }
         self.integration.note_unrecorded(Some(failure.to_string()));
         let mut may_send = self.integration.watch_may_send();
-        let mut backoff = Backoff::default();
+        let mut backoff = retries();
         let recorded = loop {
-            let wait = backoff.next(None).min(RECORD_RETRY_MAX);
+            let wait = backoff.next_wait().min(RECORD_RETRY_MAX);
             tokio::select! {
                 _ = token.cancelled() => break false,
                 _ = may_send.wait_for(|may| !may) => break false,
@@ -511,7 +532,7 @@ impl Sender {
                         return Pass::Interrupted;
                     }
                     self.metrics.retried.increment(chunk.len() as u64);
-                    let wait = backoff.next(e.retry_after);
+                    let wait = backoff.next_wait_honouring(e.retry_after);
                     return Pass::Retry(wait);
                 }
             }
@@ -525,62 +546,5 @@ async fn sleep_or_cancel(token: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         _ = token.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
-    }
-}
-
-/// Exponential backoff with jitter: 100 ms, doubling, at most 30 s; a
-/// `Retry-After` from the target is honoured when it asks for longer.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    pub const FIRST: Duration = Duration::from_millis(100);
-    pub const MAX: Duration = Duration::from_secs(30);
-
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-
-    pub fn next(&mut self, retry_after: Option<Duration>) -> Duration {
-        let exp = Self::FIRST.saturating_mul(1u32 << self.failures.min(16));
-        self.failures = self.failures.saturating_add(1);
-        let base = exp.min(Self::MAX);
-        // ±20 % jitter, from the clock's nanoseconds: enough to keep many
-        // senders from retrying in step.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let jitter = 0.8 + 0.4 * (nanos % 1000) as f64 / 1000.0;
-        let wait = base.mul_f64(jitter);
-        match retry_after {
-            Some(asked) if asked > wait => asked.min(Duration::from_secs(3600)),
-            _ => wait,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_and_honours_retry_after() {
-        let mut b = Backoff::default();
-        let first = b.next(None);
-        assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120));
-        for _ in 0..20 {
-            let d = b.next(None);
-            assert!(d <= Backoff::MAX.mul_f64(1.2));
-        }
-        assert!(b.next(None) >= Backoff::MAX.mul_f64(0.8));
-        assert_eq!(
-            b.next(Some(Duration::from_secs(120))),
-            Duration::from_secs(120)
-        );
-        b.reset();
-        assert!(b.next(None) <= Duration::from_millis(120));
     }
 }

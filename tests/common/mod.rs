@@ -666,6 +666,71 @@ key = "id"
     )
 }
 
+/// An integration `marker` to add to the site of [`webhook_site`]: its
+/// webhook flow `mark` (from the same endpoint `shop`) delivers to an
+/// endpoint of its own, `beacon`, at `marker`. See
+/// [`Daemon::marker_delivered`].
+pub fn marker_integration(marker: &Target) -> String {
+    format!(
+        r#"
+[sites.LIVE.endpoints.beacon]
+kind = "http"
+url = "{url}"
+
+[sites.LIVE.integrations.marker]
+
+[[sites.LIVE.integrations.marker.flows]]
+name = "mark"
+source = "shop"
+target = "beacon"
+"#,
+        url = marker.url()
+    )
+}
+
+impl Daemon {
+    /// "A later record delivered": posts one record to the integration of
+    /// [`marker_integration`] and waits until `marker` has it. Whatever the
+    /// daemon was set to do before this was called, at once (a send woken
+    /// by a queued record, a lifted hold, a pause that did not hold), it
+    /// has had the time it takes this record to go all the way through
+    /// webhook, queue, sender and target — so a test that then finds
+    /// nothing done knows it was not done, without sleeping.
+    pub async fn marker_delivered(&self, marker: &Target) {
+        let before = marker.count();
+        let (status, _) = self
+            .hook("LIVE", "marker", "mark", json!({ "marker": before }))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "the marker record is taken");
+        eventually(30, "the marker record delivered", || async {
+            marker.count() > before
+        })
+        .await;
+    }
+
+    /// As [`Daemon::marker_delivered`], with the marker answered 503 and
+    /// `Retry-After: secs` first: it is delivered only once the daemon's
+    /// own retry clock has waited `secs`. A test that then finds nothing
+    /// done knows that nothing was done in the daemon's `secs` (retries,
+    /// back-off), not only that the test's clock moved on.
+    pub async fn marker_delivered_after_retry(&self, marker: &Target, secs: u64) {
+        let asked = marker.requests.load(std::sync::atomic::Ordering::SeqCst);
+        marker.script(&[(503, Some(secs))]);
+        self.marker_delivered(marker).await;
+        let tries = marker.requests.load(std::sync::atomic::Ordering::SeqCst) - asked;
+        assert_eq!(tries, 2, "the marker answered 503 once, then taken");
+    }
+
+    /// How many lines of the site's log say `message` at `level`.
+    pub async fn log_lines(&self, site: &str, level: u8, message: &str) -> usize {
+        self.log(site)
+            .await
+            .lines()
+            .filter(|line| has_log_line(line, level, message))
+            .count()
+    }
+}
+
 pub fn order(n: usize) -> Value {
     json!({"id": format!("o{n}"), "n": n})
 }

@@ -159,7 +159,7 @@ impl Site {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         match doing {
             Some(doing) => {
-                runs.insert(flow.to_string(), (std::time::Instant::now(), doing));
+                runs.insert(flow.to_string(), (tokio::time::Instant::now(), doing));
             }
             None => {
                 runs.remove(flow);

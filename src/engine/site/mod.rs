@@ -113,7 +113,7 @@ pub struct Site {
     /// The configuration file's folder: relative paths resolve against it.
     base_dir: std::path::PathBuf,
     /// Runs in progress: when each last made progress, and what it is doing.
-    runs: Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>,
+    runs: Mutex<std::collections::HashMap<String, (tokio::time::Instant, String)>>,
     /// Set while a reload replaces this site: its integrations show Server
     /// Reinitializing.
     reinitializing: std::sync::atomic::AtomicBool,
