@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
+pub use crate::model::FailureClass;
 use crate::model::RunMode;
 
 /// An endpoint's kind and its kind-specific settings, as configured.
@@ -203,30 +204,6 @@ pub trait Source: Send + Sync {
     fn page_size(&self) -> usize;
     /// A pause between pages, to spare the source system.
     fn pace(&self) -> Duration;
-}
-
-/// How a failed delivery should be handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// No connection could be made (refused, unreachable, DNS): the
-    /// endpoint is down. Tried again later.
-    Unreachable,
-    /// The request got no answer (time-out, reset): tried again later;
-    /// several in a short window mean the endpoint is down.
-    NoAnswer,
-    /// The endpoint answered, busy (5xx, 429, 408): tried again later,
-    /// honouring `Retry-After`.
-    Intermittent,
-    /// 401/403: the credentials are refused.
-    Unauthorized,
-    /// TLS with the endpoint cannot be established: its certificate is not
-    /// trusted (unknown issuer, another name, expired), it refuses ours, or
-    /// our TLS files cannot be used. Nothing of this fixes itself in
-    /// seconds: the endpoint is Offline and tested again at its
-    /// `probe_every` (or at once by a person's test), never a retry storm.
-    Untrusted,
-    /// Another 4xx: the target rejects this data.
-    Rejected,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

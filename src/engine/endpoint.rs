@@ -4,37 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
 use crate::connectors::{DeliveryError, EndpointKind, Source, Target};
+pub use crate::model::EndpointState;
 use crate::model::{now_millis, Millis};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum EndpointState {
-    Online,
-    Offline,
-    Unauthorized,
-    Disabled,
-}
-
-impl EndpointState {
-    pub const ALL: [EndpointState; 4] = [
-        EndpointState::Online,
-        EndpointState::Offline,
-        EndpointState::Unauthorized,
-        EndpointState::Disabled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndpointState::Online => "online",
-            EndpointState::Offline => "offline",
-            EndpointState::Unauthorized => "unauthorized",
-            EndpointState::Disabled => "disabled",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {

@@ -5,12 +5,14 @@
 //! API, the CLI (through the API) and the engine all go through these
 //! functions, so a 409 and an engine decision can never disagree.
 
+pub mod endpoint;
 pub mod flow;
 pub mod integration;
 pub mod site;
 pub mod status;
 pub mod transaction;
 
+pub use endpoint::{EndpointState, FailureClass};
 pub use flow::{FlowEvent, FlowStatus, RunMode, RunResult};
 pub use integration::{Hold, HoldKind, IntegrationEvent, IntegrationState};
 pub use site::{SiteEvent, SiteState};
