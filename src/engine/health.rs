@@ -2,14 +2,16 @@
 //! places when an endpoint goes down, and the probes that bring it back
 //! (seed 003, done faster).
 //!
+//! Which observation makes which state is the model's
+//! ([`EndpointState::apply`]: a refused connection or an untrusted
+//! certificate is Offline at once, 401/403 Unauthorized, an answer even 5xx
+//! or 429 is no outage) and so is the hold a down endpoint places
+//! ([`EndpointState::hold`]). What is time is here.
+//!
 //! # Rules
-//! - A refused connection (no connection at all) makes the endpoint Offline
-//!   at once; requests without an answer (time-outs, resets) do when
-//!   `offline_after` of them fall within `offline_window`. An endpoint that
-//!   answers, even 5xx or 429, is not Offline: those are retried.
-//! - 401/403 make it Unauthorized.
-//! - A certificate it does not trust (or ours refused) makes it Offline at
-//!   once, with that reason.
+//! - Requests without an answer (time-outs, resets) make the endpoint
+//!   Offline when `offline_after` of them fall within `offline_window`:
+//!   counted here, then told to the model as one observation.
 //! - Offline or Unauthorized, every integration delivering to it gets the
 //!   `endpoint-offline` or `unauthorized` hold, placed by `sluice`.
 //! - An Offline endpoint is probed first after [`PROBE_FIRST`], then at
@@ -42,7 +44,7 @@ use super::endpoint::{Endpoint, EndpointState};
 use super::Integration;
 use crate::connectors::{DeliveryError, EndpointKind, FailureClass};
 use crate::log::{level, SiteLog};
-use crate::model::{now_millis, Hold, HoldKind};
+use crate::model::{now_millis, EndpointEvent, Hold, HoldKind};
 
 /// The first probe of an endpoint that just went Offline.
 pub const PROBE_FIRST: Duration = Duration::from_millis(250);
@@ -180,98 +182,65 @@ impl Health {
 
     /// A delivery went through.
     pub async fn delivered(&self, endpoint: &Endpoint) {
-        if endpoint.state() == EndpointState::Online {
-            return;
+        let before = endpoint.state();
+        match before.apply(EndpointEvent::Reached) {
+            Some(next) if next != before => self.go_up(endpoint, next).await,
+            _ => {}
         }
-        self.go_up(endpoint).await;
     }
 
     /// A delivery failed.
     pub async fn failed(&self, endpoint: &Endpoint, error: &DeliveryError) {
-        match error.class {
-            FailureClass::Unreachable => {
-                self.go_down(
-                    endpoint,
-                    EndpointState::Offline,
-                    &error.message,
-                    Pace::BackOff,
-                )
-                .await
+        let event = match error.class {
+            FailureClass::NoAnswer if self.no_answers(endpoint) => EndpointEvent::NoAnswers,
+            class => EndpointEvent::DeliveryFailed(class),
+        };
+        match endpoint.state().apply(event) {
+            Some(down) if down.hold().is_some() => {
+                let pace = Pace::of(down, error.class);
+                self.go_down(endpoint, down, &error.message, pace).await
             }
-            FailureClass::Untrusted => {
-                self.go_down(
-                    endpoint,
-                    EndpointState::Offline,
-                    &error.message,
-                    Pace::Patient,
-                )
-                .await
-            }
-            FailureClass::NoAnswer => {
-                let policy = policy(&endpoint.kind);
-                let down = self.with_watch(endpoint, |watch| {
-                    let now = Instant::now();
-                    watch.no_answer.push_back(now);
-                    while watch
-                        .no_answer
-                        .front()
-                        .is_some_and(|t| now.duration_since(*t) > policy.window)
-                    {
-                        watch.no_answer.pop_front();
-                    }
-                    watch.no_answer.len() >= policy.offline_after
-                });
-                endpoint.note_error(&error.message);
-                if down {
-                    self.go_down(
-                        endpoint,
-                        EndpointState::Offline,
-                        &error.message,
-                        Pace::BackOff,
-                    )
-                    .await;
-                }
-            }
-            FailureClass::Unauthorized => {
-                self.go_down(
-                    endpoint,
-                    EndpointState::Unauthorized,
-                    &error.message,
-                    Pace::Patient,
-                )
-                .await
-            }
-            FailureClass::Intermittent | FailureClass::Rejected => {
-                endpoint.note_error(&error.message)
-            }
+            _ => endpoint.note_error(&error.message),
         }
+    }
+
+    /// Counts a request without an answer; whether the endpoint's
+    /// `offline_after` of them now fall within its `offline_window`.
+    fn no_answers(&self, endpoint: &Endpoint) -> bool {
+        let policy = policy(&endpoint.kind);
+        self.with_watch(endpoint, |watch| {
+            let now = Instant::now();
+            watch.no_answer.push_back(now);
+            while watch
+                .no_answer
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > policy.window)
+            {
+                watch.no_answer.pop_front();
+            }
+            watch.no_answer.len() >= policy.offline_after
+        })
     }
 
     /// What a probe or a test found.
     pub async fn probed(&self, endpoint: &Endpoint, result: &Result<String, DeliveryError>) {
+        let before = endpoint.state();
         match result {
-            Ok(_) => self.go_up(endpoint).await,
-            Err(e) if e.class == FailureClass::Unauthorized => {
-                self.go_down(
-                    endpoint,
-                    EndpointState::Unauthorized,
-                    &e.message,
-                    Pace::Patient,
-                )
-                .await
+            Ok(_) => {
+                let next = before.apply(EndpointEvent::Reached).unwrap_or(before);
+                self.go_up(endpoint, next).await
             }
-            Err(e) => {
-                let state = endpoint.state();
-                let pace = Pace::of(state, e.class);
-                if state == EndpointState::Online {
-                    // A failed test of an endpoint that looked fine: down.
-                    self.go_down(endpoint, EndpointState::Offline, &e.message, pace)
-                        .await;
-                } else {
-                    endpoint.note_error(&e.message);
-                    self.schedule(endpoint, pace);
+            Err(e) => match before.apply(EndpointEvent::ProbeFailed(e.class)) {
+                Some(down) if down.hold().is_some() => {
+                    let pace = Pace::of(down, e.class);
+                    self.go_down(endpoint, down, &e.message, pace).await
                 }
-            }
+                // Still down as it was: probed again at its pace.
+                _ => {
+                    endpoint.note_error(&e.message);
+                    self.schedule(endpoint, Pace::of(before, e.class));
+                }
+            },
         }
     }
 
@@ -314,17 +283,16 @@ impl Health {
                 continue;
             };
             let holds = holder.record().holds;
-            for (kind, state) in [
-                (HoldKind::EndpointOffline, EndpointState::Offline),
-                (HoldKind::Unauthorized, EndpointState::Unauthorized),
-            ] {
-                if let Some(hold) = holds.iter().find(|h| h.kind == kind) {
-                    for endpoint in endpoints {
-                        if endpoint.state() == EndpointState::Online {
-                            endpoint.set(state, Some(hold.reason.clone()));
-                            // From the first probe, whatever the hold.
-                            self.schedule(endpoint, Pace::BackOff);
-                        }
+            for kind in HoldKind::ALL {
+                let Some(hold) = holds.iter().find(|h| h.kind == kind) else {
+                    continue;
+                };
+                for endpoint in endpoints {
+                    let held = EndpointEvent::HeldAtRestart(kind);
+                    if let Some(down) = endpoint.state().apply(held) {
+                        endpoint.set(down, Some(hold.reason.clone()));
+                        // From the first probe, whatever the hold.
+                        self.schedule(endpoint, Pace::BackOff);
                     }
                 }
             }
@@ -343,7 +311,12 @@ impl Health {
         self.changed.notify_one();
     }
 
+    /// The endpoint is down (`state`, as the model said): its users are
+    /// held, and a probe is scheduled at `pace`.
     async fn go_down(&self, endpoint: &Endpoint, state: EndpointState, reason: &str, pace: Pace) {
+        let Some(kind) = state.hold() else {
+            return;
+        };
         let before = endpoint.set(state, Some(reason.to_string()));
         if before.is_none() {
             // Already so: make sure a probe is coming.
@@ -360,11 +333,6 @@ impl Health {
             watch.probes.reset();
             watch.no_answer.clear();
         });
-        let kind = if state == EndpointState::Unauthorized {
-            HoldKind::Unauthorized
-        } else {
-            HoldKind::EndpointOffline
-        };
         let users = self.users.get(&endpoint.name).cloned().unwrap_or_default();
         let hold = Hold {
             kind,
@@ -400,9 +368,12 @@ impl Health {
         self.schedule(endpoint, pace);
     }
 
-    async fn go_up(&self, endpoint: &Endpoint) {
+    /// The endpoint is reachable (`state`, as the model said: Online): the
+    /// system's holds are lifted from each integration whose endpoints are
+    /// all Online.
+    async fn go_up(&self, endpoint: &Endpoint, state: EndpointState) {
         self.watches().remove(&endpoint.name);
-        if endpoint.set(EndpointState::Online, None).is_none() {
+        if endpoint.set(state, None).is_none() {
             return;
         }
         let users = self.users.get(&endpoint.name).cloned().unwrap_or_default();

@@ -12,7 +12,7 @@ pub mod site;
 pub mod status;
 pub mod transaction;
 
-pub use endpoint::{EndpointState, FailureClass};
+pub use endpoint::{EndpointEvent, EndpointState, FailureClass};
 pub use flow::{FlowEvent, FlowStatus, RunMode, RunResult};
 pub use integration::{Hold, HoldKind, IntegrationEvent, IntegrationState};
 pub use site::{SiteEvent, SiteState};
