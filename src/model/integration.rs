@@ -169,6 +169,14 @@ pub struct Hold {
     pub reason: String,
 }
 
+/// The stored state of an integration: the lifecycle state a person set and
+/// its holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrationRecord {
+    pub state: IntegrationState,
+    pub holds: Vec<Hold>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,7 @@ use crate::model::{
     FlowStatus, Hold, HoldKind, IntegrationState, Millis, RunMode, RunResult, SiteState, TxState,
 };
 
+pub use crate::model::IntegrationRecord;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -144,14 +145,6 @@ pub struct TxRecord {
     /// The target's answer or the error of the last failed attempt.
     pub last_error: Option<String>,
     pub record: serde_json::Value,
-}
-
-/// The stored state of an integration: the lifecycle state a person set and
-/// its holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IntegrationRecord {
-    pub state: IntegrationState,
-    pub holds: Vec<Hold>,
 }
 
 /// The stored state of a flow.
