@@ -284,7 +284,7 @@ impl Health {
             };
             let holds = holder.record().holds;
             for kind in HoldKind::ALL {
-                let Some(hold) = holds.iter().find(|h| h.kind == kind) else {
+                let Some(hold) = holds.get(kind) else {
                     continue;
                 };
                 for endpoint in endpoints {
@@ -393,7 +393,7 @@ impl Health {
                     // Lifted all the same while the daemon runs; after a
                     // restart the stored hold has the endpoint probed again.
                     Err(e) if e.is_disk_full() => {
-                        if integration.record().holds.iter().any(|h| h.kind == kind) {
+                        if integration.record().holds.get(kind).is_some() {
                             integration.hold_lifted(kind);
                             released.push(integration.name.clone());
                         }

@@ -12,7 +12,11 @@
 //!   stop) writes the new state, then takes the gate once: when it has it,
 //!   the delivery in flight (if any) has ended and no other will start, so
 //!   "pause returns only when no send will start any more".
-//! - The system removes only holds the system placed ([`HoldKind::placed_by_system`]).
+//! - What changes, the model decides ([`IntegrationRecord::apply`] for a
+//!   person, [`Holds::place_by_system`] and [`Holds::lift_by_system`] for
+//!   the system); the store stores that change and memory takes it, so the
+//!   two cannot decide differently. The system removes only holds the
+//!   system placed.
 //! - Stall detection and the resume's rate and time left read tokio's
 //!   clock (`tokio::time::Instant`), which `tokio::time::pause()` drives.
 
@@ -24,8 +28,11 @@ use tokio::time::Instant;
 
 use super::Result;
 use crate::config::{IntegrationConfig, OnError};
-use crate::model::{now_millis, Hold, HoldKind, IntegrationEvent, IntegrationState};
-use crate::store::{AuditEntry, IntegrationRecord, Store};
+use crate::model::{
+    now_millis, Hold, HoldKind, Holds, IntegrationChange, IntegrationEvent, IntegrationRecord,
+    IntegrationState,
+};
+use crate::store::{AuditEntry, Store};
 
 /// Progress of the backlog drain that a resume started.
 #[derive(Debug, Clone)]
@@ -79,10 +86,6 @@ pub struct Integration {
     suspended: std::sync::atomic::AtomicBool,
 }
 
-fn may_send(record: &IntegrationRecord) -> bool {
-    record.state == IntegrationState::Active && record.holds.is_empty()
-}
-
 impl Integration {
     /// Loads the integration's stored state, or records a new one as Active.
     pub async fn open(
@@ -92,19 +95,20 @@ impl Integration {
         let record = match store.integration(&config.name).await? {
             Some(record) => record,
             None => {
-                match store
-                    .set_integration_state(&config.name, IntegrationState::Active, None, None)
-                    .await
-                {
+                let record = IntegrationRecord::new();
+                let change = IntegrationChange {
+                    state: Some(record.state),
+                    ..IntegrationChange::default()
+                };
+                match store.change_integration(&config.name, change, None).await {
                     // Active is what a new integration is, stored or not:
                     // the next start finds it new again.
                     Err(e) if e.is_disk_full() => {}
-                    other => other?,
+                    other => {
+                        other?;
+                    }
                 }
-                IntegrationRecord {
-                    state: IntegrationState::Active,
-                    holds: Vec::new(),
-                }
+                record
             }
         };
         let blocked = match config.on_error {
@@ -121,7 +125,7 @@ impl Integration {
                 }
             },
         };
-        let (may_send_tx, _) = watch::channel(may_send(&record));
+        let (may_send_tx, _) = watch::channel(record.may_send());
         Ok(Arc::new(Integration {
             name: config.name.clone(),
             config,
@@ -169,16 +173,7 @@ impl Integration {
         reason: Option<&str>,
     ) -> Result<IntegrationRecord> {
         let _control = self.control.lock().await;
-        let next = self.state().apply(event)?;
-        let hold = (next == IntegrationState::Paused).then(|| Hold {
-            kind: HoldKind::Operator,
-            by: actor.to_string(),
-            since: now_millis(),
-            reason: reason
-                .filter(|r| !r.trim().is_empty())
-                .unwrap_or("paused by a person")
-                .to_string(),
-        });
+        let change = self.record().apply(event, actor, reason, now_millis())?;
         if event == IntegrationEvent::Resume {
             // Counted before the state changes, so the total covers the
             // whole backlog the resume releases.
@@ -202,54 +197,57 @@ impl Integration {
         // Durable and audited first; then it takes effect (the sender
         // checks before each delivery).
         self.store
-            .set_integration_state(&self.name, next, hold.clone(), Some(audit))
+            .change_integration(&self.name, change.clone(), Some(audit))
             .await?;
-        self.update(|r| {
-            r.state = next;
-            r.holds.retain(|h| h.kind != HoldKind::Operator);
-            if let Some(hold) = hold {
-                r.holds.push(hold);
-            }
-        });
-        if next != IntegrationState::Active {
+        self.update(|r| r.take(&change));
+        if change.state != Some(IntegrationState::Active) {
             *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = None;
             self.settle().await;
         }
         Ok(self.record())
     }
 
-    /// Places a hold the system decided on (site stopped, endpoint offline…).
+    /// Places a hold the system decided on (site stopped, endpoint
+    /// offline…): stored, then in effect. The operator's hold is never
+    /// placed here.
     pub async fn place_hold(&self, hold: Hold) -> Result<()> {
-        debug_assert!(hold.kind.placed_by_system());
-        self.store.add_hold(&self.name, hold.clone()).await?;
-        self.hold_placed(hold);
+        let Some(change) = Holds::place_by_system(hold) else {
+            return Ok(());
+        };
+        self.store
+            .change_integration(&self.name, change.clone(), None)
+            .await?;
+        self.update(|r| r.take(&change));
         Ok(())
     }
 
     /// Takes a system hold into effect that is already stored (a site's
-    /// stop stores its holds together with the stop).
+    /// stop stores its holds together with the stop), or that cannot be
+    /// (a full disk: held all the same while the daemon runs).
     pub(crate) fn hold_placed(&self, hold: Hold) {
-        self.update(|r| {
-            r.holds.retain(|h| h.kind != hold.kind);
-            r.holds.push(hold);
-        });
+        if let Some(change) = Holds::place_by_system(hold) {
+            self.update(|r| r.take(&change));
+        }
     }
 
-    /// Ends a system hold whose removal is already stored.
+    /// Ends a system hold whose removal is already stored (or cannot be).
     pub(crate) fn hold_lifted(&self, kind: HoldKind) {
-        if kind.placed_by_system() {
-            self.update(|r| r.holds.retain(|h| h.kind != kind));
+        if let Some(change) = Holds::lift_by_system(kind) {
+            self.update(|r| r.take(&change));
         }
     }
 
-    /// Lifts a hold the system placed. The operator's hold is never lifted
-    /// here, whatever the caller asks.
+    /// Lifts a hold the system placed; `true` if one was stored. The
+    /// operator's hold is never lifted here, whatever the caller asks.
     pub async fn lift_hold(&self, kind: HoldKind) -> Result<bool> {
-        if !kind.placed_by_system() {
+        let Some(change) = Holds::lift_by_system(kind) else {
             return Ok(false);
-        }
-        let removed = self.store.remove_hold(&self.name, kind).await?;
-        self.hold_lifted(kind);
+        };
+        let removed = self
+            .store
+            .change_integration(&self.name, change.clone(), None)
+            .await?;
+        self.update(|r| r.take(&change));
         Ok(removed)
     }
 
@@ -257,7 +255,7 @@ impl Integration {
         let now = {
             let mut r = self.record.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut r);
-            may_send(&r) && !self.suspended.load(std::sync::atomic::Ordering::SeqCst)
+            r.may_send() && !self.suspended.load(std::sync::atomic::Ordering::SeqCst)
         };
         self.may_send.send_replace(now);
         if now {

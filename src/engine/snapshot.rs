@@ -55,7 +55,7 @@ impl Daemon {
                     state: record.state,
                     holds: HoldKind::ALL
                         .into_iter()
-                        .filter(|k| record.holds.iter().any(|h| h.kind == *k))
+                        .filter(|k| record.holds.get(*k).is_some())
                         .collect(),
                     queued: site.store.queued_count(&integration.name).await,
                 });

@@ -14,7 +14,9 @@ pub mod transaction;
 
 pub use endpoint::{EndpointEvent, EndpointState, FailureClass};
 pub use flow::{FlowEvent, FlowStatus, RunMode, RunResult};
-pub use integration::{Hold, HoldKind, IntegrationEvent, IntegrationRecord, IntegrationState};
+pub use integration::{
+    Hold, HoldKind, Holds, IntegrationChange, IntegrationEvent, IntegrationRecord, IntegrationState,
+};
 pub use site::{SiteEvent, SiteState};
 pub use status::{derive_status, ConnectionStatus, FlowRunOutcome};
 pub use transaction::{TxAction, TxState};

@@ -48,10 +48,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::model::{
-    FlowStatus, Hold, HoldKind, IntegrationState, Millis, RunMode, RunResult, SiteState, TxState,
+    FlowStatus, Hold, IntegrationChange, IntegrationRecord, Millis, RunMode, RunResult, SiteState,
+    TxState,
 };
 
-pub use crate::model::IntegrationRecord;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -222,20 +222,18 @@ pub trait Store: Send + Sync + 'static {
     // ----- integrations -----
     /// `None` for an integration never seen before.
     async fn integration(&self, name: &str) -> Result<Option<IntegrationRecord>>;
-    /// Sets the lifecycle state; with `Paused` the `operator` hold `hold` is
-    /// added, with any other state the `operator` hold is removed, and
-    /// `audit` (a person's change) is appended, all in the same transaction.
-    async fn set_integration_state(
+    /// Stores a change of the integration as the model decided it, in one
+    /// transaction: its state (when the change sets one), the hold of
+    /// `remove`'s kind removed, `put` put (replacing the hold of its kind),
+    /// and `audit` (a person's change). Returns whether there was a hold of
+    /// `remove`'s kind to remove. Changes of different kinds of hold
+    /// commute: none replaces the whole set.
+    async fn change_integration(
         &self,
         name: &str,
-        state: IntegrationState,
-        hold: Option<Hold>,
+        change: IntegrationChange,
         audit: Option<AuditEntry>,
-    ) -> Result<()>;
-    /// Adds (or replaces) the hold of that kind.
-    async fn add_hold(&self, integration: &str, hold: Hold) -> Result<()>;
-    /// Removes the hold of that kind; `true` if there was one.
-    async fn remove_hold(&self, integration: &str, kind: HoldKind) -> Result<bool>;
+    ) -> Result<bool>;
 
     // ----- flows -----
     /// `FlowStatus::Blank` and no checkpoint for a flow never seen before.

@@ -74,8 +74,8 @@ impl Site {
                     let held = integration
                         .record()
                         .holds
-                        .iter()
-                        .any(|h| h.kind == HoldKind::SiteStopped);
+                        .get(HoldKind::SiteStopped)
+                        .is_some();
                     if !held && tolerate_full(integration.place_hold(hold.clone()).await)?.is_none()
                     {
                         integration.hold_placed(hold.clone());

@@ -95,12 +95,12 @@ use tokio::sync::{oneshot, watch};
 use self::migrations::migrate;
 use self::writer::{Counts, Ctx, Msg, Pending};
 use super::{
-    io_disk_full, sqlite_disk_full, AuditEntry, FlowRecord, IntegrationRecord, LogEntry, NewRecord,
-    QueuedTx, Result, RunRecord, Space, Store, StoreError, TxRecord,
+    io_disk_full, sqlite_disk_full, AuditEntry, FlowRecord, LogEntry, NewRecord, QueuedTx, Result,
+    RunRecord, Space, Store, StoreError, TxRecord,
 };
 use crate::model::{
-    now_millis, FlowStatus, Hold, HoldKind, IntegrationState, Millis, RunMode, RunResult,
-    SiteState, TxState,
+    now_millis, FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, IntegrationState,
+    Millis, RunMode, RunResult, SiteState, TxState,
 };
 
 /// How hard a commit waits for the disk.
@@ -586,58 +586,42 @@ impl Store for SqliteStore {
             Ok(Some(IntegrationRecord {
                 state: IntegrationState::parse(&state)
                     .ok_or_else(|| corrupt("integration state", &state))?,
-                holds: holds_of(&tx, &name)?,
+                holds: holds_of(&tx, &name)?.into_iter().collect(),
             }))
         })
         .await
     }
 
-    async fn set_integration_state(
+    async fn change_integration(
         &self,
         name: &str,
-        state: IntegrationState,
-        hold: Option<Hold>,
+        change: IntegrationChange,
         audit: Option<AuditEntry>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let name = name.to_string();
         self.write(move |ctx| {
             let conn = ctx.conn;
-            conn.prepare_cached(
-                "INSERT INTO integrations (name, state, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            )?
-            .execute(params![name, state.as_str(), now_millis()])?;
-            match (state, hold) {
-                (IntegrationState::Paused, Some(hold)) => put_hold(conn, &name, &hold)?,
-                // Paused again without a hold: the one it has stays.
-                (IntegrationState::Paused, None) => {}
-                _ => {
-                    conn.prepare_cached("DELETE FROM holds WHERE integration = ?1 AND kind = ?2")?
-                        .execute(params![name, HoldKind::Operator.as_str()])?;
-                }
+            if let Some(state) = change.state {
+                conn.prepare_cached(
+                    "INSERT INTO integrations (name, state, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                )?
+                .execute(params![name, state.as_str(), now_millis()])?;
+            }
+            let mut removed = false;
+            if let Some(kind) = change.remove {
+                removed = conn
+                    .prepare_cached("DELETE FROM holds WHERE integration = ?1 AND kind = ?2")?
+                    .execute(params![name, kind.as_str()])?
+                    > 0;
+            }
+            if let Some(hold) = &change.put {
+                put_hold(conn, &name, hold)?;
             }
             if let Some(audit) = audit {
                 audit::insert(conn, &audit)?;
             }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn add_hold(&self, integration: &str, hold: Hold) -> Result<()> {
-        let integration = integration.to_string();
-        self.write(move |ctx| put_hold(ctx.conn, &integration, &hold))
-            .await
-    }
-
-    async fn remove_hold(&self, integration: &str, kind: HoldKind) -> Result<bool> {
-        let integration = integration.to_string();
-        self.write(move |ctx| {
-            let n = ctx
-                .conn
-                .prepare_cached("DELETE FROM holds WHERE integration = ?1 AND kind = ?2")?
-                .execute(params![integration, kind.as_str()])?;
-            Ok(n > 0)
+            Ok(removed)
         })
         .await
     }

@@ -24,6 +24,27 @@ fn hold(kind: HoldKind) -> Hold {
     }
 }
 
+fn put(hold: Hold) -> IntegrationChange {
+    IntegrationChange {
+        put: Some(hold),
+        ..IntegrationChange::default()
+    }
+}
+
+fn remove(kind: HoldKind) -> IntegrationChange {
+    IntegrationChange {
+        remove: Some(kind),
+        ..IntegrationChange::default()
+    }
+}
+
+fn to_state(state: IntegrationState) -> IntegrationChange {
+    IntegrationChange {
+        state: Some(state),
+        ..IntegrationChange::default()
+    }
+}
+
 fn entry(action: &str) -> AuditEntry {
     AuditEntry {
         id: 0,
@@ -72,15 +93,17 @@ async fn states_holds_checkpoints_and_sequences_survive_reopening() {
         )
         .await
         .unwrap();
-        s.set_integration_state(
-            "a",
-            IntegrationState::Paused,
-            Some(hold(HoldKind::Operator)),
-            Some(entry("integration.pause")),
-        )
-        .await
-        .unwrap();
-        s.add_hold("a", hold(HoldKind::SiteStopped)).await.unwrap();
+        let pause = IntegrationChange {
+            state: Some(IntegrationState::Paused),
+            remove: None,
+            put: Some(hold(HoldKind::Operator)),
+        };
+        s.change_integration("a", pause, Some(entry("integration.pause")))
+            .await
+            .unwrap();
+        s.change_integration("a", put(hold(HoldKind::SiteStopped)), None)
+            .await
+            .unwrap();
         s.set_flow_status("f", FlowStatus::Pending(RunMode::Changed))
             .await
             .unwrap();
@@ -129,22 +152,35 @@ async fn states_holds_checkpoints_and_sequences_survive_reopening() {
         Some((4, 5))
     );
     assert_eq!(s.enqueue("a", "f", vec![], None, None).await.unwrap(), None);
-    // Paused again without a hold keeps the person's hold.
-    s.set_integration_state("a", IntegrationState::Paused, None, None)
+    // A change of the state alone touches no hold: the store keeps no rule
+    // of its own (the model's `Holds` has them).
+    s.change_integration("a", to_state(IntegrationState::Paused), None)
         .await
         .unwrap();
     assert_eq!(s.integration("a").await.unwrap().unwrap().holds.len(), 2);
-    // Resuming removes the operator hold, not the system's.
-    s.set_integration_state("a", IntegrationState::Active, None, None)
-        .await
-        .unwrap();
+    // A resume as the model decides it removes the operator hold, and only
+    // the kind it names: the system's stays.
+    let resume = IntegrationChange {
+        remove: Some(HoldKind::Operator),
+        ..to_state(IntegrationState::Active)
+    };
+    assert!(s.change_integration("a", resume, None).await.unwrap());
     let a = s.integration("a").await.unwrap().unwrap();
     assert_eq!(a.state, IntegrationState::Active);
     assert_eq!(a.holds.len(), 1);
     assert_eq!(a.holds[0].kind, HoldKind::SiteStopped);
-    assert!(s.remove_hold("a", HoldKind::SiteStopped).await.unwrap());
-    assert!(!s.remove_hold("a", HoldKind::SiteStopped).await.unwrap());
-    s.add_hold("a", hold(HoldKind::SiteStopped)).await.unwrap();
+    // A removal says whether there was a hold of that kind.
+    assert!(s
+        .change_integration("a", remove(HoldKind::SiteStopped), None)
+        .await
+        .unwrap());
+    assert!(!s
+        .change_integration("a", remove(HoldKind::SiteStopped), None)
+        .await
+        .unwrap());
+    s.change_integration("a", put(hold(HoldKind::SiteStopped)), None)
+        .await
+        .unwrap();
     // A start: Running, the site's holds gone, its audit entry; pending
     // requests are returned (and discarded); every status is blanked,
     // Running ones too, but those are not returned.
