@@ -127,6 +127,16 @@ impl FlowStatus {
         })
     }
 
+    /// The request a site start discards with this status: one made while
+    /// the site was stopped, which is not commenced (seed 000). A status
+    /// left Running by a crash is blanked too, but it is no request.
+    pub fn discarded_by_start(self) -> Option<RunMode> {
+        match self {
+            FlowStatus::Pending(mode) => Some(mode),
+            _ => None,
+        }
+    }
+
     pub fn apply(self, event: FlowEvent) -> Result<FlowStatus, Refusal> {
         use FlowEvent as E;
         use FlowStatus as S;
@@ -224,6 +234,17 @@ mod tests {
     fn a_site_start_blanks_every_status() {
         for state in all_states() {
             assert_eq!(state.apply(FlowEvent::SiteStarted), Ok(S::Blank));
+        }
+    }
+
+    #[test]
+    fn a_site_start_discards_only_pending_requests() {
+        for state in all_states() {
+            let want = match state {
+                S::Pending(mode) => Some(mode),
+                _ => None,
+            };
+            assert_eq!(state.discarded_by_start(), want, "{state:?}");
         }
     }
 

@@ -1,4 +1,8 @@
 //! A site's lifecycle (seed 000): Stopped, Starting, Running, Stopping.
+//!
+//! The engine takes only states [`SiteState::apply`] returns: a person's
+//! Start or Stop, then the engine's own Started, StartFailed or Stopped
+//! as the start or stop is carried out.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +23,9 @@ pub enum SiteEvent {
     Start,
     /// The workers are up.
     Started,
+    /// The start could not be carried out (its store refused it): the site
+    /// is stopped, as it was.
+    StartFailed,
     /// A person asks the site to stop; the reason is mandatory (seed 000's
     /// 'Confirm Service Stop' window).
     Stop { reason: String },
@@ -72,6 +79,7 @@ impl SiteState {
         match (self, event) {
             (S::Stopped, E::Start) => Ok(S::Starting),
             (S::Starting, E::Started) => Ok(S::Running),
+            (S::Starting, E::StartFailed) => Ok(S::Stopped),
             (S::Running, E::Stop { .. }) => Ok(S::Stopping),
             (S::Stopping, E::Stopped) => Ok(S::Stopped),
             (state, E::Start) => Err(Refusal::Conflict(format!(
@@ -82,7 +90,7 @@ impl SiteState {
                 "the site is {}; only a running site can be stopped",
                 state.as_str()
             ))),
-            (state, E::Started) => Err(Refusal::Conflict(format!(
+            (state, E::Started | E::StartFailed) => Err(Refusal::Conflict(format!(
                 "the site is {}, not starting",
                 state.as_str()
             ))),
@@ -118,6 +126,10 @@ mod tests {
             let cases = [
                 (SiteEvent::Start, (state == Stopped).then_some(Starting)),
                 (SiteEvent::Started, (state == Starting).then_some(Running)),
+                (
+                    SiteEvent::StartFailed,
+                    (state == Starting).then_some(Stopped),
+                ),
                 (stop("stocktake"), (state == Running).then_some(Stopping)),
                 (SiteEvent::Stopped, (state == Stopping).then_some(Stopped)),
             ];

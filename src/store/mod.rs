@@ -48,8 +48,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::model::{
-    FlowStatus, Hold, IntegrationChange, IntegrationRecord, Millis, RunMode, RunResult, SiteState,
-    TxState,
+    FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, Millis, RunMode, RunResult,
+    SiteState, TxState,
 };
 
 pub use sqlite::SqliteStore;
@@ -213,11 +213,15 @@ pub trait Store: Send + Sync + 'static {
         integrations: Vec<String>,
         audit: AuditEntry,
     ) -> Result<()>;
-    /// Records a start, in one transaction: the site's state Running, every
-    /// `site-stopped` hold removed, every flow's status blank, and `audit`.
-    /// Returns the flows that had a pending request, which is thereby
-    /// discarded.
-    async fn set_site_running(&self, audit: AuditEntry) -> Result<Vec<(String, FlowStatus)>>;
+    /// Records a start as decided, in one transaction: the site's state
+    /// Running, the hold of kind `lift` removed from every integration,
+    /// each of `flows` given its status, and `audit`.
+    async fn set_site_running(
+        &self,
+        lift: HoldKind,
+        flows: Vec<(String, FlowStatus)>,
+        audit: AuditEntry,
+    ) -> Result<()>;
 
     // ----- integrations -----
     /// `None` for an integration never seen before.
@@ -239,6 +243,8 @@ pub trait Store: Send + Sync + 'static {
     /// `FlowStatus::Blank` and no checkpoint for a flow never seen before.
     async fn flow(&self, flow: &str) -> Result<FlowRecord>;
     async fn set_flow_status(&self, flow: &str, status: FlowStatus) -> Result<()>;
+    /// Every stored flow with its status, by name.
+    async fn flow_statuses(&self) -> Result<Vec<(String, FlowStatus)>>;
 
     // ----- the queue -----
     /// Queues `records` at the end of the integration's queue, in order, and

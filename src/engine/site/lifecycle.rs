@@ -1,7 +1,10 @@
 //! A site's start, stop and restore, and its workers (seed 000).
 //!
 //! A start or a stop is stored first, with its holds and its audit entry,
-//! and only then carried out; see the invariants in `site/mod.rs`.
+//! and only then carried out; see the invariants in `site/mod.rs`. Every
+//! state the site takes is one [`SiteState::apply`] returned: Start then
+//! Started (or StartFailed, back to Stopped, when the store refuses the
+//! start), Stop then Stopped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,10 @@ use tokio::task::JoinSet;
 use super::{audit_entry, Site, StopInfo, Workers};
 use crate::engine::{all_others, get_data, monitor, trigger, EngineError, Result};
 use crate::log::level;
-use crate::model::{now_millis, FlowStatus, Hold, HoldKind, RunResult, SiteEvent, SiteState};
+use crate::model::{
+    now_millis, FlowEvent, FlowStatus, Hold, HoldKind, RunMode, RunResult, SiteEvent, SiteState,
+};
+use crate::store::AuditEntry;
 
 /// A write that may wait for space: `None` if the disk is full (said once,
 /// by the site log), any other error as it is.
@@ -102,18 +108,30 @@ impl Site {
     /// running already).
     async fn start_as(self: &Arc<Self>, actor: &str, restoring: bool) -> Result<()> {
         let mut workers = self.workers.lock().await;
-        if let Err(refusal) = self.state().apply(&SiteEvent::Start) {
-            return self
-                .refused(actor, "site.start", &self.name, None, refusal)
-                .await;
-        }
+        let before = self.status();
+        let starting = match before.state.apply(&SiteEvent::Start) {
+            Ok(starting) => starting,
+            Err(refusal) => {
+                return self
+                    .refused(actor, "site.start", &self.name, None, refusal)
+                    .await
+            }
+        };
+        // Every state this start may take, decided before anything is done.
+        let running = starting.apply(&SiteEvent::Started)?;
+        let failed = starting.apply(&SiteEvent::StartFailed)?;
+        self.set_state(starting, None);
         // Stored first, with its audit entry; carried out only then.
         let audit = audit_entry(actor, "site.start", &self.name, None, "ok");
-        let discarded = match self.store.set_site_running(audit).await {
+        let discarded = match self.store_start(audit).await {
             Ok(discarded) => discarded,
             Err(e) if restoring && e.is_disk_full() => Vec::new(),
             Err(e) => {
-                let e = EngineError::from(e);
+                // Refused by the store: the site is exactly as it was.
+                self.put_status(super::SiteStatus {
+                    state: failed,
+                    ..before
+                });
                 self.log
                     .write(
                         level::ERROR,
@@ -131,9 +149,8 @@ impl Site {
                 return Err(e);
             }
         };
-        self.set_state(SiteState::Starting, None);
         self.bring_up(&mut workers, discarded).await;
-        self.set_state(SiteState::Running, None);
+        self.set_state(running, None);
         self.log
             .write(
                 level::INFO,
@@ -143,24 +160,46 @@ impl Site {
         Ok(())
     }
 
+    /// Stores a start, in one transaction with `audit`: Running, the
+    /// `site-stopped` holds lifted, and every flow's status as a site start
+    /// leaves it (the model's [`FlowEvent::SiteStarted`]: blank). Returns
+    /// the requests made while the site was stopped, which the start
+    /// thereby discards. Under the flow lock, so that no request falls
+    /// between the statuses read and the ones stored.
+    async fn store_start(&self, audit: AuditEntry) -> Result<Vec<(String, RunMode)>> {
+        let _flows = self.flow_control.lock().await;
+        let mut statuses = Vec::new();
+        let mut discarded = Vec::new();
+        for (flow, status) in self.store.flow_statuses().await? {
+            let next = status.apply(FlowEvent::SiteStarted)?;
+            if next != status {
+                statuses.push((flow.clone(), next));
+            }
+            if let Some(mode) = status.discarded_by_start() {
+                discarded.push((flow, mode));
+            }
+        }
+        self.store
+            .set_site_running(HoldKind::SiteStopped, statuses, audit)
+            .await?;
+        Ok(discarded)
+    }
+
     /// Carries out a start that is stored: the flows' discarded requests
     /// are logged, the holds lifted, the workers started.
     async fn bring_up(
         self: &Arc<Self>,
         workers: &mut Option<Workers>,
-        discarded: Vec<(String, FlowStatus)>,
+        discarded: Vec<(String, RunMode)>,
     ) {
-        for (flow, status) in discarded {
+        for (flow, mode) in discarded {
             self.log
                 .write(
                     level::INFO,
                     format!(
                         "Request '{}' of flow {flow} was made while the site was stopped; \
                          it is not commenced",
-                        match status {
-                            FlowStatus::Pending(mode) => mode.label(),
-                            _ => "run",
-                        }
+                        mode.label()
                     ),
                 )
                 .await;
@@ -211,13 +250,17 @@ impl Site {
         let event = SiteEvent::Stop {
             reason: reason.to_string(),
         };
-        if let Err(refusal) = self.state().apply(&event) {
-            // An over-long reason is not kept, not even in the refusal.
-            let kept = Some(reason).filter(|r| r.len() <= crate::model::MAX_REASON);
-            return self
-                .refused(actor, "site.stop", &self.name, kept, refusal)
-                .await;
-        }
+        let stopping = match self.state().apply(&event) {
+            Ok(stopping) => stopping,
+            Err(refusal) => {
+                // An over-long reason is not kept, not even in the refusal.
+                let kept = Some(reason).filter(|r| r.len() <= crate::model::MAX_REASON);
+                return self
+                    .refused(actor, "site.stop", &self.name, kept, refusal)
+                    .await;
+            }
+        };
+        let stopped = stopping.apply(&SiteEvent::Stopped)?;
         let reason = reason.trim();
         let hold = Hold {
             kind: HoldKind::SiteStopped,
@@ -251,7 +294,7 @@ impl Site {
             .await;
             return Err(e);
         }
-        self.set_state(SiteState::Stopping, None);
+        self.set_state(stopping, None);
         self.log
             .write(
                 level::INFO,
@@ -269,7 +312,7 @@ impl Site {
             by: actor.to_string(),
             at: hold.since,
         };
-        self.set_state(SiteState::Stopped, Some(stop));
+        self.set_state(stopped, Some(stop));
         self.log
             .write(
                 level::INFO,

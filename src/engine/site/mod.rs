@@ -216,6 +216,8 @@ impl Site {
         self.status().state
     }
 
+    /// Takes a state the model returned (and, with a stop, who stopped
+    /// it), from now on.
     fn set_state(&self, state: SiteState, stop: Option<StopInfo>) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.state = state;
@@ -223,6 +225,12 @@ impl Site {
         if stop.is_some() {
             s.last_stop = stop;
         }
+    }
+
+    /// Puts a status back as it was (a start the store refused: back to the
+    /// state the model returned, which is the one it had, since then).
+    fn put_status(&self, status: SiteStatus) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
     }
 
     pub fn set_reinitializing(&self, on: bool) {

@@ -454,6 +454,15 @@ fn put_site_state(conn: &Connection, state: SiteState) -> Result<()> {
     Ok(())
 }
 
+fn put_flow_status(conn: &Connection, flow: &str, status: FlowStatus) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO flows (name, status, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at",
+    )?
+    .execute(params![flow, status.encode(), now_millis()])?;
+    Ok(())
+}
+
 fn decode_status(status: &str) -> Result<FlowStatus> {
     FlowStatus::decode(status).ok_or_else(|| corrupt("flow status", status))
 }
@@ -543,32 +552,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_site_running(&self, audit: AuditEntry) -> Result<Vec<(String, FlowStatus)>> {
+    async fn set_site_running(
+        &self,
+        lift: HoldKind,
+        flows: Vec<(String, FlowStatus)>,
+        audit: AuditEntry,
+    ) -> Result<()> {
         self.write(move |ctx| {
-            let mut pending = Vec::new();
-            {
-                let mut stmt = ctx.conn.prepare_cached(
-                    "SELECT name, status FROM flows WHERE status <> '' ORDER BY name",
-                )?;
-                let rows =
-                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-                for row in rows {
-                    let (name, status) = row?;
-                    let status = decode_status(&status)?;
-                    if let FlowStatus::Pending(_) = status {
-                        pending.push((name, status));
-                    }
-                }
+            for (flow, status) in &flows {
+                put_flow_status(ctx.conn, flow, *status)?;
             }
             ctx.conn
-                .prepare_cached("UPDATE flows SET status = '', updated_at = ?1 WHERE status <> ''")?
-                .execute([now_millis()])?;
-            ctx.conn
                 .prepare_cached("DELETE FROM holds WHERE kind = ?1")?
-                .execute([HoldKind::SiteStopped.as_str()])?;
+                .execute([lift.as_str()])?;
             put_site_state(ctx.conn, SiteState::Running)?;
             audit::insert(ctx.conn, &audit)?;
-            Ok(pending)
+            Ok(())
         })
         .await
     }
@@ -649,14 +648,21 @@ impl Store for SqliteStore {
 
     async fn set_flow_status(&self, flow: &str, status: FlowStatus) -> Result<()> {
         let flow = flow.to_string();
-        self.write(move |ctx| {
-            ctx.conn
-                .prepare_cached(
-                    "INSERT INTO flows (name, status, updated_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (name) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at",
-                )?
-                .execute(params![flow, status.encode(), now_millis()])?;
-            Ok(())
+        self.write(move |ctx| put_flow_status(ctx.conn, &flow, status))
+            .await
+    }
+
+    async fn flow_statuses(&self) -> Result<Vec<(String, FlowStatus)>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT name, status FROM flows ORDER BY name")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, status) = row?;
+                out.push((name, decode_status(&status)?));
+            }
+            Ok(out)
         })
         .await
     }

@@ -181,23 +181,28 @@ async fn states_holds_checkpoints_and_sequences_survive_reopening() {
     s.change_integration("a", put(hold(HoldKind::SiteStopped)), None)
         .await
         .unwrap();
-    // A start: Running, the site's holds gone, its audit entry; pending
-    // requests are returned (and discarded); every status is blanked,
-    // Running ones too, but those are not returned.
-    let pending = s.set_site_running(entry("site.start")).await.unwrap();
+    // Every stored flow's status, for a start to decide on.
     assert_eq!(
-        pending,
-        vec![("f".to_string(), FlowStatus::Pending(RunMode::Changed))]
+        s.flow_statuses().await.unwrap(),
+        vec![
+            ("f".to_string(), FlowStatus::Pending(RunMode::Changed)),
+            ("g".to_string(), FlowStatus::Running(RunMode::All)),
+        ]
     );
+    // A start as decided: Running, the site's holds gone, the statuses it
+    // was given, its audit entry.
+    let blank = vec![
+        ("f".to_string(), FlowStatus::Blank),
+        ("g".to_string(), FlowStatus::Blank),
+    ];
+    s.set_site_running(HoldKind::SiteStopped, blank, entry("site.start"))
+        .await
+        .unwrap();
     assert_eq!(s.site_state().await.unwrap(), Some(SiteState::Running));
     assert!(s.integration("a").await.unwrap().unwrap().holds.is_empty());
     assert_eq!(s.audit(1).await.unwrap()[0].action, "site.start");
     assert_eq!(s.flow("f").await.unwrap().status, FlowStatus::Blank);
     assert_eq!(s.flow("g").await.unwrap().status, FlowStatus::Blank);
-    assert_eq!(
-        s.set_site_running(entry("site.start")).await.unwrap(),
-        vec![]
-    );
     // The checkpoint is not touched by the reset.
     assert_eq!(
         s.flow("f").await.unwrap().checkpoint.as_deref(),
@@ -745,7 +750,7 @@ async fn bad_data_on_disk_is_corrupt_not_a_panic() {
     corrupt(s.site_state().await);
     corrupt(s.integration("a").await);
     corrupt(s.flow("f").await);
-    corrupt(s.set_site_running(entry("site.start")).await);
+    corrupt(s.flow_statuses().await);
     corrupt(s.runs("f", 10).await);
     corrupt(s.log(0, None, 255, 10).await);
     corrupt(s.transaction("a", 1).await);
