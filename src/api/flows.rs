@@ -38,10 +38,7 @@ pub struct RunView {
 impl RunView {
     /// The run as shown; its failures are counted in the store now.
     pub async fn of(site: &Site, integration: &str, r: &RunRecord) -> ApiResult<RunView> {
-        let failed = match r.seqs {
-            Some((first, last)) => site.store.errors_between(integration, first, last).await?,
-            None => 0,
-        };
+        let failed = site.run_failures(integration, r).await?;
         Ok(RunView {
             id: r.id,
             mode: r.mode.as_str(),
@@ -98,8 +95,8 @@ fn humantime(d: std::time::Duration) -> String {
 }
 
 pub async fn flow_view(site: &Site, integration: &str, flow: &FlowConfig) -> ApiResult<FlowView> {
-    let record = site.store.flow(&flow.name).await?;
-    let last_run = site.store.runs(&flow.name, 1).await?;
+    let record = site.flow_record(&flow.name).await?;
+    let last_run = site.runs(&flow.name, 1).await?;
     Ok(FlowView {
         name: flow.name.clone(),
         integration: integration.to_string(),

@@ -98,7 +98,7 @@ pub async fn view(site: &Site, integration: &Integration) -> ApiResult<Integrati
                 reason: h.reason.clone(),
             })
             .collect(),
-        queued: site.store.queued_count(&integration.name).await?,
+        queued: site.queued(&integration.name).await?,
         on_error: match integration.config.on_error {
             crate::config::OnError::Block => "block",
             crate::config::OnError::Skip => "skip",
@@ -116,7 +116,6 @@ pub async fn view(site: &Site, integration: &Integration) -> ApiResult<Integrati
 /// ongoing or halted run does not count (seed 001).
 async fn latest_completed(site: &Site, flow: &str) -> ApiResult<Option<RunResult>> {
     Ok(site
-        .store
         .runs(flow, 50)
         .await?
         .into_iter()

@@ -69,8 +69,7 @@ pub async fn text(
     let since = q.since.as_deref().map(parse_since).transpose()?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let entries = site
-        .store
-        .log(q.after.unwrap_or(0), since, q.level.unwrap_or(9), limit)
+        .log_entries(q.after.unwrap_or(0), since, q.level.unwrap_or(9), limit)
         .await?;
     let mut body = String::new();
     for e in &entries {
@@ -117,7 +116,7 @@ pub async fn stream(
     let backlog = if tail == 0 {
         Vec::new()
     } else {
-        site.store.log(0, None, max_level, tail).await?
+        site.log_entries(0, None, max_level, tail).await?
     };
     let last_id = backlog.last().map_or(0, |e| e.id);
     let event =
@@ -175,8 +174,7 @@ pub async fn audit(
 ) -> ApiResult<Json<Vec<AuditView>>> {
     let site = site(&daemon, &name)?;
     let entries = site
-        .store
-        .audit(q.limit.unwrap_or(100).clamp(1, 10_000))
+        .audit_entries(q.limit.unwrap_or(100).clamp(1, 10_000))
         .await?;
     Ok(Json(entries.into_iter().map(AuditView::from).collect()))
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::openapi::{ErrorBody, IntegrationPath, TxActionPath, TxPath};
 use super::{rfc3339, site, Actor, ApiError, ApiResult, PathParams, QueryParams};
-use crate::engine::{Daemon, Integration};
+use crate::engine::Daemon;
 use crate::model::{TxAction, TxState};
 use crate::store::TxRecord;
 
@@ -79,35 +79,10 @@ pub async fn list(
         })?),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    // Sending is not stored: it is the Queued part in flight right now.
-    let in_flight = integration.in_flight();
-    let is_sending = |seq: i64| in_flight.is_some_and(|(a, b)| a <= seq && seq <= b);
-    let stored_state = match wanted {
-        Some(TxState::Sending) => Some(TxState::Queued),
-        other => other,
-    };
     let rows = site
-        .store
-        .transactions(&name, stored_state, q.before, limit)
+        .transactions(&integration.name, wanted, q.before, limit)
         .await?;
-    let views = rows
-        .into_iter()
-        .map(|t| {
-            let state = if t.state == TxState::Queued && is_sending(t.seq) {
-                TxState::Sending
-            } else {
-                t.state
-            };
-            (state, t)
-        })
-        .filter(|(state, _)| match wanted {
-            Some(TxState::Sending) => *state == TxState::Sending,
-            Some(TxState::Queued) => *state == TxState::Queued,
-            _ => true,
-        })
-        .map(|(state, t)| view(state, t))
-        .collect();
-    Ok(Json(views))
+    Ok(Json(rows.into_iter().map(|t| view(t.state, t)).collect()))
 }
 
 fn view(state: TxState, t: TxRecord) -> TxView {
@@ -124,19 +99,6 @@ fn view(state: TxState, t: TxRecord) -> TxView {
     }
 }
 
-/// The state shown: Queued is Sending while it is in flight.
-fn shown(integration: &Integration, t: TxRecord) -> TxView {
-    let sending = integration
-        .in_flight()
-        .is_some_and(|(a, b)| a <= t.seq && t.seq <= b);
-    let state = if t.state == TxState::Queued && sending {
-        TxState::Sending
-    } else {
-        t.state
-    };
-    view(state, t)
-}
-
 #[utoipa::path(get, path = "/api/v1/sites/{site}/integrations/{name}/transactions/{seq}",
     tag = "transactions", params(TxPath),
     responses(
@@ -149,11 +111,8 @@ pub async fn show(
     PathParams((site_name, name, seq)): PathParams<(String, String, i64)>,
 ) -> ApiResult<Json<TxView>> {
     let site = site(&daemon, &site_name)?;
-    let integration = site.integration(&name)?;
-    let t = site.store.transaction(&name, seq).await?.ok_or_else(|| {
-        ApiError::NotFound(format!("integration {name} has no transaction {seq}"))
-    })?;
-    Ok(Json(shown(integration, t)))
+    let t = site.transaction(&name, seq).await?;
+    Ok(Json(view(t.state, t)))
 }
 
 /// `retry` (an Error goes back to Queued, in its place), `replay` (a copy
@@ -188,5 +147,5 @@ pub async fn act(
     let t = site
         .act_on_transaction(&name, seq, action, &actor.0)
         .await?;
-    Ok(Json(shown(site.integration(&name)?, t)))
+    Ok(Json(view(t.state, t)))
 }

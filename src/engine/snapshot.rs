@@ -32,7 +32,7 @@ pub struct IntegrationSnapshot {
     pub holds: Vec<HoldKind>,
     /// Transactions queued and not yet sent, as the API's `queued`; or why
     /// the store could not count them.
-    pub queued: crate::store::Result<i64>,
+    pub queued: super::Result<i64>,
 }
 
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl Daemon {
                         .into_iter()
                         .filter(|k| record.holds.get(*k).is_some())
                         .collect(),
-                    queued: site.store.queued_count(&integration.name).await,
+                    queued: site.queued(&integration.name).await,
                 });
             }
             let endpoints = site

@@ -55,6 +55,26 @@ impl TxState {
         TxState::ALL.into_iter().find(|t| t.code() == code)
     }
 
+    /// The state operators see for a stored one: a Queued transaction is
+    /// Sending while it belongs to the batch in flight (`in_flight`: the
+    /// first and last sequence numbers of that batch, if one is).
+    pub fn shown(self, seq: i64, in_flight: Option<(i64, i64)>) -> TxState {
+        let sending = in_flight.is_some_and(|(first, last)| first <= seq && seq <= last);
+        if self == TxState::Queued && sending {
+            TxState::Sending
+        } else {
+            self
+        }
+    }
+
+    /// The state stored for one shown: Sending is stored as Queued.
+    pub fn stored(self) -> TxState {
+        match self {
+            TxState::Sending => TxState::Queued,
+            other => other,
+        }
+    }
+
     /// Whether the transaction still waits to be delivered.
     pub fn is_pending(self) -> bool {
         matches!(self, TxState::Queued | TxState::Sending)
@@ -136,6 +156,33 @@ mod tests {
                     assert!(m.contains(state.as_str()), "{m}")
                 }
                 (got, want) => panic!("{state:?} {action:?}: {got:?} vs {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn queued_is_sending_while_in_flight() {
+        use TxState::*;
+        let batch = Some((10, 12));
+        for stored in TxState::ALL {
+            if stored == Sending {
+                continue; // never stored
+            }
+            for (seq, in_flight, sending) in [
+                (9, batch, false),
+                (10, batch, true),
+                (11, batch, true),
+                (12, batch, true),
+                (13, batch, false),
+                (11, None, false),
+            ] {
+                let want = if stored == Queued && sending {
+                    Sending
+                } else {
+                    stored
+                };
+                assert_eq!(stored.shown(seq, in_flight), want, "{stored:?} {seq}");
+                assert_eq!(want.stored(), stored);
             }
         }
     }

@@ -4,9 +4,9 @@
 
 use super::Site;
 use crate::connectors::Credentials;
-use crate::engine::{EngineError, Result};
+use crate::engine::Result;
 use crate::log::level;
-use crate::model::{Refusal, TxAction, TxState};
+use crate::model::{Refusal, TxAction};
 use crate::store::{NewRecord, TxRecord};
 
 /// What a test of an endpoint found.
@@ -116,25 +116,11 @@ impl Site {
         actor: &str,
     ) -> Result<TxRecord> {
         let integ = self.integration(integration)?;
-        let not_found = || {
-            EngineError::NotFound(format!(
-                "integration {integration} has no transaction {seq}"
-            ))
-        };
-        let tx = self
-            .store
-            .transaction(integration, seq)
-            .await?
-            .ok_or_else(not_found)?;
-        let sending = integ.in_flight().is_some_and(|(a, b)| a <= seq && seq <= b);
-        let current = if tx.state == TxState::Queued && sending {
-            TxState::Sending
-        } else {
-            tx.state
-        };
+        // As operators see it: Sending while in flight.
+        let tx = self.transaction(integration, seq).await?;
         let verb = format!("tx.{}", action.as_str());
         let subject = format!("integration/{integration}/tx/{seq}");
-        let next = match current.apply(action) {
+        let next = match tx.state.apply(action) {
             Ok(next) => next,
             Err(refusal) => return self.refused(actor, &verb, &subject, None, refusal).await,
         };
@@ -179,9 +165,6 @@ impl Site {
             )
             .await;
         self.audit(actor, &verb, &subject, None, "ok").await;
-        self.store
-            .transaction(integration, shown_seq)
-            .await?
-            .ok_or_else(not_found)
+        self.transaction(integration, shown_seq).await
     }
 }

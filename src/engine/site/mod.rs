@@ -9,6 +9,9 @@
 //! - `actions.rs`: the operators' tools: an endpoint's test and
 //!   reauthorization, and retry, replay or ignore of a transaction.
 //! - `intake.rs`: records POSTed to a webhook flow.
+//! - `reads.rs`: what the API and the metrics read of the site's store
+//!   (which is the engine's alone): transactions as operators see them,
+//!   flows' records, runs, queue depths, the log and the audit trail.
 //!
 //! # Invariants
 //! - Start and stop are serialised by the site's control lock; a second
@@ -29,6 +32,7 @@ mod actions;
 mod flows;
 mod intake;
 mod lifecycle;
+mod reads;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -97,7 +101,10 @@ struct Workers {
 pub struct Site {
     pub name: String,
     pub config: SiteConfig,
-    pub store: Arc<dyn Store>,
+    /// The engine's alone: readers outside it go through `reads.rs`, and
+    /// every change through the engine's methods, which decide by the
+    /// model.
+    pub(in crate::engine) store: Arc<dyn Store>,
     pub log: Arc<SiteLog>,
     integrations: BTreeMap<String, Arc<Integration>>,
     endpoints: BTreeMap<String, Arc<Endpoint>>,
