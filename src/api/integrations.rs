@@ -176,52 +176,16 @@ async fn act(
     event: IntegrationEvent,
 ) -> ApiResult<Json<IntegrationView>> {
     let site = site(&daemon, &site_name)?;
-    let integration = site.integration(&name)?;
-    let action = format!("integration.{}", event.verb());
-    let subject = format!("integration/{name}");
     let reason = body.reason.as_deref();
-    if let Err(refusal) = reason.map_or(Ok(()), crate::model::check_reason) {
-        // Refused, and the over-long reason is not kept.
-        let outcome = format!("refused: {refusal}");
-        site.audit(&actor.0, &action, &subject, None, &outcome)
-            .await;
-        return Err(crate::engine::EngineError::from(refusal).into());
-    }
-    match integration.apply(event, &actor.0, reason).await {
-        Ok(_) => {
-            if event == IntegrationEvent::Start {
-                site.queue_start(integration.clone());
-            }
-            // Its audit entry was stored with the change.
-            site.log
-                .write(
-                    crate::log::level::INFO,
-                    format!(
-                        "Integration {name} {} by {}{}",
-                        match event {
-                            IntegrationEvent::Pause => "paused",
-                            IntegrationEvent::Resume => "resumed",
-                            IntegrationEvent::Start => "started",
-                            IntegrationEvent::Stop => "stopped",
-                        },
-                        actor.0,
-                        reason.map(|r| format!(": {r}")).unwrap_or_default()
-                    ),
-                )
-                .await;
-        }
-        Err(e) => {
-            site.audit(
-                &actor.0,
-                &action,
-                &subject,
-                reason,
-                &format!("refused: {e}"),
-            )
-            .await;
-            return Err(e.into());
-        }
-    }
+    // The engine does all of it: decision, durable change and audit, log
+    // line, start-up.
+    match event {
+        IntegrationEvent::Pause => site.pause_integration(&name, &actor.0, reason).await?,
+        IntegrationEvent::Resume => site.resume_integration(&name, &actor.0, reason).await?,
+        IntegrationEvent::Start => site.start_integration(&name, &actor.0, reason).await?,
+        IntegrationEvent::Stop => site.stop_integration(&name, &actor.0, reason).await?,
+    };
+    let integration = site.integration(&name)?;
     Ok(Json(view(&site, integration).await?))
 }
 

@@ -162,10 +162,13 @@ impl Integration {
         self.state().captures()
     }
 
-    /// Applies a person's Pause, Resume, Start or Stop. Returns once the
-    /// change is durable and audited and, for anything but Resume/Start,
-    /// once no delivery will start any more. If the store refuses it,
-    /// nothing changes.
+    /// Applies a person's Pause, Resume, Start or Stop: the change the
+    /// model decides, stored with its audit entry, then in effect. Returns
+    /// once the change is durable and audited and, for anything but
+    /// Resume/Start, once no delivery will start any more. If the store
+    /// refuses it, nothing changes. A person's action goes through its
+    /// site (`Site::pause_integration` …), which also logs it and queues a
+    /// start-up.
     pub async fn apply(
         &self,
         event: IntegrationEvent,

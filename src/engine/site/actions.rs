@@ -1,12 +1,19 @@
-//! The operators' tools on a site: test an endpoint, give it new
-//! credentials, retry, replay or ignore a transaction (seed 002). A request
-//! done, or refused by the state it meets, is audited.
+//! The operators' tools on a site: pause, resume, start or stop an
+//! integration (seeds 001, 002), test an endpoint, give it new
+//! credentials, retry, replay or ignore a transaction (seed 002). Each is
+//! one method here that does all of it, whoever calls (the API, the
+//! dashboard and the CLI through it): the model's decision, the durable
+//! change with its audit entry, the log line, what follows (an
+//! integration's start-up). A request done, or refused by the state it
+//! meets, is audited.
+
+use std::sync::Arc;
 
 use super::Site;
 use crate::connectors::Credentials;
 use crate::engine::Result;
 use crate::log::level;
-use crate::model::{Refusal, TxAction};
+use crate::model::{IntegrationEvent, IntegrationRecord, Refusal, TxAction};
 use crate::store::{NewRecord, TxRecord};
 
 /// What a test of an endpoint found.
@@ -19,6 +26,105 @@ pub struct EndpointTest {
 }
 
 impl Site {
+    /// A person pauses an integration: it is held (the operator's hold,
+    /// with the reason) and records still queue. Returns once the pause is
+    /// stored and audited and no delivery will start any more.
+    pub async fn pause_integration(
+        self: &Arc<Self>,
+        name: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<IntegrationRecord> {
+        self.integration_action(name, IntegrationEvent::Pause, actor, reason)
+            .await
+    }
+
+    /// A person resumes a paused integration: the operator's hold is lifted
+    /// and the queue drains in order (unless the system holds it).
+    pub async fn resume_integration(
+        self: &Arc<Self>,
+        name: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<IntegrationRecord> {
+        self.integration_action(name, IntegrationEvent::Resume, actor, reason)
+            .await
+    }
+
+    /// A person starts a stopped integration: it is active again, and its
+    /// start-up (a first run of its flows) is queued behind the ones before
+    /// it (seed 001).
+    pub async fn start_integration(
+        self: &Arc<Self>,
+        name: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<IntegrationRecord> {
+        self.integration_action(name, IntegrationEvent::Start, actor, reason)
+            .await
+    }
+
+    /// A person stops an integration: nothing is captured or sent. Returns
+    /// once no delivery will start any more.
+    pub async fn stop_integration(
+        self: &Arc<Self>,
+        name: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<IntegrationRecord> {
+        self.integration_action(name, IntegrationEvent::Stop, actor, reason)
+            .await
+    }
+
+    /// A person's event on an integration: refused (and audited) if the
+    /// reason is too long or the event does not fit its state; else stored
+    /// with its audit entry, in effect, logged, and for a start its
+    /// start-up queued.
+    async fn integration_action(
+        self: &Arc<Self>,
+        name: &str,
+        event: IntegrationEvent,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<IntegrationRecord> {
+        let integration = self.integration(name)?;
+        let action = format!("integration.{}", event.verb());
+        let subject = format!("integration/{name}");
+        if let Err(refusal) = reason.map_or(Ok(()), crate::model::check_reason) {
+            // Refused, and the over-long reason is not kept.
+            return self.refused(actor, &action, &subject, None, refusal).await;
+        }
+        match integration.apply(event, actor, reason).await {
+            Ok(record) => {
+                if event == IntegrationEvent::Start {
+                    self.queue_start(integration.clone());
+                }
+                // Its audit entry was stored with the change.
+                self.log
+                    .write(
+                        level::INFO,
+                        format!(
+                            "Integration {name} {} by {actor}{}",
+                            match event {
+                                IntegrationEvent::Pause => "paused",
+                                IntegrationEvent::Resume => "resumed",
+                                IntegrationEvent::Start => "started",
+                                IntegrationEvent::Stop => "stopped",
+                            },
+                            reason.map(|r| format!(": {r}")).unwrap_or_default()
+                        ),
+                    )
+                    .await;
+                Ok(record)
+            }
+            Err(e) => {
+                self.audit(actor, &action, &subject, reason, &format!("refused: {e}"))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
     /// Calls the endpoint now and records what is observed of it (which
     /// may place or lift the system's holds).
     pub async fn test_endpoint(&self, name: &str, actor: &str) -> Result<EndpointTest> {
