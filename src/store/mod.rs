@@ -315,8 +315,9 @@ pub trait Store: Send + Sync + 'static {
     /// How many of an integration's transactions with a sequence number in
     /// `first..=last` are Error (a run's failures).
     async fn errors_between(&self, integration: &str, first: i64, last: i64) -> Result<i64>;
-    /// Runs left without an end by a crash are marked Halted; returns how many.
-    async fn close_abandoned_runs(&self) -> Result<usize>;
+    /// Ends the runs left without an end (by a crash) with `result` and
+    /// `error`, as the engine decided; returns how many.
+    async fn close_abandoned_runs(&self, result: RunResult, error: &str) -> Result<usize>;
 
     // ----- log and audit -----
     async fn append_log(&self, ts: Millis, level: u8, message: &str) -> Result<i64>;

@@ -42,7 +42,12 @@ impl Site {
     /// space; nothing it needs is missing, since a stop is stored with its
     /// holds.
     pub async fn restore(self: &Arc<Self>) -> Result<()> {
-        let abandoned = tolerate_full(self.store.close_abandoned_runs().await)?.unwrap_or(0);
+        // A run the last shutdown cut off ended as a stop ends it: halted.
+        let abandoned = self
+            .store
+            .close_abandoned_runs(RunResult::Halted, "the daemon stopped during the run")
+            .await;
+        let abandoned = tolerate_full(abandoned)?.unwrap_or(0);
         if abandoned > 0 {
             self.log
                 .write(
@@ -54,11 +59,10 @@ impl Site {
         for (_, flow) in self.flows() {
             let record = self.store.flow(&flow.name).await?;
             if let FlowStatus::Running(_) = record.status {
-                tolerate_full(
-                    self.store
-                        .set_flow_status(&flow.name, FlowStatus::Done(RunResult::Halted))
-                        .await,
-                )?;
+                let halted = record
+                    .status
+                    .apply(FlowEvent::Finished(RunResult::Halted))?;
+                tolerate_full(self.store.set_flow_status(&flow.name, halted).await)?;
             }
         }
         match self.store.site_state().await? {

@@ -996,19 +996,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn close_abandoned_runs(&self) -> Result<usize> {
-        self.write(|ctx| {
+    async fn close_abandoned_runs(&self, result: RunResult, error: &str) -> Result<usize> {
+        let error = error.to_string();
+        self.write(move |ctx| {
             let n = ctx
                 .conn
                 .prepare_cached(
                     "UPDATE runs SET finished_at = ?1, result = ?2, error = ?3
                      WHERE finished_at IS NULL",
                 )?
-                .execute(params![
-                    now_millis(),
-                    RunResult::Halted.as_str(),
-                    "the daemon stopped during the run"
-                ])?;
+                .execute(params![now_millis(), result.as_str(), error])?;
             Ok(n)
         })
         .await

@@ -297,9 +297,20 @@ async fn enqueue_moves_the_checkpoint_and_the_run_with_the_records() {
     assert_eq!(runs[0].mode, RunMode::Changed);
     assert_eq!(runs[0].result, None);
     assert_eq!(runs[0].finished_at, None);
-    // A run left open by a crash is closed as halted.
-    assert_eq!(s.close_abandoned_runs().await.unwrap(), 1);
-    assert_eq!(s.close_abandoned_runs().await.unwrap(), 0);
+    // A run left open by a crash is closed as the engine says: halted.
+    let crash = "the daemon stopped during the run";
+    assert_eq!(
+        s.close_abandoned_runs(RunResult::Halted, crash)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.close_abandoned_runs(RunResult::Halted, crash)
+            .await
+            .unwrap(),
+        0
+    );
     let halted = &s.runs("f", 1).await.unwrap()[0];
     assert_eq!(halted.result, Some(RunResult::Halted));
     assert_eq!(
