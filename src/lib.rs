@@ -3,8 +3,11 @@
 //!
 //! # Layout
 //! - [`model`]: ids, states and their transitions: `Site`, `Integration`
-//!   (lifecycle state and holds), `Flow` status, `Transaction` state, and the
-//!   seven derived statuses. Pure, no I/O.
+//!   (lifecycle state and `Holds`, with their rules), `Flow` status,
+//!   `Transaction` state (and when it shows as Sending), `Endpoint` state
+//!   (which observation makes which), and the seven derived statuses. Pure,
+//!   no I/O. The only home of state rules: the store stores what the model
+//!   decided, the engine acts on it.
 //! - [`config`]: `sluice.toml` → a typed, validated [`config::Config`]; every
 //!   error names the file, line and key. The types and the entry in
 //!   `mod.rs`, the TOML walk in `reader.rs`, `schedule.rs`, `error.rs`.
@@ -22,8 +25,10 @@
 //!   places and the probes that lift them), reload; the counters it keeps
 //!   as things happen and a snapshot of every site's state. It knows
 //!   nothing of HTTP, tokens or the metrics exporter. A site's supervisor
-//!   is `engine/site/`: lifecycle, flow requests, operator actions,
-//!   webhook intake.
+//!   is `engine/site/`: lifecycle, flow requests, operator actions (one
+//!   method each: decision, durable change with its audit entry, log line),
+//!   webhook intake, and the reads of its store (the store is the engine's
+//!   alone).
 //! - [`api`]: the REST API (axum) over its own state (`ApiState`: the
 //!   engine, the tokens, the loopback rule, the body budget): one route
 //!   table (each route with its handler, role and audit name) from which

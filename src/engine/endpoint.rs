@@ -1,6 +1,8 @@
 //! What is observed of an endpoint: reachable or not, since when, and the
-//! last error. `engine::health` decides the state from deliveries, tests and
-//! probes; nothing here changes what a person set.
+//! last error. The model says which observation makes which state
+//! ([`EndpointState::apply`]); `engine::health` tells it what deliveries,
+//! tests and probes found and sets what it says. Nothing here changes what
+//! a person set.
 
 use std::sync::{Arc, Mutex};
 

@@ -18,7 +18,8 @@
 //!   probes), for `/metrics`.
 //! - [`snapshot`]: every site's state at one moment, as plain data, for
 //!   readers outside the engine (the `/metrics` gauges).
-//! - [`health`]: endpoint states from deliveries and probes, and the
+//! - [`health`]: endpoint states from deliveries and probes (the model
+//!   decides them; here the time: windows, probes, their pace), and the
 //!   system's holds (`endpoint-offline`, `unauthorized`) they place and lift.
 //! - [`Daemon::reload_site`]: a site's configuration applied again.
 

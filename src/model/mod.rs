@@ -3,7 +3,13 @@
 //! Every state machine here has one `apply` function that takes the current
 //! state and an event and returns the next state or a typed [`Refusal`]. The
 //! API, the CLI (through the API) and the engine all go through these
-//! functions, so a 409 and an engine decision can never disagree.
+//! functions, so a 409 and an engine decision can never disagree. (An
+//! endpoint's state is observed, not asked for: its `apply` refuses
+//! nothing, it says which state an observation means.)
+//!
+//! This is the only home of state rules. The store stores what was decided
+//! here (an [`IntegrationChange`], a flow's next [`FlowStatus`]) and the
+//! engine takes it into effect; neither decides by itself.
 
 pub mod endpoint;
 pub mod flow;

@@ -25,6 +25,12 @@
 //!   had not been asked. The same write succeeds once space is freed.
 //!   [`Store::space`] tells when the disk became full and when writes went
 //!   through again, so that it is said once, not at every failed write.
+//! - **No rule here.** The store stores what the model decided (an
+//!   integration's state and holds by kind, flows' statuses, the site's
+//!   state) and decides nothing itself: which hold a state change removes,
+//!   what a site's start does to the flows or how a cut-off run ends is
+//!   told to it. Another backend implements the same trait without a copy
+//!   of any rule.
 //! - **Operators' changes are audited in the same transaction.** A site's
 //!   start or stop and an integration's state change are stored together
 //!   with their audit entry: both, or neither.

@@ -6,14 +6,18 @@
 //! - `lifecycle.rs`: restore, start, stop and the workers.
 //! - `flows.rs`: run requests, scheduled starts, integration start-ups and
 //!   the runs' progress.
-//! - `actions.rs`: the operators' tools: an endpoint's test and
-//!   reauthorization, and retry, replay or ignore of a transaction.
+//! - `actions.rs`: the operators' tools, one method each that does all of
+//!   it: an integration's pause, resume, start and stop, an endpoint's test
+//!   and reauthorization, and retry, replay or ignore of a transaction.
 //! - `intake.rs`: records POSTed to a webhook flow.
 //! - `reads.rs`: what the API and the metrics read of the site's store
 //!   (which is the engine's alone): transactions as operators see them,
 //!   flows' records, runs, queue depths, the log and the audit trail.
 //!
 //! # Invariants
+//! - Every state the site takes is one the model returned
+//!   ([`SiteState::apply`]); every change of an integration, a flow or a
+//!   transaction is decided by the model too, then stored as decided.
 //! - Start and stop are serialised by the site's control lock; a second
 //!   request waits, then meets the new state and is refused with 409.
 //! - A start or a stop is stored first, in one transaction with its holds
