@@ -9,7 +9,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::body::Bytes;
@@ -18,6 +18,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use parking_lot::Mutex;
 
 use crate::config::Config;
 
@@ -106,7 +107,7 @@ async fn receive(
         .to_string();
     let text = String::from_utf8_lossy(&body).to_string();
     let duplicate = {
-        let mut r = received.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = received.lock();
         let duplicate = !r.seen.insert(key.clone());
         r.total += 1;
         if duplicate {
@@ -130,7 +131,7 @@ async fn receive(
 }
 
 async fn show(State(received): State<Shared>) -> impl IntoResponse {
-    let r = received.lock().unwrap_or_else(|p| p.into_inner());
+    let r = received.lock();
     let mut body = format!(
         "sluice demo receiver: {} requests, {} duplicates (same Idempotency-Key)\n\n",
         r.total, r.duplicates

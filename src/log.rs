@@ -20,8 +20,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use crate::model::{now_millis, Millis};
@@ -165,7 +166,7 @@ impl SiteLog {
     /// `since` to `until`: first the line that said it was full, stored now
     /// that it can be. `false` (nothing said) if the disk is full again.
     async fn say_writable(&self, file: &Path, since: Millis, until: Millis, refused: u64) -> bool {
-        let said = self.full.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let said = self.full.lock().take();
         if let Some((said, filed)) = said {
             if said.level <= self.keep_level() {
                 let _in_order = self.in_order.lock().await;
@@ -177,7 +178,7 @@ impl SiteLog {
                     Ok(_) => {}
                     Err(e) if e.is_disk_full() => {
                         // Full again: its spell goes on, still to be ended.
-                        *self.full.lock().unwrap_or_else(|p| p.into_inner()) = Some((said, filed));
+                        *self.full.lock() = Some((said, filed));
                         return false;
                     }
                     Err(e) => tracing::error!(site = %self.site, "cannot store a log line: {e}"),
@@ -210,7 +211,7 @@ impl SiteLog {
     /// daemon's output, to live subscribers and to the log file if it can
     /// take it; the stored log gets it once the disk takes writes again.
     fn say_full(&self, file: &Path, since: Millis) {
-        let mut full = self.full.lock().unwrap_or_else(|p| p.into_inner());
+        let mut full = self.full.lock();
         if full.is_some() {
             return;
         }
@@ -293,7 +294,7 @@ impl SiteLog {
     /// is said once, and once when the file is written again; a line cut
     /// off by a full disk is taken back out.
     fn append_to_file(&self, entry: &LogEntry) -> bool {
-        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.file.lock();
         if guard.is_none() {
             *guard = open_append(&self.path).ok();
         }

@@ -273,7 +273,7 @@ pub struct HttpTarget {
     /// and test fails with that reason.
     client: Result<reqwest::Client, String>,
     /// The credentials, if any; replaced by a reauthorization.
-    auth: std::sync::RwLock<Option<Credentials>>,
+    auth: parking_lot::RwLock<Option<Credentials>>,
     health_method: reqwest::Method,
     health_url: String,
     /// `health_url` without its user-info.
@@ -363,7 +363,7 @@ impl HttpTarget {
             batch: config.batch,
             headers,
             client,
-            auth: std::sync::RwLock::new(auth),
+            auth: parking_lot::RwLock::new(auth),
             health_method: config
                 .health_method
                 .as_deref()
@@ -375,7 +375,7 @@ impl HttpTarget {
     }
 
     fn auth(&self) -> Option<Credentials> {
-        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.auth.read().clone()
     }
 
     /// The client; `what` (the request, for the message) if it could not
@@ -532,7 +532,7 @@ impl Target for HttpTarget {
         if !fits_a_header(&credentials) {
             return Err("the credentials hold characters a header cannot carry".to_string());
         }
-        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Some(credentials);
+        *self.auth.write() = Some(credentials);
         Ok(())
     }
 }

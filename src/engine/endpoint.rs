@@ -4,7 +4,9 @@
 //! tests and probes found and sets what it says. Nothing here changes what
 //! a person set.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::connectors::{DeliveryError, EndpointKind, Source, Target};
 pub use crate::model::EndpointState;
@@ -81,22 +83,16 @@ impl Endpoint {
 
     /// The state alone (cheap: no copy of the last error).
     pub fn state(&self) -> EndpointState {
-        self.health.lock().unwrap_or_else(|p| p.into_inner()).state
+        self.health.lock().state
     }
 
     pub fn health(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.health.lock().clone()
     }
 
     /// Keeps the error of a failed call without changing the state.
     pub fn note_error(&self, error: &str) {
-        self.health
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_error = Some(error.to_string());
+        self.health.lock().last_error = Some(error.to_string());
     }
 
     /// A real call to the endpoint: its target's probe (with its
@@ -122,10 +118,7 @@ impl Endpoint {
         } else {
             self.probes.failed.increment(1);
         }
-        self.health
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_test = Some(LastTest {
+        self.health.lock().last_test = Some(LastTest {
             at: now_millis(),
             ok,
             detail,
@@ -135,7 +128,7 @@ impl Endpoint {
     /// Sets the state (and the last error, if given); returns the previous
     /// state if it changed.
     pub fn set(&self, state: EndpointState, error: Option<String>) -> Option<EndpointState> {
-        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.health.lock();
         if error.is_some() {
             h.last_error = error;
         }

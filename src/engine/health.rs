@@ -33,9 +33,10 @@
 //!   Online. A person's hold (`operator`) is never touched here.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -167,8 +168,8 @@ impl Health {
         }
     }
 
-    fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watch>> {
-        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    fn watches(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Watch>> {
+        self.watches.lock()
     }
 
     /// Runs `f` on the endpoint's watch, made if there is none.

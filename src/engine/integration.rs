@@ -20,8 +20,9 @@
 //! - Stall detection and the resume's rate and time left read tokio's
 //!   clock (`tokio::time::Instant`), which `tokio::time::pause()` drives.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -147,14 +148,11 @@ impl Integration {
     }
 
     pub fn record(&self) -> IntegrationRecord {
-        self.record
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.record.lock().clone()
     }
 
     pub fn state(&self) -> IntegrationState {
-        self.record.lock().unwrap_or_else(|p| p.into_inner()).state
+        self.record.lock().state
     }
 
     /// Whether its flows capture records (not Stopped).
@@ -181,12 +179,11 @@ impl Integration {
             // Counted before the state changes, so the total covers the
             // whole backlog the resume releases.
             let total = self.store.queued_count(&self.name).await?;
-            *self.progress.lock().unwrap_or_else(|p| p.into_inner()) =
-                (total > 0).then(|| Progress {
-                    total,
-                    done: 0,
-                    started: Instant::now(),
-                });
+            *self.progress.lock() = (total > 0).then(|| Progress {
+                total,
+                done: 0,
+                started: Instant::now(),
+            });
         }
         let audit = AuditEntry {
             id: 0,
@@ -204,7 +201,7 @@ impl Integration {
             .await?;
         self.update(|r| r.take(&change));
         if change.state != Some(IntegrationState::Active) {
-            *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *self.progress.lock() = None;
             self.settle().await;
         }
         Ok(self.record())
@@ -256,7 +253,7 @@ impl Integration {
 
     fn update(&self, f: impl FnOnce(&mut IntegrationRecord)) {
         let now = {
-            let mut r = self.record.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = self.record.lock();
             f(&mut r);
             r.may_send() && !self.suspended.load(std::sync::atomic::Ordering::SeqCst)
         };
@@ -320,18 +317,15 @@ impl Integration {
 
     /// The failed transaction the queue waits behind, and why.
     pub fn blocked(&self) -> Option<(i64, String)> {
-        self.blocked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.blocked.lock().clone()
     }
 
     pub(crate) fn block(&self, seq: i64, why: &str) {
-        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq, why.to_string()));
+        *self.blocked.lock() = Some((seq, why.to_string()));
     }
 
     pub(crate) fn unblock(&self) {
-        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.blocked.lock() = None;
     }
 
     pub fn starting(&self) -> bool {
@@ -344,7 +338,7 @@ impl Integration {
 
     /// A delivery failed (kept for stall detection).
     pub(crate) fn note_failure(&self, error: &str) {
-        let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.failing.lock();
         match f.as_mut() {
             Some((_, last)) => *last = error.to_string(),
             None => *f = Some((Instant::now(), error.to_string())),
@@ -353,13 +347,13 @@ impl Integration {
 
     /// A delivery went through.
     pub(crate) fn note_progress(&self) {
-        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.failing.lock() = None;
     }
 
     /// The sender cannot record what it delivered (`Some(why)`), or can
     /// again (`None`).
     pub(crate) fn note_unrecorded(&self, why: Option<String>) {
-        *self.unrecorded.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        *self.unrecorded.lock() = why;
     }
 
     /// Why the drain is stalled, if it may send yet has delivered nothing
@@ -369,33 +363,28 @@ impl Integration {
         if !self.may_send() {
             return None;
         }
-        if let Some(why) = self
-            .unrecorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(why) = self.unrecorded.lock().as_ref() {
             return Some(format!(
                 "what was delivered cannot be recorded ({why}); nothing more is sent until it is"
             ));
         }
-        let f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let f = self.failing.lock();
         let (since, error) = f.as_ref()?;
         let secs = since.elapsed().as_secs();
         (since.elapsed() >= after).then(|| format!("nothing delivered for {secs}s: {error}"))
     }
 
     pub(crate) fn set_in_flight(&self, range: Option<(i64, i64)>) {
-        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) = range;
+        *self.in_flight.lock() = range;
     }
 
     pub fn in_flight(&self) -> Option<(i64, i64)> {
-        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+        *self.in_flight.lock()
     }
 
     /// Counts delivered transactions toward the resume's progress.
     pub(crate) fn count_sent(&self, n: i64) {
-        let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = self.progress.lock();
         if let Some(progress) = p.as_mut() {
             progress.done = (progress.done + n).min(progress.total);
             if progress.done >= progress.total {
@@ -406,7 +395,7 @@ impl Integration {
 
     /// The drain a resume started, while it goes on.
     pub fn resume_progress(&self) -> Option<ResumeProgress> {
-        let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let p = self.progress.lock();
         let p = p.as_ref()?;
         let secs = p.started.elapsed().as_secs_f64();
         let rate = if secs > 0.0 {

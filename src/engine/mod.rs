@@ -92,7 +92,7 @@ fn join(names: &[&String]) -> String {
 /// Every site of the configuration, each with its store, log and workers.
 pub struct Daemon {
     /// Replaced one site at a time by a reload.
-    sites: std::sync::RwLock<BTreeMap<String, Arc<Site>>>,
+    sites: parking_lot::RwLock<BTreeMap<String, Arc<Site>>>,
     /// Cancelled when the daemon shuts down; every site's token is a child.
     shutdown: CancellationToken,
     /// What a reload reads again.
@@ -134,7 +134,7 @@ impl Daemon {
         }
         Ok(Arc::new(Daemon {
             _lock: lock,
-            sites: std::sync::RwLock::new(sites),
+            sites: parking_lot::RwLock::new(sites),
             shutdown,
             config_file: config.file.clone(),
             data_dir: config.data_dir.clone(),
@@ -153,12 +153,7 @@ impl Daemon {
 
     /// Every site, in name order.
     pub fn sites(&self) -> Vec<Arc<Site>> {
-        self.sites
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.sites.read().values().cloned().collect()
     }
 
     /// Reads the configuration file again and applies the site's part of it:
@@ -215,10 +210,7 @@ impl Daemon {
                 return Err(e);
             }
         };
-        self.sites
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), site.clone());
+        self.sites.write().insert(name.to_string(), site.clone());
         let after: Vec<String> = site.integrations().map(|i| i.name.clone()).collect();
         let was = |n: &String| before.iter().find(|c| &c.name == n);
         let added: Vec<&String> = after.iter().filter(|n| was(n).is_none()).collect();
@@ -282,7 +274,6 @@ impl Daemon {
     pub fn site(&self, name: &str) -> Result<Arc<Site>> {
         self.sites
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
             .ok_or_else(|| EngineError::NotFound(format!("no site named '{name}'")))

@@ -24,8 +24,9 @@
 //!   a site's data file.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::sqlite::audit;
@@ -110,7 +111,7 @@ impl TokenStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.conn.lock();
         f(&conn).map_err(|source| {
             if sqlite_disk_full(&source) {
                 self.note_full();
@@ -125,7 +126,7 @@ impl TokenStore {
 
     /// A change was refused for lack of space.
     fn note_full(&self) {
-        let mut full = self.full.lock().unwrap_or_else(|p| p.into_inner());
+        let mut full = self.full.lock();
         match full.as_mut() {
             Some((_, refused)) => *refused += 1,
             None => {
@@ -141,7 +142,7 @@ impl TokenStore {
 
     /// A change was stored.
     fn note_written(&self) {
-        let ended = self.full.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let ended = self.full.lock().take();
         if let Some((since, refused)) = ended {
             tracing::warn!(
                 "The disk is writable again: {} after {}s full; {refused} token change(s) \

@@ -40,11 +40,7 @@ impl Site {
             Ok(next) => next,
             Err(refusal) => return self.refused(actor, action, &subject, None, refusal).await,
         };
-        let trigger = self
-            .trigger
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let trigger = self.trigger.lock().clone();
         // A place in the Trigger's queue is taken before the status is
         // stored, and the request sent only after: a request the store
         // refuses (a full disk) is not run.
@@ -156,7 +152,7 @@ impl Site {
 
     /// A run of `flow` made progress (or started, or ended with `None`).
     pub fn note_run(&self, flow: &str, doing: Option<String>) {
-        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut runs = self.runs.lock();
         match doing {
             Some(doing) => {
                 runs.insert(flow.to_string(), (tokio::time::Instant::now(), doing));
@@ -170,7 +166,7 @@ impl Site {
     /// Why a run of `flow` is stalled: no progress for the site's
     /// `stall_after`.
     pub fn run_stalled(&self, flow: &str) -> Option<String> {
-        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let runs = self.runs.lock();
         let (since, doing) = runs.get(flow)?;
         (since.elapsed() >= self.config.stall_after).then(|| {
             format!(

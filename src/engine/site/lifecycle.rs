@@ -245,7 +245,7 @@ impl Site {
         for rx in ready {
             let _started = rx.await;
         }
-        *self.trigger.lock().unwrap_or_else(|p| p.into_inner()) = Some(trigger_tx);
+        *self.trigger.lock() = Some(trigger_tx);
         Workers { token, tasks }
     }
 
@@ -329,7 +329,7 @@ impl Site {
 
     /// Cancels the workers and waits for them (bounded).
     async fn halt(&self, mut workers: Workers) {
-        *self.trigger.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.trigger.lock() = None;
         workers.token.cancel();
         let all_done = async { while workers.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(STOP_DEADLINE, all_done).await.is_err() {

@@ -40,8 +40,9 @@ mod reads;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -217,10 +218,7 @@ impl Site {
     }
 
     pub fn status(&self) -> SiteStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.status.lock().clone()
     }
 
     pub fn state(&self) -> SiteState {
@@ -230,7 +228,7 @@ impl Site {
     /// Takes a state the model returned (and, with a stop, who stopped
     /// it), from now on.
     fn set_state(&self, state: SiteState, stop: Option<StopInfo>) {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.status.lock();
         s.state = state;
         s.since = now_millis();
         if stop.is_some() {
@@ -241,7 +239,7 @@ impl Site {
     /// Puts a status back as it was (a start the store refused: back to the
     /// state the model returned, which is the one it had, since then).
     fn put_status(&self, status: SiteStatus) {
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+        *self.status.lock() = status;
     }
 
     pub fn set_reinitializing(&self, on: bool) {

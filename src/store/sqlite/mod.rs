@@ -86,9 +86,10 @@ mod writer;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, LazyLock, Mutex};
+use std::sync::{mpsc, Arc, LazyLock};
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
@@ -253,8 +254,7 @@ impl Drop for SqliteStore {
         // Idle read connections are closed on the writer thread, before the
         // write connection: the last connection to close checkpoints the
         // WAL, which must not happen on an async thread.
-        let idle =
-            std::mem::take(&mut *self.readers.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        let idle = std::mem::take(&mut *self.readers.idle.lock());
         for conn in idle {
             // If the writer is gone, the connection closes here.
             let _gone = self.writer.send(Msg::Close(conn));
@@ -281,14 +281,14 @@ impl Readers {
     }
 
     fn put(&self, conn: Connection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.lock();
         if idle.len() < IDLE_READERS {
             idle.push(conn);
         }
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let idle = self.idle.lock().pop();
         let conn = match idle {
             Some(conn) => conn,
             None => self.open()?,
@@ -890,13 +890,7 @@ impl Store for SqliteStore {
     }
 
     async fn queued_count(&self, integration: &str) -> Result<i64> {
-        Ok(self
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(integration)
-            .copied()
-            .unwrap_or(0))
+        Ok(self.counts.lock().get(integration).copied().unwrap_or(0))
     }
 
     async fn transactions(

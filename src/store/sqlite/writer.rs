@@ -25,8 +25,9 @@
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 
+use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
@@ -366,7 +367,7 @@ impl Writer {
         };
         match &ended {
             Ok(()) => {
-                let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+                let mut counts = self.counts.lock();
                 for name in changed {
                     if let Some(q) = self.queues.get(&name) {
                         counts.insert(name, q.queued);
