@@ -37,7 +37,7 @@ pub struct LastTestView {
 }
 
 pub fn view(e: &Endpoint) -> EndpointView {
-    let h = e.health();
+    let h = e.observed();
     EndpointView {
         name: e.name.clone(),
         kind: e.kind.name(),

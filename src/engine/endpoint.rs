@@ -12,8 +12,10 @@ use crate::connectors::{DeliveryError, EndpointKind, Source, Target};
 pub use crate::model::EndpointState;
 use crate::model::{now_millis, Millis};
 
+/// What is observed of an endpoint now (not to be confused with
+/// `engine::health::Health`, which decides it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Health {
+pub struct Observed {
     pub state: EndpointState,
     pub since: Millis,
     pub last_error: Option<String>,
@@ -35,7 +37,7 @@ pub struct Endpoint {
     pub kind: EndpointKind,
     pub source: Option<Arc<dyn Source>>,
     pub target: Option<Arc<dyn Target>>,
-    health: Mutex<Health>,
+    observed: Mutex<Observed>,
     /// Every probe and test is counted here, by result (`/metrics`).
     probes: super::counters::ProbeMetrics,
 }
@@ -47,7 +49,7 @@ impl Endpoint {
             source: kind.source(base),
             target: kind.target(base),
             kind,
-            health: Mutex::new(Health {
+            observed: Mutex::new(Observed {
                 state: EndpointState::Online,
                 since: now_millis(),
                 last_error: None,
@@ -65,7 +67,7 @@ impl Endpoint {
             source: None,
             target: Some(target),
             kind,
-            health: Mutex::new(Health {
+            observed: Mutex::new(Observed {
                 state: EndpointState::Online,
                 since: now_millis(),
                 last_error: None,
@@ -83,16 +85,16 @@ impl Endpoint {
 
     /// The state alone (cheap: no copy of the last error).
     pub fn state(&self) -> EndpointState {
-        self.health.lock().state
+        self.observed.lock().state
     }
 
-    pub fn health(&self) -> Health {
-        self.health.lock().clone()
+    pub fn observed(&self) -> Observed {
+        self.observed.lock().clone()
     }
 
     /// Keeps the error of a failed call without changing the state.
     pub fn note_error(&self, error: &str) {
-        self.health.lock().last_error = Some(error.to_string());
+        self.observed.lock().last_error = Some(error.to_string());
     }
 
     /// A real call to the endpoint: its target's probe (with its
@@ -118,7 +120,7 @@ impl Endpoint {
         } else {
             self.probes.failed.increment(1);
         }
-        self.health.lock().last_test = Some(LastTest {
+        self.observed.lock().last_test = Some(LastTest {
             at: now_millis(),
             ok,
             detail,
@@ -128,7 +130,7 @@ impl Endpoint {
     /// Sets the state (and the last error, if given); returns the previous
     /// state if it changed.
     pub fn set(&self, state: EndpointState, error: Option<String>) -> Option<EndpointState> {
-        let mut h = self.health.lock();
+        let mut h = self.observed.lock();
         if error.is_some() {
             h.last_error = error;
         }

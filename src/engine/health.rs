@@ -470,7 +470,7 @@ mod tests {
         let (h, crm, _dir) = watched();
         h.failed(&crm, &untrusted()).await;
         assert_eq!(crm.state(), EndpointState::Offline);
-        assert!(crm.health().last_error.unwrap().contains("not trusted"));
+        assert!(crm.observed().last_error.unwrap().contains("not trusted"));
         assert!(next_probe_in(&h) > 3000, "the next probe in an hour");
         // A probe that finds it still untrusted keeps the slow pace.
         h.due();

@@ -35,9 +35,9 @@ use crate::model::{
 };
 use crate::store::{AuditEntry, Store};
 
-/// Progress of the backlog drain that a resume started.
+/// The backlog drain that a resume started.
 #[derive(Debug, Clone)]
-struct Progress {
+struct Drain {
     total: i64,
     done: i64,
     started: Instant,
@@ -66,7 +66,7 @@ pub struct Integration {
     control: tokio::sync::Mutex<()>,
     /// Rung when transactions are queued, so an idle sender looks again.
     wake: Notify,
-    progress: Mutex<Option<Progress>>,
+    progress: Mutex<Option<Drain>>,
     /// The sequence numbers in flight: shown as Sending.
     in_flight: Mutex<Option<(i64, i64)>>,
     /// Set when a transaction behind the sender's position is queued again
@@ -179,7 +179,7 @@ impl Integration {
             // Counted before the state changes, so the total covers the
             // whole backlog the resume releases.
             let total = self.store.queued_count(&self.name).await?;
-            *self.progress.lock() = (total > 0).then(|| Progress {
+            *self.progress.lock() = (total > 0).then(|| Drain {
                 total,
                 done: 0,
                 started: Instant::now(),
@@ -202,7 +202,7 @@ impl Integration {
         self.update(|r| r.take(&change));
         if change.state != Some(IntegrationState::Active) {
             *self.progress.lock() = None;
-            self.settle().await;
+            self.wait_in_flight().await;
         }
         Ok(self.record())
     }
@@ -269,7 +269,7 @@ impl Integration {
         self.suspended
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.update(|_| {});
-        self.settle().await;
+        self.wait_in_flight().await;
     }
 
     /// Undoes [`Integration::suspend`] (a reload that failed).
@@ -280,7 +280,7 @@ impl Integration {
     }
 
     /// Waits until the delivery in flight, if any, has ended.
-    pub async fn settle(&self) {
+    pub async fn wait_in_flight(&self) {
         drop(self.gate.lock().await);
     }
 

@@ -70,7 +70,7 @@ const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Where the sender stands in its queue.
 #[derive(Default)]
-struct Progress {
+struct Position {
     /// Everything up to here is delivered or settled (and recorded, or
     /// being recorded).
     after: i64,
@@ -123,7 +123,7 @@ impl Sender {
     pub async fn run(self, token: CancellationToken) {
         let name = self.integration.name.clone();
         let mut may_send = self.integration.watch_may_send();
-        let mut progress = Progress::default();
+        let mut progress = Position::default();
         let mut backoff = retries();
         // A sender before it (a site stopped) may have left off unrecorded.
         self.integration.note_unrecorded(None);
@@ -250,7 +250,7 @@ impl Sender {
     /// keep their order, and an ack is committed before the chunk after the
     /// next one is sent). With nothing new to record, the ack in flight is
     /// left running.
-    async fn flush(&self, progress: &mut Progress) {
+    async fn flush(&self, progress: &mut Position) {
         if progress.pending.is_none() {
             return;
         }
@@ -273,7 +273,7 @@ impl Sender {
     /// An ack that fails is not moved past: its range is pending again
     /// (ahead of what was delivered since) and `unrecorded` is set, so the
     /// sender sends nothing more and tries it again with back-off.
-    async fn finish_ack(&self, progress: &mut Progress) {
+    async fn finish_ack(&self, progress: &mut Position) {
         let Some((ack, (first, last, count))) = progress.acking.take() else {
             return;
         };
@@ -378,10 +378,10 @@ impl Sender {
         token: &CancellationToken,
         single_until: &mut i64,
         backoff: &mut Backoff,
-        processed: &mut Progress,
+        processed: &mut Position,
     ) -> Pass {
         let name = &self.integration.name;
-        fn done(p: &mut Progress, first: i64, last: i64, n: i64) {
+        fn done(p: &mut Position, first: i64, last: i64, n: i64) {
             p.pending = Some(match p.pending {
                 Some((from, _, count)) => (from, last, count + n),
                 None => (first, last, n),

@@ -155,7 +155,7 @@ impl TokenStore {
 
     /// One change to the tokens, in the transaction that made it.
     fn record(
-        tx: &rusqlite::Transaction<'_>,
+        db: &rusqlite::Transaction<'_>,
         actor: &str,
         action: &str,
         subject: &str,
@@ -171,7 +171,7 @@ impl TokenStore {
             reason: reason.map(str::to_string),
             outcome: outcome.to_string(),
         };
-        audit::insert(tx, &entry).map(drop)
+        audit::insert(db, &entry).map(drop)
     }
 
     /// Whether any token exists.
@@ -183,16 +183,16 @@ impl TokenStore {
     /// `false` (and the refusal audited) if one of that name exists.
     pub fn create(&self, name: &str, role: &str, digest: &str, actor: &str) -> Result<bool> {
         let inserted = self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            let n = tx.execute(
+            let db = c.unchecked_transaction()?;
+            let n = db.execute(
                 "INSERT INTO tokens (name, role, hash, created_at, created_by)
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
                 params![name, role, digest, now_millis(), actor],
             )?;
             let outcome = if n == 1 { "ok" } else { "refused: exists" };
             let reason = format!("role {role}");
-            TokenStore::record(&tx, actor, "token.create", name, Some(&reason), outcome)?;
-            tx.commit()?;
+            TokenStore::record(&db, actor, "token.create", name, Some(&reason), outcome)?;
+            db.commit()?;
             Ok(n)
         })?;
         self.note_written();
@@ -204,17 +204,17 @@ impl TokenStore {
     /// name.
     pub fn revoke(&self, name: &str, actor: &str) -> Result<bool> {
         let removed = self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            let n = tx.execute("DELETE FROM tokens WHERE name = ?1", params![name])?;
+            let db = c.unchecked_transaction()?;
+            let n = db.execute("DELETE FROM tokens WHERE name = ?1", params![name])?;
             // Its dashboard sessions end with it.
-            tx.execute("DELETE FROM sessions WHERE token = ?1", params![name])?;
+            db.execute("DELETE FROM sessions WHERE token = ?1", params![name])?;
             let outcome = if n == 1 {
                 "ok"
             } else {
                 "refused: no such token"
             };
-            TokenStore::record(&tx, actor, "token.revoke", name, None, outcome)?;
-            tx.commit()?;
+            TokenStore::record(&db, actor, "token.revoke", name, None, outcome)?;
+            db.commit()?;
             Ok(n)
         })?;
         self.note_written();
@@ -271,13 +271,13 @@ impl TokenStore {
     pub fn open_session(&self, digest: &str, token: &str, ttl_ms: i64) -> Result<()> {
         let now = now_millis();
         self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])?;
-            tx.execute(
+            let db = c.unchecked_transaction()?;
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])?;
+            db.execute(
                 "INSERT INTO sessions (hash, token, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![digest, token, now, now.saturating_add(ttl_ms)],
             )?;
-            tx.commit()
+            db.commit()
         })
     }
 

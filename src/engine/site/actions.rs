@@ -223,10 +223,10 @@ impl Site {
     ) -> Result<TxRecord> {
         let integ = self.integration(integration)?;
         // As operators see it: Sending while in flight.
-        let tx = self.transaction(integration, seq).await?;
+        let transaction = self.transaction(integration, seq).await?;
         let verb = format!("tx.{}", action.as_str());
         let subject = format!("integration/{integration}/tx/{seq}");
-        let next = match tx.state.apply(action) {
+        let next = match transaction.state.apply(action) {
             Ok(next) => next,
             Err(refusal) => return self.refused(actor, &verb, &subject, None, refusal).await,
         };
@@ -243,12 +243,12 @@ impl Site {
             }
             TxAction::Replay => {
                 let copy = NewRecord {
-                    key: tx.key.clone(),
-                    payload: tx.record.to_string(),
+                    key: transaction.key.clone(),
+                    payload: transaction.record.to_string(),
                 };
                 let range = self
                     .store
-                    .enqueue(integration, &tx.flow, vec![copy], None, None)
+                    .enqueue(integration, &transaction.flow, vec![copy], None, None)
                     .await?;
                 integ.wake();
                 range.map_or(seq, |(first, _)| first)

@@ -46,7 +46,7 @@ impl Site {
         // refuses (a full disk) is not run.
         let permit = match (&trigger, site_running) {
             (_, false) => None,
-            (Some(tx), true) => tx.try_reserve().ok(),
+            (Some(trigger), true) => trigger.try_reserve().ok(),
             (None, true) => None,
         };
         if site_running && permit.is_none() {

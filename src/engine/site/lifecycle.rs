@@ -219,25 +219,25 @@ impl Site {
     async fn spawn_workers(self: &Arc<Self>) -> Workers {
         let token = self.parent.child_token();
         let mut tasks = JoinSet::new();
-        let (trigger_tx, trigger_rx) = mpsc::channel(64);
-        let (run_tx, run_rx) = mpsc::channel(64);
+        let (trigger, trigger_requests) = mpsc::channel(64);
+        let (runs, run_requests) = mpsc::channel(64);
         let mut ready = Vec::new();
         let mut ready_signal = || {
-            let (tx, rx) = oneshot::channel::<()>();
-            ready.push(rx);
-            tx
+            let (started, heard) = oneshot::channel::<()>();
+            ready.push(heard);
+            started
         };
         tasks.spawn(all_others::run(self.clone(), token.clone(), ready_signal()));
         tasks.spawn(get_data::run(
             self.clone(),
-            run_rx,
+            run_requests,
             token.clone(),
             ready_signal(),
         ));
         tasks.spawn(trigger::run(
             self.clone(),
-            trigger_rx,
-            run_tx,
+            trigger_requests,
+            runs,
             token.clone(),
             ready_signal(),
         ));
@@ -245,7 +245,7 @@ impl Site {
         for rx in ready {
             let _started = rx.await;
         }
-        *self.trigger.lock() = Some(trigger_tx);
+        *self.trigger.lock() = Some(trigger);
         Workers { token, tasks }
     }
 

@@ -13,7 +13,7 @@ impl Site {
     /// One transaction, as operators see it.
     pub async fn transaction(&self, integration: &str, seq: i64) -> Result<TxRecord> {
         let integ = self.integration(integration)?;
-        let mut tx = self
+        let mut transaction = self
             .store
             .transaction(integration, seq)
             .await?
@@ -22,8 +22,8 @@ impl Site {
                     "integration {integration} has no transaction {seq}"
                 ))
             })?;
-        tx.state = tx.state.shown(tx.seq, integ.in_flight());
-        Ok(tx)
+        transaction.state = transaction.state.shown(transaction.seq, integ.in_flight());
+        Ok(transaction)
     }
 
     /// Transactions as operators see them, newest first: those in `state`
@@ -44,11 +44,11 @@ impl Site {
         let in_flight = integ.in_flight();
         Ok(stored
             .into_iter()
-            .map(|mut tx| {
-                tx.state = tx.state.shown(tx.seq, in_flight);
-                tx
+            .map(|mut transaction| {
+                transaction.state = transaction.state.shown(transaction.seq, in_flight);
+                transaction
             })
-            .filter(|tx| state.is_none_or(|s| tx.state == s))
+            .filter(|transaction| state.is_none_or(|s| transaction.state == s))
             .collect())
     }
 

@@ -27,10 +27,10 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+        let db = conn.transaction()?;
+        db.execute_batch(sql)?;
+        db.pragma_update(None, "user_version", (i + 1) as i64)?;
+        db.commit()?;
     }
     Ok(())
 }

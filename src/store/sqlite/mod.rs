@@ -184,7 +184,7 @@ impl SqliteStore {
         // Fail now, not at the first read, if the file cannot be read.
         let first = readers.open()?;
         readers.put(first);
-        let (tx, rx) = mpsc::channel::<Msg>();
+        let (writes, queue) = mpsc::channel::<Msg>();
         let published = counts.clone();
         let (space_tx, space) = watch::channel(Space::Writable);
         let path_buf = path.to_path_buf();
@@ -194,7 +194,7 @@ impl SqliteStore {
             .spawn(move || {
                 writer::run(
                     write,
-                    rx,
+                    queue,
                     published,
                     options.synchronous,
                     path_buf,
@@ -202,7 +202,7 @@ impl SqliteStore {
                 )
             })?;
         Ok(SqliteStore {
-            writer: tx,
+            writer: writes,
             readers,
             counts,
             space,
@@ -227,11 +227,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let (reply, answer) = oneshot::channel::<Result<T>>();
         self.writer
-            .send(Msg::Write(Box::new(Pending::new(durable, f, tx))))
+            .send(Msg::Write(Box::new(Pending::new(durable, f, reply))))
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `f` on a read connection, off the async threads.
@@ -576,8 +576,8 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.read(move |conn| {
             // One snapshot: the state and its holds change together.
-            let tx = conn.unchecked_transaction()?;
-            let state: Option<String> = tx
+            let db = conn.unchecked_transaction()?;
+            let state: Option<String> = db
                 .prepare_cached("SELECT state FROM integrations WHERE name = ?1")?
                 .query_row([&name], |r| r.get(0))
                 .optional()?;
@@ -585,7 +585,7 @@ impl Store for SqliteStore {
             Ok(Some(IntegrationRecord {
                 state: IntegrationState::parse(&state)
                     .ok_or_else(|| corrupt("integration state", &state))?,
-                holds: holds_of(&tx, &name)?.into_iter().collect(),
+                holds: holds_of(&db, &name)?.into_iter().collect(),
             }))
         })
         .await
