@@ -114,16 +114,22 @@ pub fn render(snapshot: &Snapshot) -> String {
     for site in &snapshot.sites {
         let site_labels = [("site", site.name.clone())];
         gauge!("sluice_site_up", &site_labels).set(flag(site.state == SiteState::Running));
-        let states = SiteState::ALL.map(|s| (s.as_str(), s == site.state));
+        let states = SiteState::ALL
+            .iter()
+            .map(|&s| (s.as_str(), s == site.state));
         one_hot("sluice_site_state", &site_labels, "state", states);
         for integration in &site.integrations {
             let labels = [
                 ("site", site.name.clone()),
                 ("integration", integration.name.clone()),
             ];
-            let states = IntegrationState::ALL.map(|s| (s.as_str(), s == integration.state));
+            let states = IntegrationState::ALL
+                .iter()
+                .map(|&s| (s.as_str(), s == integration.state));
             one_hot("sluice_integration_state", &labels, "state", states);
-            let holds = HoldKind::ALL.map(|k| (k.as_str(), integration.holds.contains(&k)));
+            let holds = HoldKind::ALL
+                .iter()
+                .map(|&k| (k.as_str(), integration.holds.contains(&k)));
             one_hot("sluice_integration_held", &labels, "hold", holds);
             match &integration.queued {
                 Ok(n) => gauge!("sluice_integration_queue_depth", &labels).set(*n as f64),
@@ -137,7 +143,9 @@ pub fn render(snapshot: &Snapshot) -> String {
             ];
             gauge!("sluice_endpoint_up", &labels)
                 .set(flag(endpoint.state == EndpointState::Online));
-            let states = EndpointState::ALL.map(|s| (s.as_str(), s == endpoint.state));
+            let states = EndpointState::ALL
+                .iter()
+                .map(|&s| (s.as_str(), s == endpoint.state));
             one_hot("sluice_endpoint_state", &labels, "state", states);
         }
     }

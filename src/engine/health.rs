@@ -284,7 +284,7 @@ impl Health {
                 continue;
             };
             let holds = holder.record().holds;
-            for kind in HoldKind::ALL {
+            for &kind in HoldKind::ALL {
                 let Some(hold) = holds.get(kind) else {
                     continue;
                 };

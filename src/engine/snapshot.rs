@@ -54,7 +54,8 @@ impl Daemon {
                     name: integration.name.clone(),
                     state: record.state,
                     holds: HoldKind::ALL
-                        .into_iter()
+                        .iter()
+                        .copied()
                         .filter(|k| record.holds.get(*k).is_some())
                         .collect(),
                     queued: site.queued(&integration.name).await,

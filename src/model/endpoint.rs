@@ -16,6 +16,8 @@ use super::HoldKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "lowercase")]
 pub enum EndpointState {
     Online,
     Offline,
@@ -24,20 +26,10 @@ pub enum EndpointState {
 }
 
 impl EndpointState {
-    pub const ALL: [EndpointState; 4] = [
-        EndpointState::Online,
-        EndpointState::Offline,
-        EndpointState::Unauthorized,
-        EndpointState::Disabled,
-    ];
+    pub const ALL: &'static [EndpointState] = <EndpointState as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            EndpointState::Online => "online",
-            EndpointState::Offline => "offline",
-            EndpointState::Unauthorized => "unauthorized",
-            EndpointState::Disabled => "disabled",
-        }
+        self.into()
     }
 
     /// The hold a down endpoint places on every integration delivering to
@@ -109,7 +101,7 @@ pub enum EndpointEvent {
 }
 
 /// How a failed delivery should be handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray)]
 pub enum FailureClass {
     /// No connection could be made (refused, unreachable, DNS): the
     /// endpoint is down. Tried again later.
@@ -133,14 +125,7 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
-    pub const ALL: [FailureClass; 6] = [
-        FailureClass::Unreachable,
-        FailureClass::NoAnswer,
-        FailureClass::Intermittent,
-        FailureClass::Unauthorized,
-        FailureClass::Untrusted,
-        FailureClass::Rejected,
-    ];
+    pub const ALL: &'static [FailureClass] = <FailureClass as strum::VariantArray>::VARIANTS;
 }
 
 #[cfg(test)]
@@ -192,8 +177,8 @@ mod tests {
 
     #[test]
     fn every_failure_class_is_covered_for_deliveries_and_probes() {
-        for state in S::ALL {
-            for class in F::ALL {
+        for &state in S::ALL {
+            for &class in F::ALL {
                 // Nothing observed ever says Disabled, and nothing of a
                 // failure says Online.
                 for event in [E::DeliveryFailed(class), E::ProbeFailed(class)] {
@@ -210,11 +195,11 @@ mod tests {
     #[test]
     fn nothing_observed_changes_a_disabled_endpoint() {
         let mut events = vec![E::Reached, E::NoAnswers];
-        for class in F::ALL {
+        for &class in F::ALL {
             events.push(E::DeliveryFailed(class));
             events.push(E::ProbeFailed(class));
         }
-        for kind in HoldKind::ALL {
+        for &kind in HoldKind::ALL {
             events.push(E::HeldAtRestart(kind));
         }
         for event in events {
@@ -230,7 +215,7 @@ mod tests {
         assert_eq!(S::Disabled.hold(), None);
         // A hold found at a restart puts the endpoint back in the state
         // that placed it.
-        for state in S::ALL {
+        for &state in S::ALL {
             if let Some(kind) = state.hold() {
                 assert_eq!(S::Online.apply(E::HeldAtRestart(kind)), Some(state));
             }

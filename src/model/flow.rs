@@ -8,6 +8,8 @@ use super::Refusal;
 /// cursor is past the flow's checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "lowercase")]
 pub enum RunMode {
     All,
     Changed,
@@ -15,18 +17,11 @@ pub enum RunMode {
 
 impl RunMode {
     pub fn as_str(self) -> &'static str {
-        match self {
-            RunMode::All => "all",
-            RunMode::Changed => "changed",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<RunMode> {
-        match s {
-            "all" => Some(RunMode::All),
-            "changed" => Some(RunMode::Changed),
-            _ => None,
-        }
+        s.parse().ok()
     }
 
     /// The button's name in seed 000.
@@ -41,6 +36,8 @@ impl RunMode {
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "lowercase")]
 pub enum RunResult {
     Success,
     Failed,
@@ -50,20 +47,11 @@ pub enum RunResult {
 
 impl RunResult {
     pub fn as_str(self) -> &'static str {
-        match self {
-            RunResult::Success => "success",
-            RunResult::Failed => "failed",
-            RunResult::Halted => "halted",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<RunResult> {
-        match s {
-            "success" => Some(RunResult::Success),
-            "failed" => Some(RunResult::Failed),
-            "halted" => Some(RunResult::Halted),
-            _ => None,
-        }
+        s.parse().ok()
     }
 }
 

@@ -19,6 +19,8 @@ use super::{Millis, Refusal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "lowercase")]
 pub enum IntegrationState {
     /// Captures and sends.
     Active,
@@ -48,27 +50,15 @@ impl IntegrationEvent {
 }
 
 impl IntegrationState {
-    pub const ALL: [IntegrationState; 3] = [
-        IntegrationState::Active,
-        IntegrationState::Paused,
-        IntegrationState::Stopped,
-    ];
+    pub const ALL: &'static [IntegrationState] =
+        <IntegrationState as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            IntegrationState::Active => "active",
-            IntegrationState::Paused => "paused",
-            IntegrationState::Stopped => "stopped",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<IntegrationState> {
-        Some(match s {
-            "active" => IntegrationState::Active,
-            "paused" => IntegrationState::Paused,
-            "stopped" => IntegrationState::Stopped,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 
     /// Whether flows of the integration capture records.
@@ -122,6 +112,8 @@ impl IntegrationState {
     utoipa::ToSchema,
 )]
 #[serde(rename_all = "kebab-case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "kebab-case")]
 pub enum HoldKind {
     /// A person paused it. Only a person lifts it.
     Operator,
@@ -134,30 +126,14 @@ pub enum HoldKind {
 }
 
 impl HoldKind {
-    pub const ALL: [HoldKind; 4] = [
-        HoldKind::Operator,
-        HoldKind::EndpointOffline,
-        HoldKind::Unauthorized,
-        HoldKind::SiteStopped,
-    ];
+    pub const ALL: &'static [HoldKind] = <HoldKind as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            HoldKind::Operator => "operator",
-            HoldKind::EndpointOffline => "endpoint-offline",
-            HoldKind::Unauthorized => "unauthorized",
-            HoldKind::SiteStopped => "site-stopped",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<HoldKind> {
-        Some(match s {
-            "operator" => HoldKind::Operator,
-            "endpoint-offline" => HoldKind::EndpointOffline,
-            "unauthorized" => HoldKind::Unauthorized,
-            "site-stopped" => HoldKind::SiteStopped,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 
     /// Holds the system places and therefore may remove by itself.
@@ -447,7 +423,7 @@ mod tests {
     #[test]
     fn a_persons_event_in_every_state_changes_only_the_operators_hold() {
         let events = [E::Pause, E::Resume, E::Start, E::Stop];
-        for state in S::ALL {
+        for &state in S::ALL {
             for system in system_sets() {
                 let mut holds: Holds = system.iter().map(|k| hold(*k)).collect();
                 if state == S::Paused {
@@ -505,7 +481,7 @@ mod tests {
 
     #[test]
     fn the_system_places_and_lifts_only_its_own_holds() {
-        for kind in HoldKind::ALL {
+        for &kind in HoldKind::ALL {
             let mine = kind.placed_by_system();
             assert_eq!(Holds::place_by_system(hold(kind)).is_some(), mine);
             assert_eq!(Holds::lift_by_system(kind).is_some(), mine);
@@ -513,12 +489,12 @@ mod tests {
         // Whatever the system lifts, a person's pause stays.
         let mut paused = IntegrationRecord::new();
         paused.take(&paused.apply(E::Pause, "ann", None, 1).unwrap());
-        for kind in HoldKind::ALL {
+        for &kind in HoldKind::ALL {
             if let Some(change) = Holds::place_by_system(hold(kind)) {
                 paused.take(&change);
             }
         }
-        for kind in HoldKind::ALL {
+        for &kind in HoldKind::ALL {
             if let Some(change) = Holds::lift_by_system(kind) {
                 paused.take(&change);
             }
@@ -533,11 +509,11 @@ mod tests {
     #[test]
     fn system_and_person_changes_commute() {
         let mut systems = Vec::new();
-        for kind in HoldKind::ALL {
+        for &kind in HoldKind::ALL {
             systems.extend(Holds::place_by_system(hold(kind)));
             systems.extend(Holds::lift_by_system(kind));
         }
-        for state in S::ALL {
+        for &state in S::ALL {
             for event in [E::Pause, E::Resume, E::Start, E::Stop] {
                 let start = IntegrationRecord {
                     state,
@@ -587,7 +563,7 @@ mod tests {
 
     #[test]
     fn it_sends_only_active_and_unheld() {
-        for state in S::ALL {
+        for &state in S::ALL {
             let free = IntegrationRecord {
                 state,
                 holds: Holds::new(),

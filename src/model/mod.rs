@@ -67,3 +67,38 @@ pub type Millis = i64;
 pub fn now_millis() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
+
+#[cfg(test)]
+mod names {
+    use super::*;
+
+    /// Every state's name, as stored, shown by the CLI and written in the
+    /// JSON answers, is one name: strum's and serde's agree.
+    fn one_name<T>(all: &[T])
+    where
+        T: Copy
+            + serde::Serialize
+            + Into<&'static str>
+            + std::str::FromStr
+            + PartialEq
+            + std::fmt::Debug,
+    {
+        for &value in all {
+            let name: &'static str = value.into();
+            assert_eq!(serde_json::to_value(value).unwrap(), name, "{value:?}");
+            assert_eq!(name.parse::<T>().ok(), Some(value), "{name}");
+        }
+    }
+
+    #[test]
+    fn names_are_one_in_the_store_the_cli_and_the_answers() {
+        one_name(SiteState::ALL);
+        one_name(IntegrationState::ALL);
+        one_name(HoldKind::ALL);
+        one_name(TxState::ALL);
+        one_name(EndpointState::ALL);
+        one_name(<RunMode as strum::VariantArray>::VARIANTS);
+        one_name(<RunResult as strum::VariantArray>::VARIANTS);
+        one_name(<status::ConnectionStatus as strum::VariantArray>::VARIANTS);
+    }
+}

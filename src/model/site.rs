@@ -10,6 +10,8 @@ use super::Refusal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "lowercase")]
 pub enum SiteState {
     Stopped,
     Starting,
@@ -34,30 +36,14 @@ pub enum SiteEvent {
 }
 
 impl SiteState {
-    pub const ALL: [SiteState; 4] = [
-        SiteState::Stopped,
-        SiteState::Starting,
-        SiteState::Running,
-        SiteState::Stopping,
-    ];
+    pub const ALL: &'static [SiteState] = <SiteState as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            SiteState::Stopped => "stopped",
-            SiteState::Starting => "starting",
-            SiteState::Running => "running",
-            SiteState::Stopping => "stopping",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<SiteState> {
-        Some(match s {
-            "stopped" => SiteState::Stopped,
-            "starting" => SiteState::Starting,
-            "running" => SiteState::Running,
-            "stopping" => SiteState::Stopping,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 
     /// Only a running site transfers data.

@@ -9,7 +9,18 @@ use serde::Serialize;
 
 use super::{IntegrationState, RunResult};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 pub enum ConnectionStatus {
     Disabled,
     Failed,
@@ -17,21 +28,14 @@ pub enum ConnectionStatus {
     Restarting,
     Running,
     #[serde(rename = "Server Reinitializing")]
+    #[strum(serialize = "Server Reinitializing")]
     ServerReinitializing,
     Unknown,
 }
 
 impl ConnectionStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectionStatus::Disabled => "Disabled",
-            ConnectionStatus::Failed => "Failed",
-            ConnectionStatus::Idle => "Idle",
-            ConnectionStatus::Restarting => "Restarting",
-            ConnectionStatus::Running => "Running",
-            ConnectionStatus::ServerReinitializing => "Server Reinitializing",
-            ConnectionStatus::Unknown => "Unknown",
-        }
+        self.into()
     }
 }
 

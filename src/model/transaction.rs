@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 /// be sent again with the same idempotency key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "lowercase")]
 pub enum TxState {
     Queued,
     Sending,
@@ -18,26 +20,14 @@ pub enum TxState {
 }
 
 impl TxState {
-    pub const ALL: [TxState; 5] = [
-        TxState::Queued,
-        TxState::Sending,
-        TxState::Sent,
-        TxState::Error,
-        TxState::Ignored,
-    ];
+    pub const ALL: &'static [TxState] = <TxState as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            TxState::Queued => "queued",
-            TxState::Sending => "sending",
-            TxState::Sent => "sent",
-            TxState::Error => "error",
-            TxState::Ignored => "ignored",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<TxState> {
-        TxState::ALL.into_iter().find(|t| t.as_str() == s)
+        s.parse().ok()
     }
 
     /// The small integer stored for a state.
@@ -52,7 +42,7 @@ impl TxState {
     }
 
     pub fn from_code(code: i64) -> Option<TxState> {
-        TxState::ALL.into_iter().find(|t| t.code() == code)
+        TxState::ALL.iter().copied().find(|t| t.code() == code)
     }
 
     /// The state operators see for a stored one: a Queued transaction is
@@ -82,7 +72,10 @@ impl TxState {
 }
 
 /// What an operator can do to one transaction (seed 002's error suite).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum TxAction {
     /// Send a failed transaction again, in its place in the queue.
     Retry,
@@ -94,11 +87,7 @@ pub enum TxAction {
 
 impl TxAction {
     pub fn as_str(self) -> &'static str {
-        match self {
-            TxAction::Retry => "retry",
-            TxAction::Replay => "replay",
-            TxAction::Ignore => "ignore",
-        }
+        self.into()
     }
 }
 
@@ -164,7 +153,7 @@ mod tests {
     fn queued_is_sending_while_in_flight() {
         use TxState::*;
         let batch = Some((10, 12));
-        for stored in TxState::ALL {
+        for &stored in TxState::ALL {
             if stored == Sending {
                 continue; // never stored
             }
@@ -189,7 +178,7 @@ mod tests {
 
     #[test]
     fn names_and_codes_round_trip() {
-        for s in TxState::ALL {
+        for &s in TxState::ALL {
             assert_eq!(TxState::parse(s.as_str()), Some(s));
             assert_eq!(TxState::from_code(s.code()), Some(s));
         }
