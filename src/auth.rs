@@ -39,43 +39,8 @@ use crate::log::rfc3339;
 use crate::store::tokens::TokenStore;
 use crate::store::{AuditEntry, StoreError};
 
+pub use crate::model::Role;
 pub use crate::store::tokens::FILE_NAME;
-
-/// What a token may do; ordered, each role may do what the ones below it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    /// Whether this role may do what needs `needed`.
-    pub fn may(self, needed: Role) -> bool {
-        self >= needed
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Who a valid token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -300,18 +265,6 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn roles_are_ordered() {
-        assert!(Role::Admin.may(Role::Operator));
-        assert!(Role::Operator.may(Role::Operator));
-        assert!(!Role::Viewer.may(Role::Operator));
-        assert!(!Role::Operator.may(Role::Admin));
-        for r in Role::ALL {
-            assert_eq!(Role::parse(r.as_str()), Some(r));
-        }
-        assert_eq!(Role::parse("root"), None);
-    }
 
     #[test]
     fn tokens_are_kept_only_as_hashes() {

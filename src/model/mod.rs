@@ -7,12 +7,14 @@
 
 pub mod flow;
 pub mod integration;
+pub mod role;
 pub mod site;
 pub mod status;
 pub mod transaction;
 
 pub use flow::{FlowEvent, FlowStatus, RunMode, RunResult};
 pub use integration::{Hold, HoldKind, IntegrationEvent, IntegrationState};
+pub use role::Role;
 pub use site::{SiteEvent, SiteState};
 pub use status::{derive_status, ConnectionStatus, FlowRunOutcome};
 pub use transaction::{TxAction, TxState};
