@@ -5,6 +5,7 @@
 //! API, the CLI (through the API) and the engine all go through these
 //! functions, so a 409 and an engine decision can never disagree.
 
+pub mod actions;
 pub mod flow;
 pub mod integration;
 pub mod role;
@@ -12,6 +13,7 @@ pub mod site;
 pub mod status;
 pub mod transaction;
 
+pub use actions::Action;
 pub use flow::{FlowEvent, FlowStatus, RunMode, RunResult};
 pub use integration::{Hold, HoldKind, IntegrationEvent, IntegrationState};
 pub use role::Role;

@@ -2,10 +2,12 @@
 //! may. What each action needs is [`super::actions::Action::role`]; the
 //! API's route table asks for the same role.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a token may do; ordered, each role may do what the ones below it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
