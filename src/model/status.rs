@@ -5,11 +5,11 @@
 //! ongoing run does not count. A halted run (cut off by a stop) is not a
 //! completed one either.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{IntegrationState, RunResult};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ConnectionStatus {
     Disabled,
     Failed,
