@@ -213,8 +213,7 @@ pub fn table() -> Vec<Route> {
     vec![
         // The dashboard, the daemon itself.
         route(routes!(dashboard::index)).open(),
-        route(routes!(dashboard::script)).open(),
-        route(routes!(dashboard::stylesheet)).open(),
+        route(routes!(dashboard::file)).open(),
         route(routes!(super::metrics)).signed_in(),
         route(routes!(openapi::document)).open(),
         // Signing in, tokens and their audit trail.

@@ -1,0 +1,45 @@
+// What the dashboard knows and shows: one shared object, the sections
+// already drawn, and the hooks by which a module asks for what one that
+// imports it does (app.js sets them at boot).
+
+const RANK = { viewer: 0, operator: 1, admin: 2 };
+
+export const st = {
+  session: null,        // {name, role, csrf, auth}
+  sites: [],
+  site: null,           // the selected site's name
+  integrations: [],
+  endpoints: [],
+  audit: [],
+  tokens: [],
+  txIntegration: {},    // site -> integration whose transactions are shown
+  txState: '',
+  transactions: [],
+  pollTimer: null,
+  polling: false,
+  pollAgain: false,
+  running: false,
+  log: null,            // {source, site, lastId}
+  rendered: {},         // section -> signature of what it shows
+};
+
+/** Re-renders a section only when what it shows has changed. */
+export function renderIf(section, data, fn) {
+  const sig = JSON.stringify([data, st.session && st.session.role]);
+  if (st.rendered[section] === sig) return;
+  st.rendered[section] = sig;
+  fn();
+}
+
+export const can = (role) => !!st.session && RANK[st.session.role] >= RANK[role];
+
+/** Set by app.js: poll now, stop and start the running app, end the session. */
+export const hooks = {
+  refresh() {},
+  stop() {},
+  async start() {},
+  signedOut() {},
+};
+
+/** Asks for fresh data now (after a change, or a new choice). */
+export const refreshSoon = () => hooks.refresh();
