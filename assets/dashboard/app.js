@@ -12,8 +12,8 @@ import { closeLog } from './log.js';
 import { closedModal, modal } from './modal.js';
 import { banner } from './notice.js';
 import { loadSession, renderUser, showSignIn, signedOut, signIn, signOut } from './session.js';
-import { renderSite, renderSites, selectSite, startSite, stopSite } from './sites.js';
-import { can, hooks, st } from './state.js';
+import { reloadSite, renderSite, renderSites, selectSite, startSite, stopSite } from './sites.js';
+import { hooks, offers, st } from './state.js';
 import { newToken, renderTokens } from './tokens.js';
 import { renderTransactions } from './transactions.js';
 
@@ -25,6 +25,7 @@ async function boot() {
   $('site-select').addEventListener('change', (e) => selectSite(e.target.value));
   $('site-start').addEventListener('click', startSite);
   $('site-stop').addEventListener('click', stopSite);
+  $('site-reload').addEventListener('click', reloadSite);
   $('token-new').addEventListener('click', newToken);
   $('tx-integration').addEventListener('change', (e) => {
     st.txIntegration[st.site] = e.target.value;
@@ -112,8 +113,8 @@ async function poll() {
       api('GET', sitePath('/endpoints')),
       api('GET', sitePath('/audit?limit=50')),
     ]);
-    // Tokens are daemon-wide and for admins only.
-    st.tokens = can('admin') ? await api('GET', '/tokens') : [];
+    // Tokens are daemon-wide, for those the session offers them to.
+    st.tokens = offers(st.session, 'manage-tokens') ? await api('GET', '/tokens') : [];
     if (site === st.site) {
       st.sites = sites;
       st.integrations = integrations;

@@ -5,7 +5,7 @@ import { $, btn, capital, chip, h, replace, table, timeEl } from './dom.js';
 import { api, errorText, showError, sitePath } from './api.js';
 import { formError, modal, setFormError } from './modal.js';
 import { toast } from './notice.js';
-import { can, refreshSoon, renderIf, st } from './state.js';
+import { offers, refreshSoon, renderIf, st } from './state.js';
 
 const ENDPOINT_COLOUR = { online: 'green', offline: 'red', unauthorized: 'amber', disabled: 'grey' };
 
@@ -13,8 +13,8 @@ export function renderEndpoints() {
   renderIf('endpoints', st.endpoints, () => {
     const rows = st.endpoints.map((e) => {
       const actions = [];
-      if (can('operator')) actions.push(btn('Test', 'small', () => testEndpoint(e.name), { dataset: { action: 'test' } }));
-      if (can('admin') && e.kind === 'http') {
+      if (offers(e, 'test')) actions.push(btn('Test', 'small', () => testEndpoint(e.name), { dataset: { action: 'test' } }));
+      if (offers(e, 'reauthorize')) {
         actions.push(btn('Reauthorize', 'small', () => reauthorize(e.name), { dataset: { action: 'reauthorize' } }));
       }
       return h('tr', { dataset: { endpoint: e.name } },

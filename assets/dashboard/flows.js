@@ -3,7 +3,7 @@
 
 import { btn, chip, fmtNum, h, table, timeEl } from './dom.js';
 import { act, sitePath } from './api.js';
-import { can } from './state.js';
+import { offers } from './state.js';
 
 const FLOW_COLOUR = {
   'Pending All': 'amber', 'Pending Changed': 'amber', Running: 'blue',
@@ -11,6 +11,12 @@ const FLOW_COLOUR = {
 };
 
 const RUN_COLOUR = { success: 'green', failed: 'red', halted: 'amber' };
+
+/** The runs a flow's answer may offer: its action, the button, the mode, the button's id. */
+const RUNS = [
+  ['run-all', 'Send All', 'all', 'send-all'],
+  ['run-changed', 'Send Changed', 'changed', 'send-changed'],
+];
 
 const RUN_COUNTS = [['captured', 'captured'], ['succeeded', 'succeeded'], ['failed', 'failed'], ['pages', 'page', 'pages']];
 
@@ -28,11 +34,8 @@ export function flowsTable(i, kinds) {
         h('span', { class: 'sub' }, counts),
         run.error ? h('span', { class: 'sub err-text' }, run.error) : null);
     }
-    const actions = [];
-    if (can('operator') && !push && f.enabled) {
-      actions.push(btn('Send All', 'small', () => runFlow(f.name, 'all'), { dataset: { action: 'send-all' } }));
-      actions.push(btn('Send Changed', 'small', () => runFlow(f.name, 'changed'), { dataset: { action: 'send-changed' } }));
-    }
+    const actions = RUNS.filter(([action]) => offers(f, action))
+      .map(([, label, mode, id]) => btn(label, 'small', () => runFlow(f.name, mode), { dataset: { action: id } }));
     return h('tr', { dataset: { flow: f.name } },
       h('td', null, h('strong', null, f.name),
         h('span', { class: 'sub' }, `${f.source} → ${f.target}`),

@@ -6,7 +6,7 @@ import { act, api, errorText, showError, sitePath } from './api.js';
 import { flowsTable } from './flows.js';
 import { confirmModal, formError, modal, setFormError } from './modal.js';
 import { toast } from './notice.js';
-import { can, refreshSoon, renderIf, st } from './state.js';
+import { offers, refreshSoon, renderIf, st } from './state.js';
 import { openTransaction, showTransactions } from './transactions.js';
 
 const PROGRESS_MS = 400;
@@ -32,23 +32,24 @@ export function renderIntegrations() {
   });
 }
 
+/** The buttons for the actions an integration's answer may offer, in this order. */
+const BUTTONS = [
+  ['pause', 'Pause', 'warn small', (i) => pauseIntegration(i)],
+  ['resume', 'Resume', 'primary small', (i) => resumeIntegration(i)],
+  ['start', 'Start', 'success small', (i) => startIntegration(i)],
+  ['stop', 'Stop', 'danger small', (i) => stopIntegration(i)],
+];
+
+/** What the answer offers, and the integration's transactions. */
 function integrationActions(i) {
-  const path = `/integrations/${encodeURIComponent(i.name)}`;
-  const out = [];
-  if (can('operator') && i.state === 'active') {
-    out.push(btn('Pause', 'warn small', () => pauseIntegration(i), { dataset: { action: 'pause' } }));
-  }
-  if (can('operator') && i.state === 'paused') {
-    out.push(btn('Resume', 'primary small', () => resumeIntegration(i), { dataset: { action: 'resume' } }));
-  }
-  if (can('admin') && i.state === 'stopped') {
-    out.push(btn('Start', 'success small', () => act('POST', sitePath(`${path}/start`), {}, `Integration ${i.name} started`), { dataset: { action: 'start' } }));
-  }
-  if (can('admin') && i.state !== 'stopped') {
-    out.push(btn('Stop', 'danger small', () => stopIntegration(i), { dataset: { action: 'stop' } }));
-  }
+  const out = BUTTONS.filter(([action]) => offers(i, action))
+    .map(([action, label, cls, onClick]) => btn(label, cls, () => onClick(i), { dataset: { action } }));
   out.push(btn('Transactions', 'ghost small', () => showTransactions(i.name), { dataset: { action: 'transactions' } }));
   return out;
+}
+
+function startIntegration(i) {
+  act('POST', sitePath(`/integrations/${encodeURIComponent(i.name)}/start`), {}, `Integration ${i.name} started`);
 }
 
 function integrationCard(i, kinds) {

@@ -12,7 +12,7 @@ export async function loadSession() {
   } catch (e) {
     if (e.status === 404) {
       // A daemon without sign-in: everyone on loopback is admin.
-      return { name: 'anonymous', role: 'admin', csrf: '', auth: 'open' };
+      return { name: 'anonymous', role: 'admin', csrf: '', auth: 'open', actions: [] };
     }
     if (e.status === 401) return null;
     throw e;

@@ -1,12 +1,12 @@
 // The sites: the tabs (or the select on a phone), the chosen site's bar,
-// and its start and stop.
+// and its start, stop and reload.
 
 import { $, capital, h, replace, timeEl } from './dom.js';
 import { act, api, errorText } from './api.js';
 import { openLog } from './log.js';
-import { formError, modal, setFormError } from './modal.js';
+import { confirmModal, formError, modal, setFormError } from './modal.js';
 import { toast } from './notice.js';
-import { can, refreshSoon, renderIf, st } from './state.js';
+import { offers, refreshSoon, renderIf, st } from './state.js';
 
 const SITE_COLOUR = { running: 'green', stopped: 'red', starting: 'amber', stopping: 'amber' };
 
@@ -72,14 +72,25 @@ export function renderSite() {
     } else {
       info.hidden = true;
     }
-    $('site-start').hidden = !(can('admin') && s.state === 'stopped');
-    $('site-stop').hidden = !(can('admin') && (s.state === 'running' || s.state === 'starting'));
+    $('site-start').hidden = !offers(s, 'start');
+    $('site-stop').hidden = !offers(s, 'stop');
+    $('site-reload').hidden = !offers(s, 'reload');
   });
 }
 
 export async function startSite() {
   const name = st.site;
   await act('POST', `/sites/${encodeURIComponent(name)}/start`, {}, `Site ${name} started`);
+}
+
+export async function reloadSite() {
+  const name = st.site;
+  const ok = await confirmModal('Reload the configuration', [
+    h('p', null, 'Read the configuration file again and apply the part of site ', h('strong', null, name),
+      '? States, holds and queues stay; a file with errors changes nothing.'),
+  ], 'Reload', 'primary');
+  modal.close();
+  if (ok) await act('POST', `/sites/${encodeURIComponent(name)}/reload`, {}, (s) => `Site ${name} reloaded: ${s.state}`);
 }
 
 export function stopSite() {

@@ -4,11 +4,11 @@
 import { $, btn, chip, h, replace, table, timeEl } from './dom.js';
 import { act, api, errorText } from './api.js';
 import { confirmModal, formError, modal, setFormError } from './modal.js';
-import { can, refreshSoon, renderIf, st } from './state.js';
+import { offers, refreshSoon, renderIf, st } from './state.js';
 
 export function renderTokens() {
   const card = $('tokens-card');
-  card.hidden = !can('admin');
+  card.hidden = !offers(st.session, 'manage-tokens');
   if (card.hidden) return;
   renderIf('tokens', st.tokens, () => {
     const rows = st.tokens.map((t) => h('tr', { dataset: { token: t.name } },

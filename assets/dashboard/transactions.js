@@ -4,7 +4,7 @@
 import { $, chip, h, replace, table, timeEl } from './dom.js';
 import { act, api, showError, sitePath } from './api.js';
 import { modal } from './modal.js';
-import { can, refreshSoon, renderIf, st } from './state.js';
+import { offers, refreshSoon, renderIf, st } from './state.js';
 
 const TX_COLOUR = { queued: 'grey', sending: 'blue', sent: 'green', error: 'red', ignored: 'grey' };
 
@@ -67,10 +67,10 @@ function transactionModal(integration, t) {
       if (a) modal.close();
     },
   });
-  if (can('operator')) {
-    if (t.state === 'error') buttons.unshift(action('Ignore', 'ignore', 'warn'), action('Retry', 'retry', 'primary'));
-    if (t.state === 'sent' || t.state === 'ignored' || t.state === 'error') buttons.unshift(action('Replay', 'replay', ''));
-  }
+  // What the answer offers, before Close.
+  buttons.unshift(...[['replay', 'Replay', ''], ['ignore', 'Ignore', 'warn'], ['retry', 'Retry', 'primary']]
+    .filter(([verb]) => offers(t, verb))
+    .map(([verb, label, cls]) => action(label, verb, cls)));
   modal.open(`Transaction #${t.seq}`, [
     h('dl', { class: 'kv' },
       kv('Integration', integration),
