@@ -9,7 +9,8 @@
 //! - Roles are ordered: a viewer reads everything; an operator also runs
 //!   flows, pauses and resumes, tests endpoints and acts on transactions; an
 //!   admin also starts and stops sites and integrations, reauthorizes
-//!   endpoints and manages tokens ([`Role::may`]).
+//!   endpoints and manages tokens. They are the model's ([`Role::may`];
+//!   what each action needs is `model::Action::role`), re-exported here.
 //! - Open mode: while the store holds no live token the API asks for none
 //!   and everyone is admin — but only on a loopback address; the daemon
 //!   refuses to listen anywhere else without tokens.
