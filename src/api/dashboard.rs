@@ -13,7 +13,9 @@
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::Required;
 
 use super::openapi::ErrorBody;
 use super::{ApiError, PathParams};
@@ -107,20 +109,25 @@ pub async fn index() -> Response {
     response
 }
 
-/// A file of the dashboard.
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct AssetPath {
-    /// A script module or the stylesheet.
-    #[param(schema_with = asset_names, example = "app.js")]
-    pub file: String,
-}
+/// A file of the dashboard, in the path: one of [`ASSETS`].
+pub struct AssetPath;
 
-fn asset_names() -> utoipa::openapi::schema::Object {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(ASSETS.iter().map(|(name, _)| *name)))
-        .build()
+/// Written by hand: the derive drops `required` (and the example) from a
+/// parameter whose schema is made by a function, as this list is.
+impl utoipa::IntoParams for AssetPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let names = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ASSETS.iter().map(|(name, _)| *name)));
+        vec![ParameterBuilder::new()
+            .name("file")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("A script module or the stylesheet"))
+            .schema(Some(names))
+            .example(Some("app.js".into()))
+            .build()]
+    }
 }
 
 /// The dashboard's stylesheet and script modules.
