@@ -96,6 +96,47 @@ async function logLines(page, text, n = 1, timeout = 15_000) {
 
 const integration = (page, name) => page.locator(`[data-integration="${name}"]`);
 
+/** The page's buttons for the actions an answer offers, by the answer's names. */
+const ACTION_OF_BUTTON = {
+  'send-all': 'run-all', 'send-changed': 'run-changed', 'site-start': 'start', 'site-stop': 'stop', 'site-reload': 'reload',
+};
+async function shown(locator) {
+  const ids = await locator.evaluateAll((els) => els
+    .filter((e) => e.offsetParent !== null)
+    .map((e) => e.dataset.action || e.id));
+  return ids.filter((a) => a !== 'transactions').map((a) => ACTION_OF_BUTTON[a] || a).sort();
+}
+
+/**
+ * Waits until the page offers exactly the actions the API answers the same
+ * caller (TOKEN) for SITE: the site's buttons, each integration's, each
+ * flow's and each endpoint's. The page decides none of them itself.
+ */
+async function offersAsAnswered(page, token, site = 'LIVE') {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const get = async (path) => (await call('GET', `/api/v1/sites/${site}${path}`, { token })).json;
+    const [about, integrations, endpoints] = await Promise.all([get(''), get('/integrations'), get('/endpoints')]);
+    const want = { site: [...about.actions].sort() };
+    const got = { site: await shown(page.locator('#site-actions button')) };
+    for (const i of integrations) {
+      want[`integration ${i.name}`] = [...i.actions].sort();
+      got[`integration ${i.name}`] = await shown(integration(page, i.name).locator('.integration-head [data-action]'));
+      for (const f of i.flows) {
+        want[`flow ${f.name}`] = [...f.actions].sort();
+        got[`flow ${f.name}`] = await shown(page.locator(`tr[data-flow="${f.name}"] [data-action]`));
+      }
+    }
+    for (const e of endpoints) {
+      want[`endpoint ${e.name}`] = [...e.actions].sort();
+      got[`endpoint ${e.name}`] = await shown(page.locator(`tr[data-endpoint="${e.name}"] [data-action]`));
+    }
+    if (JSON.stringify(got) === JSON.stringify(want)) return want;
+    if (Date.now() > deadline) assert.deepEqual(got, want, 'the page offers exactly what the API answers');
+    await page.waitForTimeout(200);
+  }
+}
+
 test('admin: stop and start LIVE, pause orders, queue 500, resume with progress', { timeout: 180_000 }, async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await openSignedIn(context, ADMIN, '00-sign-in.png');
@@ -109,6 +150,8 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   }
   await page.locator('#log .log-line').first().waitFor();
   await shot(page, '01-signed-in.png');
+  const offered = await offersAsAnswered(page, ADMIN);
+  assert.deepEqual(offered.site, ['reload', 'stop'], 'a running site offers an admin Stop and Reload');
 
   // The server refuses a stop without a reason, whatever the page does.
   const refused = await call('POST', '/api/v1/sites/LIVE/stop', { token: ADMIN, body: { reason: '' } });
@@ -149,6 +192,7 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   await orders.locator('.chip.state').getByText('Paused').waitFor();
   await orders.getByText('planned maintenance of the archive').waitFor();
   assert.equal(await orders.locator('[data-action="pause"]').count(), 0, 'no Pause on a paused integration');
+  assert.deepEqual((await offersAsAnswered(page, ADMIN))['integration orders'], ['resume', 'stop']);
   await shot(page, '04-paused.png');
 
   // Records arrive by webhook while it is paused: they queue.
@@ -222,6 +266,7 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   await page.locator('[data-integration="customers"]').waitFor();
   await page.locator('[data-endpoint="legacy"] .chip.red').getByText('Offline').waitFor({ timeout: 20_000 });
   await page.locator('[data-endpoint="erp"] .chip.green').getByText('Online').waitFor();
+  await offersAsAnswered(page, ADMIN, 'STAGE');
   await page.locator('[data-integration="customers"]').getByText('endpoint-offline').waitFor();
   await shot(page, '10-stage.png');
   // Test: the endpoint is called now, and the page says what was found.
@@ -299,6 +344,8 @@ test('viewer: no Pause button, and a forged pause is answered 403', { timeout: 6
   assert.equal(await page.locator('[data-action="stop"]').count(), 0, 'nor Stop');
   assert.ok(!(await page.locator('#site-stop').isVisible()), 'nor Stop Site');
   assert.ok(!(await page.locator('#site-start').isVisible()), 'nor Start Site');
+  const offered = await offersAsAnswered(page, VIEWER);
+  assert.ok(Object.values(offered).every((a) => a.length === 0), `a viewer is offered nothing: ${JSON.stringify(offered)}`);
   await shot(page, '13-viewer.png');
 
   const forged = await page.evaluate(async (token) => {
@@ -339,6 +386,9 @@ test('operator: pauses and resumes, is offered no start or stop; an admin makes 
   assert.equal(await page.locator('[data-action="start"]').count(), 0, 'nor Start');
   assert.ok(!(await page.locator('#site-stop').isVisible()), 'nor Stop Site');
   assert.equal(await page.locator('[data-action="reauthorize"]').count(), 0, 'nor Reauthorize');
+  const offered = await offersAsAnswered(page, OPERATOR);
+  assert.deepEqual(offered['integration stock'], ['pause']);
+  assert.deepEqual(offered.site, [], 'an operator may not start, stop or reload a site');
 
   // What an operator may: pause (with a reason) and resume.
   const modal = page.locator('#modal');

@@ -9,7 +9,8 @@
 //! - Roles are ordered: a viewer reads everything; an operator also runs
 //!   flows, pauses and resumes, tests endpoints and acts on transactions; an
 //!   admin also starts and stops sites and integrations, reauthorizes
-//!   endpoints and manages tokens ([`Role::may`]).
+//!   endpoints and manages tokens. They are the model's ([`Role::may`];
+//!   what each action needs is `model::Action::role`), re-exported here.
 //! - Open mode: while the store holds no live token the API asks for none
 //!   and everyone is admin — but only on a loopback address; the daemon
 //!   refuses to listen anywhere else without tokens.
@@ -32,50 +33,15 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::log::rfc3339;
 use crate::store::tokens::TokenStore;
 use crate::store::{AuditEntry, StoreError};
 
+pub use crate::model::Role;
 pub use crate::store::tokens::FILE_NAME;
-
-/// What a token may do; ordered, each role may do what the ones below it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    /// Whether this role may do what needs `needed`.
-    pub fn may(self, needed: Role) -> bool {
-        self >= needed
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Who a valid token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,7 +51,7 @@ pub struct Principal {
 }
 
 /// A token as listed: never the token itself.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub name: String,
     pub role: Role,
@@ -300,18 +266,6 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn roles_are_ordered() {
-        assert!(Role::Admin.may(Role::Operator));
-        assert!(Role::Operator.may(Role::Operator));
-        assert!(!Role::Viewer.may(Role::Operator));
-        assert!(!Role::Operator.may(Role::Admin));
-        for r in Role::ALL {
-            assert_eq!(Role::parse(r.as_str()), Some(r));
-        }
-        assert_eq!(Role::parse("root"), None);
-    }
 
     #[test]
     fn tokens_are_kept_only_as_hashes() {

@@ -5,9 +5,11 @@
 //! - [`model`]: ids, states and their transitions: `Site`, `Integration`
 //!   (lifecycle state and `Holds`, with their rules), `Flow` status,
 //!   `Transaction` state (and when it shows as Sending), `Endpoint` state
-//!   (which observation makes which), and the seven derived statuses. Pure,
-//!   no I/O. The only home of state rules: the store stores what the model
-//!   decided, the engine acts on it.
+//!   (which observation makes which), and the seven derived statuses; the
+//!   roles and the actions each role may take now (`model/actions.rs`: what
+//!   answers offer and what each route asks for). Pure, no I/O. The only
+//!   home of state rules: the store stores what the model decided, the
+//!   engine acts on it.
 //! - [`config`]: `sluice.toml` → a typed, validated [`config::Config`]; every
 //!   error names the file, line and key. The types and the entry in
 //!   `mod.rs`, the TOML walk in `reader.rs`, `schedule.rs`, `error.rs`.
@@ -34,9 +36,12 @@
 //!   table (each route with its handler, role and audit name) from which
 //!   the router, the OpenAPI document and the role checks derive, the auth
 //!   layer (tokens, cookie session, CSRF, the route's role), `/metrics`,
-//!   the dashboard's page (`assets/dashboard/`) and the webhook receiver.
-//! - [`auth`]: API tokens (hashes only) and the roles viewer, operator,
-//!   admin: the token format, hashing and role rules over the token store.
+//!   the dashboard's page and its ES modules (`assets/dashboard/`) and the
+//!   webhook receiver. Its views (`SiteView`, …) are also what the CLI
+//!   reads answers as.
+//! - [`auth`]: API tokens (hashes only) and sessions: the token format,
+//!   hashing and their rules over the token store; the roles are the
+//!   model's (re-exported).
 //! - [`metrics`]: the Prometheus exposition for `/metrics`: installs the
 //!   recorder the engine's counters go to, sets the state gauges from the
 //!   engine's snapshot, renders.

@@ -17,7 +17,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -29,6 +30,7 @@ use super::openapi::ErrorBody;
 use super::routes::Audited;
 use super::{ApiError, ApiResult, ApiState, JsonBody, PathParams, QueryParams};
 use crate::auth::{csrf, AuthError, Principal, Role, TokenInfo, Tokens};
+use crate::model::{actions, Action};
 
 pub const COOKIE: &str = "sluice_session";
 /// How long the dashboard's cookie lasts: a working day.
@@ -57,6 +59,25 @@ pub struct Caller {
     /// The secret presented: the token, or the cookie's session id (the
     /// CSRF value derives from it); empty in open mode.
     token: String,
+}
+
+impl Caller {
+    /// What the answers to this caller offer depends on it.
+    pub fn role(&self) -> Role {
+        self.principal.role
+    }
+}
+
+/// The caller, for a handler behind [`require`] (every route that takes a
+/// token): [`require`] put it in the request.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::Internal("a handler asks for its caller on a route without auth".into())
+        })
+    }
 }
 
 impl From<AuthError> for ApiError {
@@ -297,6 +318,13 @@ pub struct SessionView {
     /// `token`, or `open` when no token exists (loopback only).
     #[schema(value_type = String, pattern = "^(token|open)$")]
     pub auth: &'static str,
+    /// What the caller may do beyond one site: `manage-tokens` (admins).
+    #[schema(schema_with = daemon_actions_schema)]
+    pub actions: Vec<String>,
+}
+
+fn daemon_actions_schema() -> utoipa::openapi::schema::Array {
+    super::openapi::actions_schema(&Action::DAEMON)
 }
 
 fn session_view(caller: &Caller) -> SessionView {
@@ -313,6 +341,7 @@ fn session_view(caller: &Caller) -> SessionView {
         } else {
             "token"
         },
+        actions: actions::names(&actions::daemon(caller.principal.role)),
     }
 }
 
@@ -452,7 +481,7 @@ pub struct NewToken {
     pub role: String,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     pub name: String,
     pub role: Role,

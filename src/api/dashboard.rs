@@ -1,13 +1,64 @@
-//! The operator's dashboard: one HTML page, its stylesheet and its script,
-//! written by hand (no build step, nothing fetched from elsewhere) and
-//! built into the binary. The page drives the same REST API as the CLI.
+//! The operator's dashboard: one HTML page, its stylesheet and its script
+//! modules, written by hand (no build step, nothing fetched from elsewhere)
+//! and built into the binary. The page drives the same REST API as the CLI.
+//!
+//! # Invariants
+//! - The page loads `/assets/app.js` as a module; it and the modules it
+//!   imports (`./api.js`, `./sites.js`, …) are the files of [`ASSETS`],
+//!   each served with its type under `/assets/{file}` (a test holds every
+//!   file of `assets/dashboard/` and every import to the table).
+//! - The page's CSP lets scripts come from this daemon only (`script-src
+//!   'self'`, which module scripts and their imports satisfy); nothing
+//!   inline runs.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::Required;
+
+use super::openapi::ErrorBody;
+use super::{ApiError, PathParams};
 
 const INDEX_HTML: &str = include_str!("../../assets/dashboard/index.html");
-const APP_JS: &str = include_str!("../../assets/dashboard/app.js");
-const APP_CSS: &str = include_str!("../../assets/dashboard/app.css");
+
+/// The files under `/assets/`: the stylesheet and the script modules.
+pub const ASSETS: &[(&str, &str)] = &[
+    ("app.css", include_str!("../../assets/dashboard/app.css")),
+    ("app.js", include_str!("../../assets/dashboard/app.js")),
+    ("api.js", include_str!("../../assets/dashboard/api.js")),
+    ("audit.js", include_str!("../../assets/dashboard/audit.js")),
+    ("dom.js", include_str!("../../assets/dashboard/dom.js")),
+    (
+        "endpoints.js",
+        include_str!("../../assets/dashboard/endpoints.js"),
+    ),
+    ("flows.js", include_str!("../../assets/dashboard/flows.js")),
+    (
+        "integrations.js",
+        include_str!("../../assets/dashboard/integrations.js"),
+    ),
+    ("log.js", include_str!("../../assets/dashboard/log.js")),
+    ("modal.js", include_str!("../../assets/dashboard/modal.js")),
+    (
+        "notice.js",
+        include_str!("../../assets/dashboard/notice.js"),
+    ),
+    (
+        "session.js",
+        include_str!("../../assets/dashboard/session.js"),
+    ),
+    ("sites.js", include_str!("../../assets/dashboard/sites.js")),
+    ("state.js", include_str!("../../assets/dashboard/state.js")),
+    (
+        "tokens.js",
+        include_str!("../../assets/dashboard/tokens.js"),
+    ),
+    (
+        "transactions.js",
+        include_str!("../../assets/dashboard/transactions.js"),
+    ),
+];
 
 /// Everything the page needs comes from this daemon; nothing inline runs.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -24,6 +75,16 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The type a file is served with, by its name (module scripts must come
+/// as JavaScript, or the browser refuses them).
+fn content_type(name: &str) -> &'static str {
+    if name.ends_with(".css") {
+        "text/css; charset=utf-8"
+    } else {
+        "text/javascript; charset=utf-8"
+    }
 }
 
 /// The dashboard (`assets/dashboard/index.html`, built into the binary).
@@ -48,20 +109,41 @@ pub async fn index() -> Response {
     response
 }
 
-/// The dashboard's script.
-#[utoipa::path(get, path = "/assets/app.js", tag = "meta",
-    responses((status = 200, description = "JavaScript", body = String,
-        content_type = "text/javascript")))]
-pub async fn script() -> Response {
-    asset("text/javascript; charset=utf-8", APP_JS)
+/// A file of the dashboard, in the path: one of [`ASSETS`].
+pub struct AssetPath;
+
+/// Written by hand: the derive drops `required` (and the example) from a
+/// parameter whose schema is made by a function, as this list is.
+impl utoipa::IntoParams for AssetPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let names = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ASSETS.iter().map(|(name, _)| *name)));
+        vec![ParameterBuilder::new()
+            .name("file")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("A script module or the stylesheet"))
+            .schema(Some(names))
+            .example(Some("app.js".into()))
+            .build()]
+    }
 }
 
-/// The dashboard's stylesheet.
-#[utoipa::path(get, path = "/assets/app.css", tag = "meta",
-    responses((status = 200, description = "CSS", body = String,
-        content_type = "text/css")))]
-pub async fn stylesheet() -> Response {
-    asset("text/css; charset=utf-8", APP_CSS)
+/// The dashboard's stylesheet and script modules.
+#[utoipa::path(get, path = "/assets/{file}", tag = "meta", params(AssetPath),
+    responses(
+        (status = 200, description = "A script module (JavaScript) or the stylesheet (CSS)",
+            content((String = "text/javascript"), (String = "text/css"))),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ))]
+pub async fn file(PathParams(name): PathParams<String>) -> Result<Response, ApiError> {
+    ASSETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(n, body)| asset(content_type(n), body))
+        .ok_or_else(|| ApiError::NotFound(format!("the dashboard has no file '{name}'")))
 }
 
 #[cfg(test)]
@@ -79,6 +161,14 @@ mod tests {
         response.headers()[name].to_str().unwrap()
     }
 
+    async fn get(name: &str) -> Response {
+        file(PathParams(name.to_string())).await.unwrap()
+    }
+
+    fn scripts() -> impl Iterator<Item = (&'static str, &'static str)> {
+        ASSETS.iter().copied().filter(|(n, _)| n.ends_with(".js"))
+    }
+
     #[tokio::test]
     async fn each_file_has_its_type_and_is_revalidated() {
         let page = index().await;
@@ -89,24 +179,55 @@ mod tests {
         assert_eq!(header(&page, header::CACHE_CONTROL), "no-cache");
         assert!(header(&page, header::CONTENT_SECURITY_POLICY).contains("script-src 'self'"));
         let html = body(page).await;
-        assert!(html.contains(r#"<script src="/assets/app.js" defer></script>"#));
+        assert!(html.contains(r#"<script type="module" src="/assets/app.js"></script>"#));
         assert!(html.contains(r#"<link rel="stylesheet" href="/assets/app.css">"#));
 
-        let js = script().await;
-        assert_eq!(
-            header(&js, header::CONTENT_TYPE),
-            "text/javascript; charset=utf-8"
-        );
-        assert_eq!(header(&js, header::CACHE_CONTROL), "no-cache");
-        assert_eq!(body(js).await, APP_JS);
+        for (name, text) in ASSETS {
+            let response = get(name).await;
+            let want = if name.ends_with(".js") {
+                "text/javascript; charset=utf-8"
+            } else {
+                "text/css; charset=utf-8"
+            };
+            assert_eq!(header(&response, header::CONTENT_TYPE), want, "{name}");
+            assert_eq!(header(&response, header::CACHE_CONTROL), "no-cache");
+            assert_eq!(header(&response, header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+            assert_eq!(body(response).await, *text, "{name}");
+        }
+        assert!(matches!(
+            file(PathParams("../Cargo.toml".into())).await,
+            Err(ApiError::NotFound(_))
+        ));
+    }
 
-        let css = stylesheet().await;
-        assert_eq!(
-            header(&css, header::CONTENT_TYPE),
-            "text/css; charset=utf-8"
-        );
-        assert_eq!(header(&css, header::CACHE_CONTROL), "no-cache");
-        assert_eq!(body(css).await, APP_CSS);
+    /// Every file of `assets/dashboard/` is served, and every module a
+    /// script imports is one of them: a module left out of the table would
+    /// break the page only in a browser.
+    #[test]
+    fn every_file_is_served_and_every_import_resolves() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/dashboard");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().to_string();
+            if name == "index.html" {
+                continue;
+            }
+            assert!(
+                ASSETS.iter().any(|(n, _)| *n == name),
+                "assets/dashboard/{name} is not in ASSETS"
+            );
+        }
+        for (name, text) in scripts() {
+            for line in text.lines().filter(|l| l.starts_with("import ")) {
+                let Some(from) = line.split(" from './").nth(1) else {
+                    panic!("{name}: imports only from ./ (this daemon): {line}");
+                };
+                let module = from.trim_end_matches("';");
+                assert!(
+                    scripts().any(|(n, _)| n == module),
+                    "{name} imports ./{module}, which is not served"
+                );
+            }
+        }
     }
 
     /// Server text goes into the page only as text: no HTML parsing of
@@ -114,17 +235,20 @@ mod tests {
     /// another origin.
     #[test]
     fn the_page_inserts_no_html_and_loads_nothing_from_elsewhere() {
-        for sink in [
-            "innerHTML",
-            "outerHTML",
-            "insertAdjacentHTML",
-            "document.write",
-            "eval(",
-            "new Function",
-        ] {
-            assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+        for (name, text) in scripts() {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+                "new Function",
+                "import(",
+            ] {
+                assert!(!text.contains(sink), "{name} uses {sink}");
+            }
         }
-        for text in [INDEX_HTML, APP_JS, APP_CSS] {
+        for text in std::iter::once(INDEX_HTML).chain(ASSETS.iter().map(|(_, t)| *t)) {
             assert!(!text.contains("http://") && !text.contains("https://"));
             assert!(!text.contains("//cdn"));
         }

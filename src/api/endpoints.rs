@@ -4,30 +4,42 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::openapi::{endpoint_kind_schema, json_schema, EndpointPath, ErrorBody, SitePath};
+use super::auth::Caller;
+use super::openapi::{
+    actions_schema, endpoint_kind_schema, json_schema, EndpointPath, ErrorBody, SitePath,
+};
 use super::{rfc3339, site, Actor, ApiError, ApiResult, JsonBody, PathParams};
 use crate::connectors::Credentials;
 use crate::engine::endpoint::{Endpoint, EndpointState};
 use crate::engine::Daemon;
+use crate::model::{actions, Action, Role};
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// An endpoint as the API answers it, and as the CLI reads it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EndpointView {
     pub name: String,
     #[schema(schema_with = endpoint_kind_schema)]
-    pub kind: &'static str,
+    pub kind: String,
     /// `online`, `offline`, `unauthorized`, `disabled`.
     #[schema(value_type = EndpointState)]
-    pub state: &'static str,
+    pub state: String,
     pub since: String,
     pub last_error: Option<String>,
     /// The latest probe or test (by the Monitor, a person, or a
     /// reauthorization); null until there was one.
     pub last_test: Option<LastTestView>,
+    /// `test`, `reauthorize`: what the caller may do to it now.
+    #[schema(schema_with = endpoint_actions)]
+    pub actions: Vec<String>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+fn endpoint_actions() -> utoipa::openapi::schema::Array {
+    actions_schema(&Action::ENDPOINT)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LastTestView {
     pub at: String,
     /// Whether it reached the endpoint.
@@ -36,12 +48,13 @@ pub struct LastTestView {
     pub detail: String,
 }
 
-pub fn view(e: &Endpoint) -> EndpointView {
+/// The endpoint as `role` sees it: what it may do depends on its kind.
+pub fn view(e: &Endpoint, role: Role) -> EndpointView {
     let h = e.observed();
     EndpointView {
         name: e.name.clone(),
-        kind: e.kind.name(),
-        state: h.state.as_str(),
+        kind: e.kind.name().to_string(),
+        state: h.state.as_str().to_string(),
         since: rfc3339(h.since),
         last_error: h.last_error,
         last_test: h.last_test.map(|t| LastTestView {
@@ -49,6 +62,7 @@ pub fn view(e: &Endpoint) -> EndpointView {
             ok: t.ok,
             detail: t.detail,
         }),
+        actions: actions::names(&actions::endpoint(e.kind.takes_credentials(), role)),
     }
 }
 
@@ -61,9 +75,12 @@ pub fn view(e: &Endpoint) -> EndpointView {
 pub async fn list(
     State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<EndpointView>>> {
     let site = site(&daemon, &name)?;
-    Ok(Json(site.endpoints().map(|e| view(e)).collect()))
+    Ok(Json(
+        site.endpoints().map(|e| view(e, caller.role())).collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/sites/{site}/endpoints/{name}", tag = "endpoints",
@@ -76,12 +93,13 @@ pub async fn list(
 pub async fn show(
     State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name)): PathParams<(String, String)>,
+    caller: Caller,
 ) -> ApiResult<Json<EndpointView>> {
     let site = site(&daemon, &site_name)?;
-    Ok(Json(view(site.endpoint(&name)?)))
+    Ok(Json(view(site.endpoint(&name)?, caller.role())))
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TestAnswer {
     #[serde(flatten)]
     pub endpoint: EndpointView,
@@ -105,11 +123,12 @@ pub async fn test(
     State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name)): PathParams<(String, String)>,
     actor: Actor,
+    caller: Caller,
 ) -> ApiResult<Json<TestAnswer>> {
     let site = site(&daemon, &site_name)?;
     let found = site.test_endpoint(&name, &actor.0).await?;
     Ok(Json(TestAnswer {
-        endpoint: view(site.endpoint(&name)?),
+        endpoint: view(site.endpoint(&name)?, caller.role()),
         ok: found.ok,
         latency_ms: (found.latency_ms * 100.0).round() / 100.0,
         detail: found.detail,
@@ -171,6 +190,7 @@ pub async fn reauthorize(
     State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name)): PathParams<(String, String)>,
     actor: Actor,
+    caller: Caller,
     JsonBody(body): JsonBody<ReauthorizeBody>,
 ) -> ApiResult<Json<TestAnswer>> {
     let site = site(&daemon, &site_name)?;
@@ -188,7 +208,7 @@ pub async fn reauthorize(
     };
     let found = site.reauthorize(&name, credentials, &actor.0).await?;
     Ok(Json(TestAnswer {
-        endpoint: view(site.endpoint(&name)?),
+        endpoint: view(site.endpoint(&name)?, caller.role()),
         ok: found.ok,
         latency_ms: (found.latency_ms * 100.0).round() / 100.0,
         detail: found.detail,

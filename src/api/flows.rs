@@ -7,23 +7,23 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::openapi::{flow_status_schema, ErrorBody, FlowPath, SitePath};
+use super::auth::Caller;
+use super::openapi::{actions_schema, flow_status_schema, ErrorBody, FlowPath, SitePath};
 use super::{rfc3339, site, Actor, ApiError, ApiResult, JsonBody, PathParams};
 use crate::config::{FlowConfig, Schedule};
 use crate::engine::{Daemon, Site};
-use crate::model::{RunMode, RunResult};
+use crate::model::actions::{self, FlowFacts};
+use crate::model::{Action, Role, RunMode, RunResult, SiteState};
 use crate::store::RunRecord;
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunView {
     pub id: i64,
-    #[schema(value_type = RunMode)]
-    pub mode: &'static str,
+    pub mode: RunMode,
     pub started_at: String,
     pub finished_at: Option<String>,
     /// `success`, `failed`, `halted`; null while it runs.
-    #[schema(value_type = Option<RunResult>)]
-    pub result: Option<&'static str>,
+    pub result: Option<RunResult>,
     /// Records queued by the run.
     pub captured: i64,
     /// Of those, the ones not failed: delivered or on their way.
@@ -41,10 +41,10 @@ impl RunView {
         let failed = site.run_failures(integration, r).await?;
         Ok(RunView {
             id: r.id,
-            mode: r.mode.as_str(),
+            mode: r.mode,
             started_at: rfc3339(r.started_at),
             finished_at: r.finished_at.map(rfc3339),
-            result: r.result.map(|r| r.as_str()),
+            result: r.result,
             captured: r.captured,
             succeeded: r.captured - failed,
             failed,
@@ -54,7 +54,8 @@ impl RunView {
     }
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// A flow as the API answers it, and as the CLI reads it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowView {
     pub name: String,
     pub integration: String,
@@ -65,13 +66,21 @@ pub struct FlowView {
     /// Blank, `Pending All`, `Pending Changed`, `Running`, or the last
     /// result (`Success`, `Failed`, `Halted`).
     #[schema(schema_with = flow_status_schema)]
-    pub status: &'static str,
+    pub status: String,
     /// The cursor value 'Send Changed' continues after.
     pub checkpoint: Option<serde_json::Value>,
     pub last_run: Option<RunView>,
     /// Why the run in progress makes no progress, after the site's
     /// `stall_after`; else null.
     pub stalled: Option<String>,
+    /// `run-all`, `run-changed` ('Send All', 'Send Changed'): what the
+    /// caller may do to it now.
+    #[schema(schema_with = flow_actions)]
+    pub actions: Vec<String>,
+}
+
+fn flow_actions() -> utoipa::openapi::schema::Array {
+    actions_schema(&Action::FLOW)
 }
 
 pub fn schedule_text(s: &Schedule) -> String {
@@ -94,9 +103,25 @@ fn humantime(d: std::time::Duration) -> String {
     }
 }
 
-pub async fn flow_view(site: &Site, integration: &str, flow: &FlowConfig) -> ApiResult<FlowView> {
+/// The flow as `role` sees it: what it may do depends on the flow's
+/// status, its source and its integration.
+pub async fn flow_view(
+    site: &Site,
+    integration: &str,
+    flow: &FlowConfig,
+    role: Role,
+) -> ApiResult<FlowView> {
     let record = site.flow_record(&flow.name).await?;
     let last_run = site.runs(&flow.name, 1).await?;
+    let facts = FlowFacts {
+        status: record.status,
+        pull: site
+            .endpoint(&flow.source)
+            .is_ok_and(|e| e.kind.is_pull_source()),
+        enabled: flow.enabled,
+        captures: site.integration(integration).is_ok_and(|i| i.captures()),
+        site_running: site.state() == SiteState::Running,
+    };
     Ok(FlowView {
         name: flow.name.clone(),
         integration: integration.to_string(),
@@ -104,7 +129,7 @@ pub async fn flow_view(site: &Site, integration: &str, flow: &FlowConfig) -> Api
         target: flow.target.clone(),
         schedule: flow.schedule.as_ref().map(schedule_text),
         enabled: flow.enabled,
-        status: record.status.label(),
+        status: record.status.label().to_string(),
         checkpoint: record
             .checkpoint
             .as_deref()
@@ -114,6 +139,7 @@ pub async fn flow_view(site: &Site, integration: &str, flow: &FlowConfig) -> Api
             None => None,
         },
         stalled: site.run_stalled(&flow.name),
+        actions: actions::names(&actions::flow(facts, role)),
     })
 }
 
@@ -126,11 +152,12 @@ pub async fn flow_view(site: &Site, integration: &str, flow: &FlowConfig) -> Api
 pub async fn list(
     State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<FlowView>>> {
     let site = site(&daemon, &name)?;
     let mut out = Vec::new();
     for (ic, fc) in site.flows() {
-        out.push(flow_view(&site, &ic.name, fc).await?);
+        out.push(flow_view(&site, &ic.name, fc, caller.role()).await?);
     }
     Ok(Json(out))
 }
@@ -144,10 +171,11 @@ pub async fn list(
 pub async fn show(
     State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, flow)): PathParams<(String, String)>,
+    caller: Caller,
 ) -> ApiResult<Json<FlowView>> {
     let site = site(&daemon, &site_name)?;
     let (ic, fc) = site.flow(&flow)?;
-    Ok(Json(flow_view(&site, &ic.name, fc).await?))
+    Ok(Json(flow_view(&site, &ic.name, fc, caller.role()).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -158,15 +186,14 @@ pub struct RunBody {
     pub mode: Option<String>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunAnswer {
     pub flow: String,
-    #[schema(value_type = RunMode)]
-    pub mode: &'static str,
+    pub mode: RunMode,
     /// `Running`, or `Pending All` / `Pending Changed` while the site is
     /// stopped (the request will not run).
     #[schema(schema_with = flow_status_schema)]
-    pub status: &'static str,
+    pub status: String,
 }
 
 /// 'Send All' or 'Send Changed': starts a run of the flow now.
@@ -199,8 +226,8 @@ pub async fn run(
         StatusCode::ACCEPTED,
         Json(RunAnswer {
             flow,
-            mode: mode.as_str(),
-            status: status.label(),
+            mode,
+            status: status.label().to_string(),
         }),
     ))
 }

@@ -6,44 +6,43 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::auth::Caller;
 use super::flows::{flow_view, FlowView};
-use super::openapi::{ErrorBody, IntegrationPath, SitePath};
+use super::openapi::{actions_schema, ErrorBody, IntegrationPath, SitePath};
 use super::{rfc3339, site, Actor, ApiResult, JsonBody, PathParams};
 use crate::config::OnError;
 use crate::engine::integration::ResumeProgress;
 use crate::engine::{Daemon, Integration, Site};
 use crate::model::{
-    derive_status, ConnectionStatus, FlowRunOutcome, HoldKind, IntegrationEvent, IntegrationState,
-    RunResult,
+    actions, derive_status, Action, ConnectionStatus, FlowRunOutcome, HoldKind, IntegrationEvent,
+    IntegrationState, Role, RunResult,
 };
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HoldView {
-    #[schema(value_type = HoldKind)]
-    pub kind: &'static str,
+    pub kind: HoldKind,
     pub by: String,
     pub since: String,
     pub reason: String,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// An integration as the API answers it, and as the CLI reads it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IntegrationView {
     pub name: String,
     pub site: String,
     /// What a person set: `active`, `paused`, `stopped`.
-    #[schema(value_type = IntegrationState)]
-    pub state: &'static str,
+    pub state: IntegrationState,
     /// Seed 001's status: Running, Failed, Idle, …
-    #[schema(value_type = ConnectionStatus)]
-    pub status: &'static str,
+    pub status: ConnectionStatus,
     /// It sends only while this is empty (and it is active).
     pub holds: Vec<HoldView>,
     /// Transactions waiting to be sent.
     pub queued: i64,
     #[schema(value_type = OnError)]
-    pub on_error: &'static str,
+    pub on_error: String,
     /// The drain a resume started, while it goes on; else null.
-    pub resume: Option<ResumeProgress>,
+    pub resume: Option<ResumeView>,
     /// Why sending makes no progress although nothing holds it: set when
     /// deliveries have failed for the site's `stall_after`; else null.
     pub stalled: Option<String>,
@@ -51,20 +50,54 @@ pub struct IntegrationView {
     /// behind until it is retried or ignored, and why it failed; else null.
     pub blocked: Option<BlockedView>,
     pub flows: Vec<FlowView>,
+    /// `pause`, `resume`, `start`, `stop`: what the caller may do to it now.
+    #[schema(schema_with = integration_actions)]
+    pub actions: Vec<String>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+fn integration_actions() -> utoipa::openapi::schema::Array {
+    actions_schema(&Action::INTEGRATION)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BlockedView {
     pub seq: i64,
     pub error: String,
 }
 
-pub async fn view(site: &Site, integration: &Integration) -> ApiResult<IntegrationView> {
+/// The progress of the drain a resume started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResumeView {
+    pub done: i64,
+    pub total: i64,
+    /// Transactions per second since the resume.
+    pub rate: f64,
+    /// Estimated seconds left, once a rate is known.
+    pub eta_s: Option<f64>,
+}
+
+impl From<ResumeProgress> for ResumeView {
+    fn from(p: ResumeProgress) -> ResumeView {
+        ResumeView {
+            done: p.done,
+            total: p.total,
+            rate: p.rate,
+            eta_s: p.eta_s,
+        }
+    }
+}
+
+/// The integration as `role` sees it: what it may do depends on the state.
+pub async fn view(
+    site: &Site,
+    integration: &Integration,
+    role: Role,
+) -> ApiResult<IntegrationView> {
     let record = integration.record();
     let mut flows = Vec::new();
     let mut outcomes = Vec::new();
     for flow in &integration.config.flows {
-        let view = flow_view(site, &integration.name, flow).await?;
+        let view = flow_view(site, &integration.name, flow, role).await?;
         let push = site
             .endpoint(&flow.source)
             .is_ok_and(|e| e.kind.is_push_source());
@@ -80,19 +113,18 @@ pub async fn view(site: &Site, integration: &Integration) -> ApiResult<Integrati
     Ok(IntegrationView {
         name: integration.name.clone(),
         site: site.name.clone(),
-        state: record.state.as_str(),
+        state: record.state,
         status: derive_status(
             record.state,
             site.reinitializing(),
             integration.starting(),
             &outcomes,
-        )
-        .as_str(),
+        ),
         holds: record
             .holds
             .iter()
             .map(|h| HoldView {
-                kind: h.kind.as_str(),
+                kind: h.kind,
                 by: h.by.clone(),
                 since: rfc3339(h.since),
                 reason: h.reason.clone(),
@@ -102,13 +134,15 @@ pub async fn view(site: &Site, integration: &Integration) -> ApiResult<Integrati
         on_error: match integration.config.on_error {
             crate::config::OnError::Block => "block",
             crate::config::OnError::Skip => "skip",
-        },
-        resume: integration.resume_progress(),
+        }
+        .to_string(),
+        resume: integration.resume_progress().map(ResumeView::from),
         stalled: integration.stalled(site.config.stall_after),
         blocked: integration
             .blocked()
             .map(|(seq, error)| BlockedView { seq, error }),
         flows,
+        actions: actions::names(&actions::integration(record.state, role)),
     })
 }
 
@@ -133,11 +167,12 @@ async fn latest_completed(site: &Site, flow: &str) -> ApiResult<Option<RunResult
 pub async fn list(
     State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<IntegrationView>>> {
     let site = site(&daemon, &name)?;
     let mut out = Vec::new();
     for integration in site.integrations() {
-        out.push(view(&site, integration).await?);
+        out.push(view(&site, integration, caller.role()).await?);
     }
     Ok(Json(out))
 }
@@ -152,10 +187,11 @@ pub async fn list(
 pub async fn show(
     State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name)): PathParams<(String, String)>,
+    caller: Caller,
 ) -> ApiResult<Json<IntegrationView>> {
     let site = site(&daemon, &site_name)?;
     let integration = site.integration(&name)?;
-    Ok(Json(view(&site, integration).await?))
+    Ok(Json(view(&site, integration, caller.role()).await?))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -172,6 +208,7 @@ async fn act(
     site_name: String,
     name: String,
     actor: Actor,
+    caller: Caller,
     body: ActionBody,
     event: IntegrationEvent,
 ) -> ApiResult<Json<IntegrationView>> {
@@ -186,7 +223,7 @@ async fn act(
         IntegrationEvent::Stop => site.stop_integration(&name, &actor.0, reason).await?,
     };
     let integration = site.integration(&name)?;
-    Ok(Json(view(&site, integration).await?))
+    Ok(Json(view(&site, integration, caller.role()).await?))
 }
 
 macro_rules! action {
@@ -207,9 +244,10 @@ macro_rules! action {
             State(daemon): State<Arc<Daemon>>,
             PathParams((site_name, name)): PathParams<(String, String)>,
             actor: Actor,
+            caller: Caller,
             JsonBody(body): JsonBody<ActionBody>,
         ) -> ApiResult<Json<IntegrationView>> {
-            act(daemon, site_name, name, actor, body, $event).await
+            act(daemon, site_name, name, actor, caller, body, $event).await
         }
     };
 }

@@ -149,7 +149,7 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditView {
     pub id: i64,
     pub at: String,

@@ -13,18 +13,18 @@
 use std::sync::LazyLock;
 
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{Array, ArrayBuilder, ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder, Schema};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use super::endpoints;
-use crate::model::{FlowStatus, RunMode, RunResult};
+use crate::model::{Action, FlowStatus, RunMode, RunResult};
 
 /// Every error answer: `{"error": "…"}`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong, for a person to read.
     pub error: String,
@@ -171,6 +171,23 @@ pub fn flow_status_schema() -> impl Into<RefOr<Schema>> {
             "Blank, `Pending All`, `Pending Changed`, `Running`, or the last result",
         ))
         .enum_values(Some(labels))
+}
+
+/// An answer's `actions`: those of `actions` the caller may take now
+/// ([`crate::model::actions`]), by name.
+pub fn actions_schema(actions: &[Action]) -> Array {
+    ArrayBuilder::new()
+        .description(Some(
+            "What the caller may do now, by its role and the state: the dashboard and the \
+             CLI offer exactly these",
+        ))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(actions.iter().map(|a| a.name()))),
+        )
+        .unique_items(true)
+        .build()
 }
 
 /// The kinds of endpoint (`EndpointKind::name`).

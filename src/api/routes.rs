@@ -12,6 +12,9 @@
 //!   fallbacks), the others at the top.
 //! - A route that names no [`Access`] is for viewers when it reads and for
 //!   admins when it writes: a new write is safe until it is placed.
+//! - A route that performs one of the model's [`Action`]s needs the role
+//!   the model gives that action ([`Route::performs`]), so what an answer's
+//!   `actions` offers and what the route lets through cannot disagree.
 //! - The auth layer ([`super::auth::require`]) is put on each guarded route
 //!   with that route's rule, so the role is the route's own, not guessed
 //!   from the URL. A method a path does not take answers 405 before any
@@ -36,7 +39,7 @@ use super::{
     body, dashboard, endpoints, flows, hooks, integrations, log, openapi, sites, transactions,
     ApiState,
 };
-use crate::auth::Role;
+use crate::model::{Action, Role};
 
 /// Where the REST API lives; what is under it is served by the nested API
 /// router.
@@ -76,6 +79,9 @@ pub struct Route {
     pub path: String,
     pub access: Access,
     pub audited: Option<Audited>,
+    /// The model's actions it performs (several when a parameter picks
+    /// one: a run's mode, a transaction's action).
+    pub performs: &'static [Action],
     item: PathItem,
     schemas: Vec<(String, RefOr<Schema>)>,
     handler: MethodRouter<ApiState>,
@@ -117,6 +123,7 @@ pub fn route((schemas, paths, handler): UtoipaMethodRouter<ApiState>) -> Route {
         path,
         access,
         audited: None,
+        performs: &[],
         item,
         schemas,
         handler,
@@ -145,6 +152,29 @@ impl Route {
         Route {
             access: Access::Role(role),
             ..self
+        }
+    }
+
+    /// It performs these actions of the model, and needs the role they
+    /// need ([`Action::role`]).
+    ///
+    /// Panics if they need different roles: a bug in the table, which
+    /// every test that builds the router finds.
+    pub fn performs(self, actions: &'static [Action]) -> Route {
+        let Some(first) = actions.first() else {
+            panic!("{}: a route performs at least one action", self.path);
+        };
+        let role = first.role();
+        if let Some(other) = actions.iter().find(|a| a.role() != role) {
+            panic!(
+                "{}: {first:?} needs {role} but {other:?} needs {}",
+                self.path,
+                other.role()
+            );
+        }
+        Route {
+            performs: actions,
+            ..self.role(role)
         }
     }
 
@@ -178,33 +208,33 @@ impl Route {
 
 /// Every route of the daemon.
 pub fn table() -> Vec<Route> {
-    use Role::{Admin, Operator, Viewer};
+    use Action::*;
+    use Role::Viewer;
     vec![
         // The dashboard, the daemon itself.
         route(routes!(dashboard::index)).open(),
-        route(routes!(dashboard::script)).open(),
-        route(routes!(dashboard::stylesheet)).open(),
+        route(routes!(dashboard::file)).open(),
         route(routes!(super::metrics)).signed_in(),
         route(routes!(openapi::document)).open(),
         // Signing in, tokens and their audit trail.
         route(routes!(auth::session_show)).open(),
         route(routes!(auth::session_create)).open(),
         route(routes!(auth::session_delete)).open(),
-        route(routes!(auth::tokens_list)).role(Admin),
-        route(routes!(auth::tokens_create)).role(Admin),
-        route(routes!(auth::tokens_revoke)).role(Admin),
+        route(routes!(auth::tokens_list)).performs(&[ManageTokens]),
+        route(routes!(auth::tokens_create)).performs(&[ManageTokens]),
+        route(routes!(auth::tokens_revoke)).performs(&[ManageTokens]),
         route(routes!(auth::audit)).role(Viewer),
         // Sites.
         route(routes!(sites::list)).role(Viewer),
         route(routes!(sites::show)).role(Viewer),
         route(routes!(sites::start))
-            .role(Admin)
+            .performs(&[SiteStart])
             .audited("site.start", "{site}"),
         route(routes!(sites::stop))
-            .role(Admin)
+            .performs(&[SiteStop])
             .audited("site.stop", "{site}"),
         route(routes!(sites::reload))
-            .role(Admin)
+            .performs(&[SiteReload])
             .audited("site.reload", "{site}"),
         route(routes!(log::text)).role(Viewer),
         route(routes!(log::stream)).role(Viewer),
@@ -213,36 +243,36 @@ pub fn table() -> Vec<Route> {
         route(routes!(integrations::list)).role(Viewer),
         route(routes!(integrations::show)).role(Viewer),
         route(routes!(integrations::pause))
-            .role(Operator)
+            .performs(&[IntegrationPause])
             .audited("integration.pause", "integration/{name}"),
         route(routes!(integrations::resume))
-            .role(Operator)
+            .performs(&[IntegrationResume])
             .audited("integration.resume", "integration/{name}"),
         route(routes!(integrations::start))
-            .role(Admin)
+            .performs(&[IntegrationStart])
             .audited("integration.start", "integration/{name}"),
         route(routes!(integrations::stop))
-            .role(Admin)
+            .performs(&[IntegrationStop])
             .audited("integration.stop", "integration/{name}"),
         route(routes!(transactions::list)).role(Viewer),
         route(routes!(transactions::show)).role(Viewer),
         route(routes!(transactions::act))
-            .role(Operator)
+            .performs(&[TxRetry, TxReplay, TxIgnore])
             .audited("tx.{action}", "integration/{name}/tx/{seq}"),
         // Flows.
         route(routes!(flows::list)).role(Viewer),
         route(routes!(flows::show)).role(Viewer),
         route(routes!(flows::run))
-            .role(Operator)
+            .performs(&[FlowRunAll, FlowRunChanged])
             .audited("flow.run", "flow/{flow}"),
         // Endpoints.
         route(routes!(endpoints::list)).role(Viewer),
         route(routes!(endpoints::show)).role(Viewer),
         route(routes!(endpoints::test))
-            .role(Operator)
+            .performs(&[EndpointTest])
             .audited("endpoint.test", "endpoint/{name}"),
         route(routes!(endpoints::reauthorize))
-            .role(Admin)
+            .performs(&[EndpointReauthorize])
             .audited("endpoint.reauthorize", "endpoint/{name}"),
         // The webhook receiver.
         route(routes!(hooks::receive)).open(),
@@ -421,6 +451,74 @@ mod tests {
             assert_eq!(needed(&method, path), None, "{method} {path}");
         }
         assert_eq!(needed(&Method::GET, "/metrics"), viewer);
+    }
+
+    /// Every action of the model is performed by the routes its name says,
+    /// and they need the role the model gives the action: what an answer
+    /// offers, the route lets through, and no more.
+    #[test]
+    fn every_action_has_its_route_and_the_route_its_role() {
+        let post = || Method::POST;
+        let site = |s: &str| format!("/api/v1/sites/LIVE{s}");
+        let integration = |s: &str| site(&format!("/integrations/orders{s}"));
+        let requests = |action: Action| -> Vec<(Method, String)> {
+            use Action::*;
+            let verb = action.name();
+            match action {
+                SiteStart | SiteStop | SiteReload => vec![(post(), site(&format!("/{verb}")))],
+                IntegrationPause | IntegrationResume | IntegrationStart | IntegrationStop => {
+                    vec![(post(), integration(&format!("/{verb}")))]
+                }
+                FlowRunAll | FlowRunChanged => vec![(post(), site("/flows/f/run"))],
+                EndpointTest | EndpointReauthorize => {
+                    vec![(post(), site(&format!("/endpoints/e/{verb}")))]
+                }
+                TxRetry | TxReplay | TxIgnore => {
+                    vec![(post(), integration(&format!("/transactions/7/{verb}")))]
+                }
+                ManageTokens => vec![
+                    (Method::GET, "/api/v1/tokens".to_string()),
+                    (post(), "/api/v1/tokens".to_string()),
+                    (Method::DELETE, "/api/v1/tokens/grafana".to_string()),
+                ],
+            }
+        };
+        let mut found = Vec::new();
+        for &action in Action::ALL {
+            for (method, p) in requests(action) {
+                let route = matching(&method, &p);
+                assert!(
+                    route.performs.contains(&action),
+                    "{action:?}: {method} {p} is {} {}, which performs {:?}",
+                    route.method,
+                    route.path,
+                    route.performs
+                );
+                assert_eq!(
+                    route.needs(),
+                    Some(action.role()),
+                    "{action:?}: {method} {p}"
+                );
+                found.push((action, route.method, route.path));
+            }
+        }
+        // And no route claims an action it does not perform.
+        for route in table() {
+            for action in route.performs {
+                assert!(
+                    found.contains(&(*action, route.method.clone(), route.path.clone())),
+                    "{} {} claims {action:?}",
+                    route.method,
+                    route.path
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "needs operator but")]
+    fn a_route_cannot_perform_actions_of_different_roles() {
+        let _ = route(routes!(something_new)).performs(&[Action::TxRetry, Action::SiteStop]);
     }
 
     #[utoipa::path(post, path = "/api/v1/something/new", responses((status = 204)))]

@@ -6,17 +6,18 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::openapi::{ErrorBody, SitePath};
+use super::auth::Caller;
+use super::openapi::{actions_schema, ErrorBody, SitePath};
 use super::{rfc3339, site, Actor, ApiResult, JsonBody, PathParams};
 use crate::engine::{Daemon, Site};
-use crate::model::SiteState;
+use crate::model::{actions, Action, Role, SiteState};
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// A site as the API answers it, and as the CLI reads it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteView {
     pub name: String,
     /// `running`, `stopped`, `starting`, `stopping`.
-    #[schema(value_type = SiteState)]
-    pub state: &'static str,
+    pub state: SiteState,
     /// When it entered that state.
     pub since: String,
     /// The reason given for the last stop, who gave it and when.
@@ -26,14 +27,22 @@ pub struct SiteView {
     pub log_level: u8,
     pub integrations: Vec<String>,
     pub endpoints: Vec<String>,
+    /// `start`, `stop`, `reload`: what the caller may do to it now.
+    #[schema(schema_with = site_actions)]
+    pub actions: Vec<String>,
 }
 
-pub fn view(site: &Site) -> SiteView {
+fn site_actions() -> utoipa::openapi::schema::Array {
+    actions_schema(&Action::SITE)
+}
+
+/// The site as `role` sees it: what it may do depends on the state.
+pub fn view(site: &Site, role: Role) -> SiteView {
     let status = site.status();
     let stop = status.last_stop;
     SiteView {
         name: site.name.clone(),
-        state: status.state.as_str(),
+        state: status.state,
         since: rfc3339(status.since),
         stop_reason: stop.as_ref().map(|s| s.reason.clone()),
         stopped_by: stop.as_ref().map(|s| s.by.clone()),
@@ -41,13 +50,20 @@ pub fn view(site: &Site) -> SiteView {
         log_level: site.log.keep_level(),
         integrations: site.integrations().map(|i| i.name.clone()).collect(),
         endpoints: site.endpoints().map(|e| e.name.clone()).collect(),
+        actions: actions::names(&actions::site(status.state, role)),
     }
 }
 
 #[utoipa::path(get, path = "/api/v1/sites", tag = "sites",
     responses((status = 200, description = "Every site", body = Vec<SiteView>)))]
-pub async fn list(State(daemon): State<Arc<Daemon>>) -> Json<Vec<SiteView>> {
-    Json(daemon.sites().iter().map(|s| view(s)).collect())
+pub async fn list(State(daemon): State<Arc<Daemon>>, caller: Caller) -> Json<Vec<SiteView>> {
+    Json(
+        daemon
+            .sites()
+            .iter()
+            .map(|s| view(s, caller.role()))
+            .collect(),
+    )
 }
 
 /// Reads the configuration file again and applies the site's part.
@@ -62,9 +78,10 @@ pub async fn reload(
     State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
     actor: Actor,
+    caller: Caller,
 ) -> ApiResult<Json<SiteView>> {
     daemon.reload_site(&name, &actor.0).await?;
-    Ok(Json(view(&*site(&daemon, &name)?)))
+    Ok(Json(view(&*site(&daemon, &name)?, caller.role())))
 }
 
 #[utoipa::path(get, path = "/api/v1/sites/{site}", tag = "sites", params(SitePath),
@@ -76,8 +93,9 @@ pub async fn reload(
 pub async fn show(
     State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
+    caller: Caller,
 ) -> ApiResult<Json<SiteView>> {
-    Ok(Json(view(&*site(&daemon, &name)?)))
+    Ok(Json(view(&*site(&daemon, &name)?, caller.role())))
 }
 
 #[utoipa::path(post, path = "/api/v1/sites/{site}/start", tag = "sites", params(SitePath),
@@ -93,10 +111,11 @@ pub async fn start(
     State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
     actor: Actor,
+    caller: Caller,
 ) -> ApiResult<Json<SiteView>> {
     let site = site(&daemon, &name)?;
     site.start(&actor.0).await?;
-    Ok(Json(view(&site)))
+    Ok(Json(view(&site, caller.role())))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -124,10 +143,11 @@ pub async fn stop(
     State(daemon): State<Arc<Daemon>>,
     PathParams(name): PathParams<String>,
     actor: Actor,
+    caller: Caller,
     JsonBody(body): JsonBody<StopBody>,
 ) -> ApiResult<Json<SiteView>> {
     let site = site(&daemon, &name)?;
     site.stop(body.reason.as_deref().unwrap_or(""), &actor.0)
         .await?;
-    Ok(Json(view(&site)))
+    Ok(Json(view(&site, caller.role())))
 }

@@ -6,10 +6,11 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::openapi::{ErrorBody, IntegrationPath, TxActionPath, TxPath};
+use super::auth::Caller;
+use super::openapi::{actions_schema, ErrorBody, IntegrationPath, TxActionPath, TxPath};
 use super::{rfc3339, site, Actor, ApiError, ApiResult, PathParams, QueryParams};
 use crate::engine::Daemon;
-use crate::model::{TxAction, TxState};
+use crate::model::{actions, Action, Role, TxAction, TxState};
 use crate::store::TxRecord;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -40,19 +41,26 @@ fn tx_state_filter_schema() -> utoipa::openapi::schema::Object {
         .build()
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// A transaction as the API answers it, and as the CLI reads it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TxView {
     pub seq: i64,
     pub flow: String,
     pub key: Option<String>,
-    #[schema(value_type = TxState)]
-    pub state: &'static str,
+    pub state: TxState,
     pub created_at: String,
     pub updated_at: String,
     pub attempts: i64,
     /// The target's answer or the error of the last failed attempt.
     pub last_error: Option<String>,
     pub record: serde_json::Value,
+    /// `retry`, `replay`, `ignore`: what the caller may do to it now.
+    #[schema(schema_with = tx_actions)]
+    pub actions: Vec<String>,
+}
+
+fn tx_actions() -> utoipa::openapi::schema::Array {
+    actions_schema(&Action::TRANSACTION)
 }
 
 /// Newest first.
@@ -67,6 +75,7 @@ pub async fn list(
     State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name)): PathParams<(String, String)>,
     QueryParams(q): QueryParams<TxQuery>,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<TxView>>> {
     let site = site(&daemon, &site_name)?;
     let integration = site.integration(&name)?;
@@ -82,20 +91,26 @@ pub async fn list(
     let rows = site
         .transactions(&integration.name, wanted, q.before, limit)
         .await?;
-    Ok(Json(rows.into_iter().map(|t| view(t.state, t)).collect()))
+    Ok(Json(
+        rows.into_iter()
+            .map(|t| view(t.state, t, caller.role()))
+            .collect(),
+    ))
 }
 
-fn view(state: TxState, t: TxRecord) -> TxView {
+/// The transaction in the state it is shown in, as `role` sees it.
+fn view(state: TxState, t: TxRecord, role: Role) -> TxView {
     TxView {
         seq: t.seq,
         flow: t.flow,
         key: t.key,
-        state: state.as_str(),
+        state,
         created_at: rfc3339(t.created_at),
         updated_at: rfc3339(t.updated_at),
         attempts: t.attempts,
         last_error: t.last_error,
         record: t.record,
+        actions: actions::names(&actions::transaction(state, role)),
     }
 }
 
@@ -109,10 +124,11 @@ fn view(state: TxState, t: TxRecord) -> TxView {
 pub async fn show(
     State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name, seq)): PathParams<(String, String, i64)>,
+    caller: Caller,
 ) -> ApiResult<Json<TxView>> {
     let site = site(&daemon, &site_name)?;
     let t = site.transaction(&name, seq).await?;
-    Ok(Json(view(t.state, t)))
+    Ok(Json(view(t.state, t, caller.role())))
 }
 
 /// `retry` (an Error goes back to Queued, in its place), `replay` (a copy
@@ -132,6 +148,7 @@ pub async fn act(
     State(daemon): State<Arc<Daemon>>,
     PathParams((site_name, name, seq, action)): PathParams<(String, String, i64, String)>,
     actor: Actor,
+    caller: Caller,
 ) -> ApiResult<Json<TxView>> {
     let site = site(&daemon, &site_name)?;
     let action = match action.as_str() {
@@ -147,5 +164,5 @@ pub async fn act(
     let t = site
         .act_on_transaction(&name, seq, action, &actor.0)
         .await?;
-    Ok(Json(view(t.state, t)))
+    Ok(Json(view(t.state, t, caller.role())))
 }

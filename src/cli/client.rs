@@ -9,6 +9,7 @@ use reqwest::{Method, RequestBuilder, Response, Url};
 use serde_json::Value;
 
 use super::error::CliError;
+use crate::api::openapi::ErrorBody;
 
 /// How long to wait for a connection before calling the daemon unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -241,10 +242,8 @@ impl Client {
 /// The message of an error answer: its JSON `error`, else the body as text,
 /// else the status's reason phrase.
 pub fn error_message(body: &str, reason: Option<&str>) -> String {
-    if let Ok(v) = serde_json::from_str::<Value>(body) {
-        if let Some(message) = v.get("error").and_then(Value::as_str) {
-            return message.to_string();
-        }
+    if let Ok(answer) = serde_json::from_str::<ErrorBody>(body) {
+        return answer.error;
     }
     let text = quote(body);
     if text.is_empty() {

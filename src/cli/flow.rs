@@ -1,12 +1,13 @@
 //! `sluice flow run SITE FLOW --all|--changed` (seed 000's 'Send All' and
-//! 'Send Changed') and `sluice flow list SITE`.
+//! 'Send Changed'), `sluice flow list SITE` and `sluice flow show SITE FLOW`.
 
 use clap::{ArgGroup, Subcommand};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::client::Client;
 use super::error::CliError;
-use super::output::{self, rows, table, text};
+use super::output::{self, or_blank, table};
+use crate::api::flows::{FlowView, RunAnswer};
 
 #[derive(Debug, Subcommand)]
 pub enum FlowCommand {
@@ -30,6 +31,14 @@ pub enum FlowCommand {
         /// The site, e.g. LIVE.
         site: String,
     },
+    /// One flow: route, schedule, status, checkpoint, last run, and what
+    /// you may do to it now.
+    Show {
+        /// The site, e.g. LIVE.
+        site: String,
+        /// The flow.
+        flow: String,
+    },
 }
 
 pub async fn run(client: &Client, command: FlowCommand) -> Result<(), CliError> {
@@ -44,18 +53,22 @@ pub async fn run(client: &Client, command: FlowCommand) -> Result<(), CliError> 
                     json!({ "mode": mode }),
                 )
                 .await?;
-            output::answer(client.json, &v, |v| run_text(&site, &flow, v))
+            output::answer(client.json, &v, |a: &RunAnswer| run_text(&site, &flow, a))
         }
         FlowCommand::List { site } => {
             let v = client.get(&["sites", &site, "flows"], &[]).await?;
-            output::answer(client.json, &v, flows_table)
+            output::answer(client.json, &v, |f: &Vec<FlowView>| flows_table(f))
+        }
+        FlowCommand::Show { site, flow } => {
+            let v = client.get(&["sites", &site, "flows", &flow], &[]).await?;
+            output::answer(client.json, &v, show_text)
         }
     }
 }
 
 /// `Flow customers: Running`, or why a pending request will not run.
-pub fn run_text(site: &str, flow: &str, answer: &Value) -> String {
-    let status = text(&answer["status"]);
+pub fn run_text(site: &str, flow: &str, answer: &RunAnswer) -> String {
+    let status = &answer.status;
     if status.starts_with("Pending") {
         format!("Flow {flow}: {status} (site {site} is stopped; the request will not run)")
     } else {
@@ -63,21 +76,28 @@ pub fn run_text(site: &str, flow: &str, answer: &Value) -> String {
     }
 }
 
-/// Flows as a table; `rows` are the flows of one integration or of a site.
-pub fn flows_table(flows: &Value) -> String {
-    let rows = rows(flows, |f| {
-        let run = &f["last_run"];
-        vec![
-            text(&f["name"]),
-            format!("{} → {}", text(&f["source"]), text(&f["target"])),
-            text(&f["schedule"]),
-            text(&f["status"]),
-            text(&run["result"]),
-            text(&run["finished_at"]),
-            text(&run["captured"]),
-            output::truncate(&text(&run["error"]), 60),
-        ]
-    });
+/// Flows as a table: those of one integration or of a site.
+pub fn flows_table(flows: &[FlowView]) -> String {
+    let rows: Vec<Vec<String>> = flows
+        .iter()
+        .map(|f| {
+            let run = f.last_run.as_ref();
+            vec![
+                f.name.clone(),
+                format!("{} → {}", f.source, f.target),
+                or_blank(&f.schedule).to_string(),
+                f.status.clone(),
+                run.and_then(|r| r.result)
+                    .map(|r| r.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                run.map(|r| or_blank(&r.finished_at).to_string())
+                    .unwrap_or_default(),
+                run.map(|r| r.captured.to_string()).unwrap_or_default(),
+                output::truncate(run.map(|r| or_blank(&r.error)).unwrap_or_default(), 60),
+            ]
+        })
+        .collect();
     table(
         &[
             "FLOW", "ROUTE", "SCHEDULE", "STATUS", "LAST RUN", "FINISHED", "CAPTURED", "ERROR",
@@ -86,9 +106,67 @@ pub fn flows_table(flows: &Value) -> String {
     )
 }
 
+/// One flow, a fact a line.
+fn show_text(f: &FlowView) -> String {
+    let mut out = format!(
+        "Flow {} (integration {}): {} → {}, {}{}",
+        f.name,
+        f.integration,
+        f.source,
+        f.target,
+        f.schedule.as_deref().unwrap_or("no schedule"),
+        if f.enabled { "" } else { ", disabled" }
+    );
+    if !f.status.is_empty() {
+        out.push_str(&format!("\nstatus: {}", f.status));
+    }
+    if let Some(checkpoint) = &f.checkpoint {
+        out.push_str(&format!("\ncheckpoint: {checkpoint}"));
+    }
+    if let Some(run) = &f.last_run {
+        out.push_str(&format!(
+            "\nlast run: #{} {}, {}, started {}{}: {} captured, {} succeeded, {} failed, {} pages",
+            run.id,
+            run.mode.as_str(),
+            run.result.map_or("running", |r| r.as_str()),
+            run.started_at,
+            run.finished_at
+                .as_ref()
+                .map(|t| format!(", finished {t}"))
+                .unwrap_or_default(),
+            run.captured,
+            run.succeeded,
+            run.failed,
+            run.pages
+        ));
+        if let Some(error) = &run.error {
+            out.push_str(&format!("\nrun error: {error}"));
+        }
+    }
+    if let Some(stalled) = &f.stalled {
+        out.push_str(&format!("\nstalled: {stalled}"));
+    }
+    out.push_str(&format!("\nactions: {}", output::actions(&f.actions)));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    fn flow(fields: Value) -> FlowView {
+        let mut v = json!({"integration": "customers", "enabled": true, "checkpoint": null,
+            "stalled": null, "actions": []});
+        v.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn answer(v: Value) -> RunAnswer {
+        serde_json::from_value(v).unwrap()
+    }
 
     #[test]
     fn pending_requests_say_they_will_not_run() {
@@ -96,28 +174,69 @@ mod tests {
             run_text(
                 "LIVE",
                 "customers",
-                &json!({"flow": "customers", "mode": "all", "status": "Running"})
+                &answer(json!({"flow": "customers", "mode": "all", "status": "Running"}))
             ),
             "Flow customers: Running"
         );
         assert_eq!(
-            run_text("LIVE", "customers", &json!({"status": "Pending Changed"})),
+            run_text(
+                "LIVE",
+                "customers",
+                &answer(
+                    json!({"flow": "customers", "mode": "changed", "status": "Pending Changed"})
+                )
+            ),
             "Flow customers: Pending Changed (site LIVE is stopped; the request will not run)"
         );
     }
 
     #[test]
     fn flows_show_their_last_run() {
-        let flows = json!([
-            {"name": "customers", "source": "erp", "target": "crm", "schedule": "every 30s",
-             "status": "Success", "last_run": {"result": "success", "finished_at": "T2", "captured": 3, "error": null}},
-            {"name": "web", "source": "shop", "target": "crm", "schedule": null, "status": "", "last_run": null}
-        ]);
+        let flows = [
+            flow(
+                json!({"name": "customers", "source": "erp", "target": "crm", "schedule": "every 30s",
+             "status": "Success", "last_run": {"id": 1, "mode": "changed", "started_at": "T1",
+             "result": "success", "finished_at": "T2", "captured": 3, "succeeded": 3, "failed": 0,
+             "pages": 2, "error": null}}),
+            ),
+            flow(
+                json!({"name": "web", "source": "shop", "target": "crm", "schedule": null, "status": "",
+             "last_run": null}),
+            ),
+        ];
         assert_eq!(
             flows_table(&flows),
             "FLOW       ROUTE       SCHEDULE   STATUS   LAST RUN  FINISHED  CAPTURED  ERROR\n\
              customers  erp → crm   every 30s  Success  success   T2        3\n\
              web        shop → crm"
+        );
+    }
+
+    #[test]
+    fn one_flow() {
+        let f = flow(
+            json!({"name": "customers", "source": "erp", "target": "crm",
+            "schedule": "every 30s", "status": "Failed", "checkpoint": "2026-11-24T10:00:00Z",
+            "last_run": {"id": 7, "mode": "all", "started_at": "T1", "result": "failed",
+            "finished_at": "T2", "captured": 3, "succeeded": 2, "failed": 1, "pages": 1,
+            "error": "HTTP 503"}, "actions": ["run-all", "run-changed"]}),
+        );
+        assert_eq!(
+            show_text(&f),
+            "Flow customers (integration customers): erp → crm, every 30s\n\
+             status: Failed\n\
+             checkpoint: \"2026-11-24T10:00:00Z\"\n\
+             last run: #7 all, failed, started T1, finished T2: 3 captured, 2 succeeded, 1 failed, 1 pages\n\
+             run error: HTTP 503\n\
+             actions: run-all, run-changed"
+        );
+        let web = flow(
+            json!({"name": "web", "source": "shop", "target": "crm", "schedule": null,
+            "enabled": false, "status": "", "last_run": null}),
+        );
+        assert_eq!(
+            show_text(&web),
+            "Flow web (integration customers): shop → crm, no schedule, disabled\nactions: none"
         );
     }
 }

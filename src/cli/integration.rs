@@ -1,13 +1,14 @@
 //! `sluice integration pause|resume|start|stop|list|show`.
 
 use clap::Subcommand;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::client::Client;
 use super::error::CliError;
 use super::flow::flows_table;
-use super::output::{self, rows, table, text};
+use super::output::{self, table};
 use super::resume;
+use crate::api::integrations::IntegrationView;
 
 #[derive(Debug, Subcommand)]
 pub enum IntegrationCommand {
@@ -61,7 +62,8 @@ pub enum IntegrationCommand {
         /// The site, e.g. LIVE.
         site: String,
     },
-    /// One integration: state, status, holds, the resume under way, flows.
+    /// One integration: state, status, holds, the resume under way, what
+    /// you may do to it now, and its flows.
     Show {
         /// The site, e.g. LIVE.
         site: String,
@@ -89,7 +91,7 @@ pub async fn run(client: &Client, command: IntegrationCommand) -> Result<(), Cli
         } => resume::run(client, &site, &name, reason, detach).await,
         IntegrationCommand::List { site } => {
             let v = client.get(&["sites", &site, "integrations"], &[]).await?;
-            output::answer(client.json, &v, list_table)
+            output::answer(client.json, &v, |i: &Vec<IntegrationView>| list_table(i))
         }
         IntegrationCommand::Show { site, name } => {
             let v = client
@@ -114,41 +116,43 @@ async fn act(
             json!({ "reason": reason }),
         )
         .await?;
-    output::answer(client.json, &v, |v| act_text(name, done, v))
+    output::answer(client.json, &v, |i: &IntegrationView| {
+        act_text(name, done, i)
+    })
 }
 
 /// `Integration orders paused; 12 queued.`
-pub fn act_text(name: &str, done: &str, answer: &Value) -> String {
-    format!(
-        "Integration {name} {done}; {} queued.",
-        text(&answer["queued"])
-    )
+pub fn act_text(name: &str, done: &str, answer: &IntegrationView) -> String {
+    format!("Integration {name} {done}; {} queued.", answer.queued)
 }
 
-pub fn list_table(integrations: &Value) -> String {
-    let rows = rows(integrations, |i| {
-        vec![
-            text(&i["name"]),
-            text(&i["state"]),
-            text(&i["status"]),
-            text(&i["queued"]),
-            output::holds(i).join("; "),
-        ]
-    });
+pub fn list_table(integrations: &[IntegrationView]) -> String {
+    let rows: Vec<Vec<String>> = integrations
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.state.as_str().to_string(),
+                i.status.as_str().to_string(),
+                i.queued.to_string(),
+                output::holds(i).join("; "),
+            ]
+        })
+        .collect();
     table(
         &["INTEGRATION", "STATE", "STATUS", "QUEUED", "HOLDS"],
         &rows,
     )
 }
 
-pub fn show_text(i: &Value) -> String {
+pub fn show_text(i: &IntegrationView) -> String {
     let mut out = format!(
         "Integration {}/{}: {}, {}, {} queued",
-        text(&i["site"]),
-        text(&i["name"]),
-        text(&i["state"]),
-        text(&i["status"]),
-        text(&i["queued"])
+        i.site,
+        i.name,
+        i.state.as_str(),
+        i.status.as_str(),
+        i.queued
     );
     let holds = output::holds(i);
     if !holds.is_empty() {
@@ -157,37 +161,34 @@ pub fn show_text(i: &Value) -> String {
             out.push_str(&format!("\n  {hold}"));
         }
     }
-    let resume = &i["resume"];
-    if !resume.is_null() {
+    if let Some(resume) = &i.resume {
         out.push_str(&format!(
             "\nresuming: {}/{} sent, {}",
-            text(&resume["done"]),
-            text(&resume["total"]),
-            resume::progress_message(
-                resume["rate"].as_f64().unwrap_or(0.0),
-                resume["eta_s"].as_f64(),
-                None
-            )
+            resume.done,
+            resume.total,
+            resume::progress_message(resume.rate, resume.eta_s, None)
         ));
     }
-    if !i["stalled"].is_null() {
-        out.push_str(&format!("\nstalled: {}", text(&i["stalled"])));
+    if let Some(stalled) = &i.stalled {
+        out.push_str(&format!("\nstalled: {stalled}"));
     }
-    if !i["blocked"].is_null() {
+    if let Some(blocked) = &i.blocked {
         out.push_str(&format!(
             "\nblocked behind transaction {}: {}",
-            text(&i["blocked"]["seq"]),
-            text(&i["blocked"]["error"])
+            blocked.seq, blocked.error
         ));
     }
+    out.push_str(&format!("\nactions: {}", output::actions(&i.actions)));
     out.push('\n');
-    out.push_str(&flows_table(&i["flows"]));
+    out.push_str(&flows_table(&i.flows));
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::integrations::{BlockedView, ResumeView};
+    use serde_json::Value;
 
     fn orders() -> Value {
         json!({
@@ -195,15 +196,21 @@ mod tests {
             "holds": [{"kind": "operator", "by": "ann@cli", "since": "T1", "reason": "stocktake"}],
             "queued": 12, "on_error": "block",
             "resume": null, "stalled": null, "blocked": null,
-            "flows": [{"name": "web", "source": "shop", "target": "crm", "schedule": null,
-                       "status": "", "last_run": null}]
+            "flows": [{"name": "web", "integration": "orders", "source": "shop", "target": "crm",
+                       "schedule": null, "enabled": true, "status": "", "checkpoint": null,
+                       "last_run": null, "stalled": null, "actions": []}],
+            "actions": ["resume", "stop"]
         })
+    }
+
+    fn read(v: Value) -> IntegrationView {
+        serde_json::from_value(v).unwrap()
     }
 
     #[test]
     fn actions_say_what_happened() {
         assert_eq!(
-            act_text("orders", "paused", &orders()),
+            act_text("orders", "paused", &read(orders())),
             "Integration orders paused; 12 queued."
         );
     }
@@ -211,17 +218,27 @@ mod tests {
     #[test]
     fn the_list_names_the_holds() {
         assert_eq!(
-            list_table(&json!([orders()])),
+            list_table(&[read(orders())]),
             "INTEGRATION  STATE   STATUS   QUEUED  HOLDS\n\
              orders       paused  Running  12      operator by ann@cli since T1: stocktake"
         );
     }
 
     #[test]
-    fn show_lists_holds_progress_and_flows() {
-        let mut i = orders();
-        i["resume"] = json!({"done": 40, "total": 150, "rate": 20.0, "eta_s": 5.5});
-        i["blocked"] = json!({"seq": 41, "error": "HTTP 422: no such customer"});
+    fn show_lists_holds_progress_actions_and_flows() {
+        let i = IntegrationView {
+            resume: Some(ResumeView {
+                done: 40,
+                total: 150,
+                rate: 20.0,
+                eta_s: Some(5.5),
+            }),
+            blocked: Some(BlockedView {
+                seq: 41,
+                error: "HTTP 422: no such customer".into(),
+            }),
+            ..read(orders())
+        };
         assert_eq!(
             show_text(&i),
             "Integration LIVE/orders: paused, Running, 12 queued\n\
@@ -229,6 +246,7 @@ mod tests {
              operator by ann@cli since T1: stocktake\n\
              resuming: 40/150 sent, 20.0/s, 6s left\n\
              blocked behind transaction 41: HTTP 422: no such customer\n\
+             actions: resume, stop\n\
              FLOW  ROUTE       SCHEDULE  STATUS  LAST RUN  FINISHED  CAPTURED  ERROR\n\
              web   shop → crm"
         );

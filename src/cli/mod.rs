@@ -20,6 +20,12 @@
 //!
 //! Every request names its actor, `X-Sluice-Actor: $USER@cli`, for the
 //! daemon's audit trail; `--token` is sent as `Authorization: Bearer`.
+//! Answers are read as the API's own view types (`crate::api::…View`, the
+//! structs the daemon writes them from), never field by field; `--json`
+//! prints them as they came. Where a command shows one site, integration,
+//! flow, endpoint or transaction it prints what the caller may do to it
+//! now (`actions: pause, stop`), as the answer says: the CLI decides none
+//! of it.
 
 pub mod client;
 pub mod endpoint;
@@ -98,7 +104,7 @@ pub enum Command {
     /// Pause, resume, start, stop, list and show integrations.
     #[command(subcommand)]
     Integration(integration::IntegrationCommand),
-    /// Run flows ('Send All', 'Send Changed') and list them.
+    /// Run flows ('Send All', 'Send Changed'), list and show them.
     #[command(subcommand)]
     Flow(flow::FlowCommand),
     /// Show a site's log; --follow streams it.
@@ -106,7 +112,7 @@ pub enum Command {
     /// List, show, retry, replay or ignore an integration's transactions.
     #[command(subcommand)]
     Tx(tx::TxCommand),
-    /// List endpoints, test them, give them new credentials.
+    /// List and show endpoints, test them, give them new credentials.
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCommand),
     /// Create, list and revoke API tokens (with --config: on the data
@@ -396,6 +402,10 @@ mod tests {
             parsed(&["flow", "list", "LIVE"]),
             Command::Flow(F::List { .. })
         ));
+        assert!(matches!(
+            parsed(&["flow", "show", "LIVE", "customers"]),
+            Command::Flow(F::Show { site, flow }) if site == "LIVE" && flow == "customers"
+        ));
     }
 
     #[test]
@@ -499,6 +509,10 @@ mod tests {
         assert!(matches!(
             parsed(&["endpoint", "test", "LIVE", "crm"]),
             Command::Endpoint(E::Test { .. })
+        ));
+        assert!(matches!(
+            parsed(&["endpoint", "show", "LIVE", "crm"]),
+            Command::Endpoint(E::Show { site, name }) if site == "LIVE" && name == "crm"
         ));
         assert!(matches!(
             parsed(&[

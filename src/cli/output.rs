@@ -1,13 +1,16 @@
-//! What the subcommands print: aligned tables, JSON values as short text,
-//! and writes to standard output that end quietly when the reader has gone
-//! (`sluice log SITE --follow | head`).
+//! What the subcommands print: the daemon's answers read as the API's own
+//! view types (`crate::api::…View`, the structs the daemon writes them
+//! from), aligned tables, and writes to standard output that end quietly
+//! when the reader has gone (`sluice log SITE --follow | head`).
 
 use std::fmt::Display;
 use std::io::Write;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::CliError;
+use crate::api::integrations::IntegrationView;
 
 /// Writes one line to standard output.
 pub fn line(s: impl Display) -> Result<(), CliError> {
@@ -32,27 +35,45 @@ pub fn json(v: &Value) -> Result<(), CliError> {
     line(serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()))
 }
 
-/// Prints the daemon's answer: as JSON under `--json`, else as `human` says.
-pub fn answer(
+/// Reads the daemon's answer as the API's view type `T` (the one the
+/// daemon wrote it from). An answer it cannot read is an error that says
+/// so, never a guess.
+pub fn read<T: DeserializeOwned>(v: &Value) -> Result<T, CliError> {
+    T::deserialize(v).map_err(|e| {
+        CliError::Failed(format!(
+            "an answer this sluice cannot read ({e}): {}",
+            truncate(&v.to_string(), 300)
+        ))
+    })
+}
+
+/// Prints the daemon's answer: as it came under `--json`, else read as the
+/// view `T` and written as `human` says.
+pub fn answer<T: DeserializeOwned>(
     as_json: bool,
     v: &Value,
-    human: impl FnOnce(&Value) -> String,
+    human: impl FnOnce(&T) -> String,
 ) -> Result<(), CliError> {
     if as_json {
         json(v)
     } else {
-        line(human(v))
+        line(human(&read(v)?))
     }
 }
 
-/// A JSON value as short text: strings without quotes, "" for null or a
-/// missing field, anything else as JSON.
-pub fn text(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// What an answer offers its caller (its `actions`): `pause, stop`, or
+/// `none`.
+pub fn actions(actions: &[String]) -> String {
+    if actions.is_empty() {
+        "none".to_string()
+    } else {
+        actions.join(", ")
     }
+}
+
+/// An optional text as a cell: empty when absent.
+pub fn or_blank(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("")
 }
 
 /// At most `max` characters on one line; a cut is marked with '…'.
@@ -67,12 +88,6 @@ pub fn truncate(s: &str, max: usize) -> String {
     let mut cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
     cut
-}
-
-/// The rows of a table, one per element of a JSON array (none if it is not
-/// an array).
-pub fn rows(v: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
-    v.as_array().into_iter().flatten().map(row).collect()
 }
 
 /// Rows as columns under a header, each column as wide as its widest cell
@@ -101,21 +116,18 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The holds of an integration, one `kind by WHO (reason)` each.
-pub fn holds(integration: &Value) -> Vec<String> {
-    integration["holds"]
-        .as_array()
-        .into_iter()
-        .flatten()
+/// The holds of an integration, one `kind by WHO since WHEN: reason` each.
+pub fn holds(integration: &IntegrationView) -> Vec<String> {
+    integration
+        .holds
+        .iter()
         .map(|h| {
-            let mut s = format!("{} by {}", text(&h["kind"]), text(&h["by"]));
-            let since = text(&h["since"]);
-            if !since.is_empty() {
-                s.push_str(&format!(" since {since}"));
+            let mut s = format!("{} by {}", h.kind.as_str(), h.by);
+            if !h.since.is_empty() {
+                s.push_str(&format!(" since {}", h.since));
             }
-            let reason = text(&h["reason"]);
-            if !reason.is_empty() {
-                s.push_str(&format!(": {reason}"));
+            if !h.reason.is_empty() {
+                s.push_str(&format!(": {}", h.reason));
             }
             s
         })
@@ -123,12 +135,11 @@ pub fn holds(integration: &Value) -> Vec<String> {
 }
 
 /// The kinds of an integration's holds, comma-separated.
-pub fn hold_kinds(integration: &Value) -> String {
-    integration["holds"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| text(&h["kind"]))
+pub fn hold_kinds(integration: &IntegrationView) -> String {
+    integration
+        .holds
+        .iter()
+        .map(|h| h.kind.as_str())
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -163,11 +174,13 @@ mod tests {
     }
 
     #[test]
-    fn values_as_text() {
-        assert_eq!(text(&json!(null)), "");
-        assert_eq!(text(&json!("LIVE")), "LIVE");
-        assert_eq!(text(&json!(12)), "12");
-        assert_eq!(text(&json!({"a": 1})["missing"]), "");
+    fn answers_are_read_as_views() {
+        let read: Result<crate::api::sites::SiteView, _> = read(&json!({"name": "LIVE"}));
+        let e = read.unwrap_err().to_string();
+        assert!(e.starts_with("an answer this sluice cannot read"), "{e}");
+        assert!(e.contains(r#"{"name":"LIVE"}"#), "{e}");
+        assert_eq!(actions(&[]), "none");
+        assert_eq!(actions(&["pause".into(), "stop".into()]), "pause, stop");
     }
 
     #[test]
@@ -180,10 +193,16 @@ mod tests {
 
     #[test]
     fn holds_are_described() {
-        let i = json!({"holds": [
-            {"kind": "operator", "by": "ann@cli", "since": "2026-11-24T10:00:00Z", "reason": "stocktake"},
-            {"kind": "endpoint-offline", "by": "system", "since": null, "reason": ""}
-        ]});
+        let i: IntegrationView = serde_json::from_value(json!({
+            "name": "orders", "site": "LIVE", "state": "paused", "status": "Running",
+            "queued": 0, "on_error": "block", "resume": null, "stalled": null, "blocked": null,
+            "flows": [], "actions": [],
+            "holds": [
+                {"kind": "operator", "by": "ann@cli", "since": "2026-11-24T10:00:00Z", "reason": "stocktake"},
+                {"kind": "endpoint-offline", "by": "system", "since": "", "reason": ""}
+            ]
+        }))
+        .unwrap();
         assert_eq!(
             holds(&i),
             [
@@ -192,6 +211,7 @@ mod tests {
             ]
         );
         assert_eq!(hold_kinds(&i), "operator,endpoint-offline");
-        assert_eq!(hold_kinds(&json!({})), "");
+        let none = IntegrationView { holds: vec![], ..i };
+        assert_eq!(hold_kinds(&none), "");
     }
 }

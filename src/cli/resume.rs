@@ -15,11 +15,13 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::client::Client;
 use super::error::CliError;
-use super::output::{self, text};
+use super::output;
+use crate::api::integrations::IntegrationView;
+use crate::model::IntegrationState;
 
 const POLL: Duration = Duration::from_millis(200);
 /// At most one plain progress line this often.
@@ -46,42 +48,45 @@ pub enum Drain {
     Blocked { seq: String, error: String },
 }
 
+/// A count as the bar takes it (a negative one, which the daemon never
+/// sends, as none).
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
 /// Reads the drain from an integration as the API shows it.
-pub fn observe(integration: &Value) -> Drain {
-    let resume = &integration["resume"];
+pub fn observe(integration: &IntegrationView) -> Drain {
+    let resume = integration.resume.as_ref();
     let holds = output::holds(integration);
     if !holds.is_empty() {
         // A hold placed just after the backlog was sent does not undo it.
-        if resume.is_null() && integration["queued"].as_i64() == Some(0) {
+        if resume.is_none() && integration.queued == 0 {
             return Drain::Sent;
         }
         return Drain::Held(holds);
     }
-    if let Some(state) = integration["state"].as_str() {
-        if state != "active" {
-            return Drain::Inactive(state.to_string());
-        }
+    if integration.state != IntegrationState::Active {
+        return Drain::Inactive(integration.state.as_str().to_string());
     }
-    if resume.is_null() {
+    let Some(resume) = resume else {
         return Drain::Sent;
-    }
-    let done = resume["done"].as_u64().unwrap_or(0);
-    let total = resume["total"].as_u64().unwrap_or(0);
+    };
+    let (done, total) = (count(resume.done), count(resume.total));
     if done >= total {
         return Drain::Sent;
     }
-    if let Some(blocked) = integration["blocked"].as_object() {
+    if let Some(blocked) = &integration.blocked {
         return Drain::Blocked {
-            seq: blocked.get("seq").map(text).unwrap_or_default(),
-            error: blocked.get("error").map(text).unwrap_or_default(),
+            seq: blocked.seq.to_string(),
+            error: blocked.error.clone(),
         };
     }
     Drain::Sending {
         done,
         total,
-        rate: resume["rate"].as_f64().unwrap_or(0.0),
-        eta_s: resume["eta_s"].as_f64(),
-        stalled: integration["stalled"].as_str().map(str::to_string),
+        rate: resume.rate,
+        eta_s: resume.eta_s,
+        stalled: integration.stalled.clone(),
     }
 }
 
@@ -142,8 +147,8 @@ pub async fn run(
     let backlog = if detach {
         0
     } else {
-        let before = client.get(&path, &[]).await?;
-        before["queued"].as_u64().unwrap_or(0)
+        let before: IntegrationView = output::read(&client.get(&path, &[]).await?)?;
+        count(before.queued)
     };
     let started = Instant::now();
     let answer = client
@@ -153,8 +158,8 @@ pub async fn run(
         )
         .await?;
     if detach {
-        return output::answer(client.json, &answer, |v| {
-            format!("Integration {name} resumed; {} queued.", text(&v["queued"]))
+        return output::answer(client.json, &answer, |i: &IntegrationView| {
+            format!("Integration {name} resumed; {} queued.", i.queued)
         });
     }
     let bar = if client.json {
@@ -176,7 +181,8 @@ pub async fn run(
     tokio::pin!(interrupted);
     let mut current = answer;
     loop {
-        match observe(&current) {
+        let view: IntegrationView = output::read(&current)?;
+        match observe(&view) {
             Drain::Sent => break,
             Drain::Sending {
                 done,
@@ -197,12 +203,8 @@ pub async fn run(
             }
             stopped => {
                 leave(&bar, false);
-                if let Some(resume) = current["resume"].as_object() {
-                    let get = |k: &str| resume.get(k).and_then(Value::as_u64);
-                    progress = (
-                        get("done").unwrap_or(progress.0),
-                        get("total").unwrap_or(progress.1),
-                    );
+                if let Some(resume) = &view.resume {
+                    progress = (count(resume.done), count(resume.total));
                 }
                 if client.json {
                     output::json(&current)?;
@@ -255,10 +257,25 @@ fn leave(bar: &ProgressBar, finished: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
-    fn integration(resume: Value) -> Value {
-        json!({"name": "orders", "state": "active", "holds": [], "queued": 100,
-               "resume": resume, "stalled": null, "blocked": null})
+    /// `orders` as the daemon answers it, with these fields.
+    fn with(fields: Value) -> IntegrationView {
+        let mut v = json!({"name": "orders", "site": "LIVE", "state": "active",
+            "status": "Running", "holds": [], "queued": 100, "on_error": "block",
+            "resume": null, "stalled": null, "blocked": null, "flows": [], "actions": []});
+        v.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        output::read(&v).unwrap()
+    }
+
+    fn integration(resume: Value) -> IntegrationView {
+        with(json!({ "resume": resume }))
+    }
+
+    fn hold(kind: &str, by: &str, reason: &str) -> Value {
+        json!({"kind": kind, "by": by, "since": "", "reason": reason})
     }
 
     #[test]
@@ -274,8 +291,10 @@ mod tests {
                 stalled: None
             }
         );
-        let mut stalled = i.clone();
-        stalled["stalled"] = json!("no delivery for 30s: HTTP 503");
+        let stalled = IntegrationView {
+            stalled: Some("no delivery for 30s: HTTP 503".into()),
+            ..i
+        };
         assert!(matches!(
             observe(&stalled),
             Drain::Sending {
@@ -294,40 +313,42 @@ mod tests {
             )),
             Drain::Sent
         );
-        // Answers that lack the fields do not make it wait forever.
-        assert_eq!(observe(&json!({})), Drain::Sent);
-        assert_eq!(observe(&json!("nonsense")), Drain::Sent);
+        // Answers that lack the fields do not make it wait forever: they
+        // are an error that says what came.
+        for nonsense in [json!({}), json!("nonsense")] {
+            let read: Result<IntegrationView, _> = output::read(&nonsense);
+            assert!(matches!(read, Err(CliError::Failed(_))), "{nonsense}");
+        }
     }
 
     #[test]
     fn holds_stop_the_drain() {
         // Paused again: the daemon drops the progress and adds the hold.
-        let mut i = integration(Value::Null);
-        i["state"] = json!("paused");
-        i["holds"] = json!([{"kind": "operator", "by": "bob@cli", "reason": "wrong prices"}]);
+        let i = with(json!({"state": "paused",
+            "holds": [hold("operator", "bob@cli", "wrong prices")]}));
         assert_eq!(
             observe(&i),
             Drain::Held(vec!["operator by bob@cli: wrong prices".into()])
         );
         // The endpoint went offline: the progress stays, the hold is added.
-        let mut i = integration(json!({"done": 3, "total": 10, "rate": 1.0, "eta_s": null}));
-        i["holds"] =
-            json!([{"kind": "endpoint-offline", "by": "system", "reason": "crm: refused"}]);
+        let i = with(
+            json!({"resume": {"done": 3, "total": 10, "rate": 1.0, "eta_s": null},
+            "holds": [hold("endpoint-offline", "system", "crm: refused")]}),
+        );
         assert!(matches!(observe(&i), Drain::Held(_)));
         // A hold after everything was sent does not count.
-        let mut i = integration(Value::Null);
-        i["queued"] = json!(0);
-        i["holds"] = json!([{"kind": "site-stopped", "by": "ann@cli", "reason": ""}]);
+        let i = with(json!({"queued": 0, "holds": [hold("site-stopped", "ann@cli", "")]}));
         assert_eq!(observe(&i), Drain::Sent);
     }
 
     #[test]
     fn a_stop_or_a_blocked_queue_ends_the_drain() {
-        let mut i = integration(Value::Null);
-        i["state"] = json!("stopped");
+        let i = with(json!({"state": "stopped"}));
         assert_eq!(observe(&i), Drain::Inactive("stopped".into()));
-        let mut i = integration(json!({"done": 3, "total": 10, "rate": 1.0, "eta_s": 7.0}));
-        i["blocked"] = json!({"seq": 4, "error": "HTTP 422"});
+        let i = with(
+            json!({"resume": {"done": 3, "total": 10, "rate": 1.0, "eta_s": 7.0},
+            "blocked": {"seq": 4, "error": "HTTP 422"}}),
+        );
         assert_eq!(
             observe(&i),
             Drain::Blocked {

@@ -8,12 +8,13 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::client::{actor, Client};
 use super::error::CliError;
-use super::output::{self, rows, table, text};
-use crate::auth::{AuthError, Role, Tokens};
+use super::output::{self, or_blank, table};
+use crate::api::auth::CreatedToken;
+use crate::auth::{AuthError, Role, TokenInfo, Tokens};
 
 #[derive(Debug, Args)]
 pub struct Local {
@@ -83,7 +84,7 @@ pub async fn run(client: &Client, command: TokenCommand) -> Result<(), CliError>
                     let v = client
                         .post(&["tokens"], json!({ "name": name, "role": role }))
                         .await?;
-                    text(&v["token"])
+                    output::read::<CreatedToken>(&v)?.token
                 }
             };
             eprintln!("Token '{name}' ({role}) created. It is shown only now; keep it safe:");
@@ -99,7 +100,7 @@ pub async fn run(client: &Client, command: TokenCommand) -> Result<(), CliError>
                 }
                 None => (client.json, client.get(&["tokens"], &[]).await?),
             };
-            output::answer(json, &v, list_table)
+            output::answer(json, &v, |t: &Vec<TokenInfo>| list_table(t))
         }
         TokenCommand::Revoke { name, local } => {
             match store(&local)? {
@@ -111,15 +112,18 @@ pub async fn run(client: &Client, command: TokenCommand) -> Result<(), CliError>
     }
 }
 
-fn list_table(v: &Value) -> String {
-    let rows = rows(v, |t| {
-        vec![
-            text(&t["name"]),
-            text(&t["role"]),
-            text(&t["created_at"]),
-            text(&t["created_by"]),
-            text(&t["last_used_at"]),
-        ]
-    });
+fn list_table(tokens: &[TokenInfo]) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.role.as_str().to_string(),
+                t.created_at.clone(),
+                t.created_by.clone(),
+                or_blank(&t.last_used_at).to_string(),
+            ]
+        })
+        .collect();
     table(&["NAME", "ROLE", "CREATED", "BY", "LAST USED"], &rows)
 }

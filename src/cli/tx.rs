@@ -2,11 +2,12 @@
 //! integration's transactions and seed 002's error-handling suite.
 
 use clap::{Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::client::Client;
 use super::error::CliError;
-use super::output::{self, rows, table, text, truncate};
+use super::output::{self, or_blank, table, truncate};
+use crate::api::transactions::TxView;
 
 /// How much of a transaction's last error the list shows.
 const ERROR_WIDTH: usize = 60;
@@ -50,7 +51,7 @@ pub enum TxCommand {
         #[arg(long, value_name = "SEQ")]
         before: Option<i64>,
     },
-    /// One transaction with its record.
+    /// One transaction with its record, and what you may do to it now.
     Show {
         /// The site, e.g. LIVE.
         site: String,
@@ -114,7 +115,7 @@ pub async fn run(client: &Client, command: TxCommand) -> Result<(), CliError> {
                     &query,
                 )
                 .await?;
-            output::answer(json, &v, list_table)
+            output::answer(json, &v, |t: &Vec<TxView>| list_table(t))
         }
         TxCommand::Show {
             site,
@@ -177,27 +178,30 @@ async fn act(
             json!({}),
         )
         .await?;
-    output::answer(client.json, &v, |v| {
+    output::answer(client.json, &v, |t: &TxView| {
         format!(
             "Transaction {} of {integration}: {}",
-            text(&v["seq"]),
-            text(&v["state"])
+            t.seq,
+            t.state.as_str()
         )
     })
 }
 
-pub fn list_table(transactions: &Value) -> String {
-    let rows = rows(transactions, |t| {
-        vec![
-            text(&t["seq"]),
-            text(&t["state"]),
-            text(&t["flow"]),
-            text(&t["key"]),
-            text(&t["attempts"]),
-            text(&t["updated_at"]),
-            truncate(&text(&t["last_error"]), ERROR_WIDTH),
-        ]
-    });
+pub fn list_table(transactions: &[TxView]) -> String {
+    let rows: Vec<Vec<String>> = transactions
+        .iter()
+        .map(|t| {
+            vec![
+                t.seq.to_string(),
+                t.state.as_str().to_string(),
+                t.flow.clone(),
+                or_blank(&t.key).to_string(),
+                t.attempts.to_string(),
+                t.updated_at.clone(),
+                truncate(or_blank(&t.last_error), ERROR_WIDTH),
+            ]
+        })
+        .collect();
     table(
         &[
             "SEQ",
@@ -212,22 +216,23 @@ pub fn list_table(transactions: &Value) -> String {
     )
 }
 
-fn show_text(t: &Value) -> String {
+fn show_text(t: &TxView) -> String {
     let mut out = format!(
         "Transaction {}: {} (flow {}, key {}, {} attempts)\ncreated {}, updated {}",
-        text(&t["seq"]),
-        text(&t["state"]),
-        text(&t["flow"]),
-        text(&t["key"]),
-        text(&t["attempts"]),
-        text(&t["created_at"]),
-        text(&t["updated_at"])
+        t.seq,
+        t.state.as_str(),
+        t.flow,
+        or_blank(&t.key),
+        t.attempts,
+        t.created_at,
+        t.updated_at
     );
-    if !t["last_error"].is_null() {
-        out.push_str(&format!("\nlast error: {}", text(&t["last_error"])));
+    if let Some(error) = &t.last_error {
+        out.push_str(&format!("\nlast error: {error}"));
     }
+    out.push_str(&format!("\nactions: {}", output::actions(&t.actions)));
     out.push_str("\nrecord:\n");
-    out.push_str(&serde_json::to_string_pretty(&t["record"]).unwrap_or_default());
+    out.push_str(&serde_json::to_string_pretty(&t.record).unwrap_or_default());
     out
 }
 
@@ -235,15 +240,25 @@ fn show_text(t: &Value) -> String {
 mod tests {
     use super::*;
 
+    fn tx(v: serde_json::Value) -> TxView {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn the_list_truncates_errors() {
-        let txs = json!([
-            {"seq": 12, "flow": "web", "key": "o-12", "state": "error", "created_at": "T1",
+        let txs = [
+            tx(
+                json!({"seq": 12, "flow": "web", "key": "o-12", "state": "error", "created_at": "T1",
              "updated_at": "T2", "attempts": 3,
-             "last_error": format!("HTTP 422: {}\nmore", "x".repeat(100)), "record": {}},
-            {"seq": 11, "flow": "web", "key": null, "state": "sent", "created_at": "T1",
-             "updated_at": "T1", "attempts": 1, "last_error": null, "record": {}}
-        ]);
+             "last_error": format!("HTTP 422: {}\nmore", "x".repeat(100)), "record": {},
+             "actions": ["retry", "replay", "ignore"]}),
+            ),
+            tx(
+                json!({"seq": 11, "flow": "web", "key": null, "state": "sent", "created_at": "T1",
+             "updated_at": "T1", "attempts": 1, "last_error": null, "record": {},
+             "actions": ["replay"]}),
+            ),
+        ];
         let t = list_table(&txs);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
@@ -261,11 +276,15 @@ mod tests {
 
     #[test]
     fn one_transaction() {
-        let t = json!({"seq": 3, "flow": "web", "key": "a", "state": "queued", "created_at": "T1",
-                       "updated_at": "T1", "attempts": 0, "last_error": null, "record": {"id": "a"}});
+        let t = tx(
+            json!({"seq": 3, "flow": "web", "key": "a", "state": "queued", "created_at": "T1",
+                       "updated_at": "T1", "attempts": 0, "last_error": null, "record": {"id": "a"},
+                       "actions": ["ignore"]}),
+        );
         assert_eq!(
             show_text(&t),
-            "Transaction 3: queued (flow web, key a, 0 attempts)\ncreated T1, updated T1\nrecord:\n{\n  \"id\": \"a\"\n}"
+            "Transaction 3: queued (flow web, key a, 0 attempts)\ncreated T1, updated T1\n\
+             actions: ignore\nrecord:\n{\n  \"id\": \"a\"\n}"
         );
     }
 }

@@ -87,6 +87,12 @@ impl EndpointKind {
         matches!(self, EndpointKind::Webhook(_))
     }
 
+    /// Whether it takes new credentials (a reauthorization): the kinds
+    /// whose target overrides [`Target::set_credentials`].
+    pub fn takes_credentials(&self) -> bool {
+        matches!(self, EndpointKind::Http(_))
+    }
+
     pub fn is_target(&self) -> bool {
         matches!(self, EndpointKind::File(_) | EndpointKind::Http(_))
     }

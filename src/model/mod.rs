@@ -11,18 +11,22 @@
 //! here (an [`IntegrationChange`], a flow's next [`FlowStatus`]) and the
 //! engine takes it into effect; neither decides by itself.
 
+pub mod actions;
 pub mod endpoint;
 pub mod flow;
 pub mod integration;
+pub mod role;
 pub mod site;
 pub mod status;
 pub mod transaction;
 
+pub use actions::Action;
 pub use endpoint::{EndpointEvent, EndpointState, FailureClass};
 pub use flow::{FlowEvent, FlowStatus, RunMode, RunResult};
 pub use integration::{
     Hold, HoldKind, Holds, IntegrationChange, IntegrationEvent, IntegrationRecord, IntegrationState,
 };
+pub use role::Role;
 pub use site::{SiteEvent, SiteState};
 pub use status::{derive_status, ConnectionStatus, FlowRunOutcome};
 pub use transaction::{TxAction, TxState};
@@ -97,6 +101,7 @@ mod names {
         one_name(HoldKind::ALL);
         one_name(TxState::ALL);
         one_name(EndpointState::ALL);
+        one_name(Role::ALL);
         one_name(<RunMode as strum::VariantArray>::VARIANTS);
         one_name(<RunResult as strum::VariantArray>::VARIANTS);
         one_name(<status::ConnectionStatus as strum::VariantArray>::VARIANTS);

@@ -5,7 +5,7 @@
 //! ongoing run does not count. A halted run (cut off by a stop) is not a
 //! completed one either.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{IntegrationState, RunResult};
 
@@ -16,6 +16,7 @@ use super::{IntegrationState, RunResult};
     PartialEq,
     Eq,
     Serialize,
+    Deserialize,
     utoipa::ToSchema,
     strum::IntoStaticStr,
     strum::EnumString,
