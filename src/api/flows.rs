@@ -12,8 +12,8 @@ use super::openapi::{actions_schema, flow_status_schema, ErrorBody, FlowPath, Si
 use super::{rfc3339, site, Actor, ApiError, ApiResult, JsonBody, PathParams};
 use crate::config::{FlowConfig, Schedule};
 use crate::engine::{Daemon, Site};
-use crate::model::actions::{self, FlowFacts};
-use crate::model::{Action, Role, RunMode, RunResult, SiteState};
+use crate::model::actions;
+use crate::model::{Action, Role, RunMode, RunResult};
 use crate::store::RunRecord;
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -113,15 +113,7 @@ pub async fn flow_view(
 ) -> ApiResult<FlowView> {
     let record = site.flow_record(&flow.name).await?;
     let last_run = site.runs(&flow.name, 1).await?;
-    let facts = FlowFacts {
-        status: record.status,
-        pull: site
-            .endpoint(&flow.source)
-            .is_ok_and(|e| e.kind.is_pull_source()),
-        enabled: flow.enabled,
-        captures: site.integration(integration).is_ok_and(|i| i.captures()),
-        site_running: site.state() == SiteState::Running,
-    };
+    let facts = site.flow_facts(&flow.name, record.status)?;
     Ok(FlowView {
         name: flow.name.clone(),
         integration: integration.to_string(),

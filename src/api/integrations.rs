@@ -15,7 +15,7 @@ use crate::engine::integration::ResumeProgress;
 use crate::engine::{Daemon, Integration, Site};
 use crate::model::{
     actions, derive_status, Action, ConnectionStatus, FlowRunOutcome, HoldKind, IntegrationEvent,
-    IntegrationState, Role, RunResult,
+    IntegrationState, Role,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -105,7 +105,8 @@ pub async fn view(
             outcomes.push(if push {
                 FlowRunOutcome::Push
             } else {
-                FlowRunOutcome::Completed(latest_completed(site, &flow.name).await?)
+                let runs = site.runs(&flow.name, 50).await?;
+                FlowRunOutcome::of_runs(runs.into_iter().map(|r| r.result))
             });
         }
         flows.push(view);
@@ -144,17 +145,6 @@ pub async fn view(
         flows,
         actions: actions::names(&actions::integration(record.state, role)),
     })
-}
-
-/// The latest result of a completed run (success or failure) of a flow; an
-/// ongoing or halted run does not count (seed 001).
-async fn latest_completed(site: &Site, flow: &str) -> ApiResult<Option<RunResult>> {
-    Ok(site
-        .runs(flow, 50)
-        .await?
-        .into_iter()
-        .filter_map(|r| r.result)
-        .find(|r| matches!(r, RunResult::Success | RunResult::Failed)))
 }
 
 #[utoipa::path(get, path = "/api/v1/sites/{site}/integrations", tag = "integrations",

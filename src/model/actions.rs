@@ -17,8 +17,8 @@
 //!   `run-changed` for `…/run {"mode"}`).
 
 use super::{
-    FlowEvent, FlowStatus, IntegrationEvent, IntegrationState, Role, RunMode, SiteEvent, SiteState,
-    TxAction, TxState,
+    FlowEvent, FlowStatus, IntegrationEvent, IntegrationState, Refusal, Role, RunMode, SiteEvent,
+    SiteState, TxAction, TxState,
 };
 
 /// Everything a person can do through the API that changes something.
@@ -155,10 +155,38 @@ pub struct FlowFacts {
     pub site_running: bool,
 }
 
-/// A flow's: 'Send All' and 'Send Changed', unless it runs already (or
-/// cannot run at all).
+impl FlowFacts {
+    /// A run of `mode` of flow `flow` (of integration `integration`) asked
+    /// for now: the flow's next status, or why not. The engine decides a
+    /// request with this, and the answers offer what it allows.
+    pub fn request(
+        &self,
+        flow: &str,
+        integration: &str,
+        mode: RunMode,
+    ) -> Result<FlowStatus, Refusal> {
+        if !self.pull {
+            return Err(Refusal::Invalid(format!(
+                "flow {flow} receives its records by webhook; there is nothing to run"
+            )));
+        }
+        if !self.captures {
+            return Err(Refusal::Conflict(format!(
+                "integration {integration} is stopped; start it to run its flows"
+            )));
+        }
+        self.status.apply(FlowEvent::Requested {
+            mode,
+            site_running: self.site_running,
+        })
+    }
+}
+
+/// A flow's: 'Send All' and 'Send Changed', when a request would be taken
+/// ([`FlowFacts::request`]); a disabled flow is not offered (it may still be
+/// run by name).
 pub fn flow(facts: FlowFacts, role: Role) -> Vec<Action> {
-    if !(facts.pull && facts.enabled && facts.captures) {
+    if !facts.enabled {
         return Vec::new();
     }
     offered(&Action::FLOW, role, |action| {
@@ -167,13 +195,7 @@ pub fn flow(facts: FlowFacts, role: Role) -> Vec<Action> {
         } else {
             RunMode::Changed
         };
-        facts
-            .status
-            .apply(FlowEvent::Requested {
-                mode,
-                site_running: facts.site_running,
-            })
-            .is_ok()
+        facts.request("", "", mode).is_ok()
     })
 }
 

@@ -49,6 +49,21 @@ pub enum FlowRunOutcome {
     Completed(Option<RunResult>),
 }
 
+impl FlowRunOutcome {
+    /// A pull flow's outcome from the results of its latest runs, newest
+    /// first: the latest *completed* one (success or failure) counts; an
+    /// ongoing run (no result yet) or a halted one (cut off by a stop) does
+    /// not (seed 001's three cases).
+    pub fn of_runs(newest_first: impl IntoIterator<Item = Option<RunResult>>) -> FlowRunOutcome {
+        FlowRunOutcome::Completed(
+            newest_first
+                .into_iter()
+                .flatten()
+                .find(|r| matches!(r, RunResult::Success | RunResult::Failed)),
+        )
+    }
+}
+
 /// `starting`: a person started it and its start-up (a first run of its
 /// flows, queued behind the integrations started before it) is not over.
 pub fn derive_status(
@@ -89,6 +104,23 @@ pub fn derive_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_completed_run_counts() {
+        use RunResult::*;
+        let of = |runs: &[Option<RunResult>]| FlowRunOutcome::of_runs(runs.iter().copied());
+        assert_eq!(of(&[]), FlowRunOutcome::Completed(None));
+        // Ongoing, then halted, then the last completed: the failure counts.
+        assert_eq!(
+            of(&[None, Some(Halted), Some(Failed), Some(Success)]),
+            FlowRunOutcome::Completed(Some(Failed))
+        );
+        assert_eq!(
+            of(&[Some(Success), Some(Failed)]),
+            FlowRunOutcome::Completed(Some(Success))
+        );
+        assert_eq!(of(&[Some(Halted)]), FlowRunOutcome::Completed(None));
+    }
     use FlowRunOutcome::*;
     use RunResult::*;
 

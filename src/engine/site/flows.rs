@@ -9,34 +9,33 @@ use std::time::Duration;
 use super::{RunRequest, Site};
 use crate::engine::{Integration, Result};
 use crate::log::level;
+use crate::model::actions::FlowFacts;
 use crate::model::{FlowEvent, FlowStatus, Refusal, RunMode, RunResult, SiteState};
 
 impl Site {
     /// 'Send All' / 'Send Changed' asked for by a person. While the site is
     /// stopped the flow becomes `Pending …` and does not run (seed 000).
+    /// What decides whether `flow`, in `status`, may run now (and what its
+    /// answer offers): that status, its source, its integration, the site.
+    pub fn flow_facts(&self, flow: &str, status: FlowStatus) -> Result<FlowFacts> {
+        let (ic, fc) = self.flow(flow)?;
+        Ok(FlowFacts {
+            status,
+            pull: self.endpoint(&fc.source)?.kind.is_pull_source(),
+            enabled: fc.enabled,
+            captures: self.integration(&ic.name)?.captures(),
+            site_running: self.state() == SiteState::Running,
+        })
+    }
+
     pub async fn request_run(&self, flow: &str, mode: RunMode, actor: &str) -> Result<FlowStatus> {
         let action = "flow.run";
         let subject = format!("flow/{flow}");
-        let (ic, fc) = self.flow(flow)?;
-        let source = self.endpoint(&fc.source)?;
-        if !source.kind.is_pull_source() {
-            let refusal = Refusal::Invalid(format!(
-                "flow {flow} receives its records by webhook; there is nothing to run"
-            ));
-            return self.refused(actor, action, &subject, None, refusal).await;
-        }
-        let integration = self.integration(&ic.name)?;
-        if !integration.captures() {
-            let refusal = Refusal::Conflict(format!(
-                "integration {} is stopped; start it to run its flows",
-                ic.name
-            ));
-            return self.refused(actor, action, &subject, None, refusal).await;
-        }
+        let (ic, _) = self.flow(flow)?;
         let _flows = self.flow_control.lock().await;
-        let site_running = self.state() == SiteState::Running;
-        let current = self.store.flow(flow).await?.status;
-        let next = match current.apply(FlowEvent::Requested { mode, site_running }) {
+        let facts = self.flow_facts(flow, self.store.flow(flow).await?.status)?;
+        let site_running = facts.site_running;
+        let next = match facts.request(flow, &ic.name, mode) {
             Ok(next) => next,
             Err(refusal) => return self.refused(actor, action, &subject, None, refusal).await,
         };
