@@ -455,13 +455,21 @@ async fn token_changes_on_a_full_disk_are_refused_whole() {
     let (status, tokens) = daemon.get("/api/v1/tokens").await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert_eq!(tokens, json!([]));
-    assert_eq!(said_full(&daemon.stderr(), "tokens.db"), 1);
+    // The daemon's stderr is read beside its answers: wait for the line.
+    eventually(10, "the full disk said", || async {
+        said_full(&daemon.stderr(), "tokens.db") >= 1
+    })
+    .await;
 
     disk.free();
     let (status, body) = daemon
         .post("/api/v1/tokens", json!({"name": "t9", "role": "admin"}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+    eventually(10, "the writable disk said", || async {
+        said_writable(&daemon.stderr(), "tokens.db") >= 1
+    })
+    .await;
     let stderr = daemon.stderr();
     assert_eq!(said_full(&stderr, "tokens.db"), 1, "{stderr:#?}");
     assert_eq!(said_writable(&stderr, "tokens.db"), 1, "{stderr:#?}");
