@@ -36,6 +36,13 @@ struct Received {
 
 type Shared = Arc<Mutex<Received>>;
 
+/// `sluice demo` as the command line gave it.
+pub async fn command(args: crate::cli::serve::DemoArgs) -> Result<(), crate::cli::CliError> {
+    run(args.listen, args.data_dir)
+        .await
+        .map_err(|e| crate::cli::CliError::Failed(format!("{e:#}")))
+}
+
 pub async fn run(listen: Option<SocketAddr>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("sluice-demo"));
     crate::data_dir::create_private_dir(&data_dir)

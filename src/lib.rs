@@ -63,10 +63,10 @@
 //! holds it so):
 //!
 //! ```text
-//! cli, demo            the command line; `serve` starts the server
-//!   ↓
-//! server               the engine and the API on a listener
-//!   ↓
+//! server, demo         the engine and the API on a listener; run what
+//!   ↓                  `main` hands over (`serve`, `demo`)
+//! cli                  the command line: parses everything, and is a
+//!   ↓                  client of the API for the rest (its typed answers)
 //! api, metrics         ask the engine; the engine never names them
 //!   ↓
 //! engine               acts

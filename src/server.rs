@@ -39,6 +39,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections whose handshake is done, waiting for axum to take them.
 const READY_QUEUE: usize = 64;
 
+/// `sluice serve` as the command line gave it: the configuration loaded
+/// (exit 2 on any error in it), then [`serve`] (exit 1 if it fails).
+pub async fn command(args: crate::cli::serve::ServeArgs) -> Result<(), crate::cli::CliError> {
+    serve(args.config()?)
+        .await
+        .map_err(|e| crate::cli::CliError::Failed(format!("{e:#}")))
+}
+
 /// `sluice serve`: sets up the process's log output (standard error),
 /// opens the daemon, listens on `config.listen` and serves until Ctrl-C or
 /// SIGTERM.

@@ -6,9 +6,11 @@
 //! - Imports go down the layers of [`LAYERS`] (or stay in one): the model
 //!   knows nothing; stores, connectors and configuration know the model;
 //!   the engine knows those; the API and the metrics exposition ask the
-//!   engine; the server puts them on the network; the CLI (whose `serve`
-//!   starts the server) and the demo sit on top. So the engine never names
-//!   the API (`crate::api`), nor the model the engine.
+//!   engine; the command line is a client of the API (it reads its typed
+//!   answers); the server (and the demo, which runs it) put the engine and
+//!   the API on the network and run `serve`, which the command line only
+//!   parses (`main` hands it over). So the engine never names the API
+//!   (`crate::api`), nor the model the engine, nor the CLI the server.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -25,8 +27,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("engine", &["engine"]),
     ("HTTP surface", &["api", "metrics"]),
-    ("server", &["server"]),
-    ("command line", &["cli", "demo"]),
+    ("command line", &["cli"]),
+    ("server", &["server", "demo"]),
 ];
 
 fn layer_of(module: &str) -> Option<(usize, &'static str)> {

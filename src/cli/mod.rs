@@ -121,8 +121,22 @@ pub enum Command {
     Token(token::TokenCommand),
 }
 
-/// Parses the command line (a usage error exits with 2) and runs it.
-pub fn main() -> ExitCode {
+/// The subcommands that are the daemon itself: the command line parses
+/// them and hands them to whoever runs the daemon (`main`, with the
+/// server), since the CLI sits below the server and does not import it.
+#[derive(Debug)]
+pub enum DaemonCommand {
+    Serve(serve::ServeArgs),
+    Demo(serve::DemoArgs),
+}
+
+/// Parses the command line (a usage error exits with 2) and runs it: a
+/// client subcommand here, `serve` and `demo` by `daemon`.
+pub fn main<F, Fut>(daemon: F) -> ExitCode
+where
+    F: FnOnce(DaemonCommand) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -134,7 +148,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => daemon(DaemonCommand::Serve(args)).await,
+            Command::Demo(args) => daemon(DaemonCommand::Demo(args)).await,
+            _ => run(cli).await,
+        }
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !e.is_quiet() {
@@ -145,6 +166,7 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Runs a client subcommand against the daemon's API.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let client = || {
         Client::new(
@@ -155,8 +177,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         )
     };
     match cli.command {
-        Command::Serve(args) => serve::serve(args).await,
-        Command::Demo(args) => serve::demo(args).await,
+        Command::Serve(_) | Command::Demo(_) => Err(CliError::Failed(
+            "serve and demo run the daemon; they are not a client's commands".into(),
+        )),
         Command::Status => status::run(&client()?).await,
         Command::Site(c) => site::run(&client()?, c).await,
         Command::Integration(c) => integration::run(&client()?, c).await,

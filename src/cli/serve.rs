@@ -1,4 +1,6 @@
 //! `sluice serve` and `sluice demo`: the daemon itself, not a client of it.
+//! The command line parses their arguments; the server runs them (`main`
+//! hands them over: the CLI sits below the server and does not import it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,21 +32,15 @@ pub struct DemoArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-/// Loads the configuration (every error at once, exit 2 when there are
-/// any), lets the flags win over the file, and runs the daemon.
-pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let mut config = crate::config::Config::load(&args.config, args.data_dir.as_deref())
-        .map_err(|errors| CliError::Config(errors.to_string()))?;
-    if let Some(listen) = args.listen {
-        config.listen = listen;
+impl ServeArgs {
+    /// The configuration file, loaded and checked (every error at once:
+    /// exit 2 when there are any), with the flags winning over the file.
+    pub fn config(&self) -> Result<crate::config::Config, CliError> {
+        let mut config = crate::config::Config::load(&self.config, self.data_dir.as_deref())
+            .map_err(|errors| CliError::Config(errors.to_string()))?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        Ok(config)
     }
-    crate::server::serve(config)
-        .await
-        .map_err(|e| CliError::Failed(format!("{e:#}")))
-}
-
-pub async fn demo(args: DemoArgs) -> Result<(), CliError> {
-    crate::demo::run(args.listen, args.data_dir)
-        .await
-        .map_err(|e| CliError::Failed(format!("{e:#}")))
 }
