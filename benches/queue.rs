@@ -13,6 +13,8 @@
 //! process with 1,000 and with N queued. It reports; it does not assert
 //! timings. It exits non-zero only if delivery order or count is wrong.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::Command;
@@ -24,7 +26,6 @@ use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use rusqlite::params;
 use sluice::config::{IntegrationConfig, OnError};
 use sluice::connectors::http::HttpConfig;
 use sluice::connectors::webhook::WebhookConfig;
@@ -35,18 +36,12 @@ use sluice::engine::sender::Sender;
 use sluice::engine::Integration;
 use sluice::log::SiteLog;
 use sluice::model::IntegrationEvent;
-use sluice::store::sqlite::{apply_pragmas, SqliteOptions};
 use sluice::store::{NewRecord, SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
-const TXN: usize = 1000;
+use common::{payload, rate, raw_delete, raw_insert, raw_table};
 
-fn payload(i: usize) -> String {
-    format!(
-        "{{\"id\":\"o{i:07}\",\"n\":{i},\"amount\":{}.5,\"sku\":\"ABC-123\"}}",
-        i % 1000
-    )
-}
+const TXN: usize = 1000;
 
 fn records(from: usize, n: usize) -> Vec<NewRecord> {
     (from..from + n)
@@ -57,62 +52,15 @@ fn records(from: usize, n: usize) -> Vec<NewRecord> {
         .collect()
 }
 
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
-}
-
 /// Plain SQLite, the store's pragmas and row shape: insert N, then delete
 /// them in sequence order, 1000 rows a transaction.
 fn raw_baseline(dir: &Path, n: usize) -> (f64, f64) {
-    let conn = rusqlite::Connection::open(dir.join("raw.db")).unwrap();
-    apply_pragmas(&conn, &SqliteOptions::default()).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE t (integration TEXT NOT NULL, seq INTEGER NOT NULL, flow TEXT NOT NULL,
-           key TEXT, payload TEXT NOT NULL, state INTEGER NOT NULL DEFAULT 0,
-           created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
-           attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
-           PRIMARY KEY (integration, seq)) WITHOUT ROWID",
-    )
-    .unwrap();
+    let conn = raw_table(dir);
     let started = Instant::now();
-    for chunk in 0..n / TXN {
-        conn.execute_batch("BEGIN").unwrap();
-        {
-            let mut insert = conn
-                .prepare_cached(
-                    "INSERT INTO t (integration, seq, flow, key, payload, state, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
-                )
-                .unwrap();
-            for i in chunk * TXN..(chunk + 1) * TXN {
-                insert
-                    .execute(params![
-                        "orders",
-                        i as i64 + 1,
-                        "f",
-                        format!("o{i:07}"),
-                        payload(i),
-                        1i64
-                    ])
-                    .unwrap();
-            }
-        }
-        conn.execute_batch("COMMIT").unwrap();
-    }
+    raw_insert(&conn, n, TXN, 1);
     let insert = rate(n, started.elapsed());
     let started = Instant::now();
-    for chunk in 0..n / TXN {
-        conn.execute_batch("BEGIN").unwrap();
-        conn.prepare_cached("DELETE FROM t WHERE integration = ?1 AND seq BETWEEN ?2 AND ?3")
-            .unwrap()
-            .execute(params![
-                "orders",
-                (chunk * TXN) as i64 + 1,
-                ((chunk + 1) * TXN) as i64
-            ])
-            .unwrap();
-        conn.execute_batch("COMMIT").unwrap();
-    }
+    raw_delete(&conn, n, TXN);
     (insert, rate(n, started.elapsed()))
 }
 

@@ -20,14 +20,17 @@
 //! speed over the baseline's (above 1: sluice is faster). It reports; it
 //! does not assert timings, and stops only if a count is wrong.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use sluice::model::now_millis;
-use sluice::store::sqlite::{apply_pragmas, SqliteOptions};
 use sluice::store::{NewRecord, Result, SqliteStore, Store};
+
+use common::{payload, rate, raw_delete, raw_insert, raw_table};
 
 /// Records a call (`enqueue`, `next_batch`), rows a transaction of the
 /// baseline.
@@ -36,13 +39,6 @@ const CALL: usize = 1000;
 /// Rows a transaction of the baseline's delete: the store's prune chunk.
 const DELETE_CHUNK: usize = 5000;
 
-fn payload(i: usize) -> String {
-    format!(
-        "{{\"id\":\"o{i:07}\",\"n\":{i},\"amount\":{}.5,\"sku\":\"ABC-123\"}}",
-        i % 1000
-    )
-}
-
 fn records(from: usize, n: usize) -> Vec<NewRecord> {
     (from..from + n)
         .map(|i| NewRecord {
@@ -50,10 +46,6 @@ fn records(from: usize, n: usize) -> Vec<NewRecord> {
             payload: format!("{{\"n\":{i}}}"),
         })
         .collect()
-}
-
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
 }
 
 /// What plain SQLite took for each step.
@@ -66,41 +58,9 @@ struct Baseline {
 
 /// Plain SQLite, the store's pragmas and row shape, one connection.
 fn baseline(dir: &Path, n: usize) -> Baseline {
-    let conn = Connection::open(dir.join("raw.db")).unwrap();
-    apply_pragmas(&conn, &SqliteOptions::default()).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE t (integration TEXT NOT NULL, seq INTEGER NOT NULL, flow TEXT NOT NULL,
-           key TEXT, payload TEXT NOT NULL, state INTEGER NOT NULL DEFAULT 0,
-           created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
-           attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
-           PRIMARY KEY (integration, seq)) WITHOUT ROWID",
-    )
-    .unwrap();
-
+    let conn = raw_table(dir);
     let started = Instant::now();
-    for chunk in 0..n / CALL {
-        conn.execute_batch("BEGIN").unwrap();
-        let mut insert = conn
-            .prepare_cached(
-                "INSERT INTO t (integration, seq, flow, key, payload, state, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
-            )
-            .unwrap();
-        for i in chunk * CALL..(chunk + 1) * CALL {
-            insert
-                .execute(params![
-                    "orders",
-                    i as i64 + 1,
-                    "f",
-                    format!("o{i:07}"),
-                    payload(i),
-                    now_millis()
-                ])
-                .unwrap();
-        }
-        drop(insert);
-        conn.execute_batch("COMMIT").unwrap();
-    }
+    raw_insert(&conn, n, CALL, now_millis());
     let insert = started.elapsed();
 
     let read = "SELECT seq, flow, payload, attempts FROM t
@@ -150,18 +110,7 @@ fn baseline(dir: &Path, n: usize) -> Baseline {
     let scan = started.elapsed();
 
     let started = Instant::now();
-    for chunk in 0..n.div_ceil(DELETE_CHUNK) {
-        conn.execute_batch("BEGIN").unwrap();
-        conn.prepare_cached("DELETE FROM t WHERE integration = ?1 AND seq BETWEEN ?2 AND ?3")
-            .unwrap()
-            .execute(params![
-                "orders",
-                (chunk * DELETE_CHUNK) as i64 + 1,
-                ((chunk + 1) * DELETE_CHUNK) as i64
-            ])
-            .unwrap();
-        conn.execute_batch("COMMIT").unwrap();
-    }
+    raw_delete(&conn, n, DELETE_CHUNK);
     let delete = started.elapsed();
     Baseline {
         insert,
