@@ -29,7 +29,7 @@ use axum::http::{HeaderMap, StatusCode};
 use sluice::config::{IntegrationConfig, OnError};
 use sluice::connectors::http::HttpConfig;
 use sluice::connectors::webhook::WebhookConfig;
-use sluice::connectors::{Delivery, DeliveryError, EndpointKind, Target};
+use sluice::connectors::{Delivered, Delivery, DeliveryError, EndpointKind, Target};
 use sluice::engine::endpoint::Endpoint;
 use sluice::engine::health::Health;
 use sluice::engine::sender::Sender;
@@ -102,11 +102,11 @@ impl Target for InProcess {
         TXN
     }
 
-    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<(), DeliveryError> {
+    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<Delivered, DeliveryError> {
         for d in batch {
             self.0.see(d.key);
         }
-        Ok(())
+        Ok(Delivered::default())
     }
 
     async fn probe(&self) -> Result<String, DeliveryError> {

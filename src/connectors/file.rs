@@ -13,8 +13,8 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    Cursor, Delivery, DeliveryError, FailureClass, KeyProblem, ReadRequest, Source, SourceError,
-    SourceRecord, Target,
+    Cursor, Delivered, Delivery, DeliveryError, FailureClass, KeyProblem, Pages, ReadRequest,
+    ReadWhole, Source, SourceError, SourceRecord, Target,
 };
 use crate::duration::duration_opt;
 use crate::model::RunMode;
@@ -122,9 +122,9 @@ fn key_text(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-#[async_trait]
-impl Source for FileSource {
-    async fn read(&self, req: ReadRequest<'_>) -> Result<Vec<SourceRecord>, SourceError> {
+impl FileSource {
+    /// Every record the run captures, in file order.
+    async fn read(&self, req: &ReadRequest) -> Result<Vec<SourceRecord>, SourceError> {
         let text = tokio::fs::read_to_string(&self.path)
             .await
             .map_err(|e| SourceError {
@@ -139,8 +139,12 @@ impl Source for FileSource {
                 serde_json::from_str(line).map_err(|e| SourceError {
                     message: format!("{} line {}: not JSON: {e}", self.path.display(), i + 1),
                 })?;
-            let key = req.key_field.and_then(|f| record.get(f)).and_then(key_text);
-            let cursor = match req.cursor_field {
+            let key = req
+                .key_field
+                .as_deref()
+                .and_then(|f| record.get(f))
+                .and_then(key_text);
+            let cursor = match req.cursor_field.as_deref() {
                 None => None,
                 Some(field) => match record.get(field).and_then(Cursor::from_json) {
                     Some(c) => Some(c),
@@ -157,7 +161,7 @@ impl Source for FileSource {
                 },
             };
             if req.mode == RunMode::Changed {
-                if let (Some(checkpoint), Some(c)) = (req.checkpoint, &cursor) {
+                if let (Some(checkpoint), Some(c)) = (&req.checkpoint, &cursor) {
                     if c <= checkpoint {
                         continue;
                     }
@@ -169,18 +173,17 @@ impl Source for FileSource {
                 record,
             });
         }
-        // Stable: records without a cursor keep their order, first.
-        records.sort_by(|a, b| match (&a.cursor, &b.cursor) {
-            (None, None) => std::cmp::Ordering::Equal,
-            (None, Some(_)) => std::cmp::Ordering::Less,
-            (Some(_), None) => std::cmp::Ordering::Greater,
-            (Some(x), Some(y)) => x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal),
-        });
         Ok(records)
     }
+}
 
-    fn page_size(&self) -> usize {
-        self.page_size
+#[async_trait]
+impl Source for FileSource {
+    async fn open(&self, req: ReadRequest) -> Result<Box<dyn Pages>, SourceError> {
+        Ok(Box::new(ReadWhole::new(
+            self.read(&req).await?,
+            self.page_size,
+        )))
     }
 
     fn pace(&self) -> Duration {
@@ -211,7 +214,7 @@ impl Target for FileTarget {
         self.batch
     }
 
-    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<(), DeliveryError> {
+    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<Delivered, DeliveryError> {
         let failed = |e: std::io::Error| DeliveryError {
             class: FailureClass::Intermittent,
             message: format!("cannot append to {}: {e}", self.path.display()),
@@ -231,7 +234,7 @@ impl Target for FileTarget {
             .map_err(failed)?;
         file.write_all(buf.as_bytes()).await.map_err(failed)?;
         file.sync_data().await.map_err(failed)?;
-        Ok(())
+        Ok(Delivered::default())
     }
 
     async fn probe(&self) -> Result<String, DeliveryError> {
@@ -252,6 +255,18 @@ mod tests {
         }
     }
 
+    async fn read_all(
+        source: &FileSource,
+        req: ReadRequest,
+    ) -> Result<Vec<SourceRecord>, SourceError> {
+        let mut pages = source.open(req).await?;
+        let mut all = Vec::new();
+        while let Some(page) = pages.next().await? {
+            all.extend(page);
+        }
+        Ok(all)
+    }
+
     #[tokio::test]
     async fn send_changed_reads_only_past_the_checkpoint_in_cursor_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -263,26 +278,30 @@ mod tests {
         .unwrap();
         let source = FileSource::new(&config(&path), dir.path());
         let checkpoint = Cursor::Number(3.0);
-        let got = source
-            .read(ReadRequest {
+        let got = read_all(
+            &source,
+            ReadRequest {
                 mode: RunMode::Changed,
-                checkpoint: Some(&checkpoint),
-                key_field: Some("id"),
-                cursor_field: Some("u"),
-            })
-            .await
-            .unwrap();
+                checkpoint: Some(checkpoint.clone()),
+                key_field: Some("id".into()),
+                cursor_field: Some("u".into()),
+            },
+        )
+        .await
+        .unwrap();
         let keys: Vec<_> = got.iter().map(|r| r.key.clone().unwrap()).collect();
         assert_eq!(keys, ["4", "3"]);
-        let all = source
-            .read(ReadRequest {
+        let all = read_all(
+            &source,
+            ReadRequest {
                 mode: RunMode::All,
-                checkpoint: Some(&checkpoint),
-                key_field: Some("id"),
-                cursor_field: Some("u"),
-            })
-            .await
-            .unwrap();
+                checkpoint: Some(checkpoint),
+                key_field: Some("id".into()),
+                cursor_field: Some("u".into()),
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(all.len(), 4);
     }
 
@@ -292,15 +311,17 @@ mod tests {
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, "{\"id\":1}\nnot json\n").unwrap();
         let source = FileSource::new(&config(&path), dir.path());
-        let err = source
-            .read(ReadRequest {
+        let err = read_all(
+            &source,
+            ReadRequest {
                 mode: RunMode::All,
                 checkpoint: None,
                 key_field: None,
                 cursor_field: None,
-            })
-            .await
-            .unwrap_err();
+            },
+        )
+        .await
+        .unwrap_err();
         assert!(err.message.contains("line 2"), "{}", err.message);
     }
 
@@ -310,14 +331,8 @@ mod tests {
         let path = dir.path().join("out.jsonl");
         let target = FileTarget::new(&config(&path), dir.path());
         let batch = [
-            Delivery {
-                key: "a",
-                payload: "{\"x\":1}",
-            },
-            Delivery {
-                key: "b",
-                payload: "{\"x\":2}",
-            },
+            Delivery::new("a", "{\"x\":1}"),
+            Delivery::new("b", "{\"x\":2}"),
         ];
         target.deliver(&batch).await.unwrap();
         target.deliver(&batch[..1]).await.unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Cursor, KeyProblem, ReadRequest, Source, SourceError, SourceRecord};
+use super::{Cursor, KeyProblem, Pages, ReadRequest, ReadWhole, Source, SourceError, SourceRecord};
 use crate::duration::duration_opt;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -62,13 +62,13 @@ impl GeneratorSource {
 
 #[async_trait]
 impl Source for GeneratorSource {
-    async fn read(&self, req: ReadRequest<'_>) -> Result<Vec<SourceRecord>, SourceError> {
+    async fn open(&self, req: ReadRequest) -> Result<Box<dyn Pages>, SourceError> {
         let last = match req.checkpoint {
-            Some(Cursor::Number(n)) => *n as u64,
+            Some(Cursor::Number(n)) => n as u64,
             _ => 0,
         };
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        Ok((last + 1..=last + self.config.count as u64)
+        let records = (last + 1..=last + self.config.count as u64)
             .map(|n| {
                 let id = format!("gen-{n}");
                 SourceRecord {
@@ -82,11 +82,8 @@ impl Source for GeneratorSource {
                     }),
                 }
             })
-            .collect())
-    }
-
-    fn page_size(&self) -> usize {
-        self.config.page_size
+            .collect();
+        Ok(Box::new(ReadWhole::new(records, self.config.page_size)))
     }
 
     fn pace(&self) -> Duration {

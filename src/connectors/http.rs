@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Credentials, Delivery, DeliveryError, FailureClass, KeyProblem, Target};
+use super::{Credentials, Delivered, Delivery, DeliveryError, FailureClass, KeyProblem, Target};
 use crate::duration::duration_opt;
 use crate::redact;
 use crate::tls;
@@ -453,9 +453,9 @@ impl Target for HttpTarget {
         self.batch
     }
 
-    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<(), DeliveryError> {
+    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<Delivered, DeliveryError> {
         let Some(first) = batch.first() else {
-            return Ok(());
+            return Ok(Delivered::default());
         };
         let what = format!("POST {}", self.shown);
         let mut request = authorized(
@@ -493,7 +493,7 @@ impl Target for HttpTarget {
             .map_err(|e| transport_failure(&what, e))?;
         let status = response.status();
         let Some(class) = classify(status) else {
-            return Ok(());
+            return Ok(Delivered::default());
         };
         let retry_after = retry_after(response.headers());
         let mut answer = response.text().await.unwrap_or_default();

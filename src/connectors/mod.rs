@@ -190,26 +190,83 @@ pub struct SourceError {
     pub message: String,
 }
 
-/// What a run reads.
-pub struct ReadRequest<'a> {
+/// What a run reads. Owned, so that the [`Pages`] of a run can keep it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRequest {
     pub mode: RunMode,
-    pub checkpoint: Option<&'a Cursor>,
+    pub checkpoint: Option<Cursor>,
     /// The flow's key and cursor fields.
-    pub key_field: Option<&'a str>,
-    pub cursor_field: Option<&'a str>,
+    pub key_field: Option<String>,
+    pub cursor_field: Option<String>,
+}
+
+/// The records of one run, page by page: a source reads the next page only
+/// when the run asks for it, so a table of millions of rows is never in
+/// memory at once.
+#[async_trait]
+pub trait Pages: Send {
+    /// The next page, in cursor order (records without a cursor first), or
+    /// `None` once everything is read. A page never splits records of equal
+    /// cursor: it may run past the source's page size to keep them together,
+    /// so a checkpoint never falls between two of them.
+    async fn next(&mut self) -> Result<Option<Vec<SourceRecord>>, SourceError>;
 }
 
 /// An endpoint records are pulled from by a run of a flow.
 #[async_trait]
 pub trait Source: Send + Sync {
-    /// The records a run captures, sorted by cursor (records without one
-    /// keep their order, before those with one). 'Send Changed' returns only
-    /// records whose cursor is past the checkpoint.
-    async fn read(&self, req: ReadRequest<'_>) -> Result<Vec<SourceRecord>, SourceError>;
-    /// Records queued per store transaction.
-    fn page_size(&self) -> usize;
+    /// Starts reading what a run captures. 'Send Changed' gives only records
+    /// whose cursor is past the checkpoint.
+    async fn open(&self, req: ReadRequest) -> Result<Box<dyn Pages>, SourceError>;
     /// A pause between pages, to spare the source system.
     fn pace(&self) -> Duration;
+}
+
+/// The pages of records read whole (a file, made-up records): sorted by
+/// cursor, then cut `page_size` at a time without splitting equal cursors.
+pub struct ReadWhole {
+    records: std::collections::VecDeque<SourceRecord>,
+    page_size: usize,
+}
+
+impl ReadWhole {
+    pub fn new(mut records: Vec<SourceRecord>, page_size: usize) -> ReadWhole {
+        // Stable: records without a cursor keep their order, first.
+        records.sort_by(|a, b| match (&a.cursor, &b.cursor) {
+            (None, None) => std::cmp::Ordering::Equal,
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (Some(_), None) => std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal),
+        });
+        ReadWhole {
+            records: records.into(),
+            page_size: page_size.max(1),
+        }
+    }
+}
+
+#[async_trait]
+impl Pages for ReadWhole {
+    async fn next(&mut self) -> Result<Option<Vec<SourceRecord>>, SourceError> {
+        if self.records.is_empty() {
+            return Ok(None);
+        }
+        let len = page_len(self.records.make_contiguous(), self.page_size);
+        Ok(Some(self.records.drain(..len).collect()))
+    }
+}
+
+/// The length of the next page: `page_size` records, extended while the
+/// records that follow share the last one's cursor.
+pub fn page_len(records: &[SourceRecord], page_size: usize) -> usize {
+    let mut len = page_size.min(records.len());
+    while len < records.len()
+        && records[len].cursor.is_some()
+        && records[len].cursor == records[len - 1].cursor
+    {
+        len += 1;
+    }
+    len
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -237,6 +294,27 @@ pub struct Delivery<'a> {
     pub key: &'a str,
     /// The record, JSON text.
     pub payload: &'a str,
+    /// The id the target gave this record's key when it was created (record
+    /// links), if it has one: then the delivery is an update of it.
+    pub link: Option<&'a str>,
+}
+
+impl<'a> Delivery<'a> {
+    pub fn new(key: &'a str, payload: &'a str) -> Delivery<'a> {
+        Delivery {
+            key,
+            payload,
+            link: None,
+        }
+    }
+}
+
+/// What a target gives back for a batch it took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// For each delivery, in order, the id the target gave a record it
+    /// created (record links); empty when the target links nothing.
+    pub links: Vec<Option<String>>,
 }
 
 /// An endpoint transactions are delivered to.
@@ -246,7 +324,7 @@ pub trait Target: Send + Sync {
     fn batch_size(&self) -> usize;
     /// Delivers the batch as a whole: all of it or (on error) none of it is
     /// taken as delivered.
-    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<(), DeliveryError>;
+    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<Delivered, DeliveryError>;
 
     /// A real call that tells whether the endpoint can be reached (and
     /// takes the credentials): what it answered, or why not.
@@ -279,6 +357,34 @@ impl std::fmt::Debug for Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rec(c: f64) -> SourceRecord {
+        SourceRecord {
+            key: None,
+            cursor: Some(Cursor::Number(c)),
+            record: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn a_page_never_splits_equal_cursors() {
+        let r: Vec<_> = [1.0, 2.0, 2.0, 2.0, 3.0].into_iter().map(rec).collect();
+        assert_eq!(page_len(&r, 2), 4);
+        assert_eq!(page_len(&r, 1), 1);
+        assert_eq!(page_len(&r[4..], 10), 1);
+        assert_eq!(page_len(&r, 5), 5);
+    }
+
+    #[tokio::test]
+    async fn whole_reads_come_in_sorted_pages() {
+        let r: Vec<_> = [3.0, 1.0, 2.0, 2.0].into_iter().map(rec).collect();
+        let mut pages = ReadWhole::new(r, 2);
+        let mut sizes = Vec::new();
+        while let Some(page) = pages.next().await.unwrap() {
+            sizes.push(page.len());
+        }
+        assert_eq!(sizes, [3, 1]);
+    }
 
     #[test]
     fn cursors_compare_numbers_as_numbers() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::Site;
-use crate::connectors::{Cursor, ReadRequest, SourceRecord};
+use crate::connectors::{Cursor, ReadRequest};
 use crate::log::level;
 use crate::model::{RunMode, RunResult};
 use crate::store::NewRecord;
@@ -117,36 +117,51 @@ async fn pages(
         .await
         .map_err(|e| (0, e.to_string()))?;
     let mut checkpoint = stored.checkpoint.as_deref().and_then(Cursor::decode);
-    let records = tokio::select! {
+    let mut pages = tokio::select! {
         _ = token.cancelled() => return Ok((RunResult::Halted, 0)),
-        read = source.read(ReadRequest {
+        open = source.open(ReadRequest {
             mode,
-            checkpoint: checkpoint.as_ref(),
-            key_field: fc.key.as_deref(),
-            cursor_field: fc.cursor.as_deref(),
-        }) => read.map_err(|e| (0, e.message))?,
+            checkpoint: checkpoint.clone(),
+            key_field: fc.key.clone(),
+            cursor_field: fc.cursor.clone(),
+        }) => open.map_err(|e| (0, e.message))?,
     };
     let mut captured = 0i64;
-    let page_size = source.page_size().max(1);
     let pace = source.pace();
-    let mut rest = records.as_slice();
-    while !rest.is_empty() {
+    let mut first = true;
+    loop {
         if token.is_cancelled() || !integration.captures() {
             return Ok((RunResult::Halted, captured));
         }
-        let len = page_len(rest, page_size);
-        let (page, tail) = rest.split_at(len);
-        rest = tail;
+        if !first && !pace.is_zero() {
+            tokio::select! {
+                _ = token.cancelled() => return Ok((RunResult::Halted, captured)),
+                _ = tokio::time::sleep(pace) => {}
+            }
+        }
+        first = false;
+        let page = tokio::select! {
+            _ = token.cancelled() => return Ok((RunResult::Halted, captured)),
+            page = pages.next() => page.map_err(|e| (captured, e.message))?,
+        };
+        let Some(page) = page else { break };
+        if page.is_empty() {
+            continue;
+        }
+        if token.is_cancelled() || !integration.captures() {
+            return Ok((RunResult::Halted, captured));
+        }
         let reached = page.iter().rev().find_map(|r| r.cursor.clone());
         let moved = match (&checkpoint, reached) {
             (Some(old), Some(new)) if new > *old => Some(new),
             (None, Some(new)) => Some(new),
             _ => None,
         };
+        let len = page.len() as i64;
         let records = page
-            .iter()
+            .into_iter()
             .map(|r| NewRecord {
-                key: r.key.clone(),
+                key: r.key,
                 payload: r.record.to_string(),
             })
             .collect();
@@ -161,52 +176,11 @@ async fn pages(
             .await
             .map_err(|e| (captured, e.to_string()))?;
         integration.wake();
-        captured += page.len() as i64;
+        captured += len;
         site.note_run(flow, Some(format!("queueing ({captured} so far)")));
         if let Some(new) = moved {
             checkpoint = Some(new);
         }
-        if !pace.is_zero() && !rest.is_empty() {
-            tokio::select! {
-                _ = token.cancelled() => return Ok((RunResult::Halted, captured)),
-                _ = tokio::time::sleep(pace) => {}
-            }
-        }
     }
     Ok((RunResult::Success, captured))
-}
-
-/// The length of the next page: `page_size` records, extended while the
-/// records that follow share the last one's cursor.
-fn page_len(records: &[SourceRecord], page_size: usize) -> usize {
-    let mut len = page_size.min(records.len());
-    while len < records.len()
-        && records[len].cursor.is_some()
-        && records[len].cursor == records[len - 1].cursor
-    {
-        len += 1;
-    }
-    len
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(c: f64) -> SourceRecord {
-        SourceRecord {
-            key: None,
-            cursor: Some(Cursor::Number(c)),
-            record: serde_json::json!({}),
-        }
-    }
-
-    #[test]
-    fn a_page_never_splits_equal_cursors() {
-        let r: Vec<_> = [1.0, 2.0, 2.0, 2.0, 3.0].into_iter().map(rec).collect();
-        assert_eq!(page_len(&r, 2), 4);
-        assert_eq!(page_len(&r, 1), 1);
-        assert_eq!(page_len(&r[4..], 10), 1);
-        assert_eq!(page_len(&r, 5), 5);
-    }
 }

@@ -435,10 +435,7 @@ impl Sender {
             let deliveries: Vec<Delivery<'_>> = chunk
                 .iter()
                 .zip(&keys)
-                .map(|(t, key)| Delivery {
-                    key,
-                    payload: &t.payload,
-                })
+                .map(|(t, key)| Delivery::new(key, &t.payload))
                 .collect();
             self.integration.set_in_flight(Some((first, last)));
             let started = Instant::now();
@@ -448,7 +445,7 @@ impl Sender {
             };
             self.metrics.latency.record(started.elapsed().as_secs_f64());
             match result {
-                Ok(()) => {
+                Ok(_delivered) => {
                     self.metrics.sent.increment(chunk.len() as u64);
                     self.health.delivered(endpoint).await;
                     self.integration.note_progress();
