@@ -162,7 +162,9 @@ async fn throughput(dir: &Path, n: usize, base: &Baseline) {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             break;
         };
-        s.ack_sent("orders", first.seq, last.seq).await.unwrap();
+        s.ack_sent("orders", first.seq, last.seq, vec![])
+            .await
+            .unwrap();
         after = last.seq;
         drained += batch.len();
     }
@@ -221,7 +223,7 @@ async fn throughput(dir: &Path, n: usize, base: &Baseline) {
         let (first, last) = (first.seq, last.seq);
         let s2 = s.clone();
         acking = Some(tokio::spawn(async move {
-            s2.ack_sent("more", first, last).await
+            s2.ack_sent("more", first, last, vec![]).await
         }));
         after = last;
         drained += batch.len();

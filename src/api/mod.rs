@@ -18,6 +18,7 @@ pub mod endpoints;
 pub mod flows;
 pub mod hooks;
 pub mod integrations;
+pub mod links;
 pub mod log;
 pub mod openapi;
 pub mod routes;

@@ -36,8 +36,8 @@ use utoipa_axum::routes;
 
 use super::auth::{self, is_write, Guard};
 use super::{
-    body, dashboard, endpoints, flows, hooks, integrations, log, openapi, sites, transactions,
-    ApiState,
+    body, dashboard, endpoints, flows, hooks, integrations, links, log, openapi, sites,
+    transactions, ApiState,
 };
 use crate::model::{Action, Role};
 
@@ -265,6 +265,13 @@ pub fn table() -> Vec<Route> {
         route(routes!(flows::run))
             .performs(&[FlowRunAll, FlowRunChanged])
             .audited("flow.run", "flow/{flow}"),
+        route(routes!(links::list_links)).role(Viewer),
+        route(routes!(links::set_link))
+            .performs(&[LinkEdit])
+            .audited("link.set", "flow/{flow}/link/{key}"),
+        route(routes!(links::delete_link))
+            .performs(&[LinkEdit])
+            .audited("link.delete", "flow/{flow}/link/{key}"),
         // Endpoints.
         route(routes!(endpoints::list)).role(Viewer),
         route(routes!(endpoints::show)).role(Viewer),
@@ -476,6 +483,10 @@ mod tests {
                 TxRetry | TxReplay | TxIgnore => {
                     vec![(post(), integration(&format!("/transactions/7/{verb}")))]
                 }
+                LinkEdit => vec![
+                    (Method::PUT, site("/flows/f/links/k")),
+                    (Method::DELETE, site("/flows/f/links/k")),
+                ],
                 ManageTokens => vec![
                     (Method::GET, "/api/v1/tokens".to_string()),
                     (post(), "/api/v1/tokens".to_string()),

@@ -216,6 +216,15 @@ impl Client {
         self.json_of(response).await
     }
 
+    pub async fn put(&self, segments: &[&str], body: Value) -> Result<Value, CliError> {
+        let request = self
+            .request(Method::PUT, segments)
+            .json(&body)
+            .timeout(REQUEST_TIMEOUT);
+        let response = self.send(request).await?;
+        self.json_of(response).await
+    }
+
     /// A DELETE; its answer has no body (204).
     pub async fn delete(&self, segments: &[&str]) -> Result<(), CliError> {
         let request = self

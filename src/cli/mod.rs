@@ -32,6 +32,7 @@ pub mod endpoint;
 pub mod error;
 pub mod flow;
 pub mod integration;
+pub mod link;
 pub mod log;
 pub mod output;
 pub mod resume;
@@ -112,6 +113,9 @@ pub enum Command {
     /// List, show, retry, replay or ignore an integration's transactions.
     #[command(subcommand)]
     Tx(tx::TxCommand),
+    /// List a flow's record links; set or delete one by hand (a repair).
+    #[command(subcommand)]
+    Link(link::LinkCommand),
     /// List and show endpoints, test them, give them new credentials.
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCommand),
@@ -187,6 +191,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Log(args) => log::run(&client()?, args).await,
         Command::Tx(c) => tx::run(&client()?, c).await,
         Command::Endpoint(c) => endpoint::run(&client()?, c).await,
+        Command::Link(c) => link::run(&client()?, c).await,
         Command::Token(c) => token::run(&client()?, c).await,
     }
 }

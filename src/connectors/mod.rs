@@ -322,6 +322,11 @@ pub struct Delivered {
 pub trait Target: Send + Sync {
     /// Records per delivery: `deliver` is never given more.
     fn batch_size(&self) -> usize;
+    /// Whether it links records (record links): the sender then gives each
+    /// delivery the id its key was given, and keeps the ids it gives back.
+    fn links(&self) -> bool {
+        false
+    }
     /// Delivers the batch as a whole: all of it or (on error) none of it is
     /// taken as delivered.
     async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<Delivered, DeliveryError>;

@@ -44,7 +44,7 @@ use crate::config::OnError;
 use crate::connectors::{Delivery, FailureClass};
 use crate::log::{level, SiteLog};
 use crate::model::{idempotency_key, TxState};
-use crate::store::{QueuedTx, Store};
+use crate::store::{Link, QueuedTx, Store};
 
 /// Transactions read from the store at a time.
 pub const READ_BATCH: usize = 1000;
@@ -76,9 +76,19 @@ struct Position {
     after: i64,
     /// Delivered or settled but not yet recorded: first, last seq, count.
     pending: Option<(i64, i64, i64)>,
+    /// The links the pending deliveries made (record links): stored with
+    /// their ack.
+    pending_links: Vec<Link>,
+    /// Links made and not yet committed, by (flow, key): a later record of
+    /// the same key, sent before the ack is written, finds its link here.
+    made: HashMap<(String, String), String>,
     /// The ack being written, and what it records. At most one: the next
     /// starts only once this one is committed.
-    acking: Option<(tokio::task::JoinHandle<crate::store::Result<()>>, Acked)>,
+    acking: Option<(
+        tokio::task::JoinHandle<crate::store::Result<()>>,
+        Acked,
+        Vec<Link>,
+    )>,
     /// Set while an ack could not be written: `pending` holds what it was
     /// to record, nothing more is sent, and it is tried again after the
     /// back-off.
@@ -261,8 +271,10 @@ impl Sender {
             progress.after = last;
             let store = self.store.clone();
             let name = self.integration.name.clone();
-            let ack = tokio::spawn(async move { store.ack_sent(&name, first, last).await });
-            progress.acking = Some((ack, (first, last, count)));
+            let links = std::mem::take(&mut progress.pending_links);
+            let stored = links.clone();
+            let ack = tokio::spawn(async move { store.ack_sent(&name, first, last, stored).await });
+            progress.acking = Some((ack, (first, last, count), links));
             // Let the ack reach the writer before the sender goes on: the
             // sooner it is committed, the less the next flush waits for it.
             tokio::task::yield_now().await;
@@ -274,11 +286,18 @@ impl Sender {
     /// (ahead of what was delivered since) and `unrecorded` is set, so the
     /// sender sends nothing more and tries it again with back-off.
     async fn finish_ack(&self, progress: &mut Position) {
-        let Some((ack, (first, last, count))) = progress.acking.take() else {
+        let Some((ack, (first, last, count), links)) = progress.acking.take() else {
             return;
         };
         let failure = match ack.await {
             Ok(Ok(())) => {
+                for l in links {
+                    // Stored: the store answers for it from now on.
+                    let made = (l.flow, l.key);
+                    if progress.made.get(&made) == Some(&l.link) {
+                        progress.made.remove(&made);
+                    }
+                }
                 self.integration.count_sent(count);
                 let Some(unrecorded) = progress.unrecorded.take() else {
                     return;
@@ -301,6 +320,8 @@ impl Sender {
             Some((_, later, n)) => (first, later, count + n),
             None => (first, last, count),
         });
+        let later = std::mem::replace(&mut progress.pending_links, links);
+        progress.pending_links.extend(later);
         if progress.unrecorded.is_none() {
             self.integration.note_unrecorded(Some(failure.to_string()));
             let said = !failure.is_disk_full();
@@ -432,10 +453,39 @@ impl Sender {
                 .iter()
                 .map(|t| idempotency_key(&self.site, name, t.seq))
                 .collect();
+            // Record links: the id the target gave each record's key, if
+            // it gave one (then the delivery is an update of it).
+            let mut links: Vec<Option<String>> = vec![None; chunk.len()];
+            if target.links() {
+                for (t, link) in chunk.iter().zip(links.iter_mut()) {
+                    let Some(key) = &t.key else { continue };
+                    *link = match processed.made.get(&(t.flow.clone(), key.clone())) {
+                        Some(made) => Some(made.clone()),
+                        None => match self.store.link(&t.flow, key).await {
+                            Ok(found) => found,
+                            Err(e) => {
+                                // Not knowing the link could create the
+                                // record twice: wait and read again.
+                                self.log
+                                    .write(
+                                        level::ERROR,
+                                        format!("Cannot read the links of flow {}: {e}", t.flow),
+                                    )
+                                    .await;
+                                return Pass::Retry(Duration::from_secs(1));
+                            }
+                        },
+                    };
+                }
+            }
             let deliveries: Vec<Delivery<'_>> = chunk
                 .iter()
                 .zip(&keys)
-                .map(|(t, key)| Delivery::new(key, &t.payload))
+                .zip(&links)
+                .map(|((t, key), link)| Delivery {
+                    link: link.as_deref(),
+                    ..Delivery::new(key, &t.payload)
+                })
                 .collect();
             self.integration.set_in_flight(Some((first, last)));
             let started = Instant::now();
@@ -445,7 +495,21 @@ impl Sender {
             };
             self.metrics.latency.record(started.elapsed().as_secs_f64());
             match result {
-                Ok(_delivered) => {
+                Ok(delivered) => {
+                    for (t, link) in chunk.iter().zip(delivered.links) {
+                        let (Some(key), Some(link)) = (&t.key, link) else {
+                            continue;
+                        };
+                        processed
+                            .made
+                            .insert((t.flow.clone(), key.clone()), link.clone());
+                        processed.pending_links.push(Link {
+                            flow: t.flow.clone(),
+                            key: key.clone(),
+                            link,
+                            updated_at: 0,
+                        });
+                    }
                     self.metrics.sent.increment(chunk.len() as u64);
                     self.health.delivered(endpoint).await;
                     self.integration.note_progress();

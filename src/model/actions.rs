@@ -40,6 +40,8 @@ pub enum Action {
     TxRetry,
     TxReplay,
     TxIgnore,
+    /// Set or delete a record link by hand (a repair).
+    LinkEdit,
     /// List, create and revoke the API's tokens.
     ManageTokens,
 }
@@ -56,6 +58,9 @@ impl Action {
     pub const FLOW: [Action; 2] = [Action::FlowRunAll, Action::FlowRunChanged];
     pub const ENDPOINT: [Action; 2] = [Action::EndpointTest, Action::EndpointReauthorize];
     pub const TRANSACTION: [Action; 3] = [Action::TxRetry, Action::TxReplay, Action::TxIgnore];
+    /// A flow's record links: offered by no answer (a repair a person
+    /// chooses), taken by operators.
+    pub const LINK: [Action; 1] = [Action::LinkEdit];
     /// What concerns the daemon as a whole, not one of its sites.
     pub const DAEMON: [Action; 1] = [Action::ManageTokens];
 
@@ -70,7 +75,7 @@ impl Action {
         use Action::*;
         match self {
             IntegrationPause | IntegrationResume | FlowRunAll | FlowRunChanged | EndpointTest
-            | TxRetry | TxReplay | TxIgnore => Role::Operator,
+            | TxRetry | TxReplay | TxIgnore | LinkEdit => Role::Operator,
             SiteStart | SiteStop | SiteReload | IntegrationStart | IntegrationStop
             | EndpointReauthorize | ManageTokens => Role::Admin,
         }
@@ -92,6 +97,7 @@ impl Action {
             TxRetry => "retry",
             TxReplay => "replay",
             TxIgnore => "ignore",
+            LinkEdit => "link",
             ManageTokens => "manage-tokens",
         }
     }
@@ -243,6 +249,7 @@ mod tests {
             &Action::FLOW,
             &Action::ENDPOINT,
             &Action::TRANSACTION,
+            &Action::LINK,
             &Action::DAEMON,
         ];
         let mut all: Vec<Action> = groups.iter().flat_map(|g| g.iter().copied()).collect();

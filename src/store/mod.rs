@@ -134,8 +134,21 @@ pub struct NewRecord {
 pub struct QueuedTx {
     pub seq: i64,
     pub flow: String,
+    /// The value of the flow's key field, if the record has one.
+    pub key: Option<String>,
     pub payload: String,
     pub attempts: i64,
+}
+
+/// A record link (Unifi's bond): within a flow, the record's key and the
+/// id its target gave it when it was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Link {
+    pub flow: String,
+    pub key: String,
+    pub link: String,
+    /// When it was made or last set; 0 for one not yet stored.
+    pub updated_at: Millis,
 }
 
 /// A transaction as operators see it.
@@ -274,8 +287,16 @@ pub trait Store: Send + Sync + 'static {
         after: i64,
         limit: usize,
     ) -> Result<Vec<QueuedTx>>;
-    /// Marks transactions `first..=last` that are still Queued as Sent.
-    async fn ack_sent(&self, integration: &str, first: i64, last: i64) -> Result<()>;
+    /// Marks transactions `first..=last` that are still Queued as Sent, and
+    /// keeps the links their deliveries made, in the same transaction (so a
+    /// record counts as sent only with the id its target gave it).
+    async fn ack_sent(
+        &self,
+        integration: &str,
+        first: i64,
+        last: i64,
+        links: Vec<Link>,
+    ) -> Result<()>;
     /// Marks one transaction Error (with the target's answer) or Ignored.
     async fn settle(
         &self,
@@ -312,6 +333,24 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<TxRecord>>;
+
+    // ----- record links -----
+    /// The id the flow's target gave the record of `key`, if any.
+    async fn link(&self, flow: &str, key: &str) -> Result<Option<String>>;
+    /// The flow's links, by key, from `after` on (exclusive); only `key`'s
+    /// when given.
+    async fn links(
+        &self,
+        flow: &str,
+        key: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Link>>;
+    /// Sets one link by hand (a repair); audited by the caller.
+    async fn set_link(&self, flow: &str, key: &str, link: &str) -> Result<()>;
+    /// Deletes one link by hand: the next record of the key is a create
+    /// again. Whether there was one.
+    async fn delete_link(&self, flow: &str, key: &str) -> Result<bool>;
 
     // ----- runs -----
     async fn start_run(&self, flow: &str, mode: RunMode) -> Result<i64>;

@@ -36,6 +36,7 @@ mod actions;
 mod flows;
 mod intake;
 mod lifecycle;
+mod links;
 mod reads;
 
 use std::collections::BTreeMap;
@@ -56,6 +57,7 @@ use crate::model::{now_millis, Millis, Refusal, RunMode, SiteState};
 use crate::store::{AuditEntry, Store};
 
 pub use actions::EndpointTest;
+pub use links::MAX_LINKS;
 
 /// An audit entry made now.
 fn audit_entry(

@@ -96,8 +96,8 @@ use tokio::sync::{oneshot, watch};
 use self::migrations::migrate;
 use self::writer::{Counts, Ctx, Msg, Pending};
 use super::{
-    io_disk_full, sqlite_disk_full, AuditEntry, FlowRecord, LogEntry, NewRecord, QueuedTx, Result,
-    RunRecord, Space, Store, StoreError, TxRecord,
+    io_disk_full, sqlite_disk_full, AuditEntry, FlowRecord, Link, LogEntry, NewRecord, QueuedTx,
+    Result, RunRecord, Space, Store, StoreError, TxRecord,
 };
 use crate::model::{
     now_millis, FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, IntegrationState,
@@ -725,7 +725,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             // One statement, so the floor and the rows are of one snapshot.
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, flow, payload, attempts FROM transactions
+                "SELECT seq, flow, payload, attempts, key FROM transactions
                  WHERE integration = ?1 AND state = 0
                    AND seq > MAX(?2, COALESCE((SELECT floor FROM queues WHERE integration = ?1), 0))
                  ORDER BY seq LIMIT ?3",
@@ -736,6 +736,7 @@ impl Store for SqliteStore {
                     flow: r.get(1)?,
                     payload: r.get(2)?,
                     attempts: r.get(3)?,
+                    key: r.get(4)?,
                 })
             })?;
             let mut batch = Vec::with_capacity(limit.min(4096));
@@ -747,9 +748,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ack_sent(&self, integration: &str, first: i64, last: i64) -> Result<()> {
+    async fn ack_sent(
+        &self,
+        integration: &str,
+        first: i64,
+        last: i64,
+        links: Vec<Link>,
+    ) -> Result<()> {
         let integration = integration.to_string();
         self.write_with(false, move |ctx| {
+            let now = now_millis();
+            for l in &links {
+                ctx.conn
+                    .prepare_cached(
+                        "INSERT INTO links (flow, key, link, updated_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (flow, key) DO UPDATE
+                         SET link = excluded.link, updated_at = excluded.updated_at",
+                    )?
+                    .execute(params![l.flow, l.key, l.link, now])?;
+            }
             let mut q = ctx.queue(&integration)?;
             let n = ctx
                 .conn
@@ -757,7 +774,7 @@ impl Store for SqliteStore {
                     "UPDATE transactions SET state = 2, updated_at = ?1
                      WHERE integration = ?2 AND seq BETWEEN ?3 AND ?4 AND state = 0",
                 )?
-                .execute(params![now_millis(), integration, first, last])?;
+                .execute(params![now, integration, first, last])?;
             if n == 0 {
                 return Ok(());
             }
@@ -954,6 +971,77 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![now_millis(), result.as_str(), error, run])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn link(&self, flow: &str, key: &str) -> Result<Option<String>> {
+        let (flow, key) = (flow.to_string(), key.to_string());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT link FROM links WHERE flow = ?1 AND key = ?2")?
+                .query_row(params![flow, key], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn links(
+        &self,
+        flow: &str,
+        key: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Link>> {
+        let flow = flow.to_string();
+        let key = key.map(str::to_string);
+        let after = after.map(str::to_string);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT flow, key, link, updated_at FROM links
+                 WHERE flow = ?1 AND (?2 IS NULL OR key = ?2) AND (?3 IS NULL OR key > ?3)
+                 ORDER BY key LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![flow, key, after, limit_of(limit)], |r| {
+                Ok(Link {
+                    flow: r.get(0)?,
+                    key: r.get(1)?,
+                    link: r.get(2)?,
+                    updated_at: r.get(3)?,
+                })
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_link(&self, flow: &str, key: &str, link: &str) -> Result<()> {
+        let (flow, key, link) = (flow.to_string(), key.to_string(), link.to_string());
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached(
+                    "INSERT INTO links (flow, key, link, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (flow, key) DO UPDATE
+                     SET link = excluded.link, updated_at = excluded.updated_at",
+                )?
+                .execute(params![flow, key, link, now_millis()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_link(&self, flow: &str, key: &str) -> Result<bool> {
+        let (flow, key) = (flow.to_string(), key.to_string());
+        self.write(move |ctx| {
+            Ok(ctx
+                .conn
+                .prepare_cached("DELETE FROM links WHERE flow = ?1 AND key = ?2")?
+                .execute(params![flow, key])?
+                > 0)
         })
         .await
     }

@@ -500,9 +500,9 @@ async fn ack_settle_prune_and_listing() {
         .await
         .unwrap();
     s.record_failure("a", 1, 2, "503 busy").await.unwrap();
-    s.ack_sent("a", 1, 2).await.unwrap();
+    s.ack_sent("a", 1, 2, vec![]).await.unwrap();
     // Acking again changes nothing.
-    s.ack_sent("a", 1, 2).await.unwrap();
+    s.ack_sent("a", 1, 2, vec![]).await.unwrap();
     s.settle("a", 3, TxState::Error, Some("422 no".into()))
         .await
         .unwrap();
@@ -601,7 +601,7 @@ async fn ack_settle_prune_and_listing() {
     assert_eq!(s.prune(now_millis() + 1).await.unwrap(), 3);
     let left = s.transactions("a", None, None, 10).await.unwrap();
     assert_eq!(left.iter().map(|t| t.seq).collect::<Vec<_>>(), [5, 3]);
-    s.ack_sent("a", 1, 10).await.unwrap();
+    s.ack_sent("a", 1, 10, vec![]).await.unwrap();
     s.settle("a", 5, TxState::Sent, None).await.unwrap();
     assert_eq!(s.prune(now_millis() + 1).await.unwrap(), 2);
     assert!(s
@@ -634,12 +634,12 @@ async fn the_floor_follows_the_first_queued_transaction() {
     // An error comes before the ack of what preceded it.
     s.settle("a", 5, TxState::Error, None).await.unwrap();
     assert_eq!(bookkeeping(&s, "a").await, Some((10, 9, 0)));
-    s.ack_sent("a", 1, 4).await.unwrap();
+    s.ack_sent("a", 1, 4, vec![]).await.unwrap();
     assert_eq!(bookkeeping(&s, "a").await, Some((10, 5, 5)));
-    s.ack_sent("a", 6, 8).await.unwrap();
+    s.ack_sent("a", 6, 8, vec![]).await.unwrap();
     assert_eq!(bookkeeping(&s, "a").await, Some((10, 2, 8)));
     // An ack past the end does not lift the floor over future records.
-    s.ack_sent("a", 9, i64::MAX).await.unwrap();
+    s.ack_sent("a", 9, i64::MAX, vec![]).await.unwrap();
     assert_eq!(bookkeeping(&s, "a").await, Some((10, 0, 10)));
     s.enqueue("a", "f", records(10, 2), None, None)
         .await
@@ -649,12 +649,12 @@ async fn the_floor_follows_the_first_queued_transaction() {
     s.settle("a", 5, TxState::Queued, None).await.unwrap();
     assert_eq!(bookkeeping(&s, "a").await, Some((12, 3, 4)));
     assert_eq!(seqs(&s.next_batch("a", 0, 10).await.unwrap()), [5, 11, 12]);
-    s.ack_sent("a", 5, 5).await.unwrap();
+    s.ack_sent("a", 5, 5, vec![]).await.unwrap();
     assert_eq!(bookkeeping(&s, "a").await, Some((12, 2, 10)));
     // A gap of acks out of order: the floor waits for the first.
-    s.ack_sent("a", 12, 12).await.unwrap();
+    s.ack_sent("a", 12, 12, vec![]).await.unwrap();
     assert_eq!(bookkeeping(&s, "a").await, Some((12, 1, 10)));
-    s.ack_sent("a", 11, 11).await.unwrap();
+    s.ack_sent("a", 11, 11, vec![]).await.unwrap();
     assert_eq!(bookkeeping(&s, "a").await, Some((12, 0, 12)));
 }
 
@@ -840,7 +840,7 @@ async fn normal_synchronous_works_alike() {
     s.enqueue("a", "f", records(0, 3), None, None)
         .await
         .unwrap();
-    s.ack_sent("a", 1, 1).await.unwrap();
+    s.ack_sent("a", 1, 1, vec![]).await.unwrap();
     assert_eq!(seqs(&s.next_batch("a", 0, 10).await.unwrap()), [2, 3]);
     let raw = Connection::open(&path).unwrap();
     apply_pragmas(&raw, &SqliteOptions::default()).unwrap();
@@ -851,3 +851,36 @@ async fn normal_synchronous_works_alike() {
 }
 
 mod model;
+
+#[tokio::test]
+async fn links_are_kept_with_the_ack_and_repaired_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("site.db")).unwrap();
+    s.enqueue("a", "f", records(0, 2), None, None)
+        .await
+        .unwrap();
+    let link = |key: &str, id: &str| Link {
+        flow: "f".into(),
+        key: key.into(),
+        link: id.into(),
+        updated_at: 0,
+    };
+    s.ack_sent("a", 1, 1, vec![link("k1", "100")])
+        .await
+        .unwrap();
+    assert_eq!(s.link("f", "k1").await.unwrap().as_deref(), Some("100"));
+    assert_eq!(s.link("g", "k1").await.unwrap(), None);
+    s.set_link("f", "k2", "200").await.unwrap();
+    s.set_link("f", "k1", "101").await.unwrap();
+    let all = s.links("f", None, None, 10).await.unwrap();
+    let pairs: Vec<_> = all
+        .iter()
+        .map(|l| (l.key.as_str(), l.link.as_str()))
+        .collect();
+    assert_eq!(pairs, [("k1", "101"), ("k2", "200")]);
+    assert_eq!(s.links("f", Some("k2"), None, 10).await.unwrap().len(), 1);
+    assert_eq!(s.links("f", None, Some("k1"), 10).await.unwrap().len(), 1);
+    assert!(s.delete_link("f", "k1").await.unwrap());
+    assert!(!s.delete_link("f", "k1").await.unwrap());
+    assert_eq!(s.link("f", "k1").await.unwrap(), None);
+}

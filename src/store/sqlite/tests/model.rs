@@ -131,7 +131,7 @@ proptest! {
                         let acked = acked.min(batch.len());
                         if acked > 0 {
                             let (first, last) = (batch[0].seq, batch[acked - 1].seq);
-                            store.ack_sent(name(b), first, last).await.unwrap();
+                            store.ack_sent(name(b), first, last, vec![]).await.unwrap();
                             for t in &batch[..acked] {
                                 m.pending.remove(&t.seq);
                             }
