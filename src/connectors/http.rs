@@ -464,9 +464,11 @@ impl UrlTemplate {
                         serde_json::Value::String(s) => s.clone(),
                         serde_json::Value::Number(n) => n.to_string(),
                         serde_json::Value::Bool(b) => b.to_string(),
-                        _ => return Err(format!(
+                        _ => {
+                            return Err(format!(
                             "the record's field '{name}' is not a text or a number (for the url)"
-                        )),
+                        ))
+                        }
                     };
                     if text.is_empty() {
                         return Err(format!(
