@@ -703,4 +703,112 @@ mod tests {
         assert_eq!(percent_encode("Az09-._~"), "Az09-._~");
         assert_eq!(form_encode("a b:c"), "a+b%3Ac");
     }
+
+    /// A token endpoint on 127.0.0.1 answering `status` (a token when
+    /// 200), slowly; it counts its requests.
+    async fn token_endpoint(
+        status: u16,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::Ordering;
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = count.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let body = if status == 200 {
+                        serde_json::json!({"access_token": format!("tok-{n}"), "expires_in": 3600})
+                    } else {
+                        serde_json::json!({"error": "invalid_client", "secret": "S3cret"})
+                    };
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        axum::Json(body),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/token"), count)
+    }
+
+    fn oauth2(token_url: &str) -> Authorizer {
+        let a = Authorizer::new(
+            &settings(&format!(
+                "auth = \"oauth2\"\ntoken_url = \"{token_url}\"\nclient_id = \"c\"\nclient_secret_env = \"SLUICE_TEST_UNSET_VAR\""
+            )),
+            "x",
+        );
+        a.set_credentials(Credentials::ClientSecret("S3cret".into()))
+            .unwrap();
+        a
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_token_fetch() {
+        use std::sync::atomic::Ordering;
+        let (url, count) = token_endpoint(200).await;
+        let a = oauth2(&url);
+        let client = reqwest::Client::new();
+        let tokens = futures_util::future::join_all((0..8).map(|_| async {
+            let (request, applied) = a
+                .apply(&client, client.get("http://127.0.0.1/"))
+                .await
+                .unwrap();
+            let request = request.build().unwrap();
+            (request.headers()["authorization"].clone(), applied.0)
+        }))
+        .await;
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert!(tokens.iter().all(|(h, _)| h == "Bearer tok-1"));
+        // Refused by the API: dropped once, even when many say so.
+        for (_, applied) in &tokens {
+            assert!(a.refused(&Applied(applied.clone())).await);
+        }
+        let (request, _) = a
+            .apply(&client, client.get("http://127.0.0.1/"))
+            .await
+            .unwrap();
+        assert!(request.build().is_ok());
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        // A new client secret drops the token.
+        a.set_credentials(Credentials::ClientSecret("n3w".into()))
+            .unwrap();
+        let (request, _) = a
+            .apply(&client, client.get("http://127.0.0.1/"))
+            .await
+            .unwrap();
+        assert!(request.build().is_ok());
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_client_is_unauthorized_and_a_busy_token_endpoint_intermittent() {
+        let client = reqwest::Client::new();
+        for (status, class) in [
+            (401, FailureClass::Unauthorized),
+            (400, FailureClass::Unauthorized),
+            (503, FailureClass::Intermittent),
+        ] {
+            let (url, _) = token_endpoint(status).await;
+            let e = oauth2(&url)
+                .apply(&client, client.get("http://127.0.0.1/"))
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(e.class, class, "{status}: {}", e.message);
+            assert!(e.message.contains("invalid_client"), "{}", e.message);
+            assert!(!e.message.contains("S3cret"), "{}", e.message);
+        }
+        let e = oauth2("http://127.0.0.1:9/token")
+            .apply(&client, client.get("http://127.0.0.1/"))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.is_intermittent(), "{e:?}");
+    }
 }
