@@ -313,21 +313,24 @@ async fn a_wrong_client_secret_holds_until_reauthorized_with_the_right_one() {
         "{crm}"
     );
 
-    // Credentials of another kind: a 400 that says what it takes.
-    let (status, answer) = daemon
-        .post(
-            "/api/v1/sites/LIVE/endpoints/crm/reauthorize",
-            json!({"token": "x"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .contains("{\"client_secret\"}"),
-        "{answer}"
-    );
+    // Credentials of another kind, or none: a 400 that says what it takes.
+    for body in [
+        json!({"token": "x"}),
+        json!({}),
+        json!({"key": "k", "client_secret": "s"}),
+    ] {
+        let (status, answer) = daemon
+            .post("/api/v1/sites/LIVE/endpoints/crm/reauthorize", body)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("{\"client_secret\"} (auth = \"oauth2\")"),
+            "{answer}"
+        );
+    }
 
     // The right secret, by the CLI: Online, and the queue drains.
     let out = std::process::Command::new(BIN)

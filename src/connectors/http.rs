@@ -1,4 +1,14 @@
-//! `kind = "http"`: POSTs JSON to a URL.
+//! `kind = "http"`: sends JSON records to an API (`POST` by default, or
+//! `PUT`/`PATCH` with `method`).
+//!
+//! With `batch = 1`, `url` may take values of the record
+//! (`/customers/{id}`, `/{customer.id}`), each percent-encoded as a path
+//! segment; a record without the field fails for good (Rejected). Record
+//! links (`link`, `update_url`, `update_method`): a record that has no
+//! link yet is a create, and the id at the JSON pointer `link` in its
+//! answer is given back ([`Delivered::links`]); one that has a link goes
+//! to `update_url` with `{link}` filled in (and the link is given back
+//! unchanged). Credentials come from [`super::http_auth`].
 //!
 //! With `batch = 1` the body is the record itself; with `batch > 1` it is a
 //! JSON array of records. Every request carries `Idempotency-Key`: the
