@@ -152,19 +152,13 @@ impl ReauthorizeBody {
     /// The credentials of one form, non-empty; `None` for any other body.
     fn credentials(self) -> Option<Credentials> {
         let given = |v: &Option<String>| v.as_ref().is_some_and(|v| !v.is_empty());
-        let others_absent = |n: usize| {
-            [
-                self.token.is_some(),
-                self.username.is_some() || self.password.is_some(),
-                self.key.is_some(),
-                self.client_secret.is_some(),
-            ]
-            .iter()
-            .filter(|b| **b)
-            .count()
-                == n
-        };
-        if !others_absent(1) {
+        let forms = [
+            self.token.is_some(),
+            self.username.is_some() || self.password.is_some(),
+            self.key.is_some(),
+            self.client_secret.is_some(),
+        ];
+        if forms.iter().filter(|given| **given).count() != 1 {
             return None;
         }
         if given(&self.token) {
