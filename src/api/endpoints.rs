@@ -11,7 +11,7 @@ use super::openapi::{
     actions_schema, endpoint_kind_schema, json_schema, EndpointPath, ErrorBody, SitePath,
 };
 use super::{rfc3339, site, Actor, ApiError, ApiResult, JsonBody, PathParams};
-use crate::connectors::Credentials;
+use crate::connectors::{Credentials, EndpointKind};
 use crate::engine::endpoint::{Endpoint, EndpointState};
 use crate::engine::Daemon;
 use crate::model::{actions, Action, Role};
@@ -135,7 +135,8 @@ pub async fn test(
     }))
 }
 
-/// New credentials: a bearer token, or a user name and password. Never
+/// New credentials, of the endpoint's kind of auth: a bearer token, a user
+/// name and password, an API key, or an OAuth2 client secret. Never
 /// logged, stored or echoed.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,30 +144,77 @@ pub struct ReauthorizeBody {
     pub token: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    pub key: Option<String>,
+    pub client_secret: Option<String>,
 }
 
-/// Either form, as [`reauthorize`] takes it: a non-empty token alone, or a
-/// non-empty user name with an optional password.
+impl ReauthorizeBody {
+    /// The credentials of one form, non-empty; `None` for any other body.
+    fn credentials(self) -> Option<Credentials> {
+        let given = |v: &Option<String>| v.as_ref().is_some_and(|v| !v.is_empty());
+        let forms = [
+            self.token.is_some(),
+            self.username.is_some() || self.password.is_some(),
+            self.key.is_some(),
+            self.client_secret.is_some(),
+        ];
+        if forms.iter().filter(|given| **given).count() != 1 {
+            return None;
+        }
+        if given(&self.token) {
+            self.token.map(Credentials::Bearer)
+        } else if given(&self.username) {
+            Some(Credentials::Basic {
+                username: self.username.unwrap_or_default(),
+                password: self.password.unwrap_or_default(),
+            })
+        } else if given(&self.key) {
+            self.key.map(Credentials::ApiKey)
+        } else if given(&self.client_secret) {
+            self.client_secret.map(Credentials::ClientSecret)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a reauthorization of an endpoint of `kind` takes, for a message.
+fn takes(kind: &EndpointKind) -> String {
+    match kind {
+        EndpointKind::Http(c) => c.auth().takes(),
+        _ => "no credentials".into(),
+    }
+}
+
+/// One of the forms, as [`reauthorize`] takes it: which one depends on the
+/// endpoint's `auth`.
 impl utoipa::PartialSchema for ReauthorizeBody {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        let secret = |name: &str, description: &str| {
+            serde_json::json!({
+                "type": "object",
+                "description": description,
+                "required": [name],
+                "properties": {name: {"type": "string", "minLength": 1}},
+                "additionalProperties": false
+            })
+        };
         json_schema(serde_json::json!({
-            "description": "New credentials: a bearer token, or a user name and password",
+            "description": "New credentials, of the form the endpoint's auth takes: a bearer token (auth = \"bearer\", or no auth), a user name and password (\"basic\", or no auth), an API key (\"api_key\"), or an OAuth2 client secret (\"oauth2\": the cached access token is dropped)",
             "oneOf": [
+                secret("token", "auth = \"bearer\""),
                 {
                     "type": "object",
-                    "required": ["token"],
-                    "properties": {"token": {"type": "string", "minLength": 1}},
-                    "additionalProperties": false
-                },
-                {
-                    "type": "object",
+                    "description": "auth = \"basic\"",
                     "required": ["username"],
                     "properties": {
                         "username": {"type": "string", "minLength": 1},
                         "password": {"type": "string"}
                     },
                     "additionalProperties": false
-                }
+                },
+                secret("key", "auth = \"api_key\""),
+                secret("client_secret", "auth = \"oauth2\""),
             ]
         }))
     }
@@ -181,7 +229,7 @@ impl utoipa::ToSchema for ReauthorizeBody {}
     request_body = ReauthorizeBody,
     responses(
         (status = 200, description = "The credentials work; the endpoint is online", body = TestAnswer),
-        (status = 400, description = "A bad path or body, or an endpoint that takes no credentials", body = ErrorBody),
+        (status = 400, description = "A bad path or body, credentials of another kind than the endpoint's auth, or an endpoint that takes no credentials; the error names what it takes", body = ErrorBody),
         (status = 404, description = "No such site or endpoint", body = ErrorBody),
         (status = 409, description = "The credentials do not work", body = ErrorBody),
         (status = 413, description = "The body cannot be read", body = ErrorBody),
@@ -194,17 +242,12 @@ pub async fn reauthorize(
     JsonBody(body): JsonBody<ReauthorizeBody>,
 ) -> ApiResult<Json<TestAnswer>> {
     let site = site(&daemon, &site_name)?;
-    let credentials = match (body.token, body.username, body.password) {
-        (Some(token), None, None) if !token.is_empty() => Credentials::Bearer(token),
-        (None, Some(username), password) if !username.is_empty() => Credentials::Basic {
-            username,
-            password: password.unwrap_or_default(),
-        },
-        _ => {
-            return Err(ApiError::BadRequest(
-                "give either {\"token\"} or {\"username\", \"password\"}".into(),
-            ))
-        }
+    let Some(credentials) = body.credentials() else {
+        let endpoint = site.endpoint(&name)?;
+        return Err(ApiError::BadRequest(format!(
+            "endpoint {name} takes {}",
+            takes(&endpoint.kind)
+        )));
     };
     let found = site.reauthorize(&name, credentials, &actor.0).await?;
     Ok(Json(TestAnswer {

@@ -29,21 +29,29 @@ pub enum EndpointCommand {
         /// The endpoint.
         name: String,
     },
-    /// Give an endpoint new credentials, tested at once. The secret is
-    /// read from an environment variable, from standard input, or asked for
-    /// at a prompt; never from the command line.
+    /// Give an endpoint new credentials of the kind its `auth` takes,
+    /// tested at once: a token (the default), a password (--username), an
+    /// API key (--api-key) or an OAuth2 client secret (--client-secret).
+    /// The secret is read from an environment variable, from standard
+    /// input, or asked for at a prompt; never from the command line.
     Reauthorize {
         /// The site, e.g. LIVE.
         site: String,
         /// The endpoint.
         name: String,
         /// Basic authentication with this user (else a bearer token).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["api_key", "client_secret"])]
         username: Option<String>,
-        /// Read the token (or password) from this environment variable.
+        /// The secret is an API key (auth = "api_key").
+        #[arg(long, conflicts_with = "client_secret")]
+        api_key: bool,
+        /// The secret is an OAuth2 client secret (auth = "oauth2").
+        #[arg(long)]
+        client_secret: bool,
+        /// Read the secret (token, password, key) from this environment variable.
         #[arg(long, value_name = "VAR")]
         secret_env: Option<String>,
-        /// Read the token (or password) from the first line of standard input.
+        /// Read the secret from the first line of standard input.
         #[arg(long, conflicts_with = "secret_env")]
         stdin: bool,
     },
@@ -86,17 +94,22 @@ pub async fn run(client: &Client, command: EndpointCommand) -> Result<(), CliErr
             site,
             name,
             username,
+            api_key,
+            client_secret,
             secret_env,
             stdin,
         } => {
-            let what = if username.is_some() {
-                "password"
-            } else {
-                "token"
+            let what = match (&username, api_key, client_secret) {
+                (Some(_), _, _) => "password",
+                (None, true, _) => "API key",
+                (None, false, true) => "client secret",
+                (None, false, false) => "token",
             };
             let secret = read_secret(secret_env.as_deref(), stdin, what)?;
             let body = match username {
                 Some(username) => serde_json::json!({"username": username, "password": secret}),
+                None if api_key => serde_json::json!({ "key": secret }),
+                None if client_secret => serde_json::json!({ "client_secret": secret }),
                 None => serde_json::json!({ "token": secret }),
             };
             let v = client

@@ -1,4 +1,14 @@
-//! `kind = "http"`: POSTs JSON to a URL.
+//! `kind = "http"`: sends JSON records to an API (`POST` by default, or
+//! `PUT`/`PATCH` with `method`).
+//!
+//! With `batch = 1`, `url` may take values of the record
+//! (`/customers/{id}`, `/{customer.id}`), each percent-encoded as a path
+//! segment; a record without the field fails for good (Rejected). Record
+//! links (`link`, `update_url`, `update_method`): a record that has no
+//! link yet is a create, and the id at the JSON pointer `link` in its
+//! answer is given back ([`Delivered::links`]); one that has a link goes
+//! to `update_url` with `{link}` filled in (and the link is given back
+//! unchanged). Credentials come from [`super::http_auth`].
 //!
 //! With `batch = 1` the body is the record itself; with `batch > 1` it is a
 //! JSON array of records. Every request carries `Idempotency-Key`: the
@@ -20,6 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
+use super::http_auth::{percent_encode, AuthSettings, Authorizer};
 use super::{Credentials, Delivered, Delivery, DeliveryError, FailureClass, KeyProblem, Target};
 use crate::duration::duration_opt;
 use crate::redact;
@@ -38,13 +49,29 @@ pub struct HttpConfig {
     /// Extra headers sent with every request.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// The environment variable holding a bearer token (never the token
-    /// itself in the file).
+    /// `POST` (default), `PUT` or `PATCH`.
+    pub method: Option<String>,
+    /// Record links: a JSON pointer to the id in the answer to a create
+    /// (e.g. `/id`); needs `update_url` and `batch = 1`.
+    pub link: Option<String>,
+    /// Where a record that has a link goes (may hold `{link}` and record
+    /// fields), with `update_method` (default `PATCH`).
+    pub update_url: Option<String>,
+    pub update_method: Option<String>,
+    /// The auth keys (see [`super::http_auth`]): `auth`, and per kind
+    /// `token_env`; `username`, `password_env`; `header`, `key_env`;
+    /// `token_url`, `client_id`, `client_secret_env`, `scope`. Each names
+    /// an environment variable for a secret, never the secret itself.
+    pub auth: Option<String>,
     pub token_env: Option<String>,
-    /// Basic authentication: the user name, and the environment variable
-    /// holding the password.
     pub username: Option<String>,
     pub password_env: Option<String>,
+    pub header: Option<String>,
+    pub key_env: Option<String>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub scope: Option<String>,
     /// The health test: this method on this path (default: `GET` on `url`).
     pub health_method: Option<String>,
     pub health_path: Option<String>,
@@ -97,7 +124,7 @@ impl HttpConfig {
     /// daemon at its start rather than failing every delivery.
     pub fn validate(&self, base: &Path) -> Vec<KeyProblem> {
         let mut problems = Vec::new();
-        let https = match reqwest::Url::parse(&self.url) {
+        let https = match reqwest::Url::parse(&template_sample(&self.url)) {
             Ok(url) if url.scheme() == "http" => Some(false),
             Ok(url) if url.scheme() == "https" => Some(true),
             Ok(url) => {
@@ -180,12 +207,8 @@ impl HttpConfig {
         if self.timeout == Some(Duration::ZERO) {
             problems.push(("timeout".into(), "must be more than 0".into()));
         }
-        if self.token_env.is_some() && self.username.is_some() {
-            problems.push((
-                "token_env".into(),
-                "give either token_env or username, not both".into(),
-            ));
-        }
+        problems.extend(self.auth().validate());
+        problems.extend(self.validate_targets());
         if let Some(m) = &self.health_method {
             if reqwest::Method::from_bytes(m.as_bytes()).is_err() {
                 problems.push((
@@ -239,71 +262,301 @@ impl HttpConfig {
         })
     }
 
-    /// The credentials named by the configuration, read from the
-    /// environment; `Err` names a variable that is not set.
-    pub fn credentials(&self) -> Result<Option<Credentials>, String> {
-        let var = |name: &str| {
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
-        };
-        if let Some(name) = &self.token_env {
-            return Ok(Some(Credentials::Bearer(var(name)?)));
+    /// The auth settings (the auth keys are fields of this config: see
+    /// [`super::http_auth`]).
+    pub fn auth(&self) -> AuthSettings {
+        AuthSettings {
+            auth: self.auth.clone(),
+            token_env: self.token_env.clone(),
+            username: self.username.clone(),
+            password_env: self.password_env.clone(),
+            header: self.header.clone(),
+            key_env: self.key_env.clone(),
+            token_url: self.token_url.clone(),
+            client_id: self.client_id.clone(),
+            client_secret_env: self.client_secret_env.clone(),
+            scope: self.scope.clone(),
         }
-        if let Some(username) = &self.username {
-            let password = match &self.password_env {
-                Some(name) => var(name)?,
-                None => String::new(),
-            };
-            return Ok(Some(Credentials::Basic {
-                username: username.clone(),
-                password,
-            }));
+    }
+
+    /// Problems with where records go: `method`, the fields in `url`, and
+    /// the record-link keys.
+    fn validate_targets(&self) -> Vec<KeyProblem> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("method", &self.method),
+            ("update_method", &self.update_method),
+        ] {
+            if let Some(m) = value {
+                if write_method(m).is_none() {
+                    problems.push((key.into(), format!("'{m}' is not one of POST, PUT, PATCH")));
+                }
+            }
         }
-        Ok(None)
+        match UrlTemplate::parse(&self.url, false) {
+            Err(e) => problems.push(("url".into(), e)),
+            Ok(t) if t.has_placeholders() => {
+                if !in_path(&self.url) {
+                    problems.push((
+                        "url".into(),
+                        "a {field} may only stand in the path or query".into(),
+                    ));
+                }
+                if self.batch != 1 {
+                    problems.push(("url".into(), "a {field} in url needs batch = 1".into()));
+                }
+            }
+            Ok(_) => {}
+        }
+        match (&self.link, &self.update_url) {
+            (Some(link), update_url) => {
+                if !link.starts_with('/') {
+                    problems.push((
+                        "link".into(),
+                        "must be a JSON pointer into the answer, e.g. \"/id\"".into(),
+                    ));
+                }
+                if self.batch != 1 {
+                    problems.push(("link".into(), "needs batch = 1".into()));
+                }
+                match update_url {
+                    None => problems.push((
+                        "update_url".into(),
+                        "missing: link needs the url records that have a link go to".into(),
+                    )),
+                    Some(u) => match UrlTemplate::parse(u, true) {
+                        Err(e) => problems.push(("update_url".into(), e)),
+                        Ok(_) => match reqwest::Url::parse(&template_sample(u)) {
+                            Ok(url) if matches!(url.scheme(), "http" | "https") && in_path(u) => {}
+                            Ok(_) => problems.push((
+                                "update_url".into(),
+                                "must be an http or https URL with {link} and {field}s in its path or query".into(),
+                            )),
+                            Err(e) => problems.push((
+                                "update_url".into(),
+                                format!("'{}' is not a URL: {e}", redact::url(u)),
+                            )),
+                        },
+                    },
+                }
+            }
+            (None, _) => {
+                for (key, value) in [
+                    ("update_url", self.update_url.is_some()),
+                    ("update_method", self.update_method.is_some()),
+                ] {
+                    if value {
+                        problems.push((key.into(), "is only used with link".into()));
+                    }
+                }
+            }
+        }
+        problems
     }
 }
 
+/// `POST`, `PUT` or `PATCH` (in any case).
+fn write_method(m: &str) -> Option<reqwest::Method> {
+    match m.to_ascii_uppercase().as_str() {
+        "POST" => Some(reqwest::Method::POST),
+        "PUT" => Some(reqwest::Method::PUT),
+        "PATCH" => Some(reqwest::Method::PATCH),
+        _ => None,
+    }
+}
+
+/// Whether the first `{` of a url template comes after its host.
+fn in_path(url: &str) -> bool {
+    let Some(brace) = url.find('{') else {
+        return true;
+    };
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    brace > after_scheme && url[after_scheme..brace].contains('/')
+}
+
+/// A url template with every placeholder filled with `x`: what must parse.
+fn template_sample(url: &str) -> String {
+    match UrlTemplate::parse(url, true) {
+        Ok(t) => t
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(s) => s.as_str(),
+                Part::Field(_) | Part::Link => "x",
+            })
+            .collect(),
+        Err(_) => url.to_string(),
+    }
+}
+
+/// One piece of a url template.
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    /// A record field: a top-level name or a dotted path.
+    Field(String),
+    /// `{link}` in `update_url`.
+    Link,
+}
+
+/// A url that may take values of the record (`/customers/{id}`,
+/// `/{customer.id}`) and, in `update_url`, the record's `{link}`; each
+/// value is percent-encoded as a path segment.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct UrlTemplate {
+    parts: Vec<Part>,
+}
+
+impl UrlTemplate {
+    /// `link`: whether `{link}` is the record's link (else a field).
+    pub(crate) fn parse(text: &str, link: bool) -> Result<UrlTemplate, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find(['{', '}']) {
+            if rest[open..].starts_with('}') {
+                return Err("a '}' without its '{'".into());
+            }
+            let Some(close) = rest[open..].find('}').map(|c| open + c) else {
+                return Err("a '{' without its '}'".into());
+            };
+            let name = &rest[open + 1..close];
+            if name.contains('{')
+                || name.is_empty()
+                || name
+                    .split('.')
+                    .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+            {
+                return Err(format!(
+                    "'{{{name}}}' is not a field: give a field name or a dotted path, e.g. {{id}} or {{customer.id}}"
+                ));
+            }
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_string()));
+            }
+            parts.push(if link && name == "link" {
+                Part::Link
+            } else {
+                Part::Field(name.to_string())
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        Ok(UrlTemplate { parts })
+    }
+
+    fn has_placeholders(&self) -> bool {
+        self.parts.iter().any(|p| !matches!(p, Part::Text(_)))
+    }
+
+    fn has_fields(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Field(_)))
+    }
+
+    /// The url for `record` (parsed JSON, needed when the template has
+    /// fields) and `link`; `Err` names a field the record lacks.
+    pub(crate) fn render(
+        &self,
+        record: Option<&serde_json::Value>,
+        link: Option<&str>,
+    ) -> Result<String, String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(s) => out.push_str(s),
+                Part::Link => out.push_str(&percent_encode(link.unwrap_or_default())),
+                Part::Field(name) => {
+                    let value = record
+                        .and_then(|r| field(r, name))
+                        .ok_or_else(|| format!("the record has no field '{name}' for the url"))?;
+                    let text = match value {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Number(n) => n.to_string(),
+                        serde_json::Value::Bool(b) => b.to_string(),
+                        _ => {
+                            return Err(format!(
+                            "the record's field '{name}' is not a text or a number (for the url)"
+                        ))
+                        }
+                    };
+                    if text.is_empty() {
+                        return Err(format!(
+                            "the record's field '{name}' is empty (for the url)"
+                        ));
+                    }
+                    out.push_str(&percent_encode(&text));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The value at a dotted path (`customer.id`; a number indexes an array).
+fn field<'a>(record: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.')
+        .try_fold(record, |v, segment| match v {
+            serde_json::Value::Object(m) => m.get(segment),
+            serde_json::Value::Array(a) => segment.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        })
+        .filter(|v| !v.is_null())
+}
+
+/// The id at the JSON pointer `pointer` in the answer to a create: a
+/// text, or a number as its text.
+pub(crate) fn linked_id(answer: &str, pointer: &str) -> Result<String, String> {
+    let value: serde_json::Value = serde_json::from_str(answer)
+        .map_err(|_| format!("the answer is not JSON, so it has no id at {pointer}"))?;
+    match value.pointer(pointer) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(format!("the answer has no id at {pointer}")),
+    }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), with `…`
+/// when cut.
+pub(crate) fn truncated(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 pub struct HttpTarget {
-    url: String,
+    url: UrlTemplate,
     /// `url` as messages show it: without its user-info.
     shown: String,
+    method: reqwest::Method,
+    /// Record links, when `link` is set.
+    links: Option<Links>,
     batch: usize,
     headers: reqwest::header::HeaderMap,
     /// The client, or why it could not be set up (a TLS file that went
     /// missing after the configuration was checked): then every delivery
     /// and test fails with that reason.
     client: Result<reqwest::Client, String>,
-    /// The credentials, if any; replaced by a reauthorization.
-    auth: parking_lot::RwLock<Option<Credentials>>,
+    /// The credentials; replaced in place by a reauthorization.
+    auth: Authorizer,
     health_method: reqwest::Method,
     health_url: String,
     /// `health_url` without its user-info.
     health_shown: String,
 }
 
-/// Whether `c` can travel in an `Authorization` header: a bearer token of
-/// visible characters only (Basic credentials are base64 by reqwest).
-fn fits_a_header(c: &Credentials) -> bool {
-    match c {
-        Credentials::Bearer(token) => {
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_ok()
-        }
-        Credentials::Basic { .. } => true,
-    }
-}
-
-/// `request` with the credentials in its `Authorization` header (reqwest
-/// marks it sensitive: it is never shown in a `Debug` of the request).
-fn authorized(
-    request: reqwest::RequestBuilder,
-    credentials: Option<&Credentials>,
-) -> reqwest::RequestBuilder {
-    match credentials {
-        None => request,
-        Some(Credentials::Bearer(token)) => request.bearer_auth(token),
-        Some(Credentials::Basic { username, password }) => {
-            request.basic_auth(username, Some(password))
-        }
-    }
+/// Where a record that has a link goes, and where its id is in the answer
+/// to a create.
+struct Links {
+    pointer: String,
+    update_url: UrlTemplate,
+    update_method: reqwest::Method,
 }
 
 impl HttpTarget {
@@ -338,32 +591,54 @@ impl HttpTarget {
         if let Err(e) = &client {
             tracing::error!(url = %shown, "{e}");
         }
-        let auth = match config.credentials() {
-            Ok(Some(c)) if !fits_a_header(&c) => {
-                tracing::warn!(url = %shown, "the token holds characters a header cannot carry");
-                None
-            }
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(url = %shown, "no credentials: {e}");
-                None
-            }
+        let auth = Authorizer::new(&config.auth(), &shown);
+        // The health test: the url without its placeholders' part (up to
+        // the last `/` before the first `{`), or health_path on its host.
+        let base_url = match config.url.find('{') {
+            Some(brace) => match config.url[..brace].rfind('/') {
+                Some(slash) => config.url[..=slash].to_string(),
+                None => config.url[..brace].to_string(),
+            },
+            None => config.url.clone(),
         };
-        let health_url = match (&config.health_path, reqwest::Url::parse(&config.url)) {
+        let health_url = match (&config.health_path, reqwest::Url::parse(&base_url)) {
             (Some(path), Ok(mut url)) => {
                 url.set_path(path);
                 url.set_query(None);
                 url.to_string()
             }
-            _ => config.url.clone(),
+            _ => base_url,
+        };
+        let template = |u: &str, link| {
+            UrlTemplate::parse(u, link).unwrap_or_else(|_| UrlTemplate {
+                parts: vec![Part::Text(u.to_string())],
+            })
+        };
+        let links = match (&config.link, &config.update_url) {
+            (Some(pointer), Some(update_url)) => Some(Links {
+                pointer: pointer.clone(),
+                update_url: template(update_url, true),
+                update_method: config
+                    .update_method
+                    .as_deref()
+                    .and_then(write_method)
+                    .unwrap_or(reqwest::Method::PATCH),
+            }),
+            _ => None,
         };
         HttpTarget {
-            url: config.url.clone(),
+            url: template(&config.url, false),
             shown,
+            method: config
+                .method
+                .as_deref()
+                .and_then(write_method)
+                .unwrap_or(reqwest::Method::POST),
+            links,
             batch: config.batch,
             headers,
             client,
-            auth: parking_lot::RwLock::new(auth),
+            auth,
             health_method: config
                 .health_method
                 .as_deref()
@@ -372,10 +647,6 @@ impl HttpTarget {
             health_shown: redact::url(&health_url),
             health_url,
         }
-    }
-
-    fn auth(&self) -> Option<Credentials> {
-        self.auth.read().clone()
     }
 
     /// The client; `what` (the request, for the message) if it could not
@@ -387,11 +658,38 @@ impl HttpTarget {
             retry_after: None,
         })
     }
+
+    /// Where one delivery goes: its method and url, and the link it
+    /// updates (`None`: a create, or no record links).
+    fn route<'d>(
+        &self,
+        d: &Delivery<'d>,
+    ) -> Result<(reqwest::Method, String, Option<&'d str>), DeliveryError> {
+        let (method, template, link) = match (&self.links, d.link) {
+            (Some(links), Some(link)) => (&links.update_method, &links.update_url, Some(link)),
+            _ => (&self.method, &self.url, None),
+        };
+        let rejected = |message: String| DeliveryError {
+            class: FailureClass::Rejected,
+            message: format!("{method} {}: {message}", self.shown),
+            retry_after: None,
+        };
+        let record = if template.has_fields() {
+            Some(
+                serde_json::from_str::<serde_json::Value>(d.payload)
+                    .map_err(|_| rejected("the record is not JSON".into()))?,
+            )
+        } else {
+            None
+        };
+        let url = template.render(record.as_ref(), link).map_err(rejected)?;
+        Ok((method.clone(), url, link))
+    }
 }
 
 /// A transport error as a failure class: TLS refused either way, no
 /// connection at all, or no answer.
-fn transport_failure(what: &str, e: reqwest::Error) -> DeliveryError {
+pub(crate) fn transport_failure(what: &str, e: reqwest::Error) -> DeliveryError {
     if let Some(failure) = tls::failure(&e) {
         let hint = match &failure {
             tls::Failure::Untrusted {
@@ -457,15 +755,24 @@ impl Target for HttpTarget {
         let Some(first) = batch.first() else {
             return Ok(Delivered::default());
         };
-        let what = format!("POST {}", self.shown);
-        let mut request = authorized(
-            self.client(&what)?
-                .post(&self.url)
-                .headers(self.headers.clone()),
-            self.auth().as_ref(),
-        );
-        let body = if self.batch == 1 && batch.len() == 1 {
-            request = request.header("Idempotency-Key", first.key);
+        let mut extra = reqwest::header::HeaderMap::new();
+        let single = self.batch == 1 && batch.len() == 1;
+        let (method, url, updates) = if single {
+            self.route(first)?
+        } else {
+            (
+                self.method.clone(),
+                self.url.render(None, None).unwrap_or_default(),
+                None,
+            )
+        };
+        let what = format!("{method} {}", redact::url(&url));
+        let client = self.client(&what)?;
+        let header = |v: &str| reqwest::header::HeaderValue::from_str(v).ok();
+        let body = if single {
+            if let Some(v) = header(first.key) {
+                extra.insert("idempotency-key", v);
+            }
             first.payload.as_bytes().to_vec()
         } else {
             let mut body =
@@ -481,30 +788,50 @@ impl Target for HttpTarget {
                 keys.push_str(d.key);
             }
             body.push(b']');
-            request = request
-                .header("Idempotency-Key", format!("{}+{}", first.key, batch.len()))
-                .header("X-Sluice-Keys", keys);
+            if let Some(v) = header(&format!("{}+{}", first.key, batch.len())) {
+                extra.insert("idempotency-key", v);
+            }
+            if let Some(v) = header(&keys) {
+                extra.insert("x-sluice-keys", v);
+            }
             body
         };
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| transport_failure(&what, e))?;
+        // Cheap to clone: a refused access token sends it once more.
+        let body = axum::body::Bytes::from(body);
+        let response = self
+            .auth
+            .send(client, &what, || {
+                client
+                    .request(method.clone(), &url)
+                    .headers(self.headers.clone())
+                    .headers(extra.clone())
+                    .body(body.clone())
+            })
+            .await?;
         let status = response.status();
         let Some(class) = classify(status) else {
-            return Ok(Delivered::default());
+            let Some(links) = &self.links else {
+                return Ok(Delivered::default());
+            };
+            if let Some(link) = updates {
+                return Ok(Delivered {
+                    links: vec![Some(link.to_string())],
+                });
+            }
+            let answer = response.text().await.unwrap_or_default();
+            return match linked_id(&answer, &links.pointer) {
+                Ok(id) => Ok(Delivered {
+                    links: vec![Some(id)],
+                }),
+                Err(e) => Err(DeliveryError {
+                    class: FailureClass::Rejected,
+                    message: format!("{what}: {} but {e}", status.as_u16()),
+                    retry_after: None,
+                }),
+            };
         };
         let retry_after = retry_after(response.headers());
-        let mut answer = response.text().await.unwrap_or_default();
-        if answer.len() > MAX_ANSWER {
-            let mut cut = MAX_ANSWER;
-            while !answer.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            answer.truncate(cut);
-            answer.push('…');
-        }
+        let answer = truncated(response.text().await.unwrap_or_default(), MAX_ANSWER);
         Err(DeliveryError {
             class,
             message: format!("{what}: {} {}", status.as_u16(), answer.trim()),
@@ -516,24 +843,18 @@ impl Target for HttpTarget {
     /// answer but a 5xx, 401 or 403 means it can be reached.
     async fn probe(&self) -> Result<String, DeliveryError> {
         let what = format!("{} {}", self.health_method, self.health_shown);
-        let request = authorized(
-            self.client(&what)?
-                .request(self.health_method.clone(), &self.health_url),
-            self.auth().as_ref(),
-        );
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_failure(&what, e))?;
+        let client = self.client(&what)?;
+        let response = self
+            .auth
+            .send(client, &what, || {
+                client.request(self.health_method.clone(), &self.health_url)
+            })
+            .await?;
         probe_answer(what, response.status())
     }
 
     fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
-        if !fits_a_header(&credentials) {
-            return Err("the credentials hold characters a header cannot carry".to_string());
-        }
-        *self.auth.write() = Some(credentials);
-        Ok(())
+        self.auth.set_credentials(credentials)
     }
 }
 
@@ -603,26 +924,184 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn credentials_travel_as_rfc_7617_and_6750_headers() {
+        let header = |toml: &str, name: &'static str| {
+            let c: HttpConfig = toml::from_str(toml).unwrap();
+            async move {
+                let auth = Authorizer::new(&c.auth(), "x");
+                let client = reqwest::Client::new();
+                let (request, _) = auth
+                    .apply(&client, client.get("http://127.0.0.1/"))
+                    .await
+                    .unwrap();
+                let request = request.build().unwrap();
+                let value = request.headers()[name].clone();
+                assert!(
+                    value.is_sensitive(),
+                    "never shown in a Debug of the request"
+                );
+                value.to_str().unwrap().to_string()
+            }
+        };
+        std::env::set_var("SLUICE_UNIT_HTTP_PASS", "pass");
+        std::env::set_var("SLUICE_UNIT_HTTP_TOKEN", "t0k");
+        let basic =
+            "url = \"http://h/\"\nusername = \"user\"\npassword_env = \"SLUICE_UNIT_HTTP_PASS\"";
+        assert_eq!(header(basic, "authorization").await, "Basic dXNlcjpwYXNz");
+        let bearer = "url = \"http://h/\"\ntoken_env = \"SLUICE_UNIT_HTTP_TOKEN\"";
+        assert_eq!(header(bearer, "authorization").await, "Bearer t0k");
+        let key = "url = \"http://h/\"\nauth = \"api_key\"\nheader = \"X-Api-Key\"\nkey_env = \"SLUICE_UNIT_HTTP_TOKEN\"";
+        assert_eq!(header(key, "x-api-key").await, "t0k");
+        let c: HttpConfig = toml::from_str(bearer).unwrap();
+        let t = HttpTarget::new(&c, Path::new("."));
+        assert!(t
+            .set_credentials(Credentials::Bearer("bad\ntoken".into()))
+            .is_err());
+    }
+
     #[test]
-    fn credentials_travel_as_rfc_7617_and_6750_headers() {
-        let header = |c: Credentials| {
-            let request = authorized(reqwest::Client::new().get("http://127.0.0.1/"), Some(&c))
-                .build()
-                .unwrap();
-            let value = request.headers()[reqwest::header::AUTHORIZATION].clone();
-            assert!(
-                value.is_sensitive(),
-                "never shown in a Debug of the request"
-            );
-            value.to_str().unwrap().to_string()
+    fn url_templates_take_record_fields_as_path_segments() {
+        let t =
+            UrlTemplate::parse("https://h/customers/{id}/{customer.name}?v={n}", false).unwrap();
+        let record = serde_json::json!({"id": "a/b c", "customer": {"name": "é"}, "n": 7});
+        assert_eq!(
+            t.render(Some(&record), None).unwrap(),
+            "https://h/customers/a%2Fb%20c/%C3%A9?v=7"
+        );
+        let e = t
+            .render(Some(&serde_json::json!({"id": 1, "n": 2})), None)
+            .unwrap_err();
+        assert!(e.contains("'customer.name'"), "{e}");
+        let u = UrlTemplate::parse("https://h/c/{link}?by={id}", true).unwrap();
+        assert_eq!(
+            u.render(Some(&serde_json::json!({"id": 3})), Some("x/1"))
+                .unwrap(),
+            "https://h/c/x%2F1?by=3"
+        );
+        for bad in [
+            "https://h/{",
+            "https://h/}",
+            "https://h/{}",
+            "https://h/{a..b}",
+        ] {
+            assert!(UrlTemplate::parse(bad, false).is_err(), "{bad}");
+        }
+        assert!(!in_path("https://{host}/x"));
+        assert!(in_path("https://h/x/{id}"));
+    }
+
+    #[test]
+    fn the_link_is_read_at_its_pointer() {
+        assert_eq!(linked_id(r#"{"id": "c-1"}"#, "/id").unwrap(), "c-1");
+        assert_eq!(
+            linked_id(r#"{"data": {"id": 42}}"#, "/data/id").unwrap(),
+            "42"
+        );
+        assert!(linked_id(r#"{"data": {}}"#, "/data/id")
+            .unwrap_err()
+            .contains("no id at /data/id"));
+        assert!(linked_id("created", "/id")
+            .unwrap_err()
+            .contains("not JSON"));
+    }
+
+    #[test]
+    fn url_fields_and_links_need_batch_1() {
+        let keys = |toml: &str| -> Vec<String> {
+            let c: HttpConfig = toml::from_str(toml).unwrap();
+            c.validate(Path::new("."))
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
         };
-        let basic = Credentials::Basic {
-            username: "user".into(),
-            password: "pass".into(),
+        assert!(keys("url = \"https://h/c/{id}\"\nmethod = \"PUT\"").is_empty());
+        assert_eq!(keys("url = \"https://h/c/{id}\"\nbatch = 5"), ["url"]);
+        assert_eq!(keys("url = \"https://h/c\"\nmethod = \"GET\""), ["method"]);
+        assert_eq!(
+            keys("url = \"https://h/c\"\nlink = \"/id\""),
+            ["update_url"]
+        );
+        assert_eq!(
+            keys("url = \"https://h/c\"\nupdate_url = \"https://h/c/{link}\""),
+            ["update_url"]
+        );
+        assert!(
+            keys("url = \"https://h/c\"\nlink = \"/id\"\nupdate_url = \"https://h/c/{link}\"")
+                .is_empty()
+        );
+        assert_eq!(
+            keys("url = \"https://h/c\"\nlink = \"/id\"\nupdate_url = \"https://h/c/{link}\"\nbatch = 2"),
+            ["link"]
+        );
+        let c: HttpConfig = toml::from_str("url = \"https://h/api/customers/{id}\"").unwrap();
+        let t = HttpTarget::new(&c, Path::new("."));
+        assert_eq!(t.health_url, "https://h/api/customers/");
+    }
+
+    /// A create gives back the id the API answered; a record with a link
+    /// goes to update_url with update_method.
+    #[tokio::test]
+    async fn creates_link_and_updates_go_to_update_url() {
+        use axum::routing::{patch, post};
+        let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+        let app = axum::Router::new()
+            .route(
+                "/customers",
+                post({
+                    let seen = seen.clone();
+                    move |body: String| async move {
+                        seen.lock().push(format!("POST /customers {body}"));
+                        axum::Json(serde_json::json!({"data": {"id": 17}}))
+                    }
+                }),
+            )
+            .route(
+                "/customers/{id}",
+                patch({
+                    let seen = seen.clone();
+                    move |axum::extract::Path(id): axum::extract::Path<String>, body: String| async move {
+                        seen.lock().push(format!("PATCH /customers/{id} {body}"));
+                        "{}"
+                    }
+                }),
+            )
+            .route("/nolink", post(|| async { "created" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let config = |url: &str| -> HttpConfig {
+            toml::from_str(&format!(
+                "url = \"http://{addr}{url}\"\nlink = \"/data/id\"\nupdate_url = \"http://{addr}/customers/{{link}}\""
+            ))
+            .unwrap()
         };
-        assert_eq!(header(basic), "Basic dXNlcjpwYXNz");
-        assert_eq!(header(Credentials::Bearer("t0k".into())), "Bearer t0k");
-        assert!(!fits_a_header(&Credentials::Bearer("bad\ntoken".into())));
+        let t = HttpTarget::new(&config("/customers"), Path::new("."));
+        let created = t
+            .deliver(&[Delivery::new("S:i:1", r#"{"name":"a"}"#)])
+            .await
+            .unwrap();
+        assert_eq!(created.links, [Some("17".to_string())]);
+        let update = Delivery {
+            link: Some("17"),
+            ..Delivery::new("S:i:2", r#"{"name":"b"}"#)
+        };
+        let updated = t.deliver(&[update]).await.unwrap();
+        assert_eq!(updated.links, [Some("17".to_string())]);
+        assert_eq!(
+            *seen.lock(),
+            [
+                r#"POST /customers {"name":"a"}"#,
+                r#"PATCH /customers/17 {"name":"b"}"#
+            ]
+        );
+        let t = HttpTarget::new(&config("/nolink"), Path::new("."));
+        let e = t
+            .deliver(&[Delivery::new("S:i:3", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected);
+        assert!(e.message.contains("no id at /data/id"), "{}", e.message);
     }
 
     #[test]

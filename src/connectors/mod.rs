@@ -7,6 +7,7 @@
 pub mod file;
 pub mod generator;
 pub mod http;
+pub mod http_auth;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -347,7 +348,14 @@ pub trait Target: Send + Sync {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
     Bearer(String),
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// An API key, sent in the header the endpoint names.
+    ApiKey(String),
+    /// An OAuth2 client secret, traded for access tokens.
+    ClientSecret(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -355,6 +363,8 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Bearer(_) => f.write_str("Bearer(…)"),
             Credentials::Basic { username, .. } => write!(f, "Basic({username}, …)"),
+            Credentials::ApiKey(_) => f.write_str("ApiKey(…)"),
+            Credentials::ClientSecret(_) => f.write_str("ClientSecret(…)"),
         }
     }
 }
