@@ -751,6 +751,10 @@ impl Target for HttpTarget {
         self.batch
     }
 
+    fn links(&self) -> bool {
+        self.links.is_some()
+    }
+
     async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<Delivered, DeliveryError> {
         let Some(first) = batch.first() else {
             return Ok(Delivered::default());

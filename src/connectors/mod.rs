@@ -313,8 +313,9 @@ impl<'a> Delivery<'a> {
 /// What a target gives back for a batch it took.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivered {
-    /// For each delivery, in order, the id the target gave a record it
-    /// created (record links); empty when the target links nothing.
+    /// For each delivery, in order, the record's link after it: the id the
+    /// target gave a record it created, or the one an update went to
+    /// (record links); empty when the target links nothing.
     pub links: Vec<Option<String>>,
 }
 
