@@ -426,24 +426,81 @@ impl Sender {
             {
                 end += 1;
             }
+            // The flow's mapping is applied now (the queue keeps each record
+            // as it came, so a mapping fixed by a reload applies to a retry).
+            // A record it makes several of is delivered as `key`, `key#2`, …
+            // in the same call and acked as one transaction. The chunk stops
+            // before a record it filters out or fails on: at the head of a
+            // chunk, the one is settled Ignored, the other fails for good as
+            // a rejected delivery does, without calling the target.
+            let mut mapped: Vec<(String, std::borrow::Cow<'_, str>)> = Vec::new();
+            let mut mapping_failure = None;
+            for (n, t) in batch[i..end].iter().enumerate() {
+                let key = idempotency_key(&self.site, name, t.seq);
+                let flow = self.integration.config.flows.iter().find(|f| f.name == t.flow);
+                let Some(mapping) = flow.map(|f| &f.mapping).filter(|m| !m.is_identity()) else {
+                    mapped.push((key, std::borrow::Cow::Borrowed(&t.payload)));
+                    continue;
+                };
+                let outputs = match mapping.apply_text(&t.payload) {
+                    Ok(outputs) if !outputs.is_empty() => outputs,
+                    Ok(_) if n == 0 => {
+                        let reason = format!("flow {}: the transform yielded nothing", t.flow);
+                        let settle = || {
+                            self.store
+                                .settle(name, t.seq, TxState::Ignored, Some(reason.clone()))
+                        };
+                        if let Err(e) = settle().await {
+                            if !self.record(token, e, settle).await {
+                                return Pass::Interrupted;
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) if n == 0 => {
+                        mapping_failure = Some(crate::connectors::DeliveryError {
+                            class: FailureClass::Rejected,
+                            message: format!("flow {}: {e}", t.flow),
+                            retry_after: None,
+                        });
+                        end = i + 1;
+                        break;
+                    }
+                    _ => {
+                        end = i + n;
+                        break;
+                    }
+                };
+                for (k, output) in outputs.into_iter().enumerate() {
+                    let key = if k == 0 { key.clone() } else { format!("{key}#{}", k + 1) };
+                    mapped.push((key, std::borrow::Cow::Owned(output)));
+                }
+            }
+            if mapped.is_empty() && mapping_failure.is_none() {
+                // The head was settled Ignored.
+                done(processed, batch[i].seq, batch[i].seq, 1);
+                i += 1;
+                continue;
+            }
             let chunk = &batch[i..end];
             let (first, last) = (chunk[0].seq, chunk[chunk.len() - 1].seq);
-            let keys: Vec<String> = chunk
+            let deliveries: Vec<Delivery<'_>> = mapped
                 .iter()
-                .map(|t| idempotency_key(&self.site, name, t.seq))
+                .map(|(key, payload)| Delivery::new(key, payload))
                 .collect();
-            let deliveries: Vec<Delivery<'_>> = chunk
-                .iter()
-                .zip(&keys)
-                .map(|(t, key)| Delivery::new(key, &t.payload))
-                .collect();
-            self.integration.set_in_flight(Some((first, last)));
-            let started = Instant::now();
-            let result = tokio::select! {
-                _ = token.cancelled() => return Pass::Interrupted,
-                r = target.deliver(&deliveries) => r,
+            let result = match mapping_failure {
+                Some(failure) => Err(failure),
+                None => {
+                    self.integration.set_in_flight(Some((first, last)));
+                    let started = Instant::now();
+                    let result = tokio::select! {
+                        _ = token.cancelled() => return Pass::Interrupted,
+                        r = target.deliver(&deliveries) => r,
+                    };
+                    self.metrics.latency.record(started.elapsed().as_secs_f64());
+                    result
+                }
             };
-            self.metrics.latency.record(started.elapsed().as_secs_f64());
             match result {
                 Ok(_delivered) => {
                     self.metrics.sent.increment(chunk.len() as u64);
@@ -458,7 +515,10 @@ impl Sender {
                     }
                 }
                 Err(e) => {
-                    self.health.failed(endpoint, &e).await;
+                    if !deliveries.is_empty() {
+                        // Not the mapping's failure: the endpoint's.
+                        self.health.failed(endpoint, &e).await;
+                    }
                     self.integration.note_failure(&e.message);
                     let record_failure =
                         || self.store.record_failure(name, first, last, &e.message);
