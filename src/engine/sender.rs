@@ -429,7 +429,8 @@ impl Sender {
             // The flow's mapping is applied now (the queue keeps each record
             // as it came, so a mapping fixed by a reload applies to a retry).
             // A record it makes several of is delivered as `key`, `key#2`, …
-            // in the same call and acked as one transaction. The chunk stops
+            // in the same call (even past the target's batch size, when it
+            // alone makes more) and acked as one transaction. The chunk stops
             // before a record it filters out or fails on: at the head of a
             // chunk, the one is settled Ignored, the other fails for good as
             // a rejected delivery does, without calling the target.
@@ -471,6 +472,12 @@ impl Sender {
                         break;
                     }
                 };
+                if n > 0 && mapped.len() + outputs.len() > limit {
+                    // The target's batch holds no more; a record that alone
+                    // makes more than a batch still goes in one call.
+                    end = i + n;
+                    break;
+                }
                 for (k, output) in outputs.into_iter().enumerate() {
                     let key = if k == 0 { key.clone() } else { format!("{key}#{}", k + 1) };
                     mapped.push((key, std::borrow::Cow::Owned(output)));
