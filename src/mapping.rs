@@ -84,11 +84,7 @@ impl Mapping {
         }
         let record: Value =
             serde_json::from_str(payload).map_err(|e| MappingError::NotJson(e.to_string()))?;
-        Ok(self
-            .apply(record)?
-            .iter()
-            .map(|v| v.to_string())
-            .collect())
+        Ok(self.apply(record)?.iter().map(|v| v.to_string()).collect())
     }
 }
 
@@ -118,11 +114,13 @@ impl Path {
 
     /// The value at this path, if there is one.
     pub fn get<'v>(&self, record: &'v Value) -> Option<&'v Value> {
-        self.0.iter().try_fold(record, |value, segment| match value {
-            Value::Object(fields) => fields.get(segment),
-            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        })
+        self.0
+            .iter()
+            .try_fold(record, |value, segment| match value {
+                Value::Object(fields) => fields.get(segment),
+                Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            })
     }
 }
 
@@ -321,15 +319,14 @@ impl Transform {
 }
 
 /// The lexer's and the parser's errors, each with where it stands.
-fn load_errors(
-    code: &str,
-    errors: jaq_core::load::Errors<&str, ()>,
-) -> String {
+fn load_errors(code: &str, errors: jaq_core::load::Errors<&str, ()>) -> String {
     use jaq_core::load::{lex, Error};
     let mut messages = Vec::new();
     for (_, error) in errors {
         match error {
-            Error::Io(io) => messages.extend(io.into_iter().map(|(path, e)| format!("{path}: {e}"))),
+            Error::Io(io) => {
+                messages.extend(io.into_iter().map(|(path, e)| format!("{path}: {e}")))
+            }
             Error::Lex(lexed) => {
                 for (expect, part) in lexed {
                     let wanted = match expect {
@@ -461,10 +458,15 @@ mod tests {
             t.run(&json!({"qty": 2, "price": 1.5})).unwrap(),
             vec![json!({"qty": 2, "price": 1.5, "total": 3.0})]
         );
-        assert_eq!(t.run(&json!({"qty": 0, "price": 1})).unwrap(), Vec::<Value>::new());
+        assert_eq!(
+            t.run(&json!({"qty": 0, "price": 1})).unwrap(),
+            Vec::<Value>::new()
+        );
         let split = Transform::compile(".lines[] | {sku}").unwrap();
         assert_eq!(
-            split.run(&json!({"lines": [{"sku": "a"}, {"sku": "b"}]})).unwrap(),
+            split
+                .run(&json!({"lines": [{"sku": "a"}, {"sku": "b"}]}))
+                .unwrap(),
             vec![json!({"sku": "a"}), json!({"sku": "b"})]
         );
     }
@@ -475,13 +477,25 @@ mod tests {
             map: Some(table()),
             transform: Some(Transform::compile("select(.tier == \"gold\")").unwrap()),
         };
-        assert_eq!(mapping.apply(json!({"level": "basic"})).unwrap(), Vec::<Value>::new());
+        assert_eq!(
+            mapping.apply(json!({"level": "basic"})).unwrap(),
+            Vec::<Value>::new()
+        );
         assert_eq!(mapping.apply(json!({"level": "gold"})).unwrap().len(), 1);
         let text = mapping.apply_text(r#"{"id": 1, "level": "gold"}"#).unwrap();
-        assert_eq!(text, vec![r#"{"contact_id":1,"country":"NZ","tier":"gold"}"#]);
-        assert!(matches!(mapping.apply_text("not json"), Err(MappingError::NotJson(_))));
+        assert_eq!(
+            text,
+            vec![r#"{"contact_id":1,"country":"NZ","tier":"gold"}"#]
+        );
+        assert!(matches!(
+            mapping.apply_text("not json"),
+            Err(MappingError::NotJson(_))
+        ));
         let identity = Mapping::default();
-        assert_eq!(identity.apply_text("{ \"a\" : 1 }").unwrap(), vec!["{ \"a\" : 1 }"]);
+        assert_eq!(
+            identity.apply_text("{ \"a\" : 1 }").unwrap(),
+            vec!["{ \"a\" : 1 }"]
+        );
     }
 
     #[test]

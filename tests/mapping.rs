@@ -42,10 +42,14 @@ async fn a_map_renames_copies_nested_fields_and_sets_constants_and_defaults() {
         r#"map = { contact_id = "id", city = "address.city", country = { value = "NZ" }, tier = { from = "level", default = "basic" }, "billing.zip" = "address.zip" }"#,
     );
     let daemon = Daemon::start(dir.path(), &toml).await;
-    let record = json!({"id": "c1", "name": "dropped", "address": {"city": "Nelson", "zip": "7010"}});
+    let record =
+        json!({"id": "c1", "name": "dropped", "address": {"city": "Nelson", "zip": "7010"}});
     let (status, _) = daemon.hook("LIVE", "orders", "web", record.clone()).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    eventually(10, "the mapped record delivered", || async { target.count() == 1 }).await;
+    eventually(10, "the mapped record delivered", || async {
+        target.count() == 1
+    })
+    .await;
     let got = &target.received()[0];
     assert_eq!(
         got.record,
@@ -60,7 +64,14 @@ async fn a_map_renames_copies_nested_fields_and_sets_constants_and_defaults() {
     // `flow try --file`: what a record becomes, nothing sent.
     let file = dir.path().join("record.json");
     std::fs::write(&file, r#"{"id": "c2", "level": "gold"}"#).unwrap();
-    let out = daemon.cli(&["flow", "try", "LIVE", "web", "--file", file.to_str().unwrap()]);
+    let out = daemon.cli(&[
+        "flow",
+        "try",
+        "LIVE",
+        "web",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         stdout(&out),
@@ -93,7 +104,9 @@ async fn a_map_renames_copies_nested_fields_and_sets_constants_and_defaults() {
         json!([{"contact_id": 3, "country": "NZ", "tier": "basic"}])
     );
     // A webhook flow has no source to read a record from.
-    let (status, answer) = daemon.post("/api/v1/sites/LIVE/flows/web/try", json!({})).await;
+    let (status, answer) = daemon
+        .post("/api/v1/sites/LIVE/flows/web/try", json!({}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(
         answer["error"].as_str().unwrap().contains("webhook"),
@@ -131,8 +144,14 @@ async fn a_transform_ignores_what_it_filters_out_and_makes_one_record_into_sever
     assert_eq!(
         got,
         [
-            ("LIVE:orders:2".to_string(), json!({"sku": "a", "order": "o2"})),
-            ("LIVE:orders:2#2".to_string(), json!({"sku": "b", "order": "o2"})),
+            (
+                "LIVE:orders:2".to_string(),
+                json!({"sku": "a", "order": "o2"})
+            ),
+            (
+                "LIVE:orders:2#2".to_string(),
+                json!({"sku": "b", "order": "o2"})
+            ),
             ("LIVE:orders:3".to_string(), json!({"id": "o3", "qty": 2})),
         ]
     );
@@ -156,7 +175,14 @@ async fn a_transform_ignores_what_it_filters_out_and_makes_one_record_into_sever
     // `flow try` says so too.
     let file = dir.path().join("zero.json");
     std::fs::write(&file, r#"{"qty": 0}"#).unwrap();
-    let out = daemon.cli(&["flow", "try", "LIVE", "web", "--file", file.to_str().unwrap()]);
+    let out = daemon.cli(&[
+        "flow",
+        "try",
+        "LIVE",
+        "web",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         stdout(&out),
@@ -241,12 +267,23 @@ async fn a_transform_failing_blocks_and_a_fixed_one_repairs_it_on_retry() {
     assert!(why.starts_with("flow web: the transform failed: "), "{why}");
     // Blocked behind it: r2 waits; the target was never called.
     let integration = daemon.integration("LIVE", "orders").await;
-    assert_eq!(transactions(&daemon, "queued").await.len(), 1, "{integration}");
+    assert_eq!(
+        transactions(&daemon, "queued").await.len(),
+        1,
+        "{integration}"
+    );
     assert_eq!(target.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
     // `flow try` shows the failure, exit 1.
     let file = dir.path().join("r1.json");
     std::fs::write(&file, r#"{"id": "r1", "qty": 2, "price": {"amount": 3}}"#).unwrap();
-    let out = daemon.cli(&["flow", "try", "LIVE", "web", "--file", file.to_str().unwrap()]);
+    let out = daemon.cli(&[
+        "flow",
+        "try",
+        "LIVE",
+        "web",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("the transform failed"),

@@ -272,12 +272,17 @@ mod tests {
     #[test]
     fn a_try_prints_the_records_or_why_none() {
         let a = |v: Value| -> TryAnswer { serde_json::from_value(v).unwrap() };
-        let two = a(json!({"flow": "f", "input": {"a": 1}, "output": [{"a": 1}, {"b": "x"}],
-            "ignored": null, "error": null}));
+        let two = a(
+            json!({"flow": "f", "input": {"a": 1}, "output": [{"a": 1}, {"b": "x"}],
+            "ignored": null, "error": null}),
+        );
         assert_eq!(try_text(&two), "{\"a\":1}\n{\"b\":\"x\"}");
         let none = a(json!({"flow": "f", "input": {}, "output": [],
             "ignored": "flow f: the transform yielded nothing", "error": null}));
-        assert_eq!(try_text(&none), "ignored: flow f: the transform yielded nothing");
+        assert_eq!(
+            try_text(&none),
+            "ignored: flow f: the transform yielded nothing"
+        );
     }
 
     #[test]

@@ -983,9 +983,19 @@ fn map_problems_are_config_errors_at_their_keys() {
     assert_error(&errs, &format!("{at}.b.defualt"), Some(BASE + 7), "default");
     assert_error(&errs, &format!("{at}.c"), Some(BASE + 8), "{ value = … }");
     assert_error(&errs, &format!("{at}.d"), Some(BASE + 9), "neither");
-    assert_error(&errs, &format!("{at}.\"\""), Some(BASE + 10), "target field");
+    assert_error(
+        &errs,
+        &format!("{at}.\"\""),
+        Some(BASE + 10),
+        "target field",
+    );
     assert_error(&errs, &format!("{at}.e"), Some(BASE + 11), "`from`");
-    assert_error(&errs, &format!("{at}.f.from"), Some(BASE + 12), "source path");
+    assert_error(
+        &errs,
+        &format!("{at}.f.from"),
+        Some(BASE + 12),
+        "source path",
+    );
     // A target field that is both a value and a parent.
     let text = flow(&format!("{MAPPED}map = {{ a = \"x\", \"a.b\" = \"y\" }}\n"));
     assert_only(&text, &format!("{at}.\"a.b\""), Some(BASE + 5), "clash");

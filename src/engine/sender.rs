@@ -438,7 +438,12 @@ impl Sender {
             let mut mapping_failure = None;
             for (n, t) in batch[i..end].iter().enumerate() {
                 let key = idempotency_key(&self.site, name, t.seq);
-                let flow = self.integration.config.flows.iter().find(|f| f.name == t.flow);
+                let flow = self
+                    .integration
+                    .config
+                    .flows
+                    .iter()
+                    .find(|f| f.name == t.flow);
                 let Some(mapping) = flow.map(|f| &f.mapping).filter(|m| !m.is_identity()) else {
                     mapped.push((key, std::borrow::Cow::Borrowed(&t.payload)));
                     continue;
@@ -479,7 +484,11 @@ impl Sender {
                     break;
                 }
                 for (k, output) in outputs.into_iter().enumerate() {
-                    let key = if k == 0 { key.clone() } else { format!("{key}#{}", k + 1) };
+                    let key = if k == 0 {
+                        key.clone()
+                    } else {
+                        format!("{key}#{}", k + 1)
+                    };
                     mapped.push((key, std::borrow::Cow::Owned(output)));
                 }
             }
