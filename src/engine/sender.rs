@@ -461,6 +461,12 @@ impl Sender {
                                 return Pass::Interrupted;
                             }
                         }
+                        self.log
+                            .write(
+                                level::DETAIL,
+                                format!("Transaction {} of {name} ignored: {reason}", t.seq),
+                            )
+                            .await;
                         break;
                     }
                     Err(e) if n == 0 => {
