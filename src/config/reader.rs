@@ -1140,6 +1140,20 @@ impl<'a> Reader<'a> {
         line: Option<usize>,
         target: &str,
     ) -> Option<Rule> {
+        let misspelt = entry
+            .iter()
+            .any(|(k, _)| closest(k, MAP_ENTRY_KEYS).is_some());
+        if !MAP_ENTRY_KEYS.iter().any(|k| entry.contains_key(k)) && !misspelt {
+            self.error(
+                line,
+                key.to_string(),
+                format!(
+                    "a map entry table takes `from` (with an optional `default`) or `value`; a \
+                     nested target field is written \"{target}.FIELD\" = …"
+                ),
+            );
+            return None;
+        }
         let before = self.errors.len();
         self.unknown_keys(entry, key, MAP_ENTRY_KEYS, "a map entry");
         let json = |reader: &mut Self, name: &str| -> Option<serde_json::Value> {
@@ -1184,11 +1198,7 @@ impl<'a> Reader<'a> {
             };
             Rule::From { path, default }
         } else {
-            self.error(
-                line,
-                key.to_string(),
-                "a map entry table takes `from` (with an optional `default`) or `value`",
-            );
+            // Only unknown keys: reported above.
             return None;
         };
         (self.errors.len() == before).then_some(rule)

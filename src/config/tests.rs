@@ -999,6 +999,23 @@ fn map_problems_are_config_errors_at_their_keys() {
     // A target field that is both a value and a parent.
     let text = flow(&format!("{MAPPED}map = {{ a = \"x\", \"a.b\" = \"y\" }}\n"));
     assert_only(&text, &format!("{at}.\"a.b\""), Some(BASE + 5), "clash");
+    // A sub-table of target fields is not nesting: the message says how.
+    let text = flow(&format!(
+        "{MAPPED}[sites.LIVE.integrations.orders.flows.map.billing]\nzip = \"address.zip\"\n"
+    ));
+    assert_only(
+        &text,
+        &format!("{at}.billing"),
+        Some(BASE + 5),
+        "\"billing.FIELD\" = …",
+    );
+    let text = flow(&format!("{MAPPED}map = {{ a = {{ form = \"x\" }} }}\n"));
+    assert_only(
+        &text,
+        &format!("{at}.a.form"),
+        Some(BASE + 5),
+        "did you mean 'from'",
+    );
     let text = flow(&format!("{MAPPED}map = {{}}\n"));
     assert_only(&text, at, Some(BASE + 5), "empty map");
     let text = flow(&format!("{MAPPED}map = \"id\"\n"));
