@@ -227,6 +227,13 @@ fn insert(object: &mut Map<String, Value>, path: &[String], value: Value) {
 
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
 
+// A configuration is shared by the daemon's tasks: a compiled program must
+// be too (jaq's values are not, and never leave `Transform::run`).
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Transform>();
+};
+
 /// A compiled jq program. Equal when the program text is (what a reload
 /// compares).
 #[derive(Clone)]
