@@ -54,6 +54,10 @@
 //!   `ca_file`, client certificates, the daemon's certificate, and telling
 //!   an untrusted certificate from other failures.
 //! - [`redact`]: URLs as sluice shows them, without their user-info.
+//! - [`mapping`]: a flow's `map` (a table of target field ← source path,
+//!   constant or default) and `transform` (a jq program, run by jaq):
+//!   checked when the configuration loads, applied to a record when its
+//!   transaction is sent.
 //! - [`cli`]: the `sluice` command line; subcommands talk to the daemon over
 //!   its REST API.
 //! - [`demo`]: the embedded demo (two sites and a local HTTP target).
@@ -76,7 +80,7 @@
 //! model                decides; imports nothing
 //! ```
 //!
-//! `data_dir`, `duration`, `redact` and `tls` are leaves anyone may
+//! `data_dir`, `duration`, `mapping`, `redact` and `tls` are leaves anyone may
 //! import; they import nothing of sluice.
 
 pub mod api;
@@ -89,6 +93,7 @@ pub mod demo;
 pub mod duration;
 pub mod engine;
 pub mod log;
+pub mod mapping;
 pub mod metrics;
 pub mod model;
 pub mod redact;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaves",
-        &["model", "data_dir", "duration", "redact", "tls"],
+        &["model", "data_dir", "duration", "mapping", "redact", "tls"],
     ),
     (
         "storage and configuration",

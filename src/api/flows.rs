@@ -80,7 +80,7 @@ pub struct FlowView {
 }
 
 fn flow_actions() -> utoipa::openapi::schema::Array {
-    actions_schema(&Action::FLOW)
+    actions_schema(&[Action::FlowRunAll, Action::FlowRunChanged])
 }
 
 pub fn schedule_text(s: &Schedule) -> String {
@@ -222,4 +222,115 @@ pub async fn run(
             status: status.label().to_string(),
         }),
     ))
+}
+
+/// What to try a flow's mapping on.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TryBody {
+    /// The record, as its source would give it. Without it (or with an
+    /// empty body) the flow's source is read now: the first record past
+    /// the checkpoint ('Send Changed'), else the first of all.
+    #[schema(value_type = Option<Object>)]
+    pub record: Option<serde_json::Value>,
+}
+
+/// What a record becomes when its transaction is sent; nothing is sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct TryAnswer {
+    pub flow: String,
+    /// The record tried: the one given, or the one read from the source.
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
+    /// The records the target would be sent, in order: none when the
+    /// transform filters it out or fails, one, or several.
+    #[schema(value_type = Vec<Object>)]
+    pub output: Vec<serde_json::Value>,
+    /// Why it would be settled Ignored (the transform yielded nothing); else
+    /// null.
+    pub ignored: Option<String>,
+    /// Why its delivery would fail for good (a jq error at run time); else
+    /// null.
+    pub error: Option<String>,
+}
+
+/// The flow's `map` and `transform` applied to a record, as the sender
+/// would apply them; nothing is queued or sent.
+#[utoipa::path(post, path = "/api/v1/sites/{site}/flows/{flow}/try", tag = "flows", params(FlowPath),
+    request_body = TryBody,
+    responses(
+        (status = 200, description = "What the record becomes", body = TryAnswer),
+        (status = 400, description = "A bad path or body, or no record for a flow fed by a webhook",
+            body = ErrorBody),
+        (status = 404, description = "No such site or flow, or a source with no record now",
+            body = ErrorBody),
+        (status = 413, description = "The body cannot be read", body = ErrorBody),
+        (status = 503, description = "The source cannot be read now", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+pub async fn try_mapping(
+    State(daemon): State<Arc<Daemon>>,
+    PathParams((site_name, flow)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<TryBody>,
+) -> ApiResult<Json<TryAnswer>> {
+    let site = site(&daemon, &site_name)?;
+    let (_, fc) = site.flow(&flow)?;
+    let input = match body.record {
+        Some(record) => record,
+        None => first_record(&site, fc).await?,
+    };
+    let (output, ignored, error) = match fc.mapping.apply(input.clone()) {
+        Ok(output) if output.is_empty() => (
+            output,
+            Some(format!("flow {flow}: the transform yielded nothing")),
+            None,
+        ),
+        Ok(output) => (output, None, None),
+        Err(e) => (Vec::new(), None, Some(format!("flow {flow}: {e}"))),
+    };
+    Ok(Json(TryAnswer {
+        flow,
+        input,
+        output,
+        ignored,
+        error,
+    }))
+}
+
+/// The first record the flow's source gives now: past the checkpoint,
+/// else the first of all.
+async fn first_record(site: &Site, fc: &FlowConfig) -> ApiResult<serde_json::Value> {
+    use crate::connectors::{Cursor, ReadRequest};
+    let endpoint = site.endpoint(&fc.source)?;
+    let Some(source) = endpoint.source.as_ref() else {
+        return Err(ApiError::BadRequest(format!(
+            "flow {} receives its records by webhook; send one as {{\"record\": …}}",
+            fc.name
+        )));
+    };
+    let checkpoint = site.flow_record(&fc.name).await?.checkpoint;
+    for mode in [RunMode::Changed, RunMode::All] {
+        let unreadable = |e: crate::connectors::SourceError| ApiError::Unavailable {
+            message: format!("cannot read source {}: {}", fc.source, e.message),
+            retry_after: std::time::Duration::from_secs(5),
+        };
+        let mut pages = source
+            .open(ReadRequest {
+                mode,
+                checkpoint: checkpoint.as_deref().and_then(Cursor::decode),
+                key_field: fc.key.clone(),
+                cursor_field: fc.cursor.clone(),
+            })
+            .await
+            .map_err(unreadable)?;
+        while let Some(page) = pages.next().await.map_err(unreadable)? {
+            if let Some(first) = page.into_iter().next() {
+                return Ok(first.record);
+            }
+        }
+    }
+    Err(ApiError::NotFound(format!(
+        "source {} of flow {} has no record now; send one as {{\"record\": …}}",
+        fc.source, fc.name
+    )))
 }

@@ -272,6 +272,9 @@ pub fn table() -> Vec<Route> {
         route(routes!(links::delete_link))
             .performs(&[LinkEdit])
             .audited("link.delete", "flow/{flow}/link/{key}"),
+        route(routes!(flows::try_mapping))
+            .performs(&[FlowTry])
+            .audited("flow.try", "flow/{flow}"),
         // Endpoints.
         route(routes!(endpoints::list)).role(Viewer),
         route(routes!(endpoints::show)).role(Viewer),
@@ -437,6 +440,7 @@ mod tests {
         assert_eq!(needed(&post, &p("/integrations/orders/stop")), admin);
         assert_eq!(needed(&post, &p("/integrations/orders/start")), admin);
         assert_eq!(needed(&post, &p("/flows/f/run")), operator);
+        assert_eq!(needed(&post, &p("/flows/f/try")), operator);
         assert_eq!(needed(&post, &p("/endpoints/e/test")), operator);
         assert_eq!(needed(&post, &p("/endpoints/e/reauthorize")), admin);
         assert_eq!(
@@ -477,6 +481,7 @@ mod tests {
                     vec![(post(), integration(&format!("/{verb}")))]
                 }
                 FlowRunAll | FlowRunChanged => vec![(post(), site("/flows/f/run"))],
+                FlowTry => vec![(post(), site("/flows/f/try"))],
                 EndpointTest | EndpointReauthorize => {
                     vec![(post(), site(&format!("/endpoints/e/{verb}")))]
                 }

@@ -1,5 +1,7 @@
 //! `sluice flow run SITE FLOW --all|--changed` (seed 000's 'Send All' and
-//! 'Send Changed'), `sluice flow list SITE` and `sluice flow show SITE FLOW`.
+//! 'Send Changed'), `sluice flow list SITE`, `sluice flow show SITE FLOW`
+//! and `sluice flow try SITE FLOW [--file RECORD.json]` (what a record
+//! becomes through the flow's `map` and `transform`).
 
 use clap::{ArgGroup, Subcommand};
 use serde_json::json;
@@ -7,7 +9,7 @@ use serde_json::json;
 use super::client::Client;
 use super::error::CliError;
 use super::output::{self, or_blank, table};
-use crate::api::flows::{FlowView, RunAnswer};
+use crate::api::flows::{FlowView, RunAnswer, TryAnswer};
 
 #[derive(Debug, Subcommand)]
 pub enum FlowCommand {
@@ -39,6 +41,21 @@ pub enum FlowCommand {
         /// The flow.
         flow: String,
     },
+    /// What a record becomes through the flow's `map` and `transform`, as
+    /// it would be sent; nothing is queued or sent. Prints the records the
+    /// target would get, one JSON a line, or why the record would be
+    /// ignored; exit 1 if the transform fails on it.
+    Try {
+        /// The site, e.g. LIVE.
+        site: String,
+        /// The flow.
+        flow: String,
+        /// A file holding the record (JSON). Without it, the flow's source
+        /// is read now: its first record past the checkpoint, else its
+        /// first record.
+        #[arg(long, value_name = "RECORD.json")]
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn run(client: &Client, command: FlowCommand) -> Result<(), CliError> {
@@ -63,7 +80,47 @@ pub async fn run(client: &Client, command: FlowCommand) -> Result<(), CliError> 
             let v = client.get(&["sites", &site, "flows", &flow], &[]).await?;
             output::answer(client.json, &v, show_text)
         }
+        FlowCommand::Try { site, flow, file } => {
+            let body = match file {
+                None => json!({}),
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        CliError::Usage(format!("cannot read {}: {e}", path.display()))
+                    })?;
+                    let record: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                        CliError::Usage(format!("{} is not JSON: {e}", path.display()))
+                    })?;
+                    json!({ "record": record })
+                }
+            };
+            let v = client
+                .post(&["sites", &site, "flows", &flow, "try"], body)
+                .await?;
+            let answer: TryAnswer = output::read(&v)?;
+            if client.json {
+                output::json(&v)?;
+            } else if answer.error.is_none() {
+                output::line(try_text(&answer))?;
+            }
+            match answer.error {
+                Some(error) => Err(CliError::Failed(error)),
+                None => Ok(()),
+            }
+        }
     }
+}
+
+/// The records the target would get, one JSON a line; or why none.
+fn try_text(answer: &TryAnswer) -> String {
+    if let Some(reason) = &answer.ignored {
+        return format!("ignored: {reason}");
+    }
+    answer
+        .output
+        .iter()
+        .map(|record| record.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `Flow customers: Running`, or why a pending request will not run.
@@ -209,6 +266,22 @@ mod tests {
             "FLOW       ROUTE       SCHEDULE   STATUS   LAST RUN  FINISHED  CAPTURED  ERROR\n\
              customers  erp → crm   every 30s  Success  success   T2        3\n\
              web        shop → crm"
+        );
+    }
+
+    #[test]
+    fn a_try_prints_the_records_or_why_none() {
+        let a = |v: Value| -> TryAnswer { serde_json::from_value(v).unwrap() };
+        let two = a(
+            json!({"flow": "f", "input": {"a": 1}, "output": [{"a": 1}, {"b": "x"}],
+            "ignored": null, "error": null}),
+        );
+        assert_eq!(try_text(&two), "{\"a\":1}\n{\"b\":\"x\"}");
+        let none = a(json!({"flow": "f", "input": {}, "output": [],
+            "ignored": "flow f: the transform yielded nothing", "error": null}));
+        assert_eq!(
+            try_text(&none),
+            "ignored: flow f: the transform yielded nothing"
         );
     }
 

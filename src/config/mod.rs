@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::connectors::EndpointKind;
+use crate::mapping::Mapping;
 
 pub use error::{ConfigError, ConfigErrors};
 use reader::Reader;
@@ -174,6 +175,10 @@ pub struct FlowConfig {
     /// Attempts after which an intermittent failure counts as one for good;
     /// 0: no limit.
     pub retry_limit: u32,
+    /// `map` and `transform`, checked (the jq program compiled): what a
+    /// record becomes when its transaction is sent. The identity when the
+    /// flow has neither.
+    pub mapping: Mapping,
 }
 
 impl Config {

@@ -26,6 +26,7 @@ use super::{
 };
 use crate::connectors::EndpointKind;
 use crate::duration::parse_duration;
+use crate::mapping::{Field, MapTable, Mapping, Path as FieldPath, Rule, Transform};
 
 // ------------------------------------------------------------------ reading
 
@@ -60,7 +61,11 @@ const FLOW_KEYS: &[&str] = &[
     "enabled",
     "auto_resolve",
     "retry_limit",
+    "map",
+    "transform",
 ];
+/// The keys of a `map` entry written as a table.
+const MAP_ENTRY_KEYS: &[&str] = &["from", "default", "value"];
 
 /// Names appear in URLs: 1 to 64 letters, digits, `-` and `_`.
 fn valid_name(name: &str) -> bool {
@@ -995,6 +1000,7 @@ impl<'a> Reader<'a> {
         if let Some(target) = &target {
             self.flow_endpoint(site, flow, path, "target", target, EndpointKind::is_target);
         }
+        let mapping = self.mapping(flow, path);
 
         Some(FlowConfig {
             name: name?,
@@ -1006,6 +1012,214 @@ impl<'a> Reader<'a> {
             enabled,
             auto_resolve,
             retry_limit,
+            mapping,
         })
     }
+
+    /// A flow's `map` and `transform`. A problem is reported at its key
+    /// and that step left out (the flow is not used: the file is refused).
+    fn mapping(&mut self, flow: &dyn TableLike, path: &str) -> Mapping {
+        let mut mapping = Mapping::default();
+        if let Some(map) = self.table(flow, path, "map") {
+            let at = join(path, "map");
+            let mut fields = Vec::new();
+            self.map_entries(map, &at, "", &mut fields);
+            if map.is_empty() {
+                let line = self.key_line(flow, "map");
+                self.error(
+                    line,
+                    at.clone(),
+                    "an empty map would send empty records: list the target fields, or leave \
+                     `map` out to send records as they come",
+                );
+            }
+            let lines: Vec<(String, Option<usize>, String)> = fields
+                .iter()
+                .map(|(f, line, key): &(Field, Option<usize>, String)| {
+                    (f.target.to_string(), *line, key.clone())
+                })
+                .collect();
+            match MapTable::new(fields.into_iter().map(|(f, ..)| f).collect()) {
+                Ok(table) => mapping.map = Some(table),
+                Err((target, message)) => {
+                    let (line, key) = lines
+                        .iter()
+                        .rev()
+                        .find(|(t, ..)| *t == target)
+                        .map_or((None, at.clone()), |(_, l, k)| (*l, k.clone()));
+                    self.error(line, key, message);
+                }
+            }
+        }
+        if let Some(code) = self.text(flow, path, "transform") {
+            match Transform::compile(&code) {
+                Ok(transform) => mapping.transform = Some(transform),
+                Err(e) => {
+                    let line = self.key_line(flow, "transform");
+                    self.error(
+                        line,
+                        join(path, "transform"),
+                        format!("the jq program does not compile: {e}"),
+                    );
+                }
+            }
+        }
+        mapping
+    }
+
+    /// The entries of a `map` (or of a dotted part of one, `a.b = "x"`
+    /// read as the target field `a.b`) with each one's line and key path.
+    fn map_entries(
+        &mut self,
+        map: &dyn TableLike,
+        path: &str,
+        prefix: &str,
+        out: &mut Vec<(Field, Option<usize>, String)>,
+    ) {
+        for (name, item) in map.iter() {
+            let line = self.key_line(map, name);
+            let key = join(path, &segment(name));
+            let target_text = format!("{prefix}{name}");
+            let target = match FieldPath::parse(&target_text) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.error(line, key, format!("target field: {e}"));
+                    continue;
+                }
+            };
+            let dotted = match item {
+                Item::Table(t) => t.is_dotted(),
+                Item::Value(Value::InlineTable(t)) => t.is_dotted(),
+                _ => false,
+            };
+            if dotted {
+                if let Some(inner) = item.as_table_like() {
+                    self.map_entries(inner, &key, &format!("{target_text}."), out);
+                }
+                continue;
+            }
+            let rule = if let Some(source) = item.as_str() {
+                match FieldPath::parse(source) {
+                    Ok(p) => Rule::From {
+                        path: p,
+                        default: None,
+                    },
+                    Err(e) => {
+                        self.error(line, key, format!("source path: {e}"));
+                        continue;
+                    }
+                }
+            } else if let Some(entry) = item.as_table_like() {
+                match self.map_rule(entry, &key, line, &target_text) {
+                    Some(rule) => rule,
+                    None => continue,
+                }
+            } else {
+                self.error(
+                    line,
+                    key,
+                    format!(
+                        "must be a source path (\"address.city\") or a table ({{ from = \"…\", \
+                         default = … }} or {{ value = … }}), not {}; a constant is written \
+                         {{ value = … }}",
+                        item.type_name()
+                    ),
+                );
+                continue;
+            };
+            out.push((Field { target, rule }, line, key));
+        }
+    }
+
+    /// `{ from = "path", default = … }`, `{ default = … }` (from the field
+    /// of the same name) or `{ value = … }`.
+    fn map_rule(
+        &mut self,
+        entry: &dyn TableLike,
+        key: &str,
+        line: Option<usize>,
+        target: &str,
+    ) -> Option<Rule> {
+        let misspelt = entry
+            .iter()
+            .any(|(k, _)| closest(k, MAP_ENTRY_KEYS).is_some());
+        if !MAP_ENTRY_KEYS.iter().any(|k| entry.contains_key(k)) && !misspelt {
+            self.error(
+                line,
+                key.to_string(),
+                format!(
+                    "a map entry table takes `from` (with an optional `default`) or `value`; a \
+                     nested target field is written \"{target}.FIELD\" = …"
+                ),
+            );
+            return None;
+        }
+        let before = self.errors.len();
+        self.unknown_keys(entry, key, MAP_ENTRY_KEYS, "a map entry");
+        let json = |reader: &mut Self, name: &str| -> Option<serde_json::Value> {
+            let item = entry.get(name)?;
+            let value = plain_item(item).and_then(|v| json_of(&v));
+            if value.is_none() {
+                let at = reader.key_line(entry, name).or(line);
+                reader.error(
+                    at,
+                    join(key, name),
+                    "must be a value JSON can hold (not NaN or infinity)",
+                );
+            }
+            value
+        };
+        let rule = if entry.contains_key("value") {
+            if entry.contains_key("from") || entry.contains_key("default") {
+                self.error(
+                    line,
+                    key.to_string(),
+                    "`value` is a constant: it takes neither `from` nor `default`",
+                );
+                return None;
+            }
+            Rule::Value(json(self, "value")?)
+        } else if entry.contains_key("from") || entry.contains_key("default") {
+            let source = match entry.get("from") {
+                None => target.to_string(),
+                Some(_) => self.text(entry, key, "from")?,
+            };
+            let path = match FieldPath::parse(&source) {
+                Ok(p) => p,
+                Err(e) => {
+                    let at = self.key_line(entry, "from").or(line);
+                    self.error(at, join(key, "from"), format!("source path: {e}"));
+                    return None;
+                }
+            };
+            let default = match entry.get("default") {
+                None => None,
+                Some(_) => Some(json(self, "default")?),
+            };
+            Rule::From { path, default }
+        } else {
+            // Only unknown keys: reported above.
+            return None;
+        };
+        (self.errors.len() == before).then_some(rule)
+    }
+}
+
+/// A TOML value as JSON: tables are objects, a date or time is its TOML
+/// text (RFC 3339); None for a float JSON cannot hold (NaN, infinity).
+fn json_of(value: &toml::Value) -> Option<serde_json::Value> {
+    use serde_json::Value as Json;
+    Some(match value {
+        toml::Value::String(s) => Json::String(s.clone()),
+        toml::Value::Integer(n) => Json::from(*n),
+        toml::Value::Float(x) => Json::Number(serde_json::Number::from_f64(*x)?),
+        toml::Value::Boolean(b) => Json::Bool(*b),
+        toml::Value::Datetime(d) => Json::String(d.to_string()),
+        toml::Value::Array(items) => Json::Array(items.iter().map(json_of).collect::<Option<_>>()?),
+        toml::Value::Table(t) => Json::Object(
+            t.iter()
+                .map(|(k, v)| Some((k.clone(), json_of(v)?)))
+                .collect::<Option<_>>()?,
+        ),
+    })
 }

@@ -130,6 +130,7 @@ fn the_design_example_parses_to_the_expected_structure() {
         enabled: true,
         auto_resolve: true,
         retry_limit: 0,
+        mapping: Default::default(),
     };
     let customers = FlowConfig {
         name: "customers".into(),
@@ -904,4 +905,119 @@ fn load_reads_the_file() {
     assert_eq!(c.data_dir, dir.path().join("data"));
     let c = Config::load(&path, Some(Path::new("/srv/sluice"))).unwrap();
     assert_eq!(c.sites[0].data_file, Path::new("/srv/sluice/LIVE.db"));
+}
+
+// ------------------------------------------------------------- map, transform
+
+const MAPPED: &str = "name = \"m\"\nsource = \"shop\"\ntarget = \"crm\"\n";
+
+fn mapping_of(text: &str) -> crate::mapping::Mapping {
+    let config = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let site = config.site("LIVE").unwrap();
+    site.flow("m").unwrap().1.mapping.clone()
+}
+
+#[test]
+fn a_map_inline_or_as_a_sub_table_maps_records() {
+    use serde_json::json;
+    let record = json!({"id": 7, "address": {"city": "Nelson"}, "extra": 1});
+    let want = json!({
+        "contact_id": 7, "city": "Nelson", "country": "NZ", "tier": "basic",
+        "billing": {"city": "Nelson"}, "when": "2026-01-02", "tags": ["a", 1.5]
+    });
+    let inline = flow(&format!(
+        "{MAPPED}map = {{ contact_id = \"id\", city = \"address.city\", country = {{ value = \"NZ\" }}, \
+         tier = {{ from = \"level\", default = \"basic\" }}, \"billing.city\" = \"address.city\", \
+         when = {{ value = 2026-01-02 }}, tags = {{ value = [\"a\", 1.5] }} }}\n"
+    ));
+    let m = mapping_of(&inline);
+    assert_eq!(m.apply(record.clone()).unwrap(), vec![want.clone()]);
+    let table = flow(&format!(
+        "{MAPPED}[sites.LIVE.integrations.orders.flows.map]\ncontact_id = \"id\"\n\
+         city = \"address.city\"\ncountry = {{ value = \"NZ\" }}\n\
+         tier = {{ from = \"level\", default = \"basic\" }}\nbilling.city = \"address.city\"\n\
+         when = {{ value = 2026-01-02 }}\ntags = {{ value = [\"a\", 1.5] }}\n"
+    ));
+    assert_eq!(mapping_of(&table).apply(record).unwrap(), vec![want]);
+    // Without map or transform: records go as they come.
+    assert!(mapping_of(&flow(MAPPED)).is_identity());
+}
+
+#[test]
+fn a_transform_compiles_at_load() {
+    let m = mapping_of(&flow(&format!(
+        "{MAPPED}transform = \".total = (.qty * .price) | select(.total > 0)\"\n"
+    )));
+    let out = m.apply(serde_json::json!({"qty": 0, "price": 2})).unwrap();
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_jq_syntax_error_is_a_config_error_at_the_transform_key() {
+    let text = flow(&format!("{MAPPED}transform = \".a | (.b\"\n"));
+    assert_only(
+        &text,
+        "sites.LIVE.integrations.orders.flows[0].transform",
+        Some(BASE + 5),
+        "the jq program does not compile: expected",
+    );
+    let text = flow(&format!("{MAPPED}transform = \"nosuch(1)\"\n"));
+    assert_only(
+        &text,
+        "sites.LIVE.integrations.orders.flows[0].transform",
+        Some(BASE + 5),
+        "undefined filter 'nosuch'",
+    );
+}
+
+#[test]
+fn map_problems_are_config_errors_at_their_keys() {
+    let at = "sites.LIVE.integrations.orders.flows[0].map";
+    let text = flow(&format!(
+        "{MAPPED}[sites.LIVE.integrations.orders.flows.map]\na = \"x..y\"\nb = {{ from = \"x\", defualt = 1 }}\n\
+         c = 5\nd = {{ value = 1, from = \"x\" }}\n\"\" = \"x\"\ne = {{}}\nf = {{ from = \".x\" }}\n"
+    ));
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 7, "{errs:#?}");
+    assert_error(&errs, &format!("{at}.a"), Some(BASE + 6), "not a path");
+    assert_error(&errs, &format!("{at}.b.defualt"), Some(BASE + 7), "default");
+    assert_error(&errs, &format!("{at}.c"), Some(BASE + 8), "{ value = … }");
+    assert_error(&errs, &format!("{at}.d"), Some(BASE + 9), "neither");
+    assert_error(
+        &errs,
+        &format!("{at}.\"\""),
+        Some(BASE + 10),
+        "target field",
+    );
+    assert_error(&errs, &format!("{at}.e"), Some(BASE + 11), "`from`");
+    assert_error(
+        &errs,
+        &format!("{at}.f.from"),
+        Some(BASE + 12),
+        "source path",
+    );
+    // A target field that is both a value and a parent.
+    let text = flow(&format!("{MAPPED}map = {{ a = \"x\", \"a.b\" = \"y\" }}\n"));
+    assert_only(&text, &format!("{at}.\"a.b\""), Some(BASE + 5), "clash");
+    // A sub-table of target fields is not nesting: the message says how.
+    let text = flow(&format!(
+        "{MAPPED}[sites.LIVE.integrations.orders.flows.map.billing]\nzip = \"address.zip\"\n"
+    ));
+    assert_only(
+        &text,
+        &format!("{at}.billing"),
+        Some(BASE + 5),
+        "\"billing.FIELD\" = …",
+    );
+    let text = flow(&format!("{MAPPED}map = {{ a = {{ form = \"x\" }} }}\n"));
+    assert_only(
+        &text,
+        &format!("{at}.a.form"),
+        Some(BASE + 5),
+        "did you mean 'from'",
+    );
+    let text = flow(&format!("{MAPPED}map = {{}}\n"));
+    assert_only(&text, at, Some(BASE + 5), "empty map");
+    let text = flow(&format!("{MAPPED}map = \"id\"\n"));
+    assert_only(&text, at, Some(BASE + 5), "must be a table");
 }

@@ -447,12 +447,87 @@ impl Sender {
             {
                 end += 1;
             }
+            // The flow's mapping is applied now (the queue keeps each record
+            // as it came, so a mapping fixed by a reload applies to a retry).
+            // A record it makes several of is delivered as `key`, `key#2`, …
+            // in the same call (even past the target's batch size, when it
+            // alone makes more) and acked as one transaction. The chunk stops
+            // before a record it filters out or fails on: at the head of a
+            // chunk, the one is settled Ignored, the other fails for good as
+            // a rejected delivery does, without calling the target.
+            // (idempotency key, payload, index in the chunk of its transaction)
+            let mut mapped: Vec<(String, std::borrow::Cow<'_, str>, usize)> = Vec::new();
+            let mut mapping_failure = None;
+            for (n, t) in batch[i..end].iter().enumerate() {
+                let key = idempotency_key(&self.site, name, t.seq);
+                let flow = self
+                    .integration
+                    .config
+                    .flows
+                    .iter()
+                    .find(|f| f.name == t.flow);
+                let Some(mapping) = flow.map(|f| &f.mapping).filter(|m| !m.is_identity()) else {
+                    mapped.push((key, std::borrow::Cow::Borrowed(&t.payload), n));
+                    continue;
+                };
+                let outputs = match mapping.apply_text(&t.payload) {
+                    Ok(outputs) if !outputs.is_empty() => outputs,
+                    Ok(_) if n == 0 => {
+                        let reason = format!("flow {}: the transform yielded nothing", t.flow);
+                        let settle = || {
+                            self.store
+                                .settle(name, t.seq, TxState::Ignored, Some(reason.clone()))
+                        };
+                        if let Err(e) = settle().await {
+                            if !self.record(token, e, settle).await {
+                                return Pass::Interrupted;
+                            }
+                        }
+                        self.log
+                            .write(
+                                level::DETAIL,
+                                format!("Transaction {} of {name} ignored: {reason}", t.seq),
+                            )
+                            .await;
+                        break;
+                    }
+                    Err(e) if n == 0 => {
+                        mapping_failure = Some(crate::connectors::DeliveryError {
+                            class: FailureClass::Rejected,
+                            message: format!("flow {}: {e}", t.flow),
+                            retry_after: None,
+                        });
+                        end = i + 1;
+                        break;
+                    }
+                    _ => {
+                        end = i + n;
+                        break;
+                    }
+                };
+                if n > 0 && mapped.len() + outputs.len() > limit {
+                    // The target's batch holds no more; a record that alone
+                    // makes more than a batch still goes in one call.
+                    end = i + n;
+                    break;
+                }
+                for (k, output) in outputs.into_iter().enumerate() {
+                    let key = if k == 0 {
+                        key.clone()
+                    } else {
+                        format!("{key}#{}", k + 1)
+                    };
+                    mapped.push((key, std::borrow::Cow::Owned(output), n));
+                }
+            }
+            if mapped.is_empty() && mapping_failure.is_none() {
+                // The head was settled Ignored.
+                done(processed, batch[i].seq, batch[i].seq, 1);
+                i += 1;
+                continue;
+            }
             let chunk = &batch[i..end];
             let (first, last) = (chunk[0].seq, chunk[chunk.len() - 1].seq);
-            let keys: Vec<String> = chunk
-                .iter()
-                .map(|t| idempotency_key(&self.site, name, t.seq))
-                .collect();
             // Record links: the id the target gave each record's key, if
             // it gave one (then the delivery is an update of it).
             let mut links: Vec<Option<String>> = vec![None; chunk.len()];
@@ -478,25 +553,30 @@ impl Sender {
                     };
                 }
             }
-            let deliveries: Vec<Delivery<'_>> = chunk
+            let deliveries: Vec<Delivery<'_>> = mapped
                 .iter()
-                .zip(&keys)
-                .zip(&links)
-                .map(|((t, key), link)| Delivery {
-                    link: link.as_deref(),
-                    ..Delivery::new(key, &t.payload)
+                .map(|(key, payload, owner)| Delivery {
+                    link: links[*owner].as_deref(),
+                    ..Delivery::new(key, payload)
                 })
                 .collect();
-            self.integration.set_in_flight(Some((first, last)));
-            let started = Instant::now();
-            let result = tokio::select! {
-                _ = token.cancelled() => return Pass::Interrupted,
-                r = target.deliver(&deliveries) => r,
+            let result = match mapping_failure {
+                Some(failure) => Err(failure),
+                None => {
+                    self.integration.set_in_flight(Some((first, last)));
+                    let started = Instant::now();
+                    let result = tokio::select! {
+                        _ = token.cancelled() => return Pass::Interrupted,
+                        r = target.deliver(&deliveries) => r,
+                    };
+                    self.metrics.latency.record(started.elapsed().as_secs_f64());
+                    result
+                }
             };
-            self.metrics.latency.record(started.elapsed().as_secs_f64());
             match result {
                 Ok(delivered) => {
-                    for (t, link) in chunk.iter().zip(delivered.links) {
+                    for ((_, _, owner), link) in mapped.iter().zip(delivered.links) {
+                        let t = &chunk[*owner];
                         let (Some(key), Some(link)) = (&t.key, link) else {
                             continue;
                         };
@@ -522,7 +602,10 @@ impl Sender {
                     }
                 }
                 Err(e) => {
-                    self.health.failed(endpoint, &e).await;
+                    if !deliveries.is_empty() {
+                        // Not the mapping's failure: the endpoint's.
+                        self.health.failed(endpoint, &e).await;
+                    }
                     self.integration.note_failure(&e.message);
                     let record_failure =
                         || self.store.record_failure(name, first, last, &e.message);

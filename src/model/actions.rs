@@ -35,6 +35,10 @@ pub enum Action {
     FlowRunAll,
     /// 'Send Changed'.
     FlowRunChanged,
+    /// What a record becomes through the flow's mapping (`…/try`). It
+    /// changes nothing but may read the source, which is more than a viewer
+    /// may do. Not offered in answers: it is there whenever the flow is.
+    FlowTry,
     EndpointTest,
     EndpointReauthorize,
     TxRetry,
@@ -55,7 +59,7 @@ impl Action {
         Action::IntegrationStart,
         Action::IntegrationStop,
     ];
-    pub const FLOW: [Action; 2] = [Action::FlowRunAll, Action::FlowRunChanged];
+    pub const FLOW: [Action; 3] = [Action::FlowRunAll, Action::FlowRunChanged, Action::FlowTry];
     pub const ENDPOINT: [Action; 2] = [Action::EndpointTest, Action::EndpointReauthorize];
     pub const TRANSACTION: [Action; 3] = [Action::TxRetry, Action::TxReplay, Action::TxIgnore];
     /// A flow's record links: offered by no answer (a repair a person
@@ -74,8 +78,8 @@ impl Action {
     pub fn role(self) -> Role {
         use Action::*;
         match self {
-            IntegrationPause | IntegrationResume | FlowRunAll | FlowRunChanged | EndpointTest
-            | TxRetry | TxReplay | TxIgnore | LinkEdit => Role::Operator,
+            IntegrationPause | IntegrationResume | FlowRunAll | FlowRunChanged | FlowTry
+            | EndpointTest | TxRetry | TxReplay | TxIgnore | LinkEdit => Role::Operator,
             SiteStart | SiteStop | SiteReload | IntegrationStart | IntegrationStop
             | EndpointReauthorize | ManageTokens => Role::Admin,
         }
@@ -92,6 +96,7 @@ impl Action {
             IntegrationResume => "resume",
             FlowRunAll => "run-all",
             FlowRunChanged => "run-changed",
+            FlowTry => "try",
             EndpointTest => "test",
             EndpointReauthorize => "reauthorize",
             TxRetry => "retry",
@@ -196,10 +201,11 @@ pub fn flow(facts: FlowFacts, role: Role) -> Vec<Action> {
         return Vec::new();
     }
     offered(&Action::FLOW, role, |action| {
-        let mode = if action == Action::FlowRunAll {
-            RunMode::All
-        } else {
-            RunMode::Changed
+        let mode = match action {
+            Action::FlowRunAll => RunMode::All,
+            Action::FlowRunChanged => RunMode::Changed,
+            // Not offered (see `Action::FlowTry`).
+            _ => return false,
         };
         facts.request("", "", mode).is_ok()
     })
