@@ -307,6 +307,11 @@ async fn a_rejected_record_blocks_the_queue_under_on_error_block() {
         t["last_error"].as_str().is_some_and(|e| e.contains("422"))
     })
     .await;
+    // The sender settles the record, then blocks behind it: wait for both.
+    eventually(10, "the queue blocked", || async {
+        daemon.integration("LIVE", "orders").await["blocked"]["seq"] == 2
+    })
+    .await;
     // A sender that went past the rejected record would have sent the next
     // one at once, before this other record was posted.
     daemon.marker_delivered(&marker).await;
