@@ -391,7 +391,7 @@ impl HttpTarget {
 
 /// A transport error as a failure class: TLS refused either way, no
 /// connection at all, or no answer.
-fn transport_failure(what: &str, e: reqwest::Error) -> DeliveryError {
+pub(crate) fn transport_failure(what: &str, e: reqwest::Error) -> DeliveryError {
     if let Some(failure) = tls::failure(&e) {
         let hint = match &failure {
             tls::Failure::Untrusted {
@@ -537,7 +537,10 @@ impl Target for HttpTarget {
     }
 }
 
-fn probe_answer(what: String, status: reqwest::StatusCode) -> Result<String, DeliveryError> {
+pub(crate) fn probe_answer(
+    what: String,
+    status: reqwest::StatusCode,
+) -> Result<String, DeliveryError> {
     match classify(status) {
         Some(FailureClass::Unauthorized) => Err(DeliveryError {
             class: FailureClass::Unauthorized,
