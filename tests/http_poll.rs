@@ -53,6 +53,9 @@ struct ApiState {
     /// Answers 429 to the next request for this offset (with this
     /// `Retry-After` in seconds, if any), front first.
     busy: VecDeque<(usize, Option<u64>)>,
+    /// Answers the next request for this offset with this status and body
+    /// instead of the page, front first.
+    broken: VecDeque<(usize, u16, &'static str)>,
     /// A request for this offset waits until `open` is set.
     block_at: Option<usize>,
 }
@@ -147,6 +150,14 @@ impl Api {
             .push_back((offset, retry_after));
     }
 
+    fn broken(&self, offset: usize, status: u16, body: &'static str) {
+        self.state
+            .lock()
+            .unwrap()
+            .broken
+            .push_back((offset, status, body));
+    }
+
     /// Sets `updated_at` of record `id` (adding the record if new).
     fn update(&self, id: i64, updated_at: i64) {
         let mut state = self.state.lock().unwrap();
@@ -182,6 +193,10 @@ async fn answer(
                     .insert("retry-after", secs.to_string().parse().unwrap());
             }
             return response;
+        }
+        if state.broken.front().is_some_and(|(o, _, _)| *o == offset) {
+            let (_, status, body) = state.broken.pop_front().unwrap();
+            return (StatusCode::from_u16(status).unwrap(), body).into_response();
         }
         let since = query
             .get("updated_since")
@@ -287,9 +302,9 @@ fn delivered(dir: &Path, flow: &str) -> Vec<i64> {
         .collect()
 }
 
-/// Asks for a run of `flow` in `mode` and waits until it is over, all it
-/// queued is delivered and the file holds `total` records.
-async fn run(daemon: &Daemon, dir: &Path, flow: &str, mode: &str, total: usize) {
+/// Asks for a run of `flow` in `mode`; the id of the run before it.
+async fn start_run(daemon: &Daemon, flow: &str, mode: &str) -> Value {
+    let before = daemon.flow("LIVE", flow).await["last_run"]["id"].clone();
     let (status, answer) = daemon
         .post(
             &format!("/api/v1/sites/LIVE/flows/{flow}/run"),
@@ -297,24 +312,46 @@ async fn run(daemon: &Daemon, dir: &Path, flow: &str, mode: &str, total: usize) 
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    wait_delivered(daemon, dir, flow, total).await;
+    before
 }
 
-async fn wait_delivered(daemon: &Daemon, dir: &Path, flow: &str, total: usize) {
+/// Runs `flow` in `mode` and waits until the run is over, all it queued is
+/// delivered and the file holds `total` records.
+async fn run(daemon: &Daemon, dir: &Path, flow: &str, mode: &str, total: usize) {
+    let before = start_run(daemon, flow, mode).await;
     eventually(
         30,
         &format!("{flow}: {total} records delivered"),
         || async {
             let f = daemon.flow("LIVE", flow).await;
+            if f["last_run"]["id"] == before {
+                return false;
+            }
             if f["last_run"]["result"] == "failed" {
                 panic!("the run failed: {f}");
             }
-            f["status"] == "Success"
+            f["last_run"]["result"] == "success"
                 && daemon.integration("LIVE", "orders").await["queued"] == 0
                 && delivered(dir, flow).len() >= total
         },
     )
     .await;
+}
+
+/// Runs `flow` in `mode`, which must fail: the run as the API shows it.
+async fn run_failing(daemon: &Daemon, flow: &str, mode: &str) -> Value {
+    let before = start_run(daemon, flow, mode).await;
+    let last = Arc::new(Mutex::new(Value::Null));
+    eventually(30, &format!("{flow}: the run over"), || async {
+        let run = daemon.flow("LIVE", flow).await["last_run"].clone();
+        let over = run["id"] != before && !run["result"].is_null();
+        *last.lock().unwrap() = run;
+        over
+    })
+    .await;
+    let last = last.lock().unwrap().clone();
+    assert_eq!(last["result"], "failed", "{last}");
+    last
 }
 
 fn ids(range: std::ops::RangeInclusive<i64>) -> Vec<i64> {
@@ -546,4 +583,51 @@ async fn equal_cursors_across_an_api_page_boundary_are_neither_lost_nor_repeated
     // record 3 waited for the other 30s.
     halt_and_resume(&daemon, &api, dir.path(), 3, 2, 7).await;
     assert_eq!(delivered(dir.path(), "pull"), ids(1..=7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_page_fails_the_run_with_a_clear_message_and_the_next_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(records(9), 3).await;
+    // A password in the url: never in a message.
+    let url = api.url("next").replace("://", "://reader:S3cret@");
+    let pull = format!(
+        "url = \"{url}\"\nrecords = \"/data\"\nnext = \"/links/next\"\nsince_param = \"updated_since\""
+    );
+    let small = format!(
+        "url = \"{}\"\nrecords = \"/data\"\nnext = \"/links/next\"\nmax_page_bytes = 64",
+        api.url("next")
+    );
+    let daemon = Daemon::start(
+        dir.path(),
+        &site(dir.path(), &[("pull", pull), ("small", small)]),
+    )
+    .await;
+    let shown = format!("GET http://***@{}/next", api.addr);
+
+    api.broken(3, 200, "<html>maintenance</html>");
+    let failed = run_failing(&daemon, "pull", "changed").await;
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("not JSON"), "{error}");
+    assert!(error.contains(&shown), "{error}");
+    assert!(!error.contains("S3cret"), "{error}");
+
+    api.broken(3, 500, "the database is down");
+    let failed = run_failing(&daemon, "pull", "changed").await;
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("500") && error.contains("the database is down"),
+        "{error}"
+    );
+    assert!(!error.contains("S3cret"), "{error}");
+
+    // The next run resumes from the checkpoint: every record once, in order.
+    run(&daemon, dir.path(), "pull", "changed", 9).await;
+    assert_eq!(delivered(dir.path(), "pull"), ids(1..=9));
+
+    // An answer over max_page_bytes is refused, whole.
+    let failed = run_failing(&daemon, "small", "all").await;
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("max_page_bytes"), "{error}");
+    assert_eq!(failed["captured"], 0, "{failed}");
 }

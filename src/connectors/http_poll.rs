@@ -24,6 +24,9 @@
 //!   refused.
 //! - Every request is built by [`HttpPollSource::get`]: the one place that
 //!   sets headers (and, later, credentials).
+//! - A next page is only fetched from the url's own origin (scheme, host,
+//!   port): the headers (and credentials) of the API never go to a server
+//!   an answer names.
 //! - URLs in messages go through [`crate::redact::url`].
 
 use std::collections::BTreeMap;
@@ -746,6 +749,17 @@ impl PollPages {
                 .take()
                 .map(|cursor| inner.url_for(self.since.as_deref(), Some((param, &cursor)))),
         };
+        if let Some(next) = &next {
+            if next.origin() != inner.url.origin() {
+                return Err(SourceError {
+                    message: format!(
+                        "GET {}: the next page {} is on another server than the url; sluice follows only the url's scheme, host and port",
+                        redact::url(url.as_str()),
+                        redact::url(next.as_str())
+                    ),
+                });
+            }
+        }
         if next.as_ref() == Some(url) {
             return Err(SourceError {
                 message: format!(
@@ -914,6 +928,49 @@ mod tests {
         );
         assert_eq!(after("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
         assert_eq!(after("soon"), None);
+    }
+
+    #[tokio::test]
+    async fn a_next_page_on_another_server_is_refused() {
+        let c =
+            config("url = \"http://127.0.0.1:9/v1/orders\"\nrecords = \"/data\"\nnext = \"/next\"");
+        let source = HttpPollSource::new(&c, Path::new("."));
+        let mut pages = PollPages {
+            inner: source.inner.clone(),
+            req: ReadRequest {
+                mode: RunMode::All,
+                checkpoint: None,
+                key_field: None,
+                cursor_field: None,
+            },
+            since: None,
+            next: None,
+            page: 0,
+            held: Vec::new(),
+        };
+        let url = source.inner.url.clone();
+        let answer = |next: &str| Answer {
+            records: Vec::new(),
+            next: Some(url.join(next).unwrap()),
+            next_cursor: None,
+        };
+        let same = pages.following(&url, &mut answer("?page=2"), 1).unwrap();
+        assert_eq!(
+            same.unwrap().as_str(),
+            "http://127.0.0.1:9/v1/orders?page=2"
+        );
+        for elsewhere in [
+            "https://127.0.0.1:9/x",
+            "http://127.0.0.1:10/x",
+            "http://evil.test/x",
+        ] {
+            let e = pages
+                .following(&url, &mut answer(elsewhere), 1)
+                .unwrap_err();
+            assert!(e.message.contains("another server"), "{}", e.message);
+        }
+        let e = pages.following(&url, &mut answer(""), 1).unwrap_err();
+        assert!(e.message.contains("own URL"), "{}", e.message);
     }
 
     #[test]
