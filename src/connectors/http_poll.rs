@@ -424,6 +424,7 @@ impl Inner {
                 Some(wait) if retries < MAX_RETRIES => {
                     retries += 1;
                     let wait = wait.min(MAX_WAIT);
+                    drop(response);
                     tracing::info!(url = %redact::url(url.as_str()), ?wait, "the API answered {status}: waiting");
                     tokio::time::sleep(wait).await;
                 }
