@@ -114,7 +114,9 @@ impl FileSource {
     }
 }
 
-fn key_text(v: &serde_json::Value) -> Option<String> {
+/// The text of a key field: text as it is, anything else as JSON, null as
+/// no key.
+pub(crate) fn key_text(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Null => None,

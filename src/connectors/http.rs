@@ -862,7 +862,10 @@ impl Target for HttpTarget {
     }
 }
 
-fn probe_answer(what: String, status: reqwest::StatusCode) -> Result<String, DeliveryError> {
+pub(crate) fn probe_answer(
+    what: String,
+    status: reqwest::StatusCode,
+) -> Result<String, DeliveryError> {
     match classify(status) {
         Some(FailureClass::Unauthorized) => Err(DeliveryError {
             class: FailureClass::Unauthorized,

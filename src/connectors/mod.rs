@@ -8,6 +8,7 @@ pub mod file;
 pub mod generator;
 pub mod http;
 pub mod http_auth;
+pub mod http_poll;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub enum EndpointKind {
     File(file::FileConfig),
     Http(http::HttpConfig),
     Generator(generator::GeneratorConfig),
+    HttpPoll(http_poll::HttpPollConfig),
 }
 
 /// A problem with one key of an endpoint's settings: the key (relative to
@@ -37,7 +39,7 @@ pub type KeyProblem = (String, String);
 
 impl EndpointKind {
     /// The kinds, as written in `kind = "…"`.
-    pub const NAMES: [&'static str; 4] = ["webhook", "file", "http", "generator"];
+    pub const NAMES: [&'static str; 5] = ["webhook", "file", "http", "generator", "http_poll"];
 
     /// Reads the settings of kind `kind` from the endpoint's table (without
     /// its `kind` key). `None` for an unknown kind.
@@ -53,6 +55,7 @@ impl EndpointKind {
             "file" => de(table).map(EndpointKind::File),
             "http" => de(table).map(EndpointKind::Http),
             "generator" => de(table).map(EndpointKind::Generator),
+            "http_poll" => de(table).map(EndpointKind::HttpPoll),
             _ => return None,
         })
     }
@@ -63,6 +66,7 @@ impl EndpointKind {
             EndpointKind::File(_) => "file",
             EndpointKind::Http(_) => "http",
             EndpointKind::Generator(_) => "generator",
+            EndpointKind::HttpPoll(_) => "http_poll",
         }
     }
 
@@ -75,12 +79,16 @@ impl EndpointKind {
             EndpointKind::File(c) => c.validate(),
             EndpointKind::Http(c) => c.validate(base),
             EndpointKind::Generator(c) => c.validate(),
+            EndpointKind::HttpPoll(c) => c.validate(base),
         }
     }
 
     /// Whether records come from it by a run of a flow (a pull source).
     pub fn is_pull_source(&self) -> bool {
-        matches!(self, EndpointKind::File(_) | EndpointKind::Generator(_))
+        matches!(
+            self,
+            EndpointKind::File(_) | EndpointKind::Generator(_) | EndpointKind::HttpPoll(_)
+        )
     }
 
     /// Whether records are pushed to sluice (the webhook).
@@ -104,6 +112,7 @@ impl EndpointKind {
         match self {
             EndpointKind::Http(c) => http::probe(c, base).await,
             EndpointKind::File(c) => file::probe(c, base).await,
+            EndpointKind::HttpPoll(c) => http_poll::probe(c, base).await,
             EndpointKind::Webhook(_) => Ok("records arrive by POST; nothing to call".into()),
             EndpointKind::Generator(_) => Ok("records are made up; nothing to call".into()),
         }
@@ -115,6 +124,7 @@ impl EndpointKind {
         match self {
             EndpointKind::File(c) => Some(Arc::new(file::FileSource::new(c, base))),
             EndpointKind::Generator(c) => Some(Arc::new(generator::GeneratorSource::new(c))),
+            EndpointKind::HttpPoll(c) => Some(Arc::new(http_poll::HttpPollSource::new(c, base))),
             EndpointKind::Webhook(_) | EndpointKind::Http(_) => None,
         }
     }
@@ -125,7 +135,9 @@ impl EndpointKind {
         match self {
             EndpointKind::File(c) => Some(Arc::new(file::FileTarget::new(c, base))),
             EndpointKind::Http(c) => Some(Arc::new(http::HttpTarget::new(c, base))),
-            EndpointKind::Webhook(_) | EndpointKind::Generator(_) => None,
+            EndpointKind::Webhook(_) | EndpointKind::Generator(_) | EndpointKind::HttpPoll(_) => {
+                None
+            }
         }
     }
 }
@@ -232,13 +244,7 @@ pub struct ReadWhole {
 
 impl ReadWhole {
     pub fn new(mut records: Vec<SourceRecord>, page_size: usize) -> ReadWhole {
-        // Stable: records without a cursor keep their order, first.
-        records.sort_by(|a, b| match (&a.cursor, &b.cursor) {
-            (None, None) => std::cmp::Ordering::Equal,
-            (None, Some(_)) => std::cmp::Ordering::Less,
-            (Some(_), None) => std::cmp::Ordering::Greater,
-            (Some(x), Some(y)) => x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal),
-        });
+        sort_by_cursor(&mut records);
         ReadWhole {
             records: records.into(),
             page_size: page_size.max(1),
@@ -255,6 +261,17 @@ impl Pages for ReadWhole {
         let len = page_len(self.records.make_contiguous(), self.page_size);
         Ok(Some(self.records.drain(..len).collect()))
     }
+}
+
+/// Sorts records into page order: by cursor, records without a cursor
+/// first. Stable: records of equal (or no) cursor keep their order.
+pub fn sort_by_cursor(records: &mut [SourceRecord]) {
+    records.sort_by(|a, b| match (&a.cursor, &b.cursor) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(x), Some(y)) => x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal),
+    });
 }
 
 /// The length of the next page: `page_size` records, extended while the
