@@ -7,6 +7,7 @@
 pub mod file;
 pub mod generator;
 pub mod http;
+pub mod sql;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub enum EndpointKind {
     File(file::FileConfig),
     Http(http::HttpConfig),
     Generator(generator::GeneratorConfig),
+    Postgres(sql::SqlConfig),
+    Mysql(sql::SqlConfig),
 }
 
 /// A problem with one key of an endpoint's settings: the key (relative to
@@ -36,7 +39,8 @@ pub type KeyProblem = (String, String);
 
 impl EndpointKind {
     /// The kinds, as written in `kind = "…"`.
-    pub const NAMES: [&'static str; 4] = ["webhook", "file", "http", "generator"];
+    pub const NAMES: [&'static str; 6] =
+        ["webhook", "file", "http", "generator", "postgres", "mysql"];
 
     /// Reads the settings of kind `kind` from the endpoint's table (without
     /// its `kind` key). `None` for an unknown kind.
@@ -52,6 +56,8 @@ impl EndpointKind {
             "file" => de(table).map(EndpointKind::File),
             "http" => de(table).map(EndpointKind::Http),
             "generator" => de(table).map(EndpointKind::Generator),
+            "postgres" => de(table).map(EndpointKind::Postgres),
+            "mysql" => de(table).map(EndpointKind::Mysql),
             _ => return None,
         })
     }
@@ -62,6 +68,8 @@ impl EndpointKind {
             EndpointKind::File(_) => "file",
             EndpointKind::Http(_) => "http",
             EndpointKind::Generator(_) => "generator",
+            EndpointKind::Postgres(_) => "postgres",
+            EndpointKind::Mysql(_) => "mysql",
         }
     }
 
@@ -74,12 +82,20 @@ impl EndpointKind {
             EndpointKind::File(c) => c.validate(),
             EndpointKind::Http(c) => c.validate(base),
             EndpointKind::Generator(c) => c.validate(),
+            EndpointKind::Postgres(c) => c.validate(sql::Dialect::Postgres),
+            EndpointKind::Mysql(c) => c.validate(sql::Dialect::Mysql),
         }
     }
 
     /// Whether records come from it by a run of a flow (a pull source).
     pub fn is_pull_source(&self) -> bool {
-        matches!(self, EndpointKind::File(_) | EndpointKind::Generator(_))
+        matches!(
+            self,
+            EndpointKind::File(_)
+                | EndpointKind::Generator(_)
+                | EndpointKind::Postgres(_)
+                | EndpointKind::Mysql(_)
+        )
     }
 
     /// Whether records are pushed to sluice (the webhook).
@@ -94,7 +110,12 @@ impl EndpointKind {
     }
 
     pub fn is_target(&self) -> bool {
-        matches!(self, EndpointKind::File(_) | EndpointKind::Http(_))
+        match self {
+            EndpointKind::File(_) | EndpointKind::Http(_) => true,
+            // A query is only read from.
+            EndpointKind::Postgres(c) | EndpointKind::Mysql(c) => c.table.is_some(),
+            EndpointKind::Webhook(_) | EndpointKind::Generator(_) => false,
+        }
     }
 
     /// A real call to the endpoint, to tell whether it can be reached: what
@@ -105,6 +126,8 @@ impl EndpointKind {
             EndpointKind::File(c) => file::probe(c, base).await,
             EndpointKind::Webhook(_) => Ok("records arrive by POST; nothing to call".into()),
             EndpointKind::Generator(_) => Ok("records are made up; nothing to call".into()),
+            EndpointKind::Postgres(c) => sql::postgres::probe(c).await,
+            EndpointKind::Mysql(c) => sql::mysql::probe(c).await,
         }
     }
 
@@ -114,6 +137,8 @@ impl EndpointKind {
         match self {
             EndpointKind::File(c) => Some(Arc::new(file::FileSource::new(c, base))),
             EndpointKind::Generator(c) => Some(Arc::new(generator::GeneratorSource::new(c))),
+            EndpointKind::Postgres(c) => Some(Arc::new(sql::postgres::PgSource::new(c))),
+            EndpointKind::Mysql(c) => Some(Arc::new(sql::mysql::MysqlSource::new(c))),
             EndpointKind::Webhook(_) | EndpointKind::Http(_) => None,
         }
     }
@@ -124,7 +149,16 @@ impl EndpointKind {
         match self {
             EndpointKind::File(c) => Some(Arc::new(file::FileTarget::new(c, base))),
             EndpointKind::Http(c) => Some(Arc::new(http::HttpTarget::new(c, base))),
-            EndpointKind::Webhook(_) | EndpointKind::Generator(_) => None,
+            EndpointKind::Postgres(c) if c.table.is_some() => {
+                Some(Arc::new(sql::postgres::PgTarget::new(c)))
+            }
+            EndpointKind::Mysql(c) if c.table.is_some() => {
+                Some(Arc::new(sql::mysql::MysqlTarget::new(c)))
+            }
+            EndpointKind::Webhook(_)
+            | EndpointKind::Generator(_)
+            | EndpointKind::Postgres(_)
+            | EndpointKind::Mysql(_) => None,
         }
     }
 }
