@@ -412,11 +412,11 @@ pub fn objects(
 /// The records cut into runs written by one statement each, in order: a
 /// run has one set of fields, and (for `upsert`) no key twice, since one
 /// statement cannot both insert and update a row.
-pub fn runs<'a>(
-    records: &'a [serde_json::Map<String, serde_json::Value>],
+pub fn runs(
+    records: &[serde_json::Map<String, serde_json::Value>],
     key: &[String],
     mode: WriteMode,
-) -> Result<Vec<&'a [serde_json::Map<String, serde_json::Value>]>, DeliveryError> {
+) -> Result<Vec<std::ops::Range<usize>>, DeliveryError> {
     if matches!(mode, WriteMode::Upsert | WriteMode::Delete) {
         if key.is_empty() {
             return Err(DeliveryError {
@@ -439,7 +439,7 @@ pub fn runs<'a>(
     }
     if mode == WriteMode::Delete {
         // Only the key columns are used: one statement takes them all.
-        return Ok(vec![records]);
+        return Ok(vec![0..records.len()]);
     }
     let mut out = Vec::new();
     let mut start = 0;
@@ -450,14 +450,14 @@ pub fn runs<'a>(
         let key_of: Vec<String> = key.iter().map(|k| b[k].to_string()).collect();
         let repeated = mode == WriteMode::Upsert && keys.contains(&key_of);
         if !same_fields || repeated {
-            out.push(&records[start..i]);
+            out.push(start..i);
             start = i;
             keys.clear();
         }
         keys.insert(key_of);
     }
     if start < records.len() {
-        out.push(&records[start..]);
+        out.push(start..records.len());
     }
     Ok(out)
 }

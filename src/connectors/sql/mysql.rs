@@ -427,11 +427,12 @@ impl MysqlTarget {
     async fn write(
         &self,
         conn: &mut Conn,
-        runs: &[&[Map<String, Value>]],
+        records: &[Map<String, Value>],
+        runs: &[std::ops::Range<usize>],
     ) -> Result<(), mysql_async::Error> {
         let mut txn = conn.start_transaction(TxOpts::default()).await?;
         for run in runs {
-            for (sql, params) in self.statements(run) {
+            for (sql, params) in self.statements(&records[run.clone()]) {
                 txn.exec_drop(sql, Params::Positional(params)).await?;
             }
         }
@@ -454,7 +455,7 @@ impl Target for MysqlTarget {
             None => connect(&self.config).await?,
         };
         let conn = slot.insert(conn);
-        match self.write(conn, &runs).await {
+        match self.write(conn, &records, &runs).await {
             Ok(()) => Ok(Delivered::default()),
             Err(e) => {
                 let failure = failure(&self.config.url, &e, false);

@@ -491,21 +491,24 @@ impl PgTarget {
     async fn write(
         &self,
         client: &mut Client,
-        runs: &[&[Map<String, Value>]],
+        batch: &[Delivery<'_>],
+        records: &[Map<String, Value>],
+        runs: &[std::ops::Range<usize>],
     ) -> Result<(), tokio_postgres::Error> {
         let txn = client.transaction().await?;
         for run in runs {
-            let run: &[Map<String, Value>] = run;
             let fields: Vec<&String> = match self.config.mode {
                 WriteMode::Delete => self.config.key.iter().collect(),
-                _ => run[0].keys().collect(),
+                _ => records[run.start].keys().collect(),
             };
+            // The records as they came, not as parsed: numbers keep every
+            // digit.
             let mut json = String::from("[");
-            for (i, r) in run.iter().enumerate() {
+            for (i, d) in batch[run.clone()].iter().enumerate() {
                 if i > 0 {
                     json.push(',');
                 }
-                json.push_str(&Value::Object(r.clone()).to_string());
+                json.push_str(d.payload);
             }
             json.push(']');
             txn.execute(&self.statement(&fields), &[&json]).await?;
@@ -530,7 +533,7 @@ impl Target for PgTarget {
             _ => connect(&self.config).await?,
         };
         let client = slot.insert(client);
-        match self.write(client, &runs).await {
+        match self.write(client, batch, &records, &runs).await {
             Ok(()) => Ok(Delivered::default()),
             Err(e) => {
                 let failure = failure(&self.config.url, &e, false);
