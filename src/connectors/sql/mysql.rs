@@ -51,7 +51,9 @@ async fn connect(config: &SqlConfig) -> Result<Conn, DeliveryError> {
         message: format!("mysql {}: {e}", redact::url(&config.url)),
         retry_after: None,
     })?;
-    let mut opts = OptsBuilder::from_opts(opts).init(vec![
+    // prefer_socket off: on 127.0.0.1 the driver would otherwise switch to
+    // the server's Unix socket, around the address configured.
+    let mut opts = OptsBuilder::from_opts(opts).prefer_socket(false).init(vec![
         "SET time_zone = '+00:00'",
         "SET sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_ALL_TABLES')",
     ]);
@@ -152,10 +154,66 @@ pub fn mysql_text(s: &str) -> Cow<'_, str> {
     }
 }
 
-/// A JSON value as a statement parameter.
-fn param(v: &Value) -> mysql_async::Value {
+/// What a target column takes, beyond what MySQL converts by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    /// Date and time: RFC 3339 text is turned into MySQL's form.
+    Time,
+    /// Bytes: `\x` hex text (as sources give bytes) is turned into bytes.
+    Bytes,
+    Other,
+}
+
+/// The columns of the target table that need a conversion, by name.
+type Columns = std::collections::HashMap<String, Takes>;
+
+async fn columns(conn: &mut Conn, table: &str) -> Result<Columns, mysql_async::Error> {
+    let statement = conn.prep(format!("SELECT * FROM {table} LIMIT 0")).await?;
+    let mut out = Columns::new();
+    for c in statement.columns().iter() {
+        let takes = match c.column_type() {
+            ColumnType::MYSQL_TYPE_DATETIME
+            | ColumnType::MYSQL_TYPE_DATETIME2
+            | ColumnType::MYSQL_TYPE_TIMESTAMP
+            | ColumnType::MYSQL_TYPE_TIMESTAMP2
+            | ColumnType::MYSQL_TYPE_DATE => Takes::Time,
+            ColumnType::MYSQL_TYPE_DECIMAL | ColumnType::MYSQL_TYPE_NEWDECIMAL => Takes::Other,
+            _ if c.character_set() == BINARY_CHARSET
+                && !c.flags().contains(ColumnFlags::NUM_FLAG) =>
+            {
+                Takes::Bytes
+            }
+            _ => Takes::Other,
+        };
+        if takes != Takes::Other {
+            out.insert(c.name_str().into_owned(), takes);
+        }
+    }
+    Ok(out)
+}
+
+/// `\x` followed by hex digits, as bytes.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let h = s.strip_prefix("\\x")?;
+    if h.len() % 2 != 0 {
+        return None;
+    }
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A JSON value as a statement parameter for a column that takes `takes`.
+fn param(v: &Value, takes: Takes) -> mysql_async::Value {
     use mysql_async::Value as M;
     match v {
+        Value::String(s) if takes == Takes::Time => {
+            M::Bytes(mysql_text(s).into_owned().into_bytes())
+        }
+        Value::String(s) if takes == Takes::Bytes => {
+            M::Bytes(unhex(s).unwrap_or_else(|| s.clone().into_bytes()))
+        }
         Value::Null => M::NULL,
         Value::Bool(b) => M::Int(i64::from(*b)),
         Value::Number(n) => match (n.as_i64(), n.as_u64()) {
@@ -163,7 +221,7 @@ fn param(v: &Value) -> mysql_async::Value {
             (None, Some(u)) => M::UInt(u),
             _ => M::Double(n.as_f64().unwrap_or(f64::NAN)),
         },
-        Value::String(s) => M::Bytes(mysql_text(s).into_owned().into_bytes()),
+        Value::String(s) => M::Bytes(s.clone().into_bytes()),
         other => M::Bytes(other.to_string().into_bytes()),
     }
 }
@@ -355,7 +413,7 @@ pub struct MysqlTarget {
     table: String,
     /// The connection, kept between batches; dropped after a failure that
     /// may have broken it, and opened again by the next batch.
-    conn: tokio::sync::Mutex<Option<Conn>>,
+    conn: tokio::sync::Mutex<Option<(Conn, Columns)>>,
 }
 
 impl MysqlTarget {
@@ -368,7 +426,12 @@ impl MysqlTarget {
     }
 
     /// The statements (SQL and parameters) writing one run of records.
-    fn statements(&self, run: &[Map<String, Value>]) -> Vec<(String, Vec<mysql_async::Value>)> {
+    fn statements(
+        &self,
+        run: &[Map<String, Value>],
+        columns: &Columns,
+    ) -> Vec<(String, Vec<mysql_async::Value>)> {
+        let takes = |f: &str| columns.get(f).copied().unwrap_or(Takes::Other);
         let t = &self.table;
         let key = &self.config.key;
         let mut out = Vec::new();
@@ -384,7 +447,7 @@ impl MysqlTarget {
                 );
                 let params = chunk
                     .iter()
-                    .flat_map(|r| key.iter().map(|k| param(&r[k])))
+                    .flat_map(|r| key.iter().map(|k| param(&r[k], takes(k))))
                     .collect();
                 out.push((sql, params));
             }
@@ -417,7 +480,7 @@ impl MysqlTarget {
             );
             let params = chunk
                 .iter()
-                .flat_map(|r| fields.iter().map(|f| param(&r[*f])))
+                .flat_map(|r| fields.iter().map(|f| param(&r[*f], takes(f))))
                 .collect();
             out.push((sql, params));
         }
@@ -427,12 +490,13 @@ impl MysqlTarget {
     async fn write(
         &self,
         conn: &mut Conn,
+        columns: &Columns,
         records: &[Map<String, Value>],
         runs: &[std::ops::Range<usize>],
     ) -> Result<(), mysql_async::Error> {
         let mut txn = conn.start_transaction(TxOpts::default()).await?;
         for run in runs {
-            for (sql, params) in self.statements(&records[run.clone()]) {
+            for (sql, params) in self.statements(&records[run.clone()], columns) {
                 txn.exec_drop(sql, Params::Positional(params)).await?;
             }
         }
@@ -450,35 +514,40 @@ impl Target for MysqlTarget {
         let records = objects(batch.iter().map(|d| d.payload))?;
         let runs = runs(&records, &self.config.key, self.config.mode)?;
         let mut slot = self.conn.lock().await;
-        let conn = match slot.take() {
-            Some(c) => c,
-            None => connect(&self.config).await?,
+        let (conn, columns) = match slot.take() {
+            Some(open) => open,
+            None => {
+                let mut conn = connect(&self.config).await?;
+                let columns = columns(&mut conn, &self.table)
+                    .await
+                    .map_err(|e| failure(&self.config.url, &e, false))?;
+                (conn, columns)
+            }
         };
-        let conn = slot.insert(conn);
-        match self.write(conn, &records, &runs).await {
+        let (conn, columns) = slot.insert((conn, columns));
+        match self.write(conn, columns, &records, &runs).await {
             Ok(()) => Ok(Delivered::default()),
             Err(e) => {
-                let failure = failure(&self.config.url, &e, false);
-                if !matches!(e, mysql_async::Error::Server(_)) {
-                    *slot = None;
-                }
-                Err(failure)
+                // The table may be being changed (a refused row): its
+                // columns are read again with the next connection.
+                *slot = None;
+                Err(failure(&self.config.url, &e, false))
             }
         }
     }
 
     async fn probe(&self) -> Result<String, DeliveryError> {
         let mut slot = self.conn.lock().await;
-        let conn = match slot.take() {
-            Some(c) => c,
-            None => connect(&self.config).await?,
-        };
-        let conn = slot.insert(conn);
-        let answer = select_1(&self.config, conn).await;
-        if answer.is_err() {
-            *slot = None;
+        match slot.as_mut() {
+            Some((conn, _)) => {
+                let answer = select_1(&self.config, conn).await;
+                if answer.is_err() {
+                    *slot = None;
+                }
+                answer
+            }
+            None => probe(&self.config).await,
         }
-        answer
     }
 }
 
