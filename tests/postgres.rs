@@ -380,3 +380,34 @@ async fn the_password_comes_from_password_env_and_is_never_shown() {
     db.exec(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_source_gets_the_checkpoint_as_cursor_null_before_the_first() {
+    let db = PgDb::new().await;
+    db.exec(TABLES).await;
+    db.exec(&fill(1, 30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let query = "SELECT id, name, updated_at FROM src \
+                 WHERE id % 2 = 0 AND ($cursor IS NULL OR updated_at > $cursor)";
+    let toml = site(
+        &format!(
+            "kind = \"postgres\"\nurl = \"{}\"\nquery = \"{query}\"\npage_size = 4",
+            db.url
+        ),
+        &endpoint(&db.url, "dst", "key = [\"id\"]"),
+    );
+    let daemon = Daemon::start(dir.path(), &toml).await;
+    db.exec("ALTER TABLE dst ALTER COLUMN name DROP NOT NULL").await;
+    let first = run(&daemon, "changed").await;
+    assert_eq!(first["captured"], 15, "{first}");
+    db.exec("UPDATE src SET name = 'again', updated_at = now() WHERE id IN (4, 5, 6)")
+        .await;
+    let second = run(&daemon, "changed").await;
+    assert_eq!(second["captured"], 2, "only the even changed rows: {second}");
+    assert_eq!(
+        db.count("SELECT * FROM dst WHERE name = 'again'").await,
+        2
+    );
+    let all = run(&daemon, "all").await;
+    assert_eq!(all["captured"], 15, "'Send All': the checkpoint is NULL");
+}

@@ -383,14 +383,20 @@ async fn read(
             }
         }
         (None, Some(query)) if query.contains("$cursor") => {
+            // The checkpoint has the type of the cursor column the query
+            // gives (found with NULL in its place).
             let probe = txn
-                .prepare(&query.replace("$cursor", "$1"))
+                .prepare(&format!(
+                    "SELECT * FROM ({}) AS sluice_rows LIMIT 0",
+                    query.replace("$cursor", "NULL")
+                ))
                 .await
                 .map_err(failed)?;
             let ty = probe
-                .params()
-                .first()
-                .map(type_sql)
+                .columns()
+                .iter()
+                .find(|c| Some(c.name()) == cursor)
+                .map(|c| type_sql(c.type_()))
                 .unwrap_or_else(|| "text".into());
             let query = query.replace("$cursor", &format!("CAST($1::text AS {ty})"));
             (
