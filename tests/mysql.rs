@@ -320,14 +320,17 @@ async fn the_password_comes_from_password_env_is_checked_and_is_never_shown() {
     let db = MyDb::new().await;
     let user = unique("sluice_u");
     let secret = format!("my-s3cret-{}", std::process::id());
-    db.exec(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'"))
-        .await;
+    db.exec(&format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'"
+    ))
+    .await;
     db.exec(&format!("GRANT ALL ON {}.* TO '{user}'@'%'", db.name))
         .await;
     db.exec("CREATE TABLE src (id INT PRIMARY KEY, updated_at INT NOT NULL)")
         .await;
     db.exec("CREATE TABLE dst LIKE src").await;
-    db.exec("INSERT INTO src VALUES (1, 1), (2, 2), (3, 3)").await;
+    db.exec("INSERT INTO src VALUES (1, 1), (2, 2), (3, 3)")
+        .await;
     let var = format!("SLUICE_T_MY_PW_{}", std::process::id());
     let wrong = format!("SLUICE_T_MY_WRONG_{}", std::process::id());
     // Only this test reads or writes these variables.
@@ -409,7 +412,10 @@ async fn a_query_source_gets_the_checkpoint_as_each_placeholder_null_before_the_
     db.exec("UPDATE src SET name = 'again', updated_at = NOW(6) WHERE id IN (4, 5, 6)")
         .await;
     let second = run(&daemon, "changed").await;
-    assert_eq!(second["captured"], 2, "only the even changed rows: {second}");
+    assert_eq!(
+        second["captured"], 2,
+        "only the even changed rows: {second}"
+    );
     assert_eq!(db.count("SELECT * FROM dst WHERE name = 'again'").await, 2);
     let all = run(&daemon, "all").await;
     assert_eq!(all["captured"], 15, "'Send All': the checkpoint is NULL");

@@ -186,7 +186,8 @@ async fn a_run_halted_by_a_site_stop_is_resumed_by_the_next_without_loss_or_repe
 async fn an_unreachable_target_holds_the_integration_and_is_drained_in_order_when_back() {
     let db = PgDb::new().await;
     db.exec(TABLES).await;
-    db.exec("ALTER TABLE dst ADD COLUMN arrival bigserial").await;
+    db.exec("ALTER TABLE dst ADD COLUMN arrival bigserial")
+        .await;
     db.exec(&fill(1, 20)).await;
     let proxy = Proxy::start(&db.url).await;
     let dir = tempfile::tempdir().unwrap();
@@ -397,17 +398,18 @@ async fn a_query_source_gets_the_checkpoint_as_cursor_null_before_the_first() {
         &endpoint(&db.url, "dst", "key = [\"id\"]"),
     );
     let daemon = Daemon::start(dir.path(), &toml).await;
-    db.exec("ALTER TABLE dst ALTER COLUMN name DROP NOT NULL").await;
+    db.exec("ALTER TABLE dst ALTER COLUMN name DROP NOT NULL")
+        .await;
     let first = run(&daemon, "changed").await;
     assert_eq!(first["captured"], 15, "{first}");
     db.exec("UPDATE src SET name = 'again', updated_at = now() WHERE id IN (4, 5, 6)")
         .await;
     let second = run(&daemon, "changed").await;
-    assert_eq!(second["captured"], 2, "only the even changed rows: {second}");
     assert_eq!(
-        db.count("SELECT * FROM dst WHERE name = 'again'").await,
-        2
+        second["captured"], 2,
+        "only the even changed rows: {second}"
     );
+    assert_eq!(db.count("SELECT * FROM dst WHERE name = 'again'").await, 2);
     let all = run(&daemon, "all").await;
     assert_eq!(all["captured"], 15, "'Send All': the checkpoint is NULL");
 }

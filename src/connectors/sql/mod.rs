@@ -172,7 +172,11 @@ impl SqlConfig {
                 format!("'{}' is not a URL: {e}", redact::url(&self.url)),
             )),
         }
-        if self.password_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
+        if self
+            .password_env
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
             problems.push(("password_env".into(), "must not be empty".into()));
         }
         match (&self.table, &self.query) {
@@ -234,9 +238,7 @@ impl SqlConfig {
                 Ok(p) => Ok(Some(p)),
                 Err(_) => Err(DeliveryError {
                     class: FailureClass::Unauthorized,
-                    message: format!(
-                        "the environment variable {var} (password_env) is not set"
-                    ),
+                    message: format!("the environment variable {var} (password_env) is not set"),
                     retry_after: None,
                 }),
             },
@@ -439,7 +441,7 @@ pub fn runs(
     }
     if mode == WriteMode::Delete {
         // Only the key columns are used: one statement takes them all.
-        return Ok(vec![0..records.len()]);
+        return Ok(std::iter::once(0..records.len()).collect());
     }
     let mut out = Vec::new();
     let mut start = 0;

@@ -97,11 +97,7 @@ fn failure(url: &str, e: &mysql_async::Error, connecting: bool) -> DeliveryError
     };
     DeliveryError {
         class,
-        message: format!(
-            "mysql {}: {}",
-            redact::url(url),
-            redact::urls_in(&message)
-        ),
+        message: format!("mysql {}: {}", redact::url(url), redact::urls_in(&message)),
         retry_after: None,
     }
 }
@@ -284,7 +280,9 @@ fn row_object(mut row: Row) -> Result<Map<String, Value>, SourceError> {
     let columns = row.columns();
     let mut map = Map::with_capacity(columns.len());
     for (i, column) in columns.iter().enumerate() {
-        let raw = row.take::<mysql_async::Value, _>(i).unwrap_or(mysql_async::Value::NULL);
+        let raw = row
+            .take::<mysql_async::Value, _>(i)
+            .unwrap_or(mysql_async::Value::NULL);
         let v = value(column, raw).map_err(|e| SourceError {
             message: format!(
                 "column '{}' of type {:?}: {e}",

@@ -22,8 +22,8 @@ use tokio_postgres::types::{FromSql, Kind, Type};
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    checkpoint_text, hex, objects, runs, source_record, ChannelPages, Cutter, Dialect,
-    PageResult, SqlConfig, WriteMode,
+    checkpoint_text, hex, objects, runs, source_record, ChannelPages, Cutter, Dialect, PageResult,
+    SqlConfig, WriteMode,
 };
 use crate::connectors::{
     Delivered, Delivery, DeliveryError, FailureClass, Pages, ReadRequest, Source, SourceError,
@@ -113,10 +113,7 @@ async fn select_1(config: &SqlConfig, client: &Client) -> Result<String, Deliver
         .simple_query("SELECT 1")
         .await
         .map_err(|e| failure(&config.url, &e, false))?;
-    Ok(format!(
-        "{} answered SELECT 1",
-        redact::url(&config.url)
-    ))
+    Ok(format!("{} answered SELECT 1", redact::url(&config.url)))
 }
 
 /// The bytes of a value as sent, for any type: decoded by [`value`].
@@ -161,9 +158,9 @@ fn value(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
             Value::String(String::from_sql(ty, raw)?)
         }
-        Type::TIMESTAMPTZ => Value::String(rfc3339(
-            &DateTime::<Utc>::from_sql(ty, raw)?.naive_utc(),
-        )),
+        Type::TIMESTAMPTZ => {
+            Value::String(rfc3339(&DateTime::<Utc>::from_sql(ty, raw)?.naive_utc()))
+        }
         Type::TIMESTAMP => Value::String(rfc3339(&NaiveDateTime::from_sql(ty, raw)?)),
         Type::DATE => Value::String(NaiveDate::from_sql(ty, raw)?.format("%Y-%m-%d").to_string()),
         Type::TIME => Value::String(
@@ -489,7 +486,10 @@ impl PgTarget {
                     .iter()
                     .map(|k| format!("{t}.{0} = r.{0}", Q.quote(k)))
                     .collect();
-                format!("DELETE FROM {t} USING {rows} AS r WHERE {}", on.join(" AND "))
+                format!(
+                    "DELETE FROM {t} USING {rows} AS r WHERE {}",
+                    on.join(" AND ")
+                )
             }
         }
     }
@@ -595,7 +595,10 @@ mod tests {
             "-0.0012"
         );
         // 10000000000 (no fraction)
-        assert_eq!(numeric(&numeric_bytes(&[100], 2, 0, 0)).unwrap(), "10000000000");
+        assert_eq!(
+            numeric(&numeric_bytes(&[100], 2, 0, 0)).unwrap(),
+            "10000000000"
+        );
         assert_eq!(numeric(&numeric_bytes(&[], 0, 0, 2)).unwrap(), "0.00");
         assert_eq!(numeric(&numeric_bytes(&[], 0, 0xC000, 0)).unwrap(), "NaN");
     }
