@@ -9,6 +9,7 @@ pub mod generator;
 pub mod http;
 pub mod http_auth;
 pub mod http_poll;
+pub mod sql;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub enum EndpointKind {
     Http(http::HttpConfig),
     Generator(generator::GeneratorConfig),
     HttpPoll(http_poll::HttpPollConfig),
+    Postgres(sql::SqlConfig),
+    Mysql(sql::SqlConfig),
 }
 
 /// A problem with one key of an endpoint's settings: the key (relative to
@@ -39,7 +42,15 @@ pub type KeyProblem = (String, String);
 
 impl EndpointKind {
     /// The kinds, as written in `kind = "…"`.
-    pub const NAMES: [&'static str; 5] = ["webhook", "file", "http", "generator", "http_poll"];
+    pub const NAMES: [&'static str; 7] = [
+        "webhook",
+        "file",
+        "http",
+        "generator",
+        "http_poll",
+        "postgres",
+        "mysql",
+    ];
 
     /// Reads the settings of kind `kind` from the endpoint's table (without
     /// its `kind` key). `None` for an unknown kind.
@@ -56,6 +67,8 @@ impl EndpointKind {
             "http" => de(table).map(EndpointKind::Http),
             "generator" => de(table).map(EndpointKind::Generator),
             "http_poll" => de(table).map(EndpointKind::HttpPoll),
+            "postgres" => de(table).map(EndpointKind::Postgres),
+            "mysql" => de(table).map(EndpointKind::Mysql),
             _ => return None,
         })
     }
@@ -67,6 +80,8 @@ impl EndpointKind {
             EndpointKind::Http(_) => "http",
             EndpointKind::Generator(_) => "generator",
             EndpointKind::HttpPoll(_) => "http_poll",
+            EndpointKind::Postgres(_) => "postgres",
+            EndpointKind::Mysql(_) => "mysql",
         }
     }
 
@@ -80,6 +95,8 @@ impl EndpointKind {
             EndpointKind::Http(c) => c.validate(base),
             EndpointKind::Generator(c) => c.validate(),
             EndpointKind::HttpPoll(c) => c.validate(base),
+            EndpointKind::Postgres(c) => c.validate(sql::Dialect::Postgres),
+            EndpointKind::Mysql(c) => c.validate(sql::Dialect::Mysql),
         }
     }
 
@@ -87,7 +104,11 @@ impl EndpointKind {
     pub fn is_pull_source(&self) -> bool {
         matches!(
             self,
-            EndpointKind::File(_) | EndpointKind::Generator(_) | EndpointKind::HttpPoll(_)
+            EndpointKind::File(_)
+                | EndpointKind::Generator(_)
+                | EndpointKind::HttpPoll(_)
+                | EndpointKind::Postgres(_)
+                | EndpointKind::Mysql(_)
         )
     }
 
@@ -103,7 +124,14 @@ impl EndpointKind {
     }
 
     pub fn is_target(&self) -> bool {
-        matches!(self, EndpointKind::File(_) | EndpointKind::Http(_))
+        match self {
+            EndpointKind::File(_) | EndpointKind::Http(_) => true,
+            // A query is only read from.
+            EndpointKind::Postgres(c) | EndpointKind::Mysql(c) => c.table.is_some(),
+            EndpointKind::Webhook(_) | EndpointKind::Generator(_) | EndpointKind::HttpPoll(_) => {
+                false
+            }
+        }
     }
 
     /// A real call to the endpoint, to tell whether it can be reached: what
@@ -115,6 +143,8 @@ impl EndpointKind {
             EndpointKind::HttpPoll(c) => http_poll::probe(c, base).await,
             EndpointKind::Webhook(_) => Ok("records arrive by POST; nothing to call".into()),
             EndpointKind::Generator(_) => Ok("records are made up; nothing to call".into()),
+            EndpointKind::Postgres(c) => sql::postgres::probe(c).await,
+            EndpointKind::Mysql(c) => sql::mysql::probe(c).await,
         }
     }
 
@@ -125,6 +155,8 @@ impl EndpointKind {
             EndpointKind::File(c) => Some(Arc::new(file::FileSource::new(c, base))),
             EndpointKind::Generator(c) => Some(Arc::new(generator::GeneratorSource::new(c))),
             EndpointKind::HttpPoll(c) => Some(Arc::new(http_poll::HttpPollSource::new(c, base))),
+            EndpointKind::Postgres(c) => Some(Arc::new(sql::postgres::PgSource::new(c))),
+            EndpointKind::Mysql(c) => Some(Arc::new(sql::mysql::MysqlSource::new(c))),
             EndpointKind::Webhook(_) | EndpointKind::Http(_) => None,
         }
     }
@@ -135,9 +167,17 @@ impl EndpointKind {
         match self {
             EndpointKind::File(c) => Some(Arc::new(file::FileTarget::new(c, base))),
             EndpointKind::Http(c) => Some(Arc::new(http::HttpTarget::new(c, base))),
-            EndpointKind::Webhook(_) | EndpointKind::Generator(_) | EndpointKind::HttpPoll(_) => {
-                None
+            EndpointKind::Postgres(c) if c.table.is_some() => {
+                Some(Arc::new(sql::postgres::PgTarget::new(c)))
             }
+            EndpointKind::Mysql(c) if c.table.is_some() => {
+                Some(Arc::new(sql::mysql::MysqlTarget::new(c)))
+            }
+            EndpointKind::Webhook(_)
+            | EndpointKind::Generator(_)
+            | EndpointKind::HttpPoll(_)
+            | EndpointKind::Postgres(_)
+            | EndpointKind::Mysql(_) => None,
         }
     }
 }

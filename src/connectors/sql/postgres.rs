@@ -1,0 +1,618 @@
+//! `kind = "postgres"`: PostgreSQL through tokio-postgres (no TLS yet).
+//!
+//! A run reads in a read-only transaction through a portal, `page_size`
+//! rows per fetch. Values are decoded from the binary protocol by column
+//! type ([`value`]); a column of a type not listed there fails the run
+//! with its name and type. A batch is written by one statement per run of
+//! records of one set of fields, `INSERT … SELECT … FROM
+//! jsonb_populate_recordset(NULL::table, $1)`, so PostgreSQL converts the
+//! JSON to the column types and names a bad value itself.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, Kind, Type};
+use tokio_postgres::{Client, NoTls};
+
+use super::{
+    checkpoint_text, hex, objects, runs, source_record, ChannelPages, Cutter, Dialect, PageResult,
+    SqlConfig, WriteMode,
+};
+use crate::connectors::{
+    Delivered, Delivery, DeliveryError, FailureClass, Pages, ReadRequest, Source, SourceError,
+    Target,
+};
+use crate::model::RunMode;
+use crate::redact;
+
+const Q: Dialect = Dialect::Postgres;
+
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a connection, with the password from `password_env`; the
+/// connection's task runs until the client is dropped.
+async fn connect(config: &SqlConfig) -> Result<Client, DeliveryError> {
+    let mut pg = tokio_postgres::Config::from_str(&config.url).map_err(|e| DeliveryError {
+        class: FailureClass::Unreachable,
+        message: format!("{}: {e}", redact::url(&config.url)),
+        retry_after: None,
+    })?;
+    if let Some(password) = config.password()? {
+        pg.password(password);
+    }
+    pg.connect_timeout(CONNECT_TIMEOUT);
+    pg.application_name("sluice");
+    let (client, connection) = pg
+        .connect(NoTls)
+        .await
+        .map_err(|e| failure(&config.url, &e, true))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("postgres connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// A PostgreSQL error as a failure class: a bad record (SQLSTATE classes
+/// 22, 23, 42) is rejected, refused credentials (28) unauthorized, a
+/// connection that cannot be made unreachable, one lost on the way a
+/// request without an answer, anything else (deadlock, serialization,
+/// too many connections, shutdown) intermittent.
+fn failure(url: &str, e: &tokio_postgres::Error, connecting: bool) -> DeliveryError {
+    let class = match e.code().map(SqlState::code) {
+        Some(code) => classify(code),
+        None if connecting => FailureClass::Unreachable,
+        None => FailureClass::NoAnswer,
+    };
+    let message = match e.as_db_error() {
+        Some(db) => {
+            let mut m = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                write!(m, ": {d}").ok();
+            }
+            m
+        }
+        None => redact::urls_in(&e.to_string()),
+    };
+    DeliveryError {
+        class,
+        message: format!("postgres {}: {message}", redact::url(url)),
+        retry_after: None,
+    }
+}
+
+/// The failure class of a SQLSTATE.
+pub fn classify(code: &str) -> FailureClass {
+    match &code[..2.min(code.len())] {
+        "22" | "23" | "42" => FailureClass::Rejected,
+        "28" => FailureClass::Unauthorized,
+        // connection_exception; cannot_connect_now, admin/crash shutdown.
+        "08" => FailureClass::Unreachable,
+        "57" if code.starts_with("57P") => FailureClass::Unreachable,
+        _ => FailureClass::Intermittent,
+    }
+}
+
+/// `SELECT 1` on a new connection.
+pub async fn probe(config: &SqlConfig) -> Result<String, DeliveryError> {
+    let client = connect(config).await?;
+    select_1(config, &client).await
+}
+
+async fn select_1(config: &SqlConfig, client: &Client) -> Result<String, DeliveryError> {
+    client
+        .simple_query("SELECT 1")
+        .await
+        .map_err(|e| failure(&config.url, &e, false))?;
+    Ok(format!("{} answered SELECT 1", redact::url(&config.url)))
+}
+
+/// The bytes of a value as sent, for any type: decoded by [`value`].
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        Ok(Raw(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+type BoxError = Box<dyn StdError + Sync + Send>;
+
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(f.to_string()))
+}
+
+/// RFC 3339 in UTC with microseconds, always six digits: text that sorts
+/// in time order.
+pub fn rfc3339(t: &NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// A value of type `ty` (binary form) as JSON; an error for a type sluice
+/// does not read.
+fn value(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
+    Ok(match *ty {
+        Type::BOOL => Value::Bool(bool::from_sql(ty, raw)?),
+        Type::INT2 => i16::from_sql(ty, raw)?.into(),
+        Type::INT4 => i32::from_sql(ty, raw)?.into(),
+        Type::INT8 => i64::from_sql(ty, raw)?.into(),
+        Type::OID => u32::from_sql(ty, raw)?.into(),
+        Type::FLOAT4 => float(f32::from_sql(ty, raw)?.into()),
+        Type::FLOAT8 => float(f64::from_sql(ty, raw)?),
+        Type::NUMERIC => Value::String(numeric(raw)?),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+            Value::String(String::from_sql(ty, raw)?)
+        }
+        Type::TIMESTAMPTZ => {
+            Value::String(rfc3339(&DateTime::<Utc>::from_sql(ty, raw)?.naive_utc()))
+        }
+        Type::TIMESTAMP => Value::String(rfc3339(&NaiveDateTime::from_sql(ty, raw)?)),
+        Type::DATE => Value::String(NaiveDate::from_sql(ty, raw)?.format("%Y-%m-%d").to_string()),
+        Type::TIME => Value::String(
+            NaiveTime::from_sql(ty, raw)?
+                .format("%H:%M:%S%.6f")
+                .to_string(),
+        ),
+        Type::JSON | Type::JSONB => Value::from_sql(ty, raw)?,
+        Type::UUID => Value::String(uuid(raw)?),
+        Type::BYTEA => Value::String(hex(raw)),
+        _ => match ty.kind() {
+            Kind::Array(member) => {
+                let items = Vec::<Option<Raw>>::from_sql(ty, raw)?;
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    out.push(match item {
+                        None => Value::Null,
+                        Some(Raw(r)) => value(member, r)?,
+                    });
+                }
+                Value::Array(out)
+            }
+            // Enum labels and citext travel as their text.
+            Kind::Enum(_) => Value::String(std::str::from_utf8(raw)?.to_string()),
+            Kind::Simple if ty.name() == "citext" => {
+                Value::String(std::str::from_utf8(raw)?.to_string())
+            }
+            Kind::Domain(inner) => value(inner, raw)?,
+            _ => return Err(format!("type {} is not read by sluice", ty.name()).into()),
+        },
+    })
+}
+
+fn uuid(raw: &[u8]) -> Result<String, BoxError> {
+    if raw.len() != 16 {
+        return Err("a uuid of other than 16 bytes".into());
+    }
+    let h = hex(raw);
+    let h = &h[2..];
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+/// NUMERIC's binary form (base-10000 digits) as exact decimal text.
+fn numeric(raw: &[u8]) -> Result<String, BoxError> {
+    let word = |i: usize| -> Result<u16, BoxError> {
+        raw.get(i..i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| "a short numeric".into())
+    };
+    let ndigits = word(0)? as usize;
+    let weight = word(2)? as i16 as i64;
+    let sign = word(4)?;
+    let dscale = word(6)? as usize;
+    match sign {
+        0xC000 => return Ok("NaN".into()),
+        0xD000 => return Ok("Infinity".into()),
+        0xF000 => return Ok("-Infinity".into()),
+        _ => {}
+    }
+    let mut digits = Vec::with_capacity(ndigits);
+    for i in 0..ndigits {
+        digits.push(word(8 + 2 * i)?);
+    }
+    let digit = |i: i64| -> u16 {
+        if i < 0 {
+            0
+        } else {
+            digits.get(i as usize).copied().unwrap_or(0)
+        }
+    };
+    let mut s = String::new();
+    if sign == 0x4000 {
+        s.push('-');
+    }
+    if weight < 0 {
+        s.push('0');
+    } else {
+        for i in 0..=weight {
+            if i == 0 {
+                write!(s, "{}", digit(i)).ok();
+            } else {
+                write!(s, "{:04}", digit(i)).ok();
+            }
+        }
+    }
+    if dscale > 0 {
+        s.push('.');
+        let mut frac = String::with_capacity(dscale + 4);
+        let mut i = weight + 1;
+        while frac.len() < dscale {
+            write!(frac, "{:04}", digit(i)).ok();
+            i += 1;
+        }
+        frac.truncate(dscale);
+        s.push_str(&frac);
+    }
+    Ok(s)
+}
+
+/// A row as a JSON object, column by column.
+fn row_object(row: &tokio_postgres::Row) -> Result<Map<String, Value>, SourceError> {
+    let mut map = Map::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let v = match row.try_get::<_, Option<Raw>>(i) {
+            Ok(None) => Ok(Value::Null),
+            Ok(Some(Raw(raw))) => value(column.type_(), raw),
+            Err(e) => Err(e.into()),
+        }
+        .map_err(|e| SourceError {
+            message: format!(
+                "column '{}' of type {}: {e}",
+                column.name(),
+                column.type_().name()
+            ),
+        })?;
+        map.insert(column.name().to_string(), v);
+    }
+    Ok(map)
+}
+
+/// A type's name as SQL, for a cast.
+fn type_sql(ty: &Type) -> String {
+    format!("{}.{}", Q.quote(ty.schema()), Q.quote(ty.name()))
+}
+
+pub struct PgSource {
+    config: SqlConfig,
+}
+
+impl PgSource {
+    pub fn new(config: &SqlConfig) -> PgSource {
+        PgSource {
+            config: config.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Source for PgSource {
+    async fn open(&self, req: ReadRequest) -> Result<Box<dyn Pages>, SourceError> {
+        let config = self.config.clone();
+        Ok(Box::new(ChannelPages::spawn(move |tx| async move {
+            if let Err(e) = read(&config, &req, &tx).await {
+                // The run is gone if the send fails: nothing to tell.
+                tx.send(Err(e)).await.ok();
+            }
+        })))
+    }
+
+    fn pace(&self) -> Duration {
+        self.config.pace()
+    }
+}
+
+/// Reads what the run captures and sends it page by page.
+async fn read(
+    config: &SqlConfig,
+    req: &ReadRequest,
+    tx: &mpsc::Sender<PageResult>,
+) -> Result<(), SourceError> {
+    let failed = |e: tokio_postgres::Error| SourceError {
+        message: failure(&config.url, &e, false).message,
+    };
+    let mut client = connect(config)
+        .await
+        .map_err(|e| SourceError { message: e.message })?;
+    let txn = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(failed)?;
+    let checkpoint = match (req.mode, &req.checkpoint) {
+        (RunMode::Changed, Some(c)) => Some(checkpoint_text(c)),
+        _ => None,
+    };
+    let cursor = req.cursor_field.as_deref();
+    let key = req.key_field.as_deref();
+    let mut order = Vec::new();
+    if let Some(c) = cursor {
+        order.push(format!("{} NULLS FIRST", Q.quote(c)));
+    }
+    if let Some(k) = key {
+        order.push(Q.quote(k));
+    }
+    let order = if order.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", order.join(", "))
+    };
+    let (sql, param) = match (&config.table, &config.query) {
+        (Some(table), _) => {
+            let table = Q.quote_table(table);
+            match (cursor, checkpoint) {
+                (Some(c), Some(checkpoint)) => {
+                    let probe = txn
+                        .prepare(&format!("SELECT {} FROM {table} LIMIT 0", Q.quote(c)))
+                        .await
+                        .map_err(failed)?;
+                    let ty = type_sql(probe.columns()[0].type_());
+                    (
+                        format!(
+                            "SELECT * FROM {table} WHERE {} > CAST($1::text AS {ty}){order}",
+                            Q.quote(c)
+                        ),
+                        Some(Some(checkpoint)),
+                    )
+                }
+                _ => (format!("SELECT * FROM {table}{order}"), None),
+            }
+        }
+        (None, Some(query)) if query.contains("$cursor") => {
+            // The checkpoint has the type of the cursor column the query
+            // gives (found with NULL in its place).
+            let probe = txn
+                .prepare(&format!(
+                    "SELECT * FROM ({}) AS sluice_rows LIMIT 0",
+                    query.replace("$cursor", "NULL")
+                ))
+                .await
+                .map_err(failed)?;
+            let ty = probe
+                .columns()
+                .iter()
+                .find(|c| Some(c.name()) == cursor)
+                .map(|c| type_sql(c.type_()))
+                .unwrap_or_else(|| "text".into());
+            let query = query.replace("$cursor", &format!("CAST($1::text AS {ty})"));
+            (
+                format!("SELECT * FROM ({query}) AS sluice_rows{order}"),
+                Some(checkpoint),
+            )
+        }
+        (None, Some(query)) => (
+            format!("SELECT * FROM ({query}) AS sluice_rows{order}"),
+            None,
+        ),
+        (None, None) => {
+            return Err(SourceError {
+                message: "no table or query to read".into(),
+            })
+        }
+    };
+    let statement = txn.prepare(&sql).await.map_err(failed)?;
+    let portal = match &param {
+        Some(p) => txn.bind(&statement, &[p]).await,
+        None => txn.bind(&statement, &[]).await,
+    }
+    .map_err(failed)?;
+    let page_size = config.page_size.max(1);
+    let fetch = i32::try_from(page_size).unwrap_or(i32::MAX);
+    let mut cutter = Cutter::new(page_size);
+    loop {
+        let rows = txn.query_portal(&portal, fetch).await.map_err(failed)?;
+        let done = rows.len() < page_size;
+        for row in &rows {
+            cutter.push(source_record(row_object(row)?, key, cursor));
+        }
+        while let Some(page) = cutter.page(done) {
+            if tx.send(Ok(page)).await.is_err() {
+                return Ok(());
+            }
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+pub struct PgTarget {
+    config: SqlConfig,
+    table: String,
+    /// The connection, kept between batches; dropped after a failure that
+    /// may have broken it, and opened again by the next batch.
+    client: tokio::sync::Mutex<Option<Client>>,
+}
+
+impl PgTarget {
+    pub fn new(config: &SqlConfig) -> PgTarget {
+        PgTarget {
+            config: config.clone(),
+            table: Q.quote_table(config.table.as_deref().unwrap_or_default()),
+            client: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The statement writing records with these fields.
+    fn statement(&self, fields: &[&String]) -> String {
+        let t = &self.table;
+        let cols: Vec<String> = fields.iter().map(|f| Q.quote(f)).collect();
+        let cols = cols.join(", ");
+        let rows = format!("jsonb_populate_recordset(NULL::{t}, $1::text::jsonb)");
+        match self.config.mode {
+            WriteMode::Insert => format!("INSERT INTO {t} ({cols}) SELECT {cols} FROM {rows}"),
+            WriteMode::Upsert => {
+                let key: Vec<String> = self.config.key.iter().map(|k| Q.quote(k)).collect();
+                let set: Vec<String> = fields
+                    .iter()
+                    .filter(|f| !self.config.key.contains(f))
+                    .map(|f| format!("{0} = EXCLUDED.{0}", Q.quote(f)))
+                    .collect();
+                let action = if set.is_empty() {
+                    "NOTHING".to_string()
+                } else {
+                    format!("UPDATE SET {}", set.join(", "))
+                };
+                format!(
+                    "INSERT INTO {t} ({cols}) SELECT {cols} FROM {rows} ON CONFLICT ({}) DO {action}",
+                    key.join(", ")
+                )
+            }
+            WriteMode::Delete => {
+                let on: Vec<String> = self
+                    .config
+                    .key
+                    .iter()
+                    .map(|k| format!("{t}.{0} = r.{0}", Q.quote(k)))
+                    .collect();
+                format!(
+                    "DELETE FROM {t} USING {rows} AS r WHERE {}",
+                    on.join(" AND ")
+                )
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        client: &mut Client,
+        batch: &[Delivery<'_>],
+        records: &[Map<String, Value>],
+        runs: &[std::ops::Range<usize>],
+    ) -> Result<(), tokio_postgres::Error> {
+        let txn = client.transaction().await?;
+        for run in runs {
+            let fields: Vec<&String> = match self.config.mode {
+                WriteMode::Delete => self.config.key.iter().collect(),
+                _ => records[run.start].keys().collect(),
+            };
+            // The records as they came, not as parsed: numbers keep every
+            // digit.
+            let mut json = String::from("[");
+            for (i, d) in batch[run.clone()].iter().enumerate() {
+                if i > 0 {
+                    json.push(',');
+                }
+                json.push_str(d.payload);
+            }
+            json.push(']');
+            txn.execute(&self.statement(&fields), &[&json]).await?;
+        }
+        txn.commit().await
+    }
+}
+
+#[async_trait]
+impl Target for PgTarget {
+    fn batch_size(&self) -> usize {
+        self.config.batch
+    }
+
+    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<Delivered, DeliveryError> {
+        let records = objects(batch.iter().map(|d| d.payload))?;
+        // Refused before any SQL: no key, no key value.
+        let runs = runs(&records, &self.config.key, self.config.mode)?;
+        let mut slot = self.client.lock().await;
+        let client = match slot.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => connect(&self.config).await?,
+        };
+        let client = slot.insert(client);
+        match self.write(client, batch, &records, &runs).await {
+            Ok(()) => Ok(Delivered::default()),
+            Err(e) => {
+                let failure = failure(&self.config.url, &e, false);
+                if e.code().is_none() || failure.class != FailureClass::Rejected {
+                    *slot = None;
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    async fn probe(&self) -> Result<String, DeliveryError> {
+        let mut slot = self.client.lock().await;
+        let client = match slot.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => connect(&self.config).await?,
+        };
+        let client = slot.insert(client);
+        let answer = select_1(&self.config, client).await;
+        if answer.is_err() {
+            *slot = None;
+        }
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric_bytes(ndigits: &[u16], weight: i16, sign: u16, dscale: u16) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend((ndigits.len() as u16).to_be_bytes());
+        b.extend(weight.to_be_bytes());
+        b.extend(sign.to_be_bytes());
+        b.extend(dscale.to_be_bytes());
+        for d in ndigits {
+            b.extend(d.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn numerics_are_exact_text() {
+        // 12345.6789
+        assert_eq!(
+            numeric(&numeric_bytes(&[1, 2345, 6789], 1, 0, 4)).unwrap(),
+            "12345.6789"
+        );
+        // -0.0012 (dscale 4)
+        assert_eq!(
+            numeric(&numeric_bytes(&[12], -1, 0x4000, 4)).unwrap(),
+            "-0.0012"
+        );
+        // 10000000000 (no fraction)
+        assert_eq!(
+            numeric(&numeric_bytes(&[100], 2, 0, 0)).unwrap(),
+            "10000000000"
+        );
+        assert_eq!(numeric(&numeric_bytes(&[], 0, 0, 2)).unwrap(), "0.00");
+        assert_eq!(numeric(&numeric_bytes(&[], 0, 0xC000, 0)).unwrap(), "NaN");
+    }
+
+    #[test]
+    fn sqlstates_make_classes() {
+        assert_eq!(classify("22P02"), FailureClass::Rejected);
+        assert_eq!(classify("23505"), FailureClass::Rejected);
+        assert_eq!(classify("42703"), FailureClass::Rejected);
+        assert_eq!(classify("28P01"), FailureClass::Unauthorized);
+        assert_eq!(classify("40P01"), FailureClass::Intermittent);
+        assert_eq!(classify("40001"), FailureClass::Intermittent);
+        assert_eq!(classify("53300"), FailureClass::Intermittent);
+        assert_eq!(classify("57P01"), FailureClass::Unreachable);
+        assert_eq!(classify("08006"), FailureClass::Unreachable);
+    }
+}

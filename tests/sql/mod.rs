@@ -1,0 +1,324 @@
+//! What the database tests share: a database of their own on the test
+//! servers (PostgreSQL, MariaDB/MySQL), dropped after the test, and a TCP
+//! proxy the test can shut to make a server unreachable.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mysql_async::prelude::Queryable;
+use serde_json::{json, Value};
+
+use crate::common::{eventually, Daemon};
+
+pub fn pg_url() -> String {
+    std::env::var("SLUICE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn mysql_url() -> String {
+    std::env::var("SLUICE_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// A name no other test (of this or another process) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// `url` with another database.
+pub fn with_db(url: &str, db: &str) -> String {
+    let mut u = reqwest::Url::parse(url).unwrap();
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+/// `url` through `port` on 127.0.0.1 (the proxy).
+pub fn with_port(url: &str, port: u16) -> String {
+    let mut u = reqwest::Url::parse(url).unwrap();
+    u.set_host(Some("127.0.0.1")).unwrap();
+    u.set_port(Some(port)).unwrap();
+    u.to_string()
+}
+
+/// Runs `f` on a runtime of its own on another thread: for the drops.
+fn block_on_aside<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+    .join()
+    .ok();
+}
+
+/// A PostgreSQL database of the test's own.
+pub struct PgDb {
+    pub name: String,
+    pub url: String,
+    pub client: tokio_postgres::Client,
+}
+
+async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url}: {e}"));
+    tokio::spawn(async move { conn.await.ok() });
+    client
+}
+
+impl PgDb {
+    pub async fn new() -> PgDb {
+        let name = unique("sluice_t");
+        let admin = pg_connect(&pg_url()).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let url = with_db(&pg_url(), &name);
+        let client = pg_connect(&url).await;
+        PgDb { name, url, client }
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+
+    /// The rows of `sql` as JSON objects (PostgreSQL's own to_jsonb).
+    pub async fn json(&self, sql: &str) -> Vec<Value> {
+        self.client
+            .query(&format!("SELECT to_jsonb(t) FROM ({sql}) t"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+            .iter()
+            .map(|r| r.get::<_, Value>(0))
+            .collect()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client
+            .query_one(&format!("SELECT count(*) FROM ({sql}) t"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+            .get(0)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        block_on_aside(async move {
+            let admin = pg_connect(&pg_url()).await;
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+                .ok();
+        });
+    }
+}
+
+/// A MariaDB/MySQL database of the test's own.
+pub struct MyDb {
+    pub name: String,
+    pub url: String,
+    pub conn: tokio::sync::Mutex<mysql_async::Conn>,
+}
+
+async fn my_connect(url: &str) -> mysql_async::Conn {
+    mysql_async::Conn::from_url(url)
+        .await
+        .unwrap_or_else(|e| panic!("MySQL at {url}: {e}"))
+}
+
+impl MyDb {
+    pub async fn new() -> MyDb {
+        let name = unique("sluice_t");
+        let mut admin = my_connect(&mysql_url()).await;
+        admin
+            .query_drop(format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let url = with_db(&mysql_url(), &name);
+        let mut conn = my_connect(&url).await;
+        conn.query_drop("SET time_zone = '+00:00'").await.unwrap();
+        MyDb {
+            name,
+            url,
+            conn: tokio::sync::Mutex::new(conn),
+        }
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.conn
+            .lock()
+            .await
+            .query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+
+    /// The first column of each row of `sql`, as text (NULL as None).
+    pub async fn column(&self, sql: &str) -> Vec<Option<String>> {
+        self.conn
+            .lock()
+            .await
+            .query::<Option<String>, _>(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let v = self
+            .conn
+            .lock()
+            .await
+            .query_first::<i64, _>(format!("SELECT count(*) FROM ({sql}) t"))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        v.unwrap_or(0)
+    }
+}
+
+impl Drop for MyDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        block_on_aside(async move {
+            let mut admin = my_connect(&mysql_url()).await;
+            admin
+                .query_drop(format!("DROP DATABASE IF EXISTS {name}"))
+                .await
+                .ok();
+        });
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 to a database server: shut, it refuses new
+/// connections and cuts the open ones.
+pub struct Proxy {
+    pub port: u16,
+    upstream: SocketAddr,
+    running: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream_url: &str) -> Arc<Proxy> {
+        let u = reqwest::Url::parse(upstream_url).unwrap();
+        let upstream: SocketAddr = format!(
+            "{}:{}",
+            u.host_str().unwrap(),
+            u.port_or_known_default()
+                .unwrap_or(if u.scheme() == "mysql" { 3306 } else { 5432 })
+        )
+        .parse()
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Arc::new(Proxy {
+            port: listener.local_addr().unwrap().port(),
+            upstream,
+            running: Mutex::new(Vec::new()),
+        });
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(self: &Arc<Self>, listener: tokio::net::TcpListener) {
+        let me = Arc::clone(self);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = me.upstream;
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
+                        tokio::io::copy_bidirectional(&mut inbound, &mut out)
+                            .await
+                            .ok();
+                    }
+                });
+                me.running.lock().unwrap().push(conn);
+            }
+        });
+        self.running.lock().unwrap().push(accept);
+    }
+
+    /// Refuses connections from now on and cuts the open ones.
+    pub async fn stop(&self) {
+        let tasks: Vec<_> = self.running.lock().unwrap().drain(..).collect();
+        for t in tasks {
+            t.abort();
+            t.await.ok();
+        }
+    }
+
+    /// Takes connections again on the same port.
+    pub async fn restart(self: &Arc<Self>) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket
+            .bind(format!("127.0.0.1:{}", self.port).parse().unwrap())
+            .unwrap();
+        self.serve(socket.listen(128).unwrap());
+    }
+}
+
+/// The configuration of site `S`: endpoint `src` (a source) and `dst` (a
+/// target), given as TOML bodies, and integration `sync` with flow `rows`
+/// (key `id`, cursor `updated_at`).
+pub fn site(src: &str, dst: &str) -> String {
+    format!(
+        r#"
+[sites.S]
+
+[sites.S.endpoints.src]
+{src}
+
+[sites.S.endpoints.dst]
+{dst}
+
+[sites.S.integrations.sync]
+
+[[sites.S.integrations.sync.flows]]
+name = "rows"
+source = "src"
+target = "dst"
+key = "id"
+cursor = "updated_at"
+"#
+    )
+}
+
+/// Asks for a run of flow `rows` in `mode` ("all" or "changed"), without
+/// waiting for it.
+pub async fn start_run(daemon: &Daemon, mode: &str) -> Value {
+    let before = daemon.flow("S", "rows").await["last_run"]["id"].clone();
+    let (status, answer) = daemon
+        .post("/api/v1/sites/S/flows/rows/run", json!({ "mode": mode }))
+        .await;
+    assert_eq!(status.as_u16(), 202, "{answer}");
+    before
+}
+
+/// Runs flow `rows` in `mode` and waits until the run is over and what it
+/// queued is sent: its last run.
+pub async fn run(daemon: &Daemon, mode: &str) -> Value {
+    let before = start_run(daemon, mode).await;
+    eventually(60, &format!("the '{mode}' run over and sent"), || async {
+        let flow = daemon.flow("S", "rows").await;
+        flow["last_run"]["id"] != before
+            && flow["status"] != "Running"
+            && daemon.integration("S", "sync").await["queued"] == 0
+    })
+    .await;
+    let flow = daemon.flow("S", "rows").await;
+    assert_eq!(flow["last_run"]["result"], "success", "{flow}");
+    flow["last_run"].clone()
+}
