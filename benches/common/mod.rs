@@ -17,6 +17,23 @@ pub fn payload(i: usize) -> String {
     )
 }
 
+/// An order as a web shop would post it: about ten fields, a customer with
+/// a nested address, a `null` (about 300 bytes of JSON). `qty` is never 0.
+pub fn order(i: usize) -> String {
+    format!(
+        "{{\"id\":\"o{i:07}\",\"n\":{i},\"qty\":{},\"price\":{}.5,\"sku\":\"SKU-{}\",\
+         \"status\":\"paid\",\"currency\":\"NZD\",\"created_at\":\"2026-12-01T10:00:00Z\",\
+         \"customer\":{{\"name\":\"Customer {}\",\"email\":\"c{}@example.com\",\
+         \"address\":{{\"city\":\"Wellington\",\"zip\":\"{}\"}}}},\"note\":null}}",
+        1 + i % 5,
+        i % 1000,
+        i % 97,
+        i % 1000,
+        i % 1000,
+        6000 + i % 100
+    )
+}
+
 /// Records per second.
 pub fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
