@@ -272,6 +272,15 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   // Test: the endpoint is called now, and the page says what was found.
   await page.locator('[data-endpoint="legacy"] [data-action="test"]').click();
   await page.locator('.toast.error').getByText('legacy: not reachable').waitFor();
+  // Each kind of real system shows its kind, its state and its last test.
+  for (const [name, kind] of [['warehouse-db', 'postgres'], ['shop-db', 'mysql'], ['orders-api', 'http_poll']]) {
+    const row = page.locator(`tr[data-endpoint="${name}"]`);
+    await row.getByText(kind, { exact: true }).waitFor();
+    await row.locator('[data-action="test"]').click();
+    await row.getByText('reached', { exact: false }).waitFor({ timeout: 20_000 });
+    await row.locator('.chip.endpoint-state').getByText('Online').waitFor();
+  }
+  await shot(page, '10c-endpoint-kinds.png');
   // Reauthorize: the form posts the token as JSON; credentials that cannot
   // be tried (nothing answers) are refused, and the window says why.
   await page.locator('[data-endpoint="legacy"] [data-action="reauthorize"]').click();

@@ -144,6 +144,25 @@ kind = "http"                    # nothing listens there: Offline
 url = "http://127.0.0.1:9/import"
 probe_every = "1m"
 
+# One endpoint of each kind that reaches a real system: the dashboard shows
+# each one's state and last test (PostgreSQL and MariaDB run on every
+# machine of this project, CI's included).
+[sites.STAGE.endpoints.warehouse-db]
+kind = "postgres"
+url = "${SLUICE_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
+table = "stock"
+key = ["sku"]
+
+[sites.STAGE.endpoints.shop-db]
+kind = "mysql"
+url = "${SLUICE_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
+table = "orders"
+
+[sites.STAGE.endpoints.orders-api]
+kind = "http_poll"
+url = "http://127.0.0.1:$RECEIVER_PORT/records"
+records = "/data"
+
 [sites.STAGE.integrations.customers]
 on_error = "skip"
 
