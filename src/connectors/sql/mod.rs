@@ -411,11 +411,118 @@ pub fn objects(
         .collect()
 }
 
+/// What cutting a batch into runs needs of a record: its set of fields and
+/// the value of a key column.
+pub trait Fields {
+    /// Whether `other` has the same set of fields.
+    fn same_fields(&self, other: &Self) -> bool;
+    /// The value of field `name`, if the record has it.
+    fn field(&self, name: &str) -> Option<&serde_json::Value>;
+}
+
+impl Fields for serde_json::Map<String, serde_json::Value> {
+    fn same_fields(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.keys().all(|k| other.contains_key(k))
+    }
+
+    fn field(&self, name: &str) -> Option<&serde_json::Value> {
+        self.get(name)
+    }
+}
+
+/// A record's shape, read without building the record: the names of its
+/// top-level fields in the order they come, and the values of the key
+/// columns. A target that hands PostgreSQL the payload text as it came
+/// needs no more (a record of 10 fields costs a scan of its text and a few
+/// small strings, instead of a map of every value).
+#[derive(Debug)]
+pub struct Shape<'a> {
+    pub fields: Vec<std::borrow::Cow<'a, str>>,
+    /// The key columns' values, by the endpoint's `key` order.
+    key: Vec<Option<serde_json::Value>>,
+    key_names: &'a [String],
+}
+
+impl Fields for Shape<'_> {
+    fn same_fields(&self, other: &Self) -> bool {
+        // Records from one source come with their fields in one order:
+        // compared in order first, as sets only when that differs.
+        self.fields == other.fields
+            || (self.fields.len() == other.fields.len()
+                && self.fields.iter().all(|f| other.fields.contains(f)))
+    }
+
+    fn field(&self, name: &str) -> Option<&serde_json::Value> {
+        let i = self.key_names.iter().position(|k| k == name)?;
+        self.key[i].as_ref()
+    }
+}
+
+/// Reads a [`Shape`]: a JSON object whose key columns are kept and whose
+/// other values are skipped.
+struct ShapeSeed<'k>(&'k [String]);
+
+impl<'de: 'k, 'k> serde::de::DeserializeSeed<'de> for ShapeSeed<'k> {
+    type Value = Shape<'k>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Shape<'k>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de: 'k, 'k> serde::de::Visitor<'de> for ShapeSeed<'k> {
+    type Value = Shape<'k>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Shape<'k>, A::Error> {
+        let mut shape = Shape {
+            fields: Vec::with_capacity(map.size_hint().unwrap_or(16)),
+            key: vec![None; self.0.len()],
+            key_names: self.0,
+        };
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match self.0.iter().position(|k| *k == name) {
+                Some(i) => shape.key[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            shape.fields.push(name);
+        }
+        Ok(shape)
+    }
+}
+
+/// The shapes of a batch's records (see [`Shape`]); a record that is not a
+/// JSON object is refused.
+pub fn shapes<'a>(
+    payloads: impl Iterator<Item = &'a str>,
+    key: &'a [String],
+) -> Result<Vec<Shape<'a>>, DeliveryError> {
+    use serde::de::DeserializeSeed;
+    payloads
+        .map(|p| {
+            let mut de = serde_json::Deserializer::from_str(p);
+            ShapeSeed(key)
+                .deserialize(&mut de)
+                .and_then(|shape| de.end().map(|()| shape))
+                .map_err(|_| DeliveryError {
+                    class: FailureClass::Rejected,
+                    message: "a record written to a table must be a JSON object".into(),
+                    retry_after: None,
+                })
+        })
+        .collect()
+}
+
 /// The records cut into runs written by one statement each, in order: a
 /// run has one set of fields, and (for `upsert`) no key twice, since one
 /// statement cannot both insert and update a row.
-pub fn runs(
-    records: &[serde_json::Map<String, serde_json::Value>],
+pub fn runs<R: Fields>(
+    records: &[R],
     key: &[String],
     mode: WriteMode,
 ) -> Result<Vec<std::ops::Range<usize>>, DeliveryError> {
@@ -430,7 +537,7 @@ pub fn runs(
             });
         }
         for r in records {
-            if let Some(k) = key.iter().find(|k| r.get(*k).is_none_or(|v| v.is_null())) {
+            if let Some(k) = key.iter().find(|k| r.field(k).is_none_or(|v| v.is_null())) {
                 return Err(DeliveryError {
                     class: FailureClass::Rejected,
                     message: format!("the record has no value for the key column '{k}'"),
@@ -448,8 +555,11 @@ pub fn runs(
     let mut keys = std::collections::HashSet::new();
     for i in 0..records.len() {
         let (a, b) = (&records[start], &records[i]);
-        let same_fields = a.len() == b.len() && a.keys().all(|k| b.contains_key(k));
-        let key_of: Vec<String> = key.iter().map(|k| b[k].to_string()).collect();
+        let same_fields = a.same_fields(b);
+        let key_of: Vec<String> = key
+            .iter()
+            .map(|k| b.field(k).map(|v| v.to_string()).unwrap_or_default())
+            .collect();
         let repeated = mode == WriteMode::Upsert && keys.contains(&key_of);
         if !same_fields || repeated {
             out.push(start..i);
@@ -568,6 +678,29 @@ mod tests {
         let missing = [json!({"a": 1}).as_object().unwrap().clone()];
         let e = runs(&missing, &key, WriteMode::Upsert).unwrap_err();
         assert_eq!(e.class, FailureClass::Rejected);
+    }
+
+    #[test]
+    fn shapes_keep_field_names_and_keys_only() {
+        let key = vec!["id".to_string()];
+        let payloads = [
+            r#"{"id": 1, "a": {"x": [1, 2]}, "b": "t\u00e9"}"#,
+            r#"{"b": null, "a": 2, "id": "k"}"#,
+            r#"{"id": null, "a": 1, "b": 1}"#,
+        ];
+        let s = shapes(payloads.iter().copied(), &key).unwrap();
+        assert_eq!(s[0].fields, ["id", "a", "b"]);
+        assert!(s[0].same_fields(&s[1]), "the same set in another order");
+        assert_eq!(s[1].field("id"), Some(&json!("k")));
+        assert_eq!(s[0].field("a"), None, "only key columns are kept");
+        let one_run = runs(&s[..2], &key, WriteMode::Upsert).unwrap();
+        assert_eq!((one_run.len(), one_run[0].clone()), (1, 0..2));
+        let e = runs(&s, &key, WriteMode::Upsert).unwrap_err();
+        assert!(e.message.contains("'id'"), "{}", e.message);
+        for bad in ["[1]", "3", "{\"a\": 1} x", "{\"a\": "] {
+            let e = shapes(std::iter::once(bad), &key).unwrap_err();
+            assert_eq!(e.class, FailureClass::Rejected, "{bad}");
+        }
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //! type ([`value`]); a column of a type not listed there fails the run
 //! with its name and type. A batch is written by one statement per run of
 //! records of one set of fields, `INSERT … SELECT … FROM
-//! jsonb_populate_recordset(NULL::table, $1)`, so PostgreSQL converts the
-//! JSON to the column types and names a bad value itself.
+//! json_populate_recordset(NULL::table, $1)` given the payloads as they
+//! came, joined into one JSON array, so PostgreSQL converts the JSON to the
+//! column types and names a bad value itself. A record is read only for
+//! its field names and key values ([`super::Shape`]). `json`, not `jsonb`:
+//! PostgreSQL then takes the text apart once, without building and sorting
+//! a binary document first (about a third less of its time a row).
 
 use std::error::Error as StdError;
 use std::fmt::Write as _;
@@ -22,8 +26,8 @@ use tokio_postgres::types::{FromSql, Kind, Type};
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    checkpoint_text, hex, objects, runs, source_record, ChannelPages, Cutter, Dialect, PageResult,
-    SqlConfig, WriteMode,
+    checkpoint_text, hex, runs, shapes, source_record, ChannelPages, Cutter, Dialect, PageResult,
+    Shape, SqlConfig, WriteMode,
 };
 use crate::connectors::{
     Delivered, Delivery, DeliveryError, FailureClass, Pages, ReadRequest, Source, SourceError,
@@ -140,7 +144,41 @@ fn float(f: f64) -> Value {
 /// RFC 3339 in UTC with microseconds, always six digits: text that sorts
 /// in time order.
 pub fn rfc3339(t: &NaiveDateTime) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    match (date(&t.date()), clock(&t.time())) {
+        (Some(d), Some(c)) => format!("{d}T{c}Z"),
+        _ => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+    }
+}
+
+/// `YYYY-MM-DD`, written out rather than through a format string (read
+/// anew each call: a good part of a row's cost); `None` for a year that
+/// is not four digits, which chrono writes.
+fn date(d: &NaiveDate) -> Option<String> {
+    use chrono::Datelike;
+    (0..=9999).contains(&d.year()).then(|| {
+        let mut s = String::with_capacity(10);
+        write!(s, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day()).ok();
+        s
+    })
+}
+
+/// `HH:MM:SS.ffffff`, written out; `None` for a leap second, which chrono
+/// writes.
+fn clock(t: &NaiveTime) -> Option<String> {
+    use chrono::Timelike;
+    (t.nanosecond() < 1_000_000_000).then(|| {
+        let mut s = String::with_capacity(15);
+        write!(
+            s,
+            "{:02}:{:02}:{:02}.{:06}",
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.nanosecond() / 1000
+        )
+        .ok();
+        s
+    })
 }
 
 /// A value of type `ty` (binary form) as JSON; an error for a type sluice
@@ -162,12 +200,14 @@ fn value(ty: &Type, raw: &[u8]) -> Result<Value, BoxError> {
             Value::String(rfc3339(&DateTime::<Utc>::from_sql(ty, raw)?.naive_utc()))
         }
         Type::TIMESTAMP => Value::String(rfc3339(&NaiveDateTime::from_sql(ty, raw)?)),
-        Type::DATE => Value::String(NaiveDate::from_sql(ty, raw)?.format("%Y-%m-%d").to_string()),
-        Type::TIME => Value::String(
-            NaiveTime::from_sql(ty, raw)?
-                .format("%H:%M:%S%.6f")
-                .to_string(),
-        ),
+        Type::DATE => {
+            let d = NaiveDate::from_sql(ty, raw)?;
+            Value::String(date(&d).unwrap_or_else(|| d.format("%Y-%m-%d").to_string()))
+        }
+        Type::TIME => {
+            let t = NaiveTime::from_sql(ty, raw)?;
+            Value::String(clock(&t).unwrap_or_else(|| t.format("%H:%M:%S%.6f").to_string()))
+        }
         Type::JSON | Type::JSONB => Value::from_sql(ty, raw)?,
         Type::UUID => Value::String(uuid(raw)?),
         Type::BYTEA => Value::String(hex(raw)),
@@ -455,18 +495,18 @@ impl PgTarget {
     }
 
     /// The statement writing records with these fields.
-    fn statement(&self, fields: &[&String]) -> String {
+    fn statement(&self, fields: &[&str]) -> String {
         let t = &self.table;
         let cols: Vec<String> = fields.iter().map(|f| Q.quote(f)).collect();
         let cols = cols.join(", ");
-        let rows = format!("jsonb_populate_recordset(NULL::{t}, $1::text::jsonb)");
+        let rows = format!("json_populate_recordset(NULL::{t}, $1::text::json)");
         match self.config.mode {
             WriteMode::Insert => format!("INSERT INTO {t} ({cols}) SELECT {cols} FROM {rows}"),
             WriteMode::Upsert => {
                 let key: Vec<String> = self.config.key.iter().map(|k| Q.quote(k)).collect();
                 let set: Vec<String> = fields
                     .iter()
-                    .filter(|f| !self.config.key.contains(f))
+                    .filter(|f| !self.config.key.iter().any(|k| k == *f))
                     .map(|f| format!("{0} = EXCLUDED.{0}", Q.quote(f)))
                     .collect();
                 let action = if set.is_empty() {
@@ -498,18 +538,20 @@ impl PgTarget {
         &self,
         client: &mut Client,
         batch: &[Delivery<'_>],
-        records: &[Map<String, Value>],
+        records: &[Shape<'_>],
         runs: &[std::ops::Range<usize>],
     ) -> Result<(), tokio_postgres::Error> {
         let txn = client.transaction().await?;
         for run in runs {
-            let fields: Vec<&String> = match self.config.mode {
-                WriteMode::Delete => self.config.key.iter().collect(),
-                _ => records[run.start].keys().collect(),
+            let fields: Vec<&str> = match self.config.mode {
+                WriteMode::Delete => self.config.key.iter().map(String::as_str).collect(),
+                _ => records[run.start].fields.iter().map(|f| &**f).collect(),
             };
             // The records as they came, not as parsed: numbers keep every
             // digit.
-            let mut json = String::from("[");
+            let len = batch[run.clone()].iter().map(|d| d.payload.len() + 1);
+            let mut json = String::with_capacity(2 + len.sum::<usize>());
+            json.push('[');
             for (i, d) in batch[run.clone()].iter().enumerate() {
                 if i > 0 {
                     json.push(',');
@@ -530,7 +572,7 @@ impl Target for PgTarget {
     }
 
     async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<Delivered, DeliveryError> {
-        let records = objects(batch.iter().map(|d| d.payload))?;
+        let records = shapes(batch.iter().map(|d| d.payload), &self.config.key)?;
         // Refused before any SQL: no key, no key value.
         let runs = runs(&records, &self.config.key, self.config.mode)?;
         let mut slot = self.client.lock().await;
@@ -601,6 +643,27 @@ mod tests {
         );
         assert_eq!(numeric(&numeric_bytes(&[], 0, 0, 2)).unwrap(), "0.00");
         assert_eq!(numeric(&numeric_bytes(&[], 0, 0xC000, 0)).unwrap(), "NaN");
+    }
+
+    #[test]
+    fn times_are_written_as_chrono_would() {
+        let at = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        for t in [
+            at("2024-01-01 00:00:00"),
+            at("0001-02-03 04:05:06.000007"),
+            at("9999-12-31 23:59:59.999999"),
+            at("1970-01-01 00:00:00.5"),
+        ] {
+            assert_eq!(rfc3339(&t), t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+            assert_eq!(date(&t.date()), Some(t.format("%Y-%m-%d").to_string()));
+            assert_eq!(clock(&t.time()), Some(t.format("%H:%M:%S%.6f").to_string()));
+        }
+        let far = NaiveDate::from_ymd_opt(12345, 1, 1).unwrap();
+        assert_eq!(date(&far), None);
+        assert_eq!(
+            rfc3339(&far.and_hms_opt(0, 0, 0).unwrap()),
+            "+12345-01-01T00:00:00.000000Z"
+        );
     }
 
     #[test]
