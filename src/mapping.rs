@@ -718,6 +718,90 @@ mod tests {
     }
 
     #[test]
+    fn reading_only_the_mapped_paths_is_reading_it_whole() {
+        let tables = [
+            table(),
+            MapTable::new(vec![
+                field("a", from("lines.0")),
+                field("b", from("lines.00.sku")),
+                field("c", from("lines.2.sku")),
+                field("d", from("lines")),
+                field("e", from("lines.1.sku.x")),
+                field("f", from("address.zip.0")),
+            ])
+            .unwrap(),
+        ];
+        let payloads = [
+            r#"{"id": 7, "level": null, "address": {"city": "W", "zip": "6011"},
+                "lines": [{"sku": "A1"}, {"sku": "B2"}, {"sku": "C3"}, 4], "id": 8}"#,
+            r#"{"lines": [1], "address": [{"city": 1}], "level": "gold"}"#,
+            r#"{"lines": {"0": {"sku": "k"}, "2": {"sku": "m"}}, "x": [1, {"y": 2}]}"#,
+            "[1, 2]",
+            "\"text\"",
+            "null",
+            r#"{"x": 1e400}"#,
+            r#"{"x": "\q"}"#,
+            r#"{"x": [1, 2}"#,
+            r#"{"id": 1} trailing"#,
+            "",
+        ];
+        for table in &tables {
+            for payload in payloads {
+                let whole = serde_json::from_str::<Value>(payload).map(|v| table.apply(&v));
+                let read = table.apply_text(payload);
+                match (whole, read) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{payload}"),
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{payload}"),
+                    (a, b) => panic!("{payload}: {a:?} but {b:?}"),
+                }
+            }
+        }
+    }
+
+    /// What `run` did before it converted directly: through text both ways.
+    fn run_through_text(t: &Transform, record: &Value) -> Result<Vec<Value>, MappingError> {
+        let input = jaq_json::read::parse_single(record.to_string().as_bytes()).unwrap();
+        let filter = &*t.filter;
+        let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
+        let mut out = Vec::new();
+        for output in filter.id.run((ctx, input)) {
+            let value = output.map_err(|exn| match exn.get_err() {
+                Ok(error) => MappingError::Runtime(unquote(error.to_string())),
+                Err(_) => MappingError::Runtime("the program halted".into()),
+            })?;
+            let text = value.to_string();
+            out.push(
+                serde_json::from_str(&text)
+                    .map_err(|_| MappingError::NotJsonOutput(truncate(&text)))?,
+            );
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn jaq_values_convert_as_their_text_would() {
+        let record = json!({"a": [1, {"z": 2, "y": null}], "b": 0.1, "c": "s\u{7f}\n",
+            "d": u64::MAX, "e": -1.25e-300, "f": -7, "g": 3.0, "h": true});
+        let programs = [
+            ".",
+            "[.[] | tostring]",
+            "{(.c): 1} + {k: keys_unsorted}",
+            "-0.0, 3.0, 1.5, 12345678901234567890123, -12345678901234567890123",
+            ".d + 1, .b * 3, (.g | tojson), .e / 7",
+            "\"1.50\" | tonumber",
+            "[to_entries[] | .key]",
+            "nan",
+            "[infinite]",
+            "\"a\" | tobytes",
+            "{(1): 2}",
+        ];
+        for program in programs {
+            let t = Transform::compile(program).unwrap();
+            assert_eq!(t.run(&record), run_through_text(&t, &record), "{program}");
+        }
+    }
+
+    #[test]
     fn bad_paths_and_clashing_targets_are_refused() {
         for bad in ["", ".a", "a.", "a..b"] {
             assert!(Path::parse(bad).is_err(), "{bad:?}");
