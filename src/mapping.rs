@@ -31,7 +31,8 @@ use std::sync::Arc;
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{data, Ctx, Vars};
-use jaq_json::Val;
+use jaq_json::{Num, Val};
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 /// The most records one run of a transform may yield.
@@ -82,9 +83,17 @@ impl Mapping {
         if self.is_identity() {
             return Ok(vec![payload.to_string()]);
         }
-        let record: Value =
-            serde_json::from_str(payload).map_err(|e| MappingError::NotJson(e.to_string()))?;
-        Ok(self.apply(record)?.iter().map(|v| v.to_string()).collect())
+        let not_json = |e: serde_json::Error| MappingError::NotJson(e.to_string());
+        // A map reads only the parts of the payload it takes.
+        let mapped = match &self.map {
+            Some(map) => map.apply_text(payload).map_err(not_json)?,
+            None => serde_json::from_str(payload).map_err(not_json)?,
+        };
+        let outputs = match &self.transform {
+            Some(transform) => transform.run(&mapped)?,
+            None => vec![mapped],
+        };
+        Ok(outputs.iter().map(Value::to_string).collect())
     }
 }
 
@@ -155,6 +164,8 @@ pub struct Field {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MapTable {
     fields: Vec<Field>,
+    /// The source paths of `fields`, as a tree.
+    reads: Reads,
 }
 
 impl MapTable {
@@ -178,11 +189,27 @@ impl MapTable {
                 }
             }
         }
-        Ok(MapTable { fields })
+        let mut reads = Reads::default();
+        for field in &fields {
+            if let Rule::From { path, .. } = &field.rule {
+                reads.add(path.segments());
+            }
+        }
+        Ok(MapTable { fields, reads })
     }
 
     pub fn fields(&self) -> &[Field] {
         &self.fields
+    }
+
+    /// As [`MapTable::apply`] on the JSON text `payload`, which is read
+    /// only where a source path leads (the rest is checked, not kept): the
+    /// same record, or the same error, as parsing it whole.
+    pub fn apply_text(&self, payload: &str) -> Result<Value, serde_json::Error> {
+        let mut reader = serde_json::Deserializer::from_str(payload);
+        let record = ReadSeed(&self.reads).deserialize(&mut reader)?;
+        reader.end()?;
+        Ok(self.apply(&record))
     }
 
     /// The record with exactly the mapped fields.
@@ -223,6 +250,193 @@ fn insert(object: &mut Map<String, Value>, path: &[String], value: Value) {
         here = next;
     }
     here.insert(last.clone(), value);
+}
+
+/// What of a record a map reads: all of it (a source path ends here), or
+/// only the named fields (an array's elements by their index) below.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Reads {
+    whole: bool,
+    /// Segment, its meaning as an array index, what is read below it.
+    below: Vec<(String, Option<usize>, Reads)>,
+}
+
+impl Reads {
+    fn add(&mut self, path: &[String]) {
+        let Some((first, rest)) = path.split_first() else {
+            self.whole = true;
+            return;
+        };
+        let i = match self.below.iter().position(|(s, _, _)| s == first) {
+            Some(i) => i,
+            None => {
+                self.below
+                    .push((first.clone(), first.parse().ok(), Reads::default()));
+                self.below.len() - 1
+            }
+        };
+        self.below[i].2.add(rest);
+    }
+}
+
+/// Reads a value keeping only what [`Reads`] names: other fields are left
+/// out, other array elements are `null` (up to the last one read), a
+/// scalar not read whole is `null` (no path goes through it either way).
+/// Everything is still parsed, so bad JSON fails as it would whole.
+struct ReadSeed<'r>(&'r Reads);
+
+impl<'de> DeserializeSeed<'de> for ReadSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.0.whole {
+            Value::deserialize(d)
+        } else {
+            d.deserialize_any(self)
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for ReadSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let last = self.0.below.iter().filter_map(|(_, i, _)| *i).max();
+        let mut kept = Vec::new();
+        for index in 0.. {
+            let wanted: Vec<&Reads> = match last {
+                Some(last) if index <= last => self
+                    .0
+                    .below
+                    .iter()
+                    .filter(|(_, i, _)| *i == Some(index))
+                    .map(|(_, _, r)| r)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let item = match wanted.as_slice() {
+                [] => items.next_element::<Skip>()?.map(|_| Value::Null),
+                [one] => items.next_element_seed(ReadSeed(one))?,
+                // "0" and "00" both index 0: keep it whole.
+                _ => items.next_element::<Value>()?,
+            };
+            match item {
+                Some(item) if last.is_some_and(|last| index <= last) => kept.push(item),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        Ok(Value::Array(kept))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Value, A::Error> {
+        let mut kept = Map::new();
+        while let Some(found) = fields.next_key_seed(KeySeed(self.0))? {
+            match found {
+                Some(i) => {
+                    let (name, _, reads) = &self.0.below[i];
+                    kept.insert(name.clone(), fields.next_value_seed(ReadSeed(reads))?);
+                }
+                None => {
+                    fields.next_value::<Skip>()?;
+                }
+            }
+        }
+        Ok(Value::Object(kept))
+    }
+}
+
+/// A field name: the index of the entry of `below` it is, if any.
+struct KeySeed<'r>(&'r Reads);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.below.iter().position(|(s, _, _)| s == key))
+    }
+}
+
+/// A value parsed (numbers in range, strings well escaped) and dropped;
+/// unlike `IgnoredAny`, it refuses what parsing to a `Value` refuses.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Skip, A::Error> {
+        while items.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Skip, A::Error> {
+        while fields.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
 }
 
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
@@ -303,8 +517,7 @@ impl Transform {
     /// Runs the program on one record: its outputs, at most
     /// [`MAX_OUTPUTS`].
     pub fn run(&self, record: &Value) -> Result<Vec<Value>, MappingError> {
-        let input = jaq_json::read::parse_single(record.to_string().as_bytes())
-            .map_err(|e| MappingError::NotJson(format!("{e:?}")))?;
+        let input = to_jaq(record);
         let filter = &*self.filter;
         let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
         let mut out = Vec::new();
@@ -316,13 +529,71 @@ impl Transform {
                 Ok(error) => MappingError::Runtime(unquote(error.to_string())),
                 Err(_) => MappingError::Runtime("the program halted".into()),
             })?;
-            let text = value.to_string();
-            let json: Value = serde_json::from_str(&text)
-                .map_err(|_| MappingError::NotJsonOutput(truncate(&text)))?;
+            let json = from_jaq(&value)
+                .ok_or_else(|| MappingError::NotJsonOutput(truncate(&value.to_string())))?;
             out.push(json);
         }
         Ok(out)
     }
+}
+
+/// `value` as jaq's value, built directly (no text between). A float is
+/// `Num::Float`: with serde_json's `float_roundtrip` that is the number
+/// jaq's own reading of the text would give, compares, hashes and prints
+/// the same.
+fn to_jaq(value: &Value) -> Val {
+    match value {
+        Value::Null => Val::Null,
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Number(n) => Val::Num(if let Some(i) = n.as_i64() {
+            Num::from_integral(i)
+        } else if let Some(u) = n.as_u64() {
+            Num::from_integral(u)
+        } else {
+            Num::Float(n.as_f64().unwrap_or(f64::NAN))
+        }),
+        Value::String(s) => Val::utf8_str(s.clone().into_bytes()),
+        Value::Array(items) => Val::Arr(jaq_json::Rc::new(items.iter().map(to_jaq).collect())),
+        Value::Object(fields) => {
+            let mut map = jaq_json::Map::with_capacity_and_hasher(fields.len(), Default::default());
+            for (k, v) in fields {
+                map.insert(Val::utf8_str(k.clone().into_bytes()), to_jaq(v));
+            }
+            Val::obj(map)
+        }
+    }
+}
+
+/// jaq's `value` as JSON, if JSON can hold it: not NaN nor an infinity,
+/// not a byte string, no key that is not a string. What reading jaq's text
+/// with serde_json would give: invalid UTF-8 becomes U+FFFD, a later
+/// duplicate key wins, an integer too large for 64 bits or a decimal is
+/// read as serde_json reads its text.
+fn from_jaq(value: &Val) -> Option<Value> {
+    Some(match value {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(Num::Int(i)) => Value::from(*i as i64),
+        Val::Num(Num::Float(f)) => Value::Number(serde_json::Number::from_f64(*f)?),
+        Val::Num(n @ (Num::BigInt(_) | Num::Dec(_))) => {
+            Value::Number(serde_json::from_str(&n.to_string()).ok()?)
+        }
+        Val::BStr(_) => return None,
+        Val::TStr(bytes) => Value::String(utf8(bytes)),
+        Val::Arr(items) => Value::Array(items.iter().map(from_jaq).collect::<Option<_>>()?),
+        Val::Obj(fields) => {
+            let mut map = Map::new();
+            for (k, v) in fields.iter() {
+                let Val::TStr(key) = k else { return None };
+                map.insert(utf8(key), from_jaq(v)?);
+            }
+            Value::Object(map)
+        }
+    })
+}
+
+fn utf8(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The lexer's and the parser's errors, each with where it stands.
@@ -444,6 +715,90 @@ mod tests {
         // Not an object at all: only constants and defaults.
         let out = table().apply(&json!([1, 2]));
         assert_eq!(out, json!({"country": "NZ", "tier": "basic"}));
+    }
+
+    #[test]
+    fn reading_only_the_mapped_paths_is_reading_it_whole() {
+        let tables = [
+            table(),
+            MapTable::new(vec![
+                field("a", from("lines.0")),
+                field("b", from("lines.00.sku")),
+                field("c", from("lines.2.sku")),
+                field("d", from("lines")),
+                field("e", from("lines.1.sku.x")),
+                field("f", from("address.zip.0")),
+            ])
+            .unwrap(),
+        ];
+        let payloads = [
+            r#"{"id": 7, "level": null, "address": {"city": "W", "zip": "6011"},
+                "lines": [{"sku": "A1"}, {"sku": "B2"}, {"sku": "C3"}, 4], "id": 8}"#,
+            r#"{"lines": [1], "address": [{"city": 1}], "level": "gold"}"#,
+            r#"{"lines": {"0": {"sku": "k"}, "2": {"sku": "m"}}, "x": [1, {"y": 2}]}"#,
+            "[1, 2]",
+            "\"text\"",
+            "null",
+            r#"{"x": 1e400}"#,
+            r#"{"x": "\q"}"#,
+            r#"{"x": [1, 2}"#,
+            r#"{"id": 1} trailing"#,
+            "",
+        ];
+        for table in &tables {
+            for payload in payloads {
+                let whole = serde_json::from_str::<Value>(payload).map(|v| table.apply(&v));
+                let read = table.apply_text(payload);
+                match (whole, read) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{payload}"),
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{payload}"),
+                    (a, b) => panic!("{payload}: {a:?} but {b:?}"),
+                }
+            }
+        }
+    }
+
+    /// What `run` did before it converted directly: through text both ways.
+    fn run_through_text(t: &Transform, record: &Value) -> Result<Vec<Value>, MappingError> {
+        let input = jaq_json::read::parse_single(record.to_string().as_bytes()).unwrap();
+        let filter = &*t.filter;
+        let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
+        let mut out = Vec::new();
+        for output in filter.id.run((ctx, input)) {
+            let value = output.map_err(|exn| match exn.get_err() {
+                Ok(error) => MappingError::Runtime(unquote(error.to_string())),
+                Err(_) => MappingError::Runtime("the program halted".into()),
+            })?;
+            let text = value.to_string();
+            out.push(
+                serde_json::from_str(&text)
+                    .map_err(|_| MappingError::NotJsonOutput(truncate(&text)))?,
+            );
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn jaq_values_convert_as_their_text_would() {
+        let record = json!({"a": [1, {"z": 2, "y": null}], "b": 0.1, "c": "s\u{7f}\n",
+            "d": u64::MAX, "e": -1.25e-300, "f": -7, "g": 3.0, "h": true});
+        let programs = [
+            ".",
+            "[.[] | tostring]",
+            "{(.c): 1} + {k: keys_unsorted}",
+            "-0.0, 3.0, 1.5, 12345678901234567890123, -12345678901234567890123",
+            ".d + 1, .b * 3, (.g | tojson), .e / 7",
+            "\"1.50\" | tonumber",
+            "[to_entries[] | .key]",
+            "nan",
+            "[infinite]",
+            "\"a\" | tobytes",
+            "{(1): 2}",
+        ];
+        for program in programs {
+            let t = Transform::compile(program).unwrap();
+            assert_eq!(t.run(&record), run_through_text(&t, &record), "{program}");
+        }
     }
 
     #[test]
