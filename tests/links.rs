@@ -218,3 +218,34 @@ async fn a_create_answered_without_an_id_is_an_error_with_the_reason() {
     let (_, links) = daemon.get("/api/v1/sites/LIVE/flows/contacts/links").await;
     assert_eq!(links, json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_right_behind_its_create_goes_to_the_new_id() {
+    // Both records in one post: the second is sent while the first one's
+    // acknowledgement (and its link) may still be on its way to the store.
+    let dir = tempfile::tempdir().unwrap();
+    let (crm, url) = start_crm().await;
+    let daemon = Daemon::start(dir.path(), &config(&url)).await;
+    for round in 0..5 {
+        let email = format!("r{round}@example.com");
+        let records = json!([{"email": email, "n": 1}, {"email": email, "n": 2}]);
+        let (status, _) = daemon.hook("LIVE", "contacts", "contacts", records).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    eventually(10, "ten deliveries", || async {
+        crm.calls.lock().len() >= 10
+    })
+    .await;
+    let calls = calls(&crm);
+    for round in 0..5 {
+        assert_eq!(calls[2 * round].0, "POST", "{calls:?}");
+        assert_eq!(
+            calls[2 * round + 1],
+            (
+                "PATCH".to_string(),
+                format!("/api/contacts/c-{}", round + 1)
+            ),
+            "{calls:?}"
+        );
+    }
+}
