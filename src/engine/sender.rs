@@ -79,9 +79,6 @@ struct Position {
     /// The links the pending deliveries made (record links): stored with
     /// their ack.
     pending_links: Vec<Link>,
-    /// Links made and not yet committed, by (flow, key): a later record of
-    /// the same key, sent before the ack is written, finds its link here.
-    made: HashMap<(String, String), String>,
     /// The ack being written, and what it records. At most one: the next
     /// starts only once this one is committed.
     acking: Option<(
@@ -93,6 +90,21 @@ struct Position {
     /// to record, nothing more is sent, and it is tried again after the
     /// back-off.
     unrecorded: Option<Unrecorded>,
+}
+
+impl Position {
+    /// A link made by a delivery whose ack is not yet committed (pending,
+    /// or being written), newest first: a later record of the same key,
+    /// sent before the ack is in the store, finds its link here.
+    fn unstored_link(&self, flow: &str, key: &str) -> Option<&str> {
+        let acking = self.acking.iter().flat_map(|(_, _, links)| links.iter());
+        self.pending_links
+            .iter()
+            .rev()
+            .chain(acking.rev())
+            .find(|l| l.flow == flow && l.key == key)
+            .map(|l| l.link.as_str())
+    }
 }
 
 /// What an ack records: first, last seq, count.
@@ -291,13 +303,7 @@ impl Sender {
         };
         let failure = match ack.await {
             Ok(Ok(())) => {
-                for l in links {
-                    // Stored: the store answers for it from now on.
-                    let made = (l.flow, l.key);
-                    if progress.made.get(&made) == Some(&l.link) {
-                        progress.made.remove(&made);
-                    }
-                }
+                // Stored: the store answers for its links from now on.
                 self.integration.count_sent(count);
                 let Some(unrecorded) = progress.unrecorded.take() else {
                     return;
@@ -534,8 +540,8 @@ impl Sender {
             if target.links() {
                 for (t, link) in chunk.iter().zip(links.iter_mut()) {
                     let Some(key) = &t.key else { continue };
-                    *link = match processed.made.get(&(t.flow.clone(), key.clone())) {
-                        Some(made) => Some(made.clone()),
+                    *link = match processed.unstored_link(&t.flow, key) {
+                        Some(made) => Some(made.to_string()),
                         None => match self.store.link(&t.flow, key).await {
                             Ok(found) => found,
                             Err(e) => {
@@ -580,9 +586,6 @@ impl Sender {
                         let (Some(key), Some(link)) = (&t.key, link) else {
                             continue;
                         };
-                        processed
-                            .made
-                            .insert((t.flow.clone(), key.clone()), link.clone());
                         processed.pending_links.push(Link {
                             flow: t.flow.clone(),
                             key: key.clone(),
