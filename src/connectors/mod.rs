@@ -155,8 +155,10 @@ impl EndpointKind {
             EndpointKind::File(c) => Some(Arc::new(file::FileSource::new(c, base))),
             EndpointKind::Generator(c) => Some(Arc::new(generator::GeneratorSource::new(c))),
             EndpointKind::HttpPoll(c) => Some(Arc::new(http_poll::HttpPollSource::new(c, base))),
-            EndpointKind::Postgres(c) => Some(Arc::new(sql::postgres::PgSource::new(c))),
-            EndpointKind::Mysql(c) => Some(Arc::new(sql::mysql::MysqlSource::new(c))),
+            EndpointKind::Postgres(c) => {
+                Some(Arc::new(sql::SqlSource::new(c, sql::Dialect::Postgres)))
+            }
+            EndpointKind::Mysql(c) => Some(Arc::new(sql::SqlSource::new(c, sql::Dialect::Mysql))),
             EndpointKind::Webhook(_) | EndpointKind::Http(_) => None,
         }
     }

@@ -89,6 +89,44 @@ pub enum WriteMode {
     Delete,
 }
 
+/// A table or query read by a run: the read runs on a task of its own
+/// (the server's dialect's `read`), handing pages over one at a time.
+pub struct SqlSource {
+    config: SqlConfig,
+    dialect: Dialect,
+}
+
+impl SqlSource {
+    pub fn new(config: &SqlConfig, dialect: Dialect) -> SqlSource {
+        SqlSource {
+            config: config.clone(),
+            dialect,
+        }
+    }
+}
+
+#[async_trait]
+impl super::Source for SqlSource {
+    async fn open(&self, req: super::ReadRequest) -> Result<Box<dyn Pages>, SourceError> {
+        let config = self.config.clone();
+        let dialect = self.dialect;
+        Ok(Box::new(ChannelPages::spawn(move |tx| async move {
+            let read = match dialect {
+                Dialect::Postgres => postgres::read(&config, &req, &tx).await,
+                Dialect::Mysql => mysql::read(&config, &req, &tx).await,
+            };
+            if let Err(e) = read {
+                // The run is gone if the send fails: nothing to tell.
+                tx.send(Err(e)).await.ok();
+            }
+        })))
+    }
+
+    fn pace(&self) -> Duration {
+        self.config.pace()
+    }
+}
+
 /// Which server a [`SqlConfig`] is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

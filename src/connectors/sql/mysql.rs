@@ -19,13 +19,9 @@ use mysql_async::{Conn, Opts, OptsBuilder, Params, Row, TxOpts};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::{
-    hex, objects, runs, source_record, ChannelPages, Cutter, Dialect, PageResult, SqlConfig,
-    WriteMode,
-};
+use super::{hex, objects, runs, source_record, Cutter, Dialect, PageResult, SqlConfig, WriteMode};
 use crate::connectors::{
-    Cursor, Delivered, Delivery, DeliveryError, FailureClass, Pages, ReadRequest, Source,
-    SourceError, Target,
+    Cursor, Delivered, Delivery, DeliveryError, FailureClass, ReadRequest, SourceError, Target,
 };
 use crate::model::RunMode;
 use crate::redact;
@@ -295,34 +291,6 @@ fn row_object(mut row: Row) -> Result<Map<String, Value>, SourceError> {
     Ok(map)
 }
 
-pub struct MysqlSource {
-    config: SqlConfig,
-}
-
-impl MysqlSource {
-    pub fn new(config: &SqlConfig) -> MysqlSource {
-        MysqlSource {
-            config: config.clone(),
-        }
-    }
-}
-
-#[async_trait]
-impl Source for MysqlSource {
-    async fn open(&self, req: ReadRequest) -> Result<Box<dyn Pages>, SourceError> {
-        let config = self.config.clone();
-        Ok(Box::new(ChannelPages::spawn(move |tx| async move {
-            if let Err(e) = read(&config, &req, &tx).await {
-                tx.send(Err(e)).await.ok();
-            }
-        })))
-    }
-
-    fn pace(&self) -> Duration {
-        self.config.pace()
-    }
-}
-
 /// The checkpoint as a parameter compared with the cursor column.
 fn checkpoint_param(c: &Cursor) -> mysql_async::Value {
     match c {
@@ -334,7 +302,8 @@ fn checkpoint_param(c: &Cursor) -> mysql_async::Value {
     }
 }
 
-async fn read(
+/// Reads what the run captures and sends it page by page.
+pub(super) async fn read(
     config: &SqlConfig,
     req: &ReadRequest,
     tx: &mpsc::Sender<PageResult>,

@@ -26,12 +26,11 @@ use tokio_postgres::types::{FromSql, Kind, Type};
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    checkpoint_text, hex, runs, shapes, source_record, ChannelPages, Cutter, Dialect, PageResult,
-    Shape, SqlConfig, WriteMode,
+    checkpoint_text, hex, runs, shapes, source_record, Cutter, Dialect, PageResult, Shape,
+    SqlConfig, WriteMode,
 };
 use crate::connectors::{
-    Delivered, Delivery, DeliveryError, FailureClass, Pages, ReadRequest, Source, SourceError,
-    Target,
+    Delivered, Delivery, DeliveryError, FailureClass, ReadRequest, SourceError, Target,
 };
 use crate::model::RunMode;
 use crate::redact;
@@ -333,37 +332,8 @@ fn type_sql(ty: &Type) -> String {
     format!("{}.{}", Q.quote(ty.schema()), Q.quote(ty.name()))
 }
 
-pub struct PgSource {
-    config: SqlConfig,
-}
-
-impl PgSource {
-    pub fn new(config: &SqlConfig) -> PgSource {
-        PgSource {
-            config: config.clone(),
-        }
-    }
-}
-
-#[async_trait]
-impl Source for PgSource {
-    async fn open(&self, req: ReadRequest) -> Result<Box<dyn Pages>, SourceError> {
-        let config = self.config.clone();
-        Ok(Box::new(ChannelPages::spawn(move |tx| async move {
-            if let Err(e) = read(&config, &req, &tx).await {
-                // The run is gone if the send fails: nothing to tell.
-                tx.send(Err(e)).await.ok();
-            }
-        })))
-    }
-
-    fn pace(&self) -> Duration {
-        self.config.pace()
-    }
-}
-
 /// Reads what the run captures and sends it page by page.
-async fn read(
+pub(super) async fn read(
     config: &SqlConfig,
     req: &ReadRequest,
     tx: &mpsc::Sender<PageResult>,
