@@ -325,7 +325,11 @@ async fn first_record(site: &Site, fc: &FlowConfig) -> ApiResult<serde_json::Val
             .map_err(unreadable)?;
         while let Some(page) = pages.next().await.map_err(unreadable)? {
             if let Some(first) = page.into_iter().next() {
-                return Ok(first.record);
+                return serde_json::from_str(&first.payload).map_err(|e| {
+                    unreadable(crate::connectors::SourceError {
+                        message: e.to_string(),
+                    })
+                });
             }
         }
     }

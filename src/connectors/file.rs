@@ -13,8 +13,8 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    Cursor, Delivered, Delivery, DeliveryError, FailureClass, KeyProblem, Pages, ReadRequest,
-    ReadWhole, Source, SourceError, SourceRecord, Target,
+    key_text, Cursor, Delivered, Delivery, DeliveryError, FailureClass, KeyProblem, Pages,
+    ReadRequest, ReadWhole, Source, SourceError, SourceRecord, Target,
 };
 use crate::duration::duration_opt;
 use crate::model::RunMode;
@@ -114,16 +114,6 @@ impl FileSource {
     }
 }
 
-/// The text of a key field: text as it is, anything else as JSON, null as
-/// no key.
-pub(crate) fn key_text(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
-    }
-}
-
 impl FileSource {
     /// Every record the run captures, in file order.
     async fn read(&self, req: &ReadRequest) -> Result<Vec<SourceRecord>, SourceError> {
@@ -172,7 +162,7 @@ impl FileSource {
             records.push(SourceRecord {
                 key,
                 cursor,
-                record,
+                payload: record.to_string(),
             });
         }
         Ok(records)

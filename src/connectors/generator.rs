@@ -74,12 +74,13 @@ impl Source for GeneratorSource {
                 SourceRecord {
                     key: Some(id.clone()),
                     cursor: Some(Cursor::Number(n as f64)),
-                    record: serde_json::json!({
+                    payload: serde_json::json!({
                         "id": id,
                         "n": n,
                         "at": now,
                         "amount": (n * 37 % 1000) as f64 / 10.0,
-                    }),
+                    })
+                    .to_string(),
                 }
             })
             .collect();

@@ -38,9 +38,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::file::key_text;
 use super::http::{self, HttpConfig};
 use super::http_auth::Authorizer;
+use super::key_text;
 use super::{
     Cursor, DeliveryError, FailureClass, KeyProblem, Pages, ReadRequest, Source, SourceError,
     SourceRecord,
@@ -757,7 +757,7 @@ impl PollPages {
             out.push(SourceRecord {
                 key,
                 cursor,
-                record,
+                payload: record.to_string(),
             });
         }
         Ok(out)
@@ -851,7 +851,7 @@ mod tests {
         SourceRecord {
             key: None,
             cursor: c.map(Cursor::Number),
-            record: serde_json::json!({}),
+            payload: "{}".into(),
         }
     }
 

@@ -184,13 +184,26 @@ impl EndpointKind {
     }
 }
 
+/// The text of a key field: text as it is, anything else as JSON, null as
+/// no key.
+pub fn key_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
 /// One record read from a source.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceRecord {
     pub key: Option<String>,
     /// The cursor value, compared with the flow's checkpoint.
     pub cursor: Option<Cursor>,
-    pub record: serde_json::Value,
+    /// The record as JSON text, queued as it is: a source that reads typed
+    /// values (a database) writes the text directly, without building a
+    /// document first.
+    pub payload: String,
 }
 
 /// A cursor value: numbers compare as numbers, anything else as text (so
@@ -437,7 +450,7 @@ mod tests {
         SourceRecord {
             key: None,
             cursor: Some(Cursor::Number(c)),
-            record: serde_json::json!({}),
+            payload: "{}".into(),
         }
     }
 

@@ -162,7 +162,7 @@ async fn pages(
             .into_iter()
             .map(|r| NewRecord {
                 key: r.key,
-                payload: r.record.to_string(),
+                payload: r.payload,
             })
             .collect();
         site.store

@@ -298,15 +298,6 @@ pub fn checkpoint_text(c: &Cursor) -> String {
     }
 }
 
-/// A JSON value as the text of a key.
-pub fn key_text(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
-    }
-}
-
 /// A row read, as a record of the run: its key and cursor from the flow's
 /// fields.
 pub fn source_record(
@@ -314,14 +305,16 @@ pub fn source_record(
     key_field: Option<&str>,
     cursor_field: Option<&str>,
 ) -> SourceRecord {
-    let key = key_field.and_then(|f| record.get(f)).and_then(key_text);
+    let key = key_field
+        .and_then(|f| record.get(f))
+        .and_then(crate::connectors::key_text);
     let cursor = cursor_field
         .and_then(|f| record.get(f))
         .and_then(Cursor::from_json);
     SourceRecord {
         key,
         cursor,
-        record: serde_json::Value::Object(record),
+        payload: serde_json::Value::Object(record).to_string(),
     }
 }
 
@@ -521,7 +514,7 @@ impl<'de: 'k, 'k> serde::de::Visitor<'de> for ShapeSeed<'k> {
             key: vec![None; self.0.len()],
             key_names: self.0,
         };
-        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(name) = map.next_key_seed(FieldName)? {
             match self.0.iter().position(|k| *k == name) {
                 Some(i) => shape.key[i] = Some(map.next_value()?),
                 None => {
@@ -531,6 +524,38 @@ impl<'de: 'k, 'k> serde::de::Visitor<'de> for ShapeSeed<'k> {
             shape.fields.push(name);
         }
         Ok(shape)
+    }
+}
+
+/// A field name, borrowed from the record's text unless it has escapes
+/// (a `Cow` deserialized as such is always a copy).
+struct FieldName;
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldName {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldName {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v))
     }
 }
 
@@ -665,7 +690,7 @@ mod tests {
         let rec = |c: f64| SourceRecord {
             key: None,
             cursor: Some(Cursor::Number(c)),
-            record: json!({}),
+            payload: "{}".into(),
         };
         let mut cut = Cutter::new(2);
         cut.push(rec(1.0));
@@ -728,6 +753,15 @@ mod tests {
         ];
         let s = shapes(payloads.iter().copied(), &key).unwrap();
         assert_eq!(s[0].fields, ["id", "a", "b"]);
+        assert!(
+            s[0].fields
+                .iter()
+                .all(|f| matches!(f, std::borrow::Cow::Borrowed(_))),
+            "names without escapes are read in place, not copied"
+        );
+        let escaped = shapes(std::iter::once(r#"{"\u0069d": 5}"#), &key).unwrap();
+        assert_eq!(escaped[0].fields, ["id"]);
+        assert_eq!(escaped[0].field("id"), Some(&json!(5)));
         assert!(s[0].same_fields(&s[1]), "the same set in another order");
         assert_eq!(s[1].field("id"), Some(&json!("k")));
         assert_eq!(s[0].field("a"), None, "only key columns are kept");

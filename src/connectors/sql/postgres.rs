@@ -19,18 +19,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Kind, Type};
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    checkpoint_text, hex, runs, shapes, source_record, Cutter, Dialect, PageResult, Shape,
-    SqlConfig, WriteMode,
+    checkpoint_text, hex, runs, shapes, Cutter, Dialect, PageResult, Shape, SqlConfig, WriteMode,
 };
 use crate::connectors::{
-    Delivered, Delivery, DeliveryError, FailureClass, ReadRequest, SourceError, Target,
+    Delivered, Delivery, DeliveryError, FailureClass, ReadRequest, SourceError, SourceRecord,
+    Target,
 };
 use crate::model::RunMode;
 use crate::redact;
@@ -306,25 +306,127 @@ fn numeric(raw: &[u8]) -> Result<String, BoxError> {
     Ok(s)
 }
 
-/// A row as a JSON object, column by column.
-fn row_object(row: &tokio_postgres::Row) -> Result<Map<String, Value>, SourceError> {
-    let mut map = Map::with_capacity(row.len());
-    for (i, column) in row.columns().iter().enumerate() {
-        let v = match row.try_get::<_, Option<Raw>>(i) {
-            Ok(None) => Ok(Value::Null),
-            Ok(Some(Raw(raw))) => value(column.type_(), raw),
-            Err(e) => Err(e.into()),
+/// How a query's rows become records: per column, its name as written in
+/// JSON, and whether it is written (a name that comes twice keeps its last
+/// column, as a JSON object keeps its last value).
+struct Columns {
+    /// `"name":` of each column, escaped; `None` for one not written.
+    names: Vec<Option<String>>,
+    /// The columns of the flow's key and cursor fields.
+    key: Option<usize>,
+    cursor: Option<usize>,
+}
+
+impl Columns {
+    fn new(columns: &[tokio_postgres::Column], key: Option<&str>, cursor: Option<&str>) -> Columns {
+        let last = |name: &str| columns.iter().rposition(|c| c.name() == name);
+        let names = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                (last(c.name()) == Some(i)).then(|| {
+                    let mut name = serde_json::to_string(c.name()).unwrap_or_default();
+                    name.push(':');
+                    name
+                })
+            })
+            .collect();
+        Columns {
+            names,
+            key: key.and_then(last),
+            cursor: cursor.and_then(last),
         }
-        .map_err(|e| SourceError {
+    }
+}
+
+/// An integer as JSON.
+fn number(out: &mut Vec<u8>, n: impl std::fmt::Display) -> std::io::Result<()> {
+    std::io::Write::write_fmt(out, format_args!("{n}"))
+}
+
+/// A value written as JSON: what [`value`] gives, written directly for the
+/// common types (no document is built for a row).
+fn write_value(ty: &Type, raw: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
+    let quoted = |out: &mut Vec<u8>, text: &str| {
+        // Digits, dashes, colons and dots: nothing to escape.
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    };
+    match *ty {
+        Type::BOOL => out.extend_from_slice(if bool::from_sql(ty, raw)? {
+            b"true"
+        } else {
+            b"false"
+        }),
+        Type::INT2 => number(out, i16::from_sql(ty, raw)?)?,
+        Type::INT4 => number(out, i32::from_sql(ty, raw)?)?,
+        Type::INT8 => number(out, i64::from_sql(ty, raw)?)?,
+        Type::NUMERIC => quoted(out, &numeric(raw)?),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+            serde_json::to_writer(&mut *out, <&str>::from_sql(ty, raw)?)?
+        }
+        Type::TIMESTAMPTZ => quoted(
+            out,
+            &rfc3339(&DateTime::<Utc>::from_sql(ty, raw)?.naive_utc()),
+        ),
+        Type::TIMESTAMP => quoted(out, &rfc3339(&NaiveDateTime::from_sql(ty, raw)?)),
+        _ => serde_json::to_writer(&mut *out, &value(ty, raw)?)?,
+    }
+    Ok(())
+}
+
+/// A row as a record: its JSON text written column by column, its key and
+/// cursor from their columns.
+fn row_record(row: &tokio_postgres::Row, columns: &Columns) -> Result<SourceRecord, SourceError> {
+    let failed = |i: usize, e: BoxError| {
+        let column = &row.columns()[i];
+        SourceError {
             message: format!(
                 "column '{}' of type {}: {e}",
                 column.name(),
                 column.type_().name()
             ),
-        })?;
-        map.insert(column.name().to_string(), v);
+        }
+    };
+    let raw = |i: usize| {
+        row.try_get::<_, Option<Raw>>(i)
+            .map_err(|e| failed(i, e.into()))
+    };
+    let mut out = Vec::with_capacity(64 + 24 * row.len());
+    out.push(b'{');
+    for (i, name) in columns.names.iter().enumerate() {
+        let Some(name) = name else { continue };
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(name.as_bytes());
+        match raw(i)? {
+            None => out.extend_from_slice(b"null"),
+            Some(Raw(r)) => {
+                write_value(row.columns()[i].type_(), r, &mut out).map_err(|e| failed(i, e))?
+            }
+        }
     }
-    Ok(map)
+    out.push(b'}');
+    let field = |i: Option<usize>| -> Result<Option<Value>, SourceError> {
+        let Some(i) = i else { return Ok(None) };
+        Ok(Some(match raw(i)? {
+            None => Value::Null,
+            Some(Raw(r)) => value(row.columns()[i].type_(), r).map_err(|e| failed(i, e))?,
+        }))
+    };
+    Ok(SourceRecord {
+        key: field(columns.key)?
+            .as_ref()
+            .and_then(crate::connectors::key_text),
+        cursor: field(columns.cursor)?
+            .as_ref()
+            .and_then(crate::connectors::Cursor::from_json),
+        payload: String::from_utf8(out).map_err(|e| SourceError {
+            message: format!("a row written as JSON is not UTF-8: {e}"),
+        })?,
+    })
 }
 
 /// A type's name as SQL, for a cast.
@@ -429,12 +531,13 @@ pub(super) async fn read(
     .map_err(failed)?;
     let page_size = config.page_size.max(1);
     let fetch = i32::try_from(page_size).unwrap_or(i32::MAX);
+    let columns = Columns::new(statement.columns(), key, cursor);
     let mut cutter = Cutter::new(page_size);
     loop {
         let rows = txn.query_portal(&portal, fetch).await.map_err(failed)?;
         let done = rows.len() < page_size;
         for row in &rows {
-            cutter.push(source_record(row_object(row)?, key, cursor));
+            cutter.push(row_record(row, &columns)?);
         }
         while let Some(page) = cutter.page(done) {
             if tx.send(Ok(page)).await.is_err() {
