@@ -46,8 +46,11 @@ use crate::log::{level, SiteLog};
 use crate::model::{idempotency_key, TxState};
 use crate::store::{Link, QueuedTx, Store};
 
-/// Transactions read from the store at a time.
+/// Transactions read from the store at a time, at least: more when a
+/// target takes bigger batches (up to [`READ_MAX`]), so that a batch is
+/// never cut short by the read.
 pub const READ_BATCH: usize = 1000;
+pub const READ_MAX: usize = 10_000;
 
 /// The first wait before a failed delivery is tried again; it doubles with
 /// each failure in a row, up to [`RETRY_MAX`] (a `Retry-After` the target
@@ -107,6 +110,9 @@ impl Position {
     }
 }
 
+/// A read of the queue made ahead.
+type ReadAhead = tokio::task::JoinHandle<crate::store::Result<Vec<QueuedTx>>>;
+
 /// What an ack records: first, last seq, count.
 type Acked = (i64, i64, i64);
 
@@ -152,6 +158,17 @@ impl Sender {
         // Deliver one record at a time up to this seq (set after a batch was
         // rejected, to find the record the target refuses).
         let mut single_until = 0i64;
+        let read_size = self
+            .routes
+            .values()
+            .filter_map(|e| e.target.as_ref())
+            .map(|t| t.batch_size())
+            .max()
+            .unwrap_or(0)
+            .clamp(READ_BATCH, READ_MAX);
+        // The queue's next transactions, read while the batch before them
+        // was being delivered: (read after seq, the read).
+        let mut read_ahead: Option<(i64, ReadAhead)> = None;
         loop {
             if let Some(unrecorded) = progress.unrecorded.as_mut() {
                 // Nothing more is sent until what was delivered is recorded.
@@ -204,11 +221,29 @@ impl Sender {
                 }
                 progress.after = 0;
             }
-            let batch = match self
-                .store
-                .next_batch(&name, progress.after, READ_BATCH)
-                .await
-            {
+            // A read made ahead is used only if the sender goes on from
+            // where it was made (a rewind starts over) and it found
+            // something (an empty one may predate what was queued since).
+            let ahead = match read_ahead.take() {
+                Some((after, read)) if after == progress.after => read
+                    .await
+                    .ok()
+                    .filter(|b| b.as_ref().is_ok_and(|b| !b.is_empty())),
+                Some((_, read)) => {
+                    read.abort();
+                    None
+                }
+                None => None,
+            };
+            let read = match ahead {
+                Some(read) => read,
+                None => {
+                    self.store
+                        .next_batch(&name, progress.after, read_size)
+                        .await
+                }
+            };
+            let batch = match read {
                 Ok(batch) => batch,
                 Err(e) => {
                     drop(gate);
@@ -236,6 +271,14 @@ impl Sender {
                     _ = may_send.changed() => {}
                 }
                 continue;
+            }
+            // The next read goes on beside this batch's delivery.
+            if let Some(last) = batch.last() {
+                let (store, name, after) = (self.store.clone(), name.clone(), last.seq);
+                read_ahead = Some((
+                    after,
+                    tokio::spawn(async move { store.next_batch(&name, after, read_size).await }),
+                ));
             }
             let pass = self
                 .deliver_batch(
