@@ -134,8 +134,10 @@ pub fn apply_pragmas(conn: &Connection, options: &SqliteOptions) -> rusqlite::Re
     )?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // 8 MiB of page cache a connection: bounded, whatever the queue length.
-    conn.pragma_update(None, "cache_size", -8000)?;
+    // 2 MiB of page cache a connection: bounded, whatever the queue length.
+    // The queue is written at one end of its tree and read and deleted at
+    // the other; a few hundred pages hold both paths.
+    conn.pragma_update(None, "cache_size", -2000)?;
     // A large group commit may grow the WAL; give the space back after the
     // next checkpoint.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
@@ -275,7 +277,7 @@ impl Readers {
         apply_pragmas(&conn, &self.options)?;
         conn.pragma_update(None, "query_only", true)?;
         // Every commit of the writer empties a reader's cache: keep it small.
-        conn.pragma_update(None, "cache_size", -2000)?;
+        conn.pragma_update(None, "cache_size", -1000)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
