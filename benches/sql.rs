@@ -11,7 +11,9 @@
 //! the rows changed (rows/s, and the ratio to COPY); and the daemon's peak
 //! memory (VmHWM) reading the big table against a fresh daemon reading
 //! 1,000 rows — a table is read page by page, so the peak must not grow
-//! with it. Needs the test PostgreSQL (`SLUICE_TEST_PG_URL`).
+//! with it. The source reads with the default `page_size` (1,000 rows),
+//! the target writes `batch = 1000` (`SLUICE_BENCH_BATCH` to try another).
+//! Needs the test PostgreSQL (`SLUICE_TEST_PG_URL`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -48,9 +50,10 @@ fn fill(rows: u64) -> String {
 
 fn config(url: &str, src: &str) -> String {
     site(
-        &format!("kind = \"postgres\"\nurl = \"{url}\"\ntable = \"{src}\"\npage_size = 5000"),
+        &format!("kind = \"postgres\"\nurl = \"{url}\"\ntable = \"{src}\""),
         &format!(
-            "kind = \"postgres\"\nurl = \"{url}\"\ntable = \"dst\"\nkey = [\"id\"]\nbatch = 2000"
+            "kind = \"postgres\"\nurl = \"{url}\"\ntable = \"dst\"\nkey = [\"id\"]\nbatch = {}",
+            std::env::var("SLUICE_BENCH_BATCH").unwrap_or_else(|_| "1000".into())
         ),
     )
 }
@@ -128,18 +131,32 @@ async fn main() {
         .await;
     db.exec("VACUUM ANALYZE src").await;
 
-    let copied = copy(&db, &db.url).await;
-    let copy_rate = rows as f64 / copied.as_secs_f64();
-    println!(
-        "COPY src TO STDOUT | COPY FROM STDIN: {rows} rows in {:.2}s = {copy_rate:.0} rows/s",
-        copied.as_secs_f64()
-    );
+    // Each measurement starts from a checkpoint, so that neither pays for
+    // the one the loading before it made due.
+    // COPY's time varies by half from one run to the next on a small
+    // machine (the disk's write-back): the best of two, one before and
+    // one after sluice's run, is the limit.
+    db.exec("CHECKPOINT").await;
+    let first_copy = copy(&db, &db.url).await;
 
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &config(&db.url, "src")).await;
+    db.exec("CHECKPOINT").await;
     let (took, read) = timed_run(&daemon, "all").await;
     assert_eq!(read as u64, rows);
     assert_eq!(db.count("SELECT * FROM dst").await as u64, rows);
+    db.exec("TRUNCATE copy").await;
+    db.exec("CHECKPOINT").await;
+    let second_copy = copy(&db, &db.url).await;
+    let copied = first_copy.min(second_copy);
+    let copy_rate = rows as f64 / copied.as_secs_f64();
+    println!(
+        "COPY src TO STDOUT | COPY FROM STDIN: {rows} rows in {:.2}s = {copy_rate:.0} rows/s \
+         (the better of {:.2}s before and {:.2}s after sluice's run)",
+        copied.as_secs_f64(),
+        first_copy.as_secs_f64(),
+        second_copy.as_secs_f64()
+    );
     let rate = rows as f64 / took.as_secs_f64();
     println!(
         "sluice 'Send All': {rows} rows in {:.2}s = {rate:.0} rows/s, {:.2} of COPY",
