@@ -40,9 +40,12 @@
 //! - `mod.rs`: the [`Store`] trait and the types it speaks in.
 //! - [`sqlite`]: the embedded backend, one SQLite file per site: the store
 //!   (`mod.rs`), its writer thread, its migrations, the audit table's SQL,
-//!   its tests and the model-based test of its queue.
+//!   its SQLite-only tests (bookkeeping, a full disk, bad files).
 //! - [`postgres`]: the shared backend, many sites in one PostgreSQL
-//!   database: the store and its migrations.
+//!   database: the store and its migrations, and the tests only it needs.
+//! - `tests/`: the tests of the [`Store`] trait, run against each backend
+//!   (PostgreSQL when `SLUICE_TEST_PG_URL` is set), and the model-based
+//!   test of the queue.
 //! - [`tokens`]: the daemon's token store (`tokens.db`): the SQL of API
 //!   tokens, dashboard sessions and their audit trail; the rules are
 //!   `auth`'s.
@@ -392,3 +395,6 @@ pub trait Store: Send + Sync + 'static {
     /// Follows what writes find of the disk: full, or writable (again).
     fn space(&self) -> watch::Receiver<Space>;
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
