@@ -1135,3 +1135,6 @@ async fn insert_audit(
     let stmt = db.prepare_cached(INSERT_AUDIT).await?;
     get(&db.query_one(&stmt, &audit_params(site, entry)).await?, 0)
 }
+
+#[cfg(test)]
+mod tests;
