@@ -16,8 +16,10 @@
 //! - [`duration`]: durations as the configuration writes them (`30s`,
 //!   `7d`), for `config` and for the endpoint kinds' settings alike.
 //! - [`store`]: the [`store::Store`] trait (the durable queue, checkpoints,
-//!   states, runs, log, audit) and its SQLite backend (`store/sqlite/`:
-//!   the store, its writer, migrations, tests); the token store's SQL
+//!   states, runs, log, audit) and its backends: SQLite (`store/sqlite/`:
+//!   the store, its writer, migrations, tests), PostgreSQL
+//!   (`store/postgres/`: many sites in one database; not wired in yet);
+//!   the trait's tests on both (`store/tests/`); the token store's SQL
 //!   (`store/tokens.rs`).
 //! - [`connectors`]: the `Source` and `Target` traits and one file per
 //!   endpoint kind (webhook, file, http, generator).

@@ -2,8 +2,9 @@
 //! and integration states, run history, site log and audit trail.
 //!
 //! # Design constraints
-//! - One store per site (its own data file). Nothing outside `store/` knows
-//!   what backs it: the [`Store`] trait speaks in domain terms.
+//! - One store per site (its own data file, or its own rows of a shared
+//!   database). Nothing outside `store/` knows what backs it: the [`Store`]
+//!   trait speaks in domain terms.
 //! - **What is durable when.** Every `async fn` that writes returns only once
 //!   its write is committed; all but the acks of deliveries (`ack_sent`,
 //!   `record_failure`) are then on disk. An ack may be lost to a power cut
@@ -39,11 +40,17 @@
 //! - `mod.rs`: the [`Store`] trait and the types it speaks in.
 //! - [`sqlite`]: the embedded backend, one SQLite file per site: the store
 //!   (`mod.rs`), its writer thread, its migrations, the audit table's SQL,
-//!   its tests and the model-based test of its queue.
+//!   its SQLite-only tests (bookkeeping, a full disk, bad files).
+//! - [`postgres`]: the shared backend, many sites in one PostgreSQL
+//!   database: the store and its migrations, and the tests only it needs.
+//! - `tests/`: the tests of the [`Store`] trait, run against each backend
+//!   (PostgreSQL when `SLUICE_TEST_PG_URL` is set), and the model-based
+//!   test of the queue.
 //! - [`tokens`]: the daemon's token store (`tokens.db`): the SQL of API
 //!   tokens, dashboard sessions and their audit trail; the rules are
 //!   `auth`'s.
 
+pub mod postgres;
 pub mod sqlite;
 pub mod tokens;
 
@@ -58,6 +65,7 @@ use crate::model::{
     SiteState, TxState,
 };
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +74,10 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store: {0}")]
     Io(#[from] std::io::Error),
+    /// An error of the PostgreSQL server, the connection to it or the
+    /// pool, as text with any URL's password taken out.
+    #[error("store: PostgreSQL: {0}")]
+    Postgres(String),
     #[error("store: the writer thread is gone")]
     Closed,
     #[error("store: {0}")]
@@ -383,3 +395,6 @@ pub trait Store: Send + Sync + 'static {
     /// Follows what writes find of the disk: full, or writable (again).
     fn space(&self) -> watch::Receiver<Space>;
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

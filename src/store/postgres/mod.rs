@@ -1,0 +1,1140 @@
+//! The shared store: one PostgreSQL database for many sites (and, later,
+//! many nodes).
+//!
+//! # Files
+//! - `mod.rs`: [`PgStore`], the [`Store`] trait's queries on a pool of
+//!   connections, and the migrations' runner.
+//! - `migrations/NNN_*.sql`: the schema, step by step.
+//! - `tests.rs`: what only this backend has to show (sites apart in one
+//!   database, two stores of one site at once, migrations run once, errors
+//!   without the password). The tests of the [`Store`] trait itself run
+//!   against both backends (`store/tests/`).
+//!
+//! # Layout
+//! Every table is named `sluice_*` and its key starts with `site`: a
+//! [`PgStore`] is bound to one site and every statement names it, so sites
+//! sharing the database never see each other's rows. The tables are
+//! SQLite's (`sqlite/mod.rs`), with these differences:
+//!
+//! | table | key | differs from SQLite's |
+//! | --- | --- | --- |
+//! | `sluice_sites` | `site` | one row per site instead of `id = 1` |
+//! | `sluice_sequences` | `(site, integration)` | only `last_seq`: no `queued`, no `floor` (see *Bookkeeping*) |
+//! | `sluice_runs`, `sluice_log`, `sluice_audit` | `(site, id)` | ids from one identity per table, shared by the sites |
+//! | `sluice_migrations` | `version` | the schema's steps applied; of the database, not of a site |
+//!
+//! # Design constraints
+//! The module doc of `store/` binds here as for SQLite. How they are kept:
+//! - **One transaction per write.** Each method that writes runs its
+//!   statements in one PostgreSQL transaction on a connection of the pool,
+//!   and returns once it committed (`synchronous_commit` as the server is
+//!   set: on, by default, so on disk). A failing write rolls back whole.
+//!   There is no writer thread: PostgreSQL orders the concurrent writers
+//!   (and groups their commits itself).
+//! - **Order.** `enqueue` raises the integration's `sluice_sequences.last_seq`
+//!   by the number of records and inserts them below it in the same
+//!   transaction. The upsert's row lock makes a second enqueue of the same
+//!   integration (from this process or another node) wait for the first
+//!   one's commit or rollback: numbers are strictly increasing, gap-free
+//!   and never reused, and each call's records are consecutive, in order.
+//! - **Bookkeeping.** None kept beside the queue: a partial index holds the
+//!   Queued transactions, so the head of the queue is read without walking
+//!   past what was sent, and `queued_count` counts them. Another node may
+//!   enqueue or ack at any time: a count in memory would be a guess.
+//! - **The log in order.** Appends to a site's log take an advisory lock
+//!   of that site's log first, so ids are committed in the order they were
+//!   given out and a reader following `id > after` misses no line.
+//! - **Migrations once.** Each step is applied in its own transaction that
+//!   first takes a database-wide advisory lock: processes opening at once
+//!   wait for each other, and the next one finds the step recorded in
+//!   `sluice_migrations`. A database newer than this sluice is refused.
+//! - **Bad data.** Nothing read is trusted: an unknown state or a value of
+//!   the wrong type is [`StoreError::Corrupt`], never a panic.
+//! - **Space.** The database server's disk is not ours to watch:
+//!   [`Store::space`] stays [`Space::Writable`], and a server out of space
+//!   is an error like any other of the server.
+//! - **Secrets.** The URL's password never reaches an error message: every
+//!   error of the driver or the pool is passed through `redact::urls_in`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio::sync::watch;
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::{
+    AuditEntry, FlowRecord, Link, LogEntry, NewRecord, QueuedTx, Result, RunRecord, Space, Store,
+    StoreError, TxRecord,
+};
+use crate::model::{
+    now_millis, FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, IntegrationState,
+    Millis, RunMode, RunResult, SiteState, TxState,
+};
+
+/// The schema, one step a file; `sluice_migrations` records each applied.
+pub(super) const MIGRATIONS: [&str; 1] = [include_str!("migrations/001_init.sql")];
+
+/// The advisory lock the migrations are applied under ("sluice" in ASCII):
+/// one key for the whole database.
+const MIGRATION_LOCK: i64 = 0x736c_7569_6365;
+
+/// Connections a store keeps at most.
+const POOL_SIZE: usize = 8;
+
+/// How long a new connection may take, and how long a caller waits for one
+/// of the pool when all are taken.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Transactions deleted by one statement of a prune: other writes go
+/// between.
+const PRUNE_CHUNK: i64 = 5000;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres(said(&e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> StoreError {
+        StoreError::Postgres(said(&e))
+    }
+}
+
+/// An error and each of its causes ("error connecting to server: Connection
+/// refused"), with any URL's password taken out.
+fn said(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    crate::redact::urls_in(&text)
+}
+
+/// A PostgreSQL-backed [`Store`] of one site. Cheap to share behind an
+/// `Arc`; many of them (of one site or of many) may share a database.
+pub struct PgStore {
+    pool: Pool,
+    /// The site every statement reads and writes.
+    site: String,
+    /// Never changes (see *Space* above); kept so that receivers stay open.
+    space: watch::Sender<Space>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host/db`),
+    /// brings its schema up to date, and binds the store to `site`.
+    pub async fn open(url: &str, site: &str) -> Result<PgStore> {
+        // Errors of reaching the server name it (without the password).
+        let at_server = |e: &dyn std::error::Error| {
+            StoreError::Postgres(format!("{}: {}", crate::redact::url(url), said(e)))
+        };
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| at_server(&e))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(WAIT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Postgres(said(&e)))?;
+        let mut client = pool.get().await.map_err(|e| at_server(&e))?;
+        migrate(&mut client).await?;
+        Ok(PgStore {
+            pool,
+            site: site.to_string(),
+            space: watch::channel(Space::Writable).0,
+        })
+    }
+
+    /// The site this store is bound to.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    async fn client(&self) -> Result<Object> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// Applies the steps the database lacks, each in its own transaction under
+/// [`MIGRATION_LOCK`], so that stores opening at once apply each step once.
+async fn migrate(client: &mut Object) -> Result<()> {
+    loop {
+        let db = client.transaction().await?;
+        db.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        db.batch_execute(
+            "CREATE TABLE IF NOT EXISTS sluice_migrations (
+                 version    INTEGER PRIMARY KEY,
+                 applied_at BIGINT  NOT NULL
+             )",
+        )
+        .await?;
+        let row = db
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM sluice_migrations",
+                &[],
+            )
+            .await?;
+        let version: i32 = get(&row, 0)?;
+        let applied = usize::try_from(version)
+            .map_err(|_| StoreError::Corrupt(format!("negative schema version {version}")))?;
+        if applied > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "the database has schema version {applied}, newer than this sluice knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        let Some(step) = MIGRATIONS.get(applied) else {
+            db.commit().await?;
+            return Ok(());
+        };
+        db.batch_execute(step).await?;
+        db.execute(
+            "INSERT INTO sluice_migrations (version, applied_at) VALUES ($1, $2)",
+            &[&(version + 1), &now_millis()],
+        )
+        .await?;
+        db.commit().await?;
+    }
+}
+
+/// Column `i` of `row`: a value of the wrong type is corruption, not a
+/// panic.
+fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<T> {
+    row.try_get(i)
+        .map_err(|e| StoreError::Corrupt(format!("unexpected data in the database: {e}")))
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("unknown {what} '{value}' in the database"))
+}
+
+/// A `LIMIT`: every `usize` fits (beyond `i64::MAX` is no limit).
+fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn decode_status(status: &str) -> Result<FlowStatus> {
+    FlowStatus::decode(status).ok_or_else(|| corrupt("flow status", status))
+}
+
+const TX_COLUMNS: &str =
+    "seq, flow, key, state, created_at, updated_at, attempts, last_error, payload";
+
+fn tx_record(r: &Row) -> Result<TxRecord> {
+    let code = i64::from(get::<i16>(r, 3)?);
+    let state =
+        TxState::from_code(code).ok_or_else(|| corrupt("transaction state", &code.to_string()))?;
+    if state == TxState::Sending {
+        return Err(corrupt("stored transaction state", state.as_str()));
+    }
+    let payload: String = get(r, 8)?;
+    let record = match serde_json::from_str(&payload) {
+        Ok(value) => value,
+        Err(_) => serde_json::Value::String(payload),
+    };
+    Ok(TxRecord {
+        seq: get(r, 0)?,
+        flow: get(r, 1)?,
+        key: get(r, 2)?,
+        state,
+        created_at: get(r, 4)?,
+        updated_at: get(r, 5)?,
+        attempts: get(r, 6)?,
+        last_error: get(r, 7)?,
+        record,
+    })
+}
+
+fn run_record(r: &Row) -> Result<RunRecord> {
+    let mode: String = get(r, 2)?;
+    let result: Option<String> = get(r, 5)?;
+    Ok(RunRecord {
+        id: get(r, 0)?,
+        flow: get(r, 1)?,
+        mode: RunMode::parse(&mode).ok_or_else(|| corrupt("run mode", &mode))?,
+        started_at: get(r, 3)?,
+        finished_at: get(r, 4)?,
+        result: result
+            .map(|s| RunResult::parse(&s).ok_or_else(|| corrupt("run result", &s)))
+            .transpose()?,
+        captured: get(r, 6)?,
+        error: get(r, 7)?,
+        pages: get(r, 8)?,
+        seqs: match (get::<Option<i64>>(r, 9)?, get::<Option<i64>>(r, 10)?) {
+            (Some(first), Some(last)) => Some((first, last)),
+            _ => None,
+        },
+    })
+}
+
+fn audit_entry(r: &Row) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: get(r, 0)?,
+        ts: get(r, 1)?,
+        actor: get(r, 2)?,
+        action: get(r, 3)?,
+        subject: get(r, 4)?,
+        reason: get(r, 5)?,
+        outcome: get(r, 6)?,
+    })
+}
+
+const PUT_HOLD: &str =
+    "INSERT INTO sluice_holds (site, integration, kind, placed_by, since, reason)
+     VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (site, integration, kind) DO UPDATE SET
+       placed_by = excluded.placed_by, since = excluded.since, reason = excluded.reason";
+
+const PUT_SITE_STATE: &str =
+    "INSERT INTO sluice_sites (site, state, updated_at) VALUES ($1, $2, $3)
+     ON CONFLICT (site) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at";
+
+const PUT_FLOW_STATUS: &str =
+    "INSERT INTO sluice_flows (site, name, status, updated_at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (site, name) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at";
+
+const INSERT_AUDIT: &str =
+    "INSERT INTO sluice_audit (site, ts, actor, action, subject, reason, outcome)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+
+const PUT_LINKS: &str = "INSERT INTO sluice_links (site, flow, key, link, updated_at)
+     SELECT $1, l.flow, l.key, l.link, $5
+       FROM unnest($2::text[], $3::text[], $4::text[]) AS l(flow, key, link)
+     ON CONFLICT (site, flow, key) DO UPDATE
+     SET link = excluded.link, updated_at = excluded.updated_at";
+
+/// `links` with one link per (flow, key), the last given winning, in the
+/// order of their first appearance: one statement may not set a row twice.
+fn last_links(links: &[Link]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
+    let mut at: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut out: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+    for l in links {
+        match at.get(&(l.flow.as_str(), l.key.as_str())) {
+            Some(&i) => out.2[i] = &l.link,
+            None => {
+                at.insert((&l.flow, &l.key), out.0.len());
+                out.0.push(&l.flow);
+                out.1.push(&l.key);
+                out.2.push(&l.link);
+            }
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn site_state(&self) -> Result<Option<SiteState>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT state FROM sluice_sites WHERE site = $1")
+            .await?;
+        let Some(row) = client.query_opt(&stmt, &[&self.site]).await? else {
+            return Ok(None);
+        };
+        let state: String = get(&row, 0)?;
+        SiteState::parse(&state)
+            .ok_or_else(|| corrupt("site state", &state))
+            .map(Some)
+    }
+
+    async fn set_site_stopped(
+        &self,
+        hold: Hold,
+        integrations: Vec<String>,
+        audit: AuditEntry,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let site_state = db.prepare_cached(PUT_SITE_STATE).await?;
+        db.execute(
+            &site_state,
+            &[&self.site, &SiteState::Stopped.as_str(), &now_millis()],
+        )
+        .await?;
+        let put_hold = db.prepare_cached(PUT_HOLD).await?;
+        for name in &integrations {
+            db.execute(
+                &put_hold,
+                &[
+                    &self.site,
+                    name,
+                    &hold.kind.as_str(),
+                    &hold.by,
+                    &hold.since,
+                    &hold.reason,
+                ],
+            )
+            .await?;
+        }
+        insert_audit(&db, &self.site, &audit).await?;
+        db.commit().await?;
+        Ok(())
+    }
+
+    async fn set_site_running(
+        &self,
+        lift: HoldKind,
+        flows: Vec<(String, FlowStatus)>,
+        audit: AuditEntry,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let now = now_millis();
+        let put_status = db.prepare_cached(PUT_FLOW_STATUS).await?;
+        for (flow, status) in &flows {
+            db.execute(&put_status, &[&self.site, flow, &status.encode(), &now])
+                .await?;
+        }
+        let lift_holds = db
+            .prepare_cached("DELETE FROM sluice_holds WHERE site = $1 AND kind = $2")
+            .await?;
+        db.execute(&lift_holds, &[&self.site, &lift.as_str()])
+            .await?;
+        let site_state = db.prepare_cached(PUT_SITE_STATE).await?;
+        db.execute(
+            &site_state,
+            &[&self.site, &SiteState::Running.as_str(), &now],
+        )
+        .await?;
+        insert_audit(&db, &self.site, &audit).await?;
+        db.commit().await?;
+        Ok(())
+    }
+
+    async fn integration(&self, name: &str) -> Result<Option<IntegrationRecord>> {
+        let client = self.client().await?;
+        // One statement, so the state and its holds are of one snapshot.
+        let stmt = client
+            .prepare_cached(
+                "SELECT i.state, h.kind, h.placed_by, h.since, h.reason
+                   FROM sluice_integrations i
+                   LEFT JOIN sluice_holds h ON h.site = i.site AND h.integration = i.name
+                  WHERE i.site = $1 AND i.name = $2
+                  ORDER BY h.since, h.kind",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&self.site, &name]).await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let state: String = get(first, 0)?;
+        let mut holds = Vec::new();
+        for row in &rows {
+            let Some(kind) = get::<Option<String>>(row, 1)? else {
+                continue;
+            };
+            holds.push(Hold {
+                kind: HoldKind::parse(&kind).ok_or_else(|| corrupt("hold", &kind))?,
+                by: get(row, 2)?,
+                since: get(row, 3)?,
+                reason: get(row, 4)?,
+            });
+        }
+        Ok(Some(IntegrationRecord {
+            state: IntegrationState::parse(&state)
+                .ok_or_else(|| corrupt("integration state", &state))?,
+            holds: holds.into_iter().collect(),
+        }))
+    }
+
+    async fn change_integration(
+        &self,
+        name: &str,
+        change: IntegrationChange,
+        audit: Option<AuditEntry>,
+    ) -> Result<bool> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        if let Some(state) = change.state {
+            let stmt = db
+                .prepare_cached(
+                    "INSERT INTO sluice_integrations (site, name, state, updated_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (site, name) DO UPDATE
+                     SET state = excluded.state, updated_at = excluded.updated_at",
+                )
+                .await?;
+            db.execute(&stmt, &[&self.site, &name, &state.as_str(), &now_millis()])
+                .await?;
+        }
+        let mut removed = false;
+        if let Some(kind) = change.remove {
+            let stmt = db
+                .prepare_cached(
+                    "DELETE FROM sluice_holds WHERE site = $1 AND integration = $2 AND kind = $3",
+                )
+                .await?;
+            removed = db
+                .execute(&stmt, &[&self.site, &name, &kind.as_str()])
+                .await?
+                > 0;
+        }
+        if let Some(hold) = &change.put {
+            let stmt = db.prepare_cached(PUT_HOLD).await?;
+            db.execute(
+                &stmt,
+                &[
+                    &self.site,
+                    &name,
+                    &hold.kind.as_str(),
+                    &hold.by,
+                    &hold.since,
+                    &hold.reason,
+                ],
+            )
+            .await?;
+        }
+        if let Some(audit) = audit {
+            insert_audit(&db, &self.site, &audit).await?;
+        }
+        db.commit().await?;
+        Ok(removed)
+    }
+
+    async fn flow(&self, flow: &str) -> Result<FlowRecord> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT status, checkpoint FROM sluice_flows WHERE site = $1 AND name = $2",
+            )
+            .await?;
+        Ok(match client.query_opt(&stmt, &[&self.site, &flow]).await? {
+            None => FlowRecord {
+                status: FlowStatus::Blank,
+                checkpoint: None,
+            },
+            Some(row) => FlowRecord {
+                status: decode_status(&get::<String>(&row, 0)?)?,
+                checkpoint: get(&row, 1)?,
+            },
+        })
+    }
+
+    async fn set_flow_status(&self, flow: &str, status: FlowStatus) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(PUT_FLOW_STATUS).await?;
+        client
+            .execute(&stmt, &[&self.site, &flow, &status.encode(), &now_millis()])
+            .await?;
+        Ok(())
+    }
+
+    async fn flow_statuses(&self) -> Result<Vec<(String, FlowStatus)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT name, status FROM sluice_flows WHERE site = $1 ORDER BY name")
+            .await?;
+        let mut out = Vec::new();
+        for row in client.query(&stmt, &[&self.site]).await? {
+            out.push((get(&row, 0)?, decode_status(&get::<String>(&row, 1)?)?));
+        }
+        Ok(out)
+    }
+
+    async fn enqueue(
+        &self,
+        integration: &str,
+        flow: &str,
+        records: Vec<NewRecord>,
+        checkpoint: Option<String>,
+        run: Option<i64>,
+    ) -> Result<Option<(i64, i64)>> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let now = now_millis();
+        let n = records.len() as i64;
+        let mut range = None;
+        if n > 0 {
+            // The row lock taken here orders this enqueue after any other
+            // of the integration still open, and is held to the commit.
+            let next = db
+                .prepare_cached(
+                    "INSERT INTO sluice_sequences (site, integration, last_seq) VALUES ($1, $2, $3)
+                     ON CONFLICT (site, integration) DO UPDATE
+                     SET last_seq = sluice_sequences.last_seq + excluded.last_seq
+                     RETURNING last_seq",
+                )
+                .await?;
+            let last: i64 = get(
+                &db.query_one(&next, &[&self.site, &integration, &n]).await?,
+                0,
+            )?;
+            let first = last - n + 1;
+            // All the records in one statement: their columns as arrays.
+            let keys: Vec<Option<&str>> = records.iter().map(|r| r.key.as_deref()).collect();
+            let payloads: Vec<&str> = records.iter().map(|r| r.payload.as_str()).collect();
+            let insert = db
+                .prepare_cached(
+                    "INSERT INTO sluice_transactions
+                       (site, integration, seq, flow, key, payload, state, created_at, updated_at)
+                     SELECT $1, $2, $3 + r.n, $4, r.key, r.payload, 0, $5, $5
+                       FROM unnest($6::text[], $7::text[]) WITH ORDINALITY AS r(key, payload, n)",
+                )
+                .await?;
+            db.execute(
+                &insert,
+                &[
+                    &self.site,
+                    &integration,
+                    &(first - 1),
+                    &flow,
+                    &now,
+                    &keys,
+                    &payloads,
+                ],
+            )
+            .await?;
+            range = Some((first, last));
+        }
+        if let Some(run) = run {
+            let (first, last) = range.map_or((None, None), |(f, l)| (Some(f), Some(l)));
+            let stmt = db
+                .prepare_cached(
+                    "UPDATE sluice_runs SET captured = captured + $3, pages = pages + 1,
+                            first_seq = COALESCE(first_seq, $4), last_seq = COALESCE($5, last_seq)
+                      WHERE site = $1 AND id = $2",
+                )
+                .await?;
+            db.execute(&stmt, &[&self.site, &run, &n, &first, &last])
+                .await?;
+        }
+        if let Some(checkpoint) = checkpoint {
+            let stmt = db
+                .prepare_cached(
+                    "INSERT INTO sluice_flows (site, name, status, checkpoint, updated_at)
+                     VALUES ($1, $2, '', $3, $4)
+                     ON CONFLICT (site, name) DO UPDATE SET
+                       checkpoint = excluded.checkpoint, updated_at = excluded.updated_at",
+                )
+                .await?;
+            db.execute(&stmt, &[&self.site, &flow, &checkpoint, &now])
+                .await?;
+        }
+        db.commit().await?;
+        Ok(range)
+    }
+
+    async fn next_batch(
+        &self,
+        integration: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedTx>> {
+        let client = self.client().await?;
+        // `state = 0` written out: the partial index of Queued rows.
+        let stmt = client
+            .prepare_cached(
+                "SELECT seq, flow, payload, attempts, key FROM sluice_transactions
+                  WHERE site = $1 AND integration = $2 AND state = 0 AND seq > $3
+                  ORDER BY seq LIMIT $4",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&self.site, &integration, &after, &limit_of(limit)])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueuedTx {
+                    seq: get(r, 0)?,
+                    flow: get(r, 1)?,
+                    payload: get(r, 2)?,
+                    attempts: get(r, 3)?,
+                    key: get(r, 4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ack_sent(
+        &self,
+        integration: &str,
+        first: i64,
+        last: i64,
+        links: Vec<Link>,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let now = now_millis();
+        if !links.is_empty() {
+            let (flows, keys, ids) = last_links(&links);
+            let stmt = db.prepare_cached(PUT_LINKS).await?;
+            db.execute(&stmt, &[&self.site, &flows, &keys, &ids, &now])
+                .await?;
+        }
+        let stmt = db
+            .prepare_cached(
+                "UPDATE sluice_transactions SET state = 2, updated_at = $3
+                  WHERE site = $1 AND integration = $2 AND seq BETWEEN $4 AND $5 AND state = 0",
+            )
+            .await?;
+        db.execute(&stmt, &[&self.site, &integration, &now, &first, &last])
+            .await?;
+        db.commit().await?;
+        Ok(())
+    }
+
+    async fn settle(
+        &self,
+        integration: &str,
+        seq: i64,
+        to: TxState,
+        error: Option<String>,
+    ) -> Result<()> {
+        if to == TxState::Sending {
+            return Err(StoreError::Corrupt(
+                "settle: Sending is never stored".to_string(),
+            ));
+        }
+        let code = i16::try_from(to.code())
+            .map_err(|_| corrupt("transaction state", &to.code().to_string()))?;
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE sluice_transactions
+                    SET state = $4, last_error = COALESCE($5, last_error), updated_at = $6
+                  WHERE site = $1 AND integration = $2 AND seq = $3",
+            )
+            .await?;
+        client
+            .execute(
+                &stmt,
+                &[&self.site, &integration, &seq, &code, &error, &now_millis()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn record_failure(
+        &self,
+        integration: &str,
+        first: i64,
+        last: i64,
+        error: &str,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE sluice_transactions
+                    SET attempts = attempts + 1, last_error = $5, updated_at = $6
+                  WHERE site = $1 AND integration = $2 AND seq BETWEEN $3 AND $4 AND state = 0",
+            )
+            .await?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &self.site,
+                    &integration,
+                    &first,
+                    &last,
+                    &error,
+                    &now_millis(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn first_error(&self, integration: &str) -> Result<Option<i64>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT MIN(seq) FROM sluice_transactions
+                  WHERE site = $1 AND integration = $2 AND state = 3",
+            )
+            .await?;
+        get(
+            &client.query_one(&stmt, &[&self.site, &integration]).await?,
+            0,
+        )
+    }
+
+    async fn transaction(&self, integration: &str, seq: i64) -> Result<Option<TxRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {TX_COLUMNS} FROM sluice_transactions
+                  WHERE site = $1 AND integration = $2 AND seq = $3"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&self.site, &integration, &seq])
+            .await?
+            .as_ref()
+            .map(tx_record)
+            .transpose()
+    }
+
+    async fn prune(&self, before: Millis) -> Result<usize> {
+        // In chunks, each its own transaction, so a large prune does not
+        // hold locks long. Sequence numbers live on in `sluice_sequences`.
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "DELETE FROM sluice_transactions
+                  WHERE (site, integration, seq) IN (
+                    SELECT site, integration, seq FROM sluice_transactions
+                     WHERE site = $1 AND state IN (2, 4) AND updated_at < $2 LIMIT $3)",
+            )
+            .await?;
+        let mut total = 0;
+        loop {
+            let n = client
+                .execute(&stmt, &[&self.site, &before, &PRUNE_CHUNK])
+                .await?;
+            total += n as usize;
+            if n < PRUNE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn queued_count(&self, integration: &str) -> Result<i64> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT count(*) FROM sluice_transactions
+                  WHERE site = $1 AND integration = $2 AND state = 0",
+            )
+            .await?;
+        get(
+            &client.query_one(&stmt, &[&self.site, &integration]).await?,
+            0,
+        )
+    }
+
+    async fn transactions(
+        &self,
+        integration: &str,
+        state: Option<TxState>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<TxRecord>> {
+        // The state is written into the statement, not bound, so the
+        // planner picks its partial index.
+        let filter = match state {
+            None => "",
+            Some(TxState::Sending) => return Ok(Vec::new()),
+            Some(TxState::Queued) => "AND state = 0",
+            Some(TxState::Sent) => "AND state = 2",
+            Some(TxState::Error) => "AND state = 3",
+            Some(TxState::Ignored) => "AND state = 4",
+        };
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {TX_COLUMNS} FROM sluice_transactions
+                  WHERE site = $1 AND integration = $2 AND seq < $3 {filter}
+                  ORDER BY seq DESC LIMIT $4"
+            ))
+            .await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &self.site,
+                    &integration,
+                    &before.unwrap_or(i64::MAX),
+                    &limit_of(limit),
+                ],
+            )
+            .await?;
+        rows.iter().map(tx_record).collect()
+    }
+
+    async fn link(&self, flow: &str, key: &str) -> Result<Option<String>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT link FROM sluice_links WHERE site = $1 AND flow = $2 AND key = $3",
+            )
+            .await?;
+        client
+            .query_opt(&stmt, &[&self.site, &flow, &key])
+            .await?
+            .map(|row| get(&row, 0))
+            .transpose()
+    }
+
+    async fn links(
+        &self,
+        flow: &str,
+        key: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Link>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT flow, key, link, updated_at FROM sluice_links
+                  WHERE site = $1 AND flow = $2
+                    AND ($3::text IS NULL OR key = $3) AND ($4::text IS NULL OR key > $4)
+                  ORDER BY key LIMIT $5",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&self.site, &flow, &key, &after, &limit_of(limit)])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Link {
+                    flow: get(r, 0)?,
+                    key: get(r, 1)?,
+                    link: get(r, 2)?,
+                    updated_at: get(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_link(&self, flow: &str, key: &str, link: &str) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(PUT_LINKS).await?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &self.site,
+                    &vec![flow],
+                    &vec![key],
+                    &vec![link],
+                    &now_millis(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_link(&self, flow: &str, key: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("DELETE FROM sluice_links WHERE site = $1 AND flow = $2 AND key = $3")
+            .await?;
+        Ok(client.execute(&stmt, &[&self.site, &flow, &key]).await? > 0)
+    }
+
+    async fn start_run(&self, flow: &str, mode: RunMode) -> Result<i64> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO sluice_runs (site, flow, mode, started_at) VALUES ($1, $2, $3, $4)
+                 RETURNING id",
+            )
+            .await?;
+        get(
+            &client
+                .query_one(&stmt, &[&self.site, &flow, &mode.as_str(), &now_millis()])
+                .await?,
+            0,
+        )
+    }
+
+    async fn finish_run(&self, run: i64, result: RunResult, error: Option<String>) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE sluice_runs SET finished_at = $3, result = $4, error = $5
+                  WHERE site = $1 AND id = $2",
+            )
+            .await?;
+        client
+            .execute(
+                &stmt,
+                &[&self.site, &run, &now_millis(), &result.as_str(), &error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn runs(&self, flow: &str, limit: usize) -> Result<Vec<RunRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT id, flow, mode, started_at, finished_at, result, captured, error,
+                        pages, first_seq, last_seq
+                   FROM sluice_runs WHERE site = $1 AND flow = $2 ORDER BY id DESC LIMIT $3",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&self.site, &flow, &limit_of(limit)])
+            .await?;
+        rows.iter().map(run_record).collect()
+    }
+
+    async fn errors_between(&self, integration: &str, first: i64, last: i64) -> Result<i64> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT count(*) FROM sluice_transactions
+                  WHERE site = $1 AND integration = $2 AND state = 3 AND seq BETWEEN $3 AND $4",
+            )
+            .await?;
+        get(
+            &client
+                .query_one(&stmt, &[&self.site, &integration, &first, &last])
+                .await?,
+            0,
+        )
+    }
+
+    async fn close_abandoned_runs(&self, result: RunResult, error: &str) -> Result<usize> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE sluice_runs SET finished_at = $2, result = $3, error = $4
+                  WHERE site = $1 AND finished_at IS NULL",
+            )
+            .await?;
+        let n = client
+            .execute(
+                &stmt,
+                &[&self.site, &now_millis(), &result.as_str(), &error],
+            )
+            .await?;
+        Ok(n as usize)
+    }
+
+    async fn append_log(&self, ts: Millis, level: u8, message: &str) -> Result<i64> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        // Appends of one site one after the other, to their commit: ids
+        // become visible in order (see *The log in order*).
+        db.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('sluice_log/' || $1, 0))",
+            &[&self.site],
+        )
+        .await?;
+        let stmt = db
+            .prepare_cached(
+                "INSERT INTO sluice_log (site, ts, level, message) VALUES ($1, $2, $3, $4)
+                 RETURNING id",
+            )
+            .await?;
+        let row = db
+            .query_one(&stmt, &[&self.site, &ts, &i32::from(level), &message])
+            .await?;
+        db.commit().await?;
+        get(&row, 0)
+    }
+
+    async fn log(
+        &self,
+        after: i64,
+        since: Option<Millis>,
+        max_level: u8,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>> {
+        let client = self.client().await?;
+        // Newest first to take the newest `limit`, then turned around.
+        let stmt = client
+            .prepare_cached(
+                "SELECT id, ts, level, message FROM sluice_log
+                  WHERE site = $1 AND id > $2 AND ts >= $3 AND level <= $4
+                  ORDER BY id DESC LIMIT $5",
+            )
+            .await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &self.site,
+                    &after,
+                    &since.unwrap_or(i64::MIN),
+                    &i32::from(max_level),
+                    &limit_of(limit),
+                ],
+            )
+            .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                let level: i32 = get(r, 2)?;
+                Ok(LogEntry {
+                    id: get(r, 0)?,
+                    ts: get(r, 1)?,
+                    level: u8::try_from(level)
+                        .map_err(|_| corrupt("log level", &level.to_string()))?,
+                    message: get(r, 3)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<i64> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(INSERT_AUDIT).await?;
+        let row = client
+            .query_one(&stmt, &audit_params(&self.site, &entry))
+            .await?;
+        get(&row, 0)
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT id, ts, actor, action, subject, reason, outcome FROM sluice_audit
+                  WHERE site = $1 ORDER BY id DESC LIMIT $2",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&self.site, &limit_of(limit)]).await?;
+        rows.iter().map(audit_entry).collect()
+    }
+
+    fn space(&self) -> watch::Receiver<Space> {
+        self.space.subscribe()
+    }
+}
+
+/// The parameters of [`INSERT_AUDIT`].
+fn audit_params<'a>(
+    site: &'a String,
+    entry: &'a AuditEntry,
+) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 7] {
+    [
+        site,
+        &entry.ts,
+        &entry.actor,
+        &entry.action,
+        &entry.subject,
+        &entry.reason,
+        &entry.outcome,
+    ]
+}
+
+/// Appends `entry` to the site's audit trail inside the open transaction.
+async fn insert_audit(
+    db: &deadpool_postgres::Transaction<'_>,
+    site: &String,
+    entry: &AuditEntry,
+) -> Result<i64> {
+    let stmt = db.prepare_cached(INSERT_AUDIT).await?;
+    get(&db.query_one(&stmt, &audit_params(site, entry)).await?, 0)
+}
+
+#[cfg(test)]
+mod tests;

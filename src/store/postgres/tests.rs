@@ -1,0 +1,365 @@
+//! What only the PostgreSQL store has to show: sites apart in one
+//! database, two stores of one site at once (their sequences, their log),
+//! migrations applied once, errors without the password, bad data, the
+//! partial indexes the queue is read by. Each test has a database of its own on the
+//! server of `SLUICE_TEST_PG_URL`, and passes without a word when it is
+//! not set.
+
+use super::*;
+use crate::model::{IntegrationState, RunMode, SiteState};
+use crate::store::tests::{pg_url, records, seqs, PgTestDb};
+use crate::store::{AuditEntry, Link};
+use std::sync::Arc;
+
+fn audit(action: &str) -> AuditEntry {
+    crate::store::tests::entry(action)
+}
+
+/// Two sites in one database: each store sees its own rows only, and
+/// each site's sequences start at 1.
+#[tokio::test]
+async fn sites_in_one_database_do_not_see_each_other() {
+    let Some(url) = pg_url() else { return };
+    let db = PgTestDb::new(&url).await;
+    let north = PgStore::open(&db.url, "north").await.unwrap();
+    let south = PgStore::open(&db.url, "south").await.unwrap();
+    assert_eq!(north.site(), "north");
+    assert_eq!(
+        north
+            .enqueue("a", "f", records(0, 3), Some("3".into()), None)
+            .await
+            .unwrap(),
+        Some((1, 3))
+    );
+    assert_eq!(
+        south
+            .enqueue("a", "f", records(10, 2), Some("12".into()), None)
+            .await
+            .unwrap(),
+        Some((1, 2))
+    );
+    assert_eq!(north.queued_count("a").await.unwrap(), 3);
+    assert_eq!(south.queued_count("a").await.unwrap(), 2);
+    let batch = south.next_batch("a", 0, 10).await.unwrap();
+    assert_eq!(seqs(&batch), [1, 2]);
+    assert_eq!(batch[0].payload, "{\"n\":10}");
+    // An ack of one site's seqs leaves the other's queue as it was.
+    north
+        .ack_sent(
+            "a",
+            1,
+            3,
+            vec![Link {
+                flow: "f".into(),
+                key: "k0".into(),
+                link: "100".into(),
+                updated_at: 0,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(north.queued_count("a").await.unwrap(), 0);
+    assert_eq!(seqs(&south.next_batch("a", 0, 10).await.unwrap()), [1, 2]);
+    assert_eq!(north.link("f", "k0").await.unwrap().as_deref(), Some("100"));
+    assert_eq!(south.link("f", "k0").await.unwrap(), None);
+    assert_eq!(
+        north.flow("f").await.unwrap().checkpoint.as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        south.flow("f").await.unwrap().checkpoint.as_deref(),
+        Some("12")
+    );
+    // States, holds, runs, log and audit are the site's own too.
+    north
+        .set_site_stopped(
+            crate::store::tests::hold(HoldKind::SiteStopped),
+            vec!["a".into()],
+            audit("site.stop"),
+        )
+        .await
+        .unwrap();
+    south
+        .change_integration(
+            "a",
+            IntegrationChange {
+                state: Some(IntegrationState::Active),
+                put: Some(crate::store::tests::hold(HoldKind::SiteStopped)),
+                remove: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(north.site_state().await.unwrap(), Some(SiteState::Stopped));
+    assert_eq!(south.site_state().await.unwrap(), None);
+    assert!(south.audit(10).await.unwrap().is_empty());
+    // A start of one site lifts its own holds only.
+    north
+        .set_site_running(HoldKind::SiteStopped, vec![], audit("site.start"))
+        .await
+        .unwrap();
+    let held = south.integration("a").await.unwrap().unwrap();
+    assert_eq!(held.holds.len(), 1);
+    let run = north.start_run("f", RunMode::All).await.unwrap();
+    assert!(south.runs("f", 10).await.unwrap().is_empty());
+    south
+        .finish_run(run, RunResult::Failed, Some("not mine".into()))
+        .await
+        .unwrap();
+    assert_eq!(north.runs("f", 1).await.unwrap()[0].result, None);
+    assert_eq!(
+        south
+            .close_abandoned_runs(RunResult::Halted, "crash")
+            .await
+            .unwrap(),
+        0
+    );
+    north.append_log(1, 3, "north's").await.unwrap();
+    assert!(south.log(0, None, 9, 10).await.unwrap().is_empty());
+    assert_eq!(south.prune(now_millis() + 1).await.unwrap(), 0);
+    assert_eq!(north.prune(now_millis() + 1).await.unwrap(), 3);
+    // The disk of the server is not ours: the store says nothing of it.
+    assert_eq!(*north.space().borrow(), Space::Writable);
+}
+
+/// Two nodes of one site enqueue at once: every number is given once,
+/// without a gap, each call's records consecutive and in their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_of_one_site_enqueue_at_once_without_a_gap() {
+    let Some(url) = pg_url() else { return };
+    let db = PgTestDb::new(&url).await;
+    let nodes = [
+        Arc::new(PgStore::open(&db.url, "LIVE").await.unwrap()),
+        Arc::new(PgStore::open(&db.url, "LIVE").await.unwrap()),
+    ];
+    let mut tasks = Vec::new();
+    for t in 0..16usize {
+        let s = nodes[t % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for call in 0..4usize {
+                let n = 1 + (t * 7 + call) % 50;
+                let first = t * 1000 + call * 100;
+                let range = s
+                    .enqueue("a", "f", records(first, n), None, None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(range.1 - range.0 + 1, n as i64);
+                got.push((range, first));
+            }
+            got
+        }));
+    }
+    let mut ranges = Vec::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert!(got.windows(2).all(|w| w[0].0 .1 < w[1].0 .0), "{got:?}");
+        ranges.extend(got);
+    }
+    ranges.sort();
+    let mut next = 1;
+    for ((first, last), _) in &ranges {
+        assert_eq!(*first, next, "no gap, no overlap");
+        next = last + 1;
+    }
+    // Either node reads the whole queue, in order.
+    let batch = nodes[1].next_batch("a", 0, 100_000).await.unwrap();
+    assert_eq!(seqs(&batch), (1..next).collect::<Vec<i64>>());
+    assert_eq!(nodes[0].queued_count("a").await.unwrap(), next - 1);
+    for ((first, last), from) in ranges {
+        for seq in first..=last {
+            let payload = &batch[(seq - 1) as usize].payload;
+            assert_eq!(
+                *payload,
+                format!("{{\"n\":{}}}", from as i64 + (seq - first))
+            );
+        }
+    }
+}
+
+/// Stores opening a new database at once apply each step once; a database
+/// newer than this code is refused, not misread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_apply_each_migration_once() {
+    let Some(url) = pg_url() else { return };
+    let db = PgTestDb::new(&url).await;
+    let opens: Vec<_> = (0..6)
+        .map(|i| {
+            let url = db.url.clone();
+            tokio::spawn(async move { PgStore::open(&url, &format!("s{i}")).await.map(|_| ()) })
+        })
+        .collect();
+    for open in opens {
+        open.await.unwrap().unwrap();
+    }
+    let client = db.client().await;
+    let versions: Vec<i32> = client
+        .query(
+            "SELECT version FROM sluice_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=MIGRATIONS.len() as i32).collect::<Vec<_>>());
+    // Opening again applies nothing.
+    PgStore::open(&db.url, "again").await.unwrap();
+    client
+        .batch_execute("INSERT INTO sluice_migrations VALUES (99, 0)")
+        .await
+        .unwrap();
+    let got = PgStore::open(&db.url, "LIVE").await.map(|_| ());
+    assert!(matches!(got, Err(StoreError::Corrupt(_))), "{got:?}");
+}
+
+/// Neither a server that cannot be reached nor a URL that does not parse
+/// shows the password in its error.
+#[tokio::test]
+async fn errors_do_not_show_the_password() {
+    let unreachable = "postgres://postgres:s3cret-pw@127.0.0.1:1/test";
+    let bad = "postgres://postgres:s3cret-pw@127.0.0.1:port/test";
+    for url in [unreachable, bad] {
+        let got = PgStore::open(url, "LIVE").await.map(|_| ());
+        let Err(e) = got else { panic!("{url} opened") };
+        assert!(matches!(e, StoreError::Postgres(_)), "{e:?}");
+        assert!(!e.to_string().contains("s3cret-pw"), "{e}");
+        assert!(!format!("{e:?}").contains("s3cret-pw"), "{e:?}");
+    }
+}
+
+/// Nothing read is trusted: unknown names, states and levels are
+/// `Corrupt`, not a panic.
+#[tokio::test]
+async fn bad_data_in_the_database_is_corrupt_not_a_panic() {
+    let Some(url) = pg_url() else { return };
+    let db = PgTestDb::new(&url).await;
+    let s = PgStore::open(&db.url, "LIVE").await.unwrap();
+    s.enqueue("a", "f", records(0, 2), None, None)
+        .await
+        .unwrap();
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO sluice_sites VALUES ('LIVE', 'dancing', 0);
+             INSERT INTO sluice_integrations VALUES ('LIVE', 'a', 'active', 0);
+             INSERT INTO sluice_holds VALUES ('LIVE', 'a', 'gremlins', 'x', 0, 'y');
+             INSERT INTO sluice_flows (site, name, status, updated_at) VALUES ('LIVE', 'f', 'Exploded', 0);
+             INSERT INTO sluice_runs (site, flow, mode, started_at) VALUES ('LIVE', 'f', 'sideways', 0);
+             INSERT INTO sluice_log (site, ts, level, message) VALUES ('LIVE', 0, -1, 'loud');
+             UPDATE sluice_transactions SET state = 9 WHERE seq = 1;",
+        )
+        .await
+        .unwrap();
+    fn corrupt<T: std::fmt::Debug>(r: Result<T>) {
+        assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+    }
+    corrupt(s.site_state().await);
+    corrupt(s.integration("a").await);
+    corrupt(s.flow("f").await);
+    corrupt(s.flow_statuses().await);
+    corrupt(s.runs("f", 10).await);
+    corrupt(s.log(0, None, 255, 10).await);
+    corrupt(s.transaction("a", 1).await);
+    corrupt(s.transactions("a", None, None, 10).await);
+}
+
+/// The statements that must not scan the queue use the partial indexes of
+/// the states they look for (the planner told not to scan, as it would
+/// on a table this small).
+#[tokio::test]
+async fn the_queue_is_read_by_its_partial_indexes() {
+    let Some(url) = pg_url() else { return };
+    let db = PgTestDb::new(&url).await;
+    let s = PgStore::open(&db.url, "LIVE").await.unwrap();
+    s.enqueue("a", "f", records(0, 3), None, None)
+        .await
+        .unwrap();
+    let client = db.client().await;
+    client
+        .batch_execute("ANALYZE; SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .await
+        .unwrap();
+    let plan = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query(&format!("EXPLAIN {sql}"), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let next = plan(
+        "SELECT seq, flow, payload, attempts, key FROM sluice_transactions
+          WHERE site = 'LIVE' AND integration = 'a' AND state = 0 AND seq > 1
+          ORDER BY seq LIMIT 10",
+    )
+    .await;
+    assert!(next.contains("sluice_transactions_queued"), "{next}");
+    let count = plan(
+        "SELECT count(*) FROM sluice_transactions
+          WHERE site = 'LIVE' AND integration = 'a' AND state = 0",
+    )
+    .await;
+    assert!(count.contains("sluice_transactions_queued"), "{count}");
+    let first_error = plan(
+        "SELECT MIN(seq) FROM sluice_transactions
+          WHERE site = 'LIVE' AND integration = 'a' AND state = 3",
+    )
+    .await;
+    assert!(
+        first_error.contains("sluice_transactions_error"),
+        "{first_error}"
+    );
+}
+
+/// A reader following the log (`id > after`) while two nodes of the site
+/// append to it at once misses no line: ids are committed in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_following_the_log_misses_no_line() {
+    let Some(url) = pg_url() else { return };
+    let db = PgTestDb::new(&url).await;
+    let nodes = [
+        Arc::new(PgStore::open(&db.url, "LIVE").await.unwrap()),
+        Arc::new(PgStore::open(&db.url, "LIVE").await.unwrap()),
+    ];
+    let writers: Vec<_> = (0..8usize)
+        .map(|w| {
+            let s = nodes[w % 2].clone();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    s.append_log(i, 3, &format!("{w}/{i}")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = nodes[0].clone();
+    let follow = tokio::spawn(async move {
+        let (mut after, mut seen) = (0, Vec::new());
+        // Bounded: 320 lines come within these reads, or the test fails.
+        for _ in 0..100_000 {
+            let lines = reader.log(after, None, 9, 1000).await.unwrap();
+            if let Some(last) = lines.last() {
+                after = last.id;
+            }
+            seen.extend(lines.into_iter().map(|l| l.message));
+            if seen.len() >= 320 {
+                break;
+            }
+        }
+        seen
+    });
+    for w in writers {
+        w.await.unwrap();
+    }
+    let seen = follow.await.unwrap();
+    assert_eq!(seen.len(), 320, "lines seen while following");
+    assert_eq!(nodes[1].log(0, None, 9, 1000).await.unwrap().len(), 320);
+}
