@@ -235,6 +235,61 @@ async fn an_unreachable_target_holds_the_integration_and_is_drained_in_order_whe
     assert!(hold_kinds(&daemon.integration("S", "sync").await).is_empty());
 }
 
+/// Tables without an array column are written by COPY: every value must
+/// arrive as the JSON statement writes it, upserts must update, and a
+/// column added to both tables meanwhile must be written too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_copied_into_the_table_arrive_the_same_and_upserts_update_them() {
+    let db = PgDb::new().await;
+    db.exec(
+        "CREATE TABLE src (
+            id bigint PRIMARY KEY, name text NOT NULL, qty int, price numeric(30,10),
+            ratio float8, flag boolean, born date, updated_at timestamptz NOT NULL, local timestamp,
+            doc jsonb, raw json, blob bytea, uid uuid, note varchar(40)
+         );
+         CREATE TABLE dst (LIKE src INCLUDING ALL);
+         INSERT INTO src SELECT g, E'tab\\there\\\\back\\nline é ' || g, g,
+            12345678901234567890.0123456789 + g, g / 3.0, g % 2 = 0, date '2024-02-29' + g,
+            timestamptz '2024-01-01 00:00:00.000001+00' + g * interval '1 second',
+            timestamp '2024-01-01 10:00:00.5', jsonb_build_object('g', g, 's', E'a\\tb'),
+            '[1, \"two\", null]', decode('00ff5c0a', 'hex'), md5(g::text)::uuid,
+            CASE WHEN g % 3 = 0 THEN NULL ELSE 'n' || g END
+         FROM generate_series(1, 120) g;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = site(
+        &endpoint(&db.url, "src", "page_size = 50"),
+        &endpoint(&db.url, "dst", "key = [\"id\"]\nbatch = 40"),
+    );
+    let daemon = Daemon::start(dir.path(), &toml).await;
+    let all = run(&daemon, "all").await;
+    assert_eq!(all["captured"], 120, "{all}");
+    // json has no equality: compared as jsonb.
+    let missing =
+        "SELECT id, name, qty, price, ratio, flag, born, updated_at, local, doc, raw::jsonb,
+                   blob, uid, note FROM src
+                   EXCEPT SELECT id, name, qty, price, ratio, flag, born, updated_at, local, doc,
+                   raw::jsonb, blob, uid, note FROM dst";
+    assert_eq!(db.count(missing).await, 0, "every value arrives the same");
+
+    db.exec(
+        "ALTER TABLE src ADD COLUMN extra text; ALTER TABLE dst ADD COLUMN extra text;
+         UPDATE src SET qty = -qty, extra = 'x' || id, updated_at = now() WHERE id % 10 = 0",
+    )
+    .await;
+    let changed = run(&daemon, "changed").await;
+    assert_eq!(changed["captured"], 12, "{changed}");
+    assert_eq!(db.count(missing).await, 0, "the changed rows are updated");
+    assert_eq!(
+        db.count("SELECT * FROM dst WHERE extra = 'x' || id AND qty < 0")
+            .await,
+        12,
+        "the column added since is written"
+    );
+    assert_eq!(db.count("SELECT * FROM dst").await, 120);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_row_blocks_the_queue_until_the_table_is_fixed_and_it_is_retried() {
     let db = PgDb::new().await;

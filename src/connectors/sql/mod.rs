@@ -19,6 +19,7 @@
 //! - The password comes from `password_env` only, and no message carries
 //!   it; URLs are shown through [`crate::redact::url`].
 
+mod copy;
 pub mod mysql;
 pub mod postgres;
 

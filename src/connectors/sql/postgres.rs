@@ -12,6 +12,7 @@
 //! PostgreSQL then takes the text apart once, without building and sorting
 //! a binary document first (about a third less of its time a row).
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::str::FromStr;
@@ -25,6 +26,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Kind, Type};
 use tokio_postgres::{Client, NoTls};
 
+use super::copy::{self, ColumnKind};
 use super::{
     checkpoint_text, hex, runs, shapes, Cutter, Dialect, PageResult, Shape, SqlConfig, WriteMode,
 };
@@ -555,8 +557,21 @@ pub struct PgTarget {
     table: String,
     /// The connection, kept between batches; dropped after a failure that
     /// may have broken it, and opened again by the next batch.
-    client: tokio::sync::Mutex<Option<Client>>,
+    client: tokio::sync::Mutex<Option<Conn>>,
 }
+
+/// A target's connection and what it learnt of the table.
+struct Conn {
+    client: Client,
+    /// The table's columns by name, with how `COPY` writes each (`None`:
+    /// only the JSON statement); read again when a record names a column
+    /// not among them.
+    columns: Option<HashMap<String, Option<ColumnKind>>>,
+}
+
+/// The session's staging table of an upsert: the target's columns (types
+/// only, no constraints), emptied at each commit.
+const STAGE: &str = "pg_temp.sluice_stage";
 
 impl PgTarget {
     pub fn new(config: &SqlConfig) -> PgTarget {
@@ -567,12 +582,58 @@ impl PgTarget {
         }
     }
 
-    /// The statement writing records with these fields.
-    fn statement(&self, fields: &[&str]) -> String {
+    /// The connection kept, or a new one.
+    async fn connection<'a>(
+        &self,
+        slot: &'a mut Option<Conn>,
+    ) -> Result<&'a mut Conn, DeliveryError> {
+        let kept = slot.take().filter(|c| !c.client.is_closed());
+        let conn = match kept {
+            Some(conn) => conn,
+            None => Conn {
+                client: connect(&self.config).await?,
+                columns: None,
+            },
+        };
+        Ok(slot.insert(conn))
+    }
+
+    /// Reads the table's columns, and makes the staging table of an upsert
+    /// anew (a column added since must be in it).
+    async fn learn(&self, conn: &mut Conn) -> Result<(), tokio_postgres::Error> {
+        let t = &self.table;
+        let probe = conn
+            .client
+            .prepare(&format!("SELECT * FROM {t} LIMIT 0"))
+            .await?;
+        let columns = probe
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), ColumnKind::of(c.type_())))
+            .collect();
+        if self.config.mode == WriteMode::Upsert {
+            conn.client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {STAGE}; \
+                     CREATE TEMP TABLE sluice_stage ON COMMIT DELETE ROWS AS \
+                     SELECT * FROM {t} WITH NO DATA"
+                ))
+                .await?;
+        }
+        conn.columns = Some(columns);
+        Ok(())
+    }
+
+    /// The statement writing records with these fields from `rows`: the
+    /// JSON statement's records (`None`), or a table holding them.
+    fn statement(&self, fields: &[&str], rows: Option<&str>) -> String {
         let t = &self.table;
         let cols: Vec<String> = fields.iter().map(|f| Q.quote(f)).collect();
         let cols = cols.join(", ");
-        let rows = format!("json_populate_recordset(NULL::{t}, $1::text::json)");
+        let rows = match rows {
+            Some(table) => table.to_string(),
+            None => format!("json_populate_recordset(NULL::{t}, $1::text::json)"),
+        };
         match self.config.mode {
             WriteMode::Insert => format!("INSERT INTO {t} ({cols}) SELECT {cols} FROM {rows}"),
             WriteMode::Upsert => {
@@ -609,32 +670,92 @@ impl PgTarget {
 
     async fn write(
         &self,
-        client: &mut Client,
+        conn: &mut Conn,
         batch: &[Delivery<'_>],
         records: &[Shape<'_>],
         runs: &[std::ops::Range<usize>],
     ) -> Result<(), tokio_postgres::Error> {
-        let txn = client.transaction().await?;
-        for run in runs {
-            let fields: Vec<&str> = match self.config.mode {
+        let fields_of = |run: &std::ops::Range<usize>| -> Vec<&str> {
+            match self.config.mode {
                 WriteMode::Delete => self.config.key.iter().map(String::as_str).collect(),
                 _ => records[run.start].fields.iter().map(|f| &**f).collect(),
+            }
+        };
+        if self.config.mode != WriteMode::Delete {
+            let known = |c: &Conn| {
+                c.columns.as_ref().is_some_and(|columns| {
+                    runs.iter()
+                        .all(|run| fields_of(run).iter().all(|f| columns.contains_key(*f)))
+                })
             };
+            if !known(conn) {
+                self.learn(conn).await?;
+            }
+        }
+        let txn = conn.client.transaction().await?;
+        for run in runs {
+            let fields = fields_of(run);
+            let payloads = || batch[run.clone()].iter().map(|d| d.payload);
+            // By COPY where it writes what the JSON statement would.
+            let kinds: Option<Vec<ColumnKind>> = match (self.config.mode, &conn.columns) {
+                (WriteMode::Delete, _) | (_, None) => None,
+                (_, Some(columns)) => fields
+                    .iter()
+                    .map(|f| columns.get(*f).copied().flatten())
+                    .collect(),
+            };
+            if let Some(kinds) = kinds {
+                let mut data = Vec::with_capacity(payloads().map(str::len).sum());
+                if copy::encode(payloads(), &fields, &kinds, &mut data).is_some() {
+                    self.copy(&txn, &fields, data).await?;
+                    continue;
+                }
+            }
             // The records as they came, not as parsed: numbers keep every
             // digit.
-            let len = batch[run.clone()].iter().map(|d| d.payload.len() + 1);
-            let mut json = String::with_capacity(2 + len.sum::<usize>());
+            let mut json =
+                String::with_capacity(2 + payloads().map(|p| p.len() + 1).sum::<usize>());
             json.push('[');
-            for (i, d) in batch[run.clone()].iter().enumerate() {
+            for (i, p) in payloads().enumerate() {
                 if i > 0 {
                     json.push(',');
                 }
-                json.push_str(d.payload);
+                json.push_str(p);
             }
             json.push(']');
-            txn.execute(&self.statement(&fields), &[&json]).await?;
+            txn.execute(&self.statement(&fields, None), &[&json])
+                .await?;
         }
         txn.commit().await
+    }
+
+    /// Writes COPY lines of `fields`: straight into the table (`insert`),
+    /// or into the staging table and from there by the upsert's statement.
+    async fn copy(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        fields: &[&str],
+        data: Vec<u8>,
+    ) -> Result<(), tokio_postgres::Error> {
+        use futures_util::SinkExt;
+        let cols: Vec<String> = fields.iter().map(|f| Q.quote(f)).collect();
+        let cols = cols.join(", ");
+        let into = match self.config.mode {
+            WriteMode::Insert => self.table.as_str(),
+            _ => STAGE,
+        };
+        let sink = txn
+            .copy_in::<_, std::io::Cursor<Vec<u8>>>(&format!("COPY {into} ({cols}) FROM STDIN"))
+            .await?;
+        futures_util::pin_mut!(sink);
+        sink.send(std::io::Cursor::new(data)).await?;
+        sink.as_mut().finish().await?;
+        if self.config.mode == WriteMode::Upsert {
+            let upsert = self.statement(fields, Some(STAGE));
+            txn.batch_execute(&format!("{upsert}; DELETE FROM {STAGE}"))
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -649,17 +770,16 @@ impl Target for PgTarget {
         // Refused before any SQL: no key, no key value.
         let runs = runs(&records, &self.config.key, self.config.mode)?;
         let mut slot = self.client.lock().await;
-        let client = match slot.take() {
-            Some(c) if !c.is_closed() => c,
-            _ => connect(&self.config).await?,
-        };
-        let client = slot.insert(client);
-        match self.write(client, batch, &records, &runs).await {
+        let conn = self.connection(&mut slot).await?;
+        match self.write(conn, batch, &records, &runs).await {
             Ok(()) => Ok(Delivered::default()),
             Err(e) => {
                 let failure = failure(&self.config.url, &e, false);
                 if e.code().is_none() || failure.class != FailureClass::Rejected {
                     *slot = None;
+                } else {
+                    // The table may have changed: learnt again.
+                    conn.columns = None;
                 }
                 Err(failure)
             }
@@ -668,12 +788,8 @@ impl Target for PgTarget {
 
     async fn probe(&self) -> Result<String, DeliveryError> {
         let mut slot = self.client.lock().await;
-        let client = match slot.take() {
-            Some(c) if !c.is_closed() => c,
-            _ => connect(&self.config).await?,
-        };
-        let client = slot.insert(client);
-        let answer = select_1(&self.config, client).await;
+        let conn = self.connection(&mut slot).await?;
+        let answer = select_1(&self.config, &conn.client).await;
         if answer.is_err() {
             *slot = None;
         }
