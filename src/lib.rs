@@ -18,7 +18,7 @@
 //! - [`store`]: the [`store::Store`] trait (the durable queue, checkpoints,
 //!   states, runs, log, audit) and its backends: SQLite (`store/sqlite/`:
 //!   the store, its writer, migrations, tests), PostgreSQL
-//!   (`store/postgres/`: many sites in one database; not wired in yet);
+//!   (`store/postgres/`: many sites in one database, `store = "postgres"`);
 //!   the trait's tests on both (`store/tests/`); the token store's SQL
 //!   (`store/tokens.rs`).
 //! - [`connectors`]: the `Source` and `Target` traits and one file per

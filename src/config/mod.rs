@@ -94,7 +94,27 @@ pub struct Config {
     /// webhook and API request (see `api::body`); no webhook's `max_body`
     /// is larger.
     pub max_body_memory: usize,
+    /// `store` and `store_url_env`: where the sites' state is kept.
+    pub store: StoreConfig,
 }
+
+/// Where the sites' queues, states, checkpoints, logs and audit trails are
+/// kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreConfig {
+    /// `store = "sqlite"`, the default: one SQLite file per site
+    /// (`data_file`).
+    #[default]
+    Sqlite,
+    /// `store = "postgres"`: one PostgreSQL database for every site, its
+    /// URL read when the daemon starts from the environment variable
+    /// `url_env` (`store_url_env`, default [`DEFAULT_STORE_URL_ENV`]), so
+    /// that its password is in no file.
+    Postgres { url_env: String },
+}
+
+/// The variable holding the store's URL when `store_url_env` names none.
+pub const DEFAULT_STORE_URL_ENV: &str = "SLUICE_STORE_URL";
 
 /// The daemon's own certificate: both PEM files were readable and usable
 /// when the file was checked.

@@ -21,8 +21,8 @@ use toml_edit::{Item, TableLike, Value};
 
 use super::{
     Config, ConfigError, EndpointConfig, FlowConfig, IntegrationConfig, OnError, Schedule,
-    ServerTls, SiteConfig, DEFAULT_BODY_MEMORY, DEFAULT_DATA_DIR, DEFAULT_KEEP_SENT,
-    DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_STALL_AFTER,
+    ServerTls, SiteConfig, StoreConfig, DEFAULT_BODY_MEMORY, DEFAULT_DATA_DIR, DEFAULT_KEEP_SENT,
+    DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_STALL_AFTER, DEFAULT_STORE_URL_ENV,
 };
 use crate::connectors::EndpointKind;
 use crate::duration::parse_duration;
@@ -39,6 +39,8 @@ const ROOT_KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "behind_proxy",
+    "store",
+    "store_url_env",
     "sites",
 ];
 const SITE_KEYS: &[&str] = &[
@@ -568,6 +570,7 @@ impl<'a> Reader<'a> {
             }
         };
         let tls = self.server_tls(root, &base_dir);
+        let store = self.store(root);
         let behind_proxy = self.boolean(root, "", "behind_proxy").unwrap_or(false);
         let file_data_dir = self
             .text(root, "", "data_dir")
@@ -620,6 +623,44 @@ impl<'a> Reader<'a> {
             data_dir,
             sites,
             max_body_memory: self.max_body_memory,
+            store,
+        }
+    }
+
+    /// `store` and `store_url_env`.
+    fn store(&mut self, root: &dyn TableLike) -> StoreConfig {
+        let url_env = self.text(root, "", "store_url_env");
+        if let Some(name) = &url_env {
+            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                let line = self.key_line(root, "store_url_env");
+                let message = format!(
+                    "'{name}' is not the name of an environment variable: letters, digits and _"
+                );
+                self.error(line, "store_url_env", message);
+            }
+        }
+        match self.string(root, "", "store").as_deref() {
+            None | Some("sqlite") => {
+                if url_env.is_some() {
+                    let line = self.key_line(root, "store_url_env");
+                    self.error(
+                        line,
+                        "store_url_env",
+                        "only with store = \"postgres\": an SQLite store is a file per site",
+                    );
+                }
+                StoreConfig::Sqlite
+            }
+            Some("postgres") => StoreConfig::Postgres {
+                url_env: url_env.unwrap_or_else(|| DEFAULT_STORE_URL_ENV.into()),
+            },
+            Some(other) => {
+                let line = self.key_line(root, "store");
+                let message =
+                    format!("'{other}' is not a store: \"sqlite\" (the default) or \"postgres\"");
+                self.error(line, "store", message);
+                StoreConfig::Sqlite
+            }
         }
     }
 

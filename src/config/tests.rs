@@ -187,6 +187,43 @@ fn the_daemons_tls_keys_come_in_pairs_and_behind_proxy_is_a_bool() {
 }
 
 #[test]
+fn the_store_is_sqlite_unless_postgres_is_named_with_the_variable_of_its_url() {
+    assert_eq!(parse("[sites.DEV]\n").unwrap().store, StoreConfig::Sqlite);
+    assert_eq!(
+        parse("store = \"postgres\"\n[sites.DEV]\n").unwrap().store,
+        StoreConfig::Postgres {
+            url_env: DEFAULT_STORE_URL_ENV.into()
+        }
+    );
+    assert_eq!(
+        parse("store = \"postgres\"\nstore_url_env = \"PG_URL\"\n[sites.DEV]\n")
+            .unwrap()
+            .store,
+        StoreConfig::Postgres {
+            url_env: "PG_URL".into()
+        }
+    );
+    assert_only(
+        "store = \"mongo\"\n[sites.DEV]\n",
+        "store",
+        Some(1),
+        "'mongo' is not a store",
+    );
+    assert_only(
+        "store_url_env = \"PG_URL\"\n[sites.DEV]\n",
+        "store_url_env",
+        Some(1),
+        "only with store = \"postgres\"",
+    );
+    assert_only(
+        "store = \"postgres\"\nstore_url_env = \"postgres://x\"\n[sites.DEV]\n",
+        "store_url_env",
+        Some(2),
+        "not the name of an environment variable",
+    );
+}
+
+#[test]
 fn defaults_are_applied() {
     let c = parse("[sites.DEV]\n").unwrap();
     assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());

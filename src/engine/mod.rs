@@ -45,7 +45,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::model::Refusal;
 use crate::store::{SqliteStore, Store, StoreError};
 
@@ -113,15 +113,35 @@ impl Daemon {
         let lock = crate::data_dir::Lock::take(&config.data_dir)?;
         let shutdown = CancellationToken::new();
         let mut sites = BTreeMap::new();
-        for site_config in &config.sites {
-            let store = SqliteStore::open(&site_config.data_file).with_context(|| {
-                format!(
-                    "site {}: cannot open its data file {}",
-                    site_config.name,
-                    site_config.data_file.display()
+        let store_url = match &config.store {
+            StoreConfig::Sqlite => None,
+            StoreConfig::Postgres { url_env } => Some(std::env::var(url_env).map_err(|_| {
+                anyhow::anyhow!(
+                    "store = \"postgres\": the environment variable {url_env} (store_url_env) \
+                     is not set; it holds the database's URL, postgres://USER:PASSWORD@HOST:5432/DB"
                 )
-            })?;
-            let store: Arc<dyn Store> = Arc::new(store);
+            })?),
+        };
+        for site_config in &config.sites {
+            let store: Arc<dyn Store> = match &store_url {
+                None => Arc::new(SqliteStore::open(&site_config.data_file).with_context(|| {
+                    format!(
+                        "site {}: cannot open its data file {}",
+                        site_config.name,
+                        site_config.data_file.display()
+                    )
+                })?),
+                Some(url) => Arc::new(
+                    crate::store::PgStore::open(url, &site_config.name)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "site {}: cannot open its store in PostgreSQL",
+                                site_config.name
+                            )
+                        })?,
+                ),
+            };
             let site = Site::open(
                 site_config.clone(),
                 &config.base_dir,
