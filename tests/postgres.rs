@@ -272,6 +272,17 @@ async fn rows_copied_into_the_table_arrive_the_same_and_upserts_update_them() {
                    EXCEPT SELECT id, name, qty, price, ratio, flag, born, updated_at, local, doc,
                    raw::jsonb, blob, uid, note FROM dst";
     assert_eq!(db.count(missing).await, 0, "every value arrives the same");
+    // By COPY: every row went through the session's staging table (its
+    // statistics reach the view once its connection is idle, within ten
+    // seconds).
+    eventually(30, "120 rows through the staging table", || async {
+        db.count(
+            "SELECT 1 FROM pg_stat_all_tables WHERE relname = 'sluice_stage' AND n_tup_ins >= 120",
+        )
+        .await
+            == 1
+    })
+    .await;
 
     db.exec(
         "ALTER TABLE src ADD COLUMN extra text; ALTER TABLE dst ADD COLUMN extra text;
