@@ -4,6 +4,7 @@
 //! with a certificate authority made in the test: [`tls`]).
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
@@ -42,6 +43,19 @@ pub struct Daemon {
     /// What this process wrote to its stderr (its tracing output, at
     /// `SLUICE_LOG=warn`), line by line; also passed on to the test's.
     stderr: Arc<Mutex<Vec<String>>>,
+    /// With `SLUICE_TEST_STORE=postgres`: the database holding the sites'
+    /// state, kept across restarts, dropped with the daemon.
+    store: Option<Arc<pg::PgDb>>,
+}
+
+/// The variable the daemon reads its store's URL from when the tests run
+/// on PostgreSQL (`SLUICE_TEST_STORE=postgres`).
+const STORE_URL_ENV: &str = "SLUICE_TEST_STORE_URL";
+
+/// Whether the daemons of the tests keep their state in PostgreSQL:
+/// `SLUICE_TEST_STORE=postgres` (default `sqlite`).
+pub fn on_postgres() -> bool {
+    std::env::var("SLUICE_TEST_STORE").is_ok_and(|s| s == "postgres")
 }
 
 /// How a test starts the daemon, beyond its configuration.
@@ -70,18 +84,27 @@ impl Daemon {
     pub async fn start_opts(dir: &Path, toml: &str, options: Options) -> Daemon {
         let config = dir.join("sluice.toml");
         let data = dir.join("data");
+        // A test that chooses its store itself keeps it.
+        let store = match on_postgres() && !toml.contains("store =") {
+            true => Some(Arc::new(pg::PgDb::new().await)),
+            false => None,
+        };
+        let store_keys = match store {
+            Some(_) => format!("store = \"postgres\"\nstore_url_env = \"{STORE_URL_ENV}\"\n"),
+            None => String::new(),
+        };
         let text = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n{toml}",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{store_keys}\n{toml}",
             data.display()
         );
         std::fs::write(&config, text).unwrap();
-        Daemon::start_with(dir, &config, None, options).await
+        Daemon::start_with(dir, &config, None, options, store).await
     }
 
     /// `sluice serve` on a configuration file the test wrote itself (which
     /// sets `listen` and `data_dir`).
     pub async fn start_file(dir: &Path, config: &Path, options: Options) -> Daemon {
-        Daemon::start_with(dir, config, None, options).await
+        Daemon::start_with(dir, config, None, options, None).await
     }
 
     async fn start_with(
@@ -89,6 +112,7 @@ impl Daemon {
         config: &Path,
         listen: Option<SocketAddr>,
         options: Options,
+        store: Option<Arc<pg::PgDb>>,
     ) -> Daemon {
         let mut cmd = match options.umask {
             None => Command::new(daemon_bin()),
@@ -101,6 +125,9 @@ impl Daemon {
             }
         };
         cmd.arg("serve").arg("--config").arg(config);
+        if let Some(db) = &store {
+            cmd.env(STORE_URL_ENV, &db.url);
+        }
         if let Some(addr) = listen {
             cmd.arg("--listen").arg(addr.to_string());
         }
@@ -180,6 +207,7 @@ impl Daemon {
             child: Some(child),
             http: http.build().unwrap(),
             stderr,
+            store,
         }
     }
 
@@ -228,8 +256,15 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let options = self.options.clone();
-        *self =
-            Daemon::start_with(&self.dir.clone(), &self.config.clone(), Some(addr), options).await;
+        let store = self.store.take();
+        *self = Daemon::start_with(
+            &self.dir.clone(),
+            &self.config.clone(),
+            Some(addr),
+            options,
+            store,
+        )
+        .await;
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -4,18 +4,13 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
+pub use crate::common::pg::{block_on_aside, unique, with_db, PgDb};
 use crate::common::{eventually, Daemon};
-
-pub fn pg_url() -> String {
-    std::env::var("SLUICE_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
 
 pub fn mysql_url() -> String {
     std::env::var("SLUICE_TEST_MYSQL_URL")
@@ -23,109 +18,12 @@ pub fn mysql_url() -> String {
 }
 
 /// A name no other test (of this or another process) uses.
-pub fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// `url` with another database.
-pub fn with_db(url: &str, db: &str) -> String {
-    let mut u = reqwest::Url::parse(url).unwrap();
-    u.set_path(&format!("/{db}"));
-    u.to_string()
-}
-
 /// `url` through `port` on 127.0.0.1 (the proxy).
 pub fn with_port(url: &str, port: u16) -> String {
     let mut u = reqwest::Url::parse(url).unwrap();
     u.set_host(Some("127.0.0.1")).unwrap();
     u.set_port(Some(port)).unwrap();
     u.to_string()
-}
-
-/// Runs `f` on a runtime of its own on another thread: for the drops.
-fn block_on_aside<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    })
-    .join()
-    .ok();
-}
-
-/// A PostgreSQL database of the test's own.
-pub struct PgDb {
-    pub name: String,
-    pub url: String,
-    pub client: tokio_postgres::Client,
-}
-
-async fn pg_connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {url}: {e}"));
-    tokio::spawn(async move { conn.await.ok() });
-    client
-}
-
-impl PgDb {
-    pub async fn new() -> PgDb {
-        let name = unique("sluice_t");
-        let admin = pg_connect(&pg_url()).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let url = with_db(&pg_url(), &name);
-        let client = pg_connect(&url).await;
-        PgDb { name, url, client }
-    }
-
-    pub async fn exec(&self, sql: &str) {
-        self.client
-            .batch_execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    }
-
-    /// The rows of `sql` as JSON objects (PostgreSQL's own to_jsonb).
-    pub async fn json(&self, sql: &str) -> Vec<Value> {
-        self.client
-            .query(&format!("SELECT to_jsonb(t) FROM ({sql}) t"), &[])
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-            .iter()
-            .map(|r| r.get::<_, Value>(0))
-            .collect()
-    }
-
-    pub async fn count(&self, sql: &str) -> i64 {
-        self.client
-            .query_one(&format!("SELECT count(*) FROM ({sql}) t"), &[])
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-            .get(0)
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        block_on_aside(async move {
-            let admin = pg_connect(&pg_url()).await;
-            admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await
-                .ok();
-        });
-    }
 }
 
 /// A MariaDB/MySQL database of the test's own.
