@@ -62,9 +62,9 @@ impl ColumnKind {
 }
 
 /// A record's top-level fields, each with its value's text as written.
-struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+struct Record<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
-impl<'de> DeserializeSeed<'de> for &mut Fields<'de> {
+impl<'de> DeserializeSeed<'de> for &mut Record<'de> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -72,7 +72,7 @@ impl<'de> DeserializeSeed<'de> for &mut Fields<'de> {
     }
 }
 
-impl<'de> Visitor<'de> for &mut Fields<'de> {
+impl<'de> Visitor<'de> for &mut Record<'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -131,7 +131,7 @@ pub fn encode<'a>(
     kinds: &[ColumnKind],
     out: &mut Vec<u8>,
 ) -> Option<()> {
-    let mut record = Fields(Vec::with_capacity(fields.len()));
+    let mut record = Record(Vec::with_capacity(fields.len()));
     for payload in payloads {
         let mut de = serde_json::Deserializer::from_str(payload);
         (&mut record).deserialize(&mut de).ok()?;
