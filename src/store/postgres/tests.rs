@@ -7,7 +7,7 @@
 
 use super::*;
 use crate::model::{IntegrationState, RunMode, SiteState};
-use crate::store::tests::{pg_url, records, seqs, PgTestDb};
+use crate::store::tests::{enqueue_at_once, pg_url, records, seqs, PgTestDb};
 use crate::store::{AuditEntry, Link};
 use std::sync::Arc;
 
@@ -129,41 +129,11 @@ async fn sites_in_one_database_do_not_see_each_other() {
 async fn two_stores_of_one_site_enqueue_at_once_without_a_gap() {
     let Some(url) = pg_url() else { return };
     let db = PgTestDb::new(&url).await;
-    let nodes = [
+    let nodes: [Arc<dyn Store>; 2] = [
         Arc::new(PgStore::open(&db.url, "LIVE").await.unwrap()),
         Arc::new(PgStore::open(&db.url, "LIVE").await.unwrap()),
     ];
-    let mut tasks = Vec::new();
-    for t in 0..16usize {
-        let s = nodes[t % 2].clone();
-        tasks.push(tokio::spawn(async move {
-            let mut got = Vec::new();
-            for call in 0..4usize {
-                let n = 1 + (t * 7 + call) % 50;
-                let first = t * 1000 + call * 100;
-                let range = s
-                    .enqueue("a", "f", records(first, n), None, None)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(range.1 - range.0 + 1, n as i64);
-                got.push((range, first));
-            }
-            got
-        }));
-    }
-    let mut ranges = Vec::new();
-    for t in tasks {
-        let got = t.await.unwrap();
-        assert!(got.windows(2).all(|w| w[0].0 .1 < w[1].0 .0), "{got:?}");
-        ranges.extend(got);
-    }
-    ranges.sort();
-    let mut next = 1;
-    for ((first, last), _) in &ranges {
-        assert_eq!(*first, next, "no gap, no overlap");
-        next = last + 1;
-    }
+    let (ranges, next) = enqueue_at_once(&nodes, 16, |t, call| 1 + (t * 7 + call) % 50).await;
     // Either node reads the whole queue, in order.
     let batch = nodes[1].next_batch("a", 0, 100_000).await.unwrap();
     assert_eq!(seqs(&batch), (1..next).collect::<Vec<i64>>());

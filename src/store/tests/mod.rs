@@ -386,44 +386,59 @@ async fn states_holds_checkpoints_and_sequences_survive_reopening() {
     }
 }
 
+/// Has `tasks` callers, caller `t` on `stores[t % stores.len()]`, each
+/// queue four calls of `size(t, call)` records one after the other, all at
+/// once; checks that each caller's calls are queued in its order and that
+/// every sequence number is given once, without a gap. Returns each call's
+/// range with the number of its first record, in sequence order, and the
+/// sequence after the last.
+pub(crate) async fn enqueue_at_once(
+    stores: &[Arc<dyn Store>],
+    tasks: usize,
+    size: fn(usize, usize) -> usize,
+) -> (Vec<((i64, i64), usize)>, i64) {
+    let mut running = Vec::new();
+    for t in 0..tasks {
+        let s = stores[t % stores.len()].clone();
+        running.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for call in 0..4usize {
+                let n = size(t, call);
+                let first = t * 1000 + call * 100;
+                let range = s
+                    .enqueue("a", "f", records(first, n), None, None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(range.1 - range.0 + 1, n as i64);
+                got.push((range, first));
+            }
+            got
+        }));
+    }
+    let mut ranges = Vec::new();
+    for t in running {
+        let got = t.await.unwrap();
+        // One caller's calls are queued in the order it made them.
+        assert!(got.windows(2).all(|w| w[0].0 .1 < w[1].0 .0), "{got:?}");
+        ranges.extend(got);
+    }
+    ranges.sort();
+    let mut next = 1;
+    for ((first, last), _) in &ranges {
+        assert_eq!(*first, next, "no gap, no overlap");
+        next = last + 1;
+    }
+    (ranges, next)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_enqueues_get_distinct_increasing_contiguous_sequences() {
     for b in backends().await {
         eprintln!("backend: {}", b.name());
         let s = b.open().await;
-        let mut tasks = Vec::new();
-        for t in 0..32usize {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut got = Vec::new();
-                // Each task queues several calls of its own, one after the other.
-                for call in 0..4usize {
-                    let n = 1 + (t + call) % 70;
-                    let first = t * 1000 + call * 100;
-                    let range = s
-                        .enqueue("a", "f", records(first, n), None, None)
-                        .await
-                        .unwrap()
-                        .unwrap();
-                    assert_eq!(range.1 - range.0 + 1, n as i64);
-                    got.push((range, first));
-                }
-                got
-            }));
-        }
-        let mut ranges = Vec::new();
-        for t in tasks {
-            let got = t.await.unwrap();
-            // One caller's calls are queued in the order it made them.
-            assert!(got.windows(2).all(|w| w[0].0 .1 < w[1].0 .0), "{got:?}");
-            ranges.extend(got);
-        }
-        ranges.sort();
-        let mut next = 1;
-        for ((first, last), _) in &ranges {
-            assert_eq!(*first, next, "no gap, no overlap");
-            next = last + 1;
-        }
+        let (ranges, next) =
+            enqueue_at_once(std::slice::from_ref(&s), 32, |t, call| 1 + (t + call) % 70).await;
         // Each call's records are contiguous and in their order.
         let batch = s.next_batch("a", 0, 100_000).await.unwrap();
         assert_eq!(batch.len() as i64, next - 1);
