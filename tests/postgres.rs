@@ -301,6 +301,45 @@ async fn rows_copied_into_the_table_arrive_the_same_and_upserts_update_them() {
     assert_eq!(db.count("SELECT * FROM dst").await, 120);
 }
 
+/// `mode = "insert"` copies the rows straight into the table; a row sent
+/// again (a second 'Send All') violates the key and is refused for good
+/// with the database's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_mode_writes_new_rows_and_a_repeated_key_is_refused() {
+    let db = PgDb::new().await;
+    db.exec(
+        "CREATE TABLE src (id int PRIMARY KEY, name text, updated_at int NOT NULL);
+         CREATE TABLE dst (LIKE src INCLUDING ALL);
+         INSERT INTO src SELECT g, E'n\\t' || g, g FROM generate_series(1, 30) g;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = site(
+        &endpoint(&db.url, "src", ""),
+        &endpoint(&db.url, "dst", "mode = \"insert\"\nbatch = 10"),
+    );
+    let daemon = Daemon::start(dir.path(), &toml).await;
+    run(&daemon, "all").await;
+    assert_eq!(
+        db.count("SELECT * FROM src EXCEPT SELECT * FROM dst").await,
+        0
+    );
+    assert_eq!(db.count("SELECT * FROM dst").await, 30);
+
+    start_run(&daemon, "all").await;
+    eventually(20, "the repeated row refused", || async {
+        daemon.integration("S", "sync").await["blocked"]["seq"] == 31
+    })
+    .await;
+    let integration = daemon.integration("S", "sync").await;
+    let error = integration["blocked"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("duplicate key") && error.contains("23505"),
+        "the database's own message: {error}"
+    );
+    assert_eq!(db.count("SELECT * FROM dst").await, 30, "nothing twice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_row_blocks_the_queue_until_the_table_is_fixed_and_it_is_retried() {
     let db = PgDb::new().await;
