@@ -293,12 +293,7 @@ async fn a_refused_row_blocks_the_queue_until_the_table_is_fixed_and_it_is_retri
     );
     let daemon = Daemon::start(dir.path(), &toml).await;
     start_run(&daemon, "all").await;
-    eventually(20, "the queue blocked at the refused row", || async {
-        daemon.integration("S", "sync").await["blocked"]["seq"] == 2
-    })
-    .await;
-    let integration = daemon.integration("S", "sync").await;
-    let error = integration["blocked"]["error"].as_str().unwrap();
+    let error = blocked_at(&daemon, 2).await;
     assert!(
         error.contains("Incorrect integer value") && error.contains("1366"),
         "the database's own message: {error}"

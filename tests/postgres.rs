@@ -327,12 +327,7 @@ async fn insert_mode_writes_new_rows_and_a_repeated_key_is_refused() {
     assert_eq!(db.count("SELECT * FROM dst").await, 30);
 
     start_run(&daemon, "all").await;
-    eventually(20, "the repeated row refused", || async {
-        daemon.integration("S", "sync").await["blocked"]["seq"] == 31
-    })
-    .await;
-    let integration = daemon.integration("S", "sync").await;
-    let error = integration["blocked"]["error"].as_str().unwrap();
+    let error = blocked_at(&daemon, 31).await;
     assert!(
         error.contains("duplicate key") && error.contains("23505"),
         "the database's own message: {error}"
@@ -356,12 +351,7 @@ async fn a_refused_row_blocks_the_queue_until_the_table_is_fixed_and_it_is_retri
     );
     let daemon = Daemon::start(dir.path(), &toml).await;
     start_run(&daemon, "all").await;
-    eventually(20, "the queue blocked at the refused row", || async {
-        daemon.integration("S", "sync").await["blocked"]["seq"] == 2
-    })
-    .await;
-    let integration = daemon.integration("S", "sync").await;
-    let error = integration["blocked"]["error"].as_str().unwrap();
+    let error = blocked_at(&daemon, 2).await;
     assert!(
         error.contains("invalid input syntax for type integer") && error.contains("22P02"),
         "the database's own message: {error}"

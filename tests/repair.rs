@@ -49,17 +49,10 @@ where
         let (status, _) = daemon.hook("S", "sync", "contacts", record).await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
-    eventually(20, "the queue blocked at the refused record", || async {
-        daemon.integration("S", "sync").await["blocked"]["seq"] == 1
-    })
-    .await;
-    let integration = daemon.integration("S", "sync").await;
-    let error = integration["blocked"]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let error = blocked_at(daemon, 1).await;
     assert!(error.contains(refusal), "{error}");
     assert_eq!(delivered().await, 0, "nothing passes the blocked record");
+    let integration = daemon.integration("S", "sync").await;
     assert_eq!(integration["queued"], 2, "{integration}");
 
     let text = std::fs::read_to_string(&daemon.config).unwrap();
@@ -137,10 +130,7 @@ async fn an_api_refuses_a_wrongly_mapped_record_until_the_map_is_fixed() {
         let record = json!({"id": id, "name": format!("n{id}"), "qty": id * 10, "qty_text": "ten"});
         daemon.hook("S", "sync", "contacts", record).await;
     }
-    eventually(20, "the queue blocked at the refused record", || async {
-        daemon.integration("S", "sync").await["blocked"]["seq"] == 1
-    })
-    .await;
+    blocked_at(&daemon, 1).await;
     assert_eq!(count().await, 0);
     // The fix maps the right field and drops the constant the API refuses.
     let text = std::fs::read_to_string(&daemon.config).unwrap();

@@ -194,6 +194,22 @@ cursor = "updated_at"
     )
 }
 
+/// Waits until integration `sync` of site `S` is blocked behind
+/// transaction `seq` (a record refused for good under `on_error =
+/// "block"`) and returns the error it is blocked by.
+pub async fn blocked_at(daemon: &Daemon, seq: i64) -> String {
+    eventually(
+        20,
+        &format!("the queue blocked at transaction {seq}"),
+        || async { daemon.integration("S", "sync").await["blocked"]["seq"] == seq },
+    )
+    .await;
+    daemon.integration("S", "sync").await["blocked"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Asks for a run of flow `rows` in `mode` ("all" or "changed"), without
 /// waiting for it.
 pub async fn start_run(daemon: &Daemon, mode: &str) -> Value {
