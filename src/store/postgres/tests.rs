@@ -7,7 +7,7 @@
 
 use super::*;
 use crate::model::{IntegrationState, RunMode, SiteState};
-use crate::store::tests::{enqueue_at_once, pg_url, records, seqs, PgTestDb};
+use crate::store::tests::{assert_reads_corrupt, enqueue_at_once, pg_url, records, seqs, PgTestDb};
 use crate::store::{AuditEntry, Link};
 use std::sync::Arc;
 
@@ -224,17 +224,7 @@ async fn bad_data_in_the_database_is_corrupt_not_a_panic() {
         )
         .await
         .unwrap();
-    fn corrupt<T: std::fmt::Debug>(r: Result<T>) {
-        assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
-    }
-    corrupt(s.site_state().await);
-    corrupt(s.integration("a").await);
-    corrupt(s.flow("f").await);
-    corrupt(s.flow_statuses().await);
-    corrupt(s.runs("f", 10).await);
-    corrupt(s.log(0, None, 255, 10).await);
-    corrupt(s.transaction("a", 1).await);
-    corrupt(s.transactions("a", None, None, 10).await);
+    assert_reads_corrupt(&s).await;
 }
 
 /// The statements that must not scan the queue use the partial indexes of

@@ -5,7 +5,7 @@
 
 use super::migrations::MIGRATIONS;
 use super::*;
-use crate::store::tests::{entry, hold, records, seqs};
+use crate::store::tests::{assert_reads_corrupt, entry, hold, records, seqs};
 
 /// The `queues` row as stored: (last_seq, queued, floor).
 async fn bookkeeping(s: &SqliteStore, integration: &str) -> Option<(i64, i64, i64)> {
@@ -237,17 +237,10 @@ async fn bad_data_on_disk_is_corrupt_not_a_panic() {
          UPDATE transactions SET attempts = 'many' WHERE seq = 2;",
     )
     .unwrap();
+    assert_reads_corrupt(&s).await;
     fn corrupt<T: std::fmt::Debug>(r: Result<T>) {
         assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
     }
-    corrupt(s.site_state().await);
-    corrupt(s.integration("a").await);
-    corrupt(s.flow("f").await);
-    corrupt(s.flow_statuses().await);
-    corrupt(s.runs("f", 10).await);
-    corrupt(s.log(0, None, 255, 10).await);
-    corrupt(s.transaction("a", 1).await);
-    corrupt(s.transactions("a", None, None, 10).await);
     corrupt(s.next_batch("a", 0, 10).await);
     raw.execute("UPDATE queues SET floor = -5", []).unwrap();
     drop(s);

@@ -386,6 +386,24 @@ async fn states_holds_checkpoints_and_sequences_survive_reopening() {
     }
 }
 
+/// Every read of a store whose tables hold values it never writes (site
+/// `dancing`, integration `a` `active` with a hold of kind `gremlins`, flow
+/// `f` `Exploded` with a run `sideways`, a log line of level -1,
+/// transaction 1 of `a` in state 9) answers `Corrupt`, not a panic.
+pub(crate) async fn assert_reads_corrupt<S: Store + ?Sized>(s: &S) {
+    fn corrupt<T: std::fmt::Debug>(r: Result<T>) {
+        assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+    }
+    corrupt(s.site_state().await);
+    corrupt(s.integration("a").await);
+    corrupt(s.flow("f").await);
+    corrupt(s.flow_statuses().await);
+    corrupt(s.runs("f", 10).await);
+    corrupt(s.log(0, None, 255, 10).await);
+    corrupt(s.transaction("a", 1).await);
+    corrupt(s.transactions("a", None, None, 10).await);
+}
+
 /// Has `tasks` callers, caller `t` on `stores[t % stores.len()]`, each
 /// queue four calls of `size(t, call)` records one after the other, all at
 /// once; checks that each caller's calls are queued in its order and that
