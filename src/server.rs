@@ -136,6 +136,8 @@ impl Server {
             );
         }
         daemon.restore().await?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        daemon.join_cluster(format!("{scheme}://{addr}"));
         if tls.is_none() && !addr.ip().is_loopback() && !config.behind_proxy {
             tracing::warn!(
                 "listening on {addr} over plain HTTP: API tokens and the dashboard's session \
@@ -143,7 +145,6 @@ impl Server {
                  TLS proxy is in front"
             );
         }
-        let scheme = if tls.is_some() { "https" } else { "http" };
         // Tests and scripts read this line to find the port when asked for :0.
         println!("sluice listening on {scheme}://{addr}");
         tracing::info!(%addr, file = %config.file.display(), "sluice is up");

@@ -53,6 +53,10 @@ pub struct IntegrationView {
     /// `pause`, `resume`, `start`, `stop`: what the caller may do to it now.
     #[schema(schema_with = integration_actions)]
     pub actions: Vec<String>,
+    /// On a cluster (`store = "postgres"`): the node that sends it, as of
+    /// its last heartbeat, with its lease; null when no node holds the
+    /// lease, and always on a single node.
+    pub owner: Option<crate::engine::cluster::OwnerView>,
 }
 
 fn integration_actions() -> utoipa::openapi::schema::Array {
@@ -144,6 +148,7 @@ pub async fn view(
             .map(|(seq, error)| BlockedView { seq, error }),
         flows,
         actions: actions::names(&actions::integration(record.state, role)),
+        owner: site.owner(&integration.name),
     })
 }
 

@@ -20,6 +20,7 @@ pub mod hooks;
 pub mod integrations;
 pub mod links;
 pub mod log;
+pub mod nodes;
 pub mod openapi;
 pub mod routes;
 pub mod sites;

@@ -234,6 +234,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(super::route
         (name = "endpoints", description = "What is observed of each endpoint"),
         (name = "log", description = "The site's log and audit trail"),
         (name = "hooks", description = "The webhook receiver"),
+        (name = "nodes", description = "The nodes of a cluster (store = \"postgres\")"),
         (name = "auth", description = "Signing in, tokens and their audit trail"),
         (name = "meta", description = "The daemon itself"),
     )

@@ -36,7 +36,7 @@ use utoipa_axum::routes;
 
 use super::auth::{self, is_write, Guard};
 use super::{
-    body, dashboard, endpoints, flows, hooks, integrations, links, log, openapi, sites,
+    body, dashboard, endpoints, flows, hooks, integrations, links, log, nodes, openapi, sites,
     transactions, ApiState,
 };
 use crate::model::{Action, Role};
@@ -225,6 +225,7 @@ pub fn table() -> Vec<Route> {
         route(routes!(auth::tokens_revoke)).performs(&[ManageTokens]),
         route(routes!(auth::audit)).role(Viewer),
         // Sites.
+        route(routes!(nodes::list)).role(Viewer),
         route(routes!(sites::list)).role(Viewer),
         route(routes!(sites::show)).role(Viewer),
         route(routes!(sites::start))

@@ -20,6 +20,25 @@ pub struct ServeArgs {
     /// Keep the data here instead of the file's `data_dir`.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// This node's name in a cluster (store = "postgres"); by default the
+    /// host's name. Each node of a cluster needs a name of its own.
+    #[arg(long, value_name = "NAME", value_parser = parse_node)]
+    pub node: Option<String>,
+}
+
+/// A node's name: letters, digits, `.`, `-` and `_`, 1 to 64 of them.
+fn parse_node(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "'{s}': a node's name is 1 to 64 letters, digits, '.', '-' or '_'"
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +59,9 @@ impl ServeArgs {
             .map_err(|errors| CliError::Config(errors.to_string()))?;
         if let Some(listen) = self.listen {
             config.listen = listen;
+        }
+        if let Some(node) = &self.node {
+            config.node = node.clone();
         }
         Ok(config)
     }

@@ -96,6 +96,26 @@ pub struct Config {
     pub max_body_memory: usize,
     /// `store` and `store_url_env`: where the sites' state is kept.
     pub store: StoreConfig,
+    /// `lease`: with `store = "postgres"`, how long a node's lease of an
+    /// integration lasts unless renewed (its heartbeat renews it every
+    /// third of it); a node that dies is replaced after at most this long.
+    pub lease: std::time::Duration,
+    /// This node's name in a cluster: `sluice serve --node`, by default the
+    /// host's name. Not a key of the file, which every node shares.
+    pub node: String,
+}
+
+/// The lease when the file sets none.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The host's name, or `sluice` when it cannot be read.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "sluice".to_string())
 }
 
 /// Where the sites' queues, states, checkpoints, logs and audit trails are

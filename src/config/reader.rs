@@ -41,6 +41,7 @@ const ROOT_KEYS: &[&str] = &[
     "behind_proxy",
     "store",
     "store_url_env",
+    "lease",
     "sites",
 ];
 const SITE_KEYS: &[&str] = &[
@@ -571,6 +572,15 @@ impl<'a> Reader<'a> {
         };
         let tls = self.server_tls(root, &base_dir);
         let store = self.store(root);
+        let lease = self.duration(root, "", "lease", super::DEFAULT_LEASE);
+        if root.contains_key("lease") && store == StoreConfig::Sqlite {
+            let line = self.key_line(root, "lease");
+            self.error(
+                line,
+                "lease",
+                "only with store = \"postgres\": a single node holds no lease",
+            );
+        }
         let behind_proxy = self.boolean(root, "", "behind_proxy").unwrap_or(false);
         let file_data_dir = self
             .text(root, "", "data_dir")
@@ -624,6 +634,8 @@ impl<'a> Reader<'a> {
             sites,
             max_body_memory: self.max_body_memory,
             store,
+            lease,
+            node: super::host_name(),
         }
     }
 

@@ -46,6 +46,16 @@ pub async fn run(
             }
             _ = tokio::time::sleep(wait) => {
                 for flow in scheduler.take_due(chrono::Utc::now()) {
+                    // On a cluster, the node that sends the integration
+                    // runs its schedule: once per cluster.
+                    let here = site
+                        .flow(&flow)
+                        .ok()
+                        .and_then(|(ic, _)| site.integration(&ic.name).ok())
+                        .is_some_and(|i| i.owned());
+                    if !here {
+                        continue;
+                    }
                     match site.begin_scheduled_run(&flow).await {
                         Ok(true) => {
                             runs.spawn(flow_run::run(site.clone(), flow, RunMode::Changed, token.clone()));

@@ -35,6 +35,19 @@ use crate::model::{
 };
 use crate::store::{AuditEntry, Store};
 
+/// Whether this node may send the integration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// A single node: always.
+    Always,
+    /// A node of a cluster holding the integration's lease: until then (a
+    /// little before the lease expires in the database, by this node's
+    /// clock), unless renewed.
+    Until(Instant),
+    /// A node of a cluster not holding the lease.
+    Not,
+}
+
 /// The backlog drain that a resume started.
 #[derive(Debug, Clone)]
 struct Drain {
@@ -85,6 +98,11 @@ pub struct Integration {
     /// Set for good on the integration a reload replaces: no delivery starts
     /// any more (not a hold: nothing a person or the store sees).
     suspended: std::sync::atomic::AtomicBool,
+    /// Whether this node sends it (a cluster's lease).
+    owner: Mutex<Owner>,
+    /// Counts the changes taken in memory: a state read from the store
+    /// replaces the one in memory only if nothing changed it meanwhile.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl Integration {
@@ -144,7 +162,84 @@ impl Integration {
             starting: std::sync::atomic::AtomicBool::new(false),
             blocked: Mutex::new(blocked),
             suspended: std::sync::atomic::AtomicBool::new(false),
+            owner: Mutex::new(Owner::Always),
+            changes: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// On a node of a cluster: it sends only while it holds the lease
+    /// ([`Integration::set_lease`]). Called before anything runs.
+    pub fn unowned(&self) {
+        *self.owner.lock() = Owner::Not;
+        self.update(|_| {});
+    }
+
+    /// The lease held until `until` (by this node's clock), or not held
+    /// (`None`). Returns whether this node has just become its sender:
+    /// then it reads its queue from the start (another node may have
+    /// delivered part of it).
+    pub fn set_lease(&self, until: Option<Instant>) -> bool {
+        let became = {
+            let mut owner = self.owner.lock();
+            let was = *owner;
+            *owner = match until {
+                Some(t) => Owner::Until(t),
+                None => Owner::Not,
+            };
+            was == Owner::Not && until.is_some()
+        };
+        if became {
+            self.rewind.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.update(|_| {});
+        became
+    }
+
+    /// Whether this node sends it now: a single node, or the holder of a
+    /// lease that has not run out by this node's clock.
+    pub fn owned(&self) -> bool {
+        match *self.owner.lock() {
+            Owner::Always => true,
+            Owner::Until(t) => Instant::now() < t,
+            Owner::Not => false,
+        }
+    }
+
+    /// Whether it is a node of a cluster's integration (leased).
+    pub fn leased(&self) -> bool {
+        *self.owner.lock() != Owner::Always
+    }
+
+    /// Reads its state and holds again from the store (another node
+    /// changed them) and takes them into effect; once no delivery will
+    /// start any more if they forbid sending.
+    pub async fn refresh(&self) -> Result<()> {
+        let _control = self.control.lock().await;
+        loop {
+            let seen = self.changes.load(std::sync::atomic::Ordering::SeqCst);
+            let Some(record) = self.store.integration(&self.name).await? else {
+                return Ok(());
+            };
+            let taken = {
+                let mut r = self.record.lock();
+                let unchanged = self.changes.load(std::sync::atomic::Ordering::SeqCst) == seen;
+                if unchanged {
+                    *r = record;
+                }
+                unchanged
+            };
+            if taken {
+                break;
+            }
+            // Changed here while it was read (a hold placed or lifted):
+            // read again, so the newer state is not undone.
+        }
+        self.update(|_| {});
+        if !self.may_send() {
+            *self.progress.lock() = None;
+            self.wait_in_flight().await;
+        }
+        Ok(())
     }
 
     pub fn record(&self) -> IntegrationRecord {
@@ -255,7 +350,11 @@ impl Integration {
         let now = {
             let mut r = self.record.lock();
             f(&mut r);
-            r.may_send() && !self.suspended.load(std::sync::atomic::Ordering::SeqCst)
+            self.changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            r.may_send()
+                && !self.suspended.load(std::sync::atomic::Ordering::SeqCst)
+                && *self.owner.lock() != Owner::Not
         };
         self.may_send.send_replace(now);
         if now {
@@ -284,8 +383,10 @@ impl Integration {
         drop(self.gate.lock().await);
     }
 
+    /// Whether a delivery may start now: nothing holds it, and this node
+    /// sends it (on a cluster: its lease has not run out).
     pub fn may_send(&self) -> bool {
-        *self.may_send.borrow()
+        *self.may_send.borrow() && self.owned()
     }
 
     pub fn watch_may_send(&self) -> watch::Receiver<bool> {

@@ -25,6 +25,7 @@
 
 pub mod all_others;
 pub mod backoff;
+pub mod cluster;
 pub mod counters;
 pub mod endpoint;
 pub mod flow_run;
@@ -103,6 +104,14 @@ pub struct Daemon {
     /// This daemon's hold on its data directory: no second daemon shares
     /// it while this one lives.
     _lock: crate::data_dir::Lock,
+    /// With `store = "postgres"`: this node of the cluster of every daemon
+    /// on that database.
+    cluster: Option<Arc<cluster::Cluster>>,
+    /// This node's name, and when it started.
+    node: String,
+    started_at: crate::model::Millis,
+    /// Where its API listens, once it does.
+    address: std::sync::OnceLock<String>,
 }
 
 impl Daemon {
@@ -122,8 +131,25 @@ impl Daemon {
                 )
             })?),
         };
+        let (cluster, fences) = match &store_url {
+            None => (None, None),
+            Some(url) => {
+                let fences = crate::store::postgres::cluster::Fences::new(&config.node);
+                let db = crate::store::postgres::cluster::ClusterDb::open(url)
+                    .context("cannot open the cluster's tables in PostgreSQL")?;
+                (
+                    Some(cluster::Cluster::new(
+                        &config.node,
+                        config.lease,
+                        db,
+                        fences.clone(),
+                    )),
+                    Some(fences),
+                )
+            }
+        };
         for site_config in &config.sites {
-            let store: Arc<dyn Store> = match &store_url {
+            let store: Arc<dyn Store> = match store_url.as_ref().zip(fences.as_ref()) {
                 None => Arc::new(SqliteStore::open(&site_config.data_file).with_context(|| {
                     format!(
                         "site {}: cannot open its data file {}",
@@ -131,7 +157,7 @@ impl Daemon {
                         site_config.data_file.display()
                     )
                 })?),
-                Some(url) => Arc::new(
+                Some((url, fences)) => Arc::new(
                     crate::store::PgStore::open(url, &site_config.name)
                         .await
                         .with_context(|| {
@@ -139,7 +165,8 @@ impl Daemon {
                                 "site {}: cannot open its store in PostgreSQL",
                                 site_config.name
                             )
-                        })?,
+                        })?
+                        .fenced(fences.clone()),
                 ),
             };
             let site = Site::open(
@@ -147,6 +174,7 @@ impl Daemon {
                 &config.base_dir,
                 store,
                 shutdown.child_token(),
+                cluster.clone(),
             )
             .await
             .with_context(|| format!("site {}: cannot restore its state", site_config.name))?;
@@ -159,7 +187,55 @@ impl Daemon {
             config_file: config.file.clone(),
             data_dir: config.data_dir.clone(),
             reloading: tokio::sync::Mutex::new(()),
+            cluster,
+            node: config.node.clone(),
+            started_at: crate::model::now_millis(),
+            address: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// On a node of a cluster: registers it (its API at `address`) and
+    /// starts its heartbeat, which takes the leases of its share of the
+    /// integrations. Nothing on a single node.
+    pub fn join_cluster(self: &Arc<Self>, address: String) {
+        let _first = self.address.set(address.clone());
+        if let Some(cluster) = &self.cluster {
+            tokio::spawn(
+                cluster
+                    .clone()
+                    .run(self.clone(), address, self.shutdown.child_token()),
+            );
+        }
+    }
+
+    /// Every node of the cluster; on a single node, this one, which sends
+    /// every integration.
+    pub async fn nodes(&self) -> Result<Vec<cluster::NodeView>> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.nodes().await;
+        }
+        let now = crate::model::now_millis();
+        Ok(vec![cluster::NodeView {
+            name: self.node.clone(),
+            address: self.address.get().cloned().unwrap_or_default(),
+            started_at: cluster::rfc3339(self.started_at),
+            heartbeat_at: cluster::rfc3339(now),
+            alive: true,
+            integrations: self
+                .sites()
+                .iter()
+                .flat_map(|s| {
+                    s.integrations()
+                        .map(|i| format!("{}/{}", s.name, i.name))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        }])
+    }
+
+    /// The cluster this daemon is a node of, if any.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Brings each site up in the state it was last left in; a site never
@@ -216,6 +292,7 @@ impl Daemon {
             old.store.clone(),
             self.shutdown.child_token(),
             Some(old.log.clone()),
+            self.cluster.clone(),
         )
         .await
         {
@@ -305,6 +382,9 @@ impl Daemon {
         self.shutdown.cancel();
         for site in self.sites() {
             site.halt_workers().await;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
         }
     }
 }

@@ -191,6 +191,13 @@ impl Sender {
                 gate = self.integration.gate().lock() => gate,
             };
             if !self.integration.may_send() {
+                drop(gate);
+                // Not sent although nothing holds it: a cluster's lease run
+                // out by this node's clock, until the heartbeat renews it
+                // or lets it go.
+                if sleep_or_cancel(&token, Duration::from_millis(50)).await {
+                    return;
+                }
                 continue;
             }
             if let Some((seq, _)) = self.integration.blocked() {
@@ -365,6 +372,14 @@ impl Sender {
             Ok(Err(e)) => e,
             Err(e) => crate::store::StoreError::Io(std::io::Error::other(e.to_string())),
         };
+        if failure.is_fenced() {
+            // Another node sends it now, from what is recorded: this node
+            // records nothing more of it.
+            progress.pending = None;
+            progress.pending_links.clear();
+            self.lost_lease(&failure).await;
+            return;
+        }
         progress.pending = Some(match progress.pending {
             Some((_, later, n)) => (first, later, count + n),
             None => (first, last, count),
@@ -393,6 +408,23 @@ impl Sender {
         }
     }
 
+    /// The store refused a write because this node no longer holds the
+    /// integration's lease (another node took it over after it ran out):
+    /// it stops sending it, and says why.
+    async fn lost_lease(&self, why: &crate::store::StoreError) {
+        self.integration.set_lease(None);
+        self.log
+            .write(
+                level::ERROR,
+                format!(
+                    "Integration {} is no longer sent by this node: {why}; what it delivered \
+                     but could not record is sent again by the node that holds it now",
+                    self.integration.name
+                ),
+            )
+            .await;
+    }
+
     /// Writes an outcome the store refused (`write`: a `settle` or a
     /// `record_failure`) again, with back-off, until it is stored; nothing
     /// is sent meanwhile. `false` if the sender is to stop sending first (a
@@ -408,6 +440,10 @@ impl Sender {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = crate::store::Result<()>>,
     {
+        if failure.is_fenced() {
+            self.lost_lease(&failure).await;
+            return false;
+        }
         // A full disk is said by the site log, once.
         if !failure.is_disk_full() {
             self.log

@@ -82,6 +82,11 @@ pub enum StoreError {
     Closed,
     #[error("store: {0}")]
     Corrupt(String),
+    /// On a node of a cluster: the write is one only the holder of the
+    /// integration's lease may make, and this node does not hold it (any
+    /// more). Nothing was written.
+    #[error("{0}")]
+    Fenced(String),
     /// The disk holding the data file is full (or its quota is used up):
     /// the write was not taken and nothing of it is stored. The same write
     /// succeeds once space is freed.
@@ -90,6 +95,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the write was refused because this node does not hold the
+    /// integration's lease.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced(_))
+    }
+
     /// Whether the write failed for lack of space, and nothing else.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::Full { .. })
@@ -282,7 +293,9 @@ pub trait Store: Send + Sync + 'static {
     /// in the same transaction moves the flow's checkpoint to `checkpoint`
     /// (when given) and adds their number to run `run` (when given). Returns
     /// the first and last sequence numbers assigned (`None` for no records).
-    /// Concurrent calls are committed together (group commit).
+    /// Concurrent calls are committed together (group commit). A run's
+    /// records (`checkpoint` or `run` given) are the write of the node that
+    /// holds the integration's lease, like the acks.
     async fn enqueue(
         &self,
         integration: &str,
@@ -309,7 +322,8 @@ pub trait Store: Send + Sync + 'static {
         last: i64,
         links: Vec<Link>,
     ) -> Result<()>;
-    /// Marks one transaction Error (with the target's answer) or Ignored.
+    /// Marks one transaction Error (with the target's answer) or Ignored:
+    /// its sender's write (on a node of a cluster, under its lease).
     async fn settle(
         &self,
         integration: &str,
@@ -317,6 +331,11 @@ pub trait Store: Send + Sync + 'static {
         state: TxState,
         error: Option<String>,
     ) -> Result<()>;
+    /// A person's retry (Queued) or ignore (Ignored) of one transaction,
+    /// from any node.
+    async fn settle_by_operator(&self, integration: &str, seq: i64, to: TxState) -> Result<()> {
+        self.settle(integration, seq, to, None).await
+    }
     /// Counts a failed attempt of `first..=last` and keeps the error.
     async fn record_failure(
         &self,

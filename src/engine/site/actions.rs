@@ -96,6 +96,11 @@ impl Site {
         }
         match integration.apply(event, actor, reason).await {
             Ok(record) => {
+                if let (Some(cluster), false) = (&self.cluster, record.may_send()) {
+                    // Another node may be sending it: the answer waits
+                    // until that node has taken the change in.
+                    cluster.await_holder(&self.name, name).await?;
+                }
                 if event == IntegrationEvent::Start {
                     self.queue_start(integration.clone());
                 }
@@ -232,12 +237,16 @@ impl Site {
         };
         let shown_seq = match action {
             TxAction::Retry => {
-                self.store.settle(integration, seq, next, None).await?;
+                self.store
+                    .settle_by_operator(integration, seq, next)
+                    .await?;
                 integ.rewind();
                 seq
             }
             TxAction::Ignore => {
-                self.store.settle(integration, seq, next, None).await?;
+                self.store
+                    .settle_by_operator(integration, seq, next)
+                    .await?;
                 integ.wake();
                 seq
             }
@@ -251,6 +260,9 @@ impl Site {
                     .enqueue(integration, &transaction.flow, vec![copy], None, None)
                     .await?;
                 integ.wake();
+                if let Some(cluster) = &self.cluster {
+                    cluster.queued(&self.name, integ).await;
+                }
                 range.map_or(seq, |(first, _)| first)
             }
         };

@@ -39,21 +39,34 @@ impl Site {
             Ok(next) => next,
             Err(refusal) => return self.refused(actor, action, &subject, None, refusal).await,
         };
+        // On a node of a cluster that does not send the integration, the
+        // stored status is the request: the node that does runs it.
+        let here = self.integration(&ic.name)?.owned();
         let trigger = self.trigger.lock().clone();
         // A place in the Trigger's queue is taken before the status is
         // stored, and the request sent only after: a request the store
         // refuses (a full disk) is not run.
-        let permit = match (&trigger, site_running) {
+        let permit = match (&trigger, site_running && here) {
             (_, false) => None,
             (Some(trigger), true) => trigger.try_reserve().ok(),
             (None, true) => None,
         };
-        if site_running && permit.is_none() {
+        if site_running && here && permit.is_none() {
             let refusal =
                 Refusal::Conflict("the site is busy stopping or starting; try again".into());
             return self.refused(actor, action, &subject, None, refusal).await;
         }
-        self.store.set_flow_status(flow, next).await?;
+        if permit.is_some() {
+            // In progress from now on: a cluster's take-over of the
+            // integration meanwhile does not start it a second time.
+            self.note_run(flow, Some("starting".to_string()));
+        }
+        if let Err(e) = self.store.set_flow_status(flow, next).await {
+            if permit.is_some() {
+                self.note_run(flow, None);
+            }
+            return Err(e.into());
+        }
         if let Some(permit) = permit {
             permit.send(RunRequest {
                 flow: flow.to_string(),
@@ -147,6 +160,67 @@ impl Site {
                 )
                 .await;
         });
+    }
+
+    /// Whether a run of `flow` is in progress here (or handed to the
+    /// Trigger).
+    pub(crate) fn run_in_progress(&self, flow: &str) -> bool {
+        self.runs.lock().contains_key(flow)
+    }
+
+    /// Hands a run whose status is stored already to the Trigger (a
+    /// request made on another node of a cluster).
+    pub(crate) fn dispatch_run(&self, flow: &str, mode: RunMode) {
+        let Some(trigger) = self.trigger.lock().clone() else {
+            return;
+        };
+        self.note_run(flow, Some("starting".to_string()));
+        let request = RunRequest {
+            flow: flow.to_string(),
+            mode,
+        };
+        if trigger.try_send(request).is_err() {
+            self.note_run(flow, None);
+        }
+    }
+
+    /// On a node of a cluster that has just taken `integration`'s lease:
+    /// a run the node before left open ends as halted (as a restart ends
+    /// it); a run asked for while no node sent the integration runs now.
+    pub(crate) async fn adopt_runs(&self, integration: &Integration, node: &str) {
+        for flow in &integration.config.flows {
+            let Ok(record) = self.store.flow(&flow.name).await else {
+                continue;
+            };
+            let FlowStatus::Running(mode) = record.status else {
+                continue;
+            };
+            if self.run_in_progress(&flow.name) {
+                continue;
+            }
+            let open = match self.store.runs(&flow.name, 1).await {
+                Ok(runs) => runs.into_iter().next().filter(|r| r.finished_at.is_none()),
+                Err(_) => continue,
+            };
+            match open {
+                Some(run) => {
+                    let why =
+                        format!("the node that ran it stopped; {node} sends the integration now");
+                    let _closed = self
+                        .store
+                        .finish_run(run.id, RunResult::Halted, Some(why.clone()))
+                        .await;
+                    let _ended = self.end_run(&flow.name, RunResult::Halted).await;
+                    self.log
+                        .write(
+                            level::INFO,
+                            format!("Flow {}: '{}' halted: {why}", flow.name, mode.label()),
+                        )
+                        .await;
+                }
+                None => self.dispatch_run(&flow.name, mode),
+            }
+        }
     }
 
     /// A run of `flow` made progress (or started, or ended with `None`).

@@ -69,6 +69,9 @@ impl Site {
             .enqueue(integration, flow, records, None, None)
             .await?;
         integ.wake();
+        if let Some(cluster) = &self.cluster {
+            cluster.queued(&self.name, integ).await;
+        }
         Ok(range)
     }
 }

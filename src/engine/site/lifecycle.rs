@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::{audit_entry, Site, StopInfo, Workers};
+use super::{audit_entry, last_stop, Site, StopInfo, Workers};
 use crate::engine::{all_others, get_data, monitor, trigger, EngineError, Result};
 use crate::log::level;
 use crate::model::{
@@ -42,29 +42,11 @@ impl Site {
     /// space; nothing it needs is missing, since a stop is stored with its
     /// holds.
     pub async fn restore(self: &Arc<Self>) -> Result<()> {
-        // A run the last shutdown cut off ended as a stop ends it: halted.
-        let abandoned = self
-            .store
-            .close_abandoned_runs(RunResult::Halted, "the daemon stopped during the run")
-            .await;
-        let abandoned = tolerate_full(abandoned)?.unwrap_or(0);
-        if abandoned > 0 {
-            self.log
-                .write(
-                    level::INFO,
-                    format!("{abandoned} run(s) cut off by the last shutdown marked Halted"),
-                )
-                .await;
+        if self.cluster.is_none() {
+            self.close_cut_off_runs().await?;
         }
-        for (_, flow) in self.flows() {
-            let record = self.store.flow(&flow.name).await?;
-            if let FlowStatus::Running(_) = record.status {
-                let halted = record
-                    .status
-                    .apply(FlowEvent::Finished(RunResult::Halted))?;
-                tolerate_full(self.store.set_flow_status(&flow.name, halted).await)?;
-            }
-        }
+        // (On a node of a cluster, runs belong to the node that sends their
+        // integration: the one that takes its lease over closes them.)
         match self.store.site_state().await? {
             Some(SiteState::Stopped) => {
                 let reason = self
@@ -99,8 +81,50 @@ impl Site {
                     .await;
                 Ok(())
             }
+            Some(_) if self.cluster.is_some() => {
+                // Running on the other nodes: this one joins in, without
+                // storing a start of its own.
+                let mut workers = self.workers.lock().await;
+                self.bring_up(&mut workers, Vec::new()).await;
+                self.set_state(SiteState::Running, None);
+                self.log
+                    .write(
+                        level::INFO,
+                        format!("Site {} started successfully!", self.name),
+                    )
+                    .await;
+                Ok(())
+            }
             _ => self.start_as("sluice", true).await,
         }
+    }
+
+    /// At a single node's start: the runs the last shutdown cut off ended
+    /// as a stop ends them, halted.
+    async fn close_cut_off_runs(&self) -> Result<()> {
+        let abandoned = self
+            .store
+            .close_abandoned_runs(RunResult::Halted, "the daemon stopped during the run")
+            .await;
+        let abandoned = tolerate_full(abandoned)?.unwrap_or(0);
+        if abandoned > 0 {
+            self.log
+                .write(
+                    level::INFO,
+                    format!("{abandoned} run(s) cut off by the last shutdown marked Halted"),
+                )
+                .await;
+        }
+        for (_, flow) in self.flows() {
+            let record = self.store.flow(&flow.name).await?;
+            if let FlowStatus::Running(_) = record.status {
+                let halted = record
+                    .status
+                    .apply(FlowEvent::Finished(RunResult::Halted))?;
+                tolerate_full(self.store.set_flow_status(&flow.name, halted).await)?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn start(self: &Arc<Self>, actor: &str) -> Result<()> {
@@ -345,6 +369,53 @@ impl Site {
                 .await;
             workers.tasks.abort_all();
         }
+        // Requests the Trigger had not handed on are not run.
+        self.runs.lock().clear();
+    }
+
+    /// On a node of a cluster: takes in a start or a stop another node
+    /// stored (its holds are read again with it), without storing anything.
+    pub(crate) async fn follow_store(self: &Arc<Self>) -> Result<()> {
+        let mut workers = self.workers.lock().await;
+        let stored = self.store.site_state().await?;
+        let now = self.state();
+        match stored {
+            Some(SiteState::Stopped) if now == SiteState::Running => {
+                for integration in self.integrations.values() {
+                    integration.refresh().await?;
+                }
+                if let Some(w) = workers.take() {
+                    self.halt(w).await;
+                }
+                let stop = last_stop(&self.store.audit(200).await?);
+                let said = stop
+                    .as_ref()
+                    .map(|s| format!(" ({}): {}", s.by, s.reason))
+                    .unwrap_or_default();
+                self.set_state(SiteState::Stopped, stop);
+                self.log
+                    .write(
+                        level::INFO,
+                        format!("Site {} stopped on another node{said}", self.name),
+                    )
+                    .await;
+            }
+            Some(SiteState::Running) if now == SiteState::Stopped => {
+                for integration in self.integrations.values() {
+                    integration.refresh().await?;
+                }
+                self.bring_up(&mut workers, Vec::new()).await;
+                self.set_state(SiteState::Running, None);
+                self.log
+                    .write(
+                        level::INFO,
+                        format!("Site {} started on another node", self.name),
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Stops the workers without recording a stop (daemon shutdown).

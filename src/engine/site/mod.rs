@@ -78,6 +78,18 @@ fn audit_entry(
     }
 }
 
+/// The last stop of the site among `audit` (newest first).
+fn last_stop(audit: &[AuditEntry]) -> Option<StopInfo> {
+    audit
+        .iter()
+        .find(|a| a.action == "site.stop" && a.outcome == "ok")
+        .map(|a| StopInfo {
+            reason: a.reason.clone().unwrap_or_default(),
+            by: a.actor.clone(),
+            at: a.ts,
+        })
+}
+
 /// A request for one run of a flow.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -134,6 +146,9 @@ pub struct Site {
     /// Start-ups of integrations, one at a time in the order asked (seed
     /// 001: queued starts). Tokio's mutex is fair: first come, first served.
     start_queue: Arc<tokio::sync::Mutex<()>>,
+    /// On a node of a cluster: the cluster. Its integrations are then sent
+    /// (and their flows run) only while this node holds their leases.
+    pub(in crate::engine) cluster: Option<Arc<crate::engine::cluster::Cluster>>,
 }
 
 impl Site {
@@ -142,8 +157,9 @@ impl Site {
         base_dir: &Path,
         store: Arc<dyn Store>,
         parent: CancellationToken,
+        cluster: Option<Arc<crate::engine::cluster::Cluster>>,
     ) -> Result<Arc<Site>> {
-        Site::open_with_log(config, base_dir, store, parent, None).await
+        Site::open_with_log(config, base_dir, store, parent, None, cluster).await
     }
 
     /// As [`Site::open`], keeping an existing log (a reload: whoever follows
@@ -154,6 +170,7 @@ impl Site {
         store: Arc<dyn Store>,
         parent: CancellationToken,
         log: Option<Arc<SiteLog>>,
+        cluster: Option<Arc<crate::engine::cluster::Cluster>>,
     ) -> Result<Arc<Site>> {
         let log = log.unwrap_or_else(|| {
             let log = Arc::new(SiteLog::open(
@@ -179,21 +196,14 @@ impl Site {
             .collect();
         let mut integrations = BTreeMap::new();
         for ic in &config.integrations {
-            integrations.insert(
-                ic.name.clone(),
-                Integration::open(ic.clone(), store.clone()).await?,
-            );
+            let integration = Integration::open(ic.clone(), store.clone()).await?;
+            if cluster.is_some() {
+                // Sent once this node holds its lease.
+                integration.unowned();
+            }
+            integrations.insert(ic.name.clone(), integration);
         }
-        let last_stop = store
-            .audit(200)
-            .await?
-            .into_iter()
-            .find(|a| a.action == "site.stop" && a.outcome == "ok")
-            .map(|a| StopInfo {
-                reason: a.reason.unwrap_or_default(),
-                by: a.actor,
-                at: a.ts,
-            });
+        let last_stop = last_stop(&store.audit(200).await?);
         let health = Arc::new(Health::new(log.clone(), &endpoints, &integrations));
         Ok(Arc::new(Site {
             name: config.name.clone(),
@@ -216,6 +226,7 @@ impl Site {
             runs: Mutex::new(std::collections::HashMap::new()),
             reinitializing: std::sync::atomic::AtomicBool::new(false),
             start_queue: Arc::new(tokio::sync::Mutex::new(())),
+            cluster,
         }))
     }
 

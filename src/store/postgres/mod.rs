@@ -56,7 +56,10 @@
 //! - **Secrets.** The URL's password never reaches an error message: every
 //!   error of the driver or the pool is passed through `redact::urls_in`.
 
+pub mod cluster;
+
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -75,7 +78,10 @@ use crate::model::{
 };
 
 /// The schema, one step a file; `sluice_migrations` records each applied.
-pub(super) const MIGRATIONS: [&str; 1] = [include_str!("migrations/001_init.sql")];
+pub(super) const MIGRATIONS: [&str; 2] = [
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_cluster.sql"),
+];
 
 /// The advisory lock the migrations are applied under ("sluice" in ASCII):
 /// one key for the whole database.
@@ -129,6 +135,11 @@ pub struct PgStore {
     site: String,
     /// Never changes (see *Space* above); kept so that receivers stay open.
     space: watch::Sender<Space>,
+    /// On a node of a cluster: the leases it holds. The sender's and the
+    /// runs' writes of an integration are then made only under its lease,
+    /// changes of state are notified to the other nodes, and log and audit
+    /// lines name the node (see `cluster.rs`).
+    fences: Option<Arc<cluster::Fences>>,
 }
 
 impl PgStore {
@@ -162,7 +173,90 @@ impl PgStore {
             pool,
             site: site.to_string(),
             space: watch::channel(Space::Writable).0,
+            fences: None,
         })
+    }
+
+    /// The store of a node of a cluster, which holds the leases in `fences`.
+    pub fn fenced(mut self, fences: Arc<cluster::Fences>) -> PgStore {
+        self.fences = Some(fences);
+        self
+    }
+
+    /// On a node: that it still holds `integration`'s lease, checked in
+    /// `db` (see `cluster::check_fence`).
+    async fn fence(
+        &self,
+        db: &deadpool_postgres::Transaction<'_>,
+        integration: &str,
+    ) -> Result<()> {
+        match &self.fences {
+            Some(fences) => cluster::check_fence(db, fences, &self.site, integration).await,
+            None => Ok(()),
+        }
+    }
+
+    /// On a node: tells the others, with the commit of `db`, that `kind`
+    /// `name` changed.
+    async fn changed(
+        &self,
+        db: &deadpool_postgres::Transaction<'_>,
+        kind: &str,
+        name: &str,
+    ) -> Result<()> {
+        match &self.fences {
+            Some(fences) => {
+                let notice = cluster::Notice::new(&self.site, kind, name, fences.node());
+                cluster::notify_in(db, cluster::CHANGED, &notice).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A transaction's state set: by its sender (`fenced`, under the lease)
+    /// or by a person (from any node; the sender is told).
+    async fn set_tx_state(
+        &self,
+        integration: &str,
+        seq: i64,
+        to: TxState,
+        error: Option<String>,
+        fenced: bool,
+    ) -> Result<()> {
+        if to == TxState::Sending {
+            return Err(StoreError::Corrupt(
+                "settle: Sending is never stored".to_string(),
+            ));
+        }
+        let code = i16::try_from(to.code())
+            .map_err(|_| corrupt("transaction state", &to.code().to_string()))?;
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        if fenced {
+            self.fence(&db, integration).await?;
+        }
+        let stmt = db
+            .prepare_cached(
+                "UPDATE sluice_transactions
+                    SET state = $4, last_error = COALESCE($5, last_error), updated_at = $6
+                  WHERE site = $1 AND integration = $2 AND seq = $3",
+            )
+            .await?;
+        db.execute(
+            &stmt,
+            &[&self.site, &integration, &seq, &code, &error, &now_millis()],
+        )
+        .await?;
+        if !fenced {
+            self.changed(&db, "integration", integration).await?;
+        }
+        db.commit().await?;
+        Ok(())
+    }
+
+    /// The node that writes, on a node of a cluster.
+    fn node(&self) -> Option<&str> {
+        self.fences.as_ref().map(|f| f.node())
     }
 
     /// The site this store is bound to.
@@ -315,8 +409,8 @@ const PUT_FLOW_STATUS: &str =
      ON CONFLICT (site, name) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at";
 
 const INSERT_AUDIT: &str =
-    "INSERT INTO sluice_audit (site, ts, actor, action, subject, reason, outcome)
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+    "INSERT INTO sluice_audit (site, ts, actor, action, subject, reason, outcome, node)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
 
 const PUT_LINKS: &str = "INSERT INTO sluice_links (site, flow, key, link, updated_at)
      SELECT $1, l.flow, l.key, l.link, $5
@@ -388,7 +482,8 @@ impl Store for PgStore {
             )
             .await?;
         }
-        insert_audit(&db, &self.site, &audit).await?;
+        insert_audit(&db, &self.site, self.node(), &audit).await?;
+        self.changed(&db, "site", &self.site).await?;
         db.commit().await?;
         Ok(())
     }
@@ -418,7 +513,8 @@ impl Store for PgStore {
             &[&self.site, &SiteState::Running.as_str(), &now],
         )
         .await?;
-        insert_audit(&db, &self.site, &audit).await?;
+        insert_audit(&db, &self.site, self.node(), &audit).await?;
+        self.changed(&db, "site", &self.site).await?;
         db.commit().await?;
         Ok(())
     }
@@ -507,8 +603,9 @@ impl Store for PgStore {
             .await?;
         }
         if let Some(audit) = audit {
-            insert_audit(&db, &self.site, &audit).await?;
+            insert_audit(&db, &self.site, self.node(), &audit).await?;
         }
+        self.changed(&db, "integration", name).await?;
         db.commit().await?;
         Ok(removed)
     }
@@ -533,11 +630,13 @@ impl Store for PgStore {
     }
 
     async fn set_flow_status(&self, flow: &str, status: FlowStatus) -> Result<()> {
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(PUT_FLOW_STATUS).await?;
-        client
-            .execute(&stmt, &[&self.site, &flow, &status.encode(), &now_millis()])
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let stmt = db.prepare_cached(PUT_FLOW_STATUS).await?;
+        db.execute(&stmt, &[&self.site, &flow, &status.encode(), &now_millis()])
             .await?;
+        self.changed(&db, "flow", flow).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -563,6 +662,10 @@ impl Store for PgStore {
     ) -> Result<Option<(i64, i64)>> {
         let mut client = self.client().await?;
         let db = client.transaction().await?;
+        if checkpoint.is_some() || run.is_some() {
+            // A run's records: its node's write, under the lease.
+            self.fence(&db, integration).await?;
+        }
         let now = now_millis();
         let n = records.len() as i64;
         let mut range = None;
@@ -676,6 +779,7 @@ impl Store for PgStore {
     ) -> Result<()> {
         let mut client = self.client().await?;
         let db = client.transaction().await?;
+        self.fence(&db, integration).await?;
         let now = now_millis();
         if !links.is_empty() {
             let (flows, keys, ids) = last_links(&links);
@@ -702,28 +806,11 @@ impl Store for PgStore {
         to: TxState,
         error: Option<String>,
     ) -> Result<()> {
-        if to == TxState::Sending {
-            return Err(StoreError::Corrupt(
-                "settle: Sending is never stored".to_string(),
-            ));
-        }
-        let code = i16::try_from(to.code())
-            .map_err(|_| corrupt("transaction state", &to.code().to_string()))?;
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE sluice_transactions
-                    SET state = $4, last_error = COALESCE($5, last_error), updated_at = $6
-                  WHERE site = $1 AND integration = $2 AND seq = $3",
-            )
-            .await?;
-        client
-            .execute(
-                &stmt,
-                &[&self.site, &integration, &seq, &code, &error, &now_millis()],
-            )
-            .await?;
-        Ok(())
+        self.set_tx_state(integration, seq, to, error, true).await
+    }
+
+    async fn settle_by_operator(&self, integration: &str, seq: i64, to: TxState) -> Result<()> {
+        self.set_tx_state(integration, seq, to, None, false).await
     }
 
     async fn record_failure(
@@ -733,27 +820,29 @@ impl Store for PgStore {
         last: i64,
         error: &str,
     ) -> Result<()> {
-        let client = self.client().await?;
-        let stmt = client
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        self.fence(&db, integration).await?;
+        let stmt = db
             .prepare_cached(
                 "UPDATE sluice_transactions
                     SET attempts = attempts + 1, last_error = $5, updated_at = $6
                   WHERE site = $1 AND integration = $2 AND seq BETWEEN $3 AND $4 AND state = 0",
             )
             .await?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &self.site,
-                    &integration,
-                    &first,
-                    &last,
-                    &error,
-                    &now_millis(),
-                ],
-            )
-            .await?;
+        db.execute(
+            &stmt,
+            &[
+                &self.site,
+                &integration,
+                &first,
+                &last,
+                &error,
+                &now_millis(),
+            ],
+        )
+        .await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -1028,12 +1117,15 @@ impl Store for PgStore {
         .await?;
         let stmt = db
             .prepare_cached(
-                "INSERT INTO sluice_log (site, ts, level, message) VALUES ($1, $2, $3, $4)
-                 RETURNING id",
+                "INSERT INTO sluice_log (site, ts, level, message, node)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
             )
             .await?;
         let row = db
-            .query_one(&stmt, &[&self.site, &ts, &i32::from(level), &message])
+            .query_one(
+                &stmt,
+                &[&self.site, &ts, &i32::from(level), &message, &self.node()],
+            )
             .await?;
         db.commit().await?;
         get(&row, 0)
@@ -1088,7 +1180,7 @@ impl Store for PgStore {
         let client = self.client().await?;
         let stmt = client.prepare_cached(INSERT_AUDIT).await?;
         let row = client
-            .query_one(&stmt, &audit_params(&self.site, &entry))
+            .query_one(&stmt, &audit_params(&self.site, &self.node(), &entry))
             .await?;
         get(&row, 0)
     }
@@ -1113,8 +1205,9 @@ impl Store for PgStore {
 /// The parameters of [`INSERT_AUDIT`].
 fn audit_params<'a>(
     site: &'a String,
+    node: &'a Option<&'a str>,
     entry: &'a AuditEntry,
-) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 7] {
+) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 8] {
     [
         site,
         &entry.ts,
@@ -1123,6 +1216,7 @@ fn audit_params<'a>(
         &entry.subject,
         &entry.reason,
         &entry.outcome,
+        node,
     ]
 }
 
@@ -1130,10 +1224,15 @@ fn audit_params<'a>(
 async fn insert_audit(
     db: &deadpool_postgres::Transaction<'_>,
     site: &String,
+    node: Option<&str>,
     entry: &AuditEntry,
 ) -> Result<i64> {
     let stmt = db.prepare_cached(INSERT_AUDIT).await?;
-    get(&db.query_one(&stmt, &audit_params(site, entry)).await?, 0)
+    get(
+        &db.query_one(&stmt, &audit_params(site, &node, entry))
+            .await?,
+        0,
+    )
 }
 
 #[cfg(test)]
