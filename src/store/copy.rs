@@ -195,25 +195,25 @@ pub async fn to_postgres(source: Source<'_>, url: &str, actor: &str) -> Result<C
 
 async fn copy(
     client: &mut tokio_postgres::Client,
-    site: &String,
+    site: &str,
     file: &Path,
     actor: &str,
 ) -> Result<Copied, CopyError> {
     let db = client.transaction().await?;
     db.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('sluice_log/' || $1, 0))",
-        &[site],
+        &[&site],
     )
     .await?;
     let tables = tables_holding(&db, site).await?;
     if !tables.is_empty() {
         return Err(CopyError::AlreadyThere {
-            site: site.clone(),
+            site: site.to_string(),
             tables,
         });
     }
     let mut c = Copied {
-        site: site.clone(),
+        site: site.to_string(),
         ..Copied::default()
     };
     // One row: its state was read as Stopped.
@@ -245,7 +245,7 @@ async fn copy(
     db.execute(
         "INSERT INTO sluice_audit (site, ts, actor, action, subject, reason, outcome)
          VALUES ($1, $2, $3, $4, $1, $5, 'ok')",
-        &[site, &now_millis(), &actor, &AUDIT_ACTION, &reason],
+        &[&site, &now_millis(), &actor, &AUDIT_ACTION, &reason],
     )
     .await?;
     db.commit().await?;
@@ -267,7 +267,7 @@ fn at_server(url: &str, e: tokio_postgres::Error) -> CopyError {
 /// The `sluice_*` tables (with a `site` column) that hold a row of `site`.
 async fn tables_holding(
     db: &tokio_postgres::Transaction<'_>,
-    site: &String,
+    site: &str,
 ) -> Result<Vec<String>, CopyError> {
     let rows = db
         .query(
@@ -285,7 +285,7 @@ async fn tables_holding(
         let found: bool = db
             .query_one(
                 &format!("SELECT EXISTS (SELECT 1 FROM {quoted} WHERE site = $1)"),
-                &[site],
+                &[&site],
             )
             .await?
             .try_get(0)?;
@@ -308,14 +308,14 @@ trait Rows: Sized + Send + 'static {
     /// A row as read, checked.
     fn read(row: &rusqlite::Row<'_>) -> super::Result<Self>;
     /// Its values, as `INTO` lists them.
-    fn values<'a>(&'a self, site: &'a String) -> Vec<&'a (dyn ToSql + Sync)>;
+    fn values<'a>(&'a self, site: &'a &'a str) -> Vec<&'a (dyn ToSql + Sync)>;
 }
 
 /// Copies `T`'s rows by one binary `COPY`; `tally` sees each. How many.
 async fn copy_rows<T: Rows>(
     db: &tokio_postgres::Transaction<'_>,
     file: &Path,
-    site: &String,
+    site: &str,
     mut tally: impl FnMut(&T),
 ) -> Result<u64, CopyError> {
     let mut chunks = read_rows::<T>(file.to_path_buf());
@@ -330,7 +330,7 @@ async fn copy_rows<T: Rows>(
             source,
         })?;
         for row in &chunk {
-            writer.as_mut().write(&row.values(site)).await?;
+            writer.as_mut().write(&row.values(&site)).await?;
             tally(row);
             n += 1;
         }
@@ -410,7 +410,7 @@ impl Rows for SiteRow {
             updated_at: r.get(1)?,
         })
     }
-    fn values<'a>(&'a self, site: &'a String) -> Vec<&'a (dyn ToSql + Sync)> {
+    fn values<'a>(&'a self, site: &'a &'a str) -> Vec<&'a (dyn ToSql + Sync)> {
         vec![site, &self.state, &self.updated_at]
     }
 }
@@ -434,7 +434,7 @@ impl Rows for IntegrationRow {
             updated_at: r.get(2)?,
         })
     }
-    fn values<'a>(&'a self, site: &'a String) -> Vec<&'a (dyn ToSql + Sync)> {
+    fn values<'a>(&'a self, site: &'a &'a str) -> Vec<&'a (dyn ToSql + Sync)> {
         vec![site, &self.name, &self.state, &self.updated_at]
     }
 }
@@ -470,7 +470,7 @@ impl Rows for HoldRow {
             reason: r.get(4)?,
         })
     }
-    fn values<'a>(&'a self, site: &'a String) -> Vec<&'a (dyn ToSql + Sync)> {
+    fn values<'a>(&'a self, site: &'a &'a str) -> Vec<&'a (dyn ToSql + Sync)> {
         vec![
             site,
             &self.integration,
@@ -504,7 +504,7 @@ impl Rows for FlowRow {
             updated_at: r.get(3)?,
         })
     }
-    fn values<'a>(&'a self, site: &'a String) -> Vec<&'a (dyn ToSql + Sync)> {
+    fn values<'a>(&'a self, site: &'a &'a str) -> Vec<&'a (dyn ToSql + Sync)> {
         vec![
             site,
             &self.name,
@@ -538,7 +538,7 @@ impl Rows for SequenceRow {
             last_seq: r.get(1)?,
         })
     }
-    fn values<'a>(&'a self, site: &'a String) -> Vec<&'a (dyn ToSql + Sync)> {
+    fn values<'a>(&'a self, site: &'a &'a str) -> Vec<&'a (dyn ToSql + Sync)> {
         vec![site, &self.integration, &self.last_seq]
     }
 }
@@ -601,7 +601,7 @@ impl Rows for TxRow {
             last_error: r.get(9)?,
         })
     }
-    fn values<'a>(&'a self, site: &'a String) -> Vec<&'a (dyn ToSql + Sync)> {
+    fn values<'a>(&'a self, site: &'a &'a str) -> Vec<&'a (dyn ToSql + Sync)> {
         vec![
             site,
             &self.integration,
@@ -674,7 +674,7 @@ impl Rows for RunRow {
             last_seq: r.get(9)?,
         })
     }
-    fn values<'a>(&'a self, site: &'a String) -> Vec<&'a (dyn ToSql + Sync)> {
+    fn values<'a>(&'a self, site: &'a &'a str) -> Vec<&'a (dyn ToSql + Sync)> {
         vec![
             site,
             &self.flow,
@@ -710,7 +710,7 @@ impl Rows for LinkRow {
             updated_at: r.get(3)?,
         })
     }
-    fn values<'a>(&'a self, site: &'a String) -> Vec<&'a (dyn ToSql + Sync)> {
+    fn values<'a>(&'a self, site: &'a &'a str) -> Vec<&'a (dyn ToSql + Sync)> {
         vec![site, &self.flow, &self.key, &self.link, &self.updated_at]
     }
 }
@@ -733,7 +733,7 @@ impl Rows for LogRow {
             message: r.get(2)?,
         })
     }
-    fn values<'a>(&'a self, site: &'a String) -> Vec<&'a (dyn ToSql + Sync)> {
+    fn values<'a>(&'a self, site: &'a &'a str) -> Vec<&'a (dyn ToSql + Sync)> {
         vec![site, &self.ts, &self.level, &self.message]
     }
 }
@@ -771,7 +771,7 @@ impl Rows for AuditRow {
             outcome: r.get(5)?,
         })
     }
-    fn values<'a>(&'a self, site: &'a String) -> Vec<&'a (dyn ToSql + Sync)> {
+    fn values<'a>(&'a self, site: &'a &'a str) -> Vec<&'a (dyn ToSql + Sync)> {
         vec![
             site,
             &self.ts,
