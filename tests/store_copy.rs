@@ -186,11 +186,16 @@ async fn a_stopped_site_copied_to_postgresql_carries_on_where_it_stopped() {
     let printed = said(&out);
     assert!(!printed.contains(&secret), "{printed}");
     let line = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{line}");
     assert!(
         line.starts_with(
-            "copied site LIVE: 8 transactions (7 queued, 0 sent, 1 error, 0 ignored) in 1 sequences"
+            "copied site LIVE: 8 transactions (7 queued, 0 sent, 1 error, 0 ignored), 1 sequence,"
         ),
         "{line}"
+    );
+    assert!(
+        line.lines().count() == 1 && line.trim_end().ends_with(" audit entries"),
+        "one line, every kind: {line}"
     );
     assert_eq!(
         db.json("SELECT integration, last_seq FROM sluice_sequences WHERE site = 'LIVE'")
@@ -346,7 +351,7 @@ async fn a_copy_is_refused_unless_the_site_is_stopped_and_new_to_postgresql() {
     assert!(out.status.success(), "{}", said(&out));
     assert!(!said(&out).contains(&secret), "{}", said(&out));
     assert!(
-        said(&out).starts_with("copied site LIVE: 1 transactions (0 queued, 1 sent"),
+        said(&out).starts_with("copied site LIVE: 1 transaction (0 queued, 1 sent"),
         "{}",
         said(&out)
     );

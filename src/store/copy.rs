@@ -63,12 +63,16 @@ pub const AUDIT_ACTION: &str = "store.copy";
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     #[error(
-        "the data directory {} is in use by a running sluice daemon{}: stop the daemon first \
-         (the site must be stopped, and no daemon running on its data)",
+        "the data directory {} is in use by a running sluice daemon{}: stop the site \
+         (sluice site stop {site} --reason TEXT), then stop the daemon, and copy again",
         dir.display(),
         match pid { Some(pid) => format!(" (PID {pid})"), None => String::new() }
     )]
-    DaemonRunning { dir: PathBuf, pid: Option<u32> },
+    DaemonRunning {
+        site: String,
+        dir: PathBuf,
+        pid: Option<u32>,
+    },
     #[error("cannot lock the data directory: {0}")]
     Lock(LockError),
     #[error("site {site} has no data file at {}: nothing to copy", file.display())]
@@ -122,25 +126,28 @@ pub struct Copied {
 
 impl std::fmt::Display for Copied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = |count: u64, one: &str, many: &str| match count {
+            1 => format!("1 {one}"),
+            _ => format!("{count} {many}"),
+        };
         write!(
             f,
-            "copied site {}: {} transactions ({} queued, {} sent, {} error, {} ignored) \
-             in {} sequences, {} integration states, {} holds, {} flows, {} runs, {} links, \
-             {} log lines, {} audit entries",
+            "copied site {}: {} ({} queued, {} sent, {} error, {} ignored), {}, {}, {}, {}, \
+             {}, {}, {}, {}",
             self.site,
-            self.transactions,
+            n(self.transactions, "transaction", "transactions"),
             self.queued,
             self.sent,
             self.error,
             self.ignored,
-            self.sequences,
-            self.integrations,
-            self.holds,
-            self.flows,
-            self.runs,
-            self.links,
-            self.log_lines,
-            self.audit_entries
+            n(self.sequences, "sequence", "sequences"),
+            n(self.integrations, "integration state", "integration states"),
+            n(self.holds, "hold", "holds"),
+            n(self.flows, "flow", "flows"),
+            n(self.runs, "run", "runs"),
+            n(self.links, "link", "links"),
+            n(self.log_lines, "log line", "log lines"),
+            n(self.audit_entries, "audit entry", "audit entries"),
         )
     }
 }
@@ -163,7 +170,11 @@ pub async fn to_postgres(source: Source<'_>, url: &str, actor: &str) -> Result<C
         return Err(CopyError::NoDataFile { site, file });
     }
     let _lock = Lock::take(source.data_dir).map_err(|e| match e {
-        LockError::Held { dir, pid } => CopyError::DaemonRunning { dir, pid },
+        LockError::Held { dir, pid } => CopyError::DaemonRunning {
+            site: site.clone(),
+            dir,
+            pid,
+        },
         other => CopyError::Lock(other),
     })?;
     let in_file = |source| CopyError::Source {
@@ -318,7 +329,7 @@ async fn copy_rows<T: Rows>(
     site: &str,
     mut tally: impl FnMut(&T),
 ) -> Result<u64, CopyError> {
-    let mut chunks = read_rows::<T>(file.to_path_buf());
+    let (mut chunks, reader) = read_rows::<T>(file.to_path_buf());
     let sink = db
         .copy_in(&format!("COPY {} FROM STDIN (FORMAT binary)", T::INTO))
         .await?;
@@ -335,21 +346,32 @@ async fn copy_rows<T: Rows>(
             n += 1;
         }
     }
+    // The channel also closes when the reader panics: that is no end of
+    // the table.
+    reader.await.map_err(|e| CopyError::Source {
+        file: file.to_path_buf(),
+        source: StoreError::Io(std::io::Error::other(format!("the reader failed: {e}"))),
+    })?;
     writer.as_mut().finish().await?;
     Ok(n)
 }
 
-/// `T`'s rows, read on a blocking thread a chunk at a time. The thread
-/// stops when the receiver is dropped (the copy gave up).
-fn read_rows<T: Rows>(file: PathBuf) -> mpsc::Receiver<super::Result<Vec<T>>> {
+/// `T`'s rows, read on a blocking thread a chunk at a time, and that
+/// thread. It stops when the receiver is dropped (the copy gave up).
+fn read_rows<T: Rows>(
+    file: PathBuf,
+) -> (
+    mpsc::Receiver<super::Result<Vec<T>>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (chunks, rx) = mpsc::channel(CHUNKS_AHEAD);
-    tokio::task::spawn_blocking(move || {
+    let reader = tokio::task::spawn_blocking(move || {
         if let Err(e) = send_rows(&file, &chunks) {
             // Unless the copy gave up already.
             chunks.blocking_send(Err(e)).ok();
         }
     });
-    rx
+    (rx, reader)
 }
 
 fn send_rows<T: Rows>(
@@ -382,9 +404,10 @@ fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("unknown {what} '{value}'"))
 }
 
-/// `value` if `known` says it is one this sluice knows.
-fn known(what: &str, value: String, known: bool) -> super::Result<String> {
-    match known {
+/// `value` if `parses` (the model's parser) knows it: a value this sluice
+/// does not know is refused here, not found later in PostgreSQL.
+fn known(what: &str, value: String, parses: impl FnOnce(&str) -> bool) -> super::Result<String> {
+    match parses(&value) {
         true => Ok(value),
         false => Err(corrupt(what, &value)),
     }
@@ -400,13 +423,8 @@ impl Rows for SiteRow {
     const INTO: &'static str = "sluice_sites (site, state, updated_at)";
     const TYPES: &'static [Type] = &[Type::TEXT, Type::TEXT, Type::INT8];
     fn read(r: &rusqlite::Row<'_>) -> super::Result<Self> {
-        let state: String = r.get(0)?;
         Ok(SiteRow {
-            state: known(
-                "site state",
-                state.clone(),
-                SiteState::parse(&state).is_some(),
-            )?,
+            state: known("site state", r.get(0)?, |s| SiteState::parse(s).is_some())?,
             updated_at: r.get(1)?,
         })
     }
@@ -426,11 +444,11 @@ impl Rows for IntegrationRow {
     const INTO: &'static str = "sluice_integrations (site, name, state, updated_at)";
     const TYPES: &'static [Type] = &[Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8];
     fn read(r: &rusqlite::Row<'_>) -> super::Result<Self> {
-        let state: String = r.get(1)?;
-        let ok = IntegrationState::parse(&state).is_some();
         Ok(IntegrationRow {
             name: r.get(0)?,
-            state: known("integration state", state, ok)?,
+            state: known("integration state", r.get(1)?, |s| {
+                IntegrationState::parse(s).is_some()
+            })?,
             updated_at: r.get(2)?,
         })
     }
@@ -460,11 +478,9 @@ impl Rows for HoldRow {
         Type::TEXT,
     ];
     fn read(r: &rusqlite::Row<'_>) -> super::Result<Self> {
-        let kind: String = r.get(1)?;
-        let ok = HoldKind::parse(&kind).is_some();
         Ok(HoldRow {
             integration: r.get(0)?,
-            kind: known("hold", kind, ok)?,
+            kind: known("hold", r.get(1)?, |k| HoldKind::parse(k).is_some())?,
             placed_by: r.get(2)?,
             since: r.get(3)?,
             reason: r.get(4)?,
@@ -495,11 +511,11 @@ impl Rows for FlowRow {
     const INTO: &'static str = "sluice_flows (site, name, status, checkpoint, updated_at)";
     const TYPES: &'static [Type] = &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8];
     fn read(r: &rusqlite::Row<'_>) -> super::Result<Self> {
-        let status: String = r.get(1)?;
-        let ok = FlowStatus::decode(&status).is_some();
         Ok(FlowRow {
             name: r.get(0)?,
-            status: known("flow status", status, ok)?,
+            status: known("flow status", r.get(1)?, |s| {
+                FlowStatus::decode(s).is_some()
+            })?,
             checkpoint: r.get(2)?,
             updated_at: r.get(3)?,
         })
@@ -651,22 +667,15 @@ impl Rows for RunRow {
         Type::INT8,
     ];
     fn read(r: &rusqlite::Row<'_>) -> super::Result<Self> {
-        let mode: String = r.get(1)?;
-        let mode_ok = RunMode::parse(&mode).is_some();
         let result: Option<String> = r.get(4)?;
-        let result = match result {
-            Some(s) => {
-                let ok = RunResult::parse(&s).is_some();
-                Some(known("run result", s, ok)?)
-            }
-            None => None,
-        };
         Ok(RunRow {
             flow: r.get(0)?,
-            mode: known("run mode", mode, mode_ok)?,
+            mode: known("run mode", r.get(1)?, |m| RunMode::parse(m).is_some())?,
             started_at: r.get(2)?,
             finished_at: r.get(3)?,
-            result,
+            result: result
+                .map(|s| known("run result", s, |s| RunResult::parse(s).is_some()))
+                .transpose()?,
             captured: r.get(5)?,
             error: r.get(6)?,
             pages: r.get(7)?,
