@@ -78,8 +78,11 @@ pub enum CopyError {
     #[error("site {site} has no data file at {}: nothing to copy", file.display())]
     NoDataFile { site: String, file: PathBuf },
     #[error(
-        "site {site} is {}, not stopped: stop it first: sluice site stop {site} --reason TEXT",
-        match state { Some(s) => s.as_str(), None => "not stopped (it never ran)" }
+        "site {site} is {}: stop it first: sluice site stop {site} --reason TEXT",
+        match state {
+            Some(s) => format!("{}, not stopped", s.as_str()),
+            None => "not stopped (it never ran)".to_string(),
+        }
     )]
     NotStopped {
         site: String,
