@@ -1,5 +1,6 @@
-//! The `sluice` command line. `serve` and `demo` run the daemon; every other
-//! subcommand is a client of a running daemon's REST API (`/api/v1`).
+//! The `sluice` command line. `serve` and `demo` run the daemon; `store
+//! copy` (and `token` with `--config`) work on the data directly; every
+//! other subcommand is a client of a running daemon's REST API (`/api/v1`).
 //!
 //! # Layout
 //! - this file: the clap tree, the global options and the dispatch;
@@ -9,7 +10,7 @@
 //! - [`sse`]: the server-sent events parser behind `log --follow`;
 //! - one file per subcommand group: [`serve`] (also `demo`), [`status`],
 //!   [`site`], [`integration`] and [`resume`], [`flow`], [`log`], [`tx`],
-//!   [`endpoint`], [`token`].
+//!   [`endpoint`], [`token`], [`store`].
 //!
 //! # Exit codes (scripts rely on them)
 //! - 0: success;
@@ -40,6 +41,7 @@ pub mod serve;
 pub mod site;
 pub mod sse;
 pub mod status;
+pub mod store;
 pub mod token;
 pub mod tx;
 
@@ -123,6 +125,9 @@ pub enum Command {
     /// directory directly, the way to make the first admin token).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Move a stopped site's data between stores (no daemon involved).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// The subcommands that are the daemon itself: the command line parses
@@ -193,6 +198,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Endpoint(c) => endpoint::run(&client()?, c).await,
         Command::Link(c) => link::run(&client()?, c).await,
         Command::Token(c) => token::run(&client()?, c).await,
+        Command::Store(c) => store::run(c, cli.json).await,
     }
 }
 
@@ -524,6 +530,52 @@ mod tests {
         assert_eq!(
             refused(&["tx", "ignore", "LIVE", "orders", "x"]),
             ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn store_copy() {
+        use store::{CopyArgs, StoreCommand as S, Target};
+        match parsed(&[
+            "store",
+            "copy",
+            "--config",
+            "x.toml",
+            "--site",
+            "LIVE",
+            "--to",
+            "postgres",
+            "--data-dir",
+            "d",
+        ]) {
+            Command::Store(S::Copy(CopyArgs {
+                config,
+                site,
+                to,
+                data_dir,
+            })) => {
+                assert_eq!(config.to_str(), Some("x.toml"));
+                assert_eq!((site.as_str(), to), ("LIVE", Target::Postgres));
+                assert_eq!(data_dir.as_deref().and_then(|d| d.to_str()), Some("d"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let base = ["store", "copy", "--config", "x.toml"];
+        assert_eq!(
+            refused(&[&base[..], &["--to", "postgres"]].concat()),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            refused(&[&base[..], &["--site", "LIVE"]].concat()),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            refused(&[&base[..], &["--site", "LIVE", "--to", "mysql"]].concat()),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            refused(&["store"]),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
         );
     }
 

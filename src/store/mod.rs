@@ -46,10 +46,14 @@
 //! - `tests/`: the tests of the [`Store`] trait, run against each backend
 //!   (PostgreSQL when `SLUICE_TEST_PG_URL` is set), and the model-based
 //!   test of the queue.
+//! - [`copy`]: `sluice store copy`, a stopped site's SQLite file into
+//!   the PostgreSQL store, in one transaction (ids, sequences and order
+//!   kept as the module says).
 //! - [`tokens`]: the daemon's token store (`tokens.db`): the SQL of API
 //!   tokens, dashboard sessions and their audit trail; the rules are
 //!   `auth`'s.
 
+pub mod copy;
 pub mod postgres;
 pub mod sqlite;
 pub mod tokens;
