@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::Json;
 
 use super::ApiResult;
-use crate::engine::cluster::NodeView;
+pub use crate::engine::cluster::NodeView;
 use crate::engine::Daemon;
 
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes",

@@ -10,7 +10,7 @@
 //! - [`sse`]: the server-sent events parser behind `log --follow`;
 //! - one file per subcommand group: [`serve`] (also `demo`), [`status`],
 //!   [`site`], [`integration`] and [`resume`], [`flow`], [`log`], [`tx`],
-//!   [`endpoint`], [`token`], [`store`].
+//!   [`endpoint`], [`token`], [`store`], [`node`].
 //!
 //! # Exit codes (scripts rely on them)
 //! - 0: success;
@@ -35,6 +35,7 @@ pub mod flow;
 pub mod integration;
 pub mod link;
 pub mod log;
+pub mod node;
 pub mod output;
 pub mod resume;
 pub mod serve;
@@ -121,6 +122,9 @@ pub enum Command {
     /// List and show endpoints, test them, give them new credentials.
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCommand),
+    /// The nodes of a cluster (store = "postgres") and what each sends.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Create, list and revoke API tokens (with --config: on the data
     /// directory directly, the way to make the first admin token).
     #[command(subcommand)]
@@ -199,6 +203,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Link(c) => link::run(&client()?, c).await,
         Command::Token(c) => token::run(&client()?, c).await,
         Command::Store(c) => store::run(c, cli.json).await,
+        Command::Node(c) => node::run(&client()?, c).await,
     }
 }
 

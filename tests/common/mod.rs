@@ -71,6 +71,11 @@ pub struct Options {
     /// Start the daemon under this umask (as a shell would: `umask 000;
     /// exec sluice serve …`).
     pub umask: Option<u32>,
+    /// `--node NAME`: a node of a cluster.
+    pub node: Option<String>,
+    /// `--data-dir DIR`: nodes of a cluster share a configuration file,
+    /// each with a data directory of its own.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -99,6 +104,18 @@ impl Daemon {
         );
         std::fs::write(&config, text).unwrap();
         Daemon::start_with(dir, &config, None, options, store).await
+    }
+
+    /// A node of a cluster: `sluice serve --node` on a configuration file
+    /// the test wrote (with `store = "postgres"` and `store_url_env =
+    /// "SLUICE_TEST_STORE_URL"`), its state in `store`.
+    pub async fn start_node(
+        dir: &Path,
+        config: &Path,
+        options: Options,
+        store: Arc<pg::PgDb>,
+    ) -> Daemon {
+        Daemon::start_with(dir, config, None, options, Some(store)).await
     }
 
     /// `sluice serve` on a configuration file the test wrote itself (which
@@ -130,6 +147,12 @@ impl Daemon {
         }
         if let Some(addr) = listen {
             cmd.arg("--listen").arg(addr.to_string());
+        }
+        if let Some(node) = &options.node {
+            cmd.arg("--node").arg(node);
+        }
+        if let Some(data_dir) = &options.data_dir {
+            cmd.arg("--data-dir").arg(data_dir);
         }
         let append = |name: &str| {
             std::fs::OpenOptions::new()

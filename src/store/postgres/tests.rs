@@ -323,3 +323,108 @@ async fn a_reader_following_the_log_misses_no_line() {
     assert_eq!(seen.len(), 320, "lines seen while following");
     assert_eq!(nodes[1].log(0, None, 9, 1000).await.unwrap().len(), 320);
 }
+
+/// Two nodes of one site: the holder of an integration's lease writes its
+/// acks, failed attempts, settlements and runs' records; once another node
+/// took the lease over (after it expired), each of those writes of the
+/// first is refused as Fenced and leaves nothing behind, while records any
+/// node queues and a person's retry still go through.
+#[tokio::test]
+async fn a_node_that_lost_the_lease_writes_nothing_of_the_sender() {
+    use std::time::Duration;
+
+    use crate::model::TxState;
+    use cluster::{ClusterDb, Fences};
+
+    let Some(url) = pg_url() else { return };
+    let db = PgTestDb::new(&url).await;
+    let (f1, f2) = (Fences::new("n1"), Fences::new("n2"));
+    let one = PgStore::open(&db.url, "LIVE")
+        .await
+        .unwrap()
+        .fenced(f1.clone());
+    let two = PgStore::open(&db.url, "LIVE")
+        .await
+        .unwrap()
+        .fenced(f2.clone());
+    let leases = ClusterDb::open(&db.url).unwrap();
+    let lease = Duration::from_millis(200);
+
+    // Without a lease, a sender's write is refused.
+    one.enqueue("orders", "web", records(0, 6), None, None)
+        .await
+        .unwrap();
+    assert!(one
+        .ack_sent("orders", 1, 1, vec![])
+        .await
+        .unwrap_err()
+        .is_fenced());
+
+    // n1 holds it: it writes; n2 cannot take it while it has not expired.
+    let e1 = leases
+        .acquire("LIVE", "orders", "n1", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    f1.hold("LIVE", "orders", e1);
+    one.ack_sent("orders", 1, 2, vec![]).await.unwrap();
+    assert_eq!(
+        leases.acquire("LIVE", "orders", "n2", lease).await.unwrap(),
+        None
+    );
+
+    // Expired and taken over: every sender's write of n1 is refused.
+    tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    let e2 = leases
+        .acquire("LIVE", "orders", "n2", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e2, e1 + 1);
+    f2.hold("LIVE", "orders", e2);
+    let refused = one.ack_sent("orders", 3, 3, vec![]).await.unwrap_err();
+    assert!(refused.is_fenced(), "{refused}");
+    assert!(refused.to_string().contains("n1"), "{refused}");
+    assert!(one
+        .record_failure("orders", 3, 3, "503")
+        .await
+        .unwrap_err()
+        .is_fenced());
+    assert!(one
+        .settle("orders", 3, TxState::Error, Some("422".into()))
+        .await
+        .unwrap_err()
+        .is_fenced());
+    assert!(one
+        .enqueue("orders", "pull", records(10, 1), Some("9".into()), None)
+        .await
+        .unwrap_err()
+        .is_fenced());
+    // Its renewal finds the lease gone.
+    let renewed = leases
+        .renew("n1", &[("LIVE".into(), "orders".into(), e1)], lease)
+        .await
+        .unwrap();
+    assert!(renewed.is_empty());
+    // Nothing of it was written: 3 is still queued, untried, no checkpoint.
+    let t3 = two.transaction("orders", 3).await.unwrap().unwrap();
+    assert_eq!(
+        (t3.state, t3.attempts, t3.last_error),
+        (TxState::Queued, 0, None)
+    );
+    assert_eq!(two.flow("pull").await.unwrap().checkpoint, None);
+    assert_eq!(two.queued_count("orders").await.unwrap(), 4);
+
+    // The new holder writes; anyone queues; a person retries from any node.
+    two.ack_sent("orders", 3, 3, vec![]).await.unwrap();
+    one.enqueue("orders", "web", records(20, 1), None, None)
+        .await
+        .unwrap();
+    two.settle("orders", 4, TxState::Error, Some("422".into()))
+        .await
+        .unwrap();
+    one.settle_by_operator("orders", 4, TxState::Queued)
+        .await
+        .unwrap();
+    assert_eq!(two.queued_count("orders").await.unwrap(), 4);
+}
