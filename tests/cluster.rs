@@ -24,6 +24,11 @@ const LEASE: Duration = Duration::from_secs(2);
 /// configuration file (the site of `webhook_site`), each with a data
 /// directory of its own.
 async fn cluster(dir: &Path, target: &Target, batch: usize, n: usize) -> Vec<Daemon> {
+    cluster_of(dir, &webhook_site(target, batch), n).await
+}
+
+/// A cluster of `n` nodes on one new database running the sites of `toml`.
+async fn cluster_of(dir: &Path, toml: &str, n: usize) -> Vec<Daemon> {
     let db = Arc::new(PgDb::new().await);
     let config = dir.join("sluice.toml");
     std::fs::write(
@@ -33,7 +38,7 @@ async fn cluster(dir: &Path, target: &Target, batch: usize, n: usize) -> Vec<Dae
              store_url_env = \"SLUICE_TEST_STORE_URL\"\nlease = \"{}s\"\n{}",
             dir.join("data").display(),
             LEASE.as_secs(),
-            webhook_site(target, batch)
+            toml
         ),
     )
     .unwrap();
@@ -263,4 +268,189 @@ async fn a_node_frozen_past_its_lease_sends_and_acknowledges_nothing_when_it_wak
         "{log}"
     );
     assert_ne!(owner(&nodes[frozen]).await.as_deref(), Some(first.as_str()));
+}
+
+/// Waits until some node sends LIVE/orders; returns its index.
+async fn owner_index(nodes: &[Daemon]) -> usize {
+    eventually(20, "an owner", || async {
+        owner(&nodes[0]).await.is_some()
+    })
+    .await;
+    index_of(&owner(&nodes[0]).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_asked_of_another_node_answers_once_the_owner_sends_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    target.set_delay(Duration::from_millis(50));
+    let nodes = cluster(dir.path(), &target, 1, 2).await;
+    let sender = owner_index(&nodes).await;
+    let other = 1 - sender;
+    for n in 1..=200usize {
+        let (status, _) = nodes[other].hook("LIVE", "orders", "web", order(n)).await;
+        assert_eq!(status.as_u16(), 202);
+    }
+    eventually(20, "the drain under way", || async { target.count() >= 5 }).await;
+
+    // Paused through the node that does not send: when the answer comes,
+    // no delivery is in flight or starts any more.
+    let (status, answer) = nodes[other]
+        .post(
+            "/api/v1/sites/LIVE/integrations/orders/pause",
+            serde_json::json!({"reason": "stocktake"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200, "{answer}");
+    let at_answer = target.count();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        target.count(),
+        at_answer,
+        "a delivery after the pause's answer"
+    );
+    assert!(at_answer < 200);
+    // Both nodes say so.
+    for node in &nodes {
+        assert_eq!(node.integration("LIVE", "orders").await["state"], "paused");
+    }
+
+    // Resumed through the other node again: the sender drains the rest.
+    let (status, _) = nodes[other]
+        .post(
+            "/api/v1/sites/LIVE/integrations/orders/resume",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200);
+    target.set_delay(Duration::ZERO);
+    eventually(30, "all delivered", || async {
+        let ids = delivered_ids(&target);
+        (1..=200).all(|n| ids.contains(&order(n)["id"]))
+    })
+    .await;
+    assert_eq!(check_order(&target), 0, "nothing sent twice");
+
+    // A site stopped through one node stops everywhere; started through
+    // the other, it sends again.
+    let (status, _) = nodes[other]
+        .post(
+            "/api/v1/sites/LIVE/stop",
+            serde_json::json!({"reason": "maintenance"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200);
+    eventually(10, "stopped on every node", || async {
+        nodes[sender].get("/api/v1/sites/LIVE").await.1["state"] == "stopped"
+    })
+    .await;
+    let (status, _) = nodes[sender]
+        .hook("LIVE", "orders", "web", order(201))
+        .await;
+    assert_eq!(status.as_u16(), 503, "a stopped site takes no records");
+    let (status, _) = nodes[sender]
+        .post("/api/v1/sites/LIVE/start", serde_json::json!({}))
+        .await;
+    assert_eq!(status.as_u16(), 200);
+    eventually(10, "running on every node", || async {
+        nodes[other].get("/api/v1/sites/LIVE").await.1["state"] == "running"
+    })
+    .await;
+    let (status, _) = nodes[other].hook("LIVE", "orders", "web", order(202)).await;
+    assert_eq!(status.as_u16(), 202);
+    eventually(20, "delivered after the start", || async {
+        delivered_ids(&target).contains(&order(202)["id"])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_spread_over_the_nodes_and_move_back_when_one_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let mut toml = webhook_site(&target, 10);
+    for name in ["stock", "prices", "returns"] {
+        toml.push_str(&format!(
+            "\n[[sites.LIVE.integrations.{name}.flows]]\nname = \"{name}\"\nsource = \"shop\"\ntarget = \"crm\"\n"
+        ));
+    }
+    let mut nodes = cluster_of(dir.path(), &toml, 1).await;
+    let held = |listed: &Value, node: &str| -> usize {
+        listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["name"] == node)
+            .map_or(0, |n| n["integrations"].as_array().map_or(0, Vec::len))
+    };
+    eventually(20, "one node sends all four", || async {
+        held(&nodes[0].get("/api/v1/nodes").await.1, "n1") == 4
+    })
+    .await;
+    // A second node joins: two each, without a person doing anything.
+    let home = dir.path().join("n2");
+    std::fs::create_dir_all(&home).unwrap();
+    let db = nodes[0].store_db();
+    let options = Options {
+        node: Some("n2".into()),
+        data_dir: Some(home.join("data")),
+        ..Options::default()
+    };
+    nodes.push(Daemon::start_node(&home, &nodes[0].config.clone(), options, db).await);
+    eventually(30, "two each", || async {
+        let listed = nodes[1].get("/api/v1/nodes").await.1;
+        held(&listed, "n1") == 2 && held(&listed, "n2") == 2
+    })
+    .await;
+    // Records of every integration still arrive, whichever node takes them.
+    for (i, name) in ["orders", "stock", "prices", "returns"].iter().enumerate() {
+        let flow = if *name == "orders" { "web" } else { name };
+        let (status, _) = nodes[i % 2].hook("LIVE", name, flow, order(i + 1)).await;
+        assert_eq!(status.as_u16(), 202);
+    }
+    eventually(20, "four delivered", || async { target.count() >= 4 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_once_per_cluster_and_a_run_asked_of_any_node_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let source = dir.path().join("orders.jsonl");
+    let lines: String = (1..=20)
+        .map(|n| format!("{{\"id\": \"o{n}\", \"u\": {n}}}\n"))
+        .collect();
+    std::fs::write(&source, lines).unwrap();
+    let toml = format!(
+        "{}\n[sites.LIVE.endpoints.erp]\nkind = \"file\"\npath = \"{}\"\n\n\
+         [[sites.LIVE.integrations.orders.flows]]\nname = \"pull\"\nsource = \"erp\"\n\
+         target = \"crm\"\nkey = \"id\"\ncursor = \"u\"\nschedule = \"every 1s\"\n",
+        webhook_site(&target, 10),
+        source.display()
+    );
+    let nodes = cluster_of(dir.path(), &toml, 3).await;
+    let sender = owner_index(&nodes).await;
+    // The first runs queue the file once.
+    eventually(20, "the file delivered", || async { target.count() >= 20 }).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = nodes[0].log("LIVE").await;
+    let runs = log.matches("'Send Changed' done").count();
+    assert!(
+        (2..=7).contains(&runs),
+        "{runs} scheduled runs in about 5 s on three nodes:\n{log}"
+    );
+    assert!(!log.contains("failed"), "{log}");
+    assert_eq!(target.count(), 20, "each record once");
+
+    // 'Send All' asked of a node that does not send: it runs once, there.
+    let asked = (sender + 1) % 3;
+    let (status, answer) = nodes[asked]
+        .post(
+            "/api/v1/sites/LIVE/flows/pull/run",
+            serde_json::json!({"mode": "all"}),
+        )
+        .await;
+    assert!(status.is_success(), "{answer}");
+    eventually(20, "sent again, once", || async { target.count() >= 40 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(target.count(), 40, "one 'Send All', not one per node");
 }

@@ -118,6 +118,11 @@ impl Daemon {
         Daemon::start_with(dir, config, None, options, Some(store)).await
     }
 
+    /// The database of this node's store (a node of a cluster).
+    pub fn store_db(&self) -> Arc<pg::PgDb> {
+        self.store.clone().expect("a daemon on PostgreSQL")
+    }
+
     /// `sluice serve` on a configuration file the test wrote itself (which
     /// sets `listen` and `data_dir`).
     pub async fn start_file(dir: &Path, config: &Path, options: Options) -> Daemon {
