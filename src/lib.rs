@@ -18,16 +18,19 @@
 //! - [`store`]: the [`store::Store`] trait (the durable queue, checkpoints,
 //!   states, runs, log, audit) and its backends: SQLite (`store/sqlite/`:
 //!   the store, its writer, migrations, tests), PostgreSQL
-//!   (`store/postgres/`: many sites in one database, `store = "postgres"`);
-//!   the trait's tests on both (`store/tests/`); the token store's SQL
-//!   (`store/tokens.rs`).
+//!   (`store/postgres/`: many sites in one database, `store = "postgres"`,
+//!   and what the nodes of a cluster share: registry, leases, fencing,
+//!   notifications, `postgres/cluster.rs`); the trait's tests on both
+//!   (`store/tests/`); the token store's SQL (`store/tokens.rs`); `sluice
+//!   store copy` (`store/copy.rs`).
 //! - [`connectors`]: the `Source` and `Target` traits and one file per
 //!   endpoint kind (webhook, file, http, generator).
 //! - [`engine`]: the daemon's moving parts: per site a supervisor with the
 //!   workers of seed 000 (GetData, Trigger, Monitor, AllOthers), the
 //!   scheduler, the per-integration sender, endpoint health (the holds it
-//!   places and the probes that lift them), reload; the counters it keeps
-//!   as things happen and a snapshot of every site's state. It knows
+//!   places and the probes that lift them), reload; a node of a cluster
+//!   (`engine/cluster.rs`: heartbeat, leases, notifications); the counters
+//!   it keeps as things happen and a snapshot of every site's state. It knows
 //!   nothing of HTTP, tokens or the metrics exporter. A site's supervisor
 //!   is `engine/site/`: lifecycle, flow requests, operator actions (one
 //!   method each: decision, durable change with its audit entry, log line),
