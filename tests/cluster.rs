@@ -454,3 +454,37 @@ async fn a_schedule_fires_once_per_cluster_and_a_run_asked_of_any_node_runs_once
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(target.count(), 40, "one 'Send All', not one per node");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_asked_of_one_node_is_applied_by_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let nodes = cluster(dir.path(), &target, 10, 2).await;
+    owner_index(&nodes).await;
+    // The shared file gains an integration; one node is asked to reload.
+    let mut text = std::fs::read_to_string(&nodes[0].config).unwrap();
+    text.push_str(
+        "\n[[sites.LIVE.integrations.stock.flows]]\nname = \"stock\"\nsource = \"shop\"\ntarget = \"crm\"\n",
+    );
+    std::fs::write(&nodes[0].config, text).unwrap();
+    let (status, answer) = nodes[0]
+        .post("/api/v1/sites/LIVE/reload", serde_json::json!({}))
+        .await;
+    assert_eq!(status.as_u16(), 200, "{answer}");
+    eventually(10, "the other node has it too", || async {
+        nodes[1].get("/api/v1/sites/LIVE/integrations/stock").await.0 == 200
+    })
+    .await;
+    // Records of the new integration, taken by either node, are sent.
+    let (status, _) = nodes[1].hook("LIVE", "stock", "stock", order(1)).await;
+    assert_eq!(status.as_u16(), 202);
+    eventually(20, "delivered", || async { target.count() >= 1 }).await;
+    let audit = nodes[1].get("/api/v1/sites/LIVE/audit").await.1;
+    let reloads = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "site.reload")
+        .count();
+    assert_eq!(reloads, 1, "audited once, by the node asked: {audit}");
+}

@@ -460,6 +460,7 @@ impl Cluster {
                     }
                 }
             }
+            "reload" => daemon.follow_reload(&site.name, &notice.node).await,
             "flow" => {
                 if let Ok((ic, _)) = site.flow(&notice.name) {
                     let owned = site.integration(&ic.name).is_ok_and(|i| i.owned());
@@ -469,6 +470,15 @@ impl Cluster {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The site's configuration was reloaded here: the other nodes read
+    /// the file again too.
+    pub async fn reloaded(&self, site: &str) {
+        let notice = Notice::new(site, "reload", site, &self.node);
+        if let Err(e) = self.db.notify(CHANGED, &notice).await {
+            tracing::warn!(site, "cannot tell the other nodes of the reload: {e}");
         }
     }
 

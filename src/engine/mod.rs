@@ -257,6 +257,12 @@ impl Daemon {
     /// states, holds, queues and checkpoints stay (they live in the site's
     /// store). Refused, with every error, if the file is invalid.
     pub async fn reload_site(&self, name: &str, actor: &str) -> Result<()> {
+        self.reload_site_as(name, actor, true).await
+    }
+
+    /// A reload; `asked` when a person (or SIGHUP) asked this node, not
+    /// when it follows another node's.
+    async fn reload_site_as(&self, name: &str, actor: &str, asked: bool) -> Result<()> {
         let _one = self.reloading.lock().await;
         let old = self.site(name)?;
         let config =
@@ -321,7 +327,10 @@ impl Daemon {
         // its first sync); an unchanged one goes on as it was.
         for integration in site.integrations() {
             let changed = was(&integration.name).is_none_or(|c| *c != integration.config);
-            if changed && integration.captures() && site.state() == crate::model::SiteState::Running
+            if asked
+                && changed
+                && integration.captures()
+                && site.state() == crate::model::SiteState::Running
             {
                 site.queue_start(integration.clone());
             }
@@ -347,8 +356,33 @@ impl Daemon {
                 ),
             )
             .await;
+        if !asked {
+            return Ok(());
+        }
         site.audit(actor, "site.reload", name, None, "ok").await;
+        if let Some(cluster) = &self.cluster {
+            // Every node reads the same file: the others reload it too.
+            cluster.reloaded(name).await;
+        }
         Ok(())
+    }
+
+    /// A reload made on another node of the cluster: this node reads the
+    /// file again too (audited by the node that was asked).
+    pub(crate) async fn follow_reload(&self, name: &str, node: &str) {
+        if let Err(e) = self
+            .reload_site_as(name, &format!("node {node}"), false)
+            .await
+        {
+            if let Ok(site) = self.site(name) {
+                site.log
+                    .write(
+                        crate::log::level::ERROR,
+                        format!("Reload made on node {node} refused here: {e}"),
+                    )
+                    .await;
+            }
+        }
     }
 
     /// Reloads every site (SIGHUP); errors are logged, not fatal.

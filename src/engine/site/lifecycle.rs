@@ -335,6 +335,15 @@ impl Site {
         if let Some(w) = workers.take() {
             self.halt(w).await;
         }
+        if let Some(cluster) = &self.cluster {
+            // Other nodes send some of its integrations: stopped once each
+            // has taken the stop in (or its lease ran out).
+            for integration in self.integrations.values() {
+                if let Err(e) = cluster.await_holder(&self.name, &integration.name).await {
+                    self.log.write(level::ERROR, e.to_string()).await;
+                }
+            }
+        }
         let stop = StopInfo {
             reason: reason.to_string(),
             by: actor.to_string(),
