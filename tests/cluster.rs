@@ -20,6 +20,10 @@ use serde_json::Value;
 /// The lease of the tests' clusters.
 const LEASE: Duration = Duration::from_secs(2);
 
+/// One cluster at a time: each test runs two or three daemons, and leases
+/// of two seconds are not the test of a machine's load.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A cluster of `n` nodes `n1`… on one new database, sharing one
 /// configuration file (the site of `webhook_site`), each with a data
 /// directory of its own.
@@ -110,6 +114,7 @@ async fn sent_by(node: &Daemon) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nodes_share_the_work_and_a_killed_owner_is_replaced_within_a_lease_in_order() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     // Slow enough that the drain is under way when the owner dies.
@@ -203,6 +208,7 @@ async fn the_nodes_share_the_work_and_a_killed_owner_is_replaced_within_a_lease_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_frozen_past_its_lease_sends_and_acknowledges_nothing_when_it_wakes() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     target.set_delay(Duration::from_millis(20));
@@ -281,6 +287,7 @@ async fn owner_index(nodes: &[Daemon]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_asked_of_another_node_answers_once_the_owner_sends_nothing_more() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     target.set_delay(Duration::from_millis(50));
@@ -366,6 +373,7 @@ async fn a_pause_asked_of_another_node_answers_once_the_owner_sends_nothing_more
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_spread_over_the_nodes_and_move_back_when_one_joins() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     let mut toml = webhook_site(&target, 10);
@@ -413,6 +421,7 @@ async fn leases_spread_over_the_nodes_and_move_back_when_one_joins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_fires_once_per_cluster_and_a_run_asked_of_any_node_runs_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     let source = dir.path().join("orders.jsonl");
@@ -457,6 +466,7 @@ async fn a_schedule_fires_once_per_cluster_and_a_run_asked_of_any_node_runs_once
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_asked_of_one_node_is_applied_by_every_node() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     let nodes = cluster(dir.path(), &target, 10, 2).await;
@@ -472,7 +482,11 @@ async fn a_reload_asked_of_one_node_is_applied_by_every_node() {
         .await;
     assert_eq!(status.as_u16(), 200, "{answer}");
     eventually(10, "the other node has it too", || async {
-        nodes[1].get("/api/v1/sites/LIVE/integrations/stock").await.0 == 200
+        nodes[1]
+            .get("/api/v1/sites/LIVE/integrations/stock")
+            .await
+            .0
+            == 200
     })
     .await;
     // Records of the new integration, taken by either node, are sent.

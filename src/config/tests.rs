@@ -224,6 +224,27 @@ fn the_store_is_sqlite_unless_postgres_is_named_with_the_variable_of_its_url() {
 }
 
 #[test]
+fn a_cluster_takes_a_lease_and_a_single_node_none() {
+    let default = parse("store = \"postgres\"\n[sites.DEV]\n").unwrap();
+    assert_eq!(default.lease, crate::config::DEFAULT_LEASE);
+    assert!(!default.node.is_empty(), "the host's name by default");
+    let set = parse("store = \"postgres\"\nlease = \"2s\"\n[sites.DEV]\n").unwrap();
+    assert_eq!(set.lease, std::time::Duration::from_secs(2));
+    assert_only(
+        "lease = \"2s\"\n[sites.DEV]\n",
+        "lease",
+        Some(1),
+        "only with store = \"postgres\"",
+    );
+    assert_only(
+        "store = \"postgres\"\nlease = \"soon\"\n[sites.DEV]\n",
+        "lease",
+        Some(2),
+        "not a duration",
+    );
+}
+
+#[test]
 fn defaults_are_applied() {
     let c = parse("[sites.DEV]\n").unwrap();
     assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());

@@ -181,9 +181,13 @@ impl Cluster {
             return;
         }
         let asked = Instant::now();
+        // A renewal that answers late is still good while the leases it
+        // renews are: waited for up to then.
+        let bound = self
+            .valid_until(asked)
+            .saturating_duration_since(Instant::now());
         let renewed =
-            tokio::time::timeout(self.lease / 3, self.db.renew(&self.node, &held, self.lease))
-                .await;
+            tokio::time::timeout(bound, self.db.renew(&self.node, &held, self.lease)).await;
         match renewed {
             Ok(Ok(kept)) => {
                 let until = self.valid_until(asked);
