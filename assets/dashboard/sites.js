@@ -149,11 +149,12 @@ export function renderNodes() {
     const rows = st.nodes.map((n) => {
       const here = `${st.site}/`;
       const sends = [...n.integrations].sort((a, b) => Number(!a.startsWith(here)) - Number(!b.startsWith(here)));
+      // Its state beside its name: the side column has no room for a column more.
       return h('tr', { dataset: { node: n.name, alive: String(n.alive) } },
-        h('td', null, h('strong', null, n.name),
-          isThisPage(n.address) ? h('span', { class: 'muted small' }, ' (this page)') : null,
-          h('span', { class: 'sub' }, addressLink(n.address))),
-        h('td', null, chip(n.alive ? 'Alive' : 'Gone', n.alive ? 'green' : 'red', 'node-state')),
+        h('td', null, h('div', { class: 'node-name' }, h('strong', null, n.name),
+          chip(n.alive ? 'Alive' : 'Gone', n.alive ? 'green' : 'red', 'node-state'),
+          isThisPage(n.address) ? h('span', { class: 'muted small' }, 'this page') : null),
+        h('span', { class: 'sub' }, addressLink(n.address))),
         h('td', null, h('span', { class: 'heartbeat' }, timeEl(n.heartbeat_at)),
           h('span', { class: 'sub' }, 'up since ', timeEl(n.started_at))),
         h('td', null, sends.length
@@ -162,7 +163,7 @@ export function renderNodes() {
           }, i)))
           : h('span', { class: 'muted' }, 'nothing')));
     });
-    replace($('nodes'), table(['Node', 'State', 'Heartbeat', 'Sends'], rows, 'No node has registered.'));
+    replace($('nodes'), table(['Node', 'Heartbeat', 'Sends'], rows, 'No node has registered.'));
   });
   $('nodes').querySelectorAll('.heartbeat').forEach((el, n) => replace(el, timeEl(st.nodes[n].heartbeat_at)));
 }
