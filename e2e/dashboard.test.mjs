@@ -1,6 +1,8 @@
 // The operator's dashboard in a real Chromium, against a real daemon that
 // e2e/run.sh starts (SLUICE_URL; tokens in SLUICE_ADMIN_TOKEN,
-// SLUICE_OPERATOR_TOKEN and SLUICE_VIEWER_TOKEN).
+// SLUICE_OPERATOR_TOKEN and SLUICE_VIEWER_TOKEN), and a cluster of two
+// nodes on PostgreSQL it starts too (SLUICE_CLUSTER_N1_URL, …_N2_URL and
+// …_N2_PID; SLUICE_CLUSTER_SKIP says why not, when it could not).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -16,6 +18,12 @@ const ADMIN = process.env.SLUICE_ADMIN_TOKEN || '';
 const VIEWER = process.env.SLUICE_VIEWER_TOKEN || '';
 const OPERATOR = process.env.SLUICE_OPERATOR_TOKEN || '';
 const RECORDS = 500;
+const CLUSTER = {
+  n1: process.env.SLUICE_CLUSTER_N1_URL,
+  n2: process.env.SLUICE_CLUSTER_N2_URL,
+  n2Pid: Number(process.env.SLUICE_CLUSTER_N2_PID || 0),
+  skip: process.env.SLUICE_CLUSTER_SKIP,
+};
 
 assert.ok(URL, 'SLUICE_URL is set (run this through e2e/run.sh)');
 mkdirSync(SHOTS, { recursive: true });
@@ -34,11 +42,11 @@ after(async () => {
 
 const shot = (page, name, opts) => page.screenshot({ path: join(SHOTS, name), ...opts });
 
-/** A call to the daemon from the test itself (not through the page). */
-async function call(method, path, { token, body } = {}) {
+/** A call to the daemon (BASE, the main one unless said) from the test itself (not through the page). */
+async function call(method, path, { token, body, base = URL } = {}) {
   const headers = { 'content-type': 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(`${URL}${path}`, {
+  const res = await fetch(`${base}${path}`, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
@@ -47,8 +55,8 @@ async function call(method, path, { token, body } = {}) {
   return { status: res.status, json, text };
 }
 
-/** Opens the dashboard and signs in with TOKEN when the daemon asks for one. */
-async function openSignedIn(context, token, shotName) {
+/** Opens the dashboard (of BASE) and signs in with TOKEN when the daemon asks for one. */
+async function openSignedIn(context, token, shotName, base = URL) {
   const page = await context.newPage();
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
@@ -59,7 +67,7 @@ async function openSignedIn(context, token, shotName) {
   });
   page.on('response', (r) => { if (r.status() >= 500) problems.push(`${r.status()} from ${r.url()}`); });
   page.problems = problems;
-  await page.goto(`${URL}/#LIVE`);
+  await page.goto(`${base}/#LIVE`);
   const signin = page.locator('#signin');
   const app = page.locator('#app');
   await Promise.race([
@@ -137,6 +145,80 @@ async function offersAsAnswered(page, token, site = 'LIVE') {
   }
 }
 
+/** What the Nodes panel shows, a row a node, in the API's terms. */
+const nodesShown = (page) => page.locator('#nodes tr[data-node]').evaluateAll((rows) => rows.map((r) => {
+  const link = r.querySelector('a');
+  return {
+    name: r.dataset.node,
+    alive: r.querySelector('.node-state').textContent === 'Alive',
+    address: link ? link.textContent : null,
+    href: link ? link.getAttribute('href') : null,
+    started_at: r.querySelector('.heartbeat + .sub time')?.getAttribute('datetime'),
+    heartbeat_at: r.querySelector('.heartbeat time')?.getAttribute('datetime'),
+    integrations: [...r.querySelectorAll('[data-sends]')].map((e) => e.dataset.sends).sort(),
+  };
+}));
+
+/**
+ * Waits until the API's nodes (asked of BASE) are READY and the page's Nodes
+ * panel shows exactly them: each name, alive or gone, address (a link to
+ * it), start and the integrations it sends, in the API's order; the last
+ * heartbeat within the poll of the API's (a gone node's exactly).
+ * Returns the API's answer.
+ */
+async function nodesAsAnswered(page, { base = URL, token, ready = () => true } = {}) {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const nodes = (await call('GET', '/api/v1/nodes', { token, base })).json;
+    const got = await nodesShown(page);
+    const beats = got.map((n) => Date.parse(n.heartbeat_at));
+    const want = nodes.map((n) => ({
+      name: n.name,
+      alive: n.alive,
+      address: n.address,
+      href: new globalThis.URL(n.address).href,
+      started_at: n.started_at,
+      heartbeat_at: n.heartbeat_at,
+      integrations: [...n.integrations].sort(),
+    }));
+    const heartbeatsAgree = nodes.length === got.length && nodes.every((n, k) => (n.alive
+      ? Math.abs(Date.parse(n.heartbeat_at) - beats[k]) < 5_000
+      : n.heartbeat_at === got[k].heartbeat_at));
+    const strip = (list) => list.map((n) => ({ ...n, heartbeat_at: undefined }));
+    if (ready(nodes) && heartbeatsAgree && JSON.stringify(strip(got)) === JSON.stringify(strip(want))) return nodes;
+    if (Date.now() > deadline) {
+      await shot(page, 'failure-nodes.png');
+      assert.ok(ready(nodes), `the API's nodes never became ready: ${JSON.stringify(nodes)}`);
+      assert.deepEqual(got, want, 'the Nodes panel shows what GET /api/v1/nodes answers');
+    }
+    await page.waitForTimeout(200);
+  }
+}
+
+/**
+ * Waits until each integration of LIVE (asked of BASE) has an owner as READY
+ * wants, and its card names that owner ('Sent by') or, with none, no node.
+ */
+async function sendersAsAnswered(page, { base = URL, token, ready = () => true } = {}) {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const integrations = (await call('GET', '/api/v1/sites/LIVE/integrations', { token, base })).json;
+    const want = Object.fromEntries(integrations.map((i) => [i.name, i.owner ? i.owner.node : null]));
+    const got = {};
+    for (const i of integrations) {
+      const sender = integration(page, i.name).locator('[data-stat="owner"] .value');
+      got[i.name] = (await sender.count()) ? await sender.textContent() : null;
+    }
+    if (ready(integrations) && JSON.stringify(got) === JSON.stringify(want)) return integrations;
+    if (Date.now() > deadline) {
+      await shot(page, 'failure-senders.png');
+      assert.ok(ready(integrations), `the API's owners never became ready: ${JSON.stringify(integrations)}`);
+      assert.deepEqual(got, want, "each integration's card names the node the API says sends it");
+    }
+    await page.waitForTimeout(200);
+  }
+}
+
 test('admin: stop and start LIVE, pause orders, queue 500, resume with progress', { timeout: 180_000 }, async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await openSignedIn(context, ADMIN, '00-sign-in.png');
@@ -152,6 +234,20 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   await shot(page, '01-signed-in.png');
   const offered = await offersAsAnswered(page, ADMIN);
   assert.deepEqual(offered.site, ['reload', 'stop'], 'a running site offers an admin Stop and Reload');
+
+  // One node on the SQLite store: this one, alive, sending every integration
+  // of both sites; no integration names a sender (there is no lease).
+  const [node] = await nodesAsAnswered(page, { token: ADMIN, ready: (nodes) => nodes.length === 1 });
+  assert.equal(node.address, URL, 'the node is at the address the daemon printed');
+  assert.deepEqual([...node.integrations].sort(), ['LIVE/contacts', 'LIVE/orders', 'LIVE/stock', 'STAGE/customers']);
+  const row = page.locator(`#nodes tr[data-node="${node.name}"]`);
+  await row.getByText('this page').waitFor();
+  await row.locator('.node-state.green').getByText('Alive').waitFor();
+  assert.deepEqual(await row.locator('[data-sends]').evaluateAll((els) => els.map((e) => e.textContent)),
+    ['LIVE/contacts', 'LIVE/orders', 'LIVE/stock', 'STAGE/customers'], "the chosen site's integrations come first");
+  await sendersAsAnswered(page, { token: ADMIN, ready: (list) => list.every((i) => i.owner === null) });
+  assert.equal(await page.locator('[data-stat="owner"]').count(), 0, 'no Sent by on a single node');
+  await page.locator('#nodes-card').screenshot({ path: join(SHOTS, '01b-nodes.png') });
 
   // The server refuses a stop without a reason, whatever the page does.
   const refused = await call('POST', '/api/v1/sites/LIVE/stop', { token: ADMIN, body: { reason: '' } });
@@ -448,6 +544,52 @@ test('operator: pauses and resumes, is offered no start or stop; an admin makes 
   assert.deepEqual(admin.problems, [], 'no script errors in the admin page');
   await adminContext.close();
   await shot(page, '15-revoked.png');
+  assert.deepEqual(page.problems, [], 'no script errors in the page');
+  await context.close();
+});
+
+test('cluster: two nodes on one PostgreSQL store; the Nodes panel and each sender follow the API; a frozen node shows gone and the other sends its integration', { timeout: 90_000 }, async (t) => {
+  if (!CLUSTER.n1) {
+    t.skip(CLUSTER.skip || 'run.sh started no cluster');
+    return;
+  }
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await openSignedIn(context, '', null, CLUSTER.n1);
+
+  // Both nodes alive, each sending one of the two integrations (the leases
+  // are balanced), and every card names the node that sends it.
+  const settled = (nodes) => nodes.length === 2 && nodes.every((n) => n.alive && n.integrations.length === 1);
+  const nodes = await nodesAsAnswered(page, { base: CLUSTER.n1, ready: settled });
+  assert.deepEqual(nodes.map((n) => [n.name, n.address]), [['n1', CLUSTER.n1], ['n2', CLUSTER.n2]]);
+  await page.locator('#nodes tr[data-node="n1"]').getByText('this page').waitFor();
+  assert.equal(await page.locator('#nodes tr[data-node="n2"]').getByText('this page').count(), 0);
+  await page.locator('#nodes-summary').getByText('2 of 2 alive').waitFor();
+  const sent = await sendersAsAnswered(page, { base: CLUSTER.n1, ready: (list) => list.every((i) => i.owner) });
+  const senders = (list) => list.map((i) => [i.name, i.owner && i.owner.node]);
+  for (const [name, node] of senders(sent)) {
+    assert.ok(nodes.find((n) => n.name === node).integrations.includes(`LIVE/${name}`), `${node} lists ${name}`);
+  }
+  // Any node answers the same: n2 names the same senders.
+  const fromN2 = (await call('GET', '/api/v1/sites/LIVE/integrations', { base: CLUSTER.n2 })).json;
+  assert.deepEqual(senders(fromN2), senders(sent), 'n2 names the senders n1 names');
+  await shot(page, '17-cluster-nodes.png', { fullPage: true });
+  await page.locator('#nodes-card').screenshot({ path: join(SHOTS, '17b-cluster-nodes-panel.png') });
+
+  // n2 freezes (SIGSTOP, as a hung or cut-off node: no heartbeat, and no
+  // word to the registry; run.sh wakes it at the end to stop it): within a
+  // lease the panel shows it gone, sending nothing, and n1 sends both.
+  const lost = nodes.find((n) => n.name === 'n2').integrations[0];
+  process.kill(CLUSTER.n2Pid, 'SIGSTOP');
+  const failedOver = (list) => {
+    const [n1, n2] = ['n1', 'n2'].map((name) => list.find((n) => n.name === name));
+    return n1.alive && !n2.alive && n2.integrations.length === 0 && n1.integrations.length === 2;
+  };
+  await nodesAsAnswered(page, { base: CLUSTER.n1, ready: failedOver });
+  await page.locator('#nodes tr[data-node="n2"] .node-state.red').getByText('Gone').waitFor();
+  await page.locator('#nodes-summary').getByText('1 of 2 alive').waitFor();
+  await sendersAsAnswered(page, { base: CLUSTER.n1, ready: (list) => list.every((i) => i.owner?.node === 'n1') });
+  await integration(page, lost.split('/')[1]).locator('[data-stat="owner"] .value').getByText('n1').waitFor();
+  await shot(page, '18-cluster-node-gone.png', { fullPage: true });
   assert.deepEqual(page.problems, [], 'no script errors in the page');
   await context.close();
 });

@@ -6,12 +6,17 @@
 #
 # Builds the daemon, writes a two-site configuration into a temporary folder,
 # makes an admin, an operator and a viewer token, starts a
-# small HTTP target and `sluice serve`, runs e2e/dashboard.test.mjs against it
-# and stops everything it started. Screenshots go to e2e/screenshots/ and the
-# README's picture, with --docs, to docs/dashboard.png.
+# small HTTP target and `sluice serve`, and a cluster of two nodes (n1, n2)
+# on a PostgreSQL database it makes for them; runs e2e/dashboard.test.mjs
+# against them, stops everything it started and drops the database.
+# Screenshots go to e2e/screenshots/ and the README's picture, with --docs,
+# to docs/dashboard.png.
 #
 # Needs: cargo, node >= 20 with npm, and Chromium (`apt-get install -y
-# chromium`; another binary with CHROMIUM=/path/to/chrome).
+# chromium`; another binary with CHROMIUM=/path/to/chrome). The cluster
+# needs `psql` and PostgreSQL at SLUICE_E2E_PG_URL (default
+# postgres://postgres@127.0.0.1:5432/postgres, a user that may create a
+# database); without them its test is skipped, saying why.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,6 +46,8 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sluice-e2e.XXXXXX")"
 PIDS=()
+PG_URL="${SLUICE_E2E_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+CLUSTER_DB=
 # A copy of the binary just built: a target folder shared with another
 # checkout may get another build of it while the test runs.
 cp "$BIN" "$WORK/sluice"
@@ -49,6 +56,8 @@ cleanup() {
   local status=$?
   for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
+    # The node the test froze (SIGSTOP) takes its TERM when it wakes.
+    kill -CONT "$pid" 2>/dev/null || true
   done
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
@@ -56,6 +65,15 @@ cleanup() {
   if [[ $status -ne 0 && -f "$WORK/daemon.err" ]]; then
     echo "e2e: the daemon's stderr (last lines):" >&2
     tail -n 30 "$WORK/daemon.err" >&2 || true
+  fi
+  for node in n1 n2; do
+    if [[ $status -ne 0 && -s "$WORK/cluster/$node/err" ]]; then
+      echo "e2e: node $node's stderr (last lines):" >&2
+      tail -n 30 "$WORK/cluster/$node/err" >&2 || true
+    fi
+  done
+  if [[ -n "$CLUSTER_DB" ]]; then
+    psql "$PG_URL" -qc "DROP DATABASE IF EXISTS $CLUSTER_DB WITH (FORCE)" >/dev/null || true
   fi
   rm -rf "$WORK"
   exit "$status"
@@ -187,6 +205,75 @@ export SLUICE_URL="http://$SLUICE_ADDR"
 export CHROMIUM
 export SLUICE_E2E_WORK="$WORK"
 echo "e2e: daemon on $SLUICE_URL, target on 127.0.0.1:$RECEIVER_PORT"
+
+# ---------------------------------------------------------------- a cluster
+# Two nodes of one site on a database of their own, in open mode (loopback,
+# no tokens): the dashboard's Nodes panel and each integration's sender.
+# The test freezes n2 (SIGSTOP to SLUICE_CLUSTER_N2_PID) to see it gone and
+# n1 take over; cleanup wakes it to stop it.
+start_node() {
+  local name=$1 dir="$WORK/cluster/$1" pid addr
+  mkdir -p "$dir"
+  SLUICE_LOG=warn SLUICE_E2E_STORE_URL="$CLUSTER_URL" "$BIN" serve --config "$WORK/cluster/sluice.toml" \
+    --node "$name" --data-dir "$dir/data" --listen 127.0.0.1:0 >"$dir/out" 2>"$dir/err" &
+  pid=$!
+  PIDS+=("$pid")
+  addr="$(wait_for_line "$dir/out" "sluice listening on http://" "$pid")"
+  NODE_URL="http://$addr"
+  NODE_PID="$pid"
+}
+if ! command -v psql >/dev/null; then
+  export SLUICE_CLUSTER_SKIP="no psql to make the cluster's database"
+elif ! psql "$PG_URL" -qAtc 'SELECT 1' >/dev/null 2>"$WORK/psql.err"; then
+  # Not the URL itself: it may hold a password.
+  export SLUICE_CLUSTER_SKIP="cannot reach PostgreSQL (SLUICE_E2E_PG_URL): $(head -n 1 "$WORK/psql.err")"
+else
+  CLUSTER_DB="sluice_e2e_$$_$RANDOM"
+  psql "$PG_URL" -qc "CREATE DATABASE $CLUSTER_DB" >/dev/null
+  CLUSTER_URL="$(node -e 'const u = new URL(process.argv[1]); u.pathname = "/" + process.argv[2]; console.log(u.href)' \
+    "$PG_URL" "$CLUSTER_DB")"
+  mkdir -p "$WORK/cluster"
+  cat >"$WORK/cluster/sluice.toml" <<TOML
+listen = "127.0.0.1:0"
+data_dir = "data"
+store = "postgres"
+store_url_env = "SLUICE_E2E_STORE_URL"
+lease = "2s"
+
+[sites.LIVE.endpoints.shop]
+kind = "webhook"
+
+[sites.LIVE.endpoints.forms]
+kind = "webhook"
+
+[sites.LIVE.endpoints.fulfilment]
+kind = "http"
+url = "http://127.0.0.1:$RECEIVER_PORT/orders"
+
+[sites.LIVE.endpoints.crm]
+kind = "http"
+url = "http://127.0.0.1:$RECEIVER_PORT/records"
+
+[sites.LIVE.integrations.orders]
+[[sites.LIVE.integrations.orders.flows]]
+name = "web-orders"
+source = "shop"
+target = "fulfilment"
+key = "id"
+
+[sites.LIVE.integrations.contacts]
+[[sites.LIVE.integrations.contacts.flows]]
+name = "contact-forms"
+source = "forms"
+target = "crm"
+key = "email"
+TOML
+  start_node n1
+  export SLUICE_CLUSTER_N1_URL="$NODE_URL"
+  start_node n2
+  export SLUICE_CLUSTER_N2_URL="$NODE_URL" SLUICE_CLUSTER_N2_PID="$NODE_PID"
+  echo "e2e: cluster on database $CLUSTER_DB: n1 on $SLUICE_CLUSTER_N1_URL, n2 on $SLUICE_CLUSTER_N2_URL"
+fi
 
 mkdir -p "$E2E/screenshots" "$ROOT/docs"
 cd "$E2E"

@@ -12,7 +12,7 @@ import { closeLog } from './log.js';
 import { closedModal, modal } from './modal.js';
 import { banner } from './notice.js';
 import { loadSession, renderUser, showSignIn, signedOut, signIn, signOut } from './session.js';
-import { reloadSite, renderSite, renderSites, selectSite, startSite, stopSite } from './sites.js';
+import { reloadSite, renderNodes, renderSite, renderSites, selectSite, startSite, stopSite } from './sites.js';
 import { hooks, offers, st } from './state.js';
 import { newToken, renderTokens } from './tokens.js';
 import { renderTransactions } from './transactions.js';
@@ -107,11 +107,12 @@ async function poll() {
   st.polling = true;
   const site = st.site;
   try {
-    const [sites, integrations, endpoints, audit] = await Promise.all([
+    const [sites, integrations, endpoints, audit, nodes] = await Promise.all([
       api('GET', '/sites'),
       api('GET', sitePath('/integrations')),
       api('GET', sitePath('/endpoints')),
       api('GET', sitePath('/audit?limit=50')),
+      api('GET', '/nodes'),
     ]);
     // Tokens are daemon-wide, for those the session offers them to.
     st.tokens = offers(st.session, 'manage-tokens') ? await api('GET', '/tokens') : [];
@@ -120,6 +121,7 @@ async function poll() {
       st.integrations = integrations;
       st.endpoints = endpoints;
       st.audit = audit;
+      st.nodes = nodes;
       let txName = st.txIntegration[site];
       if (!integrations.some((i) => i.name === txName)) {
         txName = integrations.length ? integrations[0].name : null;
@@ -158,6 +160,7 @@ function renderAll() {
   renderEndpoints();
   renderTransactions();
   renderAudit();
+  renderNodes();
   renderTokens();
 }
 

@@ -1,5 +1,6 @@
-// The integrations: a card each, with its holds, the resume under way and
-// its flows; pause, resume, start and stop.
+// The integrations: a card each, with its holds, the resume under way, its
+// flows and, on a cluster, the node that sends it; pause, resume, start and
+// stop.
 
 import { $, btn, capital, chip, fmtDuration, fmtNum, h, replace, timeEl } from './dom.js';
 import { act, api, errorText, showError, sitePath } from './api.js';
@@ -22,14 +23,39 @@ const HOLD_COLOUR = { operator: 'amber', 'endpoint-offline': 'red', unauthorized
 
 export function renderIntegrations() {
   const kinds = Object.fromEntries(st.endpoints.map((e) => [e.name, e.kind]));
-  renderIf('integrations', [st.integrations, kinds], () => {
+  // A lease is renewed at every heartbeat: its new end alone redraws nothing.
+  const shown = st.integrations.map((i) => (i.owner
+    ? Object.assign({}, i, { owner: { node: i.owner.node, epoch: i.owner.epoch } })
+    : i));
+  const listed = new Set(st.nodes.flatMap((n) => n.integrations));
+  renderIf('integrations', [shown, kinds, [...listed]], () => {
     const box = $('integrations');
     if (!st.integrations.length) {
       replace(box, h('p', { class: 'empty' }, 'This site has no integrations.'));
       return;
     }
-    replace(box, st.integrations.map((i) => integrationCard(i, kinds)));
+    replace(box, shown.map((i) => integrationCard(i, kinds, listed)));
   });
+}
+
+/**
+ * Who sends it: the holder of its lease (`owner`, on a cluster). A single
+ * daemon has no owners and lists every integration as its own: nothing to
+ * say. With no owner and on no node's list, no node sends it now (until a
+ * live one takes the lease).
+ */
+function sentBy(i, listed) {
+  let el;
+  if (i.owner) {
+    el = stat('Sent by', i.owner.node, 'owner');
+    el.title = `${i.owner.node} holds its lease (epoch ${i.owner.epoch})`;
+  } else if (st.nodes.length && !listed.has(`${st.site}/${i.name}`)) {
+    el = stat('Sent by', h('span', { class: 'muted' }, 'no node'), 'owner');
+    el.title = 'No live node holds its lease now';
+  } else {
+    return null;
+  }
+  return el;
 }
 
 /** The buttons for the actions an integration's answer may offer, in this order. */
@@ -52,7 +78,7 @@ function startIntegration(i) {
   act('POST', sitePath(`/integrations/${encodeURIComponent(i.name)}/start`), {}, `Integration ${i.name} started`);
 }
 
-function integrationCard(i, kinds) {
+function integrationCard(i, kinds, listed) {
   const notes = [];
   for (const hold of i.holds) {
     notes.push(h('div', { class: `note ${hold.kind === 'operator' || hold.kind === 'unauthorized' ? 'amber' : 'red'}` },
@@ -88,7 +114,8 @@ function integrationCard(i, kinds) {
     h('div', { class: 'stats' },
       stat('Queued', fmtNum(i.queued), 'queued'),
       stat('On error', i.on_error),
-      stat('Last run', lastFlowRun ? timeEl(lastFlowRun) : '—')),
+      stat('Last run', lastFlowRun ? timeEl(lastFlowRun) : '—'),
+      sentBy(i, listed)),
     progress,
     notes.length ? h('div', { class: 'notes' }, notes) : null,
     i.flows.length ? h('div', { class: 'table-wrap' }, flowsTable(i, kinds)) : null);

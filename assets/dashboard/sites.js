@@ -1,7 +1,8 @@
 // The sites: the tabs (or the select on a phone), the chosen site's bar,
-// and its start, stop and reload.
+// and its start, stop and reload; and the nodes that run them (one on a
+// single daemon, several on one PostgreSQL store), with what each sends.
 
-import { $, capital, h, replace, timeEl } from './dom.js';
+import { $, capital, chip, h, replace, table, timeEl } from './dom.js';
 import { act, api, errorText } from './api.js';
 import { openLog } from './log.js';
 import { confirmModal, formError, modal, setFormError } from './modal.js';
@@ -131,4 +132,58 @@ export function stopSite() {
       },
     },
   ]);
+}
+
+/**
+ * The nodes, daemon-wide like the tabs: alive or gone (its heartbeat within
+ * a lease, as the daemon judges), where its own dashboard is, and the
+ * integrations whose leases it holds, those of the chosen site first.
+ */
+export function renderNodes() {
+  // A heartbeat alone redraws nothing (a focused link keeps its focus): its
+  // time is set in place below.
+  const shown = st.nodes.map((n) => Object.assign({}, n, { heartbeat_at: null }));
+  renderIf('nodes', [shown, st.site], () => {
+    const alive = st.nodes.filter((n) => n.alive).length;
+    $('nodes-summary').textContent = st.nodes.length > 1 ? `${alive} of ${st.nodes.length} alive` : '';
+    const rows = st.nodes.map((n) => {
+      const here = `${st.site}/`;
+      const sends = [...n.integrations].sort((a, b) => Number(!a.startsWith(here)) - Number(!b.startsWith(here)));
+      // Its state beside its name: the side column has no room for a column more.
+      return h('tr', { dataset: { node: n.name, alive: String(n.alive) } },
+        h('td', null, h('div', { class: 'node-name' }, h('strong', null, n.name),
+          chip(n.alive ? 'Alive' : 'Gone', n.alive ? 'green' : 'red', 'node-state'),
+          isThisPage(n.address) ? h('span', { class: 'muted small' }, 'this page') : null),
+        h('span', { class: 'sub' }, addressLink(n.address))),
+        h('td', null, h('span', { class: 'heartbeat' }, timeEl(n.heartbeat_at)),
+          h('span', { class: 'sub' }, 'up since ', timeEl(n.started_at))),
+        h('td', null, sends.length
+          ? h('div', { class: 'node-sends' }, sends.map((i) => h('span', {
+            class: `chip plain ${i.startsWith(here) ? 'blue' : 'grey'}`, dataset: { sends: i },
+          }, i)))
+          : h('span', { class: 'muted' }, 'nothing')));
+    });
+    replace($('nodes'), table(['Node', 'Heartbeat', 'Sends'], rows, 'No node has registered.'));
+  });
+  $('nodes').querySelectorAll('.heartbeat').forEach((el, n) => replace(el, timeEl(st.nodes[n].heartbeat_at)));
+}
+
+/** Where a node's own dashboard is: a link only to an http(s) address. */
+function addressLink(address) {
+  let url = null;
+  try {
+    url = new URL(address);
+  } catch (e) {
+    url = null;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) return h('span', { class: 'mono' }, address || '—');
+  return h('a', { class: 'mono', href: url.href, target: '_blank', rel: 'noopener noreferrer' }, address);
+}
+
+function isThisPage(address) {
+  try {
+    return new URL(address).origin === location.origin;
+  } catch (e) {
+    return false;
+  }
 }

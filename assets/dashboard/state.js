@@ -15,6 +15,7 @@ export const st = {
   endpoints: [],
   audit: [],
   tokens: [],
+  nodes: [],            // daemon-wide: [{name, address, alive, integrations: ['SITE/NAME']}]
   txIntegration: {},    // site -> integration whose transactions are shown
   txState: '',
   transactions: [],
