@@ -368,3 +368,44 @@ async fn the_command_line_names_a_missing_url_and_never_prints_a_password() {
         "no tokens.db made on the way"
     );
 }
+
+/// `sluice serve` beyond loopback reads the database for tokens: refused
+/// while it holds none, past that check once the command line made one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_listening_beyond_loopback_until_the_database_holds_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = PgDb::new().await;
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nstore = \"postgres\"\nstore_url_env = \"{URL_ENV}\"\n\
+             [sites.LIVE.endpoints.f]\nkind = \"webhook\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    // A documentation address (TEST-NET-1): never bound.
+    let serve = || {
+        Command::new(BIN)
+            .args(["serve", "--listen", "192.0.2.1:7070", "--config"])
+            .arg(&config)
+            .env(URL_ENV, &db.url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = serve();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to listen on 192.0.2.1:7070 without API tokens"),
+        "{err}"
+    );
+    create(&config, &db.url, "admin", "alice");
+    let out = serve();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("without API tokens"), "{err}");
+    assert!(err.contains("cannot listen on 192.0.2.1:7070"), "{err}");
+}
