@@ -226,12 +226,6 @@ impl Tokens {
         }
     }
 
-    /// Where the tokens are kept: the file, or the database's URL without
-    /// its password.
-    pub fn place(&self) -> String {
-        self.store.place()
-    }
-
     fn err(&self, e: StoreError) -> AuthError {
         store_error(self.store.file(), e)
     }
