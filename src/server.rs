@@ -30,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::body::BodyBudget;
 use crate::api::ApiState;
 use crate::auth::Tokens;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::engine::Daemon;
 
 /// How long a client may take over its TLS handshake.
@@ -90,16 +90,22 @@ impl Server {
             None => None,
         };
         // First: it takes the data directory's lock, which guards the
-        // tokens' file too.
+        // tokens' file too (with `store = "sqlite"`), and says which
+        // variable is missing (with `store = "postgres"`).
         let daemon = Daemon::open(&config).await?;
-        let tokens = Tokens::open(&config.data_dir).with_context(|| {
-            format!(
-                "cannot open the API tokens in {}",
-                config.data_dir.display()
-            )
-        })?;
+        let tokens = Tokens::open_configured(&config, Some(&config.node))
+            .await
+            .with_context(|| match &config.store {
+                StoreConfig::Sqlite => format!(
+                    "cannot open the API tokens in {}",
+                    config.data_dir.display()
+                ),
+                StoreConfig::Postgres { .. } => {
+                    "cannot open the API tokens in PostgreSQL".to_string()
+                }
+            })?;
         let loopback_only = config.listen.ip().is_loopback();
-        if !loopback_only && !tokens.any().context("cannot read the API tokens")? {
+        if !loopback_only && !tokens.any().await.context("cannot read the API tokens")? {
             anyhow::bail!(
                 "refusing to listen on {} without API tokens: anyone who reaches it could stop \
                  your sites. Create one first: sluice token create --config {} --role admin \

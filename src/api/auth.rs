@@ -87,9 +87,10 @@ impl From<AuthError> for ApiError {
             AuthError::NoSuchToken(_) => ApiError::NotFound(e.to_string()),
             AuthError::Invalid(_) => ApiError::BadRequest(e.to_string()),
             AuthError::DiskFull { file } => ApiError::DiskFull { file },
-            AuthError::Store { .. } | AuthError::Unavailable(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            AuthError::Store { .. }
+            | AuthError::Unavailable(_)
+            | AuthError::Postgres(_)
+            | AuthError::NoStoreUrl(_) => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -115,18 +116,6 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Runs `f` on the token store off the async threads (SQLite blocks).
-async fn on_tokens<T: Send + 'static>(
-    tokens: &Tokens,
-    f: impl FnOnce(&Tokens) -> crate::auth::Result<T> + Send + 'static,
-) -> ApiResult<T> {
-    let tokens = tokens.clone();
-    tokio::task::spawn_blocking(move || f(&tokens))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the token store: {e}")))?
-        .map_err(ApiError::from)
-}
-
 /// Who the request comes from, or 401.
 pub async fn identify(state: &ApiState, headers: &HeaderMap) -> ApiResult<Caller> {
     let presented = match (bearer(headers), cookie(headers)) {
@@ -141,21 +130,15 @@ pub async fn identify(state: &ApiState, headers: &HeaderMap) -> ApiResult<Caller
 /// open-mode caller, or 401.
 async fn resolve(state: &ApiState, presented: Option<(String, Via)>) -> ApiResult<Caller> {
     let open_allowed = state.loopback_only;
-    let check = presented.clone();
+    let tokens = &state.tokens;
     // A valid token or session settles it; only without one does it matter
     // whether any token exists (open mode).
-    let (any, found) = on_tokens(&state.tokens, move |tokens| {
-        let found = match check {
-            Some((t, Via::Cookie)) => tokens.verify_session(&t)?,
-            Some((t, _)) => tokens.verify(&t)?,
-            None => None,
-        };
-        match found {
-            Some(p) => Ok((true, Some(p))),
-            None => Ok((tokens.any()?, None)),
-        }
-    })
-    .await?;
+    let found = match &presented {
+        Some((t, Via::Cookie)) => tokens.verify_session(t).await?,
+        Some((t, _)) => tokens.verify(t).await?,
+        None => None,
+    };
+    let any = found.is_some() || tokens.any().await?;
     match (presented, found) {
         (Some((token, via)), Some(principal)) => Ok(Caller {
             principal,
@@ -411,20 +394,16 @@ pub async fn session_create(
         return Err(ApiError::Unauthorized("give a token to sign in".into()));
     }
     let ttl_ms = COOKIE_MAX_AGE_S as i64 * 1000;
-    let opened = on_tokens(&tokens, move |tokens| {
-        if !tokens.any()? {
-            return Ok(Err(ApiError::Unauthorized(
-                "no API token exists: the daemon is open on loopback and needs no sign-in".into(),
-            )));
-        }
-        Ok(tokens.open_session(&token, ttl_ms)?.ok_or_else(|| {
-            ApiError::Unauthorized(
-                "the token is not valid (revoked, mistyped or from another daemon)".into(),
-            )
-        }))
-    })
-    .await??;
-    let (id, principal) = opened;
+    if !tokens.any().await? {
+        return Err(ApiError::Unauthorized(
+            "no API token exists: the daemon is open on loopback and needs no sign-in".into(),
+        ));
+    }
+    let (id, principal) = tokens.open_session(&token, ttl_ms).await?.ok_or_else(|| {
+        ApiError::Unauthorized(
+            "the token is not valid (revoked, mistyped or from another daemon)".into(),
+        )
+    })?;
     let caller = Caller {
         principal,
         via: Via::Cookie,
@@ -452,8 +431,8 @@ pub async fn session_delete(
     tls: Option<Extension<ServedOverTls>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    if let Some(id) = cookie(&headers).map(str::to_string) {
-        on_tokens(&tokens, move |tokens| tokens.close_session(&id)).await?;
+    if let Some(id) = cookie(&headers) {
+        tokens.close_session(id).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
@@ -467,7 +446,7 @@ pub async fn session_delete(
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "auth",
     responses((status = 200, description = "Every token (never the token itself)", body = Vec<TokenInfo>)))]
 pub async fn tokens_list(State(tokens): State<Tokens>) -> ApiResult<Json<Vec<TokenInfo>>> {
-    Ok(Json(on_tokens(&tokens, |tokens| tokens.list()).await?))
+    Ok(Json(tokens.list().await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -510,8 +489,7 @@ pub async fn tokens_create(
             body.role
         ))
     })?;
-    let name = body.name.clone();
-    let token = on_tokens(&tokens, move |tokens| tokens.create(&name, role, &actor.0)).await?;
+    let token = tokens.create(&body.name, role, &actor.0).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -538,7 +516,7 @@ pub async fn tokens_revoke(
     PathParams(name): PathParams<String>,
     actor: super::Actor,
 ) -> ApiResult<StatusCode> {
-    on_tokens(&tokens, move |tokens| tokens.revoke(&name, &actor.0)).await?;
+    tokens.revoke(&name, &actor.0).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -553,7 +531,7 @@ pub async fn audit(
     QueryParams(q): QueryParams<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditView>>> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let list = on_tokens(&tokens, move |tokens| tokens.audit(limit)).await?;
+    let list = tokens.audit(limit).await?;
     Ok(Json(list.into_iter().map(AuditView::from).collect()))
 }
 

@@ -1,9 +1,12 @@
 //! `sluice token create|list|revoke`: the API's tokens.
 //!
 //! With `--config FILE` (or `SLUICE_CONFIG`) the command works on the
-//! token store in that configuration's data directory, whether the daemon
-//! runs or not — this is how the first admin token is made. Without it, it
-//! asks a running daemon (`--server`), which needs an admin token.
+//! token store that configuration names, whether the daemon runs or not —
+//! this is how the first admin token is made: `tokens.db` in its data
+//! directory, or with `store = "postgres"` the database every node shares
+//! (its URL from the variable `store_url_env` names, as for `sluice
+//! serve`). Without it, it asks a running daemon (`--server`), which needs
+//! an admin token.
 
 use std::path::PathBuf;
 
@@ -18,8 +21,8 @@ use crate::auth::{AuthError, Role, TokenInfo, Tokens};
 
 #[derive(Debug, Args)]
 pub struct Local {
-    /// Work on the token store of this configuration (its data directory)
-    /// instead of asking a running daemon.
+    /// Work on the token store of this configuration (its data directory,
+    /// or its PostgreSQL store) instead of asking a running daemon.
     #[arg(long, short, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The data directory, when the daemon runs with --data-dir.
@@ -60,26 +63,32 @@ fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| format!("'{s}': use viewer, operator or admin"))
 }
 
-fn store(local: &Local) -> Result<Option<Tokens>, CliError> {
+/// The token store the configuration names, with `--config`: its data
+/// directory's `tokens.db`, or with `store = "postgres"` the database (the
+/// URL from the variable `store_url_env` names; never printed).
+async fn store(local: &Local) -> Result<Option<Tokens>, CliError> {
     let Some(file) = &local.config else {
         return Ok(None);
     };
     let config = crate::config::Config::load(file, local.data_dir.as_deref())
         .map_err(|errors| CliError::Config(errors.to_string()))?;
-    Tokens::open(&config.data_dir)
-        .map(Some)
-        .map_err(|e| CliError::Failed(e.to_string()))
+    match Tokens::open_configured(&config, None).await {
+        Ok(tokens) => Ok(Some(tokens)),
+        Err(e @ AuthError::NoStoreUrl(_)) => Err(CliError::Usage(e.to_string())),
+        Err(e) => Err(failed(e)),
+    }
 }
 
 fn failed(e: AuthError) -> CliError {
-    CliError::Failed(e.to_string())
+    // The store's errors carry no password; a URL in one is said without.
+    CliError::Failed(crate::redact::urls_in(&e.to_string()))
 }
 
 pub async fn run(client: &Client, command: TokenCommand) -> Result<(), CliError> {
     match command {
         TokenCommand::Create { role, name, local } => {
-            let token = match store(&local)? {
-                Some(tokens) => tokens.create(&name, role, &actor()).map_err(failed)?,
+            let token = match store(&local).await? {
+                Some(tokens) => tokens.create(&name, role, &actor()).await.map_err(failed)?,
                 None => {
                     let v = client
                         .post(&["tokens"], json!({ "name": name, "role": role }))
@@ -91,9 +100,9 @@ pub async fn run(client: &Client, command: TokenCommand) -> Result<(), CliError>
             output::line(token)
         }
         TokenCommand::List { local } => {
-            let (json, v) = match store(&local)? {
+            let (json, v) = match store(&local).await? {
                 Some(tokens) => {
-                    let list = tokens.list().map_err(failed)?;
+                    let list = tokens.list().await.map_err(failed)?;
                     let v =
                         serde_json::to_value(list).map_err(|e| CliError::Failed(e.to_string()))?;
                     (client.json, v)
@@ -103,8 +112,8 @@ pub async fn run(client: &Client, command: TokenCommand) -> Result<(), CliError>
             output::answer(json, &v, |t: &Vec<TokenInfo>| list_table(t))
         }
         TokenCommand::Revoke { name, local } => {
-            match store(&local)? {
-                Some(tokens) => tokens.revoke(&name, &actor()).map_err(failed)?,
+            match store(&local).await? {
+                Some(tokens) => tokens.revoke(&name, &actor()).await.map_err(failed)?,
                 None => client.delete(&["tokens", &name]).await?,
             }
             output::line(format!("Token '{name}' revoked."))

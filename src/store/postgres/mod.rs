@@ -57,6 +57,7 @@
 //!   error of the driver or the pool is passed through `redact::urls_in`.
 
 pub mod cluster;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,9 +79,10 @@ use crate::model::{
 };
 
 /// The schema, one step a file; `sluice_migrations` records each applied.
-pub(super) const MIGRATIONS: [&str; 2] = [
+pub(super) const MIGRATIONS: [&str; 3] = [
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_cluster.sql"),
+    include_str!("migrations/003_tokens.sql"),
 ];
 
 /// The advisory lock the migrations are applied under ("sluice" in ASCII):
