@@ -21,7 +21,8 @@
 //!   (`store/postgres/`: many sites in one database, `store = "postgres"`,
 //!   and what the nodes of a cluster share: registry, leases, fencing,
 //!   notifications, `postgres/cluster.rs`); the trait's tests on both
-//!   (`store/tests/`); the token store's SQL (`store/tokens.rs`); `sluice
+//!   (`store/tests/`); the token store's SQL (`store/tokens.rs`, and
+//!   `postgres/tokens.rs` for a cluster); `sluice
 //!   store copy` (`store/copy.rs`).
 //! - [`connectors`]: the `Source` and `Target` traits and one file per
 //!   endpoint kind (webhook, file, http, generator).

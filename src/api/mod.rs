@@ -48,7 +48,8 @@ use crate::model::Refusal;
 #[derive(Clone)]
 pub struct ApiState {
     pub daemon: Arc<Daemon>,
-    /// The API tokens (`tokens.db` in the data directory).
+    /// The API tokens (`tokens.db` in the data directory, or the shared
+    /// database with `store = "postgres"`).
     pub tokens: Tokens,
     /// Whether the API listens on a loopback address only: open mode (no
     /// token exists, everyone is admin) is allowed only then.

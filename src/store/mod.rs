@@ -49,9 +49,10 @@
 //! - [`copy`]: `sluice store copy`, a stopped site's SQLite file into
 //!   the PostgreSQL store, in one transaction (ids, sequences and order
 //!   kept as the module says).
-//! - [`tokens`]: the daemon's token store (`tokens.db`): the SQL of API
-//!   tokens, dashboard sessions and their audit trail; the rules are
-//!   `auth`'s.
+//! - [`tokens`]: the daemon's token store (`tokens.db` with SQLite; the
+//!   shared database's `sluice_tokens` with PostgreSQL, in
+//!   `postgres/tokens.rs`): the SQL of API tokens, dashboard sessions and
+//!   their audit trail; the rules are `auth`'s.
 
 pub mod copy;
 pub mod postgres;

@@ -391,6 +391,12 @@ impl Daemon {
                 "token", "create", "--role", role, "--name", name, "--config",
             ])
             .arg(&self.config)
+            // With the store in PostgreSQL, the tokens are there too.
+            .envs(
+                self.store
+                    .as_ref()
+                    .map(|db| (STORE_URL_ENV, db.url.clone())),
+            )
             .stdin(Stdio::null())
             .output()
             .expect("the sluice CLI runs");
