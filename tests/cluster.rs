@@ -502,3 +502,40 @@ async fn a_reload_asked_of_one_node_is_applied_by_every_node() {
         .count();
     assert_eq!(reloads, 1, "audited once, by the node asked: {audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_given_to_one_node_reach_the_node_that_sends() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    target.require_token("sesame");
+    let nodes = cluster(dir.path(), &target, 10, 2).await;
+    let sender = owner_index(&nodes).await;
+    let other = 1 - sender;
+    for n in 1..=5usize {
+        let (status, _) = nodes[other].hook("LIVE", "orders", "web", order(n)).await;
+        assert_eq!(status.as_u16(), 202);
+    }
+    eventually(20, "held: the target wants a token", || async {
+        nodes[other].integration("LIVE", "orders").await["holds"][0]["kind"] == "unauthorized"
+    })
+    .await;
+    // Given to the node that does not send: it passes them on.
+    let (status, answer) = nodes[other]
+        .post(
+            "/api/v1/sites/LIVE/endpoints/crm/reauthorize",
+            serde_json::json!({"token": "sesame"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200, "{answer}");
+    eventually(20, "delivered with the new token", || async {
+        target.count() >= 5
+    })
+    .await;
+    let log = nodes[0].log("LIVE").await;
+    assert!(
+        log.contains(&format!("Endpoint crm: node n{} took them", sender + 1)),
+        "{log}"
+    );
+    assert!(!log.contains("sesame"), "{log}");
+}

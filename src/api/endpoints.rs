@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +14,7 @@ use super::openapi::{
 use super::{rfc3339, site, Actor, ApiError, ApiResult, JsonBody, PathParams};
 use crate::connectors::{Credentials, EndpointKind};
 use crate::engine::endpoint::{Endpoint, EndpointState};
-use crate::engine::Daemon;
+use crate::engine::{Daemon, Site};
 use crate::model::{actions, Action, Role};
 
 /// An endpoint as the API answers it, and as the CLI reads it.
@@ -135,10 +136,96 @@ pub async fn test(
     }))
 }
 
+/// Names the node that passed a reauthorization on to the others of its
+/// cluster: they do not pass it on again.
+pub const PASSED_ON_BY: &str = "x-sluice-passed-on-by";
+
+/// What a reauthorization passed on carries of the request it came with:
+/// who asks (their token, or their session and its CSRF value).
+const CARRIED: [&str; 4] = ["authorization", "cookie", "x-csrf-token", "x-sluice-actor"];
+
+/// On a node of a cluster: the new credentials, which work, go to every
+/// other live node too (each sends some of the site's integrations, and
+/// keeps credentials in its memory only), as the caller's own request, over
+/// each node's API. What each answered is in the site log. The credentials
+/// are in no log, store or notification.
+async fn pass_on(
+    daemon: &Daemon,
+    site: &Site,
+    endpoint: &str,
+    headers: &HeaderMap,
+    body: &ReauthorizeBody,
+) {
+    let Some(cluster) = daemon.cluster() else {
+        return;
+    };
+    let said = |text: String| async move { site.log.write(crate::log::level::ERROR, text).await };
+    let nodes = match daemon.nodes().await {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            return said(format!(
+                "The new credentials of endpoint {endpoint} work here, but the other nodes \
+                 cannot be listed: {e}; reauthorize it on each of them"
+            ))
+            .await
+        }
+    };
+    let client = match daemon.peer_client() {
+        Ok(client) => client,
+        Err(e) => return said(format!("Cannot reach the other nodes: {e}")).await,
+    };
+    for node in nodes
+        .iter()
+        .filter(|n| n.alive && n.name != cluster.node && !n.address.is_empty())
+    {
+        let url = format!(
+            "{}/api/v1/sites/{}/endpoints/{endpoint}/reauthorize",
+            node.address.trim_end_matches('/'),
+            site.name
+        );
+        let mut request = client
+            .post(url)
+            .json(body)
+            .header(PASSED_ON_BY, cluster.node.as_str())
+            .timeout(std::time::Duration::from_secs(30));
+        for name in CARRIED {
+            if let Some(value) = headers.get(name) {
+                request = request.header(name, value);
+            }
+        }
+        let (level, outcome) = match request.send().await {
+            Ok(answer) if answer.status().is_success() => {
+                (crate::log::level::INFO, "took them".to_string())
+            }
+            Ok(answer) => {
+                let status = answer.status();
+                let text = answer.text().await.unwrap_or_default();
+                (
+                    crate::log::level::ERROR,
+                    format!("refused them ({status}): {}", crate::redact::urls_in(&text)),
+                )
+            }
+            Err(e) => (
+                crate::log::level::ERROR,
+                format!(
+                    "could not be reached: {}",
+                    crate::redact::urls_in(&e.to_string())
+                ),
+            ),
+        };
+        site.log
+            .write(
+                level,
+                format!("Endpoint {endpoint}: node {} {outcome}", node.name),
+            )
+            .await;
+    }
+}
+
 /// New credentials, of the endpoint's kind of auth: a bearer token, a user
 /// name and password, an API key, or an OAuth2 client secret. Never
 /// logged, stored or echoed.
-#[derive(serde::Deserialize)]
+#[derive(Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReauthorizeBody {
     pub token: Option<String>,
@@ -239,9 +326,11 @@ pub async fn reauthorize(
     PathParams((site_name, name)): PathParams<(String, String)>,
     actor: Actor,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<ReauthorizeBody>,
 ) -> ApiResult<Json<TestAnswer>> {
     let site = site(&daemon, &site_name)?;
+    let passed_on = body.clone();
     let Some(credentials) = body.credentials() else {
         let endpoint = site.endpoint(&name)?;
         return Err(ApiError::BadRequest(format!(
@@ -250,6 +339,9 @@ pub async fn reauthorize(
         )));
     };
     let found = site.reauthorize(&name, credentials, &actor.0).await?;
+    if found.ok && !headers.contains_key(PASSED_ON_BY) {
+        pass_on(&daemon, &site, &name, &headers, &passed_on).await;
+    }
     Ok(Json(TestAnswer {
         endpoint: view(site.endpoint(&name)?, caller.role()),
         ok: found.ok,

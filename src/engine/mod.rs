@@ -112,6 +112,9 @@ pub struct Daemon {
     started_at: crate::model::Millis,
     /// Where its API listens, once it does.
     address: std::sync::OnceLock<String>,
+    /// The daemon's own certificate chain (`tls_cert`): trusted, beside
+    /// the platform's roots, when it calls the other nodes of its cluster.
+    tls_cert: Option<std::path::PathBuf>,
 }
 
 impl Daemon {
@@ -191,6 +194,7 @@ impl Daemon {
             node: config.node.clone(),
             started_at: crate::model::now_millis(),
             address: std::sync::OnceLock::new(),
+            tls_cert: config.tls.as_ref().map(|t| t.cert.clone()),
         }))
     }
 
@@ -231,6 +235,21 @@ impl Daemon {
                 })
                 .collect(),
         }])
+    }
+
+    /// An HTTP client for the other nodes' APIs: it trusts the platform's
+    /// roots and this node's own certificate chain (the nodes of a cluster
+    /// share one, or certificates of one authority).
+    pub fn peer_client(&self) -> anyhow::Result<reqwest::Client> {
+        let tls = crate::tls::client_config(crate::tls::ClientFiles {
+            ca_file: self.tls_cert.as_deref(),
+            identity: None,
+        })
+        .map_err(|e| anyhow::anyhow!("tls_cert: {}", e.message))?;
+        Ok(reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .use_preconfigured_tls(tls)
+            .build()?)
     }
 
     /// The cluster this daemon is a node of, if any.
