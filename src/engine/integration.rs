@@ -356,8 +356,11 @@ impl Integration {
                 && !self.suspended.load(std::sync::atomic::Ordering::SeqCst)
                 && *self.owner.lock() != Owner::Not
         };
-        self.may_send.send_replace(now);
-        if now {
+        let before = self.may_send.send_replace(now);
+        if now && !before {
+            // Only a change wakes the sender: a state read again as it
+            // was (a cluster's heartbeat) must not cut a retry's wait
+            // (a target's Retry-After) short.
             self.wake.notify_one();
         }
     }
@@ -580,6 +583,29 @@ mod tests {
             .is_some_and(|s| s.contains("cannot be recorded (the disk is full)")));
         orders.note_unrecorded(None);
         assert_eq!(orders.stalled(after), None);
+    }
+
+    /// Whether the sender was woken since the last look (a permit left).
+    async fn woken(i: &Integration) -> bool {
+        tokio::time::timeout(Duration::from_millis(1), i.woken())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_change_to_sending_wakes_the_sender() {
+        let (orders, _store, _dir) = opened().await;
+        let _before = woken(&orders).await;
+        // Read again as it was (a cluster's heartbeat), renewed: no wake,
+        // so a retry's wait (a target's Retry-After) is not cut short.
+        orders.refresh().await.unwrap();
+        orders.set_lease(Some(Instant::now() + Duration::from_secs(5)));
+        assert!(!woken(&orders).await);
+        // Held, then free again: woken once.
+        orders.place_hold(offline()).await.unwrap();
+        assert!(!woken(&orders).await);
+        assert!(orders.lift_hold(HoldKind::EndpointOffline).await.unwrap());
+        assert!(woken(&orders).await);
     }
 
     #[tokio::test(start_paused = true)]
