@@ -317,10 +317,18 @@ async fn a_pause_asked_of_another_node_answers_once_the_owner_sends_nothing_more
         "a delivery after the pause's answer"
     );
     assert!(at_answer < 200);
-    // Both nodes say so.
+    // Both nodes say so; the audit trail names the node that was asked.
     for node in &nodes {
         assert_eq!(node.integration("LIVE", "orders").await["state"], "paused");
     }
+    let audit = nodes[sender].get("/api/v1/sites/LIVE/audit").await.1;
+    let paused = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "integration.pause")
+        .unwrap();
+    assert_eq!(paused["node"], format!("n{}", other + 1), "{paused}");
 
     // Resumed through the other node again: the sender drains the rest.
     let (status, _) = nodes[other]

@@ -439,6 +439,7 @@ async fn a_long_queue_is_copied_whole_and_in_order() {
             subject: "LIVE".into(),
             reason: Some("moving".into()),
             outcome: "ok".into(),
+            node: None,
         };
         let hold = Hold {
             kind: HoldKind::SiteStopped,

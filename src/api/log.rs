@@ -158,6 +158,8 @@ pub struct AuditView {
     pub subject: String,
     pub reason: Option<String>,
     pub outcome: String,
+    /// On a cluster, the node that wrote it; null on a single node.
+    pub node: Option<String>,
 }
 
 /// Who did what to the site, newest first.
@@ -189,6 +191,7 @@ impl From<crate::store::AuditEntry> for AuditView {
             subject: a.subject,
             reason: a.reason,
             outcome: a.outcome,
+            node: a.node,
         }
     }
 }

@@ -288,6 +288,7 @@ impl Integration {
             subject: format!("integration/{}", self.name),
             reason: reason.map(str::to_string),
             outcome: "ok".to_string(),
+            node: None,
         };
         // Durable and audited first; then it takes effect (the sender
         // checks before each delivery).

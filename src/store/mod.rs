@@ -242,6 +242,9 @@ pub struct AuditEntry {
     pub reason: Option<String>,
     /// `ok`, or why it was refused.
     pub outcome: String,
+    /// On a cluster, the node that wrote it (`None` on a single node, and
+    /// when given to a store: the store names the node it writes for).
+    pub node: Option<String>,
 }
 
 /// The durable state of one site. Every method is safe to call from many

@@ -245,6 +245,7 @@ impl SqliteTokenStore {
             subject: subject.to_string(),
             reason: reason.map(str::to_string),
             outcome: outcome.to_string(),
+            node: None,
         };
         audit::insert(db, &entry).map(drop)
     }

@@ -75,6 +75,7 @@ fn audit_entry(
         subject: subject.to_string(),
         reason: reason.map(str::to_string),
         outcome: outcome.to_string(),
+        node: None,
     }
 }
 

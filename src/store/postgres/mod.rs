@@ -384,7 +384,9 @@ fn run_record(r: &Row) -> Result<RunRecord> {
     })
 }
 
-fn audit_entry(r: &Row) -> Result<AuditEntry> {
+/// An audit entry: `id, ts, actor, action, subject, reason, outcome, node`
+/// of `sluice_audit` or `sluice_token_audit`.
+pub(super) fn audit_entry(r: &Row) -> Result<AuditEntry> {
     Ok(AuditEntry {
         id: get(r, 0)?,
         ts: get(r, 1)?,
@@ -393,6 +395,7 @@ fn audit_entry(r: &Row) -> Result<AuditEntry> {
         subject: get(r, 4)?,
         reason: get(r, 5)?,
         outcome: get(r, 6)?,
+        node: get(r, 7)?,
     })
 }
 
@@ -1191,7 +1194,7 @@ impl Store for PgStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT id, ts, actor, action, subject, reason, outcome FROM sluice_audit
+                "SELECT id, ts, actor, action, subject, reason, outcome, node FROM sluice_audit
                   WHERE site = $1 ORDER BY id DESC LIMIT $2",
             )
             .await?;

@@ -292,7 +292,7 @@ impl TokenStore for PgTokenStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT id, ts, actor, action, subject, reason, outcome FROM sluice_token_audit
+                "SELECT id, ts, actor, action, subject, reason, outcome, node FROM sluice_token_audit
                   ORDER BY id DESC LIMIT $1",
             )
             .await?;

@@ -51,5 +51,6 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
         subject: r.get(4)?,
         reason: r.get(5)?,
         outcome: r.get(6)?,
+        node: None,
     })
 }

@@ -246,6 +246,7 @@ pub(crate) fn entry(action: &str) -> AuditEntry {
         subject: "LIVE".into(),
         reason: None,
         outcome: "ok".into(),
+        node: None,
     }
 }
 
@@ -791,6 +792,7 @@ async fn log_and_audit() {
                 subject: "LIVE".into(),
                 reason: Some("stocktake".into()),
                 outcome: "ok".into(),
+                node: None,
             })
             .await
             .unwrap();
