@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -227,23 +227,7 @@ impl ClusterDb {
     /// A pool for the database at `url` (the schema is brought up to date
     /// by the sites' stores).
     pub fn open(url: &str) -> Result<ClusterDb> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            StoreError::Postgres(format!("{}: {}", crate::redact::url(url), said(&e)))
-        })?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(4)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(Duration::from_secs(10)))
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| StoreError::Postgres(said(&e)))?;
+        let pool = super::pool(url, 4)?;
         // No connection yet: the sites' stores, opened next, connect first
         // (and say which site could not), and bring the schema up to date.
         Ok(ClusterDb {

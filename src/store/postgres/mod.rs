@@ -148,28 +148,8 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host/db`),
     /// brings its schema up to date, and binds the store to `site`.
     pub async fn open(url: &str, site: &str) -> Result<PgStore> {
-        // Errors of reaching the server name it (without the password).
-        let at_server = |e: &dyn std::error::Error| {
-            StoreError::Postgres(format!("{}: {}", crate::redact::url(url), said(e)))
-        };
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| at_server(&e))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .wait_timeout(Some(WAIT_TIMEOUT))
-            .build()
-            .map_err(|e| StoreError::Postgres(said(&e)))?;
-        let mut client = pool.get().await.map_err(|e| at_server(&e))?;
+        let pool = pool(url, POOL_SIZE)?;
+        let mut client = pool.get().await.map_err(|e| at_server(url, &e))?;
         migrate(&mut client).await?;
         Ok(PgStore {
             pool,
@@ -269,6 +249,35 @@ impl PgStore {
     async fn client(&self) -> Result<Object> {
         Ok(self.pool.get().await?)
     }
+}
+
+/// An error of reaching the server at `url`, naming it (without the
+/// password).
+pub(super) fn at_server(url: &str, e: &dyn std::error::Error) -> StoreError {
+    StoreError::Postgres(format!("{}: {}", crate::redact::url(url), said(e)))
+}
+
+/// A pool of at most `size` connections to the database at `url`; none is
+/// made yet. The one way the stores, the cluster's tables and the tokens
+/// reach PostgreSQL: the same time limits and errors for all.
+pub(super) fn pool(url: &str, size: usize) -> Result<Pool> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| at_server(url, &e))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .wait_timeout(Some(WAIT_TIMEOUT))
+        .build()
+        .map_err(|e| StoreError::Postgres(said(&e)))
 }
 
 /// Applies the steps the database lacks, each in its own transaction under

@@ -25,16 +25,14 @@
 //!   not watched here, and every error passes through `said` (no password).
 
 use std::path::Path;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{Object, Pool};
 
 use super::cluster::DB_NOW;
-use super::{audit_entry, get, limit_of, migrate, said};
+use super::{at_server, audit_entry, get, limit_of, migrate, pool, said};
 use crate::store::tokens::{Holder, StoredToken, TokenStore, NOTE_USE_EVERY_MS};
-use crate::store::{AuditEntry, Result, StoreError};
+use crate::store::{AuditEntry, Result};
 
 /// Connections this store keeps at most: each request's lookup holds one
 /// for a single indexed statement.
@@ -55,32 +53,13 @@ impl PgTokenStore {
     /// (the command line may make the first token before any node ran).
     /// `node`: the node making changes through it, if any.
     pub async fn open(url: &str, node: Option<&str>) -> Result<PgTokenStore> {
-        let place = crate::redact::url(url);
-        let at_server =
-            |e: &dyn std::error::Error| StoreError::Postgres(format!("{place}: {}", said(e)));
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| at_server(&e))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(Duration::from_secs(10)))
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| StoreError::Postgres(said(&e)))?;
-        let mut client = pool.get().await.map_err(|e| at_server(&e))?;
+        let pool = pool(url, POOL_SIZE)?;
+        let mut client = pool.get().await.map_err(|e| at_server(url, &e))?;
         migrate(&mut client).await?;
         drop(client);
         Ok(PgTokenStore {
             pool,
-            place,
+            place: crate::redact::url(url),
             node: node.map(str::to_string),
         })
     }
