@@ -330,16 +330,7 @@ async fn tokens_and_sessions_hold_on_every_node_of_one_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_names_a_missing_url_and_never_prints_a_password() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\nstore = \"postgres\"\nstore_url_env = \"{URL_ENV}\"\n\
-             [sites.LIVE.endpoints.f]\nkind = \"webhook\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = postgres_config(dir.path());
     let out = token_cli(&config, None, &["create", "--role", "admin", "--name", "a"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -375,16 +366,7 @@ async fn the_command_line_names_a_missing_url_and_never_prints_a_password() {
 async fn no_listening_beyond_loopback_until_the_database_holds_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let db = PgDb::new().await;
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\nstore = \"postgres\"\nstore_url_env = \"{URL_ENV}\"\n\
-             [sites.LIVE.endpoints.f]\nkind = \"webhook\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = postgres_config(dir.path());
     // A documentation address (TEST-NET-1): never bound.
     let serve = || {
         Command::new(BIN)
@@ -408,4 +390,20 @@ async fn no_listening_beyond_loopback_until_the_database_holds_a_token() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("without API tokens"), "{err}");
     assert!(err.contains("cannot listen on 192.0.2.1:7070"), "{err}");
+}
+
+/// A configuration of one webhook site on PostgreSQL, its URL in
+/// `URL_ENV`, written into `dir`.
+fn postgres_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nstore = \"postgres\"\nstore_url_env = \"{URL_ENV}\"\n\
+             [sites.LIVE.endpoints.f]\nkind = \"webhook\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    config
 }

@@ -85,13 +85,7 @@ impl Site {
                 // Running on the other nodes: this one joins in, without
                 // storing a start of its own.
                 let mut workers = self.workers.lock().await;
-                self.bring_up(&mut workers, Vec::new()).await;
-                self.set_state(SiteState::Running, None);
-                self.log
-                    .write(
-                        level::INFO,
-                        format!("Site {} started successfully!", self.name),
-                    )
+                self.run_as_stored(&mut workers, "started successfully!")
                     .await;
                 Ok(())
             }
@@ -413,18 +407,22 @@ impl Site {
                 for integration in self.integrations.values() {
                     integration.refresh().await?;
                 }
-                self.bring_up(&mut workers, Vec::new()).await;
-                self.set_state(SiteState::Running, None);
-                self.log
-                    .write(
-                        level::INFO,
-                        format!("Site {} started on another node", self.name),
-                    )
+                self.run_as_stored(&mut workers, "started on another node")
                     .await;
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// On a node of a cluster: runs a site another node started (or left
+    /// running), storing nothing; logs `Site NAME {said}`.
+    async fn run_as_stored(self: &Arc<Self>, workers: &mut Option<Workers>, said: &str) {
+        self.bring_up(workers, Vec::new()).await;
+        self.set_state(SiteState::Running, None);
+        self.log
+            .write(level::INFO, format!("Site {} {said}", self.name))
+            .await;
     }
 
     /// Stops the workers without recording a stop (daemon shutdown).
