@@ -11,7 +11,7 @@
 //! - [`failure`] is the one place that tells a TLS failure (a certificate
 //!   not trusted, ours refused) from any other transport error.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::pem::PemObject;
@@ -104,6 +104,110 @@ pub struct ClientFiles<'a> {
     /// For mutual TLS: our certificate chain and its key
     /// (`client_cert`, `client_key`).
     pub identity: Option<(&'a Path, &'a Path)>,
+}
+
+/// The TLS keys of an endpoint that connects (`ca_file`, `client_cert`,
+/// `client_key`), as configured: paths relative to the configuration
+/// file's folder.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientKeys<'a> {
+    pub ca_file: Option<&'a Path>,
+    pub client_cert: Option<&'a Path>,
+    pub client_key: Option<&'a Path>,
+}
+
+/// A path of the configuration, against the configuration file's folder.
+pub fn resolve(path: &Path, base: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+impl ClientKeys<'_> {
+    fn each(&self) -> [(&'static str, Option<&Path>); 3] {
+        [
+            ("ca_file", self.ca_file),
+            ("client_cert", self.client_cert),
+            ("client_key", self.client_key),
+        ]
+    }
+
+    /// Problems with the keys, each naming its key. `tls`: whether the
+    /// url's scheme is one with TLS (`None` when the url is broken);
+    /// `schemes` names those schemes (for "is only used with …"). The files
+    /// are read, so that a missing or broken one stops the daemon at its
+    /// start rather than failing every connection.
+    pub fn validate(&self, tls: Option<bool>, schemes: &str, base: &Path) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut usable = true;
+        for (key, value) in self.each() {
+            if value.is_some() && tls == Some(false) {
+                problems.push((key.into(), format!("is only used with {schemes}")));
+                usable = false;
+            }
+            if value.is_some_and(|p| p.as_os_str().is_empty()) {
+                problems.push((key.into(), "must not be empty".into()));
+                usable = false;
+            }
+        }
+        match (self.client_cert, self.client_key) {
+            (Some(_), None) => {
+                problems.push((
+                    "client_key".into(),
+                    "missing: client_cert needs the key of its certificate".into(),
+                ));
+                usable = false;
+            }
+            (None, Some(_)) => {
+                problems.push((
+                    "client_cert".into(),
+                    "missing: client_key needs the certificate it is the key of".into(),
+                ));
+                usable = false;
+            }
+            _ => {}
+        }
+        if usable && self.each().iter().any(|(_, v)| v.is_some()) {
+            // Each file on its own first, so that every broken one is named.
+            let mut files_ok = true;
+            for (key, path) in self.each() {
+                let Some(path) = path else { continue };
+                let path = resolve(path, base);
+                let read = match key {
+                    "client_key" => private_key(key, &path).map(drop),
+                    _ => certificates(key, &path).map(drop),
+                };
+                if let Err(e) = read {
+                    problems.push((e.key.into(), e.message));
+                    files_ok = false;
+                }
+            }
+            // Then together: a key that is not the certificate's, a CA
+            // certificate that cannot be a trust anchor.
+            if files_ok {
+                if let Err(e) = self.config(base) {
+                    problems.push((e.key.into(), e.message));
+                }
+            }
+        }
+        problems
+    }
+
+    /// The client's TLS settings: the platform's roots plus `ca_file`, and
+    /// `client_cert`/`client_key` for mutual TLS.
+    pub fn config(&self, base: &Path) -> Result<rustls::ClientConfig, SetupError> {
+        let ca_file = self.ca_file.map(|p| resolve(p, base));
+        let identity = match (self.client_cert, self.client_key) {
+            (Some(cert), Some(key)) => Some((resolve(cert, base), resolve(key, base))),
+            _ => None,
+        };
+        client_config(ClientFiles {
+            ca_file: ca_file.as_deref(),
+            identity: identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        })
+    }
 }
 
 /// A client configuration: the platform's roots plus `ca_file`, and our

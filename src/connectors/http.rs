@@ -31,6 +31,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::http_auth::{percent_encode, AuthSettings, Authorizer};
+use super::template::{FieldTemplate, Part};
 use super::{Credentials, Delivered, Delivery, DeliveryError, FailureClass, KeyProblem, Target};
 use crate::duration::duration_opt;
 use crate::redact;
@@ -109,15 +110,6 @@ fn default_batch() -> usize {
 /// The largest answer body kept with an error.
 const MAX_ANSWER: usize = 2048;
 
-/// A path of the configuration, against the configuration file's folder.
-fn resolve(path: &Path, base: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    }
-}
-
 impl HttpConfig {
     /// Problems with the values, each naming its key. The TLS files are
     /// read (relative to `base`) so that a missing or broken one stops the
@@ -145,62 +137,7 @@ impl HttpConfig {
                 None
             }
         };
-        let tls_keys = [
-            ("ca_file", &self.ca_file),
-            ("client_cert", &self.client_cert),
-            ("client_key", &self.client_key),
-        ];
-        let mut tls_usable = true;
-        for (key, value) in tls_keys {
-            if value.is_some() && https == Some(false) {
-                problems.push((key.into(), "is only used with an https:// url".into()));
-                tls_usable = false;
-            }
-            if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-                problems.push((key.into(), "must not be empty".into()));
-                tls_usable = false;
-            }
-        }
-        match (&self.client_cert, &self.client_key) {
-            (Some(_), None) => {
-                problems.push((
-                    "client_key".into(),
-                    "missing: client_cert needs the key of its certificate".into(),
-                ));
-                tls_usable = false;
-            }
-            (None, Some(_)) => {
-                problems.push((
-                    "client_cert".into(),
-                    "missing: client_key needs the certificate it is the key of".into(),
-                ));
-                tls_usable = false;
-            }
-            _ => {}
-        }
-        if tls_usable && tls_keys.iter().any(|(_, v)| v.is_some()) {
-            // Each file on its own first, so that every broken one is named.
-            let mut files_ok = true;
-            for (key, path) in tls_keys {
-                let Some(path) = path else { continue };
-                let path = resolve(path, base);
-                let read = match key {
-                    "client_key" => tls::private_key(key, &path).map(drop),
-                    _ => tls::certificates(key, &path).map(drop),
-                };
-                if let Err(e) = read {
-                    problems.push((e.key.into(), e.message));
-                    files_ok = false;
-                }
-            }
-            // Then together: a key that is not the certificate's, a CA
-            // certificate that cannot be a trust anchor.
-            if files_ok {
-                if let Err(e) = self.tls(base) {
-                    problems.push((e.key.into(), e.message));
-                }
-            }
-        }
+        problems.extend(self.tls_keys().validate(https, "an https:// url", base));
         if self.batch == 0 || self.batch > 10_000 {
             problems.push(("batch".into(), "must be between 1 and 10000".into()));
         }
@@ -248,18 +185,18 @@ impl HttpConfig {
         self.probe_every.unwrap_or(Duration::from_secs(3600))
     }
 
+    fn tls_keys(&self) -> tls::ClientKeys<'_> {
+        tls::ClientKeys {
+            ca_file: self.ca_file.as_deref(),
+            client_cert: self.client_cert.as_deref(),
+            client_key: self.client_key.as_deref(),
+        }
+    }
+
     /// The TLS settings of the client: the platform's roots plus `ca_file`,
     /// and `client_cert`/`client_key` for mutual TLS.
     pub fn tls(&self, base: &Path) -> Result<rustls::ClientConfig, tls::SetupError> {
-        let ca_file = self.ca_file.as_deref().map(|p| resolve(p, base));
-        let identity = match (&self.client_cert, &self.client_key) {
-            (Some(cert), Some(key)) => Some((resolve(cert, base), resolve(key, base))),
-            _ => None,
-        };
-        tls::client_config(tls::ClientFiles {
-            ca_file: ca_file.as_deref(),
-            identity: identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-        })
+        self.tls_keys().config(base)
     }
 
     /// The auth settings (the auth keys are fields of this config: see
@@ -377,131 +314,22 @@ fn in_path(url: &str) -> bool {
 /// A url template with every placeholder filled with `x`: what must parse.
 fn template_sample(url: &str) -> String {
     match UrlTemplate::parse(url, true) {
-        Ok(t) => t
-            .parts
-            .iter()
-            .map(|p| match p {
-                Part::Text(s) => s.as_str(),
-                Part::Field(_) | Part::Link => "x",
-            })
-            .collect(),
+        Ok(t) => t.sample(),
         Err(_) => url.to_string(),
     }
 }
 
-/// One piece of a url template.
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Text(String),
-    /// A record field: a top-level name or a dotted path.
-    Field(String),
-    /// `{link}` in `update_url`.
-    Link,
-}
+/// A url that may take values of the record, each percent-encoded as a
+/// path segment.
+type UrlTemplate = FieldTemplate;
 
-/// A url that may take values of the record (`/customers/{id}`,
-/// `/{customer.id}`) and, in `update_url`, the record's `{link}`; each
-/// value is percent-encoded as a path segment.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct UrlTemplate {
-    parts: Vec<Part>,
-}
-
-impl UrlTemplate {
-    /// `link`: whether `{link}` is the record's link (else a field).
-    pub(crate) fn parse(text: &str, link: bool) -> Result<UrlTemplate, String> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find(['{', '}']) {
-            if rest[open..].starts_with('}') {
-                return Err("a '}' without its '{'".into());
-            }
-            let Some(close) = rest[open..].find('}').map(|c| open + c) else {
-                return Err("a '{' without its '}'".into());
-            };
-            let name = &rest[open + 1..close];
-            if name.contains('{')
-                || name.is_empty()
-                || name
-                    .split('.')
-                    .any(|s| s.is_empty() || s.contains(char::is_whitespace))
-            {
-                return Err(format!(
-                    "'{{{name}}}' is not a field: give a field name or a dotted path, e.g. {{id}} or {{customer.id}}"
-                ));
-            }
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_string()));
-            }
-            parts.push(if link && name == "link" {
-                Part::Link
-            } else {
-                Part::Field(name.to_string())
-            });
-            rest = &rest[close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
-        }
-        Ok(UrlTemplate { parts })
-    }
-
-    fn has_placeholders(&self) -> bool {
-        self.parts.iter().any(|p| !matches!(p, Part::Text(_)))
-    }
-
-    fn has_fields(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Field(_)))
-    }
-
-    /// The url for `record` (parsed JSON, needed when the template has
-    /// fields) and `link`; `Err` names a field the record lacks.
-    pub(crate) fn render(
-        &self,
-        record: Option<&serde_json::Value>,
-        link: Option<&str>,
-    ) -> Result<String, String> {
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(s) => out.push_str(s),
-                Part::Link => out.push_str(&percent_encode(link.unwrap_or_default())),
-                Part::Field(name) => {
-                    let value = record
-                        .and_then(|r| field(r, name))
-                        .ok_or_else(|| format!("the record has no field '{name}' for the url"))?;
-                    let text = match value {
-                        serde_json::Value::String(s) => s.clone(),
-                        serde_json::Value::Number(n) => n.to_string(),
-                        serde_json::Value::Bool(b) => b.to_string(),
-                        _ => {
-                            return Err(format!(
-                            "the record's field '{name}' is not a text or a number (for the url)"
-                        ))
-                        }
-                    };
-                    if text.is_empty() {
-                        return Err(format!(
-                            "the record's field '{name}' is empty (for the url)"
-                        ));
-                    }
-                    out.push_str(&percent_encode(&text));
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// The value at a dotted path (`customer.id`; a number indexes an array).
-fn field<'a>(record: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
-    path.split('.')
-        .try_fold(record, |v, segment| match v {
-            serde_json::Value::Object(m) => m.get(segment),
-            serde_json::Value::Array(a) => segment.parse::<usize>().ok().and_then(|i| a.get(i)),
-            _ => None,
-        })
-        .filter(|v| !v.is_null())
+/// The url `template` gives for `record` and `link`.
+fn render_url(
+    template: &UrlTemplate,
+    record: Option<&serde_json::Value>,
+    link: Option<&str>,
+) -> Result<String, String> {
+    template.render_with(record, link, "the url", |v| Ok(percent_encode(v)))
 }
 
 /// The id at the JSON pointer `pointer` in the answer to a create: a
@@ -682,7 +510,7 @@ impl HttpTarget {
         } else {
             None
         };
-        let url = template.render(record.as_ref(), link).map_err(rejected)?;
+        let url = render_url(template, record.as_ref(), link).map_err(rejected)?;
         Ok((method.clone(), url, link))
     }
 }
@@ -766,7 +594,7 @@ impl Target for HttpTarget {
         } else {
             (
                 self.method.clone(),
-                self.url.render(None, None).unwrap_or_default(),
+                render_url(&self.url, None, None).unwrap_or_default(),
                 None,
             )
         };
@@ -973,17 +801,14 @@ mod tests {
             UrlTemplate::parse("https://h/customers/{id}/{customer.name}?v={n}", false).unwrap();
         let record = serde_json::json!({"id": "a/b c", "customer": {"name": "é"}, "n": 7});
         assert_eq!(
-            t.render(Some(&record), None).unwrap(),
+            render_url(&t, Some(&record), None).unwrap(),
             "https://h/customers/a%2Fb%20c/%C3%A9?v=7"
         );
-        let e = t
-            .render(Some(&serde_json::json!({"id": 1, "n": 2})), None)
-            .unwrap_err();
+        let e = render_url(&t, Some(&serde_json::json!({"id": 1, "n": 2})), None).unwrap_err();
         assert!(e.contains("'customer.name'"), "{e}");
         let u = UrlTemplate::parse("https://h/c/{link}?by={id}", true).unwrap();
         assert_eq!(
-            u.render(Some(&serde_json::json!({"id": 3})), Some("x/1"))
-                .unwrap(),
+            render_url(&u, Some(&serde_json::json!({"id": 3})), Some("x/1")).unwrap(),
             "https://h/c/x%2F1?by=3"
         );
         for bad in [

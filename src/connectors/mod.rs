@@ -4,12 +4,14 @@
 //! Adding a kind is adding one file here (its configuration, its validation,
 //! its `Source` and/or `Target`) and one arm in [`EndpointKind`].
 
+pub mod broker;
 pub mod file;
 pub mod generator;
 pub mod http;
 pub mod http_auth;
 pub mod http_poll;
 pub mod sql;
+pub mod template;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -115,6 +117,26 @@ impl EndpointKind {
     /// Whether records are pushed to sluice (the webhook).
     pub fn is_push_source(&self) -> bool {
         matches!(self, EndpointKind::Webhook(_))
+    }
+
+    /// Whether records are consumed from it while the site runs (a broker's
+    /// queue, stream or topic): see [`broker`].
+    pub fn is_stream_source(&self) -> bool {
+        self.subscriber(std::path::Path::new(".")).is_some()
+    }
+
+    /// Builds what consumes from this endpoint, if it is a broker source.
+    /// Relative paths are resolved against `base`.
+    pub fn subscriber(&self, _base: &std::path::Path) -> Option<Arc<dyn broker::Subscribe>> {
+        match self {
+            EndpointKind::Webhook(_)
+            | EndpointKind::File(_)
+            | EndpointKind::Http(_)
+            | EndpointKind::Generator(_)
+            | EndpointKind::HttpPoll(_)
+            | EndpointKind::Postgres(_)
+            | EndpointKind::Mysql(_) => None,
+        }
     }
 
     /// Whether it takes new credentials (a reauthorization): the kinds
