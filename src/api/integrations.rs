@@ -104,7 +104,7 @@ pub async fn view(
         let view = flow_view(site, &integration.name, flow, role).await?;
         let push = site
             .endpoint(&flow.source)
-            .is_ok_and(|e| e.kind.is_push_source());
+            .is_ok_and(|e| e.kind.is_push_source() || e.kind.is_stream_source());
         if flow.enabled {
             outcomes.push(if push {
                 FlowRunOutcome::Push

@@ -268,7 +268,7 @@ impl SiteScope {
 }
 
 fn is_source(kind: &EndpointKind) -> bool {
-    kind.is_pull_source() || kind.is_push_source()
+    kind.is_pull_source() || kind.is_push_source() || kind.is_stream_source()
 }
 
 /// Walks the syntax tree and collects every problem on the way.
@@ -1020,13 +1020,21 @@ impl<'a> Reader<'a> {
 
         if let Some(source) = &source {
             if let Some(kind) = self.flow_endpoint(site, flow, path, "source", source, is_source) {
-                pushed = kind.is_push_source();
-                if pushed && flow.contains_key("schedule") {
+                pushed = kind.is_push_source() || kind.is_stream_source();
+                if kind.is_push_source() && flow.contains_key("schedule") {
                     let flow_name = name.as_deref().unwrap_or("{flow}");
                     let message = format!(
                         "a flow from webhook '{source}' has no schedule: its records arrive \
                          by POST to /hooks/{}/{integration}/{flow_name}",
                         site.name
+                    );
+                    self.error(schedule_line, join(path, "schedule"), message);
+                }
+                if kind.is_stream_source() && flow.contains_key("schedule") {
+                    let message = format!(
+                        "a flow from {} endpoint '{source}' has no schedule: its records are \
+                         consumed while the site runs and the integration is not stopped",
+                        kind.name()
                     );
                     self.error(schedule_line, join(path, "schedule"), message);
                 }

@@ -429,6 +429,8 @@ pub trait Subscription: Send {
 pub trait Subscribe: Send + Sync {
     /// Connects and starts consuming.
     async fn subscribe(&self) -> Result<Box<dyn Subscription>, DeliveryError>;
+    /// The health test, with the credentials the next subscription uses.
+    async fn probe(&self) -> Result<String, DeliveryError>;
     /// Takes new credentials (a reauthorization) for the next subscription.
     fn set_credentials(&self, credentials: Credentials) -> Result<(), String>;
 }

@@ -4,6 +4,7 @@
 //! Adding a kind is adding one file here (its configuration, its validation,
 //! its `Source` and/or `Target`) and one arm in [`EndpointKind`].
 
+pub mod amqp;
 pub mod broker;
 pub mod file;
 pub mod generator;
@@ -36,6 +37,7 @@ pub enum EndpointKind {
     HttpPoll(http_poll::HttpPollConfig),
     Postgres(sql::SqlConfig),
     Mysql(sql::SqlConfig),
+    Amqp(broker::BrokerConfig),
 }
 
 /// A problem with one key of an endpoint's settings: the key (relative to
@@ -44,7 +46,7 @@ pub type KeyProblem = (String, String);
 
 impl EndpointKind {
     /// The kinds, as written in `kind = "…"`.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "webhook",
         "file",
         "http",
@@ -52,6 +54,7 @@ impl EndpointKind {
         "http_poll",
         "postgres",
         "mysql",
+        "amqp",
     ];
 
     /// Reads the settings of kind `kind` from the endpoint's table (without
@@ -71,6 +74,7 @@ impl EndpointKind {
             "http_poll" => de(table).map(EndpointKind::HttpPoll),
             "postgres" => de(table).map(EndpointKind::Postgres),
             "mysql" => de(table).map(EndpointKind::Mysql),
+            "amqp" => de(table).map(EndpointKind::Amqp),
             _ => return None,
         })
     }
@@ -84,6 +88,7 @@ impl EndpointKind {
             EndpointKind::HttpPoll(_) => "http_poll",
             EndpointKind::Postgres(_) => "postgres",
             EndpointKind::Mysql(_) => "mysql",
+            EndpointKind::Amqp(_) => "amqp",
         }
     }
 
@@ -99,6 +104,7 @@ impl EndpointKind {
             EndpointKind::HttpPoll(c) => c.validate(base),
             EndpointKind::Postgres(c) => c.validate(sql::Dialect::Postgres),
             EndpointKind::Mysql(c) => c.validate(sql::Dialect::Mysql),
+            EndpointKind::Amqp(c) => c.validate(broker::BrokerKind::Amqp, base),
         }
     }
 
@@ -122,27 +128,34 @@ impl EndpointKind {
     /// Whether records are consumed from it while the site runs (a broker's
     /// queue, stream or topic): see [`broker`].
     pub fn is_stream_source(&self) -> bool {
-        self.subscriber(std::path::Path::new(".")).is_some()
+        match self {
+            EndpointKind::Amqp(c) => c.is_source(broker::BrokerKind::Amqp),
+            _ => false,
+        }
     }
 
     /// Builds what consumes from this endpoint, if it is a broker source.
     /// Relative paths are resolved against `base`.
-    pub fn subscriber(&self, _base: &std::path::Path) -> Option<Arc<dyn broker::Subscribe>> {
+    pub fn subscriber(&self, base: &std::path::Path) -> Option<Arc<dyn broker::Subscribe>> {
         match self {
+            EndpointKind::Amqp(c) if c.is_source(broker::BrokerKind::Amqp) => {
+                Some(Arc::new(amqp::AmqpSource::new(c, base)))
+            }
             EndpointKind::Webhook(_)
             | EndpointKind::File(_)
             | EndpointKind::Http(_)
             | EndpointKind::Generator(_)
             | EndpointKind::HttpPoll(_)
             | EndpointKind::Postgres(_)
-            | EndpointKind::Mysql(_) => None,
+            | EndpointKind::Mysql(_)
+            | EndpointKind::Amqp(_) => None,
         }
     }
 
     /// Whether it takes new credentials (a reauthorization): the kinds
     /// whose target overrides [`Target::set_credentials`].
     pub fn takes_credentials(&self) -> bool {
-        matches!(self, EndpointKind::Http(_))
+        matches!(self, EndpointKind::Http(_) | EndpointKind::Amqp(_))
     }
 
     pub fn is_target(&self) -> bool {
@@ -150,6 +163,7 @@ impl EndpointKind {
             EndpointKind::File(_) | EndpointKind::Http(_) => true,
             // A query is only read from.
             EndpointKind::Postgres(c) | EndpointKind::Mysql(c) => c.table.is_some(),
+            EndpointKind::Amqp(c) => c.is_target(broker::BrokerKind::Amqp),
             EndpointKind::Webhook(_) | EndpointKind::Generator(_) | EndpointKind::HttpPoll(_) => {
                 false
             }
@@ -167,6 +181,7 @@ impl EndpointKind {
             EndpointKind::Generator(_) => Ok("records are made up; nothing to call".into()),
             EndpointKind::Postgres(c) => sql::postgres::probe(c).await,
             EndpointKind::Mysql(c) => sql::mysql::probe(c).await,
+            EndpointKind::Amqp(c) => amqp::probe(c, base).await,
         }
     }
 
@@ -181,7 +196,7 @@ impl EndpointKind {
                 Some(Arc::new(sql::SqlSource::new(c, sql::Dialect::Postgres)))
             }
             EndpointKind::Mysql(c) => Some(Arc::new(sql::SqlSource::new(c, sql::Dialect::Mysql))),
-            EndpointKind::Webhook(_) | EndpointKind::Http(_) => None,
+            EndpointKind::Webhook(_) | EndpointKind::Http(_) | EndpointKind::Amqp(_) => None,
         }
     }
 
@@ -197,11 +212,15 @@ impl EndpointKind {
             EndpointKind::Mysql(c) if c.table.is_some() => {
                 Some(Arc::new(sql::mysql::MysqlTarget::new(c)))
             }
+            EndpointKind::Amqp(c) if c.is_target(broker::BrokerKind::Amqp) => {
+                Some(Arc::new(amqp::AmqpTarget::new(c, base)))
+            }
             EndpointKind::Webhook(_)
             | EndpointKind::Generator(_)
             | EndpointKind::HttpPoll(_)
             | EndpointKind::Postgres(_)
-            | EndpointKind::Mysql(_) => None,
+            | EndpointKind::Mysql(_)
+            | EndpointKind::Amqp(_) => None,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Endpoint {
     pub kind: EndpointKind,
     pub source: Option<Arc<dyn Source>>,
     pub target: Option<Arc<dyn Target>>,
+    /// What consumes from it, for a broker source.
+    pub subscriber: Option<Arc<dyn crate::connectors::broker::Subscribe>>,
     observed: Mutex<Observed>,
     /// Every probe and test is counted here, by result (`/metrics`).
     probes: super::counters::ProbeMetrics,
@@ -48,6 +50,7 @@ impl Endpoint {
             name: name.to_string(),
             source: kind.source(base),
             target: kind.target(base),
+            subscriber: kind.subscriber(base),
             kind,
             observed: Mutex::new(Observed {
                 state: EndpointState::Online,
@@ -66,6 +69,7 @@ impl Endpoint {
             name: name.to_string(),
             source: None,
             target: Some(target),
+            subscriber: None,
             kind,
             observed: Mutex::new(Observed {
                 state: EndpointState::Online,
@@ -97,12 +101,13 @@ impl Endpoint {
         self.observed.lock().last_error = Some(error.to_string());
     }
 
-    /// A real call to the endpoint: its target's probe (with its
-    /// credentials), or for a source the kind's own check.
+    /// A real call to the endpoint: its target's or its subscriber's probe
+    /// (with their credentials), or for a source the kind's own check.
     pub async fn probe(&self, base: &std::path::Path) -> Result<String, DeliveryError> {
-        let result = match &self.target {
-            Some(target) => target.probe().await,
-            None => self.kind.probe(base).await,
+        let result = match (&self.target, &self.subscriber) {
+            (Some(target), _) => target.probe().await,
+            (None, Some(subscriber)) => subscriber.probe().await,
+            (None, None) => self.kind.probe(base).await,
         };
         self.note_test(&result);
         result

@@ -26,6 +26,7 @@
 pub mod all_others;
 pub mod backoff;
 pub mod cluster;
+pub mod consume;
 pub mod counters;
 pub mod endpoint;
 pub mod flow_run;

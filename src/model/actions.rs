@@ -178,7 +178,8 @@ impl FlowFacts {
     ) -> Result<FlowStatus, Refusal> {
         if !self.pull {
             return Err(Refusal::Invalid(format!(
-                "flow {flow} receives its records by webhook; there is nothing to run"
+                "flow {flow} receives its records by themselves (a webhook, or a broker \
+                 consumed while the site runs); there is nothing to run"
             )));
         }
         if !self.captures {

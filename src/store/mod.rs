@@ -357,6 +357,18 @@ pub trait Store: Send + Sync + 'static {
     async fn first_error(&self, integration: &str) -> Result<Option<i64>>;
     /// One transaction, if it exists.
     async fn transaction(&self, integration: &str, seq: i64) -> Result<Option<TxRecord>>;
+    /// Whether one of the integration's last `within` transactions (by
+    /// sequence number, whatever their state) came from `flow` with this
+    /// key and this payload: a message a broker delivers again after a
+    /// crash between queueing it and acknowledging it.
+    async fn queued_recently(
+        &self,
+        integration: &str,
+        flow: &str,
+        key: Option<&str>,
+        payload: &str,
+        within: i64,
+    ) -> Result<bool>;
     /// Deletes Sent and Ignored transactions last changed before `before`
     /// (Queued and Error ones are kept whatever their age); returns how many.
     /// Sequence numbers are never reused after a prune.

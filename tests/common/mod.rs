@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod proxy;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
@@ -76,6 +77,8 @@ pub struct Options {
     /// `--data-dir DIR`: nodes of a cluster share a configuration file,
     /// each with a data directory of its own.
     pub data_dir: Option<PathBuf>,
+    /// More environment variables of the daemon.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -159,6 +162,7 @@ impl Daemon {
         if let Some(data_dir) = &options.data_dir {
             cmd.arg("--data-dir").arg(data_dir);
         }
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         let append = |name: &str| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -269,6 +273,11 @@ impl Daemon {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// The options it starts with (again, at a restart).
+    pub fn options_mut(&mut self) -> &mut Options {
+        &mut self.options
     }
 
     /// Kills it and starts it again on the same files and port.

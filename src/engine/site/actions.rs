@@ -173,22 +173,34 @@ impl Site {
     ) -> Result<EndpointTest> {
         let endpoint = self.endpoint(name)?;
         let subject = format!("endpoint/{name}");
-        let Some(target) = endpoint.target.as_ref() else {
+        if endpoint.target.is_none() && endpoint.subscriber.is_none() {
             let refusal = Refusal::Invalid(format!("endpoint {name} takes no credentials"));
             return self
                 .refused(actor, "endpoint.reauthorize", &subject, None, refusal)
                 .await;
+        }
+        // A broker endpoint may be read from and published to: both take
+        // them (the subscriber from its next connection).
+        let taken = match (&endpoint.target, &endpoint.subscriber) {
+            (Some(target), subscriber) => {
+                target.set_credentials(credentials.clone()).and_then(|()| {
+                    subscriber
+                        .as_ref()
+                        .map_or(Ok(()), |s| s.set_credentials(credentials))
+                })
+            }
+            (None, Some(subscriber)) => subscriber.set_credentials(credentials),
+            (None, None) => Ok(()),
         };
-        if let Err(e) = target.set_credentials(credentials) {
+        if let Err(e) = taken {
             let refusal = Refusal::Invalid(format!("endpoint {name}: {e}"));
             return self
                 .refused(actor, "endpoint.reauthorize", &subject, None, refusal)
                 .await;
         }
         let started = std::time::Instant::now();
-        let result = target.probe().await;
+        let result = endpoint.probe(&self.base_dir).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        endpoint.note_test(&result);
         self.health.probed(endpoint, &result).await;
         match result {
             Ok(detail) => {

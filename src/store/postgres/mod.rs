@@ -874,6 +874,35 @@ impl Store for PgStore {
         )
     }
 
+    async fn queued_recently(
+        &self,
+        integration: &str,
+        flow: &str,
+        key: Option<&str>,
+        payload: &str,
+        within: i64,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM sluice_transactions
+                  WHERE site = $1 AND integration = $2
+                    AND seq > (SELECT last_seq FROM sluice_sequences
+                                WHERE site = $1 AND integration = $2) - $6
+                    AND flow = $3 AND key IS NOT DISTINCT FROM $4 AND payload = $5)",
+            )
+            .await?;
+        get(
+            &client
+                .query_one(
+                    &stmt,
+                    &[&self.site, &integration, &flow, &key, &payload, &within],
+                )
+                .await?,
+            0,
+        )
+    }
+
     async fn transaction(&self, integration: &str, seq: i64) -> Result<Option<TxRecord>> {
         let client = self.client().await?;
         let stmt = client

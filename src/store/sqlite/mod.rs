@@ -871,6 +871,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn queued_recently(
+        &self,
+        integration: &str,
+        flow: &str,
+        key: Option<&str>,
+        payload: &str,
+        within: i64,
+    ) -> Result<bool> {
+        let (integration, flow) = (integration.to_string(), flow.to_string());
+        let (key, payload) = (key.map(str::to_string), payload.to_string());
+        self.read(move |conn| {
+            // The primary key's range from the last sequence number back.
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM transactions
+                      WHERE integration = ?1
+                        AND seq > (SELECT last_seq FROM queues WHERE integration = ?1) - ?5
+                        AND flow = ?2 AND key IS ?3 AND payload = ?4)",
+                )?
+                .query_row(params![integration, flow, key, payload, within], |r| {
+                    r.get(0)
+                })?)
+        })
+        .await
+    }
+
     async fn transaction(&self, integration: &str, seq: i64) -> Result<Option<TxRecord>> {
         let integration = integration.to_string();
         self.read(move |conn| {

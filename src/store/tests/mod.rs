@@ -841,3 +841,54 @@ async fn links_are_kept_with_the_ack_and_repaired_by_hand() {
         assert_eq!(s.link("f", "k1").await.unwrap(), None);
     }
 }
+
+#[tokio::test]
+async fn a_record_queued_recently_is_found_by_flow_key_and_payload() {
+    for b in backends().await {
+        eprintln!("backend: {}", b.name());
+        let s = b.open().await;
+        assert!(!s
+            .queued_recently("a", "f", Some("k1"), "{\"n\":1}", 10)
+            .await
+            .unwrap());
+        s.enqueue("a", "f", records(0, 5), None, None)
+            .await
+            .unwrap();
+        s.enqueue(
+            "a",
+            "f",
+            vec![NewRecord {
+                key: None,
+                payload: "\"no key\"".into(),
+            }],
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        // Sent ones count too: what was queued, not what waits.
+        s.ack_sent("a", 1, 3, Vec::new()).await.unwrap();
+        let found =
+            |flow: &'static str, key: Option<&'static str>, payload: &'static str, within| {
+                let s = s.clone();
+                async move {
+                    s.queued_recently("a", flow, key, payload, within)
+                        .await
+                        .unwrap()
+                }
+            };
+        assert!(found("f", Some("k1"), "{\"n\":1}", 10).await);
+        assert!(found("f", None, "\"no key\"", 1).await);
+        // Another payload, another key, another flow, another integration.
+        assert!(!found("f", Some("k1"), "{\"n\":2}", 10).await);
+        assert!(!found("f", Some("k2"), "{\"n\":1}", 10).await);
+        assert!(!found("g", Some("k1"), "{\"n\":1}", 10).await);
+        assert!(!s
+            .queued_recently("b", "f", Some("k1"), "{\"n\":1}", 10)
+            .await
+            .unwrap());
+        // Only within the last `within` sequence numbers (k1 is seq 2 of 6).
+        assert!(found("f", Some("k1"), "{\"n\":1}", 5).await);
+        assert!(!found("f", Some("k1"), "{\"n\":1}", 4).await);
+    }
+}

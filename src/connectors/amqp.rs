@@ -1,0 +1,529 @@
+//! `kind = "amqp"`: RabbitMQ (AMQP 0-9-1) through lapin.
+//!
+//! - **As a target** every record of a batch is published to `exchange`
+//!   with its `routing_key` (which may take record fields), persistent
+//!   (delivery mode 2), `mandatory` unless configured off, its idempotency
+//!   key as `message_id`, on a channel in confirm mode; the batch counts as
+//!   sent only once the broker confirmed every message. A message the
+//!   broker returns (unroutable under `mandatory`) or a channel the broker
+//!   closes (no such exchange, access refused) is a failure for good with
+//!   the broker's words; a nack, a lost connection or no confirmation within
+//!   `timeout` is retried.
+//! - **As a source** the queue is consumed with manual acknowledgements and
+//!   at most `prefetch` messages unacknowledged (declared durable if it does
+//!   not exist). The engine acknowledges received messages only once it has
+//!   queued them durably, with one `basic.ack` (multiple) up to the last.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::{FutureExt, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+};
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use lapin::types::FieldTable;
+use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use super::broker::{BrokerConfig, BrokerKind, Login, Received, Subscribe, Subscription};
+use super::template::FieldTemplate;
+use super::{Credentials, Delivered, Delivery, DeliveryError, FailureClass, Target};
+use crate::redact;
+
+const KIND: BrokerKind = BrokerKind::Amqp;
+
+fn error(class: FailureClass, message: impl Into<String>) -> DeliveryError {
+    DeliveryError {
+        class,
+        message: message.into(),
+        retry_after: None,
+    }
+}
+
+/// What a lapin error means for sluice, in the broker's words.
+fn failure(url: &str, e: &lapin::Error) -> DeliveryError {
+    let url = redact::url(url);
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => {
+            let words = format!("RabbitMQ at {url}: {}", amqp.get_message());
+            let class = match amqp.kind() {
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => FailureClass::Rejected,
+                AMQPErrorKind::Soft(
+                    AMQPSoftError::NOTFOUND
+                    | AMQPSoftError::PRECONDITIONFAILED
+                    | AMQPSoftError::CONTENTTOOLARGE
+                    | AMQPSoftError::NOROUTE
+                    | AMQPSoftError::RESOURCELOCKED,
+                ) => FailureClass::Rejected,
+                AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED | AMQPHardError::INVALIDPATH) => {
+                    FailureClass::Unauthorized
+                }
+                AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED) => FailureClass::Unreachable,
+                _ => FailureClass::Intermittent,
+            };
+            error(class, words)
+        }
+        lapin::ErrorKind::IOError(io) => error(
+            FailureClass::Unreachable,
+            format!("RabbitMQ at {url}: {io}"),
+        ),
+        lapin::ErrorKind::AuthProviderError(why) => error(
+            FailureClass::Unauthorized,
+            format!("RabbitMQ at {url} refused the login: {why}"),
+        ),
+        other => {
+            let text = format!("{other:?}");
+            // RabbitMQ closes the connection of a refused login (403
+            // ACCESS_REFUSED) during the handshake.
+            if text.contains("ACCESS_REFUSED") || text.contains("ACCESSREFUSED") {
+                error(
+                    FailureClass::Unauthorized,
+                    format!("RabbitMQ at {url} refused the login"),
+                )
+            } else {
+                error(FailureClass::Unreachable, format!("RabbitMQ at {url}: {e}"))
+            }
+        }
+    }
+}
+
+/// Opens a connection with the user and password of `login`, within the
+/// endpoint's time-out.
+async fn connect(config: &BrokerConfig, login: &Login) -> Result<Connection, DeliveryError> {
+    if config.uses_tls(KIND) {
+        return Err(error(
+            FailureClass::Rejected,
+            "amqps:// is not supported yet: connect to RabbitMQ without TLS (on a trusted \
+             network or through a TLS tunnel)",
+        ));
+    }
+    let mut uri: lapin::uri::AMQPUri = config.url.parse().map_err(|e: String| {
+        error(
+            FailureClass::Rejected,
+            format!("{} is not an AMQP url: {e}", redact::url(&config.url)),
+        )
+    })?;
+    let (username, password) = login.get(config)?;
+    if let Some(u) = username {
+        uri.authority.userinfo.username = u;
+    }
+    if let Some(p) = password {
+        uri.authority.userinfo.password = p;
+    }
+    let properties = ConnectionProperties::default().with_connection_name("sluice".into());
+    match tokio::time::timeout(config.timeout(), Connection::connect_uri(uri, properties)).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => Err(failure(&config.url, &e)),
+        Err(_) => Err(error(
+            FailureClass::NoAnswer,
+            format!(
+                "RabbitMQ at {} did not complete the connection within {:?}",
+                redact::url(&config.url),
+                config.timeout()
+            ),
+        )),
+    }
+}
+
+/// A connection and the channel used on it.
+struct Link {
+    /// Kept open while the channel is used.
+    _connection: Connection,
+    channel: Channel,
+}
+
+impl Link {
+    async fn open(config: &BrokerConfig, login: &Login) -> Result<Link, DeliveryError> {
+        let connection = connect(config, login).await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| failure(&config.url, &e))?;
+        Ok(Link {
+            _connection: connection,
+            channel,
+        })
+    }
+}
+
+/// The health test: a connection (which authenticates), and the queue or
+/// exchange looked at without changing anything.
+pub async fn probe(config: &BrokerConfig, _base: &Path) -> Result<String, DeliveryError> {
+    check(config, &Login::default()).await
+}
+
+/// The health test with the credentials of `login`.
+async fn check(config: &BrokerConfig, login: &Login) -> Result<String, DeliveryError> {
+    let link = Link::open(config, login).await?;
+    let url = redact::url(&config.url);
+    if let Some(queue) = &config.queue {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        match link
+            .channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+        {
+            Ok(q) => {
+                return Ok(format!(
+                    "RabbitMQ at {url}: queue '{queue}' holds {} messages, {} consumers",
+                    q.message_count(),
+                    q.consumer_count()
+                ))
+            }
+            Err(e) if is_not_found(&e) => {
+                return Ok(format!(
+                    "RabbitMQ at {url}: queue '{queue}' does not exist yet; it is declared \
+                     (durable) when consumed"
+                ))
+            }
+            Err(e) => return Err(failure(&config.url, &e)),
+        }
+    }
+    if let Some(exchange) = config.exchange.as_deref().filter(|e| !e.is_empty()) {
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        link.channel
+            .exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Direct,
+                passive,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| failure(&config.url, &e))?;
+        return Ok(format!("RabbitMQ at {url}: exchange '{exchange}' exists"));
+    }
+    Ok(format!("RabbitMQ at {url}: connected"))
+}
+
+fn is_not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)))
+}
+
+/// Publishes to an exchange with publisher confirms.
+pub struct AmqpTarget {
+    config: BrokerConfig,
+    routing_key: FieldTemplate,
+    login: Login,
+    link: tokio::sync::Mutex<Option<Link>>,
+}
+
+impl AmqpTarget {
+    pub fn new(config: &BrokerConfig, _base: &Path) -> AmqpTarget {
+        AmqpTarget {
+            config: config.clone(),
+            routing_key: config.publish_template(KIND),
+            login: Login::default(),
+            link: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The routing key of each delivery; a record it cannot be made for
+    /// refuses the batch before anything is published.
+    fn routing_keys(&self, batch: &[Delivery<'_>]) -> Result<Vec<String>, DeliveryError> {
+        batch
+            .iter()
+            .map(|d| {
+                let record = if self.routing_key.has_fields() {
+                    Some(serde_json::from_str(d.payload).map_err(|e| {
+                        error(
+                            FailureClass::Rejected,
+                            format!("the record is not JSON ({e}), so it has no routing key"),
+                        )
+                    })?)
+                } else {
+                    None
+                };
+                self.config
+                    .publish_name(KIND, &self.routing_key, record.as_ref())
+                    .map_err(|why| error(FailureClass::Rejected, why))
+            })
+            .collect()
+    }
+
+    async fn publish(
+        &self,
+        channel: &Channel,
+        batch: &[Delivery<'_>],
+        keys: Vec<String>,
+    ) -> Result<(), DeliveryError> {
+        let url = &self.config.url;
+        let exchange = self.config.exchange.as_deref().unwrap_or_default();
+        let options = BasicPublishOptions {
+            mandatory: self.config.mandatory(),
+            ..Default::default()
+        };
+        let mut confirms = Vec::with_capacity(batch.len());
+        for (d, key) in batch.iter().zip(keys) {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(d.key.into());
+            let confirm = channel
+                .basic_publish(
+                    exchange.into(),
+                    key.into(),
+                    options,
+                    d.payload.as_bytes(),
+                    properties,
+                )
+                .await
+                .map_err(|e| failure(url, &e))?;
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            match confirm.await.map_err(|e| failure(url, &e))? {
+                Confirmation::Ack(None) => {}
+                Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                    return Err(error(
+                        FailureClass::Rejected,
+                        format!(
+                            "RabbitMQ returned the message: {} {} (exchange '{exchange}', \
+                             routing key '{}')",
+                            returned.reply_code, returned.reply_text, returned.delivery.routing_key
+                        ),
+                    ))
+                }
+                Confirmation::Nack(None) => {
+                    return Err(error(
+                        FailureClass::Intermittent,
+                        format!(
+                            "RabbitMQ at {} did not take the message (nack)",
+                            redact::url(url)
+                        ),
+                    ))
+                }
+                Confirmation::NotRequested => {
+                    return Err(error(
+                        FailureClass::Intermittent,
+                        "the channel is not in confirm mode",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Target for AmqpTarget {
+    fn batch_size(&self) -> usize {
+        self.config.batch
+    }
+
+    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<Delivered, DeliveryError> {
+        let keys = self.routing_keys(batch)?;
+        let mut slot = self.link.lock().await;
+        let link = match slot.take().filter(|l| l.channel.status().connected()) {
+            Some(link) => link,
+            None => {
+                let link = Link::open(&self.config, &self.login).await?;
+                link.channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(|e| failure(&self.config.url, &e))?;
+                link
+            }
+        };
+        let timeout = self.config.timeout();
+        let published = tokio::time::timeout(timeout, self.publish(&link.channel, batch, keys))
+            .await
+            .unwrap_or_else(|_| {
+                Err(error(
+                    FailureClass::NoAnswer,
+                    format!(
+                        "RabbitMQ at {} did not confirm the messages within {timeout:?}",
+                        redact::url(&self.config.url)
+                    ),
+                ))
+            });
+        if published.is_ok() {
+            *slot = Some(link);
+        }
+        // Else the link is dropped: the broker closes a channel after an
+        // error, and a confirmation that never came leaves it in doubt.
+        published.map(|()| Delivered::default())
+    }
+
+    async fn probe(&self) -> Result<String, DeliveryError> {
+        check(&self.config, &self.login).await
+    }
+
+    fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
+        self.login.set(credentials)?;
+        if let Ok(mut slot) = self.link.try_lock() {
+            *slot = None;
+        }
+        Ok(())
+    }
+}
+
+/// Consumes a queue.
+pub struct AmqpSource {
+    config: BrokerConfig,
+    login: Login,
+}
+
+impl AmqpSource {
+    pub fn new(config: &BrokerConfig, _base: &Path) -> AmqpSource {
+        AmqpSource {
+            config: config.clone(),
+            login: Login::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscribe for AmqpSource {
+    async fn subscribe(&self) -> Result<Box<dyn Subscription>, DeliveryError> {
+        let url = &self.config.url;
+        let queue = self.config.queue.clone().unwrap_or_default();
+        let connection = connect(&self.config, &self.login).await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| failure(url, &e))?;
+        // A queue that exists is used as it is (whatever its arguments); a
+        // missing one is declared durable. A passive declare of a missing
+        // queue closes its channel: the declaration takes a new one.
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let channel = match channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+        {
+            Ok(_) => channel,
+            Err(e) if is_not_found(&e) => {
+                let channel = connection
+                    .create_channel()
+                    .await
+                    .map_err(|e| failure(url, &e))?;
+                let durable = QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                };
+                channel
+                    .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+                    .await
+                    .map_err(|e| failure(url, &e))?;
+                channel
+            }
+            Err(e) => return Err(failure(url, &e)),
+        };
+        channel
+            .basic_qos(self.config.prefetch(), BasicQosOptions::default())
+            .await
+            .map_err(|e| failure(url, &e))?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "sluice".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| failure(url, &e))?;
+        Ok(Box::new(AmqpSubscription {
+            url: url.clone(),
+            queue,
+            _connection: connection,
+            channel,
+            consumer,
+            last_tag: None,
+        }))
+    }
+
+    async fn probe(&self) -> Result<String, DeliveryError> {
+        check(&self.config, &self.login).await
+    }
+
+    fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
+        self.login.set(credentials)
+    }
+}
+
+struct AmqpSubscription {
+    url: String,
+    queue: String,
+    _connection: Connection,
+    channel: Channel,
+    consumer: lapin::Consumer,
+    /// The delivery tag of the last message received and not acknowledged.
+    last_tag: Option<u64>,
+}
+
+impl AmqpSubscription {
+    fn take(
+        &mut self,
+        item: Option<lapin::Result<lapin::message::Delivery>>,
+    ) -> Result<Received, DeliveryError> {
+        match item {
+            Some(Ok(delivery)) => {
+                self.last_tag = Some(delivery.delivery_tag);
+                Ok(Received {
+                    payload: super::broker::record_of(&delivery.data),
+                    redelivered: delivery.redelivered,
+                })
+            }
+            Some(Err(e)) => Err(failure(&self.url, &e)),
+            None => Err(error(
+                FailureClass::Unreachable,
+                format!(
+                    "RabbitMQ at {} ended the consumer of queue '{}'",
+                    redact::url(&self.url),
+                    self.queue
+                ),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for AmqpSubscription {
+    async fn receive(&mut self, max: usize) -> Result<Vec<Received>, DeliveryError> {
+        let first = self.consumer.next().await;
+        let mut received = vec![self.take(first)?];
+        while received.len() < max {
+            match self.consumer.next().now_or_never() {
+                Some(item) => received.push(self.take(item)?),
+                None => break,
+            }
+        }
+        Ok(received)
+    }
+
+    async fn ack(&mut self) -> Result<(), DeliveryError> {
+        let Some(tag) = self.last_tag else {
+            return Ok(());
+        };
+        let multiple = BasicAckOptions { multiple: true };
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            self.channel.basic_ack(tag, multiple),
+        )
+        .await
+        .map_err(|_| {
+            error(
+                FailureClass::NoAnswer,
+                format!(
+                    "RabbitMQ at {} took no acknowledgement",
+                    redact::url(&self.url)
+                ),
+            )
+        })?
+        .map_err(|e| failure(&self.url, &e))?;
+        self.last_tag = None;
+        Ok(())
+    }
+}
