@@ -452,3 +452,70 @@ async fn an_unroutable_publish_blocks_the_queue_under_on_error_block() {
     assert!(why.contains("NO_ROUTE"), "{integration}");
     assert_eq!(integration["queued"], 2, "{integration}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_holds_the_integration_until_reauthorized() {
+    let mut rabbit = Rabbit::new().await;
+    let (input, output) = (rabbit.queue("in").await, rabbit.queue("out").await);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = site(&amqp_url(), &input, &amqp_url(), &output, "").replace(
+        "TEST_RABBIT_PASSWORD\"\nexchange",
+        "WRONG_RABBIT_PASSWORD\"\nexchange",
+    );
+    let mut options = options();
+    options
+        .env
+        .push(("WRONG_RABBIT_PASSWORD".into(), "not-guest".into()));
+    let daemon = Daemon::start_opts(dir.path(), &toml, options).await;
+    rabbit.publish(&input, 1, 5).await;
+    eventually(20, "the unauthorized hold", || async {
+        hold_kinds(&daemon.integration("S", "sync").await) == ["unauthorized"]
+    })
+    .await;
+    let (status, answer) = daemon
+        .post(
+            "/api/v1/sites/S/endpoints/output/reauthorize",
+            json!({"username": "guest", "password": "still-wrong"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 409, "{answer}");
+    assert!(!answer.to_string().contains("still-wrong"), "{answer}");
+    let (status, answer) = daemon
+        .post(
+            "/api/v1/sites/S/endpoints/output/reauthorize",
+            json!({"username": "guest", "password": "guest"}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200, "{answer}");
+    assert_eq!(
+        rabbit.take(&output, 5, 30).await,
+        (1..=5).collect::<Vec<_>>()
+    );
+    assert!(hold_kinds(&daemon.integration("S", "sync").await).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_exchange_is_a_failure_for_good_in_the_brokers_words() {
+    let mut rabbit = Rabbit::new().await;
+    let input = rabbit.queue("in").await;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = pg::unique("no_exchange");
+    let toml = site(&amqp_url(), &input, &amqp_url(), "x", "on_error = \"skip\"")
+        .replace("exchange = \"\"", &format!("exchange = \"{missing}\""));
+    let daemon = Daemon::start_opts(dir.path(), &toml, options()).await;
+    rabbit.publish(&input, 1, 2).await;
+    eventually(20, "both in error", || async {
+        let (_, errors) = daemon
+            .get("/api/v1/sites/S/integrations/sync/transactions?state=error")
+            .await;
+        errors.as_array().is_some_and(|e| e.len() == 2)
+    })
+    .await;
+    let (_, errors) = daemon
+        .get("/api/v1/sites/S/integrations/sync/transactions?state=error")
+        .await;
+    let why = errors[0]["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("NOT_FOUND") && why.contains(&missing), "{why}");
+    // The endpoint itself is reachable: not held.
+    assert!(hold_kinds(&daemon.integration("S", "sync").await).is_empty());
+}

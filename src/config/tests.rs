@@ -488,6 +488,38 @@ fn a_webhook_flow_has_no_schedule() {
 }
 
 #[test]
+fn a_broker_flow_has_no_schedule_and_each_broker_takes_its_own_keys() {
+    let site = "[sites.L.endpoints.in]\nkind = \"amqp\"\nurl = \"amqp://127.0.0.1\"\n\
+                queue = \"orders\"\n\
+                [sites.L.endpoints.out]\nkind = \"file\"\npath = \"out.jsonl\"\n\
+                [[sites.L.integrations.i.flows]]\nname = \"f\"\nsource = \"in\"\n\
+                target = \"out\"\n";
+    assert!(parse(site).is_ok());
+    assert_only(
+        &format!("{site}schedule = \"every 5s\"\n"),
+        "sites.L.integrations.i.flows[0].schedule",
+        Some(12),
+        "a flow from amqp endpoint 'in' has no schedule: its records are consumed while the \
+         site runs",
+    );
+    assert_only(
+        &site.replace(
+            "queue = \"orders\"",
+            "queue = \"orders\"\nsubject = \"a.b\"",
+        ),
+        "sites.L.endpoints.in.subject",
+        Some(5),
+        "is a key of nats endpoints, not of amqp",
+    );
+    assert_only(
+        &site.replace("amqp://127.0.0.1", "amqp://guest:secret@127.0.0.1"),
+        "sites.L.endpoints.in.url",
+        Some(3),
+        "carries a user",
+    );
+}
+
+#[test]
 fn a_file_flow_needs_a_cursor() {
     assert_only(
         &flow("name = \"f\"\nsource = \"erp\"\ntarget = \"crm\"\nkey = \"id\"\n"),

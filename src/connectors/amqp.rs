@@ -50,7 +50,9 @@ fn failure(url: &str, e: &lapin::Error) -> DeliveryError {
         lapin::ErrorKind::ProtocolError(amqp) => {
             let words = format!("RabbitMQ at {url}: {}", amqp.get_message());
             let class = match amqp.kind() {
-                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => FailureClass::Rejected,
+                // A refused login, or a user without the right on this
+                // exchange or queue: new credentials mend it.
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => FailureClass::Unauthorized,
                 AMQPErrorKind::Soft(
                     AMQPSoftError::NOTFOUND
                     | AMQPSoftError::PRECONDITIONFAILED
@@ -186,11 +188,15 @@ async fn check(config: &BrokerConfig, login: &Login) -> Result<String, DeliveryE
         }
     }
     if let Some(exchange) = config.exchange.as_deref().filter(|e| !e.is_empty()) {
+        // Reached and logged in: the endpoint is up. A missing exchange is
+        // said, not failed: each publish to it fails for good, with these
+        // words, and `on_error` decides.
         let passive = ExchangeDeclareOptions {
             passive: true,
             ..Default::default()
         };
-        link.channel
+        return match link
+            .channel
             .exchange_declare(
                 exchange.into(),
                 lapin::ExchangeKind::Direct,
@@ -198,8 +204,14 @@ async fn check(config: &BrokerConfig, login: &Login) -> Result<String, DeliveryE
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| failure(&config.url, &e))?;
-        return Ok(format!("RabbitMQ at {url}: exchange '{exchange}' exists"));
+        {
+            Ok(()) => Ok(format!("RabbitMQ at {url}: exchange '{exchange}' exists")),
+            Err(e) if is_not_found(&e) => Ok(format!(
+                "RabbitMQ at {url}: connected, but exchange '{exchange}' does not exist: \
+                 publishing to it fails (sluice declares no exchange)"
+            )),
+            Err(e) => Err(failure(&config.url, &e)),
+        };
     }
     Ok(format!("RabbitMQ at {url}: connected"))
 }
@@ -525,5 +537,44 @@ impl Subscription for AmqpSubscription {
         .map_err(|e| failure(&self.url, &e))?;
         self.last_tag = None;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url() -> String {
+        std::env::var("SLUICE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://127.0.0.1:5672/%2f".into())
+    }
+
+    fn config(extra: &str) -> BrokerConfig {
+        toml::from_str(&format!("url = \"{}\"\n{extra}", url())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_is_unauthorized_and_a_closed_port_unreachable() {
+        let login = Login::default();
+        login
+            .set(Credentials::Basic {
+                username: "guest".into(),
+                password: "not-the-password".into(),
+            })
+            .unwrap();
+        let e = connect(&config("exchange = \"\""), &login)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.class, FailureClass::Unauthorized, "{e:?}");
+        assert!(!e.message.contains("not-the-password"), "{e:?}");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let c: BrokerConfig = toml::from_str(&format!(
+            "url = \"amqp://127.0.0.1:{port}/%2f\"\nexchange = \"\""
+        ))
+        .unwrap();
+        let e = connect(&c, &Login::default()).await.err().unwrap();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e:?}");
     }
 }
