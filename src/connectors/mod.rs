@@ -10,6 +10,7 @@ pub mod generator;
 pub mod http;
 pub mod http_auth;
 pub mod http_poll;
+pub mod nats;
 pub mod sql;
 pub mod template;
 pub mod webhook;
@@ -36,6 +37,7 @@ pub enum EndpointKind {
     HttpPoll(http_poll::HttpPollConfig),
     Postgres(sql::SqlConfig),
     Mysql(sql::SqlConfig),
+    Nats(broker::BrokerConfig),
 }
 
 /// A problem with one key of an endpoint's settings: the key (relative to
@@ -44,7 +46,7 @@ pub type KeyProblem = (String, String);
 
 impl EndpointKind {
     /// The kinds, as written in `kind = "…"`.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "webhook",
         "file",
         "http",
@@ -52,6 +54,7 @@ impl EndpointKind {
         "http_poll",
         "postgres",
         "mysql",
+        "nats",
     ];
 
     /// Reads the settings of kind `kind` from the endpoint's table (without
@@ -71,6 +74,7 @@ impl EndpointKind {
             "http_poll" => de(table).map(EndpointKind::HttpPoll),
             "postgres" => de(table).map(EndpointKind::Postgres),
             "mysql" => de(table).map(EndpointKind::Mysql),
+            "nats" => de(table).map(EndpointKind::Nats),
             _ => return None,
         })
     }
@@ -84,6 +88,7 @@ impl EndpointKind {
             EndpointKind::HttpPoll(_) => "http_poll",
             EndpointKind::Postgres(_) => "postgres",
             EndpointKind::Mysql(_) => "mysql",
+            EndpointKind::Nats(_) => "nats",
         }
     }
 
@@ -99,6 +104,7 @@ impl EndpointKind {
             EndpointKind::HttpPoll(c) => c.validate(base),
             EndpointKind::Postgres(c) => c.validate(sql::Dialect::Postgres),
             EndpointKind::Mysql(c) => c.validate(sql::Dialect::Mysql),
+            EndpointKind::Nats(c) => c.validate(broker::BrokerKind::Nats, base),
         }
     }
 
@@ -127,22 +133,26 @@ impl EndpointKind {
 
     /// Builds what consumes from this endpoint, if it is a broker source.
     /// Relative paths are resolved against `base`.
-    pub fn subscriber(&self, _base: &std::path::Path) -> Option<Arc<dyn broker::Subscribe>> {
+    pub fn subscriber(&self, base: &std::path::Path) -> Option<Arc<dyn broker::Subscribe>> {
         match self {
+            EndpointKind::Nats(c) if c.is_source(broker::BrokerKind::Nats) => {
+                Some(Arc::new(nats::NatsSource::new(c, base)))
+            }
             EndpointKind::Webhook(_)
             | EndpointKind::File(_)
             | EndpointKind::Http(_)
             | EndpointKind::Generator(_)
             | EndpointKind::HttpPoll(_)
             | EndpointKind::Postgres(_)
-            | EndpointKind::Mysql(_) => None,
+            | EndpointKind::Mysql(_)
+            | EndpointKind::Nats(_) => None,
         }
     }
 
     /// Whether it takes new credentials (a reauthorization): the kinds
     /// whose target overrides [`Target::set_credentials`].
     pub fn takes_credentials(&self) -> bool {
-        matches!(self, EndpointKind::Http(_))
+        matches!(self, EndpointKind::Http(_) | EndpointKind::Nats(_))
     }
 
     pub fn is_target(&self) -> bool {
@@ -150,6 +160,7 @@ impl EndpointKind {
             EndpointKind::File(_) | EndpointKind::Http(_) => true,
             // A query is only read from.
             EndpointKind::Postgres(c) | EndpointKind::Mysql(c) => c.table.is_some(),
+            EndpointKind::Nats(c) => c.is_target(broker::BrokerKind::Nats),
             EndpointKind::Webhook(_) | EndpointKind::Generator(_) | EndpointKind::HttpPoll(_) => {
                 false
             }
@@ -167,6 +178,7 @@ impl EndpointKind {
             EndpointKind::Generator(_) => Ok("records are made up; nothing to call".into()),
             EndpointKind::Postgres(c) => sql::postgres::probe(c).await,
             EndpointKind::Mysql(c) => sql::mysql::probe(c).await,
+            EndpointKind::Nats(c) => nats::probe(c, base).await,
         }
     }
 
@@ -181,7 +193,7 @@ impl EndpointKind {
                 Some(Arc::new(sql::SqlSource::new(c, sql::Dialect::Postgres)))
             }
             EndpointKind::Mysql(c) => Some(Arc::new(sql::SqlSource::new(c, sql::Dialect::Mysql))),
-            EndpointKind::Webhook(_) | EndpointKind::Http(_) => None,
+            EndpointKind::Webhook(_) | EndpointKind::Http(_) | EndpointKind::Nats(_) => None,
         }
     }
 
@@ -197,11 +209,15 @@ impl EndpointKind {
             EndpointKind::Mysql(c) if c.table.is_some() => {
                 Some(Arc::new(sql::mysql::MysqlTarget::new(c)))
             }
+            EndpointKind::Nats(c) if c.is_target(broker::BrokerKind::Nats) => {
+                Some(Arc::new(nats::NatsTarget::new(c, base)))
+            }
             EndpointKind::Webhook(_)
             | EndpointKind::Generator(_)
             | EndpointKind::HttpPoll(_)
             | EndpointKind::Postgres(_)
-            | EndpointKind::Mysql(_) => None,
+            | EndpointKind::Mysql(_)
+            | EndpointKind::Nats(_) => None,
         }
     }
 }

@@ -1,0 +1,613 @@
+//! `kind = "nats"`: NATS JetStream through async-nats, as a target (publish
+//! to `subject`) and as a broker source (a durable pull consumer on
+//! `stream`). See [`super::broker`] for the keys and how a broker source
+//! hands messages to the engine.
+//!
+//! # What the broker confirms
+//! - **Target.** Every record of a batch is published through JetStream
+//!   with the header `Nats-Msg-Id` = the transaction's key
+//!   (`{site}:{integration}:{seq}`); then every publish acknowledgement is
+//!   awaited (all within `timeout`) before the batch counts as delivered.
+//!   A batch sent again after a failure (or a crash) within the stream's
+//!   duplicate window is stored once: JetStream drops the repeats and
+//!   answers `duplicate`, which is success. No stream takes the subject
+//!   (no responders): Rejected with the server's words; sluice declares
+//!   no stream.
+//! - **Source.** A durable pull consumer named `consumer` (default
+//!   `sluice`) on `stream`: taken as it is when it exists, else made with
+//!   deliver policy All (it starts at the beginning of the stream) and
+//!   explicit acks. `ack` acknowledges every message `receive` gave: all
+//!   but the last by a plain ack, the last by a double ack whose answer
+//!   comes once the server has handled it and (acks of one connection being
+//!   handled in order) every ack before it. What is not acknowledged comes
+//!   again after the consumer's `ack_wait`, with a delivery count above 1:
+//!   `redelivered`.
+//!
+//! # Connections
+//! One connection per target, made on first use and kept; one per
+//! subscription. The client does not reconnect by itself
+//! (`max_reconnects(1)`: the first connection is its only attempt): a lost
+//! connection fails the delivery or `receive` in progress (Unreachable),
+//! the target drops it and the next batch connects anew, and the engine
+//! subscribes anew. So a connection is never silently reconnecting behind
+//! a batch that waits for its acknowledgements, and none keeps trying in
+//! the background after sluice let it go.
+
+use std::error::Error as StdError;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, consumer::pull};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions};
+use async_trait::async_trait;
+use futures_util::{FutureExt, StreamExt};
+
+use super::broker::{
+    record_of, BrokerConfig, BrokerKind, Login, Received, Subscribe, Subscription,
+};
+use super::template::FieldTemplate;
+use super::{Credentials, Delivered, Delivery, DeliveryError, FailureClass, Target};
+use crate::redact;
+use crate::tls;
+
+const KIND: BrokerKind = BrokerKind::Nats;
+
+/// The header JetStream deduplicates by.
+const MSG_ID: &str = "Nats-Msg-Id";
+
+fn failure(class: FailureClass, shown: &str, message: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError {
+        class,
+        message: format!("nats {shown}: {message}"),
+        retry_after: None,
+    }
+}
+
+/// Opens a connection with the user and password of `login` (a
+/// reauthorization's, else the configuration's).
+async fn connect(
+    config: &BrokerConfig,
+    base: &Path,
+    login: &Login,
+) -> Result<Client, DeliveryError> {
+    let shown = redact::url(&config.url);
+    let (user, password) = login.get(config)?;
+    let mut options = ConnectOptions::new()
+        .name("sluice")
+        .connection_timeout(config.timeout())
+        .request_timeout(Some(config.timeout()))
+        .max_reconnects(1)
+        .ignore_discovered_servers();
+    if let Some(user) = user {
+        options = options.user_and_password(user, password.unwrap_or_default());
+    }
+    if config.uses_tls(KIND) {
+        let tls = config
+            .tls(base)
+            .map_err(|e| failure(FailureClass::Untrusted, &shown, e))?;
+        options = options.tls_client_config(tls).require_tls(true);
+    }
+    options
+        .connect(config.url.as_str())
+        .await
+        .map_err(|e| connect_failure(&shown, &e))
+}
+
+/// Why a connection could not be made: TLS refused either way, the
+/// credentials refused, or no connection at all.
+fn connect_failure(shown: &str, e: &async_nats::ConnectError) -> DeliveryError {
+    if let Some(tls) = tls::failure(e) {
+        let hint = match &tls {
+            tls::Failure::Untrusted {
+                unknown_issuer: true,
+                ..
+            } => " (a private certificate authority is trusted with ca_file)",
+            tls::Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
+            _ => "",
+        };
+        return failure(FailureClass::Untrusted, shown, format!("{tls}{hint}"));
+    }
+    let class = match e.kind() {
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            FailureClass::Unauthorized
+        }
+        ConnectErrorKind::Tls => FailureClass::Untrusted,
+        _ => FailureClass::Unreachable,
+    };
+    failure(class, shown, e)
+}
+
+/// The class of a JetStream API error code (an HTTP-like status).
+fn api_class(code: usize) -> FailureClass {
+    match code {
+        401 | 403 => FailureClass::Unauthorized,
+        408 | 429 | 500..=599 => FailureClass::Intermittent,
+        _ => FailureClass::Rejected,
+    }
+}
+
+/// The class of a failed JetStream API request, from its chain of causes:
+/// the server's error code, or how the request itself failed.
+fn request_class(e: &(dyn StdError + 'static)) -> FailureClass {
+    let mut next = Some(e);
+    while let Some(link) = next {
+        if let Some(api) = link.downcast_ref::<jetstream::Error>() {
+            return api_class(api.code());
+        }
+        if let Some(r) = link.downcast_ref::<jetstream::context::RequestError>() {
+            use jetstream::context::RequestErrorKind as K;
+            match r.kind() {
+                K::TimedOut => return FailureClass::NoAnswer,
+                // JetStream is not enabled, or not yet up.
+                K::NoResponders => return FailureClass::Intermittent,
+                K::InvalidSubject => return FailureClass::Rejected,
+                K::Other => {}
+            }
+        }
+        if let Some(r) = link.downcast_ref::<async_nats::RequestError>() {
+            use async_nats::RequestErrorKind as K;
+            match r.kind() {
+                K::TimedOut => return FailureClass::NoAnswer,
+                K::NoResponders => return FailureClass::Intermittent,
+                K::InvalidSubject | K::MaxPayloadExceeded => return FailureClass::Rejected,
+                // The request could not be sent: the connection is gone.
+                K::Other => return FailureClass::Unreachable,
+            }
+        }
+        next = link.source();
+    }
+    FailureClass::Intermittent
+}
+
+/// The stream `name`, or why not (a missing stream is Rejected: sluice
+/// makes none).
+async fn stream(
+    js: &jetstream::Context,
+    name: &str,
+    shown: &str,
+) -> Result<jetstream::stream::Stream, DeliveryError> {
+    use jetstream::context::GetStreamErrorKind as K;
+    js.get_stream(name).await.map_err(|e| {
+        let class = match e.kind() {
+            K::JetStream(api) => api_class(api.code()),
+            K::EmptyName | K::InvalidStreamName => FailureClass::Rejected,
+            K::Request => request_class(&e),
+        };
+        failure(class, shown, format!("stream '{name}': {e}"))
+    })
+}
+
+/// A health test: connects and authenticates; for a source, the stream
+/// must exist; for a target with a fixed subject, a stream must take it.
+pub async fn probe(config: &BrokerConfig, base: &Path) -> Result<String, DeliveryError> {
+    check(config, base, &Login::default()).await
+}
+
+async fn check(config: &BrokerConfig, base: &Path, login: &Login) -> Result<String, DeliveryError> {
+    let shown = redact::url(&config.url);
+    let client = connect(config, base, login).await?;
+    let info = client.server_info();
+    let mut said = vec![format!(
+        "{shown}: NATS {} ({})",
+        info.version, info.server_name
+    )];
+    let js = jetstream::new(client);
+    if let Some(name) = config.stream.as_deref().filter(|_| config.is_source(KIND)) {
+        let mut s = stream(&js, name, &shown).await?;
+        let state = s
+            .info()
+            .await
+            .map(|i| i.state.messages)
+            .map_err(|e| failure(request_class(&e), &shown, format!("stream '{name}': {e}")))?;
+        said.push(format!("stream '{name}' holds {state} messages"));
+    }
+    if config.is_target(KIND) {
+        let template = config.publish_template(KIND);
+        if template.has_placeholders() {
+            let account = js
+                .query_account()
+                .await
+                .map_err(|e| failure(request_class(&e), &shown, format!("JetStream: {e}")))?;
+            said.push(format!("JetStream has {} streams", account.streams));
+        } else {
+            let subject = template.sample();
+            use jetstream::context::GetStreamByNameErrorKind as K;
+            let name = js.stream_by_subject(subject.as_str()).await.map_err(|e| {
+                let class = match e.kind() {
+                    K::NotFound | K::InvalidSubject => FailureClass::Rejected,
+                    K::JetStream(api) => api_class(api.code()),
+                    K::Request => request_class(&e),
+                };
+                failure(
+                    class,
+                    &shown,
+                    format!("no stream takes subject '{subject}': {e}"),
+                )
+            })?;
+            said.push(format!("subject '{subject}' goes to stream '{name}'"));
+        }
+    }
+    Ok(said.join("; "))
+}
+
+/// Publishes to `subject` through JetStream.
+pub struct NatsTarget {
+    config: BrokerConfig,
+    base: PathBuf,
+    shown: String,
+    template: FieldTemplate,
+    login: Login,
+    /// Bumped by each reauthorization: a connection made before it is
+    /// dropped at the next batch.
+    login_generation: AtomicU64,
+    /// The connection, kept between batches; dropped after a connection
+    /// error, and made again by the next batch. Held for the whole of a
+    /// batch, so batches are published one after another, in order.
+    conn: tokio::sync::Mutex<Option<Conn>>,
+}
+
+struct Conn {
+    js: jetstream::Context,
+    /// The `login_generation` it was made with.
+    generation: u64,
+}
+
+impl NatsTarget {
+    pub fn new(config: &BrokerConfig, base: &Path) -> NatsTarget {
+        NatsTarget {
+            config: config.clone(),
+            base: base.to_path_buf(),
+            shown: redact::url(&config.url),
+            template: config.publish_template(KIND),
+            login: Login::default(),
+            login_generation: AtomicU64::new(0),
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The connection kept, or a new one.
+    async fn connection<'a>(
+        &self,
+        slot: &'a mut Option<Conn>,
+    ) -> Result<&'a mut Conn, DeliveryError> {
+        let generation = self.login_generation.load(Ordering::SeqCst);
+        let kept = slot.take().filter(|c| {
+            c.generation == generation
+                && c.js.client().connection_state() != async_nats::connection::State::Disconnected
+        });
+        let conn = match kept {
+            Some(conn) => conn,
+            None => {
+                let client = connect(&self.config, &self.base, &self.login).await?;
+                let timeout = self.config.timeout();
+                // Room for a whole batch's acknowledgements in flight, and
+                // for those of a batch given up on (their permits are held
+                // until the acknowledgement or `timeout`).
+                let js = jetstream::ContextBuilder::new()
+                    .timeout(timeout)
+                    .ack_timeout(timeout)
+                    .max_ack_inflight(self.config.batch.max(1) * 2)
+                    .build(client);
+                Conn { js, generation }
+            }
+        };
+        Ok(slot.insert(conn))
+    }
+
+    /// The subject of each record; the first record it cannot be made for
+    /// fails the batch (for good) before anything is published.
+    fn subjects(&self, batch: &[Delivery<'_>]) -> Result<Vec<String>, DeliveryError> {
+        batch
+            .iter()
+            .map(|d| {
+                let record = if self.template.has_fields() {
+                    Some(
+                        serde_json::from_str::<serde_json::Value>(d.payload).map_err(|_| {
+                            failure(
+                                FailureClass::Rejected,
+                                &self.shown,
+                                format!("{}: the record is not JSON", d.key),
+                            )
+                        })?,
+                    )
+                } else {
+                    None
+                };
+                self.config
+                    .publish_name(KIND, &self.template, record.as_ref())
+                    .map_err(|e| {
+                        failure(
+                            FailureClass::Rejected,
+                            &self.shown,
+                            format!("{}: {e}", d.key),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// Publishes every record, then awaits every acknowledgement.
+    async fn publish(
+        &self,
+        js: &jetstream::Context,
+        batch: &[Delivery<'_>],
+        subjects: &[String],
+    ) -> Result<(), DeliveryError> {
+        let mut acks = Vec::with_capacity(batch.len());
+        for (d, subject) in batch.iter().zip(subjects) {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(MSG_ID, d.key);
+            let ack = js
+                .publish_with_headers(subject.clone(), headers, d.payload.to_string().into())
+                .await
+                .map_err(|e| self.publish_failure(subject, &e))?;
+            acks.push((subject, ack));
+        }
+        for (subject, ack) in acks {
+            ack.await.map_err(|e| self.publish_failure(subject, &e))?;
+        }
+        Ok(())
+    }
+
+    fn publish_failure(&self, subject: &str, e: &PublishError) -> DeliveryError {
+        let class = match e.kind() {
+            PublishErrorKind::StreamNotFound => {
+                return failure(
+                    FailureClass::Rejected,
+                    &self.shown,
+                    format!(
+                        "no stream takes subject '{subject}' ({e}: the server had no responders); \
+                         sluice declares no stream"
+                    ),
+                )
+            }
+            PublishErrorKind::TimedOut => FailureClass::NoAnswer,
+            // The acknowledgement's channel closed: the connection is gone.
+            PublishErrorKind::BrokenPipe => FailureClass::Unreachable,
+            PublishErrorKind::MaxPayloadExceeded => FailureClass::Rejected,
+            PublishErrorKind::MaxAckPending => FailureClass::Intermittent,
+            PublishErrorKind::WrongLastMessageId
+            | PublishErrorKind::WrongLastSequence
+            | PublishErrorKind::Other => match e.source() {
+                Some(source) => match source.downcast_ref::<jetstream::Error>() {
+                    Some(api) => api_class(api.code()),
+                    // Not sent: the client's connection task has ended.
+                    None => FailureClass::Unreachable,
+                },
+                None => FailureClass::Intermittent,
+            },
+        };
+        failure(class, &self.shown, format!("publish to '{subject}': {e}"))
+    }
+}
+
+#[async_trait]
+impl Target for NatsTarget {
+    fn batch_size(&self) -> usize {
+        self.config.batch
+    }
+
+    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<Delivered, DeliveryError> {
+        if batch.is_empty() {
+            return Ok(Delivered::default());
+        }
+        let subjects = self.subjects(batch)?;
+        let mut slot = self.conn.lock().await;
+        let conn = self.connection(&mut slot).await?;
+        let timeout = self.config.timeout();
+        let result =
+            match tokio::time::timeout(timeout, self.publish(&conn.js, batch, &subjects)).await {
+                Ok(result) => result,
+                Err(_) => Err(failure(
+                    FailureClass::NoAnswer,
+                    &self.shown,
+                    format!(
+                        "the {} acknowledgements did not all come within {timeout:?}",
+                        batch.len()
+                    ),
+                )),
+            };
+        if let Err(e) = &result {
+            if matches!(e.class, FailureClass::Unreachable | FailureClass::NoAnswer) {
+                *slot = None;
+            }
+        }
+        result.map(|()| Delivered::default())
+    }
+
+    async fn probe(&self) -> Result<String, DeliveryError> {
+        check(&self.config, &self.base, &self.login).await
+    }
+
+    fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
+        self.login.set(credentials)?;
+        self.login_generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Reads `stream` through a durable pull consumer.
+pub struct NatsSource {
+    config: BrokerConfig,
+    base: PathBuf,
+    login: Login,
+}
+
+impl NatsSource {
+    pub fn new(config: &BrokerConfig, base: &Path) -> NatsSource {
+        NatsSource {
+            config: config.clone(),
+            base: base.to_path_buf(),
+            login: Login::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscribe for NatsSource {
+    async fn subscribe(&self) -> Result<Box<dyn Subscription>, DeliveryError> {
+        let shown = redact::url(&self.config.url);
+        let name = self.config.stream.as_deref().unwrap_or_default();
+        let durable = self.config.consumer();
+        let client = connect(&self.config, &self.base, &self.login).await?;
+        let js = jetstream::new(client);
+        let stream = stream(&js, name, &shown).await?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                durable,
+                pull::Config {
+                    durable_name: Some(durable.to_string()),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| {
+                use jetstream::stream::ConsumerErrorKind as K;
+                let class = match e.kind() {
+                    K::JetStream(api) => api_class(api.code()),
+                    K::InvalidConsumerType | K::InvalidName => FailureClass::Rejected,
+                    K::TimedOut => FailureClass::NoAnswer,
+                    K::Request | K::Other => request_class(&e),
+                };
+                failure(
+                    class,
+                    &shown,
+                    format!("consumer '{durable}' of stream '{name}': {e}"),
+                )
+            })?;
+        let messages = consumer.messages().await.map_err(|e| {
+            failure(
+                FailureClass::Intermittent,
+                &shown,
+                format!("consumer '{durable}': {e}"),
+            )
+        })?;
+        Ok(Box::new(NatsSubscription {
+            messages,
+            unacked: Vec::new(),
+            failed: None,
+            timeout: self.config.timeout(),
+            shown,
+        }))
+    }
+
+    fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
+        self.login.set(credentials)
+    }
+}
+
+/// An open pull consumer. Dropping it closes its connection; what it did
+/// not acknowledge comes again after the consumer's `ack_wait`.
+struct NatsSubscription {
+    messages: pull::Stream,
+    /// Given by `receive`, not acknowledged yet, in order.
+    unacked: Vec<jetstream::Message>,
+    /// An error met after `receive` had messages to give: given by the
+    /// next `receive`.
+    failed: Option<DeliveryError>,
+    timeout: Duration,
+    shown: String,
+}
+
+impl NatsSubscription {
+    /// A message, or why the consumer's messages stopped.
+    fn take(
+        &self,
+        next: Option<Result<jetstream::Message, pull::MessagesError>>,
+    ) -> Result<jetstream::Message, DeliveryError> {
+        use pull::MessagesErrorKind as K;
+        match next {
+            Some(Ok(message)) => Ok(message),
+            // The connection's task ended: the connection is lost.
+            None => Err(failure(
+                FailureClass::Unreachable,
+                &self.shown,
+                "the connection was lost",
+            )),
+            Some(Err(e)) => {
+                let class = match e.kind() {
+                    K::MissingHeartbeat => FailureClass::NoAnswer,
+                    // Made anew, it would start at the beginning of the
+                    // stream: a person decides.
+                    K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
+                        FailureClass::Rejected
+                    }
+                    K::NoResponders | K::Pull | K::Other => FailureClass::Intermittent,
+                };
+                Err(failure(class, &self.shown, e))
+            }
+        }
+    }
+
+    fn received(message: &jetstream::Message) -> Received {
+        Received {
+            payload: record_of(&message.payload),
+            redelivered: message.info().map(|i| i.delivered > 1).unwrap_or(false),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    async fn receive(&mut self, max: usize) -> Result<Vec<Received>, DeliveryError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let first = self.messages.next().await;
+        let first = self.take(first)?;
+        let mut out = vec![Self::received(&first)];
+        self.unacked.push(first);
+        while out.len() < max {
+            // What has already arrived, without waiting.
+            let Some(next) = self.messages.next().now_or_never() else {
+                break;
+            };
+            match self.take(next) {
+                Ok(message) => {
+                    out.push(Self::received(&message));
+                    self.unacked.push(message);
+                }
+                Err(e) => {
+                    self.failed = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack(&mut self) -> Result<(), DeliveryError> {
+        let Some(last) = self.unacked.pop() else {
+            return Ok(());
+        };
+        let earlier = std::mem::take(&mut self.unacked);
+        let acked = async {
+            for message in &earlier {
+                message.ack().await?;
+            }
+            // Answered once the server handled it, and so every ack
+            // before it on this connection.
+            last.double_ack().await
+        };
+        match tokio::time::timeout(self.timeout, acked).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(failure(
+                FailureClass::Unreachable,
+                &self.shown,
+                format!("acknowledgement: {e}"),
+            )),
+            Err(_) => Err(failure(
+                FailureClass::NoAnswer,
+                &self.shown,
+                format!(
+                    "the acknowledgement was not confirmed within {:?}",
+                    self.timeout
+                ),
+            )),
+        }
+    }
+}
