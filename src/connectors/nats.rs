@@ -611,3 +611,311 @@ impl Subscription for NatsSubscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against the NATS server at `SLUICE_TEST_NATS_URL` (default
+    //! `nats://127.0.0.1:4222`, with JetStream). Each test makes its own
+    //! stream, named for the test and this run, and removes it.
+
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn url() -> String {
+        std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    }
+
+    /// A stream name no other test or run uses.
+    fn unique(prefix: &str) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        format!("SLUICE_{prefix}_{}_{nanos}_{n}", std::process::id())
+    }
+
+    fn config_at(url: &str, keys: &str) -> BrokerConfig {
+        let c: BrokerConfig =
+            toml::from_str(&format!("url = \"{url}\"\ntimeout = \"5s\"\n{keys}")).unwrap();
+        assert!(c.validate(KIND, Path::new(".")).is_empty());
+        c
+    }
+
+    fn config(keys: &str) -> BrokerConfig {
+        config_at(&url(), keys)
+    }
+
+    /// A stream taking the subjects `{name}.>`, made with the broker's own
+    /// client.
+    struct TestStream {
+        js: jetstream::Context,
+        name: String,
+    }
+
+    impl TestStream {
+        async fn new(prefix: &str) -> TestStream {
+            let client = async_nats::connect(url()).await.unwrap();
+            let js = jetstream::new(client);
+            let name = unique(prefix);
+            js.create_stream(jetstream::stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{name}.>")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            TestStream { js, name }
+        }
+
+        async fn publish(&self, bodies: &[&str]) {
+            for body in bodies {
+                let subject = format!("{}.in", self.name);
+                let ack = self.js.publish(subject, body.to_string().into());
+                ack.await.unwrap().await.unwrap();
+            }
+        }
+
+        async fn consumer_info(&self, name: &str) -> jetstream::consumer::Info {
+            let stream = self.js.get_stream(&self.name).await.unwrap();
+            let mut consumer: jetstream::consumer::PullConsumer =
+                stream.get_consumer(name).await.unwrap();
+            consumer.info().await.unwrap().clone()
+        }
+
+        async fn remove(self) {
+            self.js.delete_stream(&self.name).await.unwrap();
+        }
+    }
+
+    /// `n` messages from `receive`, however they come in.
+    async fn receive(sub: &mut Box<dyn Subscription>, n: usize) -> Vec<Received> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let more = tokio::time::timeout(Duration::from_secs(15), sub.receive(n - got.len()))
+                .await
+                .expect("messages within 15 s")
+                .unwrap();
+            assert!(!more.is_empty() && more.len() <= n - got.len());
+            got.extend(more);
+        }
+        got
+    }
+
+    fn payloads(got: &[Received]) -> Vec<&str> {
+        got.iter().map(|r| r.payload.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_stored_in_order_with_its_key_and_once_when_sent_twice() {
+        let s = TestStream::new("TARGET").await;
+        let c = config(&format!("subject = \"{}.orders.{{region}}\"", s.name));
+        let target = NatsTarget::new(&c, Path::new("."));
+        assert_eq!(target.batch_size(), 100);
+        let keys: Vec<String> = (1..=5).map(|i| format!("site:orders:{i}")).collect();
+        let records: Vec<String> = (1..=5)
+            .map(|i| json!({"n": i, "region": if i % 2 == 0 { "eu" } else { "us" }}).to_string())
+            .collect();
+        let batch: Vec<Delivery> = keys
+            .iter()
+            .zip(&records)
+            .map(|(k, p)| Delivery::new(k, p))
+            .collect();
+        target.deliver(&batch).await.unwrap();
+
+        let stream = s.js.get_stream(&s.name).await.unwrap();
+        for (i, (key, record)) in keys.iter().zip(&records).enumerate() {
+            let m = stream.get_raw_message(i as u64 + 1).await.unwrap();
+            assert_eq!(m.payload, record.as_bytes());
+            let region = if (i + 1) % 2 == 0 { "eu" } else { "us" };
+            assert_eq!(m.subject.as_str(), format!("{}.orders.{region}", s.name));
+            let id = m.headers.get(MSG_ID).map(|v| v.to_string());
+            assert_eq!(id.as_deref(), Some(key.as_str()));
+        }
+
+        // Sent again (a retry after a lost acknowledgement): JetStream
+        // answers duplicate, which is success, and stores nothing more.
+        target.deliver(&batch).await.unwrap();
+        let mut stream = s.js.get_stream(&s.name).await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 5);
+        s.remove().await;
+    }
+
+    #[tokio::test]
+    async fn a_record_without_the_subject_field_is_rejected_before_anything_is_published() {
+        let s = TestStream::new("NOFIELD").await;
+        let c = config(&format!("subject = \"{}.{{region}}\"", s.name));
+        let target = NatsTarget::new(&c, Path::new("."));
+        let batch = [
+            Delivery::new("s:i:1", "{\"region\": \"eu\"}"),
+            Delivery::new("s:i:2", "{\"other\": 1}"),
+        ];
+        let e = target.deliver(&batch).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+        assert!(
+            e.message.contains("s:i:2") && e.message.contains("'region'"),
+            "{e}"
+        );
+        let mut stream = s.js.get_stream(&s.name).await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 0);
+        s.remove().await;
+    }
+
+    #[tokio::test]
+    async fn a_subject_no_stream_takes_is_rejected_naming_it() {
+        let subject = format!("{}.nowhere", unique("NOSTREAM"));
+        let target = NatsTarget::new(&config(&format!("subject = \"{subject}\"")), Path::new("."));
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+        assert!(e.message.contains(&subject), "{e}");
+        // The connection is kept: the next batch fails the same way.
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+    }
+
+    #[tokio::test]
+    async fn messages_come_in_order_and_acknowledged_ones_do_not_come_again() {
+        let s = TestStream::new("SOURCE").await;
+        s.publish(&["{\"n\": 1}", "{\"n\": 2}", "plain text"]).await;
+        let source = NatsSource::new(&config(&format!("stream = \"{}\"", s.name)), Path::new("."));
+
+        // The consumer is made, and starts at the beginning of the stream.
+        let mut sub = source.subscribe().await.unwrap();
+        let got = receive(&mut sub, 3).await;
+        assert_eq!(
+            payloads(&got),
+            ["{\"n\": 1}", "{\"n\": 2}", "\"plain text\""]
+        );
+        assert!(got.iter().all(|r| !r.redelivered), "{got:?}");
+        sub.ack().await.unwrap();
+        // ack() returns once the broker has taken every acknowledgement.
+        let info = s.consumer_info("sluice").await;
+        assert_eq!(info.num_ack_pending, 0, "{info:?}");
+        assert_eq!(info.ack_floor.stream_sequence, 3, "{info:?}");
+        assert_eq!(
+            info.config.deliver_policy,
+            jetstream::consumer::DeliverPolicy::All
+        );
+        assert_eq!(
+            info.config.ack_policy,
+            jetstream::consumer::AckPolicy::Explicit
+        );
+        drop(sub);
+
+        s.publish(&["{\"n\": 4}"]).await;
+        let mut sub = source.subscribe().await.unwrap();
+        let got = sub.receive(10).await.unwrap();
+        assert_eq!(payloads(&got), ["{\"n\": 4}"]);
+        assert!(!got[0].redelivered);
+        sub.ack().await.unwrap();
+        drop(sub);
+        s.remove().await;
+    }
+
+    #[tokio::test]
+    async fn messages_not_acknowledged_come_again_marked_redelivered() {
+        let s = TestStream::new("REDELIVER").await;
+        // An existing consumer is used as it is: one that gives back
+        // unacknowledged messages after 1 s rather than 30.
+        let stream = s.js.get_stream(&s.name).await.unwrap();
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some("quick".into()),
+                ack_wait: Duration::from_secs(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        s.publish(&["{\"n\": 1}", "{\"n\": 2}"]).await;
+        let source = NatsSource::new(
+            &config(&format!("stream = \"{}\"\nconsumer = \"quick\"", s.name)),
+            Path::new("."),
+        );
+
+        let mut sub = source.subscribe().await.unwrap();
+        let got = receive(&mut sub, 2).await;
+        assert_eq!(payloads(&got), ["{\"n\": 1}", "{\"n\": 2}"]);
+        assert!(got.iter().all(|r| !r.redelivered));
+        drop(sub);
+
+        let mut sub = source.subscribe().await.unwrap();
+        let got = receive(&mut sub, 2).await;
+        assert_eq!(payloads(&got), ["{\"n\": 1}", "{\"n\": 2}"]);
+        assert!(got.iter().all(|r| r.redelivered), "{got:?}");
+        sub.ack().await.unwrap();
+        assert_eq!(s.consumer_info("quick").await.num_ack_pending, 0);
+        drop(sub);
+        s.remove().await;
+    }
+
+    #[tokio::test]
+    async fn a_port_nothing_listens_on_is_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let c = config_at(
+            &format!("nats://127.0.0.1:{port}"),
+            "stream = \"S\"\nsubject = \"s.x\"",
+        );
+        let target = NatsTarget::new(&c, Path::new("."));
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e}");
+        assert!(e.message.contains(&port.to_string()), "{e}");
+        let e = probe(&c, Path::new(".")).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e}");
+        let e = NatsSource::new(&c, Path::new("."))
+            .subscribe()
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e}");
+    }
+
+    #[tokio::test]
+    async fn probe_answers_for_a_stream_and_a_subject_and_rejects_a_missing_stream() {
+        let s = TestStream::new("PROBE").await;
+        s.publish(&["{}"]).await;
+        let c = config(&format!("stream = \"{0}\"\nsubject = \"{0}.out\"", s.name));
+        let said = probe(&c, Path::new(".")).await.unwrap();
+        assert!(said.contains("NATS"), "{said}");
+        assert!(
+            said.contains(&format!("stream '{}' holds 1 messages", s.name)),
+            "{said}"
+        );
+        assert!(said.contains("goes to stream"), "{said}");
+        assert!(!said.contains('\n'), "{said}");
+        let target = NatsTarget::new(&c, Path::new("."));
+        target.probe().await.unwrap();
+
+        let missing = unique("MISSING");
+        let e = probe(&config(&format!("stream = \"{missing}\"")), Path::new("."))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+        assert!(
+            e.message.contains(&missing) && e.message.contains("not found"),
+            "{e}"
+        );
+        let e = NatsSource::new(&config(&format!("stream = \"{missing}\"")), Path::new("."))
+            .subscribe()
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+        s.remove().await;
+    }
+}
