@@ -885,6 +885,182 @@ mod tests {
         assert_eq!(e.class, FailureClass::Unreachable, "{e}");
     }
 
+    /// A NATS server of this test's own (JetStream on, a free port, its
+    /// store in a temporary folder), to stop, start again or give a
+    /// password; `None` (the test says so and passes) where no
+    /// `nats-server` can be run.
+    struct OwnServer {
+        port: u16,
+        store: tempfile::TempDir,
+        args: Vec<String>,
+        child: Option<std::process::Child>,
+    }
+
+    impl OwnServer {
+        async fn start(args: &[&str]) -> Option<OwnServer> {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            drop(listener);
+            let mut server = OwnServer {
+                port,
+                store: tempfile::tempdir().unwrap(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                child: None,
+            };
+            server.restart().await.then_some(server)
+        }
+
+        fn url(&self) -> String {
+            format!("nats://127.0.0.1:{}", self.port)
+        }
+
+        /// Starts it (again), and waits until it takes connections.
+        async fn restart(&mut self) -> bool {
+            let child = std::process::Command::new("nats-server")
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(self.store.path())
+                .args(&self.args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            let Ok(child) = child else {
+                eprintln!("no nats-server to run: this test checks nothing here");
+                return false;
+            };
+            self.child = Some(child);
+            for _ in 0..100 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("nats-server did not listen on {}", self.port);
+        }
+
+        fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                child.kill().ok();
+                child.wait().ok();
+            }
+        }
+    }
+
+    impl Drop for OwnServer {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_fails_the_batch_and_the_next_one_connects_anew() {
+        let Some(mut server) = OwnServer::start(&[]).await else {
+            return;
+        };
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let stream = jetstream::new(client)
+            .create_stream(jetstream::stream::Config {
+                name: "LOST".into(),
+                subjects: vec!["lost.>".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some("quick".into()),
+                ack_wait: Duration::from_secs(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let c = config_at(
+            &server.url(),
+            "subject = \"lost.x\"\nstream = \"LOST\"\nconsumer = \"quick\"",
+        );
+        let target = NatsTarget::new(&c, Path::new("."));
+        target
+            .deliver(&[Delivery::new("s:i:1", "{\"n\": 1}")])
+            .await
+            .unwrap();
+        let source = NatsSource::new(&c, Path::new("."));
+        let mut sub = source.subscribe().await.unwrap();
+        assert_eq!(payloads(&receive(&mut sub, 1).await), ["{\"n\": 1}"]);
+
+        server.stop();
+        let e = target
+            .deliver(&[Delivery::new("s:i:2", "{\"n\": 2}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e}");
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.receive(10))
+            .await
+            .expect("receive ends when the connection is lost")
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e}");
+        drop(sub);
+
+        assert!(server.restart().await);
+        target
+            .deliver(&[Delivery::new("s:i:2", "{\"n\": 2}")])
+            .await
+            .unwrap();
+        // The new record, and the one received but not acknowledged before
+        // the loss, again.
+        let mut sub = source.subscribe().await.unwrap();
+        let mut got = receive(&mut sub, 2).await;
+        got.sort_by(|a, b| a.payload.cmp(&b.payload));
+        assert_eq!(payloads(&got), ["{\"n\": 1}", "{\"n\": 2}"]);
+        assert!(got[0].redelivered && !got[1].redelivered, "{got:?}");
+        sub.ack().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_unauthorized_until_new_ones_are_given() {
+        let Some(server) = OwnServer::start(&["--user", "sluice", "--pass", "s3cret-pw"]).await
+        else {
+            return;
+        };
+        let c = config_at(
+            &server.url(),
+            "subject = \"creds.x\"\nusername = \"sluice\"",
+        );
+        let e = probe(&c, Path::new(".")).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Unauthorized, "{e}");
+        let target = NatsTarget::new(&c, Path::new("."));
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Unauthorized, "{e}");
+
+        target
+            .set_credentials(Credentials::Basic {
+                username: "sluice".into(),
+                password: "s3cret-pw".into(),
+            })
+            .unwrap();
+        // Connected now: JetStream answers that no stream takes the subject.
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+        assert!(!e.message.contains("s3cret-pw"), "{e}");
+        assert!(target
+            .set_credentials(Credentials::Bearer("t".into()))
+            .is_err());
+    }
+
     #[tokio::test]
     async fn probe_answers_for_a_stream_and_a_subject_and_rejects_a_missing_stream() {
         let s = TestStream::new("PROBE").await;
