@@ -11,6 +11,7 @@ pub mod generator;
 pub mod http;
 pub mod http_auth;
 pub mod http_poll;
+pub mod nats;
 pub mod sql;
 pub mod template;
 pub mod webhook;
@@ -38,6 +39,7 @@ pub enum EndpointKind {
     Postgres(sql::SqlConfig),
     Mysql(sql::SqlConfig),
     Amqp(broker::BrokerConfig),
+    Nats(broker::BrokerConfig),
 }
 
 /// A problem with one key of an endpoint's settings: the key (relative to
@@ -46,7 +48,7 @@ pub type KeyProblem = (String, String);
 
 impl EndpointKind {
     /// The kinds, as written in `kind = "…"`.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "webhook",
         "file",
         "http",
@@ -55,6 +57,7 @@ impl EndpointKind {
         "postgres",
         "mysql",
         "amqp",
+        "nats",
     ];
 
     /// Reads the settings of kind `kind` from the endpoint's table (without
@@ -75,6 +78,7 @@ impl EndpointKind {
             "postgres" => de(table).map(EndpointKind::Postgres),
             "mysql" => de(table).map(EndpointKind::Mysql),
             "amqp" => de(table).map(EndpointKind::Amqp),
+            "nats" => de(table).map(EndpointKind::Nats),
             _ => return None,
         })
     }
@@ -89,6 +93,7 @@ impl EndpointKind {
             EndpointKind::Postgres(_) => "postgres",
             EndpointKind::Mysql(_) => "mysql",
             EndpointKind::Amqp(_) => "amqp",
+            EndpointKind::Nats(_) => "nats",
         }
     }
 
@@ -105,6 +110,7 @@ impl EndpointKind {
             EndpointKind::Postgres(c) => c.validate(sql::Dialect::Postgres),
             EndpointKind::Mysql(c) => c.validate(sql::Dialect::Mysql),
             EndpointKind::Amqp(c) => c.validate(broker::BrokerKind::Amqp, base),
+            EndpointKind::Nats(c) => c.validate(broker::BrokerKind::Nats, base),
         }
     }
 
@@ -130,6 +136,7 @@ impl EndpointKind {
     pub fn is_stream_source(&self) -> bool {
         match self {
             EndpointKind::Amqp(c) => c.is_source(broker::BrokerKind::Amqp),
+            EndpointKind::Nats(c) => c.is_source(broker::BrokerKind::Nats),
             _ => false,
         }
     }
@@ -141,6 +148,9 @@ impl EndpointKind {
             EndpointKind::Amqp(c) if c.is_source(broker::BrokerKind::Amqp) => {
                 Some(Arc::new(amqp::AmqpSource::new(c, base)))
             }
+            EndpointKind::Nats(c) if c.is_source(broker::BrokerKind::Nats) => {
+                Some(Arc::new(nats::NatsSource::new(c, base)))
+            }
             EndpointKind::Webhook(_)
             | EndpointKind::File(_)
             | EndpointKind::Http(_)
@@ -148,14 +158,18 @@ impl EndpointKind {
             | EndpointKind::HttpPoll(_)
             | EndpointKind::Postgres(_)
             | EndpointKind::Mysql(_)
-            | EndpointKind::Amqp(_) => None,
+            | EndpointKind::Amqp(_)
+            | EndpointKind::Nats(_) => None,
         }
     }
 
     /// Whether it takes new credentials (a reauthorization): the kinds
     /// whose target overrides [`Target::set_credentials`].
     pub fn takes_credentials(&self) -> bool {
-        matches!(self, EndpointKind::Http(_) | EndpointKind::Amqp(_))
+        matches!(
+            self,
+            EndpointKind::Http(_) | EndpointKind::Amqp(_) | EndpointKind::Nats(_)
+        )
     }
 
     pub fn is_target(&self) -> bool {
@@ -164,6 +178,7 @@ impl EndpointKind {
             // A query is only read from.
             EndpointKind::Postgres(c) | EndpointKind::Mysql(c) => c.table.is_some(),
             EndpointKind::Amqp(c) => c.is_target(broker::BrokerKind::Amqp),
+            EndpointKind::Nats(c) => c.is_target(broker::BrokerKind::Nats),
             EndpointKind::Webhook(_) | EndpointKind::Generator(_) | EndpointKind::HttpPoll(_) => {
                 false
             }
@@ -182,6 +197,7 @@ impl EndpointKind {
             EndpointKind::Postgres(c) => sql::postgres::probe(c).await,
             EndpointKind::Mysql(c) => sql::mysql::probe(c).await,
             EndpointKind::Amqp(c) => amqp::probe(c, base).await,
+            EndpointKind::Nats(c) => nats::probe(c, base).await,
         }
     }
 
@@ -196,7 +212,10 @@ impl EndpointKind {
                 Some(Arc::new(sql::SqlSource::new(c, sql::Dialect::Postgres)))
             }
             EndpointKind::Mysql(c) => Some(Arc::new(sql::SqlSource::new(c, sql::Dialect::Mysql))),
-            EndpointKind::Webhook(_) | EndpointKind::Http(_) | EndpointKind::Amqp(_) => None,
+            EndpointKind::Webhook(_)
+            | EndpointKind::Http(_)
+            | EndpointKind::Amqp(_)
+            | EndpointKind::Nats(_) => None,
         }
     }
 
@@ -215,12 +234,16 @@ impl EndpointKind {
             EndpointKind::Amqp(c) if c.is_target(broker::BrokerKind::Amqp) => {
                 Some(Arc::new(amqp::AmqpTarget::new(c, base)))
             }
+            EndpointKind::Nats(c) if c.is_target(broker::BrokerKind::Nats) => {
+                Some(Arc::new(nats::NatsTarget::new(c, base)))
+            }
             EndpointKind::Webhook(_)
             | EndpointKind::Generator(_)
             | EndpointKind::HttpPoll(_)
             | EndpointKind::Postgres(_)
             | EndpointKind::Mysql(_)
-            | EndpointKind::Amqp(_) => None,
+            | EndpointKind::Amqp(_)
+            | EndpointKind::Nats(_) => None,
         }
     }
 }

@@ -1,0 +1,1110 @@
+//! `kind = "nats"`: NATS JetStream through async-nats, as a target (publish
+//! to `subject`) and as a broker source (a durable pull consumer on
+//! `stream`). See [`super::broker`] for the keys and how a broker source
+//! hands messages to the engine.
+//!
+//! # What the broker confirms
+//! - **Target.** Every record of a batch is published through JetStream
+//!   with the header `Nats-Msg-Id` = the transaction's key
+//!   (`{site}:{integration}:{seq}`); then every publish acknowledgement is
+//!   awaited (all within `timeout`) before the batch counts as delivered.
+//!   A batch sent again after a failure (or a crash) within the stream's
+//!   duplicate window is stored once: JetStream drops the repeats and
+//!   answers `duplicate`, which is success. No stream takes the subject
+//!   (no responders): Rejected with the server's words; sluice declares
+//!   no stream.
+//! - **Source.** A durable pull consumer named `consumer` (default
+//!   `sluice`) on `stream`: taken as it is when it exists, else made with
+//!   deliver policy All (it starts at the beginning of the stream) and
+//!   explicit acks. `ack` acknowledges every message `receive` gave: all
+//!   but the last by a plain ack, the last by a double ack whose answer
+//!   comes once the server has handled it and (acks of one connection being
+//!   handled in order) every ack before it. What is not acknowledged comes
+//!   again after the consumer's `ack_wait`, with a delivery count above 1:
+//!   `redelivered`.
+//!
+//! # Connections
+//! One connection per target, made on first use and kept; one per
+//! subscription. The client does not reconnect by itself
+//! (`max_reconnects(1)`: the first connection is its only attempt): a lost
+//! connection fails the delivery or `receive` in progress (Unreachable),
+//! the target drops it and the next batch connects anew, and the engine
+//! subscribes anew. So a connection is never silently reconnecting behind
+//! a batch that waits for its acknowledgements, and none keeps trying in
+//! the background after sluice let it go.
+
+use std::error::Error as StdError;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, consumer::pull};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions};
+use async_trait::async_trait;
+use futures_util::{FutureExt, StreamExt};
+
+use super::broker::{
+    record_of, BrokerConfig, BrokerKind, Login, Received, Subscribe, Subscription,
+};
+use super::template::FieldTemplate;
+use super::{Credentials, Delivered, Delivery, DeliveryError, FailureClass, Target};
+use crate::redact;
+use crate::tls;
+
+const KIND: BrokerKind = BrokerKind::Nats;
+
+/// The header JetStream deduplicates by.
+const MSG_ID: &str = "Nats-Msg-Id";
+
+fn failure(class: FailureClass, shown: &str, message: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError {
+        class,
+        message: format!("nats {shown}: {message}"),
+        retry_after: None,
+    }
+}
+
+/// Opens a connection with the user and password of `login` (a
+/// reauthorization's, else the configuration's).
+async fn connect(
+    config: &BrokerConfig,
+    base: &Path,
+    login: &Login,
+) -> Result<Client, DeliveryError> {
+    let shown = redact::url(&config.url);
+    let (user, password) = login.get(config)?;
+    let mut options = ConnectOptions::new()
+        .name("sluice")
+        .connection_timeout(config.timeout())
+        .request_timeout(Some(config.timeout()))
+        .max_reconnects(1)
+        .ignore_discovered_servers();
+    if let Some(user) = user {
+        options = options.user_and_password(user, password.unwrap_or_default());
+    }
+    if config.uses_tls(KIND) {
+        let tls = config
+            .tls(base)
+            .map_err(|e| failure(FailureClass::Untrusted, &shown, e))?;
+        options = options.tls_client_config(tls).require_tls(true);
+    }
+    options
+        .connect(config.url.as_str())
+        .await
+        .map_err(|e| connect_failure(&shown, &e))
+}
+
+/// Why a connection could not be made: TLS refused either way, the
+/// credentials refused, or no connection at all.
+fn connect_failure(shown: &str, e: &async_nats::ConnectError) -> DeliveryError {
+    if let Some(tls) = tls::failure(e) {
+        let hint = match &tls {
+            tls::Failure::Untrusted {
+                unknown_issuer: true,
+                ..
+            } => " (a private certificate authority is trusted with ca_file)",
+            tls::Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
+            _ => "",
+        };
+        return failure(FailureClass::Untrusted, shown, format!("{tls}{hint}"));
+    }
+    let class = match e.kind() {
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            FailureClass::Unauthorized
+        }
+        ConnectErrorKind::Tls => FailureClass::Untrusted,
+        _ => FailureClass::Unreachable,
+    };
+    failure(class, shown, e)
+}
+
+/// The class of a JetStream API error code (an HTTP-like status).
+fn api_class(code: usize) -> FailureClass {
+    match code {
+        401 | 403 => FailureClass::Unauthorized,
+        408 | 429 | 500..=599 => FailureClass::Intermittent,
+        _ => FailureClass::Rejected,
+    }
+}
+
+/// The class of a failed JetStream API request, from its chain of causes:
+/// the server's error code, or how the request itself failed.
+fn request_class(e: &(dyn StdError + 'static)) -> FailureClass {
+    let mut next = Some(e);
+    while let Some(link) = next {
+        if let Some(api) = link.downcast_ref::<jetstream::Error>() {
+            return api_class(api.code());
+        }
+        if let Some(r) = link.downcast_ref::<jetstream::context::RequestError>() {
+            use jetstream::context::RequestErrorKind as K;
+            match r.kind() {
+                K::TimedOut => return FailureClass::NoAnswer,
+                // JetStream is not enabled, or not yet up.
+                K::NoResponders => return FailureClass::Intermittent,
+                K::InvalidSubject => return FailureClass::Rejected,
+                K::Other => {}
+            }
+        }
+        if let Some(r) = link.downcast_ref::<async_nats::RequestError>() {
+            use async_nats::RequestErrorKind as K;
+            match r.kind() {
+                K::TimedOut => return FailureClass::NoAnswer,
+                K::NoResponders => return FailureClass::Intermittent,
+                K::InvalidSubject | K::MaxPayloadExceeded => return FailureClass::Rejected,
+                // The request could not be sent: the connection is gone.
+                K::Other => return FailureClass::Unreachable,
+            }
+        }
+        next = link.source();
+    }
+    FailureClass::Intermittent
+}
+
+/// The stream `name`, or why not (a missing stream is Rejected: sluice
+/// makes none).
+async fn stream(
+    js: &jetstream::Context,
+    name: &str,
+    shown: &str,
+) -> Result<jetstream::stream::Stream, DeliveryError> {
+    use jetstream::context::GetStreamErrorKind as K;
+    js.get_stream(name).await.map_err(|e| {
+        let class = match e.kind() {
+            K::JetStream(api) => api_class(api.code()),
+            K::EmptyName | K::InvalidStreamName => FailureClass::Rejected,
+            K::Request => request_class(&e),
+        };
+        failure(class, shown, format!("stream '{name}': {e}"))
+    })
+}
+
+/// A health test: connects and authenticates; for a source, the stream
+/// must exist; for a target with a fixed subject, a stream must take it.
+pub async fn probe(config: &BrokerConfig, base: &Path) -> Result<String, DeliveryError> {
+    check(config, base, &Login::default()).await
+}
+
+async fn check(config: &BrokerConfig, base: &Path, login: &Login) -> Result<String, DeliveryError> {
+    let shown = redact::url(&config.url);
+    let client = connect(config, base, login).await?;
+    let info = client.server_info();
+    let mut said = vec![format!(
+        "{shown}: NATS {} ({})",
+        info.version, info.server_name
+    )];
+    let js = jetstream::new(client);
+    if let Some(name) = config.stream.as_deref().filter(|_| config.is_source(KIND)) {
+        let mut s = stream(&js, name, &shown).await?;
+        let state = s
+            .info()
+            .await
+            .map(|i| i.state.messages)
+            .map_err(|e| failure(request_class(&e), &shown, format!("stream '{name}': {e}")))?;
+        said.push(format!("stream '{name}' holds {state} messages"));
+    }
+    if config.is_target(KIND) {
+        let template = config.publish_template(KIND);
+        if template.has_placeholders() {
+            let account = js
+                .query_account()
+                .await
+                .map_err(|e| failure(request_class(&e), &shown, format!("JetStream: {e}")))?;
+            said.push(format!("JetStream has {} streams", account.streams));
+        } else {
+            let subject = template.sample();
+            use jetstream::context::GetStreamByNameErrorKind as K;
+            // Reached and logged in: the endpoint is up. No stream for the
+            // subject is said, not failed: each publish to it fails for
+            // good, with the server's words, and `on_error` decides.
+            match js.stream_by_subject(subject.as_str()).await {
+                Ok(name) => said.push(format!("subject '{subject}' goes to stream '{name}'")),
+                Err(e) if matches!(e.kind(), K::NotFound | K::InvalidSubject) => {
+                    said.push(format!(
+                        "no stream takes subject '{subject}': publishing to it fails \
+                         (sluice declares no stream)"
+                    ))
+                }
+                Err(e) => {
+                    let class = match e.kind() {
+                        K::JetStream(api) => api_class(api.code()),
+                        _ => request_class(&e),
+                    };
+                    return Err(failure(class, &shown, format!("subject '{subject}': {e}")));
+                }
+            }
+        }
+    }
+    Ok(said.join("; "))
+}
+
+/// Publishes to `subject` through JetStream.
+pub struct NatsTarget {
+    config: BrokerConfig,
+    base: PathBuf,
+    shown: String,
+    template: FieldTemplate,
+    login: Login,
+    /// Bumped by each reauthorization: a connection made before it is
+    /// dropped at the next batch.
+    login_generation: AtomicU64,
+    /// The connection, kept between batches; dropped after a connection
+    /// error, and made again by the next batch. Held for the whole of a
+    /// batch, so batches are published one after another, in order.
+    conn: tokio::sync::Mutex<Option<Conn>>,
+}
+
+struct Conn {
+    js: jetstream::Context,
+    /// The `login_generation` it was made with.
+    generation: u64,
+}
+
+impl NatsTarget {
+    pub fn new(config: &BrokerConfig, base: &Path) -> NatsTarget {
+        NatsTarget {
+            config: config.clone(),
+            base: base.to_path_buf(),
+            shown: redact::url(&config.url),
+            template: config.publish_template(KIND),
+            login: Login::default(),
+            login_generation: AtomicU64::new(0),
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The connection kept, or a new one.
+    async fn connection<'a>(
+        &self,
+        slot: &'a mut Option<Conn>,
+    ) -> Result<&'a mut Conn, DeliveryError> {
+        let generation = self.login_generation.load(Ordering::SeqCst);
+        let kept = slot.take().filter(|c| {
+            c.generation == generation
+                && c.js.client().connection_state() != async_nats::connection::State::Disconnected
+        });
+        let conn = match kept {
+            Some(conn) => conn,
+            None => {
+                let client = connect(&self.config, &self.base, &self.login).await?;
+                let timeout = self.config.timeout();
+                // Room for a whole batch's acknowledgements in flight, and
+                // for those of a batch given up on (their permits are held
+                // until the acknowledgement or `timeout`).
+                let js = jetstream::ContextBuilder::new()
+                    .timeout(timeout)
+                    .ack_timeout(timeout)
+                    .max_ack_inflight(self.config.batch.max(1) * 2)
+                    .build(client);
+                Conn { js, generation }
+            }
+        };
+        Ok(slot.insert(conn))
+    }
+
+    /// The subject of each record; the first record it cannot be made for
+    /// fails the batch (for good) before anything is published.
+    fn subjects(&self, batch: &[Delivery<'_>]) -> Result<Vec<String>, DeliveryError> {
+        batch
+            .iter()
+            .map(|d| {
+                let record = if self.template.has_fields() {
+                    Some(
+                        serde_json::from_str::<serde_json::Value>(d.payload).map_err(|_| {
+                            failure(
+                                FailureClass::Rejected,
+                                &self.shown,
+                                format!("{}: the record is not JSON", d.key),
+                            )
+                        })?,
+                    )
+                } else {
+                    None
+                };
+                self.config
+                    .publish_name(KIND, &self.template, record.as_ref())
+                    .map_err(|e| {
+                        failure(
+                            FailureClass::Rejected,
+                            &self.shown,
+                            format!("{}: {e}", d.key),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// Publishes every record, then awaits every acknowledgement.
+    async fn publish(
+        &self,
+        js: &jetstream::Context,
+        batch: &[Delivery<'_>],
+        subjects: &[String],
+    ) -> Result<(), DeliveryError> {
+        let mut acks = Vec::with_capacity(batch.len());
+        for (d, subject) in batch.iter().zip(subjects) {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(MSG_ID, d.key);
+            let ack = js
+                .publish_with_headers(subject.clone(), headers, d.payload.to_string().into())
+                .await
+                .map_err(|e| self.publish_failure(subject, &e))?;
+            acks.push((subject, ack));
+        }
+        for (subject, ack) in acks {
+            ack.await.map_err(|e| self.publish_failure(subject, &e))?;
+        }
+        Ok(())
+    }
+
+    fn publish_failure(&self, subject: &str, e: &PublishError) -> DeliveryError {
+        let class = match e.kind() {
+            PublishErrorKind::StreamNotFound => {
+                return failure(
+                    FailureClass::Rejected,
+                    &self.shown,
+                    format!(
+                        "no stream takes subject '{subject}' ({e}: the server had no responders); \
+                         sluice declares no stream"
+                    ),
+                )
+            }
+            PublishErrorKind::TimedOut => FailureClass::NoAnswer,
+            // The acknowledgement's channel closed: the connection is gone.
+            PublishErrorKind::BrokenPipe => FailureClass::Unreachable,
+            PublishErrorKind::MaxPayloadExceeded => FailureClass::Rejected,
+            PublishErrorKind::MaxAckPending => FailureClass::Intermittent,
+            PublishErrorKind::WrongLastMessageId
+            | PublishErrorKind::WrongLastSequence
+            | PublishErrorKind::Other => match e.source() {
+                Some(source) => match source.downcast_ref::<jetstream::Error>() {
+                    Some(api) => api_class(api.code()),
+                    // Not sent: the client's connection task has ended.
+                    None => FailureClass::Unreachable,
+                },
+                None => FailureClass::Intermittent,
+            },
+        };
+        failure(class, &self.shown, format!("publish to '{subject}': {e}"))
+    }
+}
+
+#[async_trait]
+impl Target for NatsTarget {
+    fn batch_size(&self) -> usize {
+        self.config.batch
+    }
+
+    async fn deliver(&self, batch: &[Delivery<'_>]) -> Result<Delivered, DeliveryError> {
+        if batch.is_empty() {
+            return Ok(Delivered::default());
+        }
+        let subjects = self.subjects(batch)?;
+        let mut slot = self.conn.lock().await;
+        let conn = self.connection(&mut slot).await?;
+        let timeout = self.config.timeout();
+        let result =
+            match tokio::time::timeout(timeout, self.publish(&conn.js, batch, &subjects)).await {
+                Ok(result) => result,
+                Err(_) => Err(failure(
+                    FailureClass::NoAnswer,
+                    &self.shown,
+                    format!(
+                        "the {} acknowledgements did not all come within {timeout:?}",
+                        batch.len()
+                    ),
+                )),
+            };
+        if let Err(e) = &result {
+            if matches!(e.class, FailureClass::Unreachable | FailureClass::NoAnswer) {
+                *slot = None;
+            }
+        }
+        result.map(|()| Delivered::default())
+    }
+
+    async fn probe(&self) -> Result<String, DeliveryError> {
+        check(&self.config, &self.base, &self.login).await
+    }
+
+    fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
+        self.login.set(credentials)?;
+        self.login_generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Reads `stream` through a durable pull consumer.
+pub struct NatsSource {
+    config: BrokerConfig,
+    base: PathBuf,
+    login: Login,
+}
+
+impl NatsSource {
+    pub fn new(config: &BrokerConfig, base: &Path) -> NatsSource {
+        NatsSource {
+            config: config.clone(),
+            base: base.to_path_buf(),
+            login: Login::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscribe for NatsSource {
+    async fn probe(&self) -> Result<String, DeliveryError> {
+        check(&self.config, &self.base, &self.login).await
+    }
+
+    async fn subscribe(&self) -> Result<Box<dyn Subscription>, DeliveryError> {
+        let shown = redact::url(&self.config.url);
+        let name = self.config.stream.as_deref().unwrap_or_default();
+        let durable = self.config.consumer();
+        let client = connect(&self.config, &self.base, &self.login).await?;
+        let js = jetstream::new(client);
+        let stream = stream(&js, name, &shown).await?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                durable,
+                pull::Config {
+                    durable_name: Some(durable.to_string()),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| {
+                use jetstream::stream::ConsumerErrorKind as K;
+                let class = match e.kind() {
+                    K::JetStream(api) => api_class(api.code()),
+                    K::InvalidConsumerType | K::InvalidName => FailureClass::Rejected,
+                    K::TimedOut => FailureClass::NoAnswer,
+                    K::Request | K::Other => request_class(&e),
+                };
+                failure(
+                    class,
+                    &shown,
+                    format!("consumer '{durable}' of stream '{name}': {e}"),
+                )
+            })?;
+        let messages = consumer.messages().await.map_err(|e| {
+            failure(
+                FailureClass::Intermittent,
+                &shown,
+                format!("consumer '{durable}': {e}"),
+            )
+        })?;
+        Ok(Box::new(NatsSubscription {
+            messages,
+            unacked: Vec::new(),
+            failed: None,
+            timeout: self.config.timeout(),
+            shown,
+        }))
+    }
+
+    fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
+        self.login.set(credentials)
+    }
+}
+
+/// An open pull consumer. Dropping it closes its connection; what it did
+/// not acknowledge comes again after the consumer's `ack_wait`.
+struct NatsSubscription {
+    messages: pull::Stream,
+    /// Given by `receive`, not acknowledged yet, in order.
+    unacked: Vec<jetstream::Message>,
+    /// An error met after `receive` had messages to give: given by the
+    /// next `receive`.
+    failed: Option<DeliveryError>,
+    timeout: Duration,
+    shown: String,
+}
+
+impl NatsSubscription {
+    /// A message, or why the consumer's messages stopped.
+    fn take(
+        &self,
+        next: Option<Result<jetstream::Message, pull::MessagesError>>,
+    ) -> Result<jetstream::Message, DeliveryError> {
+        use pull::MessagesErrorKind as K;
+        match next {
+            Some(Ok(message)) => Ok(message),
+            // The connection's task ended: the connection is lost.
+            None => Err(failure(
+                FailureClass::Unreachable,
+                &self.shown,
+                "the connection was lost",
+            )),
+            Some(Err(e)) => {
+                let class = match e.kind() {
+                    K::MissingHeartbeat => FailureClass::NoAnswer,
+                    // Made anew, it would start at the beginning of the
+                    // stream: a person decides.
+                    K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
+                        FailureClass::Rejected
+                    }
+                    K::NoResponders | K::Pull | K::Other => FailureClass::Intermittent,
+                };
+                Err(failure(class, &self.shown, e))
+            }
+        }
+    }
+
+    fn received(message: &jetstream::Message) -> Received {
+        Received {
+            payload: record_of(&message.payload),
+            redelivered: message.info().map(|i| i.delivered > 1).unwrap_or(false),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    async fn receive(&mut self, max: usize) -> Result<Vec<Received>, DeliveryError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let first = self.messages.next().await;
+        let first = self.take(first)?;
+        let mut out = vec![Self::received(&first)];
+        self.unacked.push(first);
+        while out.len() < max {
+            // What has already arrived, without waiting.
+            let Some(next) = self.messages.next().now_or_never() else {
+                break;
+            };
+            match self.take(next) {
+                Ok(message) => {
+                    out.push(Self::received(&message));
+                    self.unacked.push(message);
+                }
+                Err(e) => {
+                    self.failed = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack(&mut self) -> Result<(), DeliveryError> {
+        let Some(last) = self.unacked.pop() else {
+            return Ok(());
+        };
+        let earlier = std::mem::take(&mut self.unacked);
+        let acked = async {
+            for message in &earlier {
+                message.ack().await?;
+            }
+            // Answered once the server handled it, and so every ack
+            // before it on this connection.
+            last.double_ack().await
+        };
+        match tokio::time::timeout(self.timeout, acked).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(failure(
+                FailureClass::Unreachable,
+                &self.shown,
+                format!("acknowledgement: {e}"),
+            )),
+            Err(_) => Err(failure(
+                FailureClass::NoAnswer,
+                &self.shown,
+                format!(
+                    "the acknowledgement was not confirmed within {:?}",
+                    self.timeout
+                ),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the NATS server at `SLUICE_TEST_NATS_URL` (default
+    //! `nats://127.0.0.1:4222`, with JetStream). Each test makes its own
+    //! stream, named for the test and this run, and removes it.
+
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn url() -> String {
+        std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    }
+
+    /// A stream name no other test or run uses.
+    fn unique(prefix: &str) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        format!("SLUICE_{prefix}_{}_{nanos}_{n}", std::process::id())
+    }
+
+    fn config_at(url: &str, keys: &str) -> BrokerConfig {
+        let c: BrokerConfig =
+            toml::from_str(&format!("url = \"{url}\"\ntimeout = \"5s\"\n{keys}")).unwrap();
+        assert!(c.validate(KIND, Path::new(".")).is_empty());
+        c
+    }
+
+    fn config(keys: &str) -> BrokerConfig {
+        config_at(&url(), keys)
+    }
+
+    /// A stream taking the subjects `{name}.>`, made with the broker's own
+    /// client.
+    struct TestStream {
+        js: jetstream::Context,
+        name: String,
+    }
+
+    impl TestStream {
+        async fn new(prefix: &str) -> TestStream {
+            let client = async_nats::connect(url()).await.unwrap();
+            let js = jetstream::new(client);
+            let name = unique(prefix);
+            js.create_stream(jetstream::stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{name}.>")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            TestStream { js, name }
+        }
+
+        async fn publish(&self, bodies: &[&str]) {
+            for body in bodies {
+                let subject = format!("{}.in", self.name);
+                let ack = self.js.publish(subject, body.to_string().into());
+                ack.await.unwrap().await.unwrap();
+            }
+        }
+
+        async fn consumer_info(&self, name: &str) -> jetstream::consumer::Info {
+            let stream = self.js.get_stream(&self.name).await.unwrap();
+            let mut consumer: jetstream::consumer::PullConsumer =
+                stream.get_consumer(name).await.unwrap();
+            consumer.info().await.unwrap().clone()
+        }
+
+        async fn remove(self) {
+            self.js.delete_stream(&self.name).await.unwrap();
+        }
+    }
+
+    /// `n` messages from `receive`, however they come in.
+    async fn receive(sub: &mut Box<dyn Subscription>, n: usize) -> Vec<Received> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let more = tokio::time::timeout(Duration::from_secs(15), sub.receive(n - got.len()))
+                .await
+                .expect("messages within 15 s")
+                .unwrap();
+            assert!(!more.is_empty() && more.len() <= n - got.len());
+            got.extend(more);
+        }
+        got
+    }
+
+    fn payloads(got: &[Received]) -> Vec<&str> {
+        got.iter().map(|r| r.payload.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_stored_in_order_with_its_key_and_once_when_sent_twice() {
+        let s = TestStream::new("TARGET").await;
+        let c = config(&format!("subject = \"{}.orders.{{region}}\"", s.name));
+        let target = NatsTarget::new(&c, Path::new("."));
+        assert_eq!(target.batch_size(), 100);
+        let keys: Vec<String> = (1..=5).map(|i| format!("site:orders:{i}")).collect();
+        let records: Vec<String> = (1..=5)
+            .map(|i| json!({"n": i, "region": if i % 2 == 0 { "eu" } else { "us" }}).to_string())
+            .collect();
+        let batch: Vec<Delivery> = keys
+            .iter()
+            .zip(&records)
+            .map(|(k, p)| Delivery::new(k, p))
+            .collect();
+        target.deliver(&batch).await.unwrap();
+
+        let stream = s.js.get_stream(&s.name).await.unwrap();
+        for (i, (key, record)) in keys.iter().zip(&records).enumerate() {
+            let m = stream.get_raw_message(i as u64 + 1).await.unwrap();
+            assert_eq!(m.payload, record.as_bytes());
+            let region = if (i + 1) % 2 == 0 { "eu" } else { "us" };
+            assert_eq!(m.subject.as_str(), format!("{}.orders.{region}", s.name));
+            let id = m.headers.get(MSG_ID).map(|v| v.to_string());
+            assert_eq!(id.as_deref(), Some(key.as_str()));
+        }
+
+        // Sent again (a retry after a lost acknowledgement): JetStream
+        // answers duplicate, which is success, and stores nothing more.
+        target.deliver(&batch).await.unwrap();
+        let mut stream = s.js.get_stream(&s.name).await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 5);
+        s.remove().await;
+    }
+
+    #[tokio::test]
+    async fn a_record_without_the_subject_field_is_rejected_before_anything_is_published() {
+        let s = TestStream::new("NOFIELD").await;
+        let c = config(&format!("subject = \"{}.{{region}}\"", s.name));
+        let target = NatsTarget::new(&c, Path::new("."));
+        let batch = [
+            Delivery::new("s:i:1", "{\"region\": \"eu\"}"),
+            Delivery::new("s:i:2", "{\"other\": 1}"),
+        ];
+        let e = target.deliver(&batch).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+        assert!(
+            e.message.contains("s:i:2") && e.message.contains("'region'"),
+            "{e}"
+        );
+        let mut stream = s.js.get_stream(&s.name).await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 0);
+        s.remove().await;
+    }
+
+    #[tokio::test]
+    async fn a_subject_no_stream_takes_is_rejected_naming_it() {
+        let subject = format!("{}.nowhere", unique("NOSTREAM"));
+        let target = NatsTarget::new(&config(&format!("subject = \"{subject}\"")), Path::new("."));
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+        assert!(e.message.contains(&subject), "{e}");
+        // The connection is kept: the next batch fails the same way.
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+    }
+
+    #[tokio::test]
+    async fn messages_come_in_order_and_acknowledged_ones_do_not_come_again() {
+        let s = TestStream::new("SOURCE").await;
+        s.publish(&["{\"n\": 1}", "{\"n\": 2}", "plain text"]).await;
+        let source = NatsSource::new(&config(&format!("stream = \"{}\"", s.name)), Path::new("."));
+
+        // The consumer is made, and starts at the beginning of the stream.
+        let mut sub = source.subscribe().await.unwrap();
+        let got = receive(&mut sub, 3).await;
+        assert_eq!(
+            payloads(&got),
+            ["{\"n\": 1}", "{\"n\": 2}", "\"plain text\""]
+        );
+        assert!(got.iter().all(|r| !r.redelivered), "{got:?}");
+        sub.ack().await.unwrap();
+        // ack() returns once the broker has taken every acknowledgement.
+        let info = s.consumer_info("sluice").await;
+        assert_eq!(info.num_ack_pending, 0, "{info:?}");
+        assert_eq!(info.ack_floor.stream_sequence, 3, "{info:?}");
+        assert_eq!(
+            info.config.deliver_policy,
+            jetstream::consumer::DeliverPolicy::All
+        );
+        assert_eq!(
+            info.config.ack_policy,
+            jetstream::consumer::AckPolicy::Explicit
+        );
+        drop(sub);
+
+        s.publish(&["{\"n\": 4}"]).await;
+        let mut sub = source.subscribe().await.unwrap();
+        let got = sub.receive(10).await.unwrap();
+        assert_eq!(payloads(&got), ["{\"n\": 4}"]);
+        assert!(!got[0].redelivered);
+        sub.ack().await.unwrap();
+        drop(sub);
+        s.remove().await;
+    }
+
+    #[tokio::test]
+    async fn messages_not_acknowledged_come_again_marked_redelivered() {
+        let s = TestStream::new("REDELIVER").await;
+        // An existing consumer is used as it is: one that gives back
+        // unacknowledged messages after 1 s rather than 30.
+        let stream = s.js.get_stream(&s.name).await.unwrap();
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some("quick".into()),
+                ack_wait: Duration::from_secs(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        s.publish(&["{\"n\": 1}", "{\"n\": 2}"]).await;
+        let source = NatsSource::new(
+            &config(&format!("stream = \"{}\"\nconsumer = \"quick\"", s.name)),
+            Path::new("."),
+        );
+
+        let mut sub = source.subscribe().await.unwrap();
+        let got = receive(&mut sub, 2).await;
+        assert_eq!(payloads(&got), ["{\"n\": 1}", "{\"n\": 2}"]);
+        assert!(got.iter().all(|r| !r.redelivered));
+        drop(sub);
+
+        let mut sub = source.subscribe().await.unwrap();
+        let got = receive(&mut sub, 2).await;
+        assert_eq!(payloads(&got), ["{\"n\": 1}", "{\"n\": 2}"]);
+        assert!(got.iter().all(|r| r.redelivered), "{got:?}");
+        sub.ack().await.unwrap();
+        assert_eq!(s.consumer_info("quick").await.num_ack_pending, 0);
+        drop(sub);
+        s.remove().await;
+    }
+
+    #[tokio::test]
+    async fn a_port_nothing_listens_on_is_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let c = config_at(
+            &format!("nats://127.0.0.1:{port}"),
+            "stream = \"S\"\nsubject = \"s.x\"",
+        );
+        let target = NatsTarget::new(&c, Path::new("."));
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e}");
+        assert!(e.message.contains(&port.to_string()), "{e}");
+        let e = probe(&c, Path::new(".")).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e}");
+        let e = NatsSource::new(&c, Path::new("."))
+            .subscribe()
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e}");
+    }
+
+    /// A NATS server of this test's own (JetStream on, a free port, its
+    /// store in a temporary folder), to stop, start again or give a
+    /// password.
+    struct OwnServer {
+        port: u16,
+        store: tempfile::TempDir,
+        args: Vec<String>,
+        child: Option<std::process::Child>,
+    }
+
+    impl OwnServer {
+        async fn start(args: &[&str]) -> Option<OwnServer> {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            drop(listener);
+            let mut server = OwnServer {
+                port,
+                store: tempfile::tempdir().unwrap(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                child: None,
+            };
+            server.restart().await.then_some(server)
+        }
+
+        fn url(&self) -> String {
+            format!("nats://127.0.0.1:{}", self.port)
+        }
+
+        /// Starts it (again), and waits until it takes connections.
+        async fn restart(&mut self) -> bool {
+            // Debian puts it in /usr/sbin, not on every user's PATH.
+            let program = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .unwrap_or("nats-server");
+            let child = std::process::Command::new(program)
+                .args([
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-js",
+                    "-sd",
+                ])
+                .arg(self.store.path())
+                .args(&self.args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            let child = child.unwrap_or_else(|e| {
+                panic!("nats-server (JetStream's server, as on every machine of this project): {e}")
+            });
+            self.child = Some(child);
+            for _ in 0..100 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("nats-server did not listen on {}", self.port);
+        }
+
+        fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                child.kill().ok();
+                child.wait().ok();
+            }
+        }
+    }
+
+    impl Drop for OwnServer {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_fails_the_batch_and_the_next_one_connects_anew() {
+        let Some(mut server) = OwnServer::start(&[]).await else {
+            return;
+        };
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let stream = jetstream::new(client)
+            .create_stream(jetstream::stream::Config {
+                name: "LOST".into(),
+                subjects: vec!["lost.>".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some("quick".into()),
+                ack_wait: Duration::from_secs(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let c = config_at(
+            &server.url(),
+            "subject = \"lost.x\"\nstream = \"LOST\"\nconsumer = \"quick\"",
+        );
+        let target = NatsTarget::new(&c, Path::new("."));
+        target
+            .deliver(&[Delivery::new("s:i:1", "{\"n\": 1}")])
+            .await
+            .unwrap();
+        let source = NatsSource::new(&c, Path::new("."));
+        let mut sub = source.subscribe().await.unwrap();
+        assert_eq!(payloads(&receive(&mut sub, 1).await), ["{\"n\": 1}"]);
+
+        server.stop();
+        let e = target
+            .deliver(&[Delivery::new("s:i:2", "{\"n\": 2}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e}");
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.receive(10))
+            .await
+            .expect("receive ends when the connection is lost")
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e}");
+        drop(sub);
+
+        assert!(server.restart().await);
+        target
+            .deliver(&[Delivery::new("s:i:2", "{\"n\": 2}")])
+            .await
+            .unwrap();
+        // The new record, and the one received but not acknowledged before
+        // the loss, again.
+        let mut sub = source.subscribe().await.unwrap();
+        let mut got = receive(&mut sub, 2).await;
+        got.sort_by(|a, b| a.payload.cmp(&b.payload));
+        assert_eq!(payloads(&got), ["{\"n\": 1}", "{\"n\": 2}"]);
+        assert!(got[0].redelivered && !got[1].redelivered, "{got:?}");
+        sub.ack().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_unauthorized_until_new_ones_are_given() {
+        let Some(server) = OwnServer::start(&["--user", "sluice", "--pass", "s3cret-pw"]).await
+        else {
+            return;
+        };
+        let c = config_at(
+            &server.url(),
+            "subject = \"creds.x\"\nusername = \"sluice\"",
+        );
+        let e = probe(&c, Path::new(".")).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Unauthorized, "{e}");
+        let target = NatsTarget::new(&c, Path::new("."));
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Unauthorized, "{e}");
+
+        target
+            .set_credentials(Credentials::Basic {
+                username: "sluice".into(),
+                password: "s3cret-pw".into(),
+            })
+            .unwrap();
+        // Connected now: JetStream answers that no stream takes the subject.
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+        assert!(!e.message.contains("s3cret-pw"), "{e}");
+        assert!(target
+            .set_credentials(Credentials::Bearer("t".into()))
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn probe_answers_for_a_stream_and_a_subject_and_rejects_a_missing_stream() {
+        let s = TestStream::new("PROBE").await;
+        s.publish(&["{}"]).await;
+        let c = config(&format!("stream = \"{0}\"\nsubject = \"{0}.out\"", s.name));
+        let said = probe(&c, Path::new(".")).await.unwrap();
+        assert!(said.contains("NATS"), "{said}");
+        assert!(
+            said.contains(&format!("stream '{}' holds 1 messages", s.name)),
+            "{said}"
+        );
+        assert!(said.contains("goes to stream"), "{said}");
+        assert!(!said.contains('\n'), "{said}");
+        let target = NatsTarget::new(&c, Path::new("."));
+        target.probe().await.unwrap();
+
+        let missing = unique("MISSING");
+        let e = probe(&config(&format!("stream = \"{missing}\"")), Path::new("."))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+        assert!(
+            e.message.contains(&missing) && e.message.contains("not found"),
+            "{e}"
+        );
+        let e = NatsSource::new(&config(&format!("stream = \"{missing}\"")), Path::new("."))
+            .subscribe()
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.class, FailureClass::Rejected, "{e}");
+        s.remove().await;
+    }
+}
