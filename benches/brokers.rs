@@ -1,0 +1,420 @@
+//! The brokers' benchmark: the real daemon against RabbitMQ and NATS
+//! JetStream on 127.0.0.1, each against the broker's own client doing the
+//! same in the same run (the physical limit), as ratios.
+//!
+//! ```sh
+//! cargo bench --bench brokers                          # N = 100,000
+//! SLUICE_BENCH_N=20000 cargo bench --bench brokers     # what CI runs
+//! ```
+//!
+//! Per kind:
+//! - **target**: N records posted to a webhook while the integration is
+//!   paused, then drained to the broker (`batch = 100`, every message
+//!   confirmed) — against the client publishing the same records 100 at a
+//!   time, each hundred's confirmations awaited before the next.
+//! - **source**: N messages waiting in the queue or stream, consumed by
+//!   sluice (queued durably, then acknowledged) into a `file` target on
+//!   local disk — against the client consuming and acknowledging them.
+//!
+//! It reports; it fails only on a wrong count.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use common::Daemon;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::Value;
+
+const BATCH: usize = 100;
+
+fn n() -> usize {
+    std::env::var("SLUICE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+fn payload(i: usize) -> String {
+    format!(
+        "{{\"id\":\"o{i:07}\",\"n\":{i},\"amount\":{}.5,\"sku\":\"ABC-123\"}}",
+        i % 1000
+    )
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn amqp_url() -> String {
+    std::env::var("SLUICE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://127.0.0.1:5672/%2f".into())
+}
+
+fn nats_url() -> String {
+    std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+/// A site whose flow `f` goes from `source` (an endpoint body) to `target`.
+fn site(source: &str, target: &str) -> String {
+    format!(
+        "[sites.S.endpoints.src]\n{source}\n\n[sites.S.endpoints.dst]\n{target}\n\n\
+         [sites.S.integrations.sync]\n\n[[sites.S.integrations.sync.flows]]\n\
+         name = \"f\"\nsource = \"src\"\ntarget = \"dst\"\nkey = \"id\"\n"
+    )
+}
+
+/// Posts N records to the webhook while paused, then times the drain.
+async fn drain(dir: &Path, target: &str, arrived: impl AsyncCount) -> Duration {
+    let daemon = Daemon::start(dir, &site("kind = \"webhook\"", target)).await;
+    let (status, _) = daemon
+        .post(
+            "/api/v1/sites/S/integrations/sync/pause",
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(status.is_success());
+    let n = n();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let body: Vec<Value> = chunk
+            .iter()
+            .map(|&i| serde_json::from_str(&payload(i)).unwrap())
+            .collect();
+        let (status, _) = daemon.hook("S", "sync", "f", Value::Array(body)).await;
+        assert_eq!(status.as_u16(), 202);
+    }
+    let started = Instant::now();
+    let (status, _) = daemon
+        .post(
+            "/api/v1/sites/S/integrations/sync/resume",
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(status.is_success());
+    loop {
+        if arrived.count().await >= n {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "drain stuck");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    assert_eq!(arrived.count().await, n, "each record once");
+    took
+}
+
+/// Times sluice consuming N waiting messages into a file.
+async fn consume(dir: &Path, source: &str) -> Duration {
+    let out = dir.join("out.jsonl");
+    let target = format!(
+        "kind = \"file\"\npath = \"{}\"\nbatch = 1000",
+        out.display()
+    );
+    let started = Instant::now();
+    let _daemon = Daemon::start(dir, &site(source, &target)).await;
+    let n = n();
+    loop {
+        let lines = std::fs::read(&out).map(|b| bytecount(&b)).unwrap_or(0);
+        if lines >= n {
+            assert_eq!(lines, n, "each message once");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "consumer stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+fn bytecount(b: &[u8]) -> usize {
+    b.iter().filter(|&&c| c == b'\n').count()
+}
+
+trait AsyncCount {
+    async fn count(&self) -> usize;
+}
+
+struct RabbitQueue(lapin::Channel, String);
+
+impl AsyncCount for RabbitQueue {
+    async fn count(&self) -> usize {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.0
+            .queue_declare(self.1.as_str().into(), passive, FieldTable::default())
+            .await
+            .unwrap()
+            .message_count() as usize
+    }
+}
+
+struct NatsStream(jetstream::Context, String);
+
+impl AsyncCount for NatsStream {
+    async fn count(&self) -> usize {
+        let mut s = self.0.get_stream(&self.1).await.unwrap();
+        s.info().await.unwrap().state.messages as usize
+    }
+}
+
+async fn amqp() {
+    let n = n();
+    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ");
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let declare = |q: String| {
+        let channel = channel.clone();
+        async move {
+            channel
+                .queue_declare(q.as_str().into(), durable, FieldTable::default())
+                .await
+                .unwrap();
+            q
+        }
+    };
+    let publish = |q: String| {
+        let channel = channel.clone();
+        async move {
+            let started = Instant::now();
+            for chunk in (0..n).collect::<Vec<_>>().chunks(BATCH) {
+                let mut confirms = Vec::with_capacity(BATCH);
+                for &i in chunk {
+                    confirms.push(
+                        channel
+                            .basic_publish(
+                                "".into(),
+                                q.as_str().into(),
+                                BasicPublishOptions {
+                                    mandatory: true,
+                                    ..Default::default()
+                                },
+                                payload(i).as_bytes(),
+                                BasicProperties::default().with_delivery_mode(2),
+                            )
+                            .await
+                            .unwrap(),
+                    );
+                }
+                for c in confirms {
+                    c.await.unwrap();
+                }
+            }
+            started.elapsed()
+        }
+    };
+
+    // Target.
+    let direct_q = declare(unique("bench_direct")).await;
+    let direct = publish(direct_q.clone()).await;
+    let out_q = declare(unique("bench_out")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!(
+        "kind = \"amqp\"\nurl = \"{}\"\nexchange = \"\"\nrouting_key = \"{out_q}\"\nbatch = {BATCH}",
+        amqp_url()
+    );
+    let took = drain(
+        dir.path(),
+        &target,
+        RabbitQueue(channel.clone(), out_q.clone()),
+    )
+    .await;
+    report(
+        "amqp target: webhook → RabbitMQ (confirms)",
+        n,
+        took,
+        "client publishing",
+        direct,
+    );
+
+    // Source: the direct queue holds N messages; consume them directly.
+    let consumer_channel = conn.create_channel().await.unwrap();
+    consumer_channel
+        .basic_qos(500, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut consumer = consumer_channel
+        .basic_consume(
+            direct_q.as_str().into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut got = 0;
+    while got < n {
+        let d = consumer.next().await.unwrap().unwrap();
+        got += 1;
+        if got % 250 == 0 || got == n {
+            d.acker
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .unwrap();
+        }
+    }
+    let direct = started.elapsed();
+    drop(consumer);
+    consumer_channel.close(200, "done".into()).await.ok();
+    // sluice consumes the target's output queue (N messages).
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!(
+        "kind = \"amqp\"\nurl = \"{}\"\nqueue = \"{out_q}\"\nprefetch = 500",
+        amqp_url()
+    );
+    let took = consume(dir.path(), &source).await;
+    report(
+        "amqp source: RabbitMQ → file (acked once queued)",
+        n,
+        took,
+        "client consuming",
+        direct,
+    );
+    for q in [direct_q, out_q] {
+        channel
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .ok();
+    }
+}
+
+async fn nats() {
+    let n = n();
+    let client = async_nats::connect(nats_url()).await.expect("NATS");
+    let js = jetstream::new(client);
+    let make = |name: String| {
+        let js = js.clone();
+        async move {
+            js.create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{name}.>")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            name
+        }
+    };
+    let direct_s = make(unique("BENCH_DIRECT")).await;
+    let started = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(BATCH) {
+        let mut acks = Vec::with_capacity(BATCH);
+        for &i in chunk {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("S:sync:{i}").as_str());
+            acks.push(
+                js.publish_with_headers(format!("{direct_s}.x"), headers, payload(i).into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for a in acks {
+            a.await.unwrap();
+        }
+    }
+    let direct = started.elapsed();
+    let out_s = make(unique("BENCH_OUT")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!(
+        "kind = \"nats\"\nurl = \"{}\"\nsubject = \"{out_s}.orders\"\nbatch = {BATCH}",
+        nats_url()
+    );
+    let took = drain(dir.path(), &target, NatsStream(js.clone(), out_s.clone())).await;
+    report(
+        "nats target: webhook → JetStream (acks)",
+        n,
+        took,
+        "client publishing",
+        direct,
+    );
+
+    // Source: consume the direct stream directly, then sluice the output.
+    let consumer = js
+        .get_stream(&direct_s)
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            durable_name: Some("bench".into()),
+            ack_policy: jetstream::consumer::AckPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut got = 0;
+    while got < n {
+        let m = messages.next().await.unwrap().unwrap();
+        got += 1;
+        // AckPolicy::All: an ack covers the ones before it.
+        if got % 250 == 0 || got == n {
+            m.double_ack().await.unwrap();
+        }
+    }
+    drop(messages);
+    let direct = started.elapsed();
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!(
+        "kind = \"nats\"\nurl = \"{}\"\nstream = \"{out_s}\"",
+        nats_url()
+    );
+    let took = consume(dir.path(), &source).await;
+    report(
+        "nats source: JetStream → file (acked once queued)",
+        n,
+        took,
+        "client consuming",
+        direct,
+    );
+    for s in [direct_s, out_s] {
+        js.delete_stream(&s).await.ok();
+    }
+}
+
+fn report(what: &str, n: usize, took: Duration, baseline: &str, base: Duration) {
+    println!(
+        "{what}: {n} in {:.2}s = {:.0}/s; the {baseline} directly: {:.0}/s; ratio {:.2}",
+        took.as_secs_f64(),
+        rate(n, took),
+        rate(n, base),
+        rate(n, took) / rate(n, base)
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    amqp().await;
+    nats().await;
+}
