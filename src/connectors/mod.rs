@@ -10,6 +10,7 @@ pub mod generator;
 pub mod http;
 pub mod http_auth;
 pub mod http_poll;
+pub mod mqtt;
 pub mod sql;
 pub mod template;
 pub mod webhook;
@@ -36,6 +37,7 @@ pub enum EndpointKind {
     HttpPoll(http_poll::HttpPollConfig),
     Postgres(sql::SqlConfig),
     Mysql(sql::SqlConfig),
+    Mqtt(broker::BrokerConfig),
 }
 
 /// A problem with one key of an endpoint's settings: the key (relative to
@@ -44,7 +46,7 @@ pub type KeyProblem = (String, String);
 
 impl EndpointKind {
     /// The kinds, as written in `kind = "…"`.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "webhook",
         "file",
         "http",
@@ -52,6 +54,7 @@ impl EndpointKind {
         "http_poll",
         "postgres",
         "mysql",
+        "mqtt",
     ];
 
     /// Reads the settings of kind `kind` from the endpoint's table (without
@@ -71,6 +74,7 @@ impl EndpointKind {
             "http_poll" => de(table).map(EndpointKind::HttpPoll),
             "postgres" => de(table).map(EndpointKind::Postgres),
             "mysql" => de(table).map(EndpointKind::Mysql),
+            "mqtt" => de(table).map(EndpointKind::Mqtt),
             _ => return None,
         })
     }
@@ -84,6 +88,7 @@ impl EndpointKind {
             EndpointKind::HttpPoll(_) => "http_poll",
             EndpointKind::Postgres(_) => "postgres",
             EndpointKind::Mysql(_) => "mysql",
+            EndpointKind::Mqtt(_) => "mqtt",
         }
     }
 
@@ -99,6 +104,7 @@ impl EndpointKind {
             EndpointKind::HttpPoll(c) => c.validate(base),
             EndpointKind::Postgres(c) => c.validate(sql::Dialect::Postgres),
             EndpointKind::Mysql(c) => c.validate(sql::Dialect::Mysql),
+            EndpointKind::Mqtt(c) => c.validate(broker::BrokerKind::Mqtt, base),
         }
     }
 
@@ -127,22 +133,26 @@ impl EndpointKind {
 
     /// Builds what consumes from this endpoint, if it is a broker source.
     /// Relative paths are resolved against `base`.
-    pub fn subscriber(&self, _base: &std::path::Path) -> Option<Arc<dyn broker::Subscribe>> {
+    pub fn subscriber(&self, base: &std::path::Path) -> Option<Arc<dyn broker::Subscribe>> {
         match self {
+            EndpointKind::Mqtt(c) if c.is_source(broker::BrokerKind::Mqtt) => {
+                Some(Arc::new(mqtt::MqttSource::new(c, base)))
+            }
             EndpointKind::Webhook(_)
             | EndpointKind::File(_)
             | EndpointKind::Http(_)
             | EndpointKind::Generator(_)
             | EndpointKind::HttpPoll(_)
             | EndpointKind::Postgres(_)
-            | EndpointKind::Mysql(_) => None,
+            | EndpointKind::Mysql(_)
+            | EndpointKind::Mqtt(_) => None,
         }
     }
 
     /// Whether it takes new credentials (a reauthorization): the kinds
     /// whose target overrides [`Target::set_credentials`].
     pub fn takes_credentials(&self) -> bool {
-        matches!(self, EndpointKind::Http(_))
+        matches!(self, EndpointKind::Http(_) | EndpointKind::Mqtt(_))
     }
 
     pub fn is_target(&self) -> bool {
@@ -150,6 +160,7 @@ impl EndpointKind {
             EndpointKind::File(_) | EndpointKind::Http(_) => true,
             // A query is only read from.
             EndpointKind::Postgres(c) | EndpointKind::Mysql(c) => c.table.is_some(),
+            EndpointKind::Mqtt(c) => c.is_target(broker::BrokerKind::Mqtt),
             EndpointKind::Webhook(_) | EndpointKind::Generator(_) | EndpointKind::HttpPoll(_) => {
                 false
             }
@@ -167,6 +178,7 @@ impl EndpointKind {
             EndpointKind::Generator(_) => Ok("records are made up; nothing to call".into()),
             EndpointKind::Postgres(c) => sql::postgres::probe(c).await,
             EndpointKind::Mysql(c) => sql::mysql::probe(c).await,
+            EndpointKind::Mqtt(c) => mqtt::probe(c, base).await,
         }
     }
 
@@ -181,7 +193,9 @@ impl EndpointKind {
                 Some(Arc::new(sql::SqlSource::new(c, sql::Dialect::Postgres)))
             }
             EndpointKind::Mysql(c) => Some(Arc::new(sql::SqlSource::new(c, sql::Dialect::Mysql))),
-            EndpointKind::Webhook(_) | EndpointKind::Http(_) => None,
+            // A broker's messages are consumed while the site runs
+            // (`subscriber`), not pulled by a run.
+            EndpointKind::Webhook(_) | EndpointKind::Http(_) | EndpointKind::Mqtt(_) => None,
         }
     }
 
@@ -197,11 +211,15 @@ impl EndpointKind {
             EndpointKind::Mysql(c) if c.table.is_some() => {
                 Some(Arc::new(sql::mysql::MysqlTarget::new(c)))
             }
+            EndpointKind::Mqtt(c) if c.is_target(broker::BrokerKind::Mqtt) => {
+                Some(Arc::new(mqtt::MqttTarget::new(c, base)))
+            }
             EndpointKind::Webhook(_)
             | EndpointKind::Generator(_)
             | EndpointKind::HttpPoll(_)
             | EndpointKind::Postgres(_)
-            | EndpointKind::Mysql(_) => None,
+            | EndpointKind::Mysql(_)
+            | EndpointKind::Mqtt(_) => None,
         }
     }
 }
