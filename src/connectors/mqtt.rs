@@ -767,3 +767,278 @@ impl Subscription for MqttSubscription {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a real broker: `SLUICE_TEST_MQTT_URL` (default
+    //! `mqtt://127.0.0.1:1883`), read and written with the broker's own
+    //! clients (`mosquitto_pub`, `mosquitto_sub`). Each test takes topics
+    //! and client ids of its own and removes the sessions it made.
+
+    use super::*;
+    use serde_json::json;
+    use std::process::Stdio;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::AsyncWriteExt;
+    use tokio::process::Command;
+
+    fn url() -> String {
+        std::env::var("SLUICE_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+    }
+
+    /// A name no other test or run uses.
+    fn unique(what: &str) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        format!(
+            "sluice-test-{what}-{}-{nanos:x}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        )
+    }
+
+    fn config(url: &str, topic: &str, client_id: &str) -> BrokerConfig {
+        let mut c: BrokerConfig = toml::from_str(&format!(
+            "url = \"{url}\"\ntopic = \"{topic}\"\nclient_id = \"{client_id}\""
+        ))
+        .unwrap();
+        c.timeout = Some(Duration::from_secs(5));
+        assert_eq!(c.validate(KIND, Path::new(".")), []);
+        c
+    }
+
+    /// The broker's own client `tool` (`mosquitto_pub`, `mosquitto_sub`)
+    /// against the test broker, given `input`: what it printed.
+    async fn mosquitto(tool: &str, args: &[&str], input: Option<String>) -> String {
+        let url = reqwest::Url::parse(&url()).unwrap();
+        let (host, port) = (url.host_str().unwrap(), url.port().unwrap_or(1883));
+        let mut child = Command::new(tool)
+            .args(["-h", host, "-p", &port.to_string(), "-V", "mqttv311"])
+            .args(args)
+            .stdin(match input {
+                Some(_) => Stdio::piped(),
+                None => Stdio::null(),
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        if let Some(input) = input {
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(input.as_bytes()).await.unwrap();
+        }
+        let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+            .await
+            .expect("the broker's client ends")
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Publishes each line as a message with QoS 1, in order.
+    async fn publish(topic: &str, lines: &[&str]) {
+        let input = lines.iter().map(|l| format!("{l}\n")).collect();
+        mosquitto(
+            "mosquitto_pub",
+            &["-i", &unique("pub"), "-q", "1", "-t", topic, "-l"],
+            Some(input),
+        )
+        .await;
+    }
+
+    /// A persistent session on the test broker, removed when dropped (also
+    /// when the test fails): a connection with its client id and a clean
+    /// session makes the broker forget it.
+    struct Session {
+        client_id: String,
+        topic: String,
+    }
+
+    impl Drop for Session {
+        fn drop(&mut self) {
+            let url = reqwest::Url::parse(&url()).unwrap();
+            let port = url.port().unwrap_or(1883).to_string();
+            let status = std::process::Command::new("mosquitto_sub")
+                .args(["-h", url.host_str().unwrap(), "-p", &port])
+                .args(["-i", &self.client_id, "-t", &self.topic, "-E"])
+                .stdout(Stdio::null())
+                .status();
+            if !status.is_ok_and(|s| s.success()) {
+                eprintln!("the session {} was not removed", self.client_id);
+            }
+        }
+    }
+
+    /// `n` messages from the subscription, received as they come.
+    async fn take(s: &mut dyn Subscription, n: usize) -> Vec<Received> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let more = tokio::time::timeout(Duration::from_secs(10), s.receive(n - got.len()))
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {n} messages: {got:?}", got.len()))
+                .unwrap();
+            assert!(!more.is_empty() && more.len() <= n - got.len(), "{more:?}");
+            got.extend(more);
+        }
+        got
+    }
+
+    fn payloads(received: &[Received]) -> Vec<&str> {
+        received.iter().map(|r| r.payload.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_reaches_the_broker_in_order_with_qos_1() {
+        let id = unique("target");
+        let filter = format!("{id}/#");
+        let reader = Session {
+            client_id: format!("{id}-reader"),
+            topic: filter.clone(),
+        };
+        // The reader's session first: it keeps what is published until read.
+        let read = ["-c", "-i", &reader.client_id, "-q", "1", "-t", &filter];
+        mosquitto("mosquitto_sub", &[&read[..], &["-E"]].concat(), None).await;
+
+        let target = MqttTarget::new(
+            &config(&url(), &format!("{id}/{{line}}"), &id),
+            Path::new("."),
+        );
+        let line = |n: usize| ["a", "b"][n % 2];
+        let payloads: Vec<String> = (0..5)
+            .map(|n| json!({"line": line(n), "n": n}).to_string())
+            .collect();
+        let keys: Vec<String> = (0..5).map(|n| format!("s:i:{n}")).collect();
+        let batch: Vec<Delivery> = keys
+            .iter()
+            .zip(&payloads)
+            .map(|(k, p)| Delivery::new(k, p))
+            .collect();
+        target.deliver(&batch).await.unwrap();
+
+        // A record its topic cannot be made for: nothing of its batch goes.
+        let bad = json!({"line": "x/y"}).to_string();
+        let e = target
+            .deliver(&[batch[0], Delivery::new("s:i:9", &bad)])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e:?}");
+        assert!(
+            e.message.contains("s:i:9") && e.message.contains("'line'"),
+            "{e:?}"
+        );
+
+        // Another batch on the same connection: only its own PUBACKs count.
+        target.deliver(&batch[..2]).await.unwrap();
+
+        let got = mosquitto(
+            "mosquitto_sub",
+            &[&read[..], &["-C", "7", "-W", "10", "-F", "%q %t %p"]].concat(),
+            None,
+        )
+        .await;
+        let expected: Vec<String> = (0..5)
+            .chain(0..2)
+            .map(|n| format!("1 {id}/{} {}", line(n), payloads[n]))
+            .collect();
+        assert_eq!(got.lines().collect::<Vec<_>>(), expected);
+    }
+
+    #[tokio::test]
+    async fn a_source_receives_in_order_and_gets_again_what_it_did_not_acknowledge() {
+        let id = unique("source");
+        let topic = format!("{id}/in");
+        let _session = Session {
+            client_id: id.clone(),
+            topic: topic.clone(),
+        };
+        let source = MqttSource::new(&config(&url(), &topic, &id), Path::new("."));
+
+        let mut s = source.subscribe().await.unwrap();
+        publish(&topic, &[r#"{"n":1}"#, r#"{"n":2}"#, "plain"]).await;
+        let got = take(&mut *s, 3).await;
+        assert_eq!(payloads(&got), [r#"{"n":1}"#, r#"{"n":2}"#, r#""plain""#]);
+        assert!(got.iter().all(|r| !r.redelivered), "{got:?}");
+        s.ack().await.unwrap();
+        drop(s);
+
+        // Published while nobody is connected: the session keeps them. (Not
+        // checked: that they come unmarked; the broker may not yet have
+        // seen the last connection close, and sent them to it.)
+        publish(&topic, &["4", "5"]).await;
+        let mut s = source.subscribe().await.unwrap();
+        assert_eq!(payloads(&take(&mut *s, 2).await), ["4", "5"]);
+        drop(s);
+
+        // Received but not acknowledged: they come again, marked.
+        let mut s = source.subscribe().await.unwrap();
+        let got = take(&mut *s, 2).await;
+        assert_eq!(payloads(&got), ["4", "5"]);
+        assert!(got.iter().all(|r| r.redelivered), "{got:?}");
+        s.ack().await.unwrap();
+        drop(s);
+
+        // Acknowledged: nothing comes again before a new message.
+        let mut s = source.subscribe().await.unwrap();
+        publish(&topic, &["6"]).await;
+        let got = take(&mut *s, 1).await;
+        assert_eq!(payloads(&got), ["6"]);
+        assert!(!got[0].redelivered);
+        s.ack().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_port_nobody_listens_on_is_unreachable() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let c = config(&format!("mqtt://127.0.0.1:{port}"), "t", "c");
+        let e = probe(&c, Path::new(".")).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e:?}");
+        let target = MqttTarget::new(&c, Path::new("."));
+        let e = target
+            .deliver(&[Delivery::new("k", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e:?}");
+        let e = MqttSource::new(&c, Path::new("."))
+            .subscribe()
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.class, FailureClass::Unreachable, "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn probe_connects_subscribes_and_says_so() {
+        let id = unique("probe");
+        let c = config(&url(), &format!("{id}/+/in"), &id);
+        let answer = probe(&c, Path::new(".")).await.unwrap();
+        assert!(answer.contains("CONNACK 0"), "{answer}");
+        assert!(
+            answer.contains(&format!("'{id}/+/in' with QoS 1")),
+            "{answer}"
+        );
+
+        // A filter no broker takes: its failure for good.
+        let e = probe(&config(&url(), &format!("{id}/#/in"), &id), Path::new("."))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e:?}");
+
+        // A password whose variable is not set.
+        let mut c = c;
+        c.username = Some("sluice".into());
+        c.password_env = Some(format!("SLUICE_TEST_{}", std::process::id()));
+        let e = probe(&c, Path::new(".")).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Unauthorized, "{e:?}");
+    }
+}
