@@ -1017,6 +1017,110 @@ mod tests {
         assert_eq!(e.class, FailureClass::Unreachable, "{e:?}");
     }
 
+    /// A broker of the test's own that takes only `sluice`/`right` (the
+    /// shared one may take anyone): `None` when Mosquitto is not installed.
+    struct PrivateBroker {
+        url: String,
+        _dir: tempfile::TempDir,
+        _broker: tokio::process::Child,
+    }
+
+    async fn private_broker() -> Option<PrivateBroker> {
+        let program = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())?;
+        let dir = tempfile::tempdir().unwrap();
+        let passwords = dir.path().join("passwords");
+        let made = std::process::Command::new("mosquitto_passwd")
+            .arg("-c")
+            .arg("-b")
+            .arg(&passwords)
+            .args(["sluice", "right"])
+            .status()
+            .ok()?;
+        assert!(made.success());
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+                 persistence false\nlog_dest none\n",
+                passwords.display()
+            ),
+        )
+        .unwrap();
+        let broker = Command::new(program)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // Ready once it takes connections.
+        let address = format!("127.0.0.1:{port}");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while tokio::net::TcpStream::connect(&address).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the private broker listens");
+        Some(PrivateBroker {
+            url: format!("mqtt://{address}"),
+            _dir: dir,
+            _broker: broker,
+        })
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_unauthorized_until_a_reauthorization() {
+        // The shared broker allows anonymous access: there a wrong
+        // password is accepted, so refusals are tested on a broker of our own.
+        let Some(broker) = private_broker().await else {
+            eprintln!("mosquitto is not installed: refused credentials not tested");
+            return;
+        };
+        let id = unique("auth");
+        let var = format!("SLUICE_TEST_MQTT_PASSWORD_{}", std::process::id());
+        std::env::set_var(&var, "wrong-secret");
+        let mut c = config(&broker.url, &format!("{id}/in"), &id);
+        c.username = Some("sluice".into());
+        c.password_env = Some(var);
+
+        // Mosquitto 2.0 answers a wrong password with CONNACK 5.
+        let e = probe(&c, Path::new(".")).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Unauthorized, "{e:?}");
+        assert!(!e.message.contains("wrong-secret"), "{e:?}");
+
+        let right = || Credentials::Basic {
+            username: "sluice".into(),
+            password: "right".into(),
+        };
+        let target = MqttTarget::new(&c, Path::new("."));
+        let e = target
+            .deliver(&[Delivery::new("k", "{}")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Unauthorized, "{e:?}");
+        target.set_credentials(right()).unwrap();
+        target.deliver(&[Delivery::new("k", "{}")]).await.unwrap();
+        assert!(target.probe().await.is_ok());
+
+        let source = MqttSource::new(&c, Path::new("."));
+        let e = source.subscribe().await.err().unwrap();
+        assert_eq!(e.class, FailureClass::Unauthorized, "{e:?}");
+        source.set_credentials(right()).unwrap();
+        assert!(source.subscribe().await.is_ok());
+        assert!(source
+            .set_credentials(Credentials::Bearer("t".into()))
+            .is_err());
+    }
+
     #[tokio::test]
     async fn probe_connects_subscribes_and_says_so() {
         let id = unique("probe");
