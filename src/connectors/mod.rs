@@ -11,6 +11,7 @@ pub mod generator;
 pub mod http;
 pub mod http_auth;
 pub mod http_poll;
+pub mod mqtt;
 pub mod nats;
 pub mod sql;
 pub mod template;
@@ -40,6 +41,7 @@ pub enum EndpointKind {
     Mysql(sql::SqlConfig),
     Amqp(broker::BrokerConfig),
     Nats(broker::BrokerConfig),
+    Mqtt(broker::BrokerConfig),
 }
 
 /// A problem with one key of an endpoint's settings: the key (relative to
@@ -48,7 +50,7 @@ pub type KeyProblem = (String, String);
 
 impl EndpointKind {
     /// The kinds, as written in `kind = "…"`.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "webhook",
         "file",
         "http",
@@ -58,6 +60,7 @@ impl EndpointKind {
         "mysql",
         "amqp",
         "nats",
+        "mqtt",
     ];
 
     /// Reads the settings of kind `kind` from the endpoint's table (without
@@ -79,6 +82,7 @@ impl EndpointKind {
             "mysql" => de(table).map(EndpointKind::Mysql),
             "amqp" => de(table).map(EndpointKind::Amqp),
             "nats" => de(table).map(EndpointKind::Nats),
+            "mqtt" => de(table).map(EndpointKind::Mqtt),
             _ => return None,
         })
     }
@@ -94,6 +98,7 @@ impl EndpointKind {
             EndpointKind::Mysql(_) => "mysql",
             EndpointKind::Amqp(_) => "amqp",
             EndpointKind::Nats(_) => "nats",
+            EndpointKind::Mqtt(_) => "mqtt",
         }
     }
 
@@ -111,6 +116,7 @@ impl EndpointKind {
             EndpointKind::Mysql(c) => c.validate(sql::Dialect::Mysql),
             EndpointKind::Amqp(c) => c.validate(broker::BrokerKind::Amqp, base),
             EndpointKind::Nats(c) => c.validate(broker::BrokerKind::Nats, base),
+            EndpointKind::Mqtt(c) => c.validate(broker::BrokerKind::Mqtt, base),
         }
     }
 
@@ -137,6 +143,7 @@ impl EndpointKind {
         match self {
             EndpointKind::Amqp(c) => c.is_source(broker::BrokerKind::Amqp),
             EndpointKind::Nats(c) => c.is_source(broker::BrokerKind::Nats),
+            EndpointKind::Mqtt(c) => c.is_source(broker::BrokerKind::Mqtt),
             _ => false,
         }
     }
@@ -151,6 +158,9 @@ impl EndpointKind {
             EndpointKind::Nats(c) if c.is_source(broker::BrokerKind::Nats) => {
                 Some(Arc::new(nats::NatsSource::new(c, base)))
             }
+            EndpointKind::Mqtt(c) if c.is_source(broker::BrokerKind::Mqtt) => {
+                Some(Arc::new(mqtt::MqttSource::new(c, base)))
+            }
             EndpointKind::Webhook(_)
             | EndpointKind::File(_)
             | EndpointKind::Http(_)
@@ -159,7 +169,8 @@ impl EndpointKind {
             | EndpointKind::Postgres(_)
             | EndpointKind::Mysql(_)
             | EndpointKind::Amqp(_)
-            | EndpointKind::Nats(_) => None,
+            | EndpointKind::Nats(_)
+            | EndpointKind::Mqtt(_) => None,
         }
     }
 
@@ -168,7 +179,10 @@ impl EndpointKind {
     pub fn takes_credentials(&self) -> bool {
         matches!(
             self,
-            EndpointKind::Http(_) | EndpointKind::Amqp(_) | EndpointKind::Nats(_)
+            EndpointKind::Http(_)
+                | EndpointKind::Amqp(_)
+                | EndpointKind::Nats(_)
+                | EndpointKind::Mqtt(_)
         )
     }
 
@@ -179,6 +193,7 @@ impl EndpointKind {
             EndpointKind::Postgres(c) | EndpointKind::Mysql(c) => c.table.is_some(),
             EndpointKind::Amqp(c) => c.is_target(broker::BrokerKind::Amqp),
             EndpointKind::Nats(c) => c.is_target(broker::BrokerKind::Nats),
+            EndpointKind::Mqtt(c) => c.is_target(broker::BrokerKind::Mqtt),
             EndpointKind::Webhook(_) | EndpointKind::Generator(_) | EndpointKind::HttpPoll(_) => {
                 false
             }
@@ -198,6 +213,7 @@ impl EndpointKind {
             EndpointKind::Mysql(c) => sql::mysql::probe(c).await,
             EndpointKind::Amqp(c) => amqp::probe(c, base).await,
             EndpointKind::Nats(c) => nats::probe(c, base).await,
+            EndpointKind::Mqtt(c) => mqtt::probe(c, base).await,
         }
     }
 
@@ -215,7 +231,8 @@ impl EndpointKind {
             EndpointKind::Webhook(_)
             | EndpointKind::Http(_)
             | EndpointKind::Amqp(_)
-            | EndpointKind::Nats(_) => None,
+            | EndpointKind::Nats(_)
+            | EndpointKind::Mqtt(_) => None,
         }
     }
 
@@ -237,13 +254,17 @@ impl EndpointKind {
             EndpointKind::Nats(c) if c.is_target(broker::BrokerKind::Nats) => {
                 Some(Arc::new(nats::NatsTarget::new(c, base)))
             }
+            EndpointKind::Mqtt(c) if c.is_target(broker::BrokerKind::Mqtt) => {
+                Some(Arc::new(mqtt::MqttTarget::new(c, base)))
+            }
             EndpointKind::Webhook(_)
             | EndpointKind::Generator(_)
             | EndpointKind::HttpPoll(_)
             | EndpointKind::Postgres(_)
             | EndpointKind::Mysql(_)
             | EndpointKind::Amqp(_)
-            | EndpointKind::Nats(_) => None,
+            | EndpointKind::Nats(_)
+            | EndpointKind::Mqtt(_) => None,
         }
     }
 }
