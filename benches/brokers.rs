@@ -16,12 +16,18 @@
 //!   sluice (queued durably, then acknowledged) into a `file` target on
 //!   local disk — against the client consuming and acknowledging them.
 //!
+//! MQTT's source is not measured: Mosquitto keeps at most
+//! `max_queued_messages` (1000 by default) for a session, so a backlog of
+//! N cannot wait for sluice there.
+//!
 //! It reports; it fails only on a wrong count.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
@@ -413,8 +419,115 @@ fn report(what: &str, n: usize, took: Duration, baseline: &str, base: Duration) 
     );
 }
 
+fn mqtt_port() -> u16 {
+    let url =
+        std::env::var("SLUICE_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
+    reqwest::Url::parse(&url).unwrap().port().unwrap_or(1883)
+}
+
+/// An MQTT client whose event loop runs on a task of its own, counting the
+/// publishes it receives and the PUBACKs it gets.
+struct MqttCounter {
+    client: rumqttc::AsyncClient,
+    received: Arc<AtomicUsize>,
+    acked: Arc<AtomicUsize>,
+}
+
+impl MqttCounter {
+    async fn new(id: &str) -> MqttCounter {
+        use rumqttc::{Event, Packet};
+        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", mqtt_port());
+        options.set_clean_session(true);
+        options.set_inflight(BATCH as u16);
+        let (client, mut events) = rumqttc::AsyncClient::new(options, 10 * BATCH);
+        let received = Arc::new(AtomicUsize::new(0));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let (r, a) = (received.clone(), acked.clone());
+        let (ready, mut connected) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = events.poll().await {
+                match event {
+                    Event::Incoming(Packet::Publish(_)) => {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Event::Incoming(Packet::PubAck(_)) => {
+                        a.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Event::Incoming(Packet::ConnAck(_) | Packet::SubAck(_)) => {
+                        ready.send(()).ok();
+                    }
+                    _ => {}
+                }
+            }
+        });
+        connected.recv().await;
+        MqttCounter {
+            client,
+            received,
+            acked,
+        }
+    }
+}
+
+impl AsyncCount for Arc<AtomicUsize> {
+    async fn count(&self) -> usize {
+        self.load(Ordering::SeqCst)
+    }
+}
+
+async fn mqtt() {
+    use rumqttc::QoS;
+    let n = n();
+    let base = unique("bench");
+    // The client publishing directly, each hundred's PUBACKs awaited.
+    let publisher = MqttCounter::new(&format!("{base}-pub")).await;
+    let started = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(BATCH) {
+        let before = publisher.acked.load(Ordering::SeqCst);
+        for &i in chunk {
+            publisher
+                .client
+                .publish(
+                    format!("{base}/direct"),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload(i),
+                )
+                .await
+                .unwrap();
+        }
+        while publisher.acked.load(Ordering::SeqCst) < before + chunk.len() {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    let direct = started.elapsed();
+    // sluice: webhook → the broker, counted by a subscriber.
+    let reader = MqttCounter::new(&format!("{base}-read")).await;
+    reader
+        .client
+        .subscribe(format!("{base}/out"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!(
+        "kind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\ntopic = \"{base}/out\"\n\
+         client_id = \"{base}-sluice\"\nbatch = {BATCH}",
+        mqtt_port()
+    );
+    let took = drain(dir.path(), &target, reader.received.clone()).await;
+    report(
+        "mqtt target: webhook → MQTT (QoS 1, PUBACKs)",
+        n,
+        took,
+        "client publishing",
+        direct,
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     amqp().await;
     nats().await;
+    mqtt().await;
 }
