@@ -145,25 +145,6 @@ key = "id"
     )
 }
 
-fn hold_kinds(integration: &Value) -> Vec<String> {
-    integration["holds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn dedup(ids: Vec<i64>) -> Vec<i64> {
-    let mut seen = Vec::new();
-    for id in ids {
-        if !seen.contains(&id) {
-            seen.push(id);
-        }
-    }
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_flow_from_a_topic_to_a_topic_in_order() {
     let base = pg::unique("mq");
@@ -217,12 +198,15 @@ async fn a_broker_outage_holds_the_integration_and_it_drains_in_order() {
     // connection) is published again in full, MQTT 3.1.1 carrying no
     // idempotency key: at least once, in order.
     let mut ids = Vec::new();
-    while dedup(ids.clone()).iter().filter(|&&i| i > 20).count() < 40 {
+    while first_seen(ids.clone()).iter().filter(|&&i| i > 20).count() < 40 {
         let next = reader.ids(1, 10).await;
-        assert!(!next.is_empty(), "only {:?}", dedup(ids));
+        assert!(!next.is_empty(), "only {:?}", first_seen(ids));
         ids.extend(next);
     }
-    let new: Vec<i64> = dedup(ids.clone()).into_iter().filter(|&i| i > 20).collect();
+    let new: Vec<i64> = first_seen(ids.clone())
+        .into_iter()
+        .filter(|&i| i > 20)
+        .collect();
     assert_eq!(
         new,
         (21..=60).collect::<Vec<_>>(),
@@ -318,21 +302,7 @@ async fn an_operators_pause_stays_while_the_broker_flaps() {
         daemon.integration("S", "sync").await["queued"] == 10
     })
     .await;
-    for _ in 0..3 {
-        target.stop().await;
-        let (_, test) = daemon
-            .post("/api/v1/sites/S/endpoints/output/test", json!({}))
-            .await;
-        assert_eq!(test["ok"], false, "{test}");
-        target.restart().await;
-        let (_, test) = daemon
-            .post("/api/v1/sites/S/endpoints/output/test", json!({}))
-            .await;
-        assert_eq!(test["ok"], true, "{test}");
-    }
-    let integration = daemon.integration("S", "sync").await;
-    assert_eq!(integration["state"], "paused", "{integration}");
-    assert_eq!(hold_kinds(&integration), ["operator"], "{integration}");
+    flap_while_paused(&daemon, &target, "output").await;
     assert!(reader.quiet(300).await, "nothing sent while paused");
     let (status, _) = daemon
         .post("/api/v1/sites/S/integrations/sync/resume", json!({}))

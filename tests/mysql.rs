@@ -47,15 +47,6 @@ fn endpoint(url: &str, table: &str, extra: &str) -> String {
 
 const MISSING: &str = "SELECT * FROM src EXCEPT SELECT * FROM dst";
 
-fn hold_kinds(integration: &Value) -> Vec<String> {
-    integration["holds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_all_copies_the_table_and_send_changed_only_the_changed_rows() {
     let db = MyDb::new().await;

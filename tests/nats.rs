@@ -146,25 +146,6 @@ map = {{ id = "id", n = "n", region = {{ default = "eu" }} }}
     )
 }
 
-fn hold_kinds(integration: &Value) -> Vec<String> {
-    integration["holds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn dedup(ids: Vec<i64>) -> Vec<i64> {
-    let mut seen = Vec::new();
-    for id in ids {
-        if !seen.contains(&id) {
-            seen.push(id);
-        }
-    }
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_flow_from_a_stream_to_a_subject_in_order() {
     let mut nats = Nats::new().await;
@@ -319,28 +300,14 @@ async fn an_operators_pause_stays_while_the_server_flaps() {
         daemon.integration("S", "sync").await["queued"] == 10
     })
     .await;
-    for _ in 0..3 {
-        target.stop().await;
-        let (_, test) = daemon
-            .post("/api/v1/sites/S/endpoints/output/test", json!({}))
-            .await;
-        assert_eq!(test["ok"], false, "{test}");
-        target.restart().await;
-        let (_, test) = daemon
-            .post("/api/v1/sites/S/endpoints/output/test", json!({}))
-            .await;
-        assert_eq!(test["ok"], true, "{test}");
-    }
-    let integration = daemon.integration("S", "sync").await;
-    assert_eq!(integration["state"], "paused", "{integration}");
-    assert_eq!(hold_kinds(&integration), ["operator"], "{integration}");
+    flap_while_paused(&daemon, &target, "output").await;
     assert_eq!(nats.count(&output).await, 0, "nothing sent while paused");
     let (status, _) = daemon
         .post("/api/v1/sites/S/integrations/sync/resume", json!({}))
         .await;
     assert!(status.is_success());
     assert_eq!(
-        dedup(nats.ids(&output, 10, 30).await),
+        first_seen(nats.ids(&output, 10, 30).await),
         (1..=10).collect::<Vec<_>>()
     );
 }

@@ -30,15 +30,6 @@ async fn failed_probes(daemon: &Daemon, endpoint: &str) -> f64 {
         })
 }
 
-fn hold_kinds(integration: &Value) -> Vec<String> {
-    integration["holds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_outage_holds_the_integration_and_it_resumes_by_itself_in_order() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ mod common;
 mod sql;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use sql::*;
 
 /// A source table of a dozen column types, and a target table like it.
@@ -46,15 +46,6 @@ fn endpoint(url: &str, table: &str, extra: &str) -> String {
 
 /// What is in `src` and not, the same, in `dst`.
 const MISSING: &str = "SELECT * FROM src EXCEPT SELECT * FROM dst";
-
-fn hold_kinds(integration: &Value) -> Vec<String> {
-    integration["holds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["kind"].as_str().unwrap().to_string())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_all_copies_the_table_and_send_changed_only_the_changed_rows() {

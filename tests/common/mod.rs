@@ -869,3 +869,44 @@ impl Rng {
         self.0 % n.max(1)
     }
 }
+
+/// The kinds of an integration's holds, as the API lists them.
+pub fn hold_kinds(integration: &Value) -> Vec<String> {
+    integration["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Each id once, where it first came: what an at-least-once target
+/// received, in the order that counts.
+pub fn first_seen(ids: Vec<i64>) -> Vec<i64> {
+    let mut seen = Vec::new();
+    for id in ids {
+        if !seen.contains(&id) {
+            seen.push(id);
+        }
+    }
+    seen
+}
+
+/// Makes endpoint `endpoint` of site `S` flap three times through `proxy`
+/// (shut, tested and seen down; open, tested and seen up), then checks
+/// that integration `sync`, paused by a person, is still paused with only
+/// the person's hold.
+pub async fn flap_while_paused(daemon: &Daemon, proxy: &Arc<proxy::Proxy>, endpoint: &str) {
+    let test = format!("/api/v1/sites/S/endpoints/{endpoint}/test");
+    for _ in 0..3 {
+        proxy.stop().await;
+        let (_, answer) = daemon.post(&test, serde_json::json!({})).await;
+        assert_eq!(answer["ok"], false, "{answer}");
+        proxy.restart().await;
+        let (_, answer) = daemon.post(&test, serde_json::json!({})).await;
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+    let integration = daemon.integration("S", "sync").await;
+    assert_eq!(integration["state"], "paused", "{integration}");
+    assert_eq!(hold_kinds(&integration), ["operator"], "{integration}");
+}
