@@ -138,7 +138,8 @@ impl Daemon {
         let (cluster, fences) = match &store_url {
             None => (None, None),
             Some(url) => {
-                let fences = crate::store::postgres::cluster::Fences::new(&config.node);
+                let fences =
+                    crate::store::postgres::cluster::Fences::new(&config.node, config.lease);
                 let db = crate::store::postgres::cluster::ClusterDb::open(url)
                     .context("cannot open the cluster's tables in PostgreSQL")?;
                 (

@@ -55,13 +55,19 @@ const SEP: char = '\u{1f}';
 pub struct Fences {
     node: String,
     held: Mutex<HashMap<(String, String), i64>>,
+    /// How long a fenced transaction may sit idle (its node frozen, or cut
+    /// off) before the server ends it: half a lease, so that the lease row
+    /// it holds `FOR SHARE` is free again by the time the lease runs out and
+    /// another node can take it.
+    idle_limit: std::time::Duration,
 }
 
 impl Fences {
-    pub fn new(node: &str) -> Arc<Fences> {
+    pub fn new(node: &str, lease: std::time::Duration) -> Arc<Fences> {
         Arc::new(Fences {
             node: node.to_string(),
             held: Mutex::new(HashMap::new()),
+            idle_limit: (lease / 2).max(std::time::Duration::from_millis(100)),
         })
     }
 
@@ -122,6 +128,16 @@ pub(super) async fn check_fence(
     let Some(epoch) = fences.epoch(site, integration) else {
         return Err(lost(None));
     };
+    // A node frozen (SIGSTOP, a stalled VM) inside this transaction would
+    // hold the lease row, and every row it wrote, until it woke: the node
+    // taking the lease over would wait for it. The server ends the
+    // transaction instead; the frozen node's write then fails, as a fenced
+    // write should.
+    db.batch_execute(&format!(
+        "SET LOCAL idle_in_transaction_session_timeout = {}",
+        fences.idle_limit.as_millis()
+    ))
+    .await?;
     let stmt = db
         .prepare_cached(
             "SELECT 1 FROM sluice_leases

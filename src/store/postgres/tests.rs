@@ -338,7 +338,8 @@ async fn a_node_that_lost_the_lease_writes_nothing_of_the_sender() {
 
     let Some(url) = pg_url() else { return };
     let db = PgTestDb::new(&url).await;
-    let (f1, f2) = (Fences::new("n1"), Fences::new("n2"));
+    let lease = Duration::from_millis(200);
+    let (f1, f2) = (Fences::new("n1", lease), Fences::new("n2", lease));
     let one = PgStore::open(&db.url, "LIVE")
         .await
         .unwrap()
@@ -348,7 +349,6 @@ async fn a_node_that_lost_the_lease_writes_nothing_of_the_sender() {
         .unwrap()
         .fenced(f2.clone());
     let leases = ClusterDb::open(&db.url).unwrap();
-    let lease = Duration::from_millis(200);
 
     // Without a lease, a sender's write is refused.
     one.enqueue("orders", "web", records(0, 6), None, None)
@@ -427,4 +427,45 @@ async fn a_node_that_lost_the_lease_writes_nothing_of_the_sender() {
         .await
         .unwrap();
     assert_eq!(two.queued_count("orders").await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn a_node_frozen_inside_a_fenced_write_does_not_keep_the_lease_from_the_next() {
+    use std::time::Duration;
+
+    use cluster::{check_fence, ClusterDb, Fences};
+
+    let Some(url) = pg_url() else { return };
+    let db = PgTestDb::new(&url).await;
+    let lease = Duration::from_millis(600);
+    let f1 = Fences::new("n1", lease);
+    let one = PgStore::open(&db.url, "LIVE")
+        .await
+        .unwrap()
+        .fenced(f1.clone());
+    let leases = ClusterDb::open(&db.url).unwrap();
+    let e1 = leases
+        .acquire("LIVE", "orders", "n1", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    f1.hold("LIVE", "orders", e1);
+    // n1 is inside a write (the lease row held FOR SHARE) and freezes there.
+    let mut client = one.pool.get().await.unwrap();
+    let frozen = client.transaction().await.unwrap();
+    check_fence(&frozen, &f1, "LIVE", "orders").await.unwrap();
+
+    // Once the lease runs out, n2 takes it: the frozen write does not hold
+    // it (without the server ending it, n2 would wait until n1 woke).
+    tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    let taken = tokio::time::timeout(
+        Duration::from_secs(5),
+        leases.acquire("LIVE", "orders", "n2", lease),
+    )
+    .await
+    .expect("the frozen node's write keeps the lease from n2")
+    .unwrap();
+    assert_eq!(taken, Some(e1 + 1));
+    // Woken, the frozen write cannot commit.
+    assert!(frozen.commit().await.is_err());
 }
