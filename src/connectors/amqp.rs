@@ -1,5 +1,10 @@
 //! `kind = "amqp"`: RabbitMQ (AMQP 0-9-1) through lapin.
 //!
+//! - **TLS** (`amqps://host:5671/%2f`): the handshake is done by
+//!   tokio-rustls with sluice's own ClientConfig (ring; platform roots plus
+//!   `ca_file`, `client_cert`/`client_key` for mutual TLS), never lapin's;
+//!   see [`wire`]. A certificate not trusted is `Untrusted` with rustls's
+//!   reason.
 //! - **As a target** every record of a batch is published to `exchange`
 //!   with its `routing_key` (which may take record fields), persistent
 //!   (delivery mode 2), `mandatory` unless configured off, its idempotency
@@ -14,7 +19,8 @@
 //!   not exist). The engine acknowledges received messages only once it has
 //!   queued them durably, with one `basic.ack` (multiple) up to the last.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,7 +37,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use super::broker::{BrokerConfig, BrokerKind, Login, Received, Subscribe, Subscription};
 use super::template::FieldTemplate;
 use super::{Credentials, Delivered, Delivery, DeliveryError, FailureClass, Target};
-use crate::redact;
+use crate::{redact, tls};
 
 const KIND: BrokerKind = BrokerKind::Amqp;
 
@@ -46,6 +52,20 @@ fn error(class: FailureClass, message: impl Into<String>) -> DeliveryError {
 /// What a lapin error means for sluice, in the broker's words.
 fn failure(url: &str, e: &lapin::Error) -> DeliveryError {
     let url = redact::url(url);
+    if let Some(tls) = tls::failure(e) {
+        let hint = match &tls {
+            tls::Failure::Untrusted {
+                unknown_issuer: true,
+                ..
+            } => " (a private certificate authority is trusted with ca_file)",
+            tls::Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
+            _ => "",
+        };
+        return error(
+            FailureClass::Untrusted,
+            format!("RabbitMQ at {url}: {tls}{hint}"),
+        );
+    }
     match e.kind() {
         lapin::ErrorKind::ProtocolError(amqp) => {
             let words = format!("RabbitMQ at {url}: {}", amqp.get_message());
@@ -93,21 +113,31 @@ fn failure(url: &str, e: &lapin::Error) -> DeliveryError {
 }
 
 /// Opens a connection with the user and password of `login`, within the
-/// endpoint's time-out.
-async fn connect(config: &BrokerConfig, login: &Login) -> Result<Connection, DeliveryError> {
-    if config.uses_tls(KIND) {
-        return Err(error(
-            FailureClass::Rejected,
-            "amqps:// is not supported yet: connect to RabbitMQ without TLS (on a trusted \
-             network or through a TLS tunnel)",
-        ));
-    }
+/// endpoint's time-out; `amqps://` through TLS with the endpoint's
+/// `ca_file`, `client_cert` and `client_key` (`base`: the configuration
+/// file's folder).
+async fn connect(
+    config: &BrokerConfig,
+    base: &Path,
+    login: &Login,
+) -> Result<Connection, DeliveryError> {
     let mut uri: lapin::uri::AMQPUri = config.url.parse().map_err(|e: String| {
         error(
             FailureClass::Rejected,
             format!("{} is not an AMQP url: {e}", redact::url(&config.url)),
         )
     })?;
+    let tls = if config.uses_tls(KIND) {
+        let tls = config.tls(base).map_err(|e| {
+            error(
+                FailureClass::Untrusted,
+                format!("RabbitMQ at {}: {e}", redact::url(&config.url)),
+            )
+        })?;
+        Some(Arc::new(tls))
+    } else {
+        None
+    };
     let (username, password) = login.get(config)?;
     if let Some(u) = username {
         uri.authority.userinfo.username = u;
@@ -116,7 +146,13 @@ async fn connect(config: &BrokerConfig, login: &Login) -> Result<Connection, Del
         uri.authority.userinfo.password = p;
     }
     let properties = ConnectionProperties::default().with_connection_name("sluice".into());
-    match tokio::time::timeout(config.timeout(), Connection::connect_uri(uri, properties)).await {
+    let connecting = async {
+        match tls {
+            None => Connection::connect_uri(uri, properties).await,
+            Some(tls) => wire::connect_tls(uri, properties, tls).await,
+        }
+    };
+    match tokio::time::timeout(config.timeout(), connecting).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(e)) => Err(failure(&config.url, &e)),
         Err(_) => Err(error(
@@ -130,6 +166,100 @@ async fn connect(config: &BrokerConfig, login: &Login) -> Result<Connection, Del
     }
 }
 
+/// amqps://. lapin's own TLS (tcp-stream with rustls-connector) would build
+/// its own rustls configuration (aws-lc, PKCS#12 identities); instead lapin
+/// is handed a closure that dials TCP and does the handshake with
+/// tokio-rustls and sluice's ClientConfig. lapin wants the closure's socket
+/// to be its runtime's socket type, so the runtime here is tokio's with a
+/// reactor whose socket is plain TCP or TLS ([`wire::Socket`]).
+mod wire {
+    use std::future::Future;
+    use std::io::{self, Read, Write};
+    use std::net::SocketAddr;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use async_rs::traits::Reactor;
+    use async_rs::util::RuntimeParts;
+    use async_rs::{Runtime, Tokio};
+    use futures_io::{AsyncRead, AsyncWrite};
+    use futures_util::Stream;
+    use lapin::uri::AMQPUri;
+    use lapin::{AsyncTcpStream, Connection, ConnectionProperties};
+    use rustls::pki_types::ServerName;
+    use tokio::net::TcpStream;
+    use tokio_rustls::client::TlsStream;
+    use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+    use tokio_util::either::Either;
+
+    /// What lapin reads and writes: TCP, or TLS over it.
+    pub type Socket = Compat<Either<TcpStream, TlsStream<TcpStream>>>;
+
+    /// tokio's reactor with [`Socket`] for its sockets (timers and the
+    /// rest are tokio's).
+    #[derive(Debug, Clone)]
+    pub struct TlsReactor(Tokio);
+
+    impl Reactor for TlsReactor {
+        type TcpStream = Socket;
+        type Sleep = <Tokio as Reactor>::Sleep;
+
+        fn register<H: Read + Write + AsFd + AsRawFd + Send + 'static>(
+            &self,
+            socket: H,
+        ) -> io::Result<impl AsyncRead + AsyncWrite + Send + Unpin + 'static> {
+            self.0.register(socket)
+        }
+
+        fn sleep(&self, dur: Duration) -> Self::Sleep {
+            self.0.sleep(dur)
+        }
+
+        fn interval(&self, dur: Duration) -> impl Stream<Item = Instant> + Send + 'static {
+            self.0.interval(dur)
+        }
+
+        /// Plain TCP (lapin dials through `connect_tls`'s closure instead).
+        fn tcp_connect_addr(
+            &self,
+            addr: SocketAddr,
+        ) -> impl Future<Output = io::Result<Socket>> + Send + 'static {
+            // Not an `async fn`: the future may not borrow the reactor.
+            plain(addr)
+        }
+    }
+
+    async fn plain(addr: SocketAddr) -> io::Result<Socket> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok(Either::Left(tcp).compat())
+    }
+
+    /// Connects to `uri`'s host and port with TLS: the server's certificate
+    /// is verified by `tls` for the url's host.
+    pub async fn connect_tls(
+        uri: AMQPUri,
+        properties: ConnectionProperties,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> lapin::Result<Connection> {
+        let tokio = Tokio::current();
+        let runtime = Runtime::new(RuntimeParts::new(tokio.clone(), TlsReactor(tokio)));
+        let dial = async move |uri: AMQPUri, _runtime| {
+            let host = uri.authority.host;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let tcp = TcpStream::connect((host.as_str(), uri.authority.port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await?;
+            Ok(AsyncTcpStream::Plain(Either::Right(tls).compat()))
+        };
+        Connection::connector(uri, runtime, dial, properties).await
+    }
+}
+
 /// A connection and the channel used on it.
 struct Link {
     /// Kept open while the channel is used.
@@ -138,8 +268,12 @@ struct Link {
 }
 
 impl Link {
-    async fn open(config: &BrokerConfig, login: &Login) -> Result<Link, DeliveryError> {
-        let connection = connect(config, login).await?;
+    async fn open(
+        config: &BrokerConfig,
+        base: &Path,
+        login: &Login,
+    ) -> Result<Link, DeliveryError> {
+        let connection = connect(config, base, login).await?;
         let channel = connection
             .create_channel()
             .await
@@ -153,13 +287,13 @@ impl Link {
 
 /// The health test: a connection (which authenticates), and the queue or
 /// exchange looked at without changing anything.
-pub async fn probe(config: &BrokerConfig, _base: &Path) -> Result<String, DeliveryError> {
-    check(config, &Login::default()).await
+pub async fn probe(config: &BrokerConfig, base: &Path) -> Result<String, DeliveryError> {
+    check(config, base, &Login::default()).await
 }
 
 /// The health test with the credentials of `login`.
-async fn check(config: &BrokerConfig, login: &Login) -> Result<String, DeliveryError> {
-    let link = Link::open(config, login).await?;
+async fn check(config: &BrokerConfig, base: &Path, login: &Login) -> Result<String, DeliveryError> {
+    let link = Link::open(config, base, login).await?;
     let url = redact::url(&config.url);
     if let Some(queue) = &config.queue {
         let passive = QueueDeclareOptions {
@@ -224,15 +358,18 @@ fn is_not_found(e: &lapin::Error) -> bool {
 /// Publishes to an exchange with publisher confirms.
 pub struct AmqpTarget {
     config: BrokerConfig,
+    /// The configuration file's folder (TLS files are relative to it).
+    base: PathBuf,
     routing_key: FieldTemplate,
     login: Login,
     link: tokio::sync::Mutex<Option<Link>>,
 }
 
 impl AmqpTarget {
-    pub fn new(config: &BrokerConfig, _base: &Path) -> AmqpTarget {
+    pub fn new(config: &BrokerConfig, base: &Path) -> AmqpTarget {
         AmqpTarget {
             config: config.clone(),
+            base: base.to_path_buf(),
             routing_key: config.publish_template(KIND),
             login: Login::default(),
             link: tokio::sync::Mutex::new(None),
@@ -338,7 +475,7 @@ impl Target for AmqpTarget {
         let link = match slot.take().filter(|l| l.channel.status().connected()) {
             Some(link) => link,
             None => {
-                let link = Link::open(&self.config, &self.login).await?;
+                let link = Link::open(&self.config, &self.base, &self.login).await?;
                 link.channel
                     .confirm_select(ConfirmSelectOptions::default())
                     .await
@@ -367,7 +504,7 @@ impl Target for AmqpTarget {
     }
 
     async fn probe(&self) -> Result<String, DeliveryError> {
-        check(&self.config, &self.login).await
+        check(&self.config, &self.base, &self.login).await
     }
 
     fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
@@ -382,13 +519,16 @@ impl Target for AmqpTarget {
 /// Consumes a queue.
 pub struct AmqpSource {
     config: BrokerConfig,
+    /// The configuration file's folder (TLS files are relative to it).
+    base: PathBuf,
     login: Login,
 }
 
 impl AmqpSource {
-    pub fn new(config: &BrokerConfig, _base: &Path) -> AmqpSource {
+    pub fn new(config: &BrokerConfig, base: &Path) -> AmqpSource {
         AmqpSource {
             config: config.clone(),
+            base: base.to_path_buf(),
             login: Login::default(),
         }
     }
@@ -399,7 +539,7 @@ impl Subscribe for AmqpSource {
     async fn subscribe(&self) -> Result<Box<dyn Subscription>, DeliveryError> {
         let url = &self.config.url;
         let queue = self.config.queue.clone().unwrap_or_default();
-        let connection = connect(&self.config, &self.login).await?;
+        let connection = connect(&self.config, &self.base, &self.login).await?;
         let channel = connection
             .create_channel()
             .await
@@ -457,7 +597,7 @@ impl Subscribe for AmqpSource {
     }
 
     async fn probe(&self) -> Result<String, DeliveryError> {
-        check(&self.config, &self.login).await
+        check(&self.config, &self.base, &self.login).await
     }
 
     fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
@@ -561,7 +701,7 @@ mod tests {
                 password: "not-the-password".into(),
             })
             .unwrap();
-        let e = connect(&config("exchange = \"\""), &login)
+        let e = connect(&config("exchange = \"\""), Path::new("."), &login)
             .await
             .err()
             .unwrap();
@@ -574,7 +714,10 @@ mod tests {
             "url = \"amqp://127.0.0.1:{port}/%2f\"\nexchange = \"\""
         ))
         .unwrap();
-        let e = connect(&c, &Login::default()).await.err().unwrap();
+        let e = connect(&c, Path::new("."), &Login::default())
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.class, FailureClass::Unreachable, "{e:?}");
     }
 }
