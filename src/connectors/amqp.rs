@@ -720,4 +720,169 @@ mod tests {
             .unwrap();
         assert_eq!(e.class, FailureClass::Unreachable, "{e:?}");
     }
+
+    /// The broker's host and port (what the TLS proxy forwards to).
+    fn broker_addr() -> String {
+        let url = reqwest::Url::parse(&url()).unwrap();
+        format!(
+            "{}:{}",
+            url.host_str().unwrap(),
+            url.port_or_known_default().unwrap_or(5672)
+        )
+    }
+
+    /// A CA of the test's own in `dir/ca.pem` and the TLS settings of a
+    /// server with a certificate it issued for 127.0.0.1 and localhost.
+    fn test_ca(dir: &Path) -> Arc<rustls::ServerConfig> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "sluice test CA amqps");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    /// A TLS-terminating proxy in front of RabbitMQ (which has no TLS
+    /// listener here): its port, and the number of handshakes that failed.
+    async fn tls_proxy(
+        server: Arc<rustls::ServerConfig>,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let count = refused.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, count) = (acceptor.clone(), count.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    };
+                    let mut broker = tokio::net::TcpStream::connect(broker_addr()).await.unwrap();
+                    let copied = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+                    drop(copied);
+                });
+            }
+        });
+        (port, refused)
+    }
+
+    #[tokio::test]
+    async fn amqps_publishes_through_tls_with_our_client_config_and_an_untrusted_certificate_says_why(
+    ) {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let (port, refused) = tls_proxy(test_ca(dir.path())).await;
+        let queue = format!("sluice-amqps-{}", std::process::id());
+        let tls_config = |extra: &str| -> BrokerConfig {
+            toml::from_str(&format!(
+                "url = \"amqps://127.0.0.1:{port}/%2f\"\ntimeout = \"5s\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        // The queue, made over plain AMQP (the default exchange routes to
+        // it by name).
+        let plain = Link::open(&config(""), Path::new("."), &Login::default())
+            .await
+            .unwrap();
+        plain
+            .channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+
+        // ca_file relative to the configuration's folder, as configured.
+        let trusted = tls_config(&format!(
+            "exchange = \"\"\nrouting_key = \"{queue}\"\nca_file = \"ca.pem\""
+        ));
+        assert!(trusted.validate(KIND, dir.path()).is_empty());
+        let target = AmqpTarget::new(&trusted, dir.path());
+        let payloads: Vec<String> = (0..3).map(|i| format!("{{\"n\": {i}}}")).collect();
+        let keys: Vec<String> = (0..3).map(|i| format!("s:i:{i}")).collect();
+        let batch: Vec<Delivery<'_>> = keys
+            .iter()
+            .zip(&payloads)
+            .map(|(k, p)| Delivery::new(k, p))
+            .collect();
+        target.deliver(&batch).await.unwrap();
+        let said = probe(
+            &tls_config(&format!("queue = \"{queue}\"\nca_file = \"ca.pem\"")),
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            said.contains(&format!("queue '{queue}' holds 3 messages")),
+            "{said}"
+        );
+        // The target's own health test, over the same TLS settings.
+        let said = Target::probe(&target).await.unwrap();
+        assert!(said.ends_with(": connected"), "{said}");
+        assert_eq!(refused.load(Ordering::SeqCst), 0);
+
+        // Without ca_file the test CA is not trusted: no connection, and
+        // the failure says which certificate problem.
+        let e = probe(&tls_config("exchange = \"\""), dir.path())
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Untrusted, "{e:?}");
+        assert!(
+            e.message.contains("the certificate is not trusted")
+                && e.message.contains("unknown issuer")
+                && e.message.contains("ca_file"),
+            "{e:?}"
+        );
+        // The proxy saw the handshake end (the client's alert) a moment
+        // after the client gave up.
+        let seen = async {
+            while refused.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), seen)
+            .await
+            .expect("the proxy saw no failed handshake");
+
+        plain
+            .channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    }
 }
