@@ -731,41 +731,86 @@ mod tests {
         )
     }
 
-    /// A CA of the test's own in `dir/ca.pem` and the TLS settings of a
-    /// server with a certificate it issued for 127.0.0.1 and localhost.
-    fn test_ca(dir: &Path) -> Arc<rustls::ServerConfig> {
-        use rcgen::{
-            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-            IsCa, KeyPair, KeyUsagePurpose,
-        };
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "sluice test CA amqps");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "127.0.0.1");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], key)
-            .unwrap();
-        Arc::new(config)
+    /// A certificate authority of the test's own, its certificate in
+    /// `{dir}/ca.pem`.
+    struct TestCa {
+        issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        dir: PathBuf,
+    }
+
+    impl TestCa {
+        fn new(dir: &Path) -> TestCa {
+            use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "sluice test CA amqps");
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let issuer = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
+            std::fs::write(dir.join("ca.pem"), issuer.pem()).unwrap();
+            TestCa {
+                issuer,
+                dir: dir.to_path_buf(),
+            }
+        }
+
+        /// A certificate for 127.0.0.1 and localhost, a server's or (with
+        /// `client`) a client's, in `{dir}/{stem}.pem` and its key in
+        /// `{dir}/{stem}-key.pem`.
+        fn issue(&self, stem: &str, client: bool) -> (PathBuf, PathBuf) {
+            use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose};
+            let mut params =
+                CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                    .unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "127.0.0.1");
+            params.extended_key_usages = vec![if client {
+                ExtendedKeyUsagePurpose::ClientAuth
+            } else {
+                ExtendedKeyUsagePurpose::ServerAuth
+            }];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            let paths = (
+                self.dir.join(format!("{stem}.pem")),
+                self.dir.join(format!("{stem}-key.pem")),
+            );
+            std::fs::write(&paths.0, cert.pem()).unwrap();
+            std::fs::write(&paths.1, key.serialize_pem()).unwrap();
+            paths
+        }
+
+        /// A server's TLS settings with a certificate of this CA; with
+        /// `mutual`, a client certificate of this CA is required.
+        fn server(&self, mutual: bool) -> Arc<rustls::ServerConfig> {
+            let (cert, key) = self.issue("server", false);
+            let builder = rustls::ServerConfig::builder_with_provider(tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap();
+            let builder = if mutual {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(self.issuer.der().clone()).unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    tls::provider(),
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                builder.with_no_client_auth()
+            };
+            let chain = tls::certificates("tls_cert", &cert).unwrap();
+            let key = tls::private_key("tls_key", &key).unwrap();
+            Arc::new(builder.with_single_cert(chain, key).unwrap())
+        }
     }
 
     /// A TLS-terminating proxy in front of RabbitMQ (which has no TLS
@@ -804,7 +849,7 @@ mod tests {
     ) {
         use std::sync::atomic::Ordering;
         let dir = tempfile::tempdir().unwrap();
-        let (port, refused) = tls_proxy(test_ca(dir.path())).await;
+        let (port, refused) = tls_proxy(TestCa::new(dir.path()).server(false)).await;
         let queue = format!("sluice-amqps-{}", std::process::id());
         let tls_config = |extra: &str| -> BrokerConfig {
             toml::from_str(&format!(
@@ -884,5 +929,28 @@ mod tests {
             .queue_delete(queue.as_str().into(), Default::default())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn amqps_presents_client_cert_and_client_key_for_mutual_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path());
+        let (port, _) = tls_proxy(ca.server(true)).await;
+        ca.issue("client", true);
+        let c = |extra: &str| -> BrokerConfig {
+            toml::from_str(&format!(
+                "url = \"amqps://localhost:{port}/%2f\"\ntimeout = \"5s\"\nexchange = \"\"\n\
+                 ca_file = \"ca.pem\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        let mutual = c("client_cert = \"client.pem\"\nclient_key = \"client-key.pem\"");
+        assert!(mutual.validate(KIND, dir.path()).is_empty());
+        let said = probe(&mutual, dir.path()).await.unwrap();
+        assert!(said.ends_with(": connected"), "{said}");
+        // Without our certificate the server refuses the connection.
+        let e = probe(&c(""), dir.path()).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Untrusted, "{e:?}");
+        assert!(e.message.contains("client_cert"), "{e:?}");
     }
 }
