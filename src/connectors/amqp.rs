@@ -1,5 +1,10 @@
 //! `kind = "amqp"`: RabbitMQ (AMQP 0-9-1) through lapin.
 //!
+//! - **TLS** (`amqps://host:5671/%2f`): the handshake is done by
+//!   tokio-rustls with sluice's own ClientConfig (ring; platform roots plus
+//!   `ca_file`, `client_cert`/`client_key` for mutual TLS), never lapin's;
+//!   see [`wire`]. A certificate not trusted is `Untrusted` with rustls's
+//!   reason.
 //! - **As a target** every record of a batch is published to `exchange`
 //!   with its `routing_key` (which may take record fields), persistent
 //!   (delivery mode 2), `mandatory` unless configured off, its idempotency
@@ -14,7 +19,8 @@
 //!   not exist). The engine acknowledges received messages only once it has
 //!   queued them durably, with one `basic.ack` (multiple) up to the last.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,7 +37,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use super::broker::{BrokerConfig, BrokerKind, Login, Received, Subscribe, Subscription};
 use super::template::FieldTemplate;
 use super::{Credentials, Delivered, Delivery, DeliveryError, FailureClass, Target};
-use crate::redact;
+use crate::{redact, tls};
 
 const KIND: BrokerKind = BrokerKind::Amqp;
 
@@ -46,6 +52,20 @@ fn error(class: FailureClass, message: impl Into<String>) -> DeliveryError {
 /// What a lapin error means for sluice, in the broker's words.
 fn failure(url: &str, e: &lapin::Error) -> DeliveryError {
     let url = redact::url(url);
+    if let Some(tls) = tls::failure(e) {
+        let hint = match &tls {
+            tls::Failure::Untrusted {
+                unknown_issuer: true,
+                ..
+            } => " (a private certificate authority is trusted with ca_file)",
+            tls::Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
+            _ => "",
+        };
+        return error(
+            FailureClass::Untrusted,
+            format!("RabbitMQ at {url}: {tls}{hint}"),
+        );
+    }
     match e.kind() {
         lapin::ErrorKind::ProtocolError(amqp) => {
             let words = format!("RabbitMQ at {url}: {}", amqp.get_message());
@@ -93,21 +113,31 @@ fn failure(url: &str, e: &lapin::Error) -> DeliveryError {
 }
 
 /// Opens a connection with the user and password of `login`, within the
-/// endpoint's time-out.
-async fn connect(config: &BrokerConfig, login: &Login) -> Result<Connection, DeliveryError> {
-    if config.uses_tls(KIND) {
-        return Err(error(
-            FailureClass::Rejected,
-            "amqps:// is not supported yet: connect to RabbitMQ without TLS (on a trusted \
-             network or through a TLS tunnel)",
-        ));
-    }
+/// endpoint's time-out; `amqps://` through TLS with the endpoint's
+/// `ca_file`, `client_cert` and `client_key` (`base`: the configuration
+/// file's folder).
+async fn connect(
+    config: &BrokerConfig,
+    base: &Path,
+    login: &Login,
+) -> Result<Connection, DeliveryError> {
     let mut uri: lapin::uri::AMQPUri = config.url.parse().map_err(|e: String| {
         error(
             FailureClass::Rejected,
             format!("{} is not an AMQP url: {e}", redact::url(&config.url)),
         )
     })?;
+    let tls = if config.uses_tls(KIND) {
+        let tls = config.tls(base).map_err(|e| {
+            error(
+                FailureClass::Untrusted,
+                format!("RabbitMQ at {}: {e}", redact::url(&config.url)),
+            )
+        })?;
+        Some(Arc::new(tls))
+    } else {
+        None
+    };
     let (username, password) = login.get(config)?;
     if let Some(u) = username {
         uri.authority.userinfo.username = u;
@@ -116,7 +146,13 @@ async fn connect(config: &BrokerConfig, login: &Login) -> Result<Connection, Del
         uri.authority.userinfo.password = p;
     }
     let properties = ConnectionProperties::default().with_connection_name("sluice".into());
-    match tokio::time::timeout(config.timeout(), Connection::connect_uri(uri, properties)).await {
+    let connecting = async {
+        match tls {
+            None => Connection::connect_uri(uri, properties).await,
+            Some(tls) => wire::connect_tls(uri, properties, tls).await,
+        }
+    };
+    match tokio::time::timeout(config.timeout(), connecting).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(e)) => Err(failure(&config.url, &e)),
         Err(_) => Err(error(
@@ -130,6 +166,100 @@ async fn connect(config: &BrokerConfig, login: &Login) -> Result<Connection, Del
     }
 }
 
+/// amqps://. lapin's own TLS (tcp-stream with rustls-connector) would build
+/// its own rustls configuration (aws-lc, PKCS#12 identities); instead lapin
+/// is handed a closure that dials TCP and does the handshake with
+/// tokio-rustls and sluice's ClientConfig. lapin wants the closure's socket
+/// to be its runtime's socket type, so the runtime here is tokio's with a
+/// reactor whose socket is plain TCP or TLS ([`wire::Socket`]).
+mod wire {
+    use std::future::Future;
+    use std::io::{self, Read, Write};
+    use std::net::SocketAddr;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use async_rs::traits::Reactor;
+    use async_rs::util::RuntimeParts;
+    use async_rs::{Runtime, Tokio};
+    use futures_io::{AsyncRead, AsyncWrite};
+    use futures_util::Stream;
+    use lapin::uri::AMQPUri;
+    use lapin::{AsyncTcpStream, Connection, ConnectionProperties};
+    use rustls::pki_types::ServerName;
+    use tokio::net::TcpStream;
+    use tokio_rustls::client::TlsStream;
+    use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+    use tokio_util::either::Either;
+
+    /// What lapin reads and writes: TCP, or TLS over it.
+    pub type Socket = Compat<Either<TcpStream, TlsStream<TcpStream>>>;
+
+    /// tokio's reactor with [`Socket`] for its sockets (timers and the
+    /// rest are tokio's).
+    #[derive(Debug, Clone)]
+    pub struct TlsReactor(Tokio);
+
+    impl Reactor for TlsReactor {
+        type TcpStream = Socket;
+        type Sleep = <Tokio as Reactor>::Sleep;
+
+        fn register<H: Read + Write + AsFd + AsRawFd + Send + 'static>(
+            &self,
+            socket: H,
+        ) -> io::Result<impl AsyncRead + AsyncWrite + Send + Unpin + 'static> {
+            self.0.register(socket)
+        }
+
+        fn sleep(&self, dur: Duration) -> Self::Sleep {
+            self.0.sleep(dur)
+        }
+
+        fn interval(&self, dur: Duration) -> impl Stream<Item = Instant> + Send + 'static {
+            self.0.interval(dur)
+        }
+
+        /// Plain TCP (lapin dials through `connect_tls`'s closure instead).
+        fn tcp_connect_addr(
+            &self,
+            addr: SocketAddr,
+        ) -> impl Future<Output = io::Result<Socket>> + Send + 'static {
+            // Not an `async fn`: the future may not borrow the reactor.
+            plain(addr)
+        }
+    }
+
+    async fn plain(addr: SocketAddr) -> io::Result<Socket> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok(Either::Left(tcp).compat())
+    }
+
+    /// Connects to `uri`'s host and port with TLS: the server's certificate
+    /// is verified by `tls` for the url's host.
+    pub async fn connect_tls(
+        uri: AMQPUri,
+        properties: ConnectionProperties,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> lapin::Result<Connection> {
+        let tokio = Tokio::current();
+        let runtime = Runtime::new(RuntimeParts::new(tokio.clone(), TlsReactor(tokio)));
+        let dial = async move |uri: AMQPUri, _runtime| {
+            let host = uri.authority.host;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let tcp = TcpStream::connect((host.as_str(), uri.authority.port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await?;
+            Ok(AsyncTcpStream::Plain(Either::Right(tls).compat()))
+        };
+        Connection::connector(uri, runtime, dial, properties).await
+    }
+}
+
 /// A connection and the channel used on it.
 struct Link {
     /// Kept open while the channel is used.
@@ -138,8 +268,12 @@ struct Link {
 }
 
 impl Link {
-    async fn open(config: &BrokerConfig, login: &Login) -> Result<Link, DeliveryError> {
-        let connection = connect(config, login).await?;
+    async fn open(
+        config: &BrokerConfig,
+        base: &Path,
+        login: &Login,
+    ) -> Result<Link, DeliveryError> {
+        let connection = connect(config, base, login).await?;
         let channel = connection
             .create_channel()
             .await
@@ -153,13 +287,13 @@ impl Link {
 
 /// The health test: a connection (which authenticates), and the queue or
 /// exchange looked at without changing anything.
-pub async fn probe(config: &BrokerConfig, _base: &Path) -> Result<String, DeliveryError> {
-    check(config, &Login::default()).await
+pub async fn probe(config: &BrokerConfig, base: &Path) -> Result<String, DeliveryError> {
+    check(config, base, &Login::default()).await
 }
 
 /// The health test with the credentials of `login`.
-async fn check(config: &BrokerConfig, login: &Login) -> Result<String, DeliveryError> {
-    let link = Link::open(config, login).await?;
+async fn check(config: &BrokerConfig, base: &Path, login: &Login) -> Result<String, DeliveryError> {
+    let link = Link::open(config, base, login).await?;
     let url = redact::url(&config.url);
     if let Some(queue) = &config.queue {
         let passive = QueueDeclareOptions {
@@ -224,15 +358,18 @@ fn is_not_found(e: &lapin::Error) -> bool {
 /// Publishes to an exchange with publisher confirms.
 pub struct AmqpTarget {
     config: BrokerConfig,
+    /// The configuration file's folder (TLS files are relative to it).
+    base: PathBuf,
     routing_key: FieldTemplate,
     login: Login,
     link: tokio::sync::Mutex<Option<Link>>,
 }
 
 impl AmqpTarget {
-    pub fn new(config: &BrokerConfig, _base: &Path) -> AmqpTarget {
+    pub fn new(config: &BrokerConfig, base: &Path) -> AmqpTarget {
         AmqpTarget {
             config: config.clone(),
+            base: base.to_path_buf(),
             routing_key: config.publish_template(KIND),
             login: Login::default(),
             link: tokio::sync::Mutex::new(None),
@@ -338,7 +475,7 @@ impl Target for AmqpTarget {
         let link = match slot.take().filter(|l| l.channel.status().connected()) {
             Some(link) => link,
             None => {
-                let link = Link::open(&self.config, &self.login).await?;
+                let link = Link::open(&self.config, &self.base, &self.login).await?;
                 link.channel
                     .confirm_select(ConfirmSelectOptions::default())
                     .await
@@ -367,7 +504,7 @@ impl Target for AmqpTarget {
     }
 
     async fn probe(&self) -> Result<String, DeliveryError> {
-        check(&self.config, &self.login).await
+        check(&self.config, &self.base, &self.login).await
     }
 
     fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
@@ -382,13 +519,16 @@ impl Target for AmqpTarget {
 /// Consumes a queue.
 pub struct AmqpSource {
     config: BrokerConfig,
+    /// The configuration file's folder (TLS files are relative to it).
+    base: PathBuf,
     login: Login,
 }
 
 impl AmqpSource {
-    pub fn new(config: &BrokerConfig, _base: &Path) -> AmqpSource {
+    pub fn new(config: &BrokerConfig, base: &Path) -> AmqpSource {
         AmqpSource {
             config: config.clone(),
+            base: base.to_path_buf(),
             login: Login::default(),
         }
     }
@@ -399,7 +539,7 @@ impl Subscribe for AmqpSource {
     async fn subscribe(&self) -> Result<Box<dyn Subscription>, DeliveryError> {
         let url = &self.config.url;
         let queue = self.config.queue.clone().unwrap_or_default();
-        let connection = connect(&self.config, &self.login).await?;
+        let connection = connect(&self.config, &self.base, &self.login).await?;
         let channel = connection
             .create_channel()
             .await
@@ -457,7 +597,7 @@ impl Subscribe for AmqpSource {
     }
 
     async fn probe(&self) -> Result<String, DeliveryError> {
-        check(&self.config, &self.login).await
+        check(&self.config, &self.base, &self.login).await
     }
 
     fn set_credentials(&self, credentials: Credentials) -> Result<(), String> {
@@ -561,7 +701,7 @@ mod tests {
                 password: "not-the-password".into(),
             })
             .unwrap();
-        let e = connect(&config("exchange = \"\""), &login)
+        let e = connect(&config("exchange = \"\""), Path::new("."), &login)
             .await
             .err()
             .unwrap();
@@ -574,7 +714,243 @@ mod tests {
             "url = \"amqp://127.0.0.1:{port}/%2f\"\nexchange = \"\""
         ))
         .unwrap();
-        let e = connect(&c, &Login::default()).await.err().unwrap();
+        let e = connect(&c, Path::new("."), &Login::default())
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.class, FailureClass::Unreachable, "{e:?}");
+    }
+
+    /// The broker's host and port (what the TLS proxy forwards to).
+    fn broker_addr() -> String {
+        let url = reqwest::Url::parse(&url()).unwrap();
+        format!(
+            "{}:{}",
+            url.host_str().unwrap(),
+            url.port_or_known_default().unwrap_or(5672)
+        )
+    }
+
+    /// A certificate authority of the test's own, its certificate in
+    /// `{dir}/ca.pem`.
+    struct TestCa {
+        issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        dir: PathBuf,
+    }
+
+    impl TestCa {
+        fn new(dir: &Path) -> TestCa {
+            use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "sluice test CA amqps");
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let issuer = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
+            std::fs::write(dir.join("ca.pem"), issuer.pem()).unwrap();
+            TestCa {
+                issuer,
+                dir: dir.to_path_buf(),
+            }
+        }
+
+        /// A certificate for 127.0.0.1 and localhost, a server's or (with
+        /// `client`) a client's, in `{dir}/{stem}.pem` and its key in
+        /// `{dir}/{stem}-key.pem`.
+        fn issue(&self, stem: &str, client: bool) -> (PathBuf, PathBuf) {
+            use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose};
+            let mut params =
+                CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                    .unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "127.0.0.1");
+            params.extended_key_usages = vec![if client {
+                ExtendedKeyUsagePurpose::ClientAuth
+            } else {
+                ExtendedKeyUsagePurpose::ServerAuth
+            }];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            let paths = (
+                self.dir.join(format!("{stem}.pem")),
+                self.dir.join(format!("{stem}-key.pem")),
+            );
+            std::fs::write(&paths.0, cert.pem()).unwrap();
+            std::fs::write(&paths.1, key.serialize_pem()).unwrap();
+            paths
+        }
+
+        /// A server's TLS settings with a certificate of this CA; with
+        /// `mutual`, a client certificate of this CA is required.
+        fn server(&self, mutual: bool) -> Arc<rustls::ServerConfig> {
+            let (cert, key) = self.issue("server", false);
+            let builder = rustls::ServerConfig::builder_with_provider(tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap();
+            let builder = if mutual {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(self.issuer.der().clone()).unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    tls::provider(),
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                builder.with_no_client_auth()
+            };
+            let chain = tls::certificates("tls_cert", &cert).unwrap();
+            let key = tls::private_key("tls_key", &key).unwrap();
+            Arc::new(builder.with_single_cert(chain, key).unwrap())
+        }
+    }
+
+    /// A TLS-terminating proxy in front of RabbitMQ (which has no TLS
+    /// listener here): its port, and the number of handshakes that failed.
+    async fn tls_proxy(
+        server: Arc<rustls::ServerConfig>,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let count = refused.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, count) = (acceptor.clone(), count.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    };
+                    let mut broker = tokio::net::TcpStream::connect(broker_addr()).await.unwrap();
+                    let copied = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+                    drop(copied);
+                });
+            }
+        });
+        (port, refused)
+    }
+
+    #[tokio::test]
+    async fn amqps_publishes_through_tls_with_our_client_config_and_an_untrusted_certificate_says_why(
+    ) {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let (port, refused) = tls_proxy(TestCa::new(dir.path()).server(false)).await;
+        let queue = format!("sluice-amqps-{}", std::process::id());
+        let tls_config = |extra: &str| -> BrokerConfig {
+            toml::from_str(&format!(
+                "url = \"amqps://127.0.0.1:{port}/%2f\"\ntimeout = \"5s\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        // The queue, made over plain AMQP (the default exchange routes to
+        // it by name).
+        let plain = Link::open(&config(""), Path::new("."), &Login::default())
+            .await
+            .unwrap();
+        plain
+            .channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+
+        // ca_file relative to the configuration's folder, as configured.
+        let trusted = tls_config(&format!(
+            "exchange = \"\"\nrouting_key = \"{queue}\"\nca_file = \"ca.pem\""
+        ));
+        assert!(trusted.validate(KIND, dir.path()).is_empty());
+        let target = AmqpTarget::new(&trusted, dir.path());
+        let payloads: Vec<String> = (0..3).map(|i| format!("{{\"n\": {i}}}")).collect();
+        let keys: Vec<String> = (0..3).map(|i| format!("s:i:{i}")).collect();
+        let batch: Vec<Delivery<'_>> = keys
+            .iter()
+            .zip(&payloads)
+            .map(|(k, p)| Delivery::new(k, p))
+            .collect();
+        target.deliver(&batch).await.unwrap();
+        let said = probe(
+            &tls_config(&format!("queue = \"{queue}\"\nca_file = \"ca.pem\"")),
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            said.contains(&format!("queue '{queue}' holds 3 messages")),
+            "{said}"
+        );
+        // The target's own health test, over the same TLS settings.
+        let said = Target::probe(&target).await.unwrap();
+        assert!(said.ends_with(": connected"), "{said}");
+        assert_eq!(refused.load(Ordering::SeqCst), 0);
+
+        // Without ca_file the test CA is not trusted: no connection, and
+        // the failure says which certificate problem.
+        let e = probe(&tls_config("exchange = \"\""), dir.path())
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Untrusted, "{e:?}");
+        assert!(
+            e.message.contains("the certificate is not trusted")
+                && e.message.contains("unknown issuer")
+                && e.message.contains("ca_file"),
+            "{e:?}"
+        );
+        // The proxy saw the handshake end (the client's alert) a moment
+        // after the client gave up.
+        let seen = async {
+            while refused.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), seen)
+            .await
+            .expect("the proxy saw no failed handshake");
+
+        plain
+            .channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn amqps_presents_client_cert_and_client_key_for_mutual_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path());
+        let (port, _) = tls_proxy(ca.server(true)).await;
+        ca.issue("client", true);
+        let c = |extra: &str| -> BrokerConfig {
+            toml::from_str(&format!(
+                "url = \"amqps://localhost:{port}/%2f\"\ntimeout = \"5s\"\nexchange = \"\"\n\
+                 ca_file = \"ca.pem\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        let mutual = c("client_cert = \"client.pem\"\nclient_key = \"client-key.pem\"");
+        assert!(mutual.validate(KIND, dir.path()).is_empty());
+        let said = probe(&mutual, dir.path()).await.unwrap();
+        assert!(said.ends_with(": connected"), "{said}");
+        // Without our certificate the server refuses the connection.
+        let e = probe(&c(""), dir.path()).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Untrusted, "{e:?}");
+        assert!(e.message.contains("client_cert"), "{e:?}");
     }
 }

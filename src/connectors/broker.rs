@@ -65,7 +65,7 @@ impl BrokerKind {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// `amqp://host:5672/%2f` (`amqps://` not yet), `nats://host:4222` (`tls://`),
+    /// `amqp://host:5672/%2f` (`amqps://host:5671/%2f` with TLS), `nats://host:4222` (`tls://`),
     /// `mqtt://host:1883` (`mqtts://`); no user-info: `username` and
     /// `password_env`.
     pub url: String,
@@ -111,7 +111,7 @@ pub struct BrokerConfig {
     /// The longest wait between two tests of an Offline endpoint.
     #[serde(default, deserialize_with = "duration_opt::deserialize")]
     pub probe_every: Option<Duration>,
-    /// TLS (with a `tls://` or `mqtts://` url): more
+    /// TLS (with an `amqps://`, `tls://` or `mqtts://` url): more
     /// authorities to trust, and our certificate for mutual TLS.
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
@@ -288,15 +288,6 @@ impl BrokerConfig {
                 None
             }
         };
-        if kind == BrokerKind::Amqp && tls == Some(true) {
-            // lapin's TLS would bring a second TLS stack; not built yet.
-            problems.push((
-                "url".into(),
-                "amqps:// is not supported yet: connect to RabbitMQ with amqp:// (on a trusted \
-                 network or through a TLS tunnel)"
-                    .into(),
-            ));
-        }
         let schemes = format!("a {secure}:// url");
         problems.extend(self.tls_keys().validate(tls, &schemes, base));
         for (key, value) in [
@@ -526,9 +517,13 @@ mod tests {
         );
         assert_eq!(keys(&p), ["url"]);
         assert!(!p[0].1.contains("secret"), "{p:?}");
-        let p = config(BrokerKind::Amqp, "url = \"amqps://h\"\nqueue = \"q\"");
-        assert_eq!(keys(&p), ["url"], "{p:?}");
-        assert!(p[0].1.contains("not supported yet"), "{p:?}");
+        assert!(config(BrokerKind::Amqp, "url = \"amqps://h\"\nqueue = \"q\"").is_empty());
+        let p = config(
+            BrokerKind::Amqp,
+            "url = \"amqp://h\"\nqueue = \"q\"\nca_file = \"ca.pem\"",
+        );
+        assert_eq!(keys(&p), ["ca_file"], "{p:?}");
+        assert!(p[0].1.contains("amqps://"), "{p:?}");
         let p = config(BrokerKind::Nats, "url = \"http://h\"\nstream = \"S\"");
         assert!(p[0].1.contains("nats or tls"), "{p:?}");
         let p = config(
