@@ -75,13 +75,10 @@ impl Nats {
     /// The ids of `stream`'s messages, in stream order (waiting up to
     /// `secs` for `n` of them).
     async fn ids(&self, stream: &str, n: usize, secs: u64) -> Vec<i64> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            if self.count(stream).await as usize >= n || tokio::time::Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(secs, &format!("{n} messages in {stream}"), || async {
+            self.count(stream).await as usize >= n
+        })
+        .await;
         let s = self.js.get_stream(stream).await.unwrap();
         let consumer = s.create_consumer(pull::Config::default()).await.unwrap();
         let mut messages = consumer

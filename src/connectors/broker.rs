@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::template::FieldTemplate;
-use super::{Credentials, DeliveryError, FailureClass, KeyProblem};
+use super::{Credentials, DeliveryError, KeyProblem};
 use crate::duration::duration_opt;
 use crate::redact;
 use crate::tls;
@@ -239,17 +239,7 @@ impl BrokerConfig {
 
     /// The password from `password_env`, if one is configured.
     pub fn password(&self) -> Result<Option<String>, DeliveryError> {
-        match &self.password_env {
-            None => Ok(None),
-            Some(var) => match std::env::var(var) {
-                Ok(p) => Ok(Some(p)),
-                Err(_) => Err(DeliveryError {
-                    class: FailureClass::Unauthorized,
-                    message: format!("the environment variable {var} (password_env) is not set"),
-                    retry_after: None,
-                }),
-            },
-        }
+        super::password_from_env(self.password_env.as_deref())
     }
 
     /// Problems with the values, each naming its key.

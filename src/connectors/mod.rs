@@ -269,6 +269,23 @@ impl EndpointKind {
     }
 }
 
+/// The password held by the environment variable `password_env` names, if
+/// one is configured; an unset variable is Unauthorized (the endpoint waits
+/// for it, or for a reauthorization).
+pub fn password_from_env(password_env: Option<&str>) -> Result<Option<String>, DeliveryError> {
+    match password_env {
+        None => Ok(None),
+        Some(var) => match std::env::var(var) {
+            Ok(p) => Ok(Some(p)),
+            Err(_) => Err(DeliveryError {
+                class: FailureClass::Unauthorized,
+                message: format!("the environment variable {var} (password_env) is not set"),
+                retry_after: None,
+            }),
+        },
+    }
+}
+
 /// The text of a key field: text as it is, anything else as JSON, null as
 /// no key.
 pub fn key_text(v: &serde_json::Value) -> Option<String> {

@@ -271,17 +271,7 @@ impl SqlConfig {
 
     /// The password from `password_env`, if one is configured.
     pub fn password(&self) -> Result<Option<String>, DeliveryError> {
-        match &self.password_env {
-            None => Ok(None),
-            Some(var) => match std::env::var(var) {
-                Ok(p) => Ok(Some(p)),
-                Err(_) => Err(DeliveryError {
-                    class: FailureClass::Unauthorized,
-                    message: format!("the environment variable {var} (password_env) is not set"),
-                    retry_after: None,
-                }),
-            },
-        }
+        super::password_from_env(self.password_env.as_deref())
     }
 
     pub fn pace(&self) -> Duration {
