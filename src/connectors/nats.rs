@@ -824,6 +824,21 @@ mod tests {
             jetstream::consumer::AckPolicy::Explicit
         );
         drop(sub);
+        // The dropped subscription's pull request is gone from the server
+        // before the next message: else the server hands it to the closed
+        // connection and gives it again only after `ack_wait`.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting = s.consumer_info("sluice").await.num_waiting;
+            if waiting == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{waiting} pull requests stay"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
 
         s.publish(&["{\"n\": 4}"]).await;
         let mut sub = source.subscribe().await.unwrap();
