@@ -324,7 +324,11 @@ impl Bench {
             routes: HashMap::from([("f".to_string(), endpoint)]),
             log: self.log.clone(),
             health: Arc::new(health),
-            metrics: sluice::engine::counters::SenderMetrics::new("BENCH", &integration.name),
+            metrics: sluice::engine::counters::SenderMetrics::new(
+                "BENCH",
+                &integration.name,
+                integration.tally.clone(),
+            ),
         };
         let token = CancellationToken::new();
         let running = tokio::spawn(sender.run(token.clone()));

@@ -172,7 +172,11 @@ impl Bench {
         if !metrics {
             // Handles made under the no-op recorder count nothing.
             sender.metrics = metrics::with_local_recorder(&metrics::NoopRecorder, || {
-                sluice::engine::counters::SenderMetrics::new("BENCH", &integration.name)
+                sluice::engine::counters::SenderMetrics::new(
+                    "BENCH",
+                    &integration.name,
+                    integration.tally.clone(),
+                )
             });
         }
         tokio::spawn(sender.run(token.clone()));
@@ -199,7 +203,39 @@ impl Bench {
             routes: HashMap::from([("f".to_string(), endpoint)]),
             log: self.log.clone(),
             health: Arc::new(health),
-            metrics: sluice::engine::counters::SenderMetrics::new("BENCH", &integration.name),
+            metrics: sluice::engine::counters::SenderMetrics::new(
+                "BENCH",
+                &integration.name,
+                integration.tally.clone(),
+            ),
+        }
+    }
+}
+
+/// Writes the integration's history as `engine::history::write` does (its
+/// tally taken, the queue's depth read, one row added), every second until
+/// `stop`, then once more; returns how many deliveries it wrote.
+async fn write_history(
+    store: Arc<dyn Store>,
+    integration: Arc<Integration>,
+    stop: CancellationToken,
+) -> i64 {
+    let mut delivered = 0;
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+        };
+        let counts = integration.tally.take();
+        let depth = store.queued_count(&integration.name).await.unwrap();
+        let minute = sluice::engine::history::minute_of(sluice::model::now_millis());
+        store
+            .add_history(minute, vec![(integration.name.clone(), counts, depth)])
+            .await
+            .unwrap();
+        delivered += counts.delivered;
+        if stopping {
+            return delivered;
         }
     }
 }
@@ -365,6 +401,25 @@ fn main() {
             && seen.in_order.load(Ordering::Relaxed)
             && seen.count.load(Ordering::Relaxed) == n as u64;
 
+        // The cost of history: the same drain while its minutes are written
+        // as the History worker writes them, but every second rather than
+        // every minute (a cost overstated, never hidden).
+        let (integration, _) = bench.queued("orders-history", n).await;
+        let writing = CancellationToken::new();
+        let writer = tokio::spawn(write_history(
+            bench.store.clone(),
+            integration.clone(),
+            writing.clone(),
+        ));
+        let (seen, took) = bench.drain_in_process(&integration, n, &token, true).await;
+        writing.cancel();
+        let written = writer.await.unwrap();
+        let drain_history = rate(n, took);
+        let mem_ok = mem_ok
+            && written == n as i64
+            && seen.in_order.load(Ordering::Relaxed)
+            && seen.count.load(Ordering::Relaxed) == n as u64;
+
         // The same to a local HTTP target, batches of 100, pausing on the way.
         let (integration, _) = bench.queued("orders-http", n).await;
         let seen_http = Counting::new();
@@ -414,6 +469,7 @@ fn main() {
             enqueue,
             drain_mem,
             drain_plain,
+            drain_history,
             mem_ok,
             drain_http,
             http_ok,
@@ -426,6 +482,7 @@ fn main() {
         enqueue,
         drain_mem,
         drain_plain,
+        drain_history,
         mem_ok,
         drain_http,
         http_ok,
@@ -469,6 +526,13 @@ fn main() {
         "",
         format!("metrics off {}", k(drain_plain)),
         drain_mem / drain_plain,
+    );
+    println!(
+        "{:<34} {:>11} {:>22} {:>7.2}   cost of history",
+        "drain, history written each second",
+        k(drain_history),
+        format!("history unwritten {}", k(drain_mem)),
+        drain_history / drain_mem,
     );
     println!(
         "{:<34} {:>11} {:>22} {:>7.2}   ≥100k/s  {}",

@@ -40,7 +40,7 @@ pub struct LogQuery {
     pub after: Option<i64>,
 }
 
-fn parse_since(s: &str) -> ApiResult<Millis> {
+pub(super) fn parse_since(s: &str) -> ApiResult<Millis> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }

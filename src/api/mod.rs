@@ -16,6 +16,7 @@ pub mod body;
 pub mod dashboard;
 pub mod endpoints;
 pub mod flows;
+pub mod history;
 pub mod hooks;
 pub mod integrations;
 pub mod links;

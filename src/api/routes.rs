@@ -36,8 +36,8 @@ use utoipa_axum::routes;
 
 use super::auth::{self, is_write, Guard};
 use super::{
-    body, dashboard, endpoints, flows, hooks, integrations, links, log, nodes, openapi, sites,
-    transactions, ApiState,
+    body, dashboard, endpoints, flows, history, hooks, integrations, links, log, nodes, openapi,
+    sites, transactions, ApiState,
 };
 use crate::model::{Action, Role};
 
@@ -240,9 +240,11 @@ pub fn table() -> Vec<Route> {
         route(routes!(log::text)).role(Viewer),
         route(routes!(log::stream)).role(Viewer),
         route(routes!(log::audit)).role(Viewer),
+        route(routes!(history::site_history)).role(Viewer),
         // Integrations and their queues.
         route(routes!(integrations::list)).role(Viewer),
         route(routes!(integrations::show)).role(Viewer),
+        route(routes!(history::integration)).role(Viewer),
         route(routes!(integrations::pause))
             .performs(&[IntegrationPause])
             .audited("integration.pause", "integration/{name}"),

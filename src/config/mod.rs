@@ -69,6 +69,8 @@ pub const DEFAULT_LOG_LEVEL: u8 = 4;
 
 /// Sent transactions are kept a week unless the site says otherwise.
 pub const DEFAULT_KEEP_SENT: Duration = Duration::from_secs(7 * 86_400);
+/// How long an integration's history (its charts) is kept by default.
+pub const DEFAULT_KEEP_HISTORY: Duration = Duration::from_secs(7 * 86_400);
 
 /// A run or a drain without progress this long is flagged as stalled.
 pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(300);
@@ -159,6 +161,10 @@ pub struct SiteConfig {
     /// How long sent and ignored transactions are kept (for listing and
     /// replay) before they are deleted.
     pub keep_sent: Duration,
+    /// How long each integration's history (counts per minute, rolled into
+    /// hours after two days) is kept; zero (`keep_history = "off"`): no
+    /// history is written.
+    pub keep_history: Duration,
     /// A run or a drain that makes no progress this long is flagged as
     /// stalled, with the reason, in its status.
     pub stall_after: Duration,

@@ -21,8 +21,9 @@ use toml_edit::{Item, TableLike, Value};
 
 use super::{
     Config, ConfigError, EndpointConfig, FlowConfig, IntegrationConfig, OnError, Schedule,
-    ServerTls, SiteConfig, StoreConfig, DEFAULT_BODY_MEMORY, DEFAULT_DATA_DIR, DEFAULT_KEEP_SENT,
-    DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_STALL_AFTER, DEFAULT_STORE_URL_ENV,
+    ServerTls, SiteConfig, StoreConfig, DEFAULT_BODY_MEMORY, DEFAULT_DATA_DIR,
+    DEFAULT_KEEP_HISTORY, DEFAULT_KEEP_SENT, DEFAULT_LISTEN, DEFAULT_LOG_LEVEL,
+    DEFAULT_STALL_AFTER, DEFAULT_STORE_URL_ENV,
 };
 use crate::connectors::EndpointKind;
 use crate::duration::parse_duration;
@@ -49,6 +50,7 @@ const SITE_KEYS: &[&str] = &[
     "data_file",
     "log_file",
     "keep_sent",
+    "keep_history",
     "stall_after",
     "endpoints",
     "integrations",
@@ -757,6 +759,10 @@ impl<'a> Reader<'a> {
         let log_file = file("log_file", "log");
         let keep_sent = self.duration(table, path, "keep_sent", DEFAULT_KEEP_SENT);
         let stall_after = self.duration(table, path, "stall_after", DEFAULT_STALL_AFTER);
+        let keep_history = match self.string(table, path, "keep_history").as_deref() {
+            Some("off") => Duration::ZERO,
+            _ => self.duration(table, path, "keep_history", DEFAULT_KEEP_HISTORY),
+        };
 
         let mut scope = SiteScope {
             name: name.to_string(),
@@ -819,6 +825,7 @@ impl<'a> Reader<'a> {
             data_file,
             log_file,
             keep_sent,
+            keep_history,
             stall_after,
             endpoints: scope.endpoints,
             integrations,

@@ -32,7 +32,11 @@ pub async fn run(site: Arc<Site>, token: CancellationToken, ready: oneshot::Send
             routes,
             log: site.log.clone(),
             health: site.health.clone(),
-            metrics: super::counters::SenderMetrics::new(&site.name, &integration.name),
+            metrics: super::counters::SenderMetrics::new(
+                &site.name,
+                &integration.name,
+                integration.tally.clone(),
+            ),
         };
         senders.spawn(sender.run(token.clone()));
     }

@@ -284,7 +284,7 @@ impl Consumer {
                 }
             }
         }
-        self.integration.wake();
+        self.integration.queued(records.len());
         if let Some(cluster) = &self.site.cluster {
             cluster.queued(&self.site.name, &self.integration).await;
         }

@@ -4,7 +4,11 @@
 //! the process's `metrics` recorder, which must be installed before the
 //! daemon opens: a handle made before then records nothing.
 
+use std::sync::Arc;
+
 use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Histogram, Unit};
+
+use super::history::Tally;
 
 /// The delivery latency histogram: the exporter gives it its buckets.
 pub const SEND_DURATION: &str = "sluice_send_duration_seconds";
@@ -35,16 +39,18 @@ pub fn describe() {
     );
 }
 
-/// One integration's delivery counters.
+/// One integration's delivery counters: the process's metrics, and the
+/// integration's history ([`Tally`]).
 pub struct SenderMetrics {
-    pub sent: Counter,
-    pub failed: Counter,
-    pub retried: Counter,
+    sent: Counter,
+    failed: Counter,
+    retried: Counter,
     pub latency: Histogram,
+    tally: Arc<Tally>,
 }
 
 impl SenderMetrics {
-    pub fn new(site: &str, integration: &str) -> SenderMetrics {
+    pub fn new(site: &str, integration: &str, tally: Arc<Tally>) -> SenderMetrics {
         let labels = [
             ("site", site.to_string()),
             ("integration", integration.to_string()),
@@ -54,7 +60,26 @@ impl SenderMetrics {
             failed: counter!("sluice_transactions_failed_total", &labels),
             retried: counter!("sluice_transactions_retried_total", &labels),
             latency: histogram!(SEND_DURATION, &labels),
+            tally,
         }
+    }
+
+    /// `n` transactions delivered.
+    pub fn sent(&self, n: usize) {
+        self.sent.increment(n as u64);
+        self.tally.delivered(n);
+    }
+
+    /// One transaction failed for good.
+    pub fn failed(&self) {
+        self.failed.increment(1);
+        self.tally.failed(1);
+    }
+
+    /// `n` deliveries failed and will be tried again.
+    pub fn retried(&self, n: usize) {
+        self.retried.increment(n as u64);
+        self.tally.retried(n);
     }
 }
 

@@ -158,6 +158,7 @@ async fn pages(
             _ => None,
         };
         let len = page.len() as i64;
+        let page_len = page.len();
         let records = page
             .into_iter()
             .map(|r| NewRecord {
@@ -175,7 +176,7 @@ async fn pages(
             )
             .await
             .map_err(|e| (captured, e.to_string()))?;
-        integration.wake();
+        integration.queued(page_len);
         captured += len;
         site.note_run(flow, Some(format!("queueing ({captured} so far)")));
         if let Some(new) = moved {

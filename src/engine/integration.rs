@@ -103,6 +103,8 @@ pub struct Integration {
     /// Counts the changes taken in memory: a state read from the store
     /// replaces the one in memory only if nothing changed it meanwhile.
     changes: std::sync::atomic::AtomicU64,
+    /// What happened since the History worker last wrote a minute.
+    pub tally: Arc<super::history::Tally>,
 }
 
 impl Integration {
@@ -164,6 +166,7 @@ impl Integration {
             suspended: std::sync::atomic::AtomicBool::new(false),
             owner: Mutex::new(Owner::Always),
             changes: std::sync::atomic::AtomicU64::new(0),
+            tally: Arc::default(),
         }))
     }
 
@@ -404,6 +407,13 @@ impl Integration {
     /// Tells an idle sender that transactions were queued.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Says that `n` records were queued: counted in the history, and an
+    /// idle sender woken.
+    pub fn queued(&self, n: usize) {
+        self.tally.queued(n);
+        self.wake();
     }
 
     pub(crate) async fn woken(&self) {

@@ -32,6 +32,7 @@ pub mod endpoint;
 pub mod flow_run;
 pub mod get_data;
 pub mod health;
+pub mod history;
 pub mod integration;
 pub mod monitor;
 pub mod scheduler;

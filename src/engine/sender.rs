@@ -672,7 +672,7 @@ impl Sender {
                             updated_at: 0,
                         });
                     }
-                    self.metrics.sent.increment(chunk.len() as u64);
+                    self.metrics.sent(chunk.len());
                     self.health.delivered(endpoint).await;
                     self.integration.note_progress();
                     backoff.reset();
@@ -730,7 +730,7 @@ impl Sender {
                             }
                         }
                         done(processed, first, first, 1);
-                        self.metrics.failed.increment(1);
+                        self.metrics.failed();
                         if self.integration.config.on_error == OnError::Skip {
                             self.log
                                 .write(
@@ -757,7 +757,7 @@ impl Sender {
                         self.integration.block(first, &e.message);
                         return Pass::Interrupted;
                     }
-                    self.metrics.retried.increment(chunk.len() as u64);
+                    self.metrics.retried(chunk.len());
                     let wait = backoff.next_wait_honouring(e.retry_after);
                     return Pass::Retry(wait);
                 }

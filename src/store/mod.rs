@@ -229,6 +229,53 @@ pub struct LogEntry {
     pub message: String,
 }
 
+/// What happened to an integration's transactions over a period of its
+/// history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Activity {
+    /// Records queued.
+    pub queued: i64,
+    /// Transactions delivered (Sent).
+    pub delivered: i64,
+    /// Transactions that failed for good (Error).
+    pub failed: i64,
+    /// Deliveries that failed and are tried again.
+    pub retried: i64,
+}
+
+impl Activity {
+    pub fn is_empty(&self) -> bool {
+        *self == Activity::default()
+    }
+}
+
+impl std::ops::AddAssign for Activity {
+    fn add_assign(&mut self, other: Activity) {
+        self.queued += other.queued;
+        self.delivered += other.delivered;
+        self.failed += other.failed;
+        self.retried += other.retried;
+    }
+}
+
+/// A minute of history, once it is over.
+pub const MINUTE: Millis = 60_000;
+/// An hour of history: minutes older than two days are rolled into hours.
+pub const HOUR: Millis = 3_600_000;
+
+/// One period of an integration's history, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub integration: String,
+    /// Its start.
+    pub at: Millis,
+    /// Its length: [`MINUTE`] or [`HOUR`].
+    pub span: Millis,
+    pub counts: Activity,
+    /// Transactions Queued at its end.
+    pub depth: i64,
+}
+
 /// Who did what, when, why, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {
@@ -429,6 +476,20 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: AuditEntry) -> Result<i64>;
     /// Audit entries, newest first.
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+
+    // ----- history -----
+    /// Adds each integration's counts to its minute starting at `at` and
+    /// sets the minute's depth, in one transaction. Counts written for the
+    /// same minute again (another node of a cluster, a flush at a stop) add
+    /// up.
+    async fn add_history(&self, at: Millis, rows: Vec<(String, Activity, i64)>) -> Result<()>;
+    /// The history of `integration` (of every integration when `None`)
+    /// from `since` on, oldest first.
+    async fn history(&self, integration: Option<&str>, since: Millis) -> Result<Vec<HistoryRow>>;
+    /// Rolls the minutes that start before `hours_before` (a whole hour)
+    /// into their hours (counts added, the depth of the hour's last minute),
+    /// then deletes every period that starts before `drop_before`.
+    async fn roll_history(&self, hours_before: Millis, drop_before: Millis) -> Result<()>;
 
     // ----- the disk -----
     /// Follows what writes find of the disk: full, or writable (again).

@@ -271,7 +271,7 @@ impl Site {
                     .store
                     .enqueue(integration, &transaction.flow, vec![copy], None, None)
                     .await?;
-                integ.wake();
+                integ.queued(1);
                 if let Some(cluster) = &self.cluster {
                     cluster.queued(&self.name, integ).await;
                 }

@@ -68,7 +68,7 @@ impl Site {
             .store
             .enqueue(integration, flow, records, None, None)
             .await?;
-        integ.wake();
+        integ.queued(range.map_or(0, |(first, last)| (last - first + 1) as usize));
         if let Some(cluster) = &self.cluster {
             cluster.queued(&self.name, integ).await;
         }

@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::{audit_entry, last_stop, Site, StopInfo, Workers};
-use crate::engine::{all_others, consume, get_data, monitor, trigger, EngineError, Result};
+use crate::engine::{
+    all_others, consume, get_data, history, monitor, trigger, EngineError, Result,
+};
 use crate::log::level;
 use crate::model::{
     now_millis, FlowEvent, FlowStatus, Hold, HoldKind, RunMode, RunResult, SiteEvent, SiteState,
@@ -260,6 +262,7 @@ impl Site {
             ready_signal(),
         ));
         tasks.spawn(monitor::run(self.clone(), token.clone(), ready_signal()));
+        tasks.spawn(history::run(self.clone(), token.clone(), ready_signal()));
         consume::run(self, &token, &mut tasks);
         for rx in ready {
             let _started = rx.await;

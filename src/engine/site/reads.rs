@@ -93,3 +93,37 @@ impl Site {
         Ok(self.store.audit(limit).await?)
     }
 }
+
+impl Site {
+    /// The history of `integration` (of the whole site when `None`) from
+    /// `since` on by `step`, the unfinished minute included: what was
+    /// written, and what was counted since.
+    pub async fn history(
+        &self,
+        integration: Option<&str>,
+        since: Millis,
+        step: crate::engine::history::Step,
+    ) -> Result<Vec<crate::engine::history::Point>> {
+        use crate::engine::history::{minute_of, points};
+        let now = crate::model::now_millis();
+        let integrations = match integration {
+            Some(name) => vec![self.integration(name)?.clone()],
+            None => self.integrations().cloned().collect(),
+        };
+        let mut rows: Vec<_> = self
+            .store
+            .history(integration, since - since.rem_euclid(step.millis()))
+            .await?
+            .into_iter()
+            .map(|r| (r.integration, r.at, r.counts, r.depth))
+            .collect();
+        let minute = minute_of(now);
+        for integ in integrations {
+            let counts = integ.tally.peek();
+            let depth = self.store.queued_count(&integ.name).await?;
+            rows.push((integ.name.clone(), minute, counts, depth));
+        }
+        rows.sort_by_key(|r| r.1);
+        Ok(points(&rows, since, now, step))
+    }
+}

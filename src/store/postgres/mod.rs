@@ -70,8 +70,8 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    AuditEntry, FlowRecord, Link, LogEntry, NewRecord, QueuedTx, Result, RunRecord, Space, Store,
-    StoreError, TxRecord,
+    Activity, AuditEntry, FlowRecord, HistoryRow, Link, LogEntry, NewRecord, QueuedTx, Result,
+    RunRecord, Space, Store, StoreError, TxRecord, HOUR, MINUTE,
 };
 use crate::model::{
     now_millis, FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, IntegrationState,
@@ -79,10 +79,11 @@ use crate::model::{
 };
 
 /// The schema, one step a file; `sluice_migrations` records each applied.
-pub(super) const MIGRATIONS: [&str; 3] = [
+pub(super) const MIGRATIONS: [&str; 4] = [
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_cluster.sql"),
     include_str!("migrations/003_tokens.sql"),
+    include_str!("migrations/004_history.sql"),
 ];
 
 /// The advisory lock the migrations are applied under ("sluice" in ASCII):
@@ -1238,6 +1239,118 @@ impl Store for PgStore {
             .await?;
         let rows = client.query(&stmt, &[&self.site, &limit_of(limit)]).await?;
         rows.iter().map(audit_entry).collect()
+    }
+
+    async fn add_history(&self, at: Millis, rows: Vec<(String, Activity, i64)>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let column =
+            |f: fn(&Activity) -> i64| rows.iter().map(|(_, c, _)| f(c)).collect::<Vec<_>>();
+        let names: Vec<&str> = rows.iter().map(|(name, _, _)| name.as_str()).collect();
+        let depths: Vec<i64> = rows.iter().map(|(_, _, depth)| *depth).collect();
+        let client = self.client().await?;
+        // In name order, so two nodes adding to the same minutes take the
+        // rows' locks in the same order.
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO sluice_history
+                   (site, integration, at, span, queued, delivered, failed, retried, depth)
+                 SELECT $1, n, $2, $3, q, d, f, r, depth
+                   FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
+                               $8::bigint[], $9::bigint[]) AS t(n, q, d, f, r, depth)
+                  ORDER BY n
+                 ON CONFLICT (site, integration, at, span) DO UPDATE SET
+                   queued = sluice_history.queued + excluded.queued,
+                   delivered = sluice_history.delivered + excluded.delivered,
+                   failed = sluice_history.failed + excluded.failed,
+                   retried = sluice_history.retried + excluded.retried,
+                   depth = excluded.depth",
+            )
+            .await?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &self.site,
+                    &at,
+                    &MINUTE,
+                    &names,
+                    &column(|c| c.queued),
+                    &column(|c| c.delivered),
+                    &column(|c| c.failed),
+                    &column(|c| c.retried),
+                    &depths,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn history(&self, integration: Option<&str>, since: Millis) -> Result<Vec<HistoryRow>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT integration, at, span, queued, delivered, failed, retried, depth
+                   FROM sluice_history
+                  WHERE site = $1 AND at >= $2 AND ($3::text IS NULL OR integration = $3)
+                  ORDER BY at, integration",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&self.site, &since, &integration])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryRow {
+                    integration: get(r, 0)?,
+                    at: get(r, 1)?,
+                    span: get(r, 2)?,
+                    counts: Activity {
+                        queued: get(r, 3)?,
+                        delivered: get(r, 4)?,
+                        failed: get(r, 5)?,
+                        retried: get(r, 6)?,
+                    },
+                    depth: get(r, 7)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn roll_history(&self, hours_before: Millis, drop_before: Millis) -> Result<()> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        db.execute(
+            "INSERT INTO sluice_history
+               (site, integration, at, span, queued, delivered, failed, retried, depth)
+             SELECT site, integration, at - at % $3, $3, sum(queued), sum(delivered),
+                    sum(failed), sum(retried), (array_agg(depth ORDER BY at DESC))[1]
+               FROM sluice_history
+              WHERE site = $1 AND span = $4 AND at < $2
+              GROUP BY site, integration, at - at % $3
+              ORDER BY integration, at - at % $3
+             ON CONFLICT (site, integration, at, span) DO UPDATE SET
+               queued = sluice_history.queued + excluded.queued,
+               delivered = sluice_history.delivered + excluded.delivered,
+               failed = sluice_history.failed + excluded.failed,
+               retried = sluice_history.retried + excluded.retried,
+               depth = excluded.depth",
+            &[&self.site, &hours_before, &HOUR, &MINUTE],
+        )
+        .await?;
+        db.execute(
+            "DELETE FROM sluice_history WHERE site = $1 AND span = $3 AND at < $2",
+            &[&self.site, &hours_before, &MINUTE],
+        )
+        .await?;
+        db.execute(
+            "DELETE FROM sluice_history WHERE site = $1 AND at < $2",
+            &[&self.site, &drop_before],
+        )
+        .await?;
+        db.commit().await?;
+        Ok(())
     }
 
     fn space(&self) -> watch::Receiver<Space> {

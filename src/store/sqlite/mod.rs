@@ -96,8 +96,8 @@ use tokio::sync::{oneshot, watch};
 use self::migrations::migrate;
 use self::writer::{Counts, Ctx, Msg, Pending};
 use super::{
-    io_disk_full, sqlite_disk_full, AuditEntry, FlowRecord, Link, LogEntry, NewRecord, QueuedTx,
-    Result, RunRecord, Space, Store, StoreError, TxRecord,
+    io_disk_full, sqlite_disk_full, Activity, AuditEntry, FlowRecord, HistoryRow, Link, LogEntry,
+    NewRecord, QueuedTx, Result, RunRecord, Space, Store, StoreError, TxRecord, HOUR, MINUTE,
 };
 use crate::model::{
     now_millis, FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, IntegrationState,
@@ -1171,6 +1171,105 @@ impl Store for SqliteStore {
 
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>> {
         self.read(move |conn| Ok(audit::newest(conn, limit)?)).await
+    }
+
+    async fn add_history(&self, at: Millis, rows: Vec<(String, Activity, i64)>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Not a delivery's record: it may wait for the next durable commit.
+        self.write_with(false, move |ctx| {
+            let mut add = ctx.conn.prepare_cached(
+                "INSERT INTO history
+                   (integration, at, span, queued, delivered, failed, retried, depth)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (integration, at, span) DO UPDATE SET
+                   queued = queued + excluded.queued,
+                   delivered = delivered + excluded.delivered,
+                   failed = failed + excluded.failed,
+                   retried = retried + excluded.retried,
+                   depth = excluded.depth",
+            )?;
+            for (integration, c, depth) in &rows {
+                add.execute(params![
+                    integration,
+                    at,
+                    MINUTE,
+                    c.queued,
+                    c.delivered,
+                    c.failed,
+                    c.retried,
+                    depth
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn history(&self, integration: Option<&str>, since: Millis) -> Result<Vec<HistoryRow>> {
+        let integration = integration.map(str::to_string);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT integration, at, span, queued, delivered, failed, retried, depth
+                   FROM history
+                  WHERE at >= ?1 AND (?2 IS NULL OR integration = ?2)
+                  ORDER BY at, integration",
+            )?;
+            let rows = stmt
+                .query_map(params![since, integration], |r| {
+                    Ok(HistoryRow {
+                        integration: r.get(0)?,
+                        at: r.get(1)?,
+                        span: r.get(2)?,
+                        counts: Activity {
+                            queued: r.get(3)?,
+                            delivered: r.get(4)?,
+                            failed: r.get(5)?,
+                            retried: r.get(6)?,
+                        },
+                        depth: r.get(7)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn roll_history(&self, hours_before: Millis, drop_before: Millis) -> Result<()> {
+        self.write_with(false, move |ctx| {
+            // SQLite takes the bare `depth` from the row of `max(at)`, the
+            // hour's last minute; `WHERE true` parts the SELECT from the
+            // upsert.
+            ctx.conn
+                .prepare_cached(
+                    "INSERT INTO history
+                       (integration, at, span, queued, delivered, failed, retried, depth)
+                     SELECT integration, hour, ?2, q, d, f, r, depth
+                       FROM (SELECT integration, at - at % ?2 AS hour, sum(queued) AS q,
+                                    sum(delivered) AS d, sum(failed) AS f, sum(retried) AS r,
+                                    max(at), depth
+                               FROM history WHERE span = ?3 AND at < ?1
+                              GROUP BY integration, hour)
+                      WHERE true
+                     ON CONFLICT (integration, at, span) DO UPDATE SET
+                       queued = queued + excluded.queued,
+                       delivered = delivered + excluded.delivered,
+                       failed = failed + excluded.failed,
+                       retried = retried + excluded.retried,
+                       depth = excluded.depth",
+                )?
+                .execute(params![hours_before, HOUR, MINUTE])?;
+            ctx.conn
+                .prepare_cached("DELETE FROM history WHERE span = ?2 AND at < ?1")?
+                .execute(params![hours_before, MINUTE])?;
+            ctx.conn
+                .prepare_cached("DELETE FROM history WHERE at < ?1")?
+                .execute(params![drop_before])?;
+            Ok(())
+        })
+        .await
     }
 
     fn space(&self) -> watch::Receiver<Space> {

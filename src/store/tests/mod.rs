@@ -892,3 +892,97 @@ async fn a_record_queued_recently_is_found_by_flow_key_and_payload() {
         assert!(!found("f", Some("k1"), "{\"n\":1}", 4).await);
     }
 }
+
+#[tokio::test]
+async fn history_adds_up_by_minute_and_rolls_into_hours() {
+    let activity = |queued, delivered, failed, retried| Activity {
+        queued,
+        delivered,
+        failed,
+        retried,
+    };
+    for b in backends().await {
+        eprintln!("backend: {}", b.name());
+        let s = b.open().await;
+        let hour = 1_000 * HOUR;
+        s.add_history(
+            hour,
+            vec![
+                ("a".into(), activity(5, 3, 1, 2), 2),
+                ("b".into(), activity(1, 0, 0, 0), 1),
+            ],
+        )
+        .await
+        .unwrap();
+        // The same minute again (another node, a flush at a stop): added.
+        s.add_history(hour, vec![("a".into(), activity(1, 1, 0, 0), 1)])
+            .await
+            .unwrap();
+        s.add_history(
+            hour + 59 * MINUTE,
+            vec![("a".into(), activity(0, 1, 0, 0), 0)],
+        )
+        .await
+        .unwrap();
+        s.add_history(hour + HOUR, vec![("a".into(), activity(7, 0, 0, 0), 7)])
+            .await
+            .unwrap();
+        s.add_history(hour, Vec::new()).await.unwrap();
+
+        let a = s.history(Some("a"), hour).await.unwrap();
+        let seen: Vec<_> = a
+            .iter()
+            .map(|r| (r.at, r.span, r.counts, r.depth))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (hour, MINUTE, activity(6, 4, 1, 2), 1),
+                (hour + 59 * MINUTE, MINUTE, activity(0, 1, 0, 0), 0),
+                (hour + HOUR, MINUTE, activity(7, 0, 0, 0), 7),
+            ]
+        );
+        assert_eq!(s.history(None, hour).await.unwrap().len(), 4);
+        assert_eq!(s.history(Some("a"), hour + 1).await.unwrap().len(), 2);
+
+        // Rolled: the first hour's minutes into one hour with the depth of
+        // its last minute; the next hour's minutes stay minutes.
+        s.roll_history(hour + HOUR, 0).await.unwrap();
+        let a = s.history(Some("a"), 0).await.unwrap();
+        let seen: Vec<_> = a
+            .iter()
+            .map(|r| (r.at, r.span, r.counts, r.depth))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (hour, HOUR, activity(6, 5, 1, 2), 0),
+                (hour + HOUR, MINUTE, activity(7, 0, 0, 0), 7),
+            ]
+        );
+        // A minute of a rolled hour written late is added to it at the next
+        // roll.
+        s.add_history(
+            hour + 5 * MINUTE,
+            vec![("a".into(), activity(1, 0, 0, 0), 3)],
+        )
+        .await
+        .unwrap();
+        s.roll_history(hour + HOUR, 0).await.unwrap();
+        let first = &s.history(Some("a"), 0).await.unwrap()[0];
+        assert_eq!((first.span, first.counts.queued), (HOUR, 7));
+
+        // Kept until `drop_before`, then gone; it survives reopening.
+        s.roll_history(hour + HOUR, hour + 1).await.unwrap();
+        drop(s);
+        let s = b.open().await;
+        let left: Vec<_> = s
+            .history(None, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.integration, r.at))
+            .collect();
+        assert_eq!(left, [("a".to_string(), hour + HOUR)]);
+    }
+}
