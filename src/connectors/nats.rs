@@ -92,14 +92,21 @@ async fn connect(
     options
         .connect(config.url.as_str())
         .await
-        .map_err(|e| connect_failure(&shown, &e))
+        .map_err(|e| connect_failure(&shown, config.uses_tls(KIND), &e))
 }
 
 /// Why a connection could not be made: TLS refused either way, the
-/// credentials refused, or no connection at all.
-fn connect_failure(shown: &str, e: &async_nats::ConnectError) -> DeliveryError {
+/// credentials refused, or no connection at all. `tls_url`: whether the
+/// url is `tls://`; with `nats://` the client still takes up TLS when the
+/// server requires it (its own settings: the platform's roots, no client
+/// certificate), and the TLS keys are refused with such a url.
+fn connect_failure(shown: &str, tls_url: bool, e: &async_nats::ConnectError) -> DeliveryError {
     if let Some(tls) = tls::failure(e) {
         let hint = match &tls {
+            _ if !tls_url => {
+                " (the server requires TLS: use a tls:// url, with which ca_file, client_cert \
+                 and client_key apply)"
+            }
             tls::Failure::Untrusted {
                 unknown_issuer: true,
                 ..
@@ -1298,6 +1305,22 @@ mod tests {
                 .await
                 .err()
                 .unwrap(),
+        );
+
+        // A nats:// url to a server that requires TLS: the client takes up
+        // TLS all the same, and fails the same way; but ca_file is refused
+        // with a nats:// url, so the way out is the tls:// url.
+        let plain = config_at(
+            &format!("nats://127.0.0.1:{}", server.port),
+            "subject = \"tls.in\"",
+        );
+        let e = probe(&plain, dir.path()).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Untrusted, "{e:?}");
+        assert!(
+            e.message.contains("unknown issuer")
+                && e.message
+                    .contains("the server requires TLS: use a tls:// url"),
+            "{e:?}"
         );
     }
 
