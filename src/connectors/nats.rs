@@ -990,6 +990,32 @@ mod tests {
                 child.wait().ok();
             }
         }
+
+        /// Stops it as a service manager does (SIGTERM), and waits until
+        /// it has ended: its clients lose their connections all the same,
+        /// and JetStream first writes down what it holds in memory. Killed
+        /// ([`OwnServer::stop`]), it may lose a consumer's last deliveries,
+        /// and then gives those messages again as if for the first time.
+        async fn shut_down(&mut self) {
+            let Some(mut child) = self.child.take() else {
+                return;
+            };
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            assert!(
+                sent.as_ref().is_ok_and(|s| s.success()),
+                "kill -TERM: {sent:?}"
+            );
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "nats-server did not end within 10 s of SIGTERM"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
     impl Drop for OwnServer {
@@ -1033,7 +1059,9 @@ mod tests {
         let mut sub = source.subscribe().await.unwrap();
         assert_eq!(payloads(&receive(&mut sub, 1).await), ["{\"n\": 1}"]);
 
-        server.stop();
+        // Stopped, not killed: the consumer's count of deliveries is kept,
+        // so what it gave before the loss comes again marked.
+        server.shut_down().await;
         let e = target
             .deliver(&[Delivery::new("s:i:2", "{\"n\": 2}")])
             .await
