@@ -519,6 +519,40 @@ impl Subscribe for NatsSource {
     }
 }
 
+/// The class of an error of a consumer's messages.
+fn messages_class(e: &pull::MessagesError) -> FailureClass {
+    use pull::MessagesErrorKind as K;
+    match e.kind() {
+        K::MissingHeartbeat => FailureClass::NoAnswer,
+        // Made anew, it would start at the beginning of the stream: a
+        // person decides.
+        K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
+            FailureClass::Rejected
+        }
+        // The next pull request could not be handed to the connection: its
+        // task has ended (the client does not reconnect), the connection is
+        // lost.
+        K::Pull if not_sent(e) => FailureClass::Unreachable,
+        K::NoResponders | K::Pull | K::Other => FailureClass::Intermittent,
+    }
+}
+
+/// Whether a publish in `e`'s chain of causes could not be handed to the
+/// client's connection task (`failed to send message: channel closed`).
+fn not_sent(e: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(link) = next {
+        let send = link
+            .downcast_ref::<async_nats::PublishError>()
+            .is_some_and(|p| p.kind() == async_nats::PublishErrorKind::Send);
+        if send {
+            return true;
+        }
+        next = link.source();
+    }
+    false
+}
+
 /// An open pull consumer. Dropping it closes its connection; what it did
 /// not acknowledge comes again after the consumer's `ack_wait`.
 struct NatsSubscription {
@@ -538,7 +572,6 @@ impl NatsSubscription {
         &self,
         next: Option<Result<jetstream::Message, pull::MessagesError>>,
     ) -> Result<jetstream::Message, DeliveryError> {
-        use pull::MessagesErrorKind as K;
         match next {
             Some(Ok(message)) => Ok(message),
             // The connection's task ended: the connection is lost.
@@ -547,18 +580,7 @@ impl NatsSubscription {
                 &self.shown,
                 "the connection was lost",
             )),
-            Some(Err(e)) => {
-                let class = match e.kind() {
-                    K::MissingHeartbeat => FailureClass::NoAnswer,
-                    // Made anew, it would start at the beginning of the
-                    // stream: a person decides.
-                    K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
-                        FailureClass::Rejected
-                    }
-                    K::NoResponders | K::Pull | K::Other => FailureClass::Intermittent,
-                };
-                Err(failure(class, &self.shown, e))
-            }
+            Some(Err(e)) => Err(failure(messages_class(&e), &self.shown, e)),
         }
     }
 
@@ -891,6 +913,34 @@ mod tests {
         assert_eq!(s.consumer_info("quick").await.num_ack_pending, 0);
         drop(sub);
         s.remove().await;
+    }
+
+    #[test]
+    fn a_pull_request_the_lost_connection_could_not_send_is_unreachable() {
+        use async_nats::{PublishError, PublishErrorKind, RequestError, RequestErrorKind};
+        use pull::{MessagesError, MessagesErrorKind as K};
+        // As the pull consumer's task reports it once the client's
+        // connection task has ended: "pull request failed: request failed:
+        // failed to send message: channel closed".
+        let not_sent = MessagesError::with_source(
+            K::Pull,
+            RequestError::with_source(
+                RequestErrorKind::Other,
+                PublishError::new(PublishErrorKind::Send),
+            ),
+        );
+        assert_eq!(messages_class(&not_sent), FailureClass::Unreachable);
+        let timed_out =
+            MessagesError::with_source(K::Pull, RequestError::new(RequestErrorKind::TimedOut));
+        assert_eq!(messages_class(&timed_out), FailureClass::Intermittent);
+        assert_eq!(
+            messages_class(&MessagesError::new(K::MissingHeartbeat)),
+            FailureClass::NoAnswer
+        );
+        assert_eq!(
+            messages_class(&MessagesError::new(K::ConsumerDeleted)),
+            FailureClass::Rejected
+        );
     }
 
     #[tokio::test]
