@@ -1171,4 +1171,363 @@ mod tests {
         let e = probe(&c, Path::new(".")).await.unwrap_err();
         assert_eq!(e.class, FailureClass::Unauthorized, "{e:?}");
     }
+
+    /// A certificate authority of the test's own, its certificate in
+    /// `{dir}/ca.pem` (as in the amqps tests).
+    struct TestCa {
+        issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        dir: PathBuf,
+    }
+
+    impl TestCa {
+        fn new(dir: &Path) -> TestCa {
+            use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "sluice test CA mqtts");
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let issuer = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
+            std::fs::write(dir.join("ca.pem"), issuer.pem()).unwrap();
+            TestCa {
+                issuer,
+                dir: dir.to_path_buf(),
+            }
+        }
+
+        /// A certificate for 127.0.0.1 and localhost, a server's or (with
+        /// `client`) a client's, in `{dir}/{stem}.pem` and its key in
+        /// `{dir}/{stem}-key.pem`.
+        fn issue(&self, stem: &str, client: bool) -> (PathBuf, PathBuf) {
+            use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose};
+            let mut params =
+                CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                    .unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "127.0.0.1");
+            params.extended_key_usages = vec![if client {
+                ExtendedKeyUsagePurpose::ClientAuth
+            } else {
+                ExtendedKeyUsagePurpose::ServerAuth
+            }];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            let paths = (
+                self.dir.join(format!("{stem}.pem")),
+                self.dir.join(format!("{stem}-key.pem")),
+            );
+            std::fs::write(&paths.0, cert.pem()).unwrap();
+            std::fs::write(&paths.1, key.serialize_pem()).unwrap();
+            paths
+        }
+    }
+
+    /// A Mosquitto of the test's own that speaks only TLS (stopped when
+    /// dropped).
+    struct TlsBroker {
+        port: u16,
+        child: std::process::Child,
+    }
+
+    impl Drop for TlsBroker {
+        fn drop(&mut self) {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+    }
+
+    /// Starts a [`TlsBroker`] with a certificate of a test CA whose files
+    /// are in `dir` (`ca.pem`, and `client.pem`/`client-key.pem` for
+    /// mutual TLS); with `mutual` it requires a client certificate of that
+    /// CA; with `password` it takes only `sluice` with that password.
+    /// Returns once it takes connections.
+    async fn tls_broker(dir: &Path, mutual: bool, password: Option<&str>) -> TlsBroker {
+        let program = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or_else(|| {
+                panic!(
+                    "mosquitto (the MQTT broker, on every machine of this project) is not \
+                     installed in /usr/sbin or /usr/local/sbin: the mqtts tests need it"
+                )
+            });
+        let ca = TestCa::new(dir);
+        let (cert, key) = ca.issue("server", false);
+        ca.issue("client", true);
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let log = dir.join("mosquitto.log");
+        // Started by root, Mosquitto runs as the user `mosquitto`, which
+        // could not read the files in this folder: `user root` keeps it
+        // (for anyone else it changes nothing).
+        let mut conf = format!(
+            "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+             persistence false\nlog_dest file {}\nuser root\n",
+            dir.join("ca.pem").display(),
+            cert.display(),
+            key.display(),
+            log.display()
+        );
+        if mutual {
+            conf.push_str("require_certificate true\n");
+        }
+        match password {
+            None => conf.push_str("allow_anonymous true\n"),
+            Some(password) => {
+                let file = dir.join("passwords");
+                let made = std::process::Command::new("mosquitto_passwd")
+                    .arg("-c")
+                    .arg("-b")
+                    .arg(&file)
+                    .args(["sluice", password])
+                    .status()
+                    .unwrap_or_else(|e| panic!("mosquitto_passwd (Mosquitto's own): {e}"));
+                assert!(made.success(), "mosquitto_passwd: {made}");
+                conf.push_str(&format!(
+                    "allow_anonymous false\npassword_file {}\n",
+                    file.display()
+                ));
+            }
+        }
+        let path = dir.join("mosquitto.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = std::process::Command::new(program)
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        let mut broker = TlsBroker { port, child };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                panic!(
+                    "{program} ended ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return broker;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{program} did not listen on {port} within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The settings of an endpoint on the TLS broker at `host`; the TLS
+    /// files are relative to `dir` (the configuration's folder), as
+    /// configured.
+    fn tls_config(
+        broker: &TlsBroker,
+        host: &str,
+        dir: &Path,
+        id: &str,
+        keys: &str,
+    ) -> BrokerConfig {
+        let c: BrokerConfig = toml::from_str(&format!(
+            "url = \"mqtts://{host}:{}\"\ntopic = \"{id}/in\"\nclient_id = \"{id}\"\n\
+             timeout = \"5s\"\n{keys}",
+            broker.port
+        ))
+        .unwrap();
+        assert_eq!(c.validate(KIND, dir), []);
+        c
+    }
+
+    /// One message through the broker: a source subscribed, a target's
+    /// publish acknowledged (PUBACK), the source receiving and
+    /// acknowledging it.
+    async fn round_trip(c: &BrokerConfig, dir: &Path) {
+        let source = MqttSource::new(c, dir);
+        let mut s = source.subscribe().await.unwrap();
+        let target = MqttTarget::new(c, dir);
+        target
+            .deliver(&[Delivery::new("s:i:1", r#"{"n":1}"#)])
+            .await
+            .unwrap();
+        let got = take(&mut *s, 1).await;
+        assert_eq!(payloads(&got), [r#"{"n":1}"#]);
+        assert!(!got[0].redelivered, "{got:?}");
+        s.ack().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn over_tls_with_ca_file_a_target_gets_its_puback_and_a_source_receives() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = tls_broker(dir.path(), false, None).await;
+        let id = unique("tls");
+        let c = tls_config(
+            &broker,
+            "127.0.0.1",
+            dir.path(),
+            &id,
+            "ca_file = \"ca.pem\"",
+        );
+        let said = probe(&c, dir.path()).await.unwrap();
+        assert!(
+            said.starts_with(&format!("mqtt mqtts://127.0.0.1:{} accepted", broker.port))
+                && said.contains(&format!("granted the subscription to '{id}/in' with QoS 1")),
+            "{said}"
+        );
+        round_trip(&c, dir.path()).await;
+        Target::probe(&MqttTarget::new(&c, dir.path()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn over_tls_without_ca_file_the_test_ca_is_untrusted_and_ca_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = tls_broker(dir.path(), false, None).await;
+        let c = tls_config(&broker, "127.0.0.1", dir.path(), &unique("untrusted"), "");
+        let untrusted = |e: DeliveryError| {
+            assert_eq!(e.class, FailureClass::Untrusted, "{e:?}");
+            assert!(
+                e.message.contains("the certificate is not trusted")
+                    && e.message.contains("unknown issuer")
+                    && e.message.contains("ca_file"),
+                "{e:?}"
+            );
+        };
+        untrusted(probe(&c, dir.path()).await.unwrap_err());
+        untrusted(
+            MqttTarget::new(&c, dir.path())
+                .deliver(&[Delivery::new("s:i:1", "{}")])
+                .await
+                .unwrap_err(),
+        );
+        untrusted(
+            MqttSource::new(&c, dir.path())
+                .subscribe()
+                .await
+                .err()
+                .unwrap(),
+        );
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_presents_client_cert_and_client_key_and_without_them_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = tls_broker(dir.path(), true, None).await;
+        let id = unique("mutual");
+        // A DNS name this time.
+        let c = |keys: &str| {
+            tls_config(
+                &broker,
+                "localhost",
+                dir.path(),
+                &id,
+                &format!("ca_file = \"ca.pem\"\n{keys}"),
+            )
+        };
+        let mutual = c("client_cert = \"client.pem\"\nclient_key = \"client-key.pem\"");
+        probe(&mutual, dir.path()).await.unwrap();
+        round_trip(&mutual, dir.path()).await;
+
+        // Without our certificate the broker refuses the connection.
+        let without = c("");
+        let refused = |e: DeliveryError| {
+            assert_eq!(e.class, FailureClass::Untrusted, "{e:?}");
+            assert!(e.message.contains("client_cert and client_key"), "{e:?}");
+        };
+        refused(probe(&without, dir.path()).await.unwrap_err());
+        refused(
+            MqttTarget::new(&without, dir.path())
+                .deliver(&[Delivery::new("s:i:2", "{}")])
+                .await
+                .unwrap_err(),
+        );
+        refused(
+            MqttSource::new(&without, dir.path())
+                .subscribe()
+                .await
+                .err()
+                .unwrap(),
+        );
+    }
+
+    #[tokio::test]
+    async fn no_tls_failure_shows_the_password() {
+        const SECRET: &str = "tls-s3cret-pw";
+        let dir = tempfile::tempdir().unwrap();
+        let broker = tls_broker(dir.path(), true, Some(SECRET)).await;
+        let var = format!("SLUICE_TEST_MQTT_TLS_PASSWORD_{}", std::process::id());
+        std::env::set_var(&var, SECRET);
+        let id = unique("secret");
+        let c = |keys: &str| {
+            tls_config(
+                &broker,
+                "127.0.0.1",
+                dir.path(),
+                &id,
+                &format!("username = \"sluice\"\npassword_env = \"{var}\"\n{keys}"),
+            )
+        };
+        let hidden = |e: DeliveryError, class: FailureClass, says: &str| {
+            assert_eq!(e.class, class, "{e:?}");
+            assert!(e.message.contains(says), "{e:?}");
+            assert!(!format!("{e:?}").contains(SECRET), "{e:?}");
+        };
+        // The broker's certificate not trusted.
+        let untrusted = c("");
+        hidden(
+            probe(&untrusted, dir.path()).await.unwrap_err(),
+            FailureClass::Untrusted,
+            "ca_file",
+        );
+        hidden(
+            MqttTarget::new(&untrusted, dir.path())
+                .deliver(&[Delivery::new("s:i:1", "{}")])
+                .await
+                .unwrap_err(),
+            FailureClass::Untrusted,
+            "ca_file",
+        );
+        // Ours refused.
+        hidden(
+            probe(&c("ca_file = \"ca.pem\""), dir.path())
+                .await
+                .unwrap_err(),
+            FailureClass::Untrusted,
+            "client_cert and client_key",
+        );
+        // TLS passes, the password does not: refused by the broker.
+        let mutual = c(
+            "ca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client-key.pem\"",
+        );
+        let target = MqttTarget::new(&mutual, dir.path());
+        let wrong = format!("not-{SECRET}");
+        target
+            .set_credentials(Credentials::Basic {
+                username: "sluice".into(),
+                password: wrong.clone(),
+            })
+            .unwrap();
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert!(!e.message.contains(&wrong), "{e:?}");
+        hidden(e, FailureClass::Unauthorized, "mqtts://127.0.0.1");
+        // The right one (the configuration's).
+        let said = probe(&mutual, dir.path()).await.unwrap();
+        assert!(!said.contains(SECRET), "{said}");
+        round_trip(&mutual, dir.path()).await;
+    }
 }

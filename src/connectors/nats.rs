@@ -92,14 +92,21 @@ async fn connect(
     options
         .connect(config.url.as_str())
         .await
-        .map_err(|e| connect_failure(&shown, &e))
+        .map_err(|e| connect_failure(&shown, config.uses_tls(KIND), &e))
 }
 
 /// Why a connection could not be made: TLS refused either way, the
-/// credentials refused, or no connection at all.
-fn connect_failure(shown: &str, e: &async_nats::ConnectError) -> DeliveryError {
+/// credentials refused, or no connection at all. `tls_url`: whether the
+/// url is `tls://`; with `nats://` the client still takes up TLS when the
+/// server requires it (its own settings: the platform's roots, no client
+/// certificate), and the TLS keys are refused with such a url.
+fn connect_failure(shown: &str, tls_url: bool, e: &async_nats::ConnectError) -> DeliveryError {
     if let Some(tls) = tls::failure(e) {
         let hint = match &tls {
+            _ if !tls_url => {
+                " (the server requires TLS: use a tls:// url, with which ca_file, client_cert \
+                 and client_key apply)"
+            }
             tls::Failure::Untrusted {
                 unknown_issuer: true,
                 ..
@@ -512,6 +519,40 @@ impl Subscribe for NatsSource {
     }
 }
 
+/// The class of an error of a consumer's messages.
+fn messages_class(e: &pull::MessagesError) -> FailureClass {
+    use pull::MessagesErrorKind as K;
+    match e.kind() {
+        K::MissingHeartbeat => FailureClass::NoAnswer,
+        // Made anew, it would start at the beginning of the stream: a
+        // person decides.
+        K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
+            FailureClass::Rejected
+        }
+        // The next pull request could not be handed to the connection: its
+        // task has ended (the client does not reconnect), the connection is
+        // lost.
+        K::Pull if not_sent(e) => FailureClass::Unreachable,
+        K::NoResponders | K::Pull | K::Other => FailureClass::Intermittent,
+    }
+}
+
+/// Whether a publish in `e`'s chain of causes could not be handed to the
+/// client's connection task (`failed to send message: channel closed`).
+fn not_sent(e: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(link) = next {
+        let send = link
+            .downcast_ref::<async_nats::PublishError>()
+            .is_some_and(|p| p.kind() == async_nats::PublishErrorKind::Send);
+        if send {
+            return true;
+        }
+        next = link.source();
+    }
+    false
+}
+
 /// An open pull consumer. Dropping it closes its connection; what it did
 /// not acknowledge comes again after the consumer's `ack_wait`.
 struct NatsSubscription {
@@ -531,7 +572,6 @@ impl NatsSubscription {
         &self,
         next: Option<Result<jetstream::Message, pull::MessagesError>>,
     ) -> Result<jetstream::Message, DeliveryError> {
-        use pull::MessagesErrorKind as K;
         match next {
             Some(Ok(message)) => Ok(message),
             // The connection's task ended: the connection is lost.
@@ -540,18 +580,7 @@ impl NatsSubscription {
                 &self.shown,
                 "the connection was lost",
             )),
-            Some(Err(e)) => {
-                let class = match e.kind() {
-                    K::MissingHeartbeat => FailureClass::NoAnswer,
-                    // Made anew, it would start at the beginning of the
-                    // stream: a person decides.
-                    K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
-                        FailureClass::Rejected
-                    }
-                    K::NoResponders | K::Pull | K::Other => FailureClass::Intermittent,
-                };
-                Err(failure(class, &self.shown, e))
-            }
+            Some(Err(e)) => Err(failure(messages_class(&e), &self.shown, e)),
         }
     }
 
@@ -886,6 +915,34 @@ mod tests {
         s.remove().await;
     }
 
+    #[test]
+    fn a_pull_request_the_lost_connection_could_not_send_is_unreachable() {
+        use async_nats::{PublishError, PublishErrorKind, RequestError, RequestErrorKind};
+        use pull::{MessagesError, MessagesErrorKind as K};
+        // As the pull consumer's task reports it once the client's
+        // connection task has ended: "pull request failed: request failed:
+        // failed to send message: channel closed".
+        let not_sent = MessagesError::with_source(
+            K::Pull,
+            RequestError::with_source(
+                RequestErrorKind::Other,
+                PublishError::new(PublishErrorKind::Send),
+            ),
+        );
+        assert_eq!(messages_class(&not_sent), FailureClass::Unreachable);
+        let timed_out =
+            MessagesError::with_source(K::Pull, RequestError::new(RequestErrorKind::TimedOut));
+        assert_eq!(messages_class(&timed_out), FailureClass::Intermittent);
+        assert_eq!(
+            messages_class(&MessagesError::new(K::MissingHeartbeat)),
+            FailureClass::NoAnswer
+        );
+        assert_eq!(
+            messages_class(&MessagesError::new(K::ConsumerDeleted)),
+            FailureClass::Rejected
+        );
+    }
+
     #[tokio::test]
     async fn a_port_nothing_listens_on_is_unreachable() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -983,6 +1040,32 @@ mod tests {
                 child.wait().ok();
             }
         }
+
+        /// Stops it as a service manager does (SIGTERM), and waits until
+        /// it has ended: its clients lose their connections all the same,
+        /// and JetStream first writes down what it holds in memory. Killed
+        /// ([`OwnServer::stop`]), it may lose a consumer's last deliveries,
+        /// and then gives those messages again as if for the first time.
+        async fn shut_down(&mut self) {
+            let Some(mut child) = self.child.take() else {
+                return;
+            };
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            assert!(
+                sent.as_ref().is_ok_and(|s| s.success()),
+                "kill -TERM: {sent:?}"
+            );
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "nats-server did not end within 10 s of SIGTERM"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
     impl Drop for OwnServer {
@@ -1026,7 +1109,9 @@ mod tests {
         let mut sub = source.subscribe().await.unwrap();
         assert_eq!(payloads(&receive(&mut sub, 1).await), ["{\"n\": 1}"]);
 
-        server.stop();
+        // Stopped, not killed: the consumer's count of deliveries is kept,
+        // so what it gave before the loss comes again marked.
+        server.shut_down().await;
         let e = target
             .deliver(&[Delivery::new("s:i:2", "{\"n\": 2}")])
             .await
@@ -1123,5 +1208,314 @@ mod tests {
             .unwrap();
         assert_eq!(e.class, FailureClass::Rejected, "{e}");
         s.remove().await;
+    }
+
+    /// A certificate authority of the test's own, its certificate in
+    /// `{dir}/ca.pem` (as in the amqps tests).
+    struct TestCa {
+        issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        dir: PathBuf,
+    }
+
+    impl TestCa {
+        fn new(dir: &Path) -> TestCa {
+            use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "sluice test CA nats");
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let issuer = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
+            std::fs::write(dir.join("ca.pem"), issuer.pem()).unwrap();
+            TestCa {
+                issuer,
+                dir: dir.to_path_buf(),
+            }
+        }
+
+        /// A certificate for 127.0.0.1 and localhost, a server's or (with
+        /// `client`) a client's, in `{dir}/{stem}.pem` and its key in
+        /// `{dir}/{stem}-key.pem`.
+        fn issue(&self, stem: &str, client: bool) -> (PathBuf, PathBuf) {
+            use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose};
+            let mut params =
+                CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                    .unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "127.0.0.1");
+            params.extended_key_usages = vec![if client {
+                ExtendedKeyUsagePurpose::ClientAuth
+            } else {
+                ExtendedKeyUsagePurpose::ServerAuth
+            }];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            let paths = (
+                self.dir.join(format!("{stem}.pem")),
+                self.dir.join(format!("{stem}-key.pem")),
+            );
+            std::fs::write(&paths.0, cert.pem()).unwrap();
+            std::fs::write(&paths.1, key.serialize_pem()).unwrap();
+            paths
+        }
+    }
+
+    /// A NATS server of the test's own that speaks only TLS, with a
+    /// certificate of a test CA whose files are in `dir` (`ca.pem`, and
+    /// `client.pem`/`client-key.pem` for mutual TLS); with `mutual` it
+    /// requires a client certificate of that CA. `extra`: more arguments.
+    async fn tls_server(dir: &Path, mutual: bool, extra: &[&str]) -> OwnServer {
+        let ca = TestCa::new(dir);
+        let (cert, key) = ca.issue("server", false);
+        ca.issue("client", true);
+        let (cert, key, ca_file) = (
+            cert.display().to_string(),
+            key.display().to_string(),
+            dir.join("ca.pem").display().to_string(),
+        );
+        let mut args = vec!["--tls", "--tlscert", &cert, "--tlskey", &key];
+        if mutual {
+            args.extend(["--tlsverify", "--tlscacert", &ca_file]);
+        }
+        args.extend(extra);
+        OwnServer::start(&args).await.expect("nats-server with TLS")
+    }
+
+    /// The settings of an endpoint on the TLS server at `host`; the TLS
+    /// files are relative to `dir` (the configuration's folder), as
+    /// configured.
+    fn tls_config(server: &OwnServer, host: &str, dir: &Path, keys: &str) -> BrokerConfig {
+        let c: BrokerConfig = toml::from_str(&format!(
+            "url = \"tls://{host}:{}\"\ntimeout = \"5s\"\n{keys}",
+            server.port
+        ))
+        .unwrap();
+        assert_eq!(c.validate(KIND, dir), []);
+        c
+    }
+
+    /// Makes the stream `name` taking `{subjects}` on a server, through a
+    /// connection sluice makes with `c`.
+    async fn make_stream(c: &BrokerConfig, dir: &Path, name: &str, subjects: &str) {
+        let client = connect(c, dir, &Login::default()).await.unwrap();
+        jetstream::new(client)
+            .create_stream(jetstream::stream::Config {
+                name: name.into(),
+                subjects: vec![subjects.into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn over_tls_with_ca_file_a_target_publishes_and_a_source_receives() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = tls_server(dir.path(), false, &[]).await;
+        let c = tls_config(
+            &server,
+            "127.0.0.1",
+            dir.path(),
+            "ca_file = \"ca.pem\"\nstream = \"TLS\"\nsubject = \"tls.in\"",
+        );
+        make_stream(&c, dir.path(), "TLS", "tls.>").await;
+
+        let target = NatsTarget::new(&c, dir.path());
+        target
+            .deliver(&[Delivery::new("s:i:1", "{\"n\": 1}")])
+            .await
+            .unwrap();
+        let said = probe(&c, dir.path()).await.unwrap();
+        assert!(
+            said.starts_with(&format!("tls://127.0.0.1:{}: NATS 2.", server.port))
+                && said.contains("stream 'TLS' holds 1 messages")
+                && said.contains("subject 'tls.in' goes to stream 'TLS'"),
+            "{said}"
+        );
+        Target::probe(&target).await.unwrap();
+
+        let source = NatsSource::new(&c, dir.path());
+        Subscribe::probe(&source).await.unwrap();
+        let mut sub = source.subscribe().await.unwrap();
+        let got = receive(&mut sub, 1).await;
+        assert_eq!(payloads(&got), ["{\"n\": 1}"]);
+        assert!(!got[0].redelivered);
+        sub.ack().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn over_tls_without_ca_file_the_test_ca_is_untrusted_and_ca_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = tls_server(dir.path(), false, &[]).await;
+        let c = tls_config(
+            &server,
+            "127.0.0.1",
+            dir.path(),
+            "stream = \"TLS\"\nsubject = \"tls.in\"",
+        );
+        let untrusted = |e: DeliveryError| {
+            assert_eq!(e.class, FailureClass::Untrusted, "{e:?}");
+            assert!(
+                e.message.contains("the certificate is not trusted")
+                    && e.message.contains("unknown issuer")
+                    && e.message.contains("ca_file"),
+                "{e:?}"
+            );
+        };
+        untrusted(probe(&c, dir.path()).await.unwrap_err());
+        let target = NatsTarget::new(&c, dir.path());
+        untrusted(
+            target
+                .deliver(&[Delivery::new("s:i:1", "{}")])
+                .await
+                .unwrap_err(),
+        );
+        untrusted(
+            NatsSource::new(&c, dir.path())
+                .subscribe()
+                .await
+                .err()
+                .unwrap(),
+        );
+
+        // A nats:// url to a server that requires TLS: the client takes up
+        // TLS all the same, and fails the same way; but ca_file is refused
+        // with a nats:// url, so the way out is the tls:// url.
+        let plain = config_at(
+            &format!("nats://127.0.0.1:{}", server.port),
+            "subject = \"tls.in\"",
+        );
+        let e = probe(&plain, dir.path()).await.unwrap_err();
+        assert_eq!(e.class, FailureClass::Untrusted, "{e:?}");
+        assert!(
+            e.message.contains("unknown issuer")
+                && e.message
+                    .contains("the server requires TLS: use a tls:// url"),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_presents_client_cert_and_client_key_and_without_them_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = tls_server(dir.path(), true, &[]).await;
+        // A DNS name this time.
+        let c = |keys: &str| {
+            tls_config(
+                &server,
+                "localhost",
+                dir.path(),
+                &format!("ca_file = \"ca.pem\"\nstream = \"MTLS\"\nsubject = \"mtls.in\"\n{keys}"),
+            )
+        };
+        let mutual = c("client_cert = \"client.pem\"\nclient_key = \"client-key.pem\"");
+        make_stream(&mutual, dir.path(), "MTLS", "mtls.>").await;
+        let target = NatsTarget::new(&mutual, dir.path());
+        target
+            .deliver(&[Delivery::new("s:i:1", "{\"n\": 1}")])
+            .await
+            .unwrap();
+        let mut sub = NatsSource::new(&mutual, dir.path())
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(payloads(&receive(&mut sub, 1).await), ["{\"n\": 1}"]);
+        sub.ack().await.unwrap();
+
+        // Without our certificate the server refuses the connection.
+        let without = c("");
+        let refused = |e: DeliveryError| {
+            assert_eq!(e.class, FailureClass::Untrusted, "{e:?}");
+            assert!(e.message.contains("client_cert and client_key"), "{e:?}");
+        };
+        refused(probe(&without, dir.path()).await.unwrap_err());
+        refused(
+            NatsTarget::new(&without, dir.path())
+                .deliver(&[Delivery::new("s:i:2", "{}")])
+                .await
+                .unwrap_err(),
+        );
+        refused(
+            NatsSource::new(&without, dir.path())
+                .subscribe()
+                .await
+                .err()
+                .unwrap(),
+        );
+    }
+
+    #[tokio::test]
+    async fn no_tls_failure_shows_the_password() {
+        const SECRET: &str = "tls-s3cret-pw";
+        let dir = tempfile::tempdir().unwrap();
+        let server = tls_server(dir.path(), true, &["--user", "sluice", "--pass", SECRET]).await;
+        let var = format!("SLUICE_TEST_NATS_TLS_PASSWORD_{}", std::process::id());
+        std::env::set_var(&var, SECRET);
+        let c = |keys: &str| {
+            tls_config(
+                &server,
+                "127.0.0.1",
+                dir.path(),
+                &format!(
+                    "subject = \"s.in\"\nusername = \"sluice\"\npassword_env = \"{var}\"\n{keys}"
+                ),
+            )
+        };
+        let hidden = |e: DeliveryError, class: FailureClass, says: &str| {
+            assert_eq!(e.class, class, "{e:?}");
+            assert!(e.message.contains(says), "{e:?}");
+            assert!(!format!("{e:?}").contains(SECRET), "{e:?}");
+        };
+        // The server's certificate not trusted.
+        let untrusted = c("");
+        hidden(
+            probe(&untrusted, dir.path()).await.unwrap_err(),
+            FailureClass::Untrusted,
+            "ca_file",
+        );
+        hidden(
+            NatsTarget::new(&untrusted, dir.path())
+                .deliver(&[Delivery::new("s:i:1", "{}")])
+                .await
+                .unwrap_err(),
+            FailureClass::Untrusted,
+            "ca_file",
+        );
+        // Ours refused.
+        let no_cert = c("ca_file = \"ca.pem\"");
+        hidden(
+            probe(&no_cert, dir.path()).await.unwrap_err(),
+            FailureClass::Untrusted,
+            "client_cert and client_key",
+        );
+        // TLS passes, the password does not: refused by the server.
+        let mutual = c(
+            "ca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client-key.pem\"",
+        );
+        let target = NatsTarget::new(&mutual, dir.path());
+        target
+            .set_credentials(Credentials::Basic {
+                username: "sluice".into(),
+                password: format!("not-{SECRET}"),
+            })
+            .unwrap();
+        let e = target
+            .deliver(&[Delivery::new("s:i:1", "{}")])
+            .await
+            .unwrap_err();
+        assert!(!e.message.contains(&format!("not-{SECRET}")), "{e:?}");
+        hidden(e, FailureClass::Unauthorized, "tls://127.0.0.1");
+        // The right one: connected, and JetStream answers that no stream
+        // takes the subject.
+        let said = probe(&mutual, dir.path()).await.unwrap();
+        assert!(said.contains("no stream takes subject 's.in'"), "{said}");
+        assert!(!said.contains(SECRET), "{said}");
     }
 }
