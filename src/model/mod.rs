@@ -12,6 +12,7 @@
 //! engine takes it into effect; neither decides by itself.
 
 pub mod actions;
+pub mod alert;
 pub mod endpoint;
 pub mod flow;
 pub mod integration;
