@@ -18,16 +18,20 @@
 //!   sluice (queued durably, then acknowledged) into a `file` target on
 //!   local disk — against the client consuming and acknowledging them.
 //!
-//! MQTT's source is not measured: Mosquitto keeps at most
-//! `max_queued_messages` (1000 by default) for a session, so a backlog of
-//! N cannot wait for sluice there.
+//! MQTT's source cannot have N messages waiting: Mosquitto keeps at most
+//! `max_queued_messages` (1000 by default) for a session and drops the rest.
+//! Both sides are subscribed (a persistent session, QoS 1) before the first
+//! publish, and the publisher keeps at most 500 messages ahead of what the
+//! side measured counted (sluice: the lines of its file; the client: the
+//! messages it received), from the first publish to the Nth counted.
 //!
 //! It reports; it fails only on a wrong count.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
@@ -127,13 +131,20 @@ async fn drain(dir: &Path, target: &str, arrived: impl AsyncCount) -> Duration {
     took
 }
 
-/// Times sluice consuming N waiting messages into a file.
-async fn consume(dir: &Path, source: &str) -> Duration {
+/// The in-process target of the source benches: a file in `dir` (the
+/// endpoint's body, and the file).
+fn file_target(dir: &Path) -> (String, PathBuf) {
     let out = dir.join("out.jsonl");
     let target = format!(
         "kind = \"file\"\npath = \"{}\"\nbatch = 1000",
         out.display()
     );
+    (target, out)
+}
+
+/// Times sluice consuming N waiting messages into a file.
+async fn consume(dir: &Path, source: &str) -> Duration {
+    let (target, out) = file_target(dir);
     let started = Instant::now();
     let _daemon = Daemon::start(dir, &site(source, &target)).await;
     let n = n();
@@ -432,6 +443,12 @@ fn mqtt_port() -> u16 {
     reqwest::Url::parse(&url).unwrap().port().unwrap_or(1883)
 }
 
+/// The MQTT source's publisher keeps at most this many messages published
+/// and not yet counted by the side measured: Mosquitto keeps at most
+/// `max_queued_messages` (1000 by default) for a session and drops the
+/// rest without a word.
+const WINDOW: usize = 500;
+
 /// How long the MQTT benches wait for one more message before they fail:
 /// one the broker dropped never comes.
 const STALL: Duration = Duration::from_secs(30);
@@ -511,6 +528,16 @@ impl Drop for MqttClient {
     }
 }
 
+/// Removes the persistent session `id` from the broker: a connection under
+/// its id with a clean session.
+async fn forget(id: &str) {
+    let mut c = MqttClient::connect(id, true).await;
+    c.client.disconnect().await.ok();
+    tokio::time::timeout(Duration::from_secs(1), &mut c.task)
+        .await
+        .ok();
+}
+
 impl AsyncCount for watch::Receiver<usize> {
     async fn count(&self) -> usize {
         *self.borrow()
@@ -523,6 +550,97 @@ impl AsyncCount for watch::Receiver<usize> {
             .await
             .expect("the counting client's connection is lost");
     }
+}
+
+/// What the side measured of the MQTT source has counted of the messages
+/// published to it.
+trait Seen {
+    /// Waits until it counted more than `count`: how many it did.
+    async fn more_than(&mut self, count: usize) -> usize;
+}
+
+/// The client's count of the publishes it received.
+impl Seen for watch::Receiver<usize> {
+    async fn more_than(&mut self, count: usize) -> usize {
+        *self
+            .wait_for(|&c| c > count)
+            .await
+            .expect("the consuming client's connection is lost")
+    }
+}
+
+/// The lines of sluice's output file as it grows (what the AMQP and NATS
+/// source benches count): only what was appended since the last look is
+/// read.
+struct Lines {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    lines: usize,
+}
+
+impl Lines {
+    fn new(path: &Path) -> Lines {
+        Lines {
+            path: path.to_path_buf(),
+            file: None,
+            lines: 0,
+        }
+    }
+
+    fn look(&mut self) -> usize {
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+        }
+        if let Some(file) = &mut self.file {
+            let mut buf = [0u8; 64 * 1024];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(read) => self.lines += bytecount(&buf[..read]),
+                    Err(e) => panic!("{}: {e}", self.path.display()),
+                }
+            }
+        }
+        self.lines
+    }
+}
+
+impl Seen for Lines {
+    /// A file says nothing when it grows: it is looked at every millisecond
+    /// (tokio's timer's step), reading only what was appended.
+    async fn more_than(&mut self, count: usize) -> usize {
+        loop {
+            let lines = self.look();
+            if lines > count {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Publishes the N records to `topic` with QoS 1, never more than
+/// [`WINDOW`] ahead of what `seen` counted, until it counted N: the time
+/// from the first publish to then. Fails when nothing more arrives for
+/// [`STALL`] (dropped by the broker).
+async fn paced(publisher: &MqttClient, topic: &str, seen: &mut impl Seen) -> Duration {
+    let n = n();
+    let started = Instant::now();
+    let (mut published, mut counted) = (0, 0);
+    while counted < n {
+        while published < n.min(counted + WINDOW) {
+            publisher.publish(topic, published).await;
+            published += 1;
+        }
+        counted = match tokio::time::timeout(STALL, seen.more_than(counted)).await {
+            Ok(counted) => counted,
+            Err(_) => panic!(
+                "{counted} of {n} messages arrived ({published} published), then none for \
+                 {STALL:?}: did the broker drop them (max_queued_messages)?"
+            ),
+        };
+    }
+    started.elapsed()
 }
 
 async fn mqtt() {
@@ -570,6 +688,54 @@ async fn mqtt() {
         n,
         took,
         "client publishing",
+        direct,
+    );
+    drop(reader);
+
+    // Source: N records published to one topic, paced (WINDOW); first the
+    // client consuming them directly, with a persistent session as sluice's
+    // and rumqttc's PUBACK for each as it comes.
+    let topic = format!("{base}/in");
+    let id = format!("{base}-direct-consumer");
+    let mut consumer = MqttClient::connect(&id, false).await;
+    consumer.subscribe(&topic).await;
+    let mut received = consumer.received.clone();
+    let direct = paced(&publisher, &topic, &mut received).await;
+    assert_eq!(*received.borrow(), n, "each message once");
+    drop(consumer);
+    forget(&id).await;
+    // sluice consumes the same topic into a file.
+    let dir = tempfile::tempdir().unwrap();
+    let (target, out) = file_target(dir.path());
+    let id = format!("{base}-sluice");
+    let source = format!(
+        "kind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\ntopic = \"{topic}\"\nclient_id = \"{id}\"",
+        mqtt_port()
+    );
+    let daemon = Daemon::start(dir.path(), &site(&source, &target)).await;
+    // Subscribed before the first publish: the broker keeps nothing for a
+    // session it does not have yet.
+    let logged = &daemon;
+    common::eventually(30, "sluice subscribed", || async move {
+        logged.log("S").await.contains("consumes from endpoint src")
+    })
+    .await;
+    let took = paced(&publisher, &topic, &mut Lines::new(&out)).await;
+    drop(daemon);
+    forget(&id).await;
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut seen = vec![false; n];
+    for line in text.lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let i = record["n"].as_u64().unwrap() as usize;
+        assert!(!std::mem::replace(&mut seen[i], true), "{i} twice");
+    }
+    assert!(seen.iter().all(|&s| s), "each message once");
+    report(
+        "mqtt source: MQTT → file (QoS 1, paced, acked once queued)",
+        n,
+        took,
+        "client consuming",
         direct,
     );
 }
