@@ -1,6 +1,6 @@
-//! The brokers' benchmark: the real daemon against RabbitMQ and NATS
-//! JetStream on 127.0.0.1, each against the broker's own client doing the
-//! same in the same run (the physical limit), as ratios.
+//! The brokers' benchmark: the real daemon against RabbitMQ, NATS JetStream
+//! and Mosquitto on 127.0.0.1, each against the broker's own client doing
+//! the same in the same run (the physical limit), as ratios.
 //!
 //! ```sh
 //! cargo bench --bench brokers                          # N = 100,000
@@ -11,23 +11,27 @@
 //! - **target**: N records posted to a webhook while the integration is
 //!   paused, then drained to the broker (`batch = 100`, every message
 //!   confirmed) — against the client publishing the same records 100 at a
-//!   time, each hundred's confirmations awaited before the next.
+//!   time, each hundred's confirmations awaited before the next. MQTT's
+//!   arrivals are counted by a subscribed reader, as they come; a reader
+//!   reads the client's topic too, so the broker forwards in both.
 //! - **source**: N messages waiting in the queue or stream, consumed by
 //!   sluice (queued durably, then acknowledged) into a `file` target on
 //!   local disk — against the client consuming and acknowledging them.
 //!
-//! MQTT's source is not measured: Mosquitto keeps at most
-//! `max_queued_messages` (1000 by default) for a session, so a backlog of
-//! N cannot wait for sluice there.
+//! MQTT's source cannot have N messages waiting: Mosquitto keeps at most
+//! `max_queued_messages` (1000 by default) for a session and drops the rest.
+//! Both sides are subscribed (a persistent session, QoS 1) before the first
+//! publish, and the publisher keeps at most 500 messages ahead of what the
+//! side measured counted (sluice: the lines of its file; the client: the
+//! messages it received), from the first publish to the Nth counted.
 //!
 //! It reports; it fails only on a wrong count.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
@@ -39,7 +43,10 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 const BATCH: usize = 100;
 
@@ -116,25 +123,28 @@ async fn drain(dir: &Path, target: &str, arrived: impl AsyncCount) -> Duration {
         )
         .await;
     assert!(status.is_success());
-    loop {
-        if arrived.count().await >= n {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(600), "drain stuck");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(600), arrived.reach(n))
+        .await
+        .expect("drain stuck");
     let took = started.elapsed();
     assert_eq!(arrived.count().await, n, "each record once");
     took
 }
 
-/// Times sluice consuming N waiting messages into a file.
-async fn consume(dir: &Path, source: &str) -> Duration {
+/// The in-process target of the source benches: a file in `dir` (the
+/// endpoint's body, and the file).
+fn file_target(dir: &Path) -> (String, PathBuf) {
     let out = dir.join("out.jsonl");
     let target = format!(
         "kind = \"file\"\npath = \"{}\"\nbatch = 1000",
         out.display()
     );
+    (target, out)
+}
+
+/// Times sluice consuming N waiting messages into a file.
+async fn consume(dir: &Path, source: &str) -> Duration {
+    let (target, out) = file_target(dir);
     let started = Instant::now();
     let _daemon = Daemon::start(dir, &site(source, &target)).await;
     let n = n();
@@ -159,6 +169,14 @@ fn bytecount(b: &[u8]) -> usize {
 
 trait AsyncCount {
     async fn count(&self) -> usize;
+
+    /// Waits until the count is at least `n`; by default asked for every
+    /// 20 ms (a queue or a stream says nothing when it grows).
+    async fn reach(&self, n: usize) {
+        while self.count().await < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 struct RabbitQueue(lapin::Channel, String);
@@ -425,90 +443,239 @@ fn mqtt_port() -> u16 {
     reqwest::Url::parse(&url).unwrap().port().unwrap_or(1883)
 }
 
+/// The MQTT source's publisher keeps at most this many messages published
+/// and not yet counted by the side measured: Mosquitto keeps at most
+/// `max_queued_messages` (1000 by default) for a session and drops the
+/// rest without a word.
+const WINDOW: usize = 500;
+
+/// How long the MQTT benches wait for one more message before they fail:
+/// one the broker dropped never comes.
+const STALL: Duration = Duration::from_secs(30);
+
 /// An MQTT client whose event loop runs on a task of its own, counting the
-/// publishes it receives and the PUBACKs it gets.
-struct MqttCounter {
-    client: rumqttc::AsyncClient,
-    received: Arc<AtomicUsize>,
-    acked: Arc<AtomicUsize>,
+/// publishes it receives and the PUBACKs it gets; a wait on a count is
+/// woken by each change (nothing polls).
+struct MqttClient {
+    client: AsyncClient,
+    received: watch::Receiver<usize>,
+    acked: watch::Receiver<usize>,
+    /// One `()` per CONNACK or SUBACK.
+    ready: mpsc::UnboundedReceiver<()>,
+    task: JoinHandle<()>,
 }
 
-impl MqttCounter {
-    async fn new(id: &str) -> MqttCounter {
-        use rumqttc::{Event, Packet};
-        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", mqtt_port());
-        options.set_clean_session(true);
+impl MqttClient {
+    /// Connected under `id` (with a persistent session unless `clean`),
+    /// once the CONNACK came.
+    async fn connect(id: &str, clean: bool) -> MqttClient {
+        let mut options = MqttOptions::new(id, "127.0.0.1", mqtt_port());
+        options.set_clean_session(clean);
         options.set_inflight(BATCH as u16);
-        let (client, mut events) = rumqttc::AsyncClient::new(options, 10 * BATCH);
-        let received = Arc::new(AtomicUsize::new(0));
-        let acked = Arc::new(AtomicUsize::new(0));
-        let (r, a) = (received.clone(), acked.clone());
-        let (ready, mut connected) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        let (client, mut events) = AsyncClient::new(options, 10 * BATCH);
+        let (received_tx, received) = watch::channel(0);
+        let (acked_tx, acked) = watch::channel(0);
+        let (ready_tx, ready) = mpsc::unbounded_channel();
+        // Ends at the first error (rumqttc would connect again and resend):
+        // the counts end with it, and a wait on them fails.
+        let task = tokio::spawn(async move {
             while let Ok(event) = events.poll().await {
                 match event {
-                    Event::Incoming(Packet::Publish(_)) => {
-                        r.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Event::Incoming(Packet::PubAck(_)) => {
-                        a.fetch_add(1, Ordering::SeqCst);
-                    }
+                    Event::Incoming(Packet::Publish(_)) => received_tx.send_modify(|c| *c += 1),
+                    Event::Incoming(Packet::PubAck(_)) => acked_tx.send_modify(|c| *c += 1),
                     Event::Incoming(Packet::ConnAck(_) | Packet::SubAck(_)) => {
-                        ready.send(()).ok();
+                        ready_tx.send(()).ok();
                     }
                     _ => {}
                 }
             }
         });
-        connected.recv().await;
-        MqttCounter {
+        let mut c = MqttClient {
             client,
             received,
             acked,
+            ready,
+            task,
+        };
+        c.ready
+            .recv()
+            .await
+            .expect("Mosquitto takes the connection");
+        c
+    }
+
+    /// Subscribed to `topic` with QoS 1, once the SUBACK came.
+    async fn subscribe(&mut self, topic: &str) {
+        self.client
+            .subscribe(topic, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        self.ready.recv().await.expect("Mosquitto grants it");
+    }
+
+    /// Publishes record `i` to `topic` with QoS 1.
+    async fn publish(&self, topic: &str, i: usize) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload(i))
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for MqttClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Removes the persistent session `id` from the broker: a connection under
+/// its id with a clean session.
+async fn forget(id: &str) {
+    let mut c = MqttClient::connect(id, true).await;
+    c.client.disconnect().await.ok();
+    tokio::time::timeout(Duration::from_secs(1), &mut c.task)
+        .await
+        .ok();
+}
+
+impl AsyncCount for watch::Receiver<usize> {
+    async fn count(&self) -> usize {
+        *self.borrow()
+    }
+
+    /// Woken by each message counted.
+    async fn reach(&self, n: usize) {
+        self.clone()
+            .wait_for(|&c| c >= n)
+            .await
+            .expect("the counting client's connection is lost");
+    }
+}
+
+/// What the side measured of the MQTT source has counted of the messages
+/// published to it.
+trait Seen {
+    /// Waits until it counted more than `count`: how many it did.
+    async fn more_than(&mut self, count: usize) -> usize;
+}
+
+/// The client's count of the publishes it received.
+impl Seen for watch::Receiver<usize> {
+    async fn more_than(&mut self, count: usize) -> usize {
+        *self
+            .wait_for(|&c| c > count)
+            .await
+            .expect("the consuming client's connection is lost")
+    }
+}
+
+/// The lines of sluice's output file as it grows (what the AMQP and NATS
+/// source benches count): only what was appended since the last look is
+/// read.
+struct Lines {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    lines: usize,
+}
+
+impl Lines {
+    fn new(path: &Path) -> Lines {
+        Lines {
+            path: path.to_path_buf(),
+            file: None,
+            lines: 0,
+        }
+    }
+
+    fn look(&mut self) -> usize {
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+        }
+        if let Some(file) = &mut self.file {
+            let mut buf = [0u8; 64 * 1024];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(read) => self.lines += bytecount(&buf[..read]),
+                    Err(e) => panic!("{}: {e}", self.path.display()),
+                }
+            }
+        }
+        self.lines
+    }
+}
+
+impl Seen for Lines {
+    /// A file says nothing when it grows: it is looked at every millisecond
+    /// (tokio's timer's step), reading only what was appended.
+    async fn more_than(&mut self, count: usize) -> usize {
+        loop {
+            let lines = self.look();
+            if lines > count {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
 
-impl AsyncCount for Arc<AtomicUsize> {
-    async fn count(&self) -> usize {
-        self.load(Ordering::SeqCst)
+/// Publishes the N records to `topic` with QoS 1, never more than
+/// [`WINDOW`] ahead of what `seen` counted, until it counted N: the time
+/// from the first publish to then. Fails when nothing more arrives for
+/// [`STALL`] (dropped by the broker).
+async fn paced(publisher: &MqttClient, topic: &str, seen: &mut impl Seen) -> Duration {
+    let n = n();
+    let started = Instant::now();
+    let (mut published, mut counted) = (0, 0);
+    while counted < n {
+        while published < n.min(counted + WINDOW) {
+            publisher.publish(topic, published).await;
+            published += 1;
+        }
+        counted = match tokio::time::timeout(STALL, seen.more_than(counted)).await {
+            Ok(counted) => counted,
+            Err(_) => panic!(
+                "{counted} of {n} messages arrived ({published} published), then none for \
+                 {STALL:?}: did the broker drop them (max_queued_messages)?"
+            ),
+        };
     }
+    started.elapsed()
 }
 
 async fn mqtt() {
-    use rumqttc::QoS;
     let n = n();
     let base = unique("bench");
-    // The client publishing directly, each hundred's PUBACKs awaited.
-    let publisher = MqttCounter::new(&format!("{base}-pub")).await;
+
+    // Target. The client publishing directly, each hundred's PUBACKs
+    // awaited; a reader subscribed as for sluice below, so that the broker
+    // forwards every message in both.
+    let direct_topic = format!("{base}/direct");
+    let mut direct_reader = MqttClient::connect(&format!("{base}-direct-read"), true).await;
+    direct_reader.subscribe(&direct_topic).await;
+    let publisher = MqttClient::connect(&format!("{base}-pub"), true).await;
+    let mut acked = publisher.acked.clone();
     let started = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(BATCH) {
-        let before = publisher.acked.load(Ordering::SeqCst);
         for &i in chunk {
-            publisher
-                .client
-                .publish(
-                    format!("{base}/direct"),
-                    QoS::AtLeastOnce,
-                    false,
-                    payload(i),
-                )
-                .await
-                .unwrap();
+            publisher.publish(&direct_topic, i).await;
         }
-        while publisher.acked.load(Ordering::SeqCst) < before + chunk.len() {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
+        let until = chunk[chunk.len() - 1] + 1;
+        acked
+            .wait_for(|&a| a >= until)
+            .await
+            .expect("the publisher's connection is lost");
     }
     let direct = started.elapsed();
-    // sluice: webhook → the broker, counted by a subscriber.
-    let reader = MqttCounter::new(&format!("{base}-read")).await;
-    reader
-        .client
-        .subscribe(format!("{base}/out"), QoS::AtLeastOnce)
+    assert_eq!(*acked.borrow(), n, "a PUBACK for each message");
+    tokio::time::timeout(STALL, direct_reader.received.reach(n))
         .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+        .expect("each message reaches the reader");
+    assert_eq!(direct_reader.received.count().await, n, "each message once");
+    drop(direct_reader);
+    // sluice: webhook → the broker, counted by a reader.
+    let mut reader = MqttClient::connect(&format!("{base}-read"), true).await;
+    reader.subscribe(&format!("{base}/out")).await;
     let dir = tempfile::tempdir().unwrap();
     let target = format!(
         "kind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\ntopic = \"{base}/out\"\n\
@@ -521,6 +688,54 @@ async fn mqtt() {
         n,
         took,
         "client publishing",
+        direct,
+    );
+    drop(reader);
+
+    // Source: N records published to one topic, paced (WINDOW); first the
+    // client consuming them directly, with a persistent session as sluice's
+    // and rumqttc's PUBACK for each as it comes.
+    let topic = format!("{base}/in");
+    let id = format!("{base}-direct-consumer");
+    let mut consumer = MqttClient::connect(&id, false).await;
+    consumer.subscribe(&topic).await;
+    let mut received = consumer.received.clone();
+    let direct = paced(&publisher, &topic, &mut received).await;
+    assert_eq!(*received.borrow(), n, "each message once");
+    drop(consumer);
+    forget(&id).await;
+    // sluice consumes the same topic into a file.
+    let dir = tempfile::tempdir().unwrap();
+    let (target, out) = file_target(dir.path());
+    let id = format!("{base}-sluice");
+    let source = format!(
+        "kind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\ntopic = \"{topic}\"\nclient_id = \"{id}\"",
+        mqtt_port()
+    );
+    let daemon = Daemon::start(dir.path(), &site(&source, &target)).await;
+    // Subscribed before the first publish: the broker keeps nothing for a
+    // session it does not have yet.
+    let logged = &daemon;
+    common::eventually(30, "sluice subscribed", || async move {
+        logged.log("S").await.contains("consumes from endpoint src")
+    })
+    .await;
+    let took = paced(&publisher, &topic, &mut Lines::new(&out)).await;
+    drop(daemon);
+    forget(&id).await;
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut seen = vec![false; n];
+    for line in text.lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let i = record["n"].as_u64().unwrap() as usize;
+        assert!(!std::mem::replace(&mut seen[i], true), "{i} twice");
+    }
+    assert!(seen.iter().all(|&s| s), "each message once");
+    report(
+        "mqtt source: MQTT → file (QoS 1, paced, acked once queued)",
+        n,
+        took,
+        "client consuming",
         direct,
     );
 }
