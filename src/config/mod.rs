@@ -105,7 +105,58 @@ pub struct Config {
     /// This node's name in a cluster: `sluice serve --node`, by default the
     /// host's name. Not a key of the file, which every node shares.
     pub node: String,
+    /// `[alerts.NAME]`: where alerts go, in file order.
+    pub alerts: Vec<AlertConfig>,
 }
+
+/// An alert channel, `[alerts.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertConfig {
+    pub name: String,
+    pub channel: AlertChannel,
+    /// The kinds of alert sent to it (`on`): by default all but `paused`.
+    pub on: Vec<crate::model::alert::AlertKind>,
+    /// Only these sites' alerts (`sites`); `None`: every site's.
+    pub sites: Option<Vec<String>>,
+    /// While a condition lasts, it is sent again this often; `None`: once.
+    pub remind_every: Option<Duration>,
+    /// `failing`: more than `failing_threshold` failed deliveries (retried
+    /// or for good) of an integration within `failing_window`.
+    pub failing_threshold: u64,
+    pub failing_window: Duration,
+}
+
+impl AlertConfig {
+    /// Whether it takes alerts of `site`.
+    pub fn covers(&self, site: &str) -> bool {
+        self.sites
+            .as_ref()
+            .is_none_or(|sites| sites.iter().any(|s| s == site))
+    }
+}
+
+/// How an alert channel sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertChannel {
+    /// `kind = "webhook"`: a POST of the alert's JSON document (or, with
+    /// `format = "slack"`, of `{"text": …}`), with every key of an `http`
+    /// endpoint (headers, auth, TLS, timeout).
+    Webhook {
+        http: crate::connectors::http::HttpConfig,
+        format: AlertFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertFormat {
+    /// The alert's JSON document.
+    Json,
+    /// `{"text": "…"}`, as Slack and Mattermost incoming webhooks take.
+    Slack,
+}
+
+pub const DEFAULT_FAILING_THRESHOLD: u64 = 10;
+pub const DEFAULT_FAILING_WINDOW: Duration = Duration::from_secs(300);
 
 /// The lease when the file sets none.
 pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -20,10 +20,11 @@ use std::time::Duration;
 use toml_edit::{Item, TableLike, Value};
 
 use super::{
-    Config, ConfigError, EndpointConfig, FlowConfig, IntegrationConfig, OnError, Schedule,
-    ServerTls, SiteConfig, StoreConfig, DEFAULT_BODY_MEMORY, DEFAULT_DATA_DIR,
-    DEFAULT_KEEP_HISTORY, DEFAULT_KEEP_SENT, DEFAULT_LISTEN, DEFAULT_LOG_LEVEL,
-    DEFAULT_STALL_AFTER, DEFAULT_STORE_URL_ENV,
+    AlertChannel, AlertConfig, AlertFormat, Config, ConfigError, EndpointConfig, FlowConfig,
+    IntegrationConfig, OnError, Schedule, ServerTls, SiteConfig, StoreConfig, DEFAULT_BODY_MEMORY,
+    DEFAULT_DATA_DIR, DEFAULT_FAILING_THRESHOLD, DEFAULT_FAILING_WINDOW, DEFAULT_KEEP_HISTORY,
+    DEFAULT_KEEP_SENT, DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_STALL_AFTER,
+    DEFAULT_STORE_URL_ENV,
 };
 use crate::connectors::EndpointKind;
 use crate::duration::parse_duration;
@@ -44,6 +45,7 @@ const ROOT_KEYS: &[&str] = &[
     "store_url_env",
     "lease",
     "sites",
+    "alerts",
 ];
 const SITE_KEYS: &[&str] = &[
     "log_level",
@@ -183,7 +185,8 @@ struct SettingProblem {
 }
 
 /// What serde said about an endpoint's settings, in the file's terms.
-fn setting_problem(e: &toml::de::Error, kind: &str) -> SettingProblem {
+/// `what`: the table in a person's words, "an endpoint of kind http".
+fn setting_problem(e: &toml::de::Error, what: &str) -> SettingProblem {
     let message = e.message().trim();
     // serde quotes keys in backticks: "unknown field `bach`, expected one
     // of `url`, `batch`, …"; "missing field `url`".
@@ -193,7 +196,7 @@ fn setting_problem(e: &toml::de::Error, kind: &str) -> SettingProblem {
         let mut known: Vec<&str> = vec!["kind"];
         known.extend(&quoted[1..]);
         return SettingProblem {
-            message: unknown_key_message(&key, &known, &format!("an endpoint of kind {kind}")),
+            message: unknown_key_message(&key, &known, what),
             top: Some(key.clone()),
             key: Some(key),
             missing: false,
@@ -204,7 +207,7 @@ fn setting_problem(e: &toml::de::Error, kind: &str) -> SettingProblem {
             key: Some(quoted[0].to_string()),
             top: None,
             missing: true,
-            message: format!("missing: an endpoint of kind {kind} needs it"),
+            message: format!("missing: {what} needs it"),
         };
     }
     // A value of the wrong type: `toml` names its key on a line of its own,
@@ -626,6 +629,7 @@ impl<'a> Reader<'a> {
             }
             sites.push(site);
         }
+        let alerts = self.alerts(root, &base_dir, &sites);
         Config {
             file: self.file.to_path_buf(),
             base_dir,
@@ -638,7 +642,134 @@ impl<'a> Reader<'a> {
             store,
             lease,
             node: super::host_name(),
+            alerts,
         }
+    }
+
+    /// `[alerts.NAME]`, each an alert channel.
+    fn alerts(
+        &mut self,
+        root: &dyn TableLike,
+        base_dir: &Path,
+        sites: &[SiteConfig],
+    ) -> Vec<AlertConfig> {
+        use crate::model::alert::AlertKind;
+        const ALERT_KEYS: [&str; 7] = [
+            "kind",
+            "format",
+            "on",
+            "sites",
+            "remind_every",
+            "failing_threshold",
+            "failing_window",
+        ];
+        let mut out = Vec::new();
+        for (name, t, path, line) in self.entries(root, "", "alerts", "an alert channel") {
+            self.check_name("alert channel", name, &path, line);
+            let Some(kind) = self.required(t, &path, "kind", line, "\"webhook\"") else {
+                continue;
+            };
+            let mut settings = plain_table(t);
+            for key in ALERT_KEYS {
+                settings.remove(key);
+            }
+            let channel = match kind.as_str() {
+                "webhook" => {
+                    let format = match self.string(t, &path, "format").as_deref() {
+                        None | Some("json") => AlertFormat::Json,
+                        Some("slack") => AlertFormat::Slack,
+                        Some(other) => {
+                            let at = self.key_line(t, "format");
+                            let message = format!("'{other}' is neither \"json\" nor \"slack\"");
+                            self.error(at, join(&path, "format"), message);
+                            AlertFormat::Json
+                        }
+                    };
+                    let what = "an alert channel of kind webhook";
+                    match self.endpoint_settings("http", what, settings, t, &path, line, base_dir) {
+                        Some(EndpointKind::Http(http)) => AlertChannel::Webhook { http, format },
+                        _ => continue,
+                    }
+                }
+                other => {
+                    let at = self.key_line(t, "kind");
+                    let message =
+                        format!("unknown kind '{other}': the kind of alert channel is \"webhook\"");
+                    self.error(at, join(&path, "kind"), message);
+                    continue;
+                }
+            };
+            let on = match self.strings(t, &path, "on") {
+                None => AlertKind::DEFAULT_ON.to_vec(),
+                Some(names) => {
+                    let known: Vec<&str> = AlertKind::ON.iter().map(|k| k.as_str()).collect();
+                    let mut on = Vec::new();
+                    for n in names {
+                        match AlertKind::parse(&n).filter(|k| AlertKind::ON.contains(k)) {
+                            Some(k) => on.push(k),
+                            None => {
+                                let at = self.key_line(t, "on");
+                                let hint = closest(&n, &known)
+                                    .map(|k| format!("did you mean '{k}'? "))
+                                    .unwrap_or_default();
+                                let message = format!(
+                                    "'{n}' is not an alert: {hint}one of {}",
+                                    known.join(", ")
+                                );
+                                self.error(at, join(&path, "on"), message);
+                            }
+                        }
+                    }
+                    on
+                }
+            };
+            let only = self.strings(t, &path, "sites");
+            for s in only.iter().flatten() {
+                if !sites.iter().any(|site| &site.name == s) {
+                    let at = self.key_line(t, "sites");
+                    let message = format!("no site '{s}' in this file");
+                    self.error(at, join(&path, "sites"), message);
+                }
+            }
+            let remind_every = t
+                .contains_key("remind_every")
+                .then(|| self.duration(t, &path, "remind_every", Duration::from_secs(3600)));
+            let failing_threshold = match self.integer(t, &path, "failing_threshold") {
+                None => DEFAULT_FAILING_THRESHOLD,
+                Some(n) if n >= 0 => n as u64,
+                Some(n) => {
+                    let at = self.key_line(t, "failing_threshold");
+                    let message = format!("{n}: give a count of failures, 0 or more");
+                    self.error(at, join(&path, "failing_threshold"), message);
+                    DEFAULT_FAILING_THRESHOLD
+                }
+            };
+            let failing_window = self.duration(t, &path, "failing_window", DEFAULT_FAILING_WINDOW);
+            out.push(AlertConfig {
+                name: name.to_string(),
+                channel,
+                on,
+                sites: only,
+                remind_every,
+                failing_threshold,
+                failing_window,
+            });
+        }
+        out
+    }
+
+    /// An array of strings.
+    fn strings(&mut self, table: &dyn TableLike, path: &str, key: &str) -> Option<Vec<String>> {
+        let item = table.get(key)?;
+        let strings = item.as_array().and_then(|a| {
+            a.iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+        });
+        if strings.is_none() {
+            self.wrong_type(table, path, key, "an array of strings");
+        }
+        strings
     }
 
     /// `store` and `store_url_env`.
@@ -846,12 +977,31 @@ impl<'a> Reader<'a> {
         let kind = self.required(ep, path, "kind", header, &format!("one of {kinds}"))?;
         let mut settings = plain_table(ep);
         settings.remove("kind");
+        let what = format!("an endpoint of kind {kind}");
+        self.endpoint_settings(&kind, &what, settings, ep, path, header, base_dir)
+    }
+
+    /// An endpoint of `kind` read from `settings` (the keys of `ep` that
+    /// are the endpoint's), its problems reported at `ep`'s lines as those
+    /// of `what`.
+    #[allow(clippy::too_many_arguments)]
+    fn endpoint_settings(
+        &mut self,
+        kind: &str,
+        what: &str,
+        mut settings: toml::Table,
+        ep: &dyn TableLike,
+        path: &str,
+        header: Option<usize>,
+        base_dir: &Path,
+    ) -> Option<EndpointKind> {
+        let kinds = EndpointKind::NAMES.join(", ");
         // Keys left out after a problem, each reported once.
         let mut left_out: Vec<String> = Vec::new();
         let parsed = loop {
-            let Some(result) = EndpointKind::from_table(&kind, settings.clone()) else {
+            let Some(result) = EndpointKind::from_table(kind, settings.clone()) else {
                 let at = self.key_line(ep, "kind");
-                let hint = closest(&kind, &EndpointKind::NAMES)
+                let hint = closest(kind, &EndpointKind::NAMES)
                     .map(|k| format!("did you mean '{k}'? "))
                     .unwrap_or_default();
                 let message = format!("unknown kind '{kind}': {hint}one of {kinds}");
@@ -862,7 +1012,7 @@ impl<'a> Reader<'a> {
                 Ok(parsed) => break Some(parsed),
                 Err(e) => e,
             };
-            let problem = setting_problem(&e, &kind);
+            let problem = setting_problem(&e, what);
             let at = match (&problem.key, problem.missing) {
                 (Some(key), false) => self.nested_line(ep, key, header),
                 _ => header,

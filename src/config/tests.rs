@@ -1111,3 +1111,90 @@ fn map_problems_are_config_errors_at_their_keys() {
     let text = flow(&format!("{MAPPED}map = \"id\"\n"));
     assert_only(&text, at, Some(BASE + 5), "must be a table");
 }
+
+#[test]
+fn alert_channels_are_read_with_their_defaults() {
+    let c = parse(&with(
+        r#"[alerts.ops]
+kind = "webhook"
+url = "http://127.0.0.1:9000/alerts"
+format = "slack"
+on = ["held", "paused"]
+sites = ["LIVE"]
+remind_every = "1h"
+failing_threshold = 3
+failing_window = "1m"
+headers = { "X-Team" = "ops" }
+[alerts.all]
+kind = "webhook"
+url = "https://alerts.example.com/in"
+"#,
+    ))
+    .unwrap();
+    use crate::model::alert::AlertKind;
+    let ops = &c.alerts[0];
+    assert_eq!(ops.name, "ops");
+    assert_eq!(ops.on, [AlertKind::Held, AlertKind::Paused]);
+    assert_eq!(ops.sites.as_deref(), Some(&["LIVE".to_string()][..]));
+    assert_eq!(ops.remind_every, Some(Duration::from_secs(3600)));
+    assert_eq!(
+        (ops.failing_threshold, ops.failing_window),
+        (3, Duration::from_secs(60))
+    );
+    match &ops.channel {
+        AlertChannel::Webhook { http, format } => {
+            assert_eq!(http.url, "http://127.0.0.1:9000/alerts");
+            assert_eq!(http.headers["X-Team"], "ops");
+            assert_eq!(*format, AlertFormat::Slack);
+        }
+    }
+    let all = &c.alerts[1];
+    assert_eq!(all.on, AlertKind::DEFAULT_ON);
+    assert!(all.covers("ANY") && ops.covers("LIVE") && !ops.covers("ANY"));
+    assert_eq!(all.remind_every, None);
+    assert_eq!(
+        (all.failing_threshold, all.failing_window),
+        (DEFAULT_FAILING_THRESHOLD, DEFAULT_FAILING_WINDOW)
+    );
+}
+
+#[test]
+fn a_wrong_alert_channel_is_named_by_file_line_and_key() {
+    let head = "[alerts.ops]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/a\"\n";
+    assert_only(
+        &with(&format!("{head}on = [\"helt\"]\n")),
+        "alerts.ops.on",
+        Some(BASE + 4),
+        "did you mean 'held'?",
+    );
+    assert_only(
+        &with(&format!("{head}sites = [\"DEV\"]\n")),
+        "alerts.ops.sites",
+        Some(BASE + 4),
+        "no site 'DEV'",
+    );
+    assert_only(
+        &with(&format!("{head}format = \"teams\"\n")),
+        "alerts.ops.format",
+        Some(BASE + 4),
+        "\"slack\"",
+    );
+    assert_only(
+        &with(&format!("{head}remind_every = \"often\"\n")),
+        "alerts.ops.remind_every",
+        Some(BASE + 4),
+        "not a duration",
+    );
+    assert_only(
+        &with("[alerts.ops]\nkind = \"pager\"\n"),
+        "alerts.ops.kind",
+        Some(BASE + 2),
+        "unknown kind 'pager'",
+    );
+    assert_only(
+        &with("[alerts.ops]\nkind = \"webhook\"\n"),
+        "alerts.ops.url",
+        Some(BASE + 1),
+        "an alert channel of kind webhook needs it",
+    );
+}

@@ -13,7 +13,17 @@ use super::{Hold, HoldKind, Millis};
 
 /// What an alert is about.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 #[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
@@ -372,7 +382,12 @@ mod tests {
             integrations: vec![IntegrationFacts {
                 name: "orders".into(),
                 holds: vec![
-                    hold(HoldKind::EndpointOffline, "sluice", "endpoint crm is offline", 10),
+                    hold(
+                        HoldKind::EndpointOffline,
+                        "sluice",
+                        "endpoint crm is offline",
+                        10,
+                    ),
                     hold(HoldKind::Operator, "bob", "month end", 11),
                     hold(HoldKind::SiteStopped, "ann", "stocktake", 5),
                 ],
@@ -444,14 +459,22 @@ mod tests {
         assert_eq!(firing.state, AlertState::Firing);
         assert_eq!(firing.since, "2025-11-24T16:00:00.000Z");
         assert!(firing.text.contains("LIVE") && firing.text.contains("orders"));
-        assert!(firing.text.contains("connection refused"), "{}", firing.text);
+        assert!(
+            firing.text.contains("connection refused"),
+            "{}",
+            firing.text
+        );
         let resolved = Document::resolved(&c, c.since + 125_000);
         assert_eq!(resolved.duration_s, Some(125));
         assert_eq!(
             resolved.resolved_at.as_deref(),
             Some("2025-11-24T16:02:05.000Z")
         );
-        assert!(resolved.text.starts_with("Resolved after 2m 5s"), "{}", resolved.text);
+        assert!(
+            resolved.text.starts_with("Resolved after 2m 5s"),
+            "{}",
+            resolved.text
+        );
         assert!(resolved.subject().starts_with("[sluice RESOLVED]"));
         let json = serde_json::to_value(&resolved).unwrap();
         for field in [
