@@ -276,6 +276,28 @@ pub struct HistoryRow {
     pub depth: i64,
 }
 
+/// A condition a channel was alerted of that has not ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAlert {
+    pub channel: String,
+    pub key: String,
+    /// The condition as JSON, as it was when it started.
+    pub condition: String,
+    /// When its alert or its last reminder was queued.
+    pub last_sent: Millis,
+}
+
+/// An alert waiting to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedAlert {
+    pub id: i64,
+    pub channel: String,
+    /// Its JSON document.
+    pub document: String,
+    /// Tries that failed so far.
+    pub attempts: i64,
+}
+
 /// Who did what, when, why, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {
@@ -490,6 +512,52 @@ pub trait Store: Send + Sync + 'static {
     /// into their hours (counts added, the depth of the hour's last minute),
     /// then deletes every period that starts before `drop_before`.
     async fn roll_history(&self, hours_before: Millis, drop_before: Millis) -> Result<()>;
+
+    // ----- alerts -----
+    /// Every condition a channel was alerted of that has not ended.
+    async fn open_alerts(&self) -> Result<Vec<OpenAlert>>;
+    /// Records, in one transaction, that `channel` is alerted of condition
+    /// `key` and queues `document` for it, unless the condition is open
+    /// for the channel already (another node of a cluster did it): then
+    /// nothing is written. Whether it was written.
+    async fn open_alert(
+        &self,
+        channel: &str,
+        key: &str,
+        condition: &str,
+        document: &str,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Queues a reminder of an open condition, unless one was queued since
+    /// `was` (its `last_sent` as read). Whether it was queued.
+    async fn remind_alert(
+        &self,
+        channel: &str,
+        key: &str,
+        was: Millis,
+        document: &str,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Ends the condition and queues `document` (its "resolved"), in one
+    /// transaction, if it was open. Whether it was.
+    async fn close_alert(
+        &self,
+        channel: &str,
+        key: &str,
+        document: &str,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Up to `limit` queued alerts due at `now`, oldest first; each is not
+    /// due again before `now + hold`, so that no other node sends it while
+    /// this one does.
+    async fn due_alerts(&self, now: Millis, hold: Millis, limit: usize)
+        -> Result<Vec<QueuedAlert>>;
+    /// A queued alert was sent: taken out of the queue, with `audit`, in
+    /// one transaction.
+    async fn alert_sent(&self, id: i64, audit: AuditEntry) -> Result<()>;
+    /// A try of a queued alert failed: counted, kept with `error`, not
+    /// tried again before `next_at`.
+    async fn alert_failed(&self, id: i64, next_at: Millis, error: &str) -> Result<()>;
 
     // ----- the disk -----
     /// Follows what writes find of the disk: full, or writable (again).

@@ -70,8 +70,8 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    Activity, AuditEntry, FlowRecord, HistoryRow, Link, LogEntry, NewRecord, QueuedTx, Result,
-    RunRecord, Space, Store, StoreError, TxRecord, HOUR, MINUTE,
+    Activity, AuditEntry, FlowRecord, HistoryRow, Link, LogEntry, NewRecord, OpenAlert,
+    QueuedAlert, QueuedTx, Result, RunRecord, Space, Store, StoreError, TxRecord, HOUR, MINUTE,
 };
 use crate::model::{
     now_millis, FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, IntegrationState,
@@ -79,11 +79,12 @@ use crate::model::{
 };
 
 /// The schema, one step a file; `sluice_migrations` records each applied.
-pub(super) const MIGRATIONS: [&str; 4] = [
+pub(super) const MIGRATIONS: [&str; 5] = [
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_cluster.sql"),
     include_str!("migrations/003_tokens.sql"),
     include_str!("migrations/004_history.sql"),
+    include_str!("migrations/005_alerts.sql"),
 ];
 
 /// The advisory lock the migrations are applied under ("sluice" in ASCII):
@@ -1353,9 +1354,180 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn open_alerts(&self) -> Result<Vec<OpenAlert>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT channel, key, condition, last_sent FROM sluice_alert_conditions
+                  WHERE site = $1 ORDER BY channel, key",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&self.site]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OpenAlert {
+                    channel: get(r, 0)?,
+                    key: get(r, 1)?,
+                    condition: get(r, 2)?,
+                    last_sent: get(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn open_alert(
+        &self,
+        channel: &str,
+        key: &str,
+        condition: &str,
+        document: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let opened = db
+            .execute(
+                "INSERT INTO sluice_alert_conditions (site, channel, key, condition, last_sent)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site, channel, key) DO NOTHING",
+                &[&self.site, &channel, &key, &condition, &now],
+            )
+            .await?
+            > 0;
+        if opened {
+            queue_alert(&db, &self.site, channel, document, now).await?;
+        }
+        db.commit().await?;
+        Ok(opened)
+    }
+
+    async fn remind_alert(
+        &self,
+        channel: &str,
+        key: &str,
+        was: Millis,
+        document: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let reminded = db
+            .execute(
+                "UPDATE sluice_alert_conditions SET last_sent = $5
+                  WHERE site = $1 AND channel = $2 AND key = $3 AND last_sent = $4",
+                &[&self.site, &channel, &key, &was, &now],
+            )
+            .await?
+            > 0;
+        if reminded {
+            queue_alert(&db, &self.site, channel, document, now).await?;
+        }
+        db.commit().await?;
+        Ok(reminded)
+    }
+
+    async fn close_alert(
+        &self,
+        channel: &str,
+        key: &str,
+        document: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let closed = db
+            .execute(
+                "DELETE FROM sluice_alert_conditions
+                  WHERE site = $1 AND channel = $2 AND key = $3",
+                &[&self.site, &channel, &key],
+            )
+            .await?
+            > 0;
+        if closed {
+            queue_alert(&db, &self.site, channel, document, now).await?;
+        }
+        db.commit().await?;
+        Ok(closed)
+    }
+
+    async fn due_alerts(
+        &self,
+        now: Millis,
+        hold: Millis,
+        limit: usize,
+    ) -> Result<Vec<QueuedAlert>> {
+        let client = self.client().await?;
+        // SKIP LOCKED: what another node is claiming now is left to it.
+        let rows = client
+            .query(
+                "UPDATE sluice_alert_outbox SET next_at = $3
+                  WHERE id IN (SELECT id FROM sluice_alert_outbox
+                                WHERE site = $1 AND next_at <= $2
+                                ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, channel, document, attempts",
+                &[&self.site, &now, &(now + hold), &limit_of(limit)],
+            )
+            .await?;
+        let mut due = rows
+            .iter()
+            .map(|r| {
+                Ok(QueuedAlert {
+                    id: get(r, 0)?,
+                    channel: get(r, 1)?,
+                    document: get(r, 2)?,
+                    attempts: i64::from(get::<i32>(r, 3)?),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        due.sort_by_key(|a| a.id);
+        Ok(due)
+    }
+
+    async fn alert_sent(&self, id: i64, audit: AuditEntry) -> Result<()> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        db.execute(
+            "DELETE FROM sluice_alert_outbox WHERE site = $1 AND id = $2",
+            &[&self.site, &id],
+        )
+        .await?;
+        insert_audit(&db, &self.site, self.node(), &audit).await?;
+        db.commit().await?;
+        Ok(())
+    }
+
+    async fn alert_failed(&self, id: i64, next_at: Millis, error: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE sluice_alert_outbox SET attempts = attempts + 1, next_at = $3,
+                        last_error = $4
+                  WHERE site = $1 AND id = $2",
+                &[&self.site, &id, &next_at, &error],
+            )
+            .await?;
+        Ok(())
+    }
+
     fn space(&self) -> watch::Receiver<Space> {
         self.space.subscribe()
     }
+}
+
+/// Puts an alert in the outbox, due now, inside the open transaction.
+async fn queue_alert(
+    db: &deadpool_postgres::Transaction<'_>,
+    site: &String,
+    channel: &str,
+    document: &str,
+    now: Millis,
+) -> Result<()> {
+    db.execute(
+        "INSERT INTO sluice_alert_outbox (site, channel, document, queued_at, next_at)
+         VALUES ($1, $2, $3, $4, $4)",
+        &[site, &channel, &document, &now],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The parameters of [`INSERT_AUDIT`].

@@ -97,7 +97,8 @@ use self::migrations::migrate;
 use self::writer::{Counts, Ctx, Msg, Pending};
 use super::{
     io_disk_full, sqlite_disk_full, Activity, AuditEntry, FlowRecord, HistoryRow, Link, LogEntry,
-    NewRecord, QueuedTx, Result, RunRecord, Space, Store, StoreError, TxRecord, HOUR, MINUTE,
+    NewRecord, OpenAlert, QueuedAlert, QueuedTx, Result, RunRecord, Space, Store, StoreError,
+    TxRecord, HOUR, MINUTE,
 };
 use crate::model::{
     now_millis, FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, IntegrationState,
@@ -1272,9 +1273,178 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn open_alerts(&self) -> Result<Vec<OpenAlert>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT channel, key, condition, last_sent FROM alert_conditions
+                  ORDER BY channel, key",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(OpenAlert {
+                        channel: r.get(0)?,
+                        key: r.get(1)?,
+                        condition: r.get(2)?,
+                        last_sent: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn open_alert(
+        &self,
+        channel: &str,
+        key: &str,
+        condition: &str,
+        document: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let (channel, key, condition, document) = (
+            channel.to_string(),
+            key.to_string(),
+            condition.to_string(),
+            document.to_string(),
+        );
+        self.write(move |ctx| {
+            let opened = ctx
+                .conn
+                .prepare_cached(
+                    "INSERT INTO alert_conditions (channel, key, condition, last_sent)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (channel, key) DO NOTHING",
+                )?
+                .execute(params![channel, key, condition, now])?
+                > 0;
+            if opened {
+                queue_alert(ctx.conn, &channel, &document, now)?;
+            }
+            Ok(opened)
+        })
+        .await
+    }
+
+    async fn remind_alert(
+        &self,
+        channel: &str,
+        key: &str,
+        was: Millis,
+        document: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let (channel, key, document) = (channel.to_string(), key.to_string(), document.to_string());
+        self.write(move |ctx| {
+            let reminded = ctx
+                .conn
+                .prepare_cached(
+                    "UPDATE alert_conditions SET last_sent = ?4
+                      WHERE channel = ?1 AND key = ?2 AND last_sent = ?3",
+                )?
+                .execute(params![channel, key, was, now])?
+                > 0;
+            if reminded {
+                queue_alert(ctx.conn, &channel, &document, now)?;
+            }
+            Ok(reminded)
+        })
+        .await
+    }
+
+    async fn close_alert(
+        &self,
+        channel: &str,
+        key: &str,
+        document: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let (channel, key, document) = (channel.to_string(), key.to_string(), document.to_string());
+        self.write(move |ctx| {
+            let closed = ctx
+                .conn
+                .prepare_cached("DELETE FROM alert_conditions WHERE channel = ?1 AND key = ?2")?
+                .execute(params![channel, key])?
+                > 0;
+            if closed {
+                queue_alert(ctx.conn, &channel, &document, now)?;
+            }
+            Ok(closed)
+        })
+        .await
+    }
+
+    async fn due_alerts(
+        &self,
+        now: Millis,
+        hold: Millis,
+        limit: usize,
+    ) -> Result<Vec<QueuedAlert>> {
+        self.write(move |ctx| {
+            let mut stmt = ctx.conn.prepare_cached(
+                "UPDATE alert_outbox SET next_at = ?2
+                  WHERE id IN (SELECT id FROM alert_outbox WHERE next_at <= ?1
+                                ORDER BY id LIMIT ?3)
+                 RETURNING id, channel, document, attempts",
+            )?;
+            let mut due = stmt
+                .query_map(params![now, now + hold, limit_of(limit)], |r| {
+                    Ok(QueuedAlert {
+                        id: r.get(0)?,
+                        channel: r.get(1)?,
+                        document: r.get(2)?,
+                        attempts: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            due.sort_by_key(|a| a.id);
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn alert_sent(&self, id: i64, audit: AuditEntry) -> Result<()> {
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached("DELETE FROM alert_outbox WHERE id = ?1")?
+                .execute([id])?;
+            audit::insert(ctx.conn, &audit)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn alert_failed(&self, id: i64, next_at: Millis, error: &str) -> Result<()> {
+        let error = error.to_string();
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached(
+                    "UPDATE alert_outbox SET attempts = attempts + 1, next_at = ?2,
+                            last_error = ?3
+                      WHERE id = ?1",
+                )?
+                .execute(params![id, next_at, error])?;
+            Ok(())
+        })
+        .await
+    }
+
     fn space(&self) -> watch::Receiver<Space> {
         self.space.clone()
     }
+}
+
+/// Puts an alert in the outbox, due now.
+fn queue_alert(
+    conn: &Connection,
+    channel: &str,
+    document: &str,
+    now: Millis,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO alert_outbox (channel, document, queued_at, next_at) VALUES (?1, ?2, ?3, ?3)",
+    )?
+    .execute(params![channel, document, now])?;
+    Ok(())
 }
 
 #[cfg(test)]

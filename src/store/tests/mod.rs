@@ -986,3 +986,86 @@ async fn history_adds_up_by_minute_and_rolls_into_hours() {
         assert_eq!(left, [("a".to_string(), hour + HOUR)]);
     }
 }
+
+#[tokio::test]
+async fn an_alert_is_opened_once_reminded_once_closed_once_and_sent_from_the_outbox() {
+    for b in backends().await {
+        eprintln!("backend: {}", b.name());
+        let s = b.open().await;
+        assert!(s
+            .open_alert("ops", "held|a|crm", "{}", "fire", 100)
+            .await
+            .unwrap());
+        // Another node, or a second look: not again.
+        assert!(!s
+            .open_alert("ops", "held|a|crm", "{}", "fire", 101)
+            .await
+            .unwrap());
+        // Another channel has its own.
+        assert!(s
+            .open_alert("mail", "held|a|crm", "{}", "fire", 102)
+            .await
+            .unwrap());
+        let open = s.open_alerts().await.unwrap();
+        assert_eq!(open.len(), 2);
+        assert_eq!((open[1].channel.as_str(), open[1].last_sent), ("ops", 100));
+
+        // One reminder for a `last_sent` read: the second loses.
+        assert!(s
+            .remind_alert("ops", "held|a|crm", 100, "again", 200)
+            .await
+            .unwrap());
+        assert!(!s
+            .remind_alert("ops", "held|a|crm", 100, "again", 201)
+            .await
+            .unwrap());
+
+        // Due alerts are claimed: not due again until the hold is over.
+        let due = s.due_alerts(300, 1000, 10).await.unwrap();
+        let docs: Vec<_> = due
+            .iter()
+            .map(|a| (a.channel.as_str(), a.document.as_str()))
+            .collect();
+        assert_eq!(docs, [("ops", "fire"), ("mail", "fire"), ("ops", "again")]);
+        assert!(s.due_alerts(301, 1000, 10).await.unwrap().is_empty());
+        s.alert_failed(due[0].id, 400, "connection refused")
+            .await
+            .unwrap();
+        let audit = |subject: &str| AuditEntry {
+            id: 0,
+            ts: 500,
+            actor: "sluice".into(),
+            action: "alert.sent".into(),
+            subject: subject.into(),
+            reason: Some("fire".into()),
+            outcome: "ok".into(),
+            node: None,
+        };
+        s.alert_sent(due[1].id, audit("alert/mail")).await.unwrap();
+        let again = s.due_alerts(400, 1000, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].id, again[0].attempts), (due[0].id, 1));
+        assert!(s
+            .audit(10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.subject == "alert/mail"));
+
+        // Closed once: its "resolved" queued once.
+        assert!(s
+            .close_alert("ops", "held|a|crm", "over", 600)
+            .await
+            .unwrap());
+        assert!(!s
+            .close_alert("ops", "held|a|crm", "over", 601)
+            .await
+            .unwrap());
+        drop(s);
+        let s = b.open().await;
+        assert_eq!(s.open_alerts().await.unwrap().len(), 1, "mail's is open");
+        let due = s.due_alerts(2000, 1000, 10).await.unwrap();
+        let docs: Vec<_> = due.iter().map(|a| a.document.as_str()).collect();
+        assert_eq!(docs, ["fire", "again", "over"]);
+    }
+}
