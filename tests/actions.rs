@@ -129,11 +129,12 @@ async fn answers_offer_what_the_caller_may_do_now_and_no_more() {
     };
     let callers = [&viewer, &operator, &admin];
 
-    // Beyond one site: only an admin manages tokens.
+    // Beyond one site: only an admin manages tokens; an operator may test
+    // an alert channel.
     for (caller, want) in [
         (&viewer, vec![]),
-        (&operator, vec![]),
-        (&admin, vec!["manage-tokens"]),
+        (&operator, vec!["test-alert"]),
+        (&admin, vec!["manage-tokens", "test-alert"]),
     ] {
         assert_eq!(caller.actions("/session").await, want, "{}", caller.role);
     }

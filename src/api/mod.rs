@@ -11,6 +11,7 @@
 //! has no space for is 507 with `Retry-After`: nothing was taken, nothing
 //! changed.
 
+pub mod alerts;
 pub mod auth;
 pub mod body;
 pub mod dashboard;

@@ -36,8 +36,8 @@ use utoipa_axum::routes;
 
 use super::auth::{self, is_write, Guard};
 use super::{
-    body, dashboard, endpoints, flows, history, hooks, integrations, links, log, nodes, openapi,
-    sites, transactions, ApiState,
+    alerts, body, dashboard, endpoints, flows, history, hooks, integrations, links, log, nodes,
+    openapi, sites, transactions, ApiState,
 };
 use crate::model::{Action, Role};
 
@@ -224,6 +224,7 @@ pub fn table() -> Vec<Route> {
         route(routes!(auth::tokens_create)).performs(&[ManageTokens]),
         route(routes!(auth::tokens_revoke)).performs(&[ManageTokens]),
         route(routes!(auth::audit)).role(Viewer),
+        route(routes!(alerts::test)).performs(&[AlertTest]),
         // Sites.
         route(routes!(nodes::list)).role(Viewer),
         route(routes!(sites::list)).role(Viewer),
@@ -500,6 +501,7 @@ mod tests {
                     (post(), "/api/v1/tokens".to_string()),
                     (Method::DELETE, "/api/v1/tokens/grafana".to_string()),
                 ],
+                AlertTest => vec![(post(), "/api/v1/alerts/ops/test".to_string())],
             }
         };
         let mut found = Vec::new();

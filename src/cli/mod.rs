@@ -28,6 +28,7 @@
 //! now (`actions: pause, stop`), as the answer says: the CLI decides none
 //! of it.
 
+pub mod alert;
 pub mod client;
 pub mod endpoint;
 pub mod error;
@@ -132,6 +133,9 @@ pub enum Command {
     /// Move a stopped site's data between stores (no daemon involved).
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Send a test alert to an alert channel.
+    #[command(subcommand)]
+    Alert(alert::AlertCommand),
 }
 
 /// The subcommands that are the daemon itself: the command line parses
@@ -204,6 +208,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token(c) => token::run(&client()?, c).await,
         Command::Store(c) => store::run(c, cli.json).await,
         Command::Node(c) => node::run(&client()?, c).await,
+        Command::Alert(c) => alert::run(&client()?, c).await,
     }
 }
 

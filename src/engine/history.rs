@@ -36,7 +36,13 @@ pub struct Tally {
     delivered: AtomicI64,
     failed: AtomicI64,
     retried: AtomicI64,
+    /// Failed deliveries of the last hour by second (its start, how many),
+    /// oldest first: an alert channel's `failing` counts them.
+    recent_failures: parking_lot::Mutex<std::collections::VecDeque<(Millis, u64)>>,
 }
+
+/// How long failures are kept for `failing` alerts: the longest window.
+const FAILURES_KEPT: Millis = HOUR;
 
 impl Tally {
     pub fn queued(&self, n: usize) {
@@ -49,10 +55,34 @@ impl Tally {
 
     pub fn failed(&self, n: usize) {
         self.failed.fetch_add(n as i64, Ordering::Relaxed);
+        self.note_failures(n);
     }
 
     pub fn retried(&self, n: usize) {
         self.retried.fetch_add(n as i64, Ordering::Relaxed);
+        self.note_failures(n);
+    }
+
+    fn note_failures(&self, n: usize) {
+        let now = now_millis();
+        let second = now - now.rem_euclid(1000);
+        let mut recent = self.recent_failures.lock();
+        match recent.back_mut() {
+            Some((at, count)) if *at == second => *count += n as u64,
+            _ => recent.push_back((second, n as u64)),
+        }
+        while recent
+            .front()
+            .is_some_and(|(at, _)| *at < now - FAILURES_KEPT)
+        {
+            recent.pop_front();
+        }
+    }
+
+    /// Failed deliveries (retried or for good) of the last hour by second,
+    /// oldest first.
+    pub fn recent_failures(&self) -> Vec<(Millis, u64)> {
+        self.recent_failures.lock().iter().copied().collect()
     }
 
     /// The counts so far, the tally left as it is.

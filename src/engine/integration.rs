@@ -460,6 +460,11 @@ impl Integration {
         }
     }
 
+    /// The error of the last delivery that failed, while deliveries fail.
+    pub fn last_failure(&self) -> Option<String> {
+        self.failing.lock().as_ref().map(|(_, error)| error.clone())
+    }
+
     /// A delivery went through.
     pub(crate) fn note_progress(&self) {
         *self.failing.lock() = None;

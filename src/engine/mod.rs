@@ -23,6 +23,7 @@
 //!   system's holds (`endpoint-offline`, `unauthorized`) they place and lift.
 //! - [`Daemon::reload_site`]: a site's configuration applied again.
 
+pub mod alerts;
 pub mod all_others;
 pub mod backoff;
 pub mod cluster;
@@ -117,6 +118,8 @@ pub struct Daemon {
     /// The daemon's own certificate chain (`tls_cert`): trusted, beside
     /// the platform's roots, when it calls the other nodes of its cluster.
     tls_cert: Option<std::path::PathBuf>,
+    /// `[alerts.NAME]`, as read at start.
+    alerts: Arc<Vec<alerts::Channel>>,
 }
 
 impl Daemon {
@@ -198,6 +201,13 @@ impl Daemon {
             started_at: crate::model::now_millis(),
             address: std::sync::OnceLock::new(),
             tls_cert: config.tls.as_ref().map(|t| t.cert.clone()),
+            alerts: Arc::new(
+                config
+                    .alerts
+                    .iter()
+                    .map(|a| alerts::Channel::new(a.clone(), &config.base_dir))
+                    .collect(),
+            ),
         }))
     }
 
@@ -262,11 +272,24 @@ impl Daemon {
 
     /// Brings each site up in the state it was last left in; a site never
     /// stopped before starts Running.
-    pub async fn restore(&self) -> anyhow::Result<()> {
+    pub async fn restore(self: &Arc<Self>) -> anyhow::Result<()> {
         for site in self.sites() {
             site.restore().await?;
         }
+        tokio::spawn(alerts::run(
+            self.clone(),
+            self.alerts.clone(),
+            self.shutdown.child_token(),
+        ));
         Ok(())
+    }
+
+    /// The alert channel `name`.
+    pub fn alert_channel(&self, name: &str) -> Result<&alerts::Channel> {
+        self.alerts
+            .iter()
+            .find(|c| c.config.name == name)
+            .ok_or_else(|| EngineError::NotFound(format!("no alert channel '{name}'")))
     }
 
     /// Every site, in name order.

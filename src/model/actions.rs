@@ -48,6 +48,8 @@ pub enum Action {
     LinkEdit,
     /// List, create and revoke the API's tokens.
     ManageTokens,
+    /// Send a test alert to an alert channel.
+    AlertTest,
 }
 
 impl Action {
@@ -66,7 +68,7 @@ impl Action {
     /// chooses), taken by operators.
     pub const LINK: [Action; 1] = [Action::LinkEdit];
     /// What concerns the daemon as a whole, not one of its sites.
-    pub const DAEMON: [Action; 1] = [Action::ManageTokens];
+    pub const DAEMON: [Action; 2] = [Action::ManageTokens, Action::AlertTest];
 
     pub const ALL: &'static [Action] = <Action as strum::VariantArray>::VARIANTS;
 
@@ -79,7 +81,7 @@ impl Action {
         use Action::*;
         match self {
             IntegrationPause | IntegrationResume | FlowRunAll | FlowRunChanged | FlowTry
-            | EndpointTest | TxRetry | TxReplay | TxIgnore | LinkEdit => Role::Operator,
+            | EndpointTest | TxRetry | TxReplay | TxIgnore | LinkEdit | AlertTest => Role::Operator,
             SiteStart | SiteStop | SiteReload | IntegrationStart | IntegrationStop
             | EndpointReauthorize | ManageTokens => Role::Admin,
         }
@@ -104,6 +106,7 @@ impl Action {
             TxIgnore => "ignore",
             LinkEdit => "link",
             ManageTokens => "manage-tokens",
+            AlertTest => "test-alert",
         }
     }
 }
@@ -415,7 +418,8 @@ mod tests {
         assert_eq!(named(endpoint(true, Admin)), ["test", "reauthorize"]);
         assert_eq!(named(endpoint(false, Admin)), ["test"]);
         assert_eq!(named(endpoint(true, Operator)), ["test"]);
-        assert_eq!(named(daemon(Admin)), ["manage-tokens"]);
-        assert!(daemon(Operator).is_empty());
+        assert_eq!(named(daemon(Admin)), ["manage-tokens", "test-alert"]);
+        assert_eq!(named(daemon(Operator)), ["test-alert"]);
+        assert!(daemon(Viewer).is_empty());
     }
 }

@@ -549,7 +549,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Up to `limit` queued alerts due at `now`, oldest first; each is not
     /// due again before `now + hold`, so that no other node sends it while
-    /// this one does.
+    /// this one does. A channel's alerts go in the order they were queued:
+    /// one is not due while an earlier one of its channel waits.
     async fn due_alerts(&self, now: Millis, hold: Millis, limit: usize)
         -> Result<Vec<QueuedAlert>>;
     /// A queued alert was sent: taken out of the queue, with `audit`, in
@@ -558,6 +559,9 @@ pub trait Store: Send + Sync + 'static {
     /// A try of a queued alert failed: counted, kept with `error`, not
     /// tried again before `next_at`.
     async fn alert_failed(&self, id: i64, next_at: Millis, error: &str) -> Result<()>;
+    /// A queued alert not tried, behind one of its channel that failed:
+    /// not due before `next_at`, its tries as they were.
+    async fn postpone_alert(&self, id: i64, next_at: Millis) -> Result<()>;
 
     // ----- the disk -----
     /// Follows what writes find of the disk: full, or writable (again).

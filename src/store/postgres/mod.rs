@@ -1460,8 +1460,12 @@ impl Store for PgStore {
         let rows = client
             .query(
                 "UPDATE sluice_alert_outbox SET next_at = $3
-                  WHERE id IN (SELECT id FROM sluice_alert_outbox
+                  WHERE id IN (SELECT id FROM sluice_alert_outbox AS a
                                 WHERE site = $1 AND next_at <= $2
+                                  AND NOT EXISTS (SELECT 1 FROM sluice_alert_outbox AS b
+                                                   WHERE b.site = a.site
+                                                     AND b.channel = a.channel
+                                                     AND b.id < a.id AND b.next_at > $2)
                                 ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
                  RETURNING id, channel, document, attempts",
                 &[&self.site, &now, &(now + hold), &limit_of(limit)],
@@ -1503,6 +1507,17 @@ impl Store for PgStore {
                         last_error = $4
                   WHERE site = $1 AND id = $2",
                 &[&self.site, &id, &next_at, &error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn postpone_alert(&self, id: i64, next_at: Millis) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE sluice_alert_outbox SET next_at = $3 WHERE site = $1 AND id = $2",
+                &[&self.site, &id, &next_at],
             )
             .await?;
         Ok(())

@@ -1382,7 +1382,10 @@ impl Store for SqliteStore {
         self.write(move |ctx| {
             let mut stmt = ctx.conn.prepare_cached(
                 "UPDATE alert_outbox SET next_at = ?2
-                  WHERE id IN (SELECT id FROM alert_outbox WHERE next_at <= ?1
+                  WHERE id IN (SELECT id FROM alert_outbox AS a WHERE next_at <= ?1
+                                 AND NOT EXISTS (SELECT 1 FROM alert_outbox AS b
+                                                  WHERE b.channel = a.channel AND b.id < a.id
+                                                    AND b.next_at > ?1)
                                 ORDER BY id LIMIT ?3)
                  RETURNING id, channel, document, attempts",
             )?;
@@ -1423,6 +1426,16 @@ impl Store for SqliteStore {
                       WHERE id = ?1",
                 )?
                 .execute(params![id, next_at, error])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn postpone_alert(&self, id: i64, next_at: Millis) -> Result<()> {
+        self.write(move |ctx| {
+            ctx.conn
+                .prepare_cached("UPDATE alert_outbox SET next_at = ?2 WHERE id = ?1")?
+                .execute(params![id, next_at])?;
             Ok(())
         })
         .await

@@ -1069,3 +1069,50 @@ async fn an_alert_is_opened_once_reminded_once_closed_once_and_sent_from_the_out
         assert_eq!(docs, ["fire", "again", "over"]);
     }
 }
+
+#[tokio::test]
+async fn a_channels_alerts_are_due_in_the_order_they_were_queued() {
+    for b in backends().await {
+        eprintln!("backend: {}", b.name());
+        let s = b.open().await;
+        s.open_alert("ops", "k1", "{}", "first", 100).await.unwrap();
+        let first = s.due_alerts(100, 1000, 10).await.unwrap();
+        s.alert_failed(first[0].id, 5000, "down").await.unwrap();
+        // Queued later, due now: it waits behind the first, which waits;
+        // another channel's does not.
+        s.close_alert("ops", "k1", "second", 200).await.unwrap();
+        s.open_alert("mail", "k1", "{}", "other", 200)
+            .await
+            .unwrap();
+        let due = s.due_alerts(300, 1000, 10).await.unwrap();
+        let docs: Vec<_> = due.iter().map(|a| a.document.as_str()).collect();
+        assert_eq!(docs, ["other"]);
+        s.postpone_alert(due[0].id, 100_000).await.unwrap();
+        let due = s.due_alerts(5000, 1000, 10).await.unwrap();
+        let docs: Vec<_> = due.iter().map(|a| a.document.as_str()).collect();
+        assert_eq!(docs, ["first", "second"]);
+        s.alert_sent(
+            due[0].id,
+            AuditEntry {
+                id: 0,
+                ts: 5000,
+                actor: "sluice".into(),
+                action: "alert.sent".into(),
+                subject: "alert/ops".into(),
+                reason: None,
+                outcome: "ok".into(),
+                node: None,
+            },
+        )
+        .await
+        .unwrap();
+        s.postpone_alert(due[1].id, 9000).await.unwrap();
+        assert!(s.due_alerts(8999, 0, 10).await.unwrap().is_empty());
+        let later = s.due_alerts(9000, 0, 10).await.unwrap();
+        assert_eq!(later.len(), 1);
+        assert_eq!(
+            (later[0].document.as_str(), later[0].attempts),
+            ("second", 0)
+        );
+    }
+}
