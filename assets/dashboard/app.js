@@ -7,6 +7,7 @@ import { $ } from './dom.js';
 import { api, errorText, showError, sitePath } from './api.js';
 import { renderAudit } from './audit.js';
 import { renderEndpoints } from './endpoints.js';
+import { renderErrors } from './errors.js';
 import { renderIntegrations } from './integrations.js';
 import { closeLog } from './log.js';
 import { closedModal, modal } from './modal.js';
@@ -131,8 +132,10 @@ async function poll() {
         const q = new URLSearchParams({ limit: '50' });
         if (st.txState) q.set('state', st.txState);
         st.transactions = await api('GET', sitePath(`/integrations/${encodeURIComponent(txName)}/transactions?${q}`));
+        st.errorGroups = await api('GET', sitePath(`/integrations/${encodeURIComponent(txName)}/errors`));
       } else {
         st.transactions = [];
+        st.errorGroups = [];
       }
       banner('');
       renderAll();
@@ -159,6 +162,7 @@ function renderAll() {
   renderIntegrations();
   renderEndpoints();
   renderTransactions();
+  renderErrors();
   renderAudit();
   renderNodes();
   renderTokens();

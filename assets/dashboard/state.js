@@ -19,6 +19,7 @@ export const st = {
   txIntegration: {},    // site -> integration whose transactions are shown
   txState: '',
   transactions: [],
+  errorGroups: [],      // the txIntegration's errors grouped by cause
   pollTimer: null,
   polling: false,
   pollAgain: false,
