@@ -20,6 +20,7 @@ export const st = {
   txState: '',
   transactions: [],
   errorGroups: [],      // the txIntegration's errors grouped by cause
+  errors: { of: null, at: 0, stale: true }, // whose groups those are, when read, whether to read again now
   pollTimer: null,
   polling: false,
   pollAgain: false,
