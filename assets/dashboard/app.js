@@ -7,6 +7,7 @@ import { $ } from './dom.js';
 import { api, errorText, showError, sitePath } from './api.js';
 import { renderAudit } from './audit.js';
 import { renderEndpoints } from './endpoints.js';
+import { renderErrors } from './errors.js';
 import { renderIntegrations } from './integrations.js';
 import { closeLog } from './log.js';
 import { closedModal, modal } from './modal.js';
@@ -18,6 +19,9 @@ import { newToken, renderTokens } from './tokens.js';
 import { renderTransactions } from './transactions.js';
 
 const POLL_MS = 1500;
+// Grouping errors reads every transaction in Error of the integration: asked
+// for this often, and at once after an action or a new choice.
+const ERRORS_MS = 10000;
 
 async function boot() {
   $('signin-form').addEventListener('submit', signIn);
@@ -94,6 +98,7 @@ function stopRunning() {
 
 function pollSoon() {
   if (!st.running) return;
+  st.errors.stale = true;
   clearTimeout(st.pollTimer);
   if (st.polling) {
     st.pollAgain = true;
@@ -131,8 +136,14 @@ async function poll() {
         const q = new URLSearchParams({ limit: '50' });
         if (st.txState) q.set('state', st.txState);
         st.transactions = await api('GET', sitePath(`/integrations/${encodeURIComponent(txName)}/transactions?${q}`));
+        const of = `${site}/${txName}`;
+        if (st.errors.stale || st.errors.of !== of || Date.now() - st.errors.at > ERRORS_MS) {
+          st.errorGroups = await api('GET', sitePath(`/integrations/${encodeURIComponent(txName)}/errors`));
+          Object.assign(st.errors, { of, at: Date.now(), stale: false });
+        }
       } else {
         st.transactions = [];
+        st.errorGroups = [];
       }
       banner('');
       renderAll();
@@ -159,6 +170,7 @@ function renderAll() {
   renderIntegrations();
   renderEndpoints();
   renderTransactions();
+  renderErrors();
   renderAudit();
   renderNodes();
   renderTokens();

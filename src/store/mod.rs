@@ -194,6 +194,18 @@ pub struct TxRecord {
     pub record: serde_json::Value,
 }
 
+/// A transaction in Error as errors are grouped by cause: without its
+/// record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorTx {
+    pub seq: i64,
+    pub flow: String,
+    /// When it failed (its last change).
+    pub updated_at: Millis,
+    /// The target's answer.
+    pub last_error: Option<String>,
+}
+
 /// The stored state of a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowRecord {
@@ -453,6 +465,24 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<TxRecord>>;
+
+    // ----- errors handled in bulk -----
+    /// The integration's transactions in Error with `seq > after`, in
+    /// sequence order, at most `limit`, without their records: what
+    /// grouping errors by cause reads, page by page.
+    async fn errors(&self, integration: &str, after: i64, limit: usize) -> Result<Vec<ErrorTx>>;
+    /// A person's retry (Queued) or ignore (Ignored) of many transactions,
+    /// from any node, in one transaction: those of `seqs` that are still
+    /// in `from` (the state the model decided `to` for) take `to`; the
+    /// others — changed meanwhile, or pruned — are left as they are.
+    /// Returns how many took `to`.
+    async fn settle_many_by_operator(
+        &self,
+        integration: &str,
+        seqs: Vec<i64>,
+        from: TxState,
+        to: TxState,
+    ) -> Result<usize>;
 
     // ----- record links -----
     /// The id the flow's target gave the record of `key`, if any.

@@ -70,7 +70,7 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    Activity, AuditEntry, FlowRecord, HistoryRow, Link, LogEntry, NewRecord, OpenAlert,
+    Activity, AuditEntry, ErrorTx, FlowRecord, HistoryRow, Link, LogEntry, NewRecord, OpenAlert,
     QueuedAlert, QueuedTx, Result, RunRecord, Space, Store, StoreError, TxRecord, HOUR, MINUTE,
 };
 use crate::model::{
@@ -996,6 +996,71 @@ impl Store for PgStore {
             )
             .await?;
         rows.iter().map(tx_record).collect()
+    }
+
+    async fn errors(&self, integration: &str, after: i64, limit: usize) -> Result<Vec<ErrorTx>> {
+        let client = self.client().await?;
+        // `state = 3` (Error), written in: the partial index
+        // sluice_transactions_error.
+        let stmt = client
+            .prepare_cached(
+                "SELECT seq, flow, updated_at, last_error FROM sluice_transactions
+                  WHERE site = $1 AND integration = $2 AND state = 3 AND seq > $3
+                  ORDER BY seq LIMIT $4",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&self.site, &integration, &after, &limit_of(limit)])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ErrorTx {
+                    seq: get(r, 0)?,
+                    flow: get(r, 1)?,
+                    updated_at: get(r, 2)?,
+                    last_error: get(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn settle_many_by_operator(
+        &self,
+        integration: &str,
+        seqs: Vec<i64>,
+        from: TxState,
+        to: TxState,
+    ) -> Result<usize> {
+        if to == TxState::Sending {
+            return Err(StoreError::Corrupt(
+                "settle: Sending is never stored".to_string(),
+            ));
+        }
+        let code = |state: TxState| {
+            i16::try_from(state.code())
+                .map_err(|_| corrupt("transaction state", &state.code().to_string()))
+        };
+        let (from, to) = (code(from)?, code(to)?);
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let stmt = db
+            .prepare_cached(
+                "UPDATE sluice_transactions SET state = $5, updated_at = $6
+                  WHERE site = $1 AND integration = $2 AND seq = ANY($3) AND state = $4",
+            )
+            .await?;
+        let done = db
+            .execute(
+                &stmt,
+                &[&self.site, &integration, &seqs, &from, &to, &now_millis()],
+            )
+            .await?;
+        if done > 0 {
+            // The node that sends the integration is told, as for one.
+            self.changed(&db, "integration", integration).await?;
+        }
+        db.commit().await?;
+        Ok(usize::try_from(done).unwrap_or(usize::MAX))
     }
 
     async fn link(&self, flow: &str, key: &str) -> Result<Option<String>> {
