@@ -242,10 +242,12 @@ pub fn table() -> Vec<Route> {
         route(routes!(log::stream)).role(Viewer),
         route(routes!(log::audit)).role(Viewer),
         route(routes!(history::site_history)).role(Viewer),
+        route(routes!(history::site_holds)).role(Viewer),
         // Integrations and their queues.
         route(routes!(integrations::list)).role(Viewer),
         route(routes!(integrations::show)).role(Viewer),
         route(routes!(history::integration)).role(Viewer),
+        route(routes!(history::integration_holds)).role(Viewer),
         route(routes!(integrations::pause))
             .performs(&[IntegrationPause])
             .audited("integration.pause", "integration/{name}"),

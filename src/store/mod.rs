@@ -288,6 +288,15 @@ pub struct HistoryRow {
     pub depth: i64,
 }
 
+/// When a hold was on: from its `since` to `until` (`None` while it
+/// lasts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldPeriod {
+    pub integration: String,
+    pub hold: Hold,
+    pub until: Option<Millis>,
+}
+
 /// A condition a channel was alerted of that has not ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenAlert {
@@ -540,8 +549,17 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, integration: Option<&str>, since: Millis) -> Result<Vec<HistoryRow>>;
     /// Rolls the minutes that start before `hours_before` (a whole hour)
     /// into their hours (counts added, the depth of the hour's last minute),
-    /// then deletes every period that starts before `drop_before`.
+    /// then deletes every period that starts before `drop_before`, and the
+    /// hold periods that ended before it.
     async fn roll_history(&self, hours_before: Millis, drop_before: Millis) -> Result<()>;
+    /// When the holds of `integration` (of every integration when `None`)
+    /// were on, of those on at `since` or after, oldest first. Kept by the
+    /// store whenever a hold is placed, replaced or lifted.
+    async fn hold_periods(
+        &self,
+        integration: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<HoldPeriod>>;
 
     // ----- alerts -----
     /// Every condition a channel was alerted of that has not ended.

@@ -70,8 +70,9 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    Activity, AuditEntry, ErrorTx, FlowRecord, HistoryRow, Link, LogEntry, NewRecord, OpenAlert,
-    QueuedAlert, QueuedTx, Result, RunRecord, Space, Store, StoreError, TxRecord, HOUR, MINUTE,
+    Activity, AuditEntry, ErrorTx, FlowRecord, HistoryRow, HoldPeriod, Link, LogEntry, NewRecord,
+    OpenAlert, QueuedAlert, QueuedTx, Result, RunRecord, Space, Store, StoreError, TxRecord, HOUR,
+    MINUTE,
 };
 use crate::model::{
     now_millis, FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, IntegrationState,
@@ -79,12 +80,13 @@ use crate::model::{
 };
 
 /// The schema, one step a file; `sluice_migrations` records each applied.
-pub(super) const MIGRATIONS: [&str; 5] = [
+pub(super) const MIGRATIONS: [&str; 6] = [
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_cluster.sql"),
     include_str!("migrations/003_tokens.sql"),
     include_str!("migrations/004_history.sql"),
     include_str!("migrations/005_alerts.sql"),
+    include_str!("migrations/006_hold_periods.sql"),
 ];
 
 /// The advisory lock the migrations are applied under ("sluice" in ASCII):
@@ -1415,8 +1417,50 @@ impl Store for PgStore {
             &[&self.site, &drop_before],
         )
         .await?;
+        db.execute(
+            "DELETE FROM sluice_hold_periods WHERE site = $1 AND until < $2",
+            &[&self.site, &drop_before],
+        )
+        .await?;
         db.commit().await?;
         Ok(())
+    }
+
+    async fn hold_periods(
+        &self,
+        integration: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<HoldPeriod>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT integration, kind, placed_by, reason, since, until
+                   FROM sluice_hold_periods
+                  WHERE site = $1 AND (until IS NULL OR until >= $2)
+                    AND ($3::text IS NULL OR integration = $3)
+                  ORDER BY since, integration, kind",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&self.site, &since, &integration])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = get(r, 1)?;
+                let kind = HoldKind::parse(&kind)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown hold kind '{kind}'")))?;
+                Ok(HoldPeriod {
+                    integration: get(r, 0)?,
+                    hold: Hold {
+                        kind,
+                        by: get(r, 2)?,
+                        since: get(r, 4)?,
+                        reason: get(r, 3)?,
+                    },
+                    until: get(r, 5)?,
+                })
+            })
+            .collect()
     }
 
     async fn open_alerts(&self) -> Result<Vec<OpenAlert>> {

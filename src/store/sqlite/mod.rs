@@ -96,9 +96,9 @@ use tokio::sync::{oneshot, watch};
 use self::migrations::migrate;
 use self::writer::{Counts, Ctx, Msg, Pending};
 use super::{
-    io_disk_full, sqlite_disk_full, Activity, AuditEntry, ErrorTx, FlowRecord, HistoryRow, Link,
-    LogEntry, NewRecord, OpenAlert, QueuedAlert, QueuedTx, Result, RunRecord, Space, Store,
-    StoreError, TxRecord, HOUR, MINUTE,
+    io_disk_full, sqlite_disk_full, Activity, AuditEntry, ErrorTx, FlowRecord, HistoryRow,
+    HoldPeriod, Link, LogEntry, NewRecord, OpenAlert, QueuedAlert, QueuedTx, Result, RunRecord,
+    Space, Store, StoreError, TxRecord, HOUR, MINUTE,
 };
 use crate::model::{
     now_millis, FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, IntegrationState,
@@ -1335,7 +1335,56 @@ impl Store for SqliteStore {
             ctx.conn
                 .prepare_cached("DELETE FROM history WHERE at < ?1")?
                 .execute(params![drop_before])?;
+            ctx.conn
+                .prepare_cached("DELETE FROM hold_periods WHERE until < ?1")?
+                .execute(params![drop_before])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn hold_periods(
+        &self,
+        integration: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<HoldPeriod>> {
+        let integration = integration.map(str::to_string);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT integration, kind, placed_by, reason, since, until FROM hold_periods
+                  WHERE (until IS NULL OR until >= ?1) AND (?2 IS NULL OR integration = ?2)
+                  ORDER BY since, integration, kind",
+            )?;
+            let rows = stmt
+                .query_map(params![since, integration], |r| {
+                    let kind: String = r.get(1)?;
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        kind,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(integration, kind, by, reason, since, until)| {
+                    let kind = HoldKind::parse(&kind).ok_or_else(|| {
+                        StoreError::Corrupt(format!("unknown hold kind '{kind}'"))
+                    })?;
+                    Ok(HoldPeriod {
+                        integration,
+                        hold: Hold {
+                            kind,
+                            by,
+                            since,
+                            reason,
+                        },
+                        until,
+                    })
+                })
+                .collect()
         })
         .await
     }

@@ -1221,3 +1221,86 @@ async fn a_channels_alerts_are_due_in_the_order_they_were_queued() {
         );
     }
 }
+
+#[tokio::test]
+async fn hold_periods_follow_the_holds_placed_replaced_and_lifted() {
+    let hold = |kind, by: &str, since| Hold {
+        kind,
+        by: by.into(),
+        since,
+        reason: format!("{by} at {since}"),
+    };
+    let put = |h: Hold| IntegrationChange {
+        put: Some(h),
+        ..IntegrationChange::default()
+    };
+    let lift = |kind| IntegrationChange {
+        remove: Some(kind),
+        ..IntegrationChange::default()
+    };
+    for b in backends().await {
+        eprintln!("backend: {}", b.name());
+        let s = b.open().await;
+        let before = now_millis();
+        s.change_integration(
+            "a",
+            put(hold(HoldKind::EndpointOffline, "sluice", 1000)),
+            None,
+        )
+        .await
+        .unwrap();
+        s.change_integration("a", put(hold(HoldKind::Operator, "ann", 1500)), None)
+            .await
+            .unwrap();
+        // Replaced by one of its kind: the first ends as the second starts.
+        s.change_integration(
+            "a",
+            put(hold(HoldKind::EndpointOffline, "sluice", 2000)),
+            None,
+        )
+        .await
+        .unwrap();
+        s.change_integration("a", lift(HoldKind::EndpointOffline), None)
+            .await
+            .unwrap();
+        s.change_integration("b", put(hold(HoldKind::Operator, "bob", 3000)), None)
+            .await
+            .unwrap();
+        drop(s);
+        let s = b.open().await;
+        let periods = s.hold_periods(Some("a"), 0).await.unwrap();
+        let seen: Vec<_> = periods
+            .iter()
+            .map(|p| (p.hold.kind, p.hold.since, p.hold.by.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (HoldKind::EndpointOffline, 1000, "sluice"),
+                (HoldKind::Operator, 1500, "ann"),
+                (HoldKind::EndpointOffline, 2000, "sluice"),
+            ]
+        );
+        assert_eq!(periods[0].until, Some(2000));
+        assert_eq!(periods[1].until, None, "the pause lasts");
+        let lifted = periods[2].until.expect("lifted");
+        assert!(
+            lifted >= before && lifted <= now_millis() + 1000,
+            "{lifted}"
+        );
+        assert_eq!(periods[1].hold.reason, "ann at 1500");
+        // Those over before `since` are left out; every integration's.
+        assert_eq!(s.hold_periods(Some("a"), 2001).await.unwrap().len(), 2);
+        assert_eq!(s.hold_periods(None, 0).await.unwrap().len(), 4);
+        // Gone with the history once over for longer than it is kept.
+        s.roll_history(0, lifted + 1).await.unwrap();
+        let left: Vec<_> = s
+            .hold_periods(None, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.integration, p.hold.since))
+            .collect();
+        assert_eq!(left, [("a".to_string(), 1500), ("b".to_string(), 3000)]);
+    }
+}
