@@ -221,6 +221,9 @@ async fn connect(
     let (client, mut events) = AsyncClient::new(options, REQUESTS);
     let mut network = NetworkOptions::new();
     network.set_connection_timeout(config.timeout().as_secs().max(1));
+    // A batch's last PUBLISH (and a source's PUBACKs) leave at once, not
+    // after the broker's delayed ACK of the one before (Nagle's algorithm).
+    network.set_tcp_nodelay(true);
     events.set_network_options(network);
     match tokio::time::timeout(config.timeout(), events.poll()).await {
         Err(_) => Err(fail(
