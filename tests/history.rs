@@ -131,6 +131,17 @@ async fn history_counts_what_was_queued_delivered_failed_and_retried() {
     assert_eq!(site_holds.as_array().unwrap().len(), 2);
     assert_eq!(site_holds[0]["integration"], "orders");
 
+    // A time before 1970 or after now is the first or the last step.
+    let (status, v) = daemon
+        .get(&format!("{history}?step=1d&since=-9223372036854775808"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("larger step"), "{v}");
+    let (status, points) = daemon
+        .get(&format!("{history}?since=9223372036854775807"))
+        .await;
+    assert_eq!((status, points.as_array().unwrap().len()), (StatusCode::OK, 1));
+
     // Bad questions get a clear answer.
     for (query, says) in [
         ("?step=5m", "1m, 1h, 1d"),

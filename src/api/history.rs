@@ -75,10 +75,12 @@ fn range(site: &Site, q: &HistoryQuery) -> ApiResult<(i64, Step)> {
             .ok_or_else(|| ApiError::BadRequest(format!("step '{s}' is not one of 1m, 1h, 1d")))?,
     };
     let now = now_millis();
+    // Before 1970 or after now, it is the first or the last step.
     let since = match q.since.as_deref() {
         None | Some("") => now - 3_600_000,
         Some(s) => parse_since(s)?,
-    };
+    }
+    .clamp(0, now);
     let steps = (now - since) / step.millis();
     if steps > MAX_POINTS {
         return Err(ApiError::BadRequest(format!(
