@@ -372,6 +372,9 @@ fn certificate_problem(e: &CertificateError) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod test_ca;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -140,7 +140,10 @@ async fn history_counts_what_was_queued_delivered_failed_and_retried() {
     let (status, points) = daemon
         .get(&format!("{history}?since=9223372036854775807"))
         .await;
-    assert_eq!((status, points.as_array().unwrap().len()), (StatusCode::OK, 1));
+    assert_eq!(
+        (status, points.as_array().unwrap().len()),
+        (StatusCode::OK, 1)
+    );
 
     // Bad questions get a clear answer.
     for (query, says) in [

@@ -665,6 +665,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::tls::test_ca::TestCa;
 
     fn url() -> String {
         std::env::var("SLUICE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
@@ -1208,63 +1209,6 @@ mod tests {
             .unwrap();
         assert_eq!(e.class, FailureClass::Rejected, "{e}");
         s.remove().await;
-    }
-
-    /// A certificate authority of the test's own, its certificate in
-    /// `{dir}/ca.pem` (as in the amqps tests).
-    struct TestCa {
-        issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-        dir: PathBuf,
-    }
-
-    impl TestCa {
-        fn new(dir: &Path) -> TestCa {
-            use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "sluice test CA nats");
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            let key = rcgen::KeyPair::generate().unwrap();
-            let issuer = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
-            std::fs::write(dir.join("ca.pem"), issuer.pem()).unwrap();
-            TestCa {
-                issuer,
-                dir: dir.to_path_buf(),
-            }
-        }
-
-        /// A certificate for 127.0.0.1 and localhost, a server's or (with
-        /// `client`) a client's, in `{dir}/{stem}.pem` and its key in
-        /// `{dir}/{stem}-key.pem`.
-        fn issue(&self, stem: &str, client: bool) -> (PathBuf, PathBuf) {
-            use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose};
-            let mut params =
-                CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                    .unwrap();
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "127.0.0.1");
-            params.extended_key_usages = vec![if client {
-                ExtendedKeyUsagePurpose::ClientAuth
-            } else {
-                ExtendedKeyUsagePurpose::ServerAuth
-            }];
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, &self.issuer).unwrap();
-            let paths = (
-                self.dir.join(format!("{stem}.pem")),
-                self.dir.join(format!("{stem}-key.pem")),
-            );
-            std::fs::write(&paths.0, cert.pem()).unwrap();
-            std::fs::write(&paths.1, key.serialize_pem()).unwrap();
-            paths
-        }
     }
 
     /// A NATS server of the test's own that speaks only TLS, with a
