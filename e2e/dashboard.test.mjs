@@ -219,6 +219,56 @@ async function sendersAsAnswered(page, { base = URL, token, ready = () => true }
   }
 }
 
+/** What a chart ([data-chart=NAME], '' the site's) plots now: its query and uPlot's data. */
+const chartShown = (page, name) => page.locator(`[data-chart="${name}"]`).evaluate((el) => ({
+  range: el.dataset.range,
+  since: el.dataset.since,
+  step: el.dataset.step,
+  data: el.uplot ? el.uplot.data.map((series) => [...series]) : null,
+  holds: el.holds,
+  canvas: el.uplot ? [el.uplot.ctx.canvas.width, el.uplot.ctx.canvas.height] : null,
+}));
+
+/**
+ * Waits until the chart of integration NAME of LIVE ('' the site's) shows
+ * RANGE, drawn, and plots exactly what GET …/history answers the same query
+ * (its time, delivered, failed and depth, point by point); with HOLDS, its
+ * bands are what GET …/holds answers too. Returns the chart and the answer.
+ */
+async function chartAsAnswered(page, name, range, { holds = false } = {}) {
+  const path = `/api/v1/sites/LIVE${name ? `/integrations/${name}` : ''}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const got = await chartShown(page, name);
+    if (got.data && got.range === range) {
+      const q = new URLSearchParams({ since: got.since, step: got.step });
+      const answer = await call('GET', `${path}/history?${q}`, { token: ADMIN });
+      assert.equal(answer.status, 200, answer.text);
+      const want = [
+        answer.json.map((p) => Date.parse(p.at) / 1000),
+        answer.json.map((p) => p.delivered),
+        answer.json.map((p) => p.failed),
+        answer.json.map((p) => p.depth),
+      ];
+      const held = holds ? (await call('GET', `${path}/holds?since=${encodeURIComponent(got.since)}`, { token: ADMIN })).json : null;
+      const same = JSON.stringify(got.data) === JSON.stringify(want)
+        && (!holds || JSON.stringify(got.holds) === JSON.stringify(held));
+      if (same) return { ...got, points: answer.json, held };
+      if (Date.now() > deadline) {
+        await shot(page, `failure-chart-${name || 'site'}.png`);
+        assert.deepEqual(got.data, want, `the ${name || 'site'} chart plots what GET ${path}/history answers`);
+        assert.deepEqual(got.holds, held, `the ${name || 'site'} chart's bands are what GET ${path}/holds answers`);
+      }
+    } else if (Date.now() > deadline) {
+      await shot(page, `failure-chart-${name || 'site'}.png`);
+      assert.fail(`the ${name || 'site'} chart never showed ${range}: ${JSON.stringify({ ...got, data: !!got.data })}`);
+    }
+    await page.waitForTimeout(250);
+  }
+}
+
+const sum = (list) => list.reduce((a, n) => a + n, 0);
+
 test('admin: stop and start LIVE, pause orders, queue 500, resume with progress', { timeout: 180_000 }, async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await openSignedIn(context, ADMIN, '00-sign-in.png');
@@ -429,6 +479,60 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   await shot(small, '11-phone.png');
   await shot(small, '12-phone-full.png', { fullPage: true });
   await phone.close();
+
+  assert.deepEqual(page.problems, [], 'no script errors in the page');
+  await context.close();
+});
+
+test('charts: each integration and the site plot GET …/history as answered, 24 hours and 7 days ask with their steps', { timeout: 120_000 }, async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await openSignedIn(context, ADMIN);
+  const asked = [];
+  page.on('request', (r) => {
+    const url = new globalThis.URL(r.url());
+    if (url.pathname.endsWith('/history')) asked.push({ path: url.pathname, since: url.searchParams.get('since'), step: url.searchParams.get('step') });
+  });
+
+  // The admin's test delivered 500 orders and three contacts, one refused
+  // (on_error skip: failed), within the hour: each chart plots them, as
+  // the API answers them, a point a minute.
+  const orders = await chartAsAnswered(page, 'orders', '1h');
+  assert.equal(orders.step, '1m');
+  assert.ok(orders.points.length >= 60 && orders.points.length <= 62, `an hour of minutes: ${orders.points.length}`);
+  assert.ok(sum(orders.data[1]) >= RECORDS, `orders delivered ${RECORDS} within the hour: ${sum(orders.data[1])}`);
+  assert.ok(orders.canvas[0] > 300 && orders.canvas[1] > 100, `the orders chart is drawn: ${orders.canvas}`);
+  const contacts = await chartAsAnswered(page, 'contacts', '1h');
+  assert.ok(sum(contacts.data[2]) >= 1, 'contacts failed once');
+  assert.ok(sum(contacts.data[1]) >= 2, 'contacts delivered two');
+  const site = await chartAsAnswered(page, '', '1h');
+  assert.ok(sum(site.data[1]) >= sum(orders.data[1]) + sum(contacts.data[1]) - 5, 'the site adds its integrations');
+  assert.ok(sum(site.data[2]) >= 1);
+  // Title, axis labels and legend: what an operator reads beside the plot.
+  const chart = page.locator('[data-chart="orders"]');
+  await chart.locator('figcaption').getByText('Activity of orders, last hour').waitFor();
+  assert.deepEqual(await chart.locator('.u-legend .u-label').allTextContents(), ['time', 'delivered', 'failed', 'queue depth']);
+  assert.match(await chart.locator('canvas').getAttribute('aria-label'), /^orders, last hour: [\d,]+ delivered, \d+ failed; /);
+  await page.locator('#activity-card').screenshot({ path: join(SHOTS, '20-chart-site.png') });
+  await integration(page, 'orders').screenshot({ path: join(SHOTS, '21-chart-orders.png') });
+
+  // 24 hours: asked again, a point a minute; 7 days: a point an hour.
+  for (const [range, step, hours] of [['24h', '1m', 24], ['7d', '1h', 168]]) {
+    const before = asked.length;
+    await page.click(`#chart-range label:has([data-range="${range}"])`);
+    const got = await chartAsAnswered(page, 'orders', range);
+    assert.equal(got.step, step, `${range} is asked with step ${step}`);
+    const since = Date.parse(got.since);
+    assert.ok(Math.abs(Date.now() - since - hours * 3_600_000) < 120_000, `${range} asks from ${hours} h ago: ${got.since}`);
+    const ask = asked.slice(before).find((a) => a.path.endsWith('/integrations/orders/history') && a.since === got.since);
+    assert.ok(ask, `switching to ${range} asks for the orders' history again`);
+    assert.equal(ask.step, step, `the page asks with step ${step} for ${range}`);
+    assert.ok(sum(got.data[1]) >= RECORDS, `${range}: the 500 orders are in it`);
+    await chartAsAnswered(page, '', range);
+    await page.locator('[data-chart="orders"] figcaption').getByText(range === '7d' ? 'last 7 days' : 'last 24 hours').waitFor();
+  }
+  await page.locator('#activity-card').screenshot({ path: join(SHOTS, '22-chart-site-7d.png') });
+  await page.click('#chart-range label:has([data-range="1h"])');
+  await chartAsAnswered(page, 'orders', '1h');
 
   assert.deepEqual(page.problems, [], 'no script errors in the page');
   await context.close();

@@ -6,6 +6,7 @@
 import { $ } from './dom.js';
 import { api, errorText, showError, sitePath } from './api.js';
 import { renderAudit } from './audit.js';
+import { renderCharts } from './charts.js';
 import { renderEndpoints } from './endpoints.js';
 import { renderIntegrations } from './integrations.js';
 import { closeLog } from './log.js';
@@ -157,6 +158,7 @@ function renderAll() {
   renderSites();
   renderSite();
   renderIntegrations();
+  renderCharts();
   renderEndpoints();
   renderTransactions();
   renderAudit();

@@ -32,6 +32,14 @@ pub const ASSETS: &[(&str, &str)] = &[
     ("app.js", include_str!("../../assets/dashboard/app.js")),
     ("api.js", include_str!("../../assets/dashboard/api.js")),
     ("audit.js", include_str!("../../assets/dashboard/audit.js")),
+    (
+        "charts.css",
+        include_str!("../../assets/dashboard/charts.css"),
+    ),
+    (
+        "charts.js",
+        include_str!("../../assets/dashboard/charts.js"),
+    ),
     ("dom.js", include_str!("../../assets/dashboard/dom.js")),
     (
         "endpoints.js",
