@@ -36,7 +36,8 @@
 //!   is `engine/site/`: lifecycle, flow requests, operator actions (one
 //!   method each: decision, durable change with its audit entry, log line),
 //!   webhook intake, and the reads of its store (the store is the engine's
-//!   alone).
+//!   alone). What an error's cause is (the rule that groups an
+//!   integration's transactions in Error) is `engine/errors.rs`.
 //! - [`api`]: the REST API (axum) over its own state (`ApiState`: the
 //!   engine, the tokens, the loopback rule, the body budget): one route
 //!   table (each route with its handler, role and audit name) from which

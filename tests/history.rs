@@ -112,6 +112,25 @@ async fn history_counts_what_was_queued_delivered_failed_and_retried() {
     let (_, points) = daemon.get(&format!("{history}?step=1d")).await;
     assert_eq!(sums(&points).0, (queued, delivered, failed, retried));
 
+    // The bands of the chart: the outage and the stop, each over.
+    let (status, holds) = daemon
+        .get("/api/v1/sites/LIVE/integrations/orders/holds")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{holds}");
+    let holds = holds.as_array().unwrap();
+    let kinds: Vec<&str> = holds.iter().map(|h| h["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["endpoint-offline", "site-stopped"], "{holds:?}");
+    assert!(holds.iter().all(|h| h["until"].is_string()), "{holds:?}");
+    assert_eq!(holds[0]["by"], "sluice");
+    assert!(holds[0]["reason"].as_str().unwrap().contains("crm"));
+    assert_eq!(
+        (&holds[1]["by"], &holds[1]["reason"]),
+        (&json!("tester"), &json!("history"))
+    );
+    let (_, site_holds) = daemon.get("/api/v1/sites/LIVE/holds").await;
+    assert_eq!(site_holds.as_array().unwrap().len(), 2);
+    assert_eq!(site_holds[0]["integration"], "orders");
+
     // Bad questions get a clear answer.
     for (query, says) in [
         ("?step=5m", "1m, 1h, 1d"),

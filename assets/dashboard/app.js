@@ -8,6 +8,7 @@ import { api, errorText, showError, sitePath } from './api.js';
 import { renderAudit } from './audit.js';
 import { renderCharts } from './charts.js';
 import { renderEndpoints } from './endpoints.js';
+import { renderErrors } from './errors.js';
 import { renderIntegrations } from './integrations.js';
 import { closeLog } from './log.js';
 import { closedModal, modal } from './modal.js';
@@ -19,6 +20,9 @@ import { newToken, renderTokens } from './tokens.js';
 import { renderTransactions } from './transactions.js';
 
 const POLL_MS = 1500;
+// Grouping errors reads every transaction in Error of the integration: asked
+// for this often, and at once after an action or a new choice.
+const ERRORS_MS = 10000;
 
 async function boot() {
   $('signin-form').addEventListener('submit', signIn);
@@ -95,6 +99,7 @@ function stopRunning() {
 
 function pollSoon() {
   if (!st.running) return;
+  st.errors.stale = true;
   clearTimeout(st.pollTimer);
   if (st.polling) {
     st.pollAgain = true;
@@ -132,8 +137,14 @@ async function poll() {
         const q = new URLSearchParams({ limit: '50' });
         if (st.txState) q.set('state', st.txState);
         st.transactions = await api('GET', sitePath(`/integrations/${encodeURIComponent(txName)}/transactions?${q}`));
+        const of = `${site}/${txName}`;
+        if (st.errors.stale || st.errors.of !== of || Date.now() - st.errors.at > ERRORS_MS) {
+          st.errorGroups = await api('GET', sitePath(`/integrations/${encodeURIComponent(txName)}/errors`));
+          Object.assign(st.errors, { of, at: Date.now(), stale: false });
+        }
       } else {
         st.transactions = [];
+        st.errorGroups = [];
       }
       banner('');
       renderAll();
@@ -161,6 +172,7 @@ function renderAll() {
   renderCharts();
   renderEndpoints();
   renderTransactions();
+  renderErrors();
   renderAudit();
   renderNodes();
   renderTokens();

@@ -19,6 +19,8 @@ export const st = {
   txIntegration: {},    // site -> integration whose transactions are shown
   txState: '',
   transactions: [],
+  errorGroups: [],      // the txIntegration's errors grouped by cause
+  errors: { of: null, at: 0, stale: true }, // whose groups those are, when read, whether to read again now
   pollTimer: null,
   polling: false,
   pollAgain: false,

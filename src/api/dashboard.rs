@@ -45,6 +45,10 @@ pub const ASSETS: &[(&str, &str)] = &[
         "endpoints.js",
         include_str!("../../assets/dashboard/endpoints.js"),
     ),
+    (
+        "errors.js",
+        include_str!("../../assets/dashboard/errors.js"),
+    ),
     ("flows.js", include_str!("../../assets/dashboard/flows.js")),
     (
         "integrations.js",

@@ -129,3 +129,87 @@ pub async fn site_history(
     let points = site.history(None, since, step).await?;
     Ok(Json(points.into_iter().map(HistoryPoint::from).collect()))
 }
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HoldsQuery {
+    /// Holds on at this time or after: RFC 3339, or milliseconds since the
+    /// epoch; default one hour ago.
+    #[param(example = "2026-11-24T15:04:05Z")]
+    pub since: Option<String>,
+}
+
+/// When a hold was on: the bands of a chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HoldPeriodView {
+    pub integration: String,
+    pub kind: crate::model::HoldKind,
+    /// Who placed it: a person, or `sluice`.
+    pub by: String,
+    pub reason: String,
+    /// RFC 3339.
+    pub since: String,
+    /// RFC 3339; null while it lasts.
+    pub until: Option<String>,
+}
+
+fn periods_since(q: &HoldsQuery) -> ApiResult<i64> {
+    match q.since.as_deref() {
+        None | Some("") => Ok(now_millis() - 3_600_000),
+        Some(s) => parse_since(s),
+    }
+}
+
+fn period_views(periods: Vec<crate::store::HoldPeriod>) -> Vec<HoldPeriodView> {
+    periods
+        .into_iter()
+        .map(|p| HoldPeriodView {
+            integration: p.integration,
+            kind: p.hold.kind,
+            by: p.hold.by,
+            reason: p.hold.reason,
+            since: rfc3339(p.hold.since),
+            until: p.until.map(rfc3339),
+        })
+        .collect()
+}
+
+/// When the integration's holds were on (pauses, outages, stops), of those
+/// on at `since` or after, oldest first.
+#[utoipa::path(get, path = "/api/v1/sites/{site}/integrations/{name}/holds",
+    tag = "integrations", params(IntegrationPath, HoldsQuery),
+    responses(
+        (status = 200, description = "Hold periods, oldest first", body = Vec<HoldPeriodView>),
+        (status = 400, description = "A bad path or query", body = ErrorBody),
+        (status = 404, description = "No such site or integration", body = ErrorBody),
+    ))]
+pub async fn integration_holds(
+    State(daemon): State<Arc<Daemon>>,
+    PathParams((site_name, name)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<HoldsQuery>,
+) -> ApiResult<Json<Vec<HoldPeriodView>>> {
+    let site = site(&daemon, &site_name)?;
+    let since = periods_since(&q)?;
+    let periods = site.hold_periods(Some(&name), since).await?;
+    Ok(Json(period_views(periods)))
+}
+
+/// When the holds of the site's integrations were on, oldest first.
+#[utoipa::path(get, path = "/api/v1/sites/{site}/holds",
+    tag = "sites", params(SitePath, HoldsQuery),
+    responses(
+        (status = 200, description = "Hold periods, oldest first", body = Vec<HoldPeriodView>),
+        (status = 400, description = "A bad path or query", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    ))]
+pub async fn site_holds(
+    State(daemon): State<Arc<Daemon>>,
+    PathParams(site_name): PathParams<String>,
+    QueryParams(q): QueryParams<HoldsQuery>,
+) -> ApiResult<Json<Vec<HoldPeriodView>>> {
+    let site = site(&daemon, &site_name)?;
+    let since = periods_since(&q)?;
+    let periods = site.hold_periods(None, since).await?;
+    Ok(Json(period_views(periods)))
+}

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod body;
 pub mod dashboard;
 pub mod endpoints;
+pub mod errors;
 pub mod flows;
 pub mod history;
 pub mod hooks;

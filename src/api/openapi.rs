@@ -113,6 +113,32 @@ pub enum TxActionName {
     Ignore,
 }
 
+/// A group of an integration's errors and what to do to all of it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ErrorGroupActionPath {
+    #[param(example = "LIVE")]
+    pub site: String,
+    /// The integration's name.
+    #[param(example = "orders")]
+    pub name: String,
+    /// The group's id, as `GET …/errors` gives it (12 hex digits).
+    #[param(example = "3fa2c91b07de")]
+    pub group: String,
+    /// `retry` (each back to Queued, in its place) or `ignore` (the queue
+    /// moves on without them).
+    #[param(value_type = ErrorGroupActionName, example = "retry")]
+    pub action: String,
+}
+
+/// What an operator can do to a whole group of errors.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum ErrorGroupActionName {
+    Retry,
+    Ignore,
+}
+
 /// The webhook a record is posted to.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -223,6 +249,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(super::route
         HookRecords,
         endpoints::ReauthorizeBody,
         TxActionName,
+        ErrorGroupActionName,
         crate::model::TxState,
     )),
     modifiers(&BearerAuth),
@@ -230,6 +257,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(super::route
         (name = "sites", description = "Start, stop and reload sites"),
         (name = "integrations", description = "Pause, resume, start and stop integrations"),
         (name = "transactions", description = "The queue of an integration"),
+        (name = "errors", description = "An integration's errors grouped by cause, retried or ignored a group at a time"),
         (name = "flows", description = "Flows and their runs"),
         (name = "endpoints", description = "What is observed of each endpoint"),
         (name = "log", description = "The site's log and audit trail"),

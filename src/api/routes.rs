@@ -36,8 +36,8 @@ use utoipa_axum::routes;
 
 use super::auth::{self, is_write, Guard};
 use super::{
-    alerts, body, dashboard, endpoints, flows, history, hooks, integrations, links, log, nodes,
-    openapi, sites, transactions, ApiState,
+    alerts, body, dashboard, endpoints, errors, flows, history, hooks, integrations, links, log,
+    nodes, openapi, sites, transactions, ApiState,
 };
 use crate::model::{Action, Role};
 
@@ -242,10 +242,12 @@ pub fn table() -> Vec<Route> {
         route(routes!(log::stream)).role(Viewer),
         route(routes!(log::audit)).role(Viewer),
         route(routes!(history::site_history)).role(Viewer),
+        route(routes!(history::site_holds)).role(Viewer),
         // Integrations and their queues.
         route(routes!(integrations::list)).role(Viewer),
         route(routes!(integrations::show)).role(Viewer),
         route(routes!(history::integration)).role(Viewer),
+        route(routes!(history::integration_holds)).role(Viewer),
         route(routes!(integrations::pause))
             .performs(&[IntegrationPause])
             .audited("integration.pause", "integration/{name}"),
@@ -263,6 +265,11 @@ pub fn table() -> Vec<Route> {
         route(routes!(transactions::act))
             .performs(&[TxRetry, TxReplay, TxIgnore])
             .audited("tx.{action}", "integration/{name}/tx/{seq}"),
+        // Errors grouped by cause, retried or ignored a group at a time.
+        route(routes!(errors::list)).role(Viewer),
+        route(routes!(errors::act))
+            .performs(&[TxRetry, TxIgnore])
+            .audited("errors.{action}", "integration/{name}/errors/{group}"),
         // Flows.
         route(routes!(flows::list)).role(Viewer),
         route(routes!(flows::show)).role(Viewer),
@@ -451,6 +458,19 @@ mod tests {
             needed(&post, &p("/integrations/orders/transactions/7/retry")),
             operator
         );
+        assert_eq!(
+            needed(&Method::GET, &p("/integrations/orders/errors")),
+            viewer
+        );
+        for verb in ["retry", "ignore"] {
+            assert_eq!(
+                needed(
+                    &post,
+                    &p(&format!("/integrations/orders/errors/3fa2c91b07de/{verb}"))
+                ),
+                operator
+            );
+        }
         assert_eq!(needed(&post, "/api/v1/tokens"), admin);
         assert_eq!(needed(&Method::DELETE, "/api/v1/tokens/grafana"), admin);
         // What needs no token at all, and `/metrics`, which needs one of
@@ -489,9 +509,12 @@ mod tests {
                 EndpointTest | EndpointReauthorize => {
                     vec![(post(), site(&format!("/endpoints/e/{verb}")))]
                 }
-                TxRetry | TxReplay | TxIgnore => {
-                    vec![(post(), integration(&format!("/transactions/7/{verb}")))]
-                }
+                TxReplay => vec![(post(), integration(&format!("/transactions/7/{verb}")))],
+                // One transaction, or a whole group of errors.
+                TxRetry | TxIgnore => vec![
+                    (post(), integration(&format!("/transactions/7/{verb}"))),
+                    (post(), integration(&format!("/errors/3fa2c91b07de/{verb}"))),
+                ],
                 LinkEdit => vec![
                     (Method::PUT, site("/flows/f/links/k")),
                     (Method::DELETE, site("/flows/f/links/k")),
@@ -574,6 +597,10 @@ mod tests {
         assert_eq!(
             a("/api/v1/sites/LIVE/integrations/orders/transactions/7/retry").as_deref(),
             Some("LIVE tx.retry integration/orders/tx/7")
+        );
+        assert_eq!(
+            a("/api/v1/sites/LIVE/integrations/orders/errors/3fa2c91b07de/ignore").as_deref(),
+            Some("LIVE errors.ignore integration/orders/errors/3fa2c91b07de")
         );
         assert_eq!(
             a("/api/v1/sites/LIVE/flows/web/run").as_deref(),

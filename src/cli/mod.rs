@@ -114,7 +114,8 @@ pub enum Command {
     Flow(flow::FlowCommand),
     /// Show a site's log; --follow streams it.
     Log(log::LogArgs),
-    /// List, show, retry, replay or ignore an integration's transactions.
+    /// List, show, retry, replay or ignore an integration's transactions;
+    /// its errors grouped by cause, retried or ignored a group at a time.
     #[command(subcommand)]
     Tx(tx::TxCommand),
     /// List a flow's record links; set or delete one by hand (a repair).
@@ -527,7 +528,52 @@ mod tests {
         ));
         assert!(matches!(
             parsed(&["tx", "retry", "LIVE", "orders", "12"]),
-            Command::Tx(T::Retry { seq: 12, .. })
+            Command::Tx(T::Retry {
+                seq: Some(12),
+                group: None,
+                ..
+            })
+        ));
+        // A group of errors instead of one transaction: one or the other.
+        match parsed(&["tx", "retry", "--group", "3fa2c91b07de", "LIVE", "orders"]) {
+            Command::Tx(T::Retry {
+                site,
+                integration,
+                seq: None,
+                group: Some(group),
+            }) => assert_eq!(
+                (&*site, &*integration, &*group),
+                ("LIVE", "orders", "3fa2c91b07de")
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parsed(&["tx", "ignore", "LIVE", "orders", "--group", "3fa2c91b07de"]),
+            Command::Tx(T::Ignore {
+                seq: None,
+                group: Some(_),
+                ..
+            })
+        ));
+        assert_eq!(
+            refused(&[
+                "tx",
+                "retry",
+                "LIVE",
+                "orders",
+                "12",
+                "--group",
+                "3fa2c91b07de"
+            ]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            refused(&["tx", "ignore", "LIVE", "orders"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert!(matches!(
+            parsed(&["tx", "errors", "LIVE", "orders", "--limit", "5"]),
+            Command::Tx(T::Errors { limit: Some(5), .. })
         ));
         assert!(matches!(
             parsed(&["tx", "replay", "LIVE", "orders", "1"]),

@@ -22,6 +22,9 @@
 //!   decides them; here the time: windows, probes, their pace), and the
 //!   system's holds (`endpoint-offline`, `unauthorized`) they place and lift.
 //! - [`Daemon::reload_site`]: a site's configuration applied again.
+//! - [`errors`]: what an error's cause is (the rule that groups an
+//!   integration's transactions in Error), and the grouping; the site reads
+//!   and acts on the groups (`site/errors.rs`).
 
 pub mod alerts;
 pub mod all_others;
@@ -30,6 +33,7 @@ pub mod cluster;
 pub mod consume;
 pub mod counters;
 pub mod endpoint;
+pub mod errors;
 pub mod flow_run;
 pub mod get_data;
 pub mod health;

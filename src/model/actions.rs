@@ -13,8 +13,8 @@
 //!   role (`api::routes`), and a test there holds every action to its
 //!   route.
 //! - An action's [`Action::name`] is the word of the route that performs it
-//!   (`…/pause`, `…/transactions/{seq}/retry`), or its mode (`run-all`,
-//!   `run-changed` for `…/run {"mode"}`).
+//!   (`…/pause`, `…/transactions/{seq}/retry`, `…/errors/{group}/retry`),
+//!   or its mode (`run-all`, `run-changed` for `…/run {"mode"}`).
 
 use super::{
     FlowEvent, FlowStatus, IntegrationEvent, IntegrationState, Refusal, Role, RunMode, SiteEvent,
@@ -236,6 +236,19 @@ pub fn transaction(state: TxState, role: Role) -> Vec<Action> {
     })
 }
 
+/// A group of errors' (an integration's transactions in Error of one
+/// cause): retry and ignore, which the error suite takes from Error, for
+/// all of them at once. Replay stays one transaction at a time.
+pub fn error_group(role: Role) -> Vec<Action> {
+    offered(&[Action::TxRetry, Action::TxIgnore], role, |action| {
+        let action = match action {
+            Action::TxRetry => TxAction::Retry,
+            _ => TxAction::Ignore,
+        };
+        TxState::Error.apply(action).is_ok()
+    })
+}
+
 /// What concerns the daemon as a whole: its tokens.
 pub fn daemon(role: Role) -> Vec<Action> {
     offered(&Action::DAEMON, role, |_| true)
@@ -371,6 +384,19 @@ mod tests {
         for (state, want) in cases {
             assert_eq!(named(transaction(state, Operator)), want, "{state:?}");
         }
+    }
+
+    #[test]
+    fn a_group_of_errors_is_retried_or_ignored() {
+        assert_eq!(named(error_group(Operator)), ["retry", "ignore"]);
+        assert_eq!(named(error_group(Admin)), ["retry", "ignore"]);
+        assert!(error_group(Viewer).is_empty());
+        // What one transaction in Error is offered, but replay.
+        let one: Vec<Action> = transaction(TxState::Error, Operator)
+            .into_iter()
+            .filter(|a| *a != Action::TxReplay)
+            .collect();
+        assert_eq!(error_group(Operator), one);
     }
 
     #[test]

@@ -194,6 +194,18 @@ pub struct TxRecord {
     pub record: serde_json::Value,
 }
 
+/// A transaction in Error as errors are grouped by cause: without its
+/// record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorTx {
+    pub seq: i64,
+    pub flow: String,
+    /// When it failed (its last change).
+    pub updated_at: Millis,
+    /// The target's answer.
+    pub last_error: Option<String>,
+}
+
 /// The stored state of a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowRecord {
@@ -274,6 +286,15 @@ pub struct HistoryRow {
     pub counts: Activity,
     /// Transactions Queued at its end.
     pub depth: i64,
+}
+
+/// When a hold was on: from its `since` to `until` (`None` while it
+/// lasts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldPeriod {
+    pub integration: String,
+    pub hold: Hold,
+    pub until: Option<Millis>,
 }
 
 /// A condition a channel was alerted of that has not ended.
@@ -454,6 +475,24 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<TxRecord>>;
 
+    // ----- errors handled in bulk -----
+    /// The integration's transactions in Error with `seq > after`, in
+    /// sequence order, at most `limit`, without their records: what
+    /// grouping errors by cause reads, page by page.
+    async fn errors(&self, integration: &str, after: i64, limit: usize) -> Result<Vec<ErrorTx>>;
+    /// A person's retry (Queued) or ignore (Ignored) of many transactions,
+    /// from any node, in one transaction: those of `seqs` that are still
+    /// in `from` (the state the model decided `to` for) take `to`; the
+    /// others — changed meanwhile, or pruned — are left as they are.
+    /// Returns how many took `to`.
+    async fn settle_many_by_operator(
+        &self,
+        integration: &str,
+        seqs: Vec<i64>,
+        from: TxState,
+        to: TxState,
+    ) -> Result<usize>;
+
     // ----- record links -----
     /// The id the flow's target gave the record of `key`, if any.
     async fn link(&self, flow: &str, key: &str) -> Result<Option<String>>;
@@ -510,8 +549,17 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, integration: Option<&str>, since: Millis) -> Result<Vec<HistoryRow>>;
     /// Rolls the minutes that start before `hours_before` (a whole hour)
     /// into their hours (counts added, the depth of the hour's last minute),
-    /// then deletes every period that starts before `drop_before`.
+    /// then deletes every period that starts before `drop_before`, and the
+    /// hold periods that ended before it.
     async fn roll_history(&self, hours_before: Millis, drop_before: Millis) -> Result<()>;
+    /// When the holds of `integration` (of every integration when `None`)
+    /// were on, of those on at `since` or after, oldest first. Kept by the
+    /// store whenever a hold is placed, replaced or lifted.
+    async fn hold_periods(
+        &self,
+        integration: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<HoldPeriod>>;
 
     // ----- alerts -----
     /// Every condition a channel was alerted of that has not ended.

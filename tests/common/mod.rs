@@ -478,7 +478,8 @@ pub struct Target {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     delay: Arc<Mutex<Duration>>,
-    /// While false, a record with `"reject": true` is answered 422.
+    /// While false, a record with `"reject": true` is answered 422 (with
+    /// `"reject": "TEXT"`: answered 422 with TEXT).
     accept_all: Arc<std::sync::atomic::AtomicBool>,
     /// Answers to give before any other, e.g. 503 with `Retry-After`.
     script: Arc<Mutex<std::collections::VecDeque<Answer>>>,
@@ -676,17 +677,20 @@ async fn receive(
         tokio::time::sleep(delay).await;
     }
     let value: Value = serde_json::from_slice(&body).unwrap();
-    let rejected = |v: &Value| v["reject"] == Value::Bool(true);
+    // The answer a rejected record asks for.
+    let rejected = |v: &Value| match &v["reject"] {
+        Value::Bool(true) => Some("{\"error\": \"no such customer\"}".to_string()),
+        Value::String(answer) => Some(answer.clone()),
+        _ => None,
+    };
     let refuse = match &value {
-        Value::Array(items) => items.iter().any(rejected),
+        Value::Array(items) => items.iter().find_map(rejected),
         one => rejected(one),
     };
-    if refuse && !t.accept_all.load(std::sync::atomic::Ordering::SeqCst) {
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{\"error\": \"no such customer\"}",
-        )
-            .into_response();
+    if let Some(answer) = refuse {
+        if !t.accept_all.load(std::sync::atomic::Ordering::SeqCst) {
+            return (StatusCode::UNPROCESSABLE_ENTITY, answer).into_response();
+        }
     }
     let header = |name: &str| {
         headers

@@ -9,6 +9,9 @@
 //! - `actions.rs`: the operators' tools, one method each that does all of
 //!   it: an integration's pause, resume, start and stop, an endpoint's test
 //!   and reauthorization, and retry, replay or ignore of a transaction.
+//! - `errors.rs`: errors handled in bulk: an integration's transactions
+//!   in Error grouped by cause, and a whole group retried or ignored (one
+//!   method, as in `actions.rs`).
 //! - `intake.rs`: records POSTed to a webhook flow.
 //! - `reads.rs`: what the API and the metrics read of the site's store
 //!   (which is the engine's alone): transactions as operators see them,
@@ -33,6 +36,7 @@
 //!   is sent again, with the same idempotency key, after the next start).
 
 mod actions;
+mod errors;
 mod flows;
 mod intake;
 mod lifecycle;
@@ -57,6 +61,7 @@ use crate::model::{now_millis, Millis, Refusal, RunMode, SiteState};
 use crate::store::{AuditEntry, Store};
 
 pub use actions::EndpointTest;
+pub use errors::GroupActed;
 pub use links::MAX_LINKS;
 
 /// An audit entry made now.

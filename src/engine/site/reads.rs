@@ -127,3 +127,18 @@ impl Site {
         Ok(points(&rows, since, now, step))
     }
 }
+
+impl Site {
+    /// When the holds of `integration` (of every integration when `None`)
+    /// were on, of those on at `since` or after, oldest first.
+    pub async fn hold_periods(
+        &self,
+        integration: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<crate::store::HoldPeriod>> {
+        if let Some(name) = integration {
+            self.integration(name)?;
+        }
+        Ok(self.store.hold_periods(integration, since).await?)
+    }
+}

@@ -70,8 +70,9 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    Activity, AuditEntry, FlowRecord, HistoryRow, Link, LogEntry, NewRecord, OpenAlert,
-    QueuedAlert, QueuedTx, Result, RunRecord, Space, Store, StoreError, TxRecord, HOUR, MINUTE,
+    Activity, AuditEntry, ErrorTx, FlowRecord, HistoryRow, HoldPeriod, Link, LogEntry, NewRecord,
+    OpenAlert, QueuedAlert, QueuedTx, Result, RunRecord, Space, Store, StoreError, TxRecord, HOUR,
+    MINUTE,
 };
 use crate::model::{
     now_millis, FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, IntegrationState,
@@ -79,12 +80,13 @@ use crate::model::{
 };
 
 /// The schema, one step a file; `sluice_migrations` records each applied.
-pub(super) const MIGRATIONS: [&str; 5] = [
+pub(super) const MIGRATIONS: [&str; 6] = [
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_cluster.sql"),
     include_str!("migrations/003_tokens.sql"),
     include_str!("migrations/004_history.sql"),
     include_str!("migrations/005_alerts.sql"),
+    include_str!("migrations/006_hold_periods.sql"),
 ];
 
 /// The advisory lock the migrations are applied under ("sluice" in ASCII):
@@ -998,6 +1000,71 @@ impl Store for PgStore {
         rows.iter().map(tx_record).collect()
     }
 
+    async fn errors(&self, integration: &str, after: i64, limit: usize) -> Result<Vec<ErrorTx>> {
+        let client = self.client().await?;
+        // `state = 3` (Error), written in: the partial index
+        // sluice_transactions_error.
+        let stmt = client
+            .prepare_cached(
+                "SELECT seq, flow, updated_at, last_error FROM sluice_transactions
+                  WHERE site = $1 AND integration = $2 AND state = 3 AND seq > $3
+                  ORDER BY seq LIMIT $4",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&self.site, &integration, &after, &limit_of(limit)])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ErrorTx {
+                    seq: get(r, 0)?,
+                    flow: get(r, 1)?,
+                    updated_at: get(r, 2)?,
+                    last_error: get(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn settle_many_by_operator(
+        &self,
+        integration: &str,
+        seqs: Vec<i64>,
+        from: TxState,
+        to: TxState,
+    ) -> Result<usize> {
+        if to == TxState::Sending {
+            return Err(StoreError::Corrupt(
+                "settle: Sending is never stored".to_string(),
+            ));
+        }
+        let code = |state: TxState| {
+            i16::try_from(state.code())
+                .map_err(|_| corrupt("transaction state", &state.code().to_string()))
+        };
+        let (from, to) = (code(from)?, code(to)?);
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let stmt = db
+            .prepare_cached(
+                "UPDATE sluice_transactions SET state = $5, updated_at = $6
+                  WHERE site = $1 AND integration = $2 AND seq = ANY($3) AND state = $4",
+            )
+            .await?;
+        let done = db
+            .execute(
+                &stmt,
+                &[&self.site, &integration, &seqs, &from, &to, &now_millis()],
+            )
+            .await?;
+        if done > 0 {
+            // The node that sends the integration is told, as for one.
+            self.changed(&db, "integration", integration).await?;
+        }
+        db.commit().await?;
+        Ok(usize::try_from(done).unwrap_or(usize::MAX))
+    }
+
     async fn link(&self, flow: &str, key: &str) -> Result<Option<String>> {
         let client = self.client().await?;
         let stmt = client
@@ -1350,8 +1417,50 @@ impl Store for PgStore {
             &[&self.site, &drop_before],
         )
         .await?;
+        db.execute(
+            "DELETE FROM sluice_hold_periods WHERE site = $1 AND until < $2",
+            &[&self.site, &drop_before],
+        )
+        .await?;
         db.commit().await?;
         Ok(())
+    }
+
+    async fn hold_periods(
+        &self,
+        integration: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<HoldPeriod>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT integration, kind, placed_by, reason, since, until
+                   FROM sluice_hold_periods
+                  WHERE site = $1 AND (until IS NULL OR until >= $2)
+                    AND ($3::text IS NULL OR integration = $3)
+                  ORDER BY since, integration, kind",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&self.site, &since, &integration])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = get(r, 1)?;
+                let kind = HoldKind::parse(&kind)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown hold kind '{kind}'")))?;
+                Ok(HoldPeriod {
+                    integration: get(r, 0)?,
+                    hold: Hold {
+                        kind,
+                        by: get(r, 2)?,
+                        since: get(r, 4)?,
+                        reason: get(r, 3)?,
+                    },
+                    until: get(r, 5)?,
+                })
+            })
+            .collect()
     }
 
     async fn open_alerts(&self) -> Result<Vec<OpenAlert>> {

@@ -10,13 +10,14 @@ use rusqlite::Connection;
 use crate::store::{Result, StoreError};
 
 /// The schema, one step a file; `user_version` is how many were applied.
-pub(super) const MIGRATIONS: [&str; 6] = [
+pub(super) const MIGRATIONS: [&str; 7] = [
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_queue_bookkeeping.sql"),
     include_str!("migrations/003_run_counts.sql"),
     include_str!("migrations/004_links.sql"),
     include_str!("migrations/005_history.sql"),
     include_str!("migrations/006_alerts.sql"),
+    include_str!("migrations/007_hold_periods.sql"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

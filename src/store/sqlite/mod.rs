@@ -96,9 +96,9 @@ use tokio::sync::{oneshot, watch};
 use self::migrations::migrate;
 use self::writer::{Counts, Ctx, Msg, Pending};
 use super::{
-    io_disk_full, sqlite_disk_full, Activity, AuditEntry, FlowRecord, HistoryRow, Link, LogEntry,
-    NewRecord, OpenAlert, QueuedAlert, QueuedTx, Result, RunRecord, Space, Store, StoreError,
-    TxRecord, HOUR, MINUTE,
+    io_disk_full, sqlite_disk_full, Activity, AuditEntry, ErrorTx, FlowRecord, HistoryRow,
+    HoldPeriod, Link, LogEntry, NewRecord, OpenAlert, QueuedAlert, QueuedTx, Result, RunRecord,
+    Space, Store, StoreError, TxRecord, HOUR, MINUTE,
 };
 use crate::model::{
     now_millis, FlowStatus, Hold, HoldKind, IntegrationChange, IntegrationRecord, IntegrationState,
@@ -520,6 +520,53 @@ fn run_record(r: &rusqlite::Row<'_>) -> Result<RunRecord> {
     })
 }
 
+/// Sets one transaction's state in the open write, with its queue's
+/// bookkeeping (`queued`, `floor`); when `only_from` is given, only if it
+/// is in that state. Whether it was set (`false`: no such transaction, or
+/// in another state).
+fn set_tx_state(
+    ctx: &mut Ctx<'_>,
+    integration: &str,
+    seq: i64,
+    to: TxState,
+    error: Option<&str>,
+    only_from: Option<TxState>,
+) -> Result<bool> {
+    let mut q = ctx.queue(integration)?;
+    let from: Option<i64> = ctx
+        .conn
+        .prepare_cached("SELECT state FROM transactions WHERE integration = ?1 AND seq = ?2")?
+        .query_row(params![integration, seq], |r| r.get(0))
+        .optional()?;
+    let Some(from) = from else { return Ok(false) };
+    if only_from.is_some_and(|state| state.code() != from) {
+        return Ok(false);
+    }
+    ctx.conn
+        .prepare_cached(
+            "UPDATE transactions
+             SET state = ?1, last_error = COALESCE(?2, last_error), updated_at = ?3
+             WHERE integration = ?4 AND seq = ?5",
+        )?
+        .execute(params![to.code(), error, now_millis(), integration, seq])?;
+    let queued = TxState::Queued.code();
+    match (from == queued, to.code() == queued) {
+        (true, false) => {
+            q.queued -= 1;
+            if seq == q.floor + 1 {
+                ctx.raise_floor(integration, &mut q, seq)?;
+            }
+        }
+        (false, true) => {
+            q.queued += 1;
+            q.floor = q.floor.min(seq - 1);
+        }
+        _ => return Ok(true),
+    }
+    ctx.set_queue(integration, q)?;
+    Ok(true)
+}
+
 /// Transactions deleted by one write of a prune: other writes go between.
 const PRUNE_CHUNK: usize = 5000;
 
@@ -804,37 +851,8 @@ impl Store for SqliteStore {
         }
         let integration = integration.to_string();
         self.write(move |ctx| {
-            let mut q = ctx.queue(&integration)?;
-            let from: Option<i64> = ctx
-                .conn
-                .prepare_cached(
-                    "SELECT state FROM transactions WHERE integration = ?1 AND seq = ?2",
-                )?
-                .query_row(params![integration, seq], |r| r.get(0))
-                .optional()?;
-            let Some(from) = from else { return Ok(()) };
-            ctx.conn
-                .prepare_cached(
-                    "UPDATE transactions
-                     SET state = ?1, last_error = COALESCE(?2, last_error), updated_at = ?3
-                     WHERE integration = ?4 AND seq = ?5",
-                )?
-                .execute(params![to.code(), error, now_millis(), integration, seq])?;
-            let queued = TxState::Queued.code();
-            match (from == queued, to.code() == queued) {
-                (true, false) => {
-                    q.queued -= 1;
-                    if seq == q.floor + 1 {
-                        ctx.raise_floor(&integration, &mut q, seq)?;
-                    }
-                }
-                (false, true) => {
-                    q.queued += 1;
-                    q.floor = q.floor.min(seq - 1);
-                }
-                _ => return Ok(()),
-            }
-            ctx.set_queue(&integration, q)
+            set_tx_state(ctx, &integration, seq, to, error.as_deref(), None)?;
+            Ok(())
         })
         .await
     }
@@ -1000,6 +1018,55 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![now_millis(), result.as_str(), error, run])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn errors(&self, integration: &str, after: i64, limit: usize) -> Result<Vec<ErrorTx>> {
+        let integration = integration.to_string();
+        self.read(move |conn| {
+            // `state = 3` (Error) matches the partial index transactions_error.
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, flow, updated_at, last_error FROM transactions
+                  WHERE integration = ?1 AND state = 3 AND seq > ?2
+                  ORDER BY seq LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![integration, after, limit_of(limit)])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(ErrorTx {
+                    seq: r.get(0)?,
+                    flow: r.get(1)?,
+                    updated_at: r.get(2)?,
+                    last_error: r.get(3)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn settle_many_by_operator(
+        &self,
+        integration: &str,
+        seqs: Vec<i64>,
+        from: TxState,
+        to: TxState,
+    ) -> Result<usize> {
+        if to == TxState::Sending {
+            return Err(StoreError::Corrupt(
+                "settle: Sending is never stored".to_string(),
+            ));
+        }
+        let integration = integration.to_string();
+        self.write(move |ctx| {
+            let mut done = 0;
+            for seq in seqs {
+                if set_tx_state(ctx, &integration, seq, to, None, Some(from))? {
+                    done += 1;
+                }
+            }
+            Ok(done)
         })
         .await
     }
@@ -1268,7 +1335,56 @@ impl Store for SqliteStore {
             ctx.conn
                 .prepare_cached("DELETE FROM history WHERE at < ?1")?
                 .execute(params![drop_before])?;
+            ctx.conn
+                .prepare_cached("DELETE FROM hold_periods WHERE until < ?1")?
+                .execute(params![drop_before])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn hold_periods(
+        &self,
+        integration: Option<&str>,
+        since: Millis,
+    ) -> Result<Vec<HoldPeriod>> {
+        let integration = integration.map(str::to_string);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT integration, kind, placed_by, reason, since, until FROM hold_periods
+                  WHERE (until IS NULL OR until >= ?1) AND (?2 IS NULL OR integration = ?2)
+                  ORDER BY since, integration, kind",
+            )?;
+            let rows = stmt
+                .query_map(params![since, integration], |r| {
+                    let kind: String = r.get(1)?;
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        kind,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(integration, kind, by, reason, since, until)| {
+                    let kind = HoldKind::parse(&kind).ok_or_else(|| {
+                        StoreError::Corrupt(format!("unknown hold kind '{kind}'"))
+                    })?;
+                    Ok(HoldPeriod {
+                        integration,
+                        hold: Hold {
+                            kind,
+                            by,
+                            since,
+                            reason,
+                        },
+                        until,
+                    })
+                })
+                .collect()
         })
         .await
     }

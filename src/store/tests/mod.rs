@@ -754,6 +754,111 @@ async fn ack_settle_prune_and_listing() {
     }
 }
 
+/// Errors handled in bulk: those in Error listed in sequence order
+/// without their records, page by page; many settled at once, each only
+/// if it is still in Error, with the queue's bookkeeping kept.
+#[tokio::test]
+async fn errors_are_listed_without_records_and_settled_in_bulk() {
+    for b in backends().await {
+        eprintln!("backend: {}", b.name());
+        let s = b.open().await;
+        s.enqueue("a", "f", records(0, 6), None, None)
+            .await
+            .unwrap();
+        s.enqueue("b", "g", records(0, 1), None, None)
+            .await
+            .unwrap();
+        s.ack_sent("a", 1, 1, vec![]).await.unwrap();
+        for seq in [2, 3, 5, 6] {
+            s.settle("a", seq, TxState::Error, Some(format!("422 no {seq}")))
+                .await
+                .unwrap();
+        }
+        s.settle("b", 1, TxState::Error, Some("500".into()))
+            .await
+            .unwrap();
+        let errors = s.errors("a", 0, 10).await.unwrap();
+        assert_eq!(
+            errors.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [2, 3, 5, 6]
+        );
+        assert_eq!(errors[0].flow, "f");
+        assert_eq!(errors[0].last_error.as_deref(), Some("422 no 2"));
+        assert!(errors[0].updated_at > 0);
+        let page = s.errors("a", 3, 1).await.unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [5]);
+        assert!(s.errors("a", 6, 10).await.unwrap().is_empty());
+        assert!(s.errors("nobody", 0, 10).await.unwrap().is_empty());
+
+        // Retried: those still in Error only (1 is Sent, 4 Queued, 99
+        // gone), back in their places in the queue, answers kept.
+        let done = s
+            .settle_many_by_operator(
+                "a",
+                vec![1, 2, 3, 4, 6, 99],
+                TxState::Error,
+                TxState::Queued,
+            )
+            .await
+            .unwrap();
+        assert_eq!(done, 3);
+        assert_eq!(s.queued_count("a").await.unwrap(), 4);
+        assert_eq!(seqs(&s.next_batch("a", 0, 10).await.unwrap()), [2, 3, 4, 6]);
+        assert_eq!(
+            s.transaction("a", 2)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_error
+                .as_deref(),
+            Some("422 no 2")
+        );
+        assert_eq!(
+            s.transaction("a", 1).await.unwrap().unwrap().state,
+            TxState::Sent
+        );
+        let again = s
+            .settle_many_by_operator("a", vec![2, 3, 6], TxState::Error, TxState::Queued)
+            .await
+            .unwrap();
+        assert_eq!(again, 0, "no longer in Error: left as they are");
+        // Ignored: 5 (Error); 4 is Queued and stays so.
+        let done = s
+            .settle_many_by_operator("a", vec![4, 5], TxState::Error, TxState::Ignored)
+            .await
+            .unwrap();
+        assert_eq!(done, 1);
+        assert_eq!(
+            s.transaction("a", 5).await.unwrap().unwrap().state,
+            TxState::Ignored
+        );
+        assert_eq!(
+            s.transaction("a", 4).await.unwrap().unwrap().state,
+            TxState::Queued
+        );
+        assert!(s.errors("a", 0, 10).await.unwrap().is_empty());
+        // Another integration's are not touched, even by number.
+        assert_eq!(s.errors("b", 0, 10).await.unwrap().len(), 1);
+        assert!(matches!(
+            s.settle_many_by_operator("a", vec![4], TxState::Queued, TxState::Sending)
+                .await,
+            Err(StoreError::Corrupt(_))
+        ));
+        // Sent in order from the first retried one; the count survives
+        // reopening.
+        s.ack_sent("a", 2, 3, vec![]).await.unwrap();
+        assert_eq!(seqs(&s.next_batch("a", 0, 10).await.unwrap()), [4, 6]);
+        drop(s);
+        if let Some(kept) = b.bookkeeping("a") {
+            // last_seq, queued, floor (just below 4, the first Queued).
+            assert_eq!(kept, Some((6, 2, 3)));
+        }
+        let s = b.open().await;
+        assert_eq!(s.queued_count("a").await.unwrap(), 2);
+        assert_eq!(seqs(&s.next_batch("a", 0, 10).await.unwrap()), [4, 6]);
+    }
+}
+
 #[tokio::test]
 async fn log_and_audit() {
     for b in backends().await {
@@ -1114,5 +1219,88 @@ async fn a_channels_alerts_are_due_in_the_order_they_were_queued() {
             (later[0].document.as_str(), later[0].attempts),
             ("second", 0)
         );
+    }
+}
+
+#[tokio::test]
+async fn hold_periods_follow_the_holds_placed_replaced_and_lifted() {
+    let hold = |kind, by: &str, since| Hold {
+        kind,
+        by: by.into(),
+        since,
+        reason: format!("{by} at {since}"),
+    };
+    let put = |h: Hold| IntegrationChange {
+        put: Some(h),
+        ..IntegrationChange::default()
+    };
+    let lift = |kind| IntegrationChange {
+        remove: Some(kind),
+        ..IntegrationChange::default()
+    };
+    for b in backends().await {
+        eprintln!("backend: {}", b.name());
+        let s = b.open().await;
+        let before = now_millis();
+        s.change_integration(
+            "a",
+            put(hold(HoldKind::EndpointOffline, "sluice", 1000)),
+            None,
+        )
+        .await
+        .unwrap();
+        s.change_integration("a", put(hold(HoldKind::Operator, "ann", 1500)), None)
+            .await
+            .unwrap();
+        // Replaced by one of its kind: the first ends as the second starts.
+        s.change_integration(
+            "a",
+            put(hold(HoldKind::EndpointOffline, "sluice", 2000)),
+            None,
+        )
+        .await
+        .unwrap();
+        s.change_integration("a", lift(HoldKind::EndpointOffline), None)
+            .await
+            .unwrap();
+        s.change_integration("b", put(hold(HoldKind::Operator, "bob", 3000)), None)
+            .await
+            .unwrap();
+        drop(s);
+        let s = b.open().await;
+        let periods = s.hold_periods(Some("a"), 0).await.unwrap();
+        let seen: Vec<_> = periods
+            .iter()
+            .map(|p| (p.hold.kind, p.hold.since, p.hold.by.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (HoldKind::EndpointOffline, 1000, "sluice"),
+                (HoldKind::Operator, 1500, "ann"),
+                (HoldKind::EndpointOffline, 2000, "sluice"),
+            ]
+        );
+        assert_eq!(periods[0].until, Some(2000));
+        assert_eq!(periods[1].until, None, "the pause lasts");
+        let lifted = periods[2].until.expect("lifted");
+        assert!(
+            lifted >= before && lifted <= now_millis() + 1000,
+            "{lifted}"
+        );
+        assert_eq!(periods[1].hold.reason, "ann at 1500");
+        // Those over before `since` are left out; every integration's.
+        assert_eq!(s.hold_periods(Some("a"), 2001).await.unwrap().len(), 2);
+        assert_eq!(s.hold_periods(None, 0).await.unwrap().len(), 4);
+        // Gone with the history once over for longer than it is kept.
+        s.roll_history(0, lifted + 1).await.unwrap();
+        let left: Vec<_> = s
+            .hold_periods(None, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.integration, p.hold.since))
+            .collect();
+        assert_eq!(left, [("a".to_string(), 1500), ("b".to_string(), 3000)]);
     }
 }
