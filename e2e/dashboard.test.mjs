@@ -5,7 +5,7 @@
 // …_N2_PID; SLUICE_CLUSTER_SKIP says why not, when it could not).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -27,7 +27,7 @@ const CLUSTER = {
 
 assert.ok(URL, 'SLUICE_URL is set (run this through e2e/run.sh)');
 mkdirSync(SHOTS, { recursive: true });
-mkdirSync(DOCS, { recursive: true });
+mkdirSync(join(DOCS, 'images'), { recursive: true });
 
 let browser;
 before(async () => {
@@ -336,7 +336,7 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   await page.click('#modal-ok');
   await modal.waitFor({ state: 'hidden' });
   await orders.locator('.chip.state').getByText('Paused').waitFor();
-  await orders.getByText('planned maintenance of the archive').waitFor();
+  await orders.locator('.notes').getByText('planned maintenance of the archive').waitFor();
   assert.equal(await orders.locator('[data-action="pause"]').count(), 0, 'no Pause on a paused integration');
   assert.deepEqual((await offersAsAnswered(page, ADMIN))['integration orders'], ['resume', 'stop']);
   await shot(page, '04-paused.png');
@@ -455,7 +455,7 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   });
   assert.equal(held.status, 200, held.text);
   await page.locator('.site-tab', { hasText: 'LIVE' }).click();
-  await integration(page, 'contacts').getByText('CRM upgrade tonight').waitFor();
+  await integration(page, 'contacts').locator('.notes').getByText('CRM upgrade tonight').waitFor();
   await page.selectOption('#tx-state', '');
   await integration(page, 'orders').waitFor();
   await page.locator('#transactions tr[data-seq]').first().waitFor();
@@ -512,8 +512,65 @@ test('charts: each integration and the site plot GET …/history as answered, 24
   await chart.locator('figcaption').getByText('Activity of orders, last hour').waitFor();
   assert.deepEqual(await chart.locator('.u-legend .u-label').allTextContents(), ['time', 'delivered', 'failed', 'queue depth']);
   assert.match(await chart.locator('canvas').getAttribute('aria-label'), /^orders, last hour: [\d,]+ delivered, \d+ failed; /);
+
+  // The holds of the hour as bands, as GET …/holds answers them: the stop of
+  // the site (every integration's, one band on the site's chart), the pause
+  // of orders (over) and of contacts (still on), each with who and why.
+  const ordersHeld = await chartAsAnswered(page, 'orders', '1h', { holds: true });
+  const pause = ordersHeld.held.find((p) => p.kind === 'operator' && p.reason === 'planned maintenance of the archive');
+  assert.ok(pause && pause.until && pause.by === 'alice', `the pause of orders is a hold period: ${JSON.stringify(ordersHeld.held)}`);
+  assert.ok(ordersHeld.held.some((p) => p.kind === 'site-stopped' && p.until), 'so is the stop of the site');
+  await page.locator('[data-chart="orders"] .chart-holds').getByText('paused by alice: planned maintenance of the archive').waitFor();
+  const contactsHeld = await chartAsAnswered(page, 'contacts', '1h', { holds: true });
+  assert.ok(contactsHeld.held.some((p) => p.reason === 'CRM upgrade tonight' && p.until === null), JSON.stringify(contactsHeld.held));
+  await page.locator('[data-chart="contacts"] .chart-holds li', { hasText: 'CRM upgrade tonight' }).getByText('still held').waitFor();
+  const siteHeld = await chartAsAnswered(page, '', '1h', { holds: true });
+  const stops = siteHeld.held.filter((p) => p.kind === 'site-stopped');
+  assert.ok(stops.length >= 3, `the stop held each integration of LIVE: ${JSON.stringify(stops)}`);
+  assert.equal(await page.locator('[data-chart=""] .chart-holds li', { hasText: 'site stopped by alice: Stopping integration due to stocktake' }).count(), 1,
+    "one stop of the site is one band on the site's chart");
+  await page.locator('[data-chart=""] .chart-holds').getByText('orders paused by alice: planned maintenance of the archive').waitFor();
+  // Drawn: the band's top edge has its colour (a person's hold: #e69f00) on
+  // the canvas, and the cursor over it says who held it and why.
+  for (const [name, reason] of [['orders', 'planned maintenance of the archive'], ['contacts', 'CRM upgrade tonight']]) {
+    const chart = page.locator(`[data-chart="${name}"]`);
+    await chart.scrollIntoViewIfNeeded();
+    const band = await chart.evaluate((el, why) => {
+      const u = el.uplot;
+      const hold = el.holds.find((p) => p.reason === why);
+      const from = Date.parse(hold.since) / 1000;
+      const to = hold.until ? Date.parse(hold.until) / 1000 : u.scales.x.max;
+      const [left, right] = [u.bbox.left, u.bbox.left + u.bbox.width];
+      const x0 = Math.max(left, u.valToPos(from, 'x', true));
+      const x1 = Math.min(right, u.valToPos(to, 'x', true));
+      const y = Math.round(u.bbox.top + 1);
+      const colours = [];
+      for (let x = Math.floor(x0); x <= Math.ceil(Math.max(x1, x0 + 1)); x += 1) colours.push([...u.ctx.getImageData(x, y, 1, 1).data]);
+      const over = u.over.getBoundingClientRect();
+      const mid = Math.min((from + to) / 2, u.scales.x.max);
+      return { colours, x: over.left + u.valToPos(mid, 'x'), y: over.top + over.height / 2 };
+    }, reason);
+    const orange = ([r, g, b]) => Math.abs(r - 230) < 40 && Math.abs(g - 159) < 40 && b < 80;
+    assert.ok(band.colours.some(orange), `${name}: the band of '${reason}' is drawn: ${JSON.stringify(band.colours)}`);
+    await page.mouse.move(band.x, band.y);
+    await chart.locator('.chart-hover').getByText(reason).waitFor();
+  }
+  await page.mouse.move(0, 0);
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.locator('#activity-card').screenshot({ path: join(SHOTS, '20-chart-site.png') });
   await integration(page, 'orders').screenshot({ path: join(SHOTS, '21-chart-orders.png') });
+  await integration(page, 'contacts').screenshot({ path: join(SHOTS, '21b-chart-contacts.png') });
+  // The README's picture: the site's chart and the first integration's card.
+  const clip = await page.evaluate(() => {
+    const top = document.getElementById('activity-card').getBoundingClientRect();
+    const first = document.querySelector('[data-integration]').getBoundingClientRect();
+    return { x: top.left - 8, y: top.top + window.scrollY - 8, width: top.width + 16, height: first.bottom - top.top + 16 };
+  });
+  await page.setViewportSize({ width: 1280, height: Math.ceil(clip.y + clip.height + 20) });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: join(SHOTS, 'charts.png'), clip });
+  if (process.env.SLUICE_E2E_DOCS) copyFileSync(join(SHOTS, 'charts.png'), join(DOCS, 'images', 'charts.png'));
+  await page.setViewportSize({ width: 1280, height: 900 });
 
   // 24 hours: asked again, a point a minute; 7 days: a point an hour.
   for (const [range, step, hours] of [['24h', '1m', 24], ['7d', '1h', 168]]) {
@@ -607,7 +664,7 @@ test('operator: pauses and resumes, is offered no start or stop; an admin makes 
   await page.click('#modal-ok');
   await modal.waitFor({ state: 'hidden' });
   await stock.locator('.chip.state').getByText('Paused').waitFor();
-  await stock.getByText('operator check').waitFor();
+  await stock.locator('.notes').getByText('operator check').waitFor();
   await shot(page, '14-operator-paused.png');
   await stock.locator('[data-action="resume"]').click();
   await page.click('#modal-ok');

@@ -135,10 +135,7 @@ function setRange(key) {
   } catch (e) { /* a private window keeps it for this page only */ }
   charts.gen += 1;
   charts.due = 0;
-  for (const v of allViews()) {
-    v.box.dataset.range = key;
-    titleOf(v);
-  }
+  for (const v of allViews()) titleOf(v);
   renderCharts();
 }
 
@@ -171,7 +168,7 @@ function makeView(name) {
   };
   v.box = h('figure', {
     class: `chart ${name === null ? 'site-chart' : 'integration-chart'}`,
-    dataset: { chart: name === null ? '' : name, range: charts.range },
+    dataset: { chart: name === null ? '' : name },
   }, h('figcaption', null, v.title), v.note, v.plot, v.hover, v.list);
   v.note.hidden = true;
   v.hover.hidden = true;
@@ -213,8 +210,7 @@ async function fetchAll() {
     try {
       const [points, holds] = await Promise.all([
         api('GET', `${path}/history?${q}`),
-        // TODO(holds): the holds API lands on main; until then none.
-        api('GET', `${path}/holds?${new URLSearchParams({ since })}`).catch((e) => (e.status === 404 ? [] : Promise.reject(e))),
+        api('GET', `${path}/holds?${new URLSearchParams({ since })}`),
       ]);
       if (gen === charts.gen) show(v, key, since, points, holds);
     } catch (e) {
@@ -254,11 +250,7 @@ function show(v, key, since, points, holds) {
     points.map((p) => p.depth),
   ];
   const end = data[0].length ? data[0][data[0].length - 1] + stepSeconds(key) : Date.now() / 1000;
-  v.holds = holds.map((hold) => ({
-    ...hold,
-    from: seconds(hold.since),
-    to: hold.until ? seconds(hold.until) : Math.max(end, Date.now() / 1000),
-  })).sort((a, b) => a.from - b.from);
+  v.holds = bands(holds, Math.max(end, Date.now() / 1000));
   v.data = data;
   Object.assign(v.box.dataset, { range: key, since, step: RANGES[key].step });
   v.box.holds = holds;
@@ -269,6 +261,30 @@ function show(v, key, since, points, holds) {
   v.range = key;
   draw(v);
   listHolds(v);
+}
+
+/**
+ * The bands of HOLDS (the API's periods, oldest first), an ongoing one up to
+ * END. One stop of the site holds each of its integrations alike: on the
+ * site's chart, periods alike but for the integration are one band.
+ */
+function bands(holds, end) {
+  const out = new Map();
+  for (const hold of holds) {
+    const same = JSON.stringify([hold.kind, hold.by, hold.reason, hold.since, hold.until]);
+    const band = out.get(same);
+    if (band) {
+      if (hold.integration) band.integrations.push(hold.integration);
+      continue;
+    }
+    out.set(same, {
+      ...hold,
+      integrations: hold.integration ? [hold.integration] : [],
+      from: seconds(hold.since),
+      to: hold.until ? seconds(hold.until) : end,
+    });
+  }
+  return [...out.values()].sort((a, b) => a.from - b.from);
 }
 
 const stepSeconds = (key) => (RANGES[key].step === '1h' ? 3600 : 60);
@@ -357,7 +373,8 @@ function options(v, width, height) {
     cursor: { y: false, drag: { x: false, y: false, setScale: false }, points: { size: 7 } },
     legend: { live: true },
     scales: {
-      x: { time: true },
+      // Up to the end of the current step: a hold begun in it shows.
+      x: { time: true, range: (u, min, max) => [min, max + stepSeconds(v.range)] },
       n: { range: upTo },
       depth: { range: upTo },
     },
@@ -395,6 +412,9 @@ function failures(u, sidx) {
   u.data[sidx].forEach((n, k) => { if (n > 0) out.push(k); });
   return out;
 }
+
+/** The narrowest band, in CSS pixels: a hold of seconds still shows. */
+const MIN_BAND = 3;
 
 const isPerson = (kind) => kind === 'operator';
 
@@ -434,7 +454,7 @@ function drawHolds(u, v) {
     const x0 = Math.max(left, u.valToPos(hold.from, 'x', true));
     const x1 = Math.min(right, u.valToPos(hold.to, 'x', true));
     if (x1 < left || x0 > right) continue;
-    const w = Math.max(x1 - x0, 2 * ratio);
+    const w = Math.max(x1 - x0, MIN_BAND * ratio);
     ctx.fillStyle = isPerson(hold.kind) ? 'rgba(230, 159, 0, .16)' : hatchPattern(ctx);
     ctx.fillRect(x0, bbox.top, w, bbox.height);
     ctx.fillStyle = isPerson(hold.kind) ? COLOUR.person : COLOUR.system;
@@ -445,7 +465,8 @@ function drawHolds(u, v) {
 
 function holdWords(hold, site) {
   const what = HOLD_LABEL[hold.kind] || hold.kind;
-  const who = site && hold.integration ? `${hold.integration} ` : '';
+  // A stop of the site holds them all: no need to name each.
+  const who = site && hold.kind !== 'site-stopped' && hold.integrations.length ? `${hold.integrations.join(', ')} ` : '';
   const reason = hold.reason ? `: ${hold.reason}` : '';
   return `${who}${what} by ${hold.by}${reason}`;
 }
@@ -455,14 +476,19 @@ function holdPeriod(hold) {
   return hold.until ? `${fmtTime(hold.since)} → ${fmtTime(hold.until)} (${length})` : `since ${fmtTime(hold.since)}, still held`;
 }
 
-/** Under the cursor, the holds that cover its time: who held it, why, when. */
+/**
+ * Under the cursor, the holds whose bands it is on (as drawn: at least
+ * MIN_BAND wide, a pixel to spare): who held it, why, when.
+ */
 function hoverHold(u, v) {
   let text = '';
   const left = u.cursor.left;
   if (left !== null && left !== undefined && left >= 0 && v.holds.length) {
-    const t = u.posToVal(left, 'x');
-    text = v.holds.filter((hd) => hd.from <= t && t <= hd.to)
-      .map((hd) => `Held here — ${holdWords(hd, v.name === null)} (${holdPeriod(hd)})`).join(' · ');
+    text = v.holds.filter((hd) => {
+      const x0 = u.valToPos(hd.from, 'x');
+      const x1 = Math.max(u.valToPos(hd.to, 'x'), x0 + MIN_BAND);
+      return x0 - 1 <= left && left <= x1 + 1;
+    }).map((hd) => `Held here — ${holdWords(hd, v.name === null)} (${holdPeriod(hd)})`).join(' · ');
   }
   if (v.hover.textContent !== text) v.hover.textContent = text;
   v.hover.hidden = !text;
