@@ -21,7 +21,7 @@ import { api, errorText } from './api.js';
 import { st } from './state.js';
 
 /** The periods a chart can show: the step asked for, and how often to ask again. */
-export const RANGES = {
+const RANGES = {
   '1h': { label: '1 hour', title: 'last hour', ms: 3_600_000, step: '1m', per: 'per minute', every: 10_000 },
   '24h': { label: '24 hours', title: 'last 24 hours', ms: 86_400_000, step: '1m', per: 'per minute', every: 30_000 },
   '7d': { label: '7 days', title: 'last 7 days', ms: 7 * 86_400_000, step: '1h', per: 'per hour', every: 60_000 },
