@@ -5,7 +5,7 @@
 // …_N2_PID; SLUICE_CLUSTER_SKIP says why not, when it could not).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -27,7 +27,7 @@ const CLUSTER = {
 
 assert.ok(URL, 'SLUICE_URL is set (run this through e2e/run.sh)');
 mkdirSync(SHOTS, { recursive: true });
-mkdirSync(DOCS, { recursive: true });
+mkdirSync(join(DOCS, 'images'), { recursive: true });
 
 let browser;
 before(async () => {
@@ -219,6 +219,76 @@ async function sendersAsAnswered(page, { base = URL, token, ready = () => true }
   }
 }
 
+/** What a chart ([data-chart=NAME], '' the site's) plots now: its query and uPlot's data. */
+const chartShown = (page, name) => page.locator(`[data-chart="${name}"]`).evaluate((el) => ({
+  range: el.dataset.range,
+  since: el.dataset.since,
+  step: el.dataset.step,
+  data: el.uplot ? el.uplot.data.map((series) => [...series]) : null,
+  holds: el.holds,
+  canvas: el.uplot ? [el.uplot.ctx.canvas.width, el.uplot.ctx.canvas.height] : null,
+}));
+
+/**
+ * Waits until the chart of integration NAME of LIVE ('' the site's) shows
+ * RANGE, drawn, and plots exactly what GET …/history answers the same query
+ * (its time, delivered, failed and depth, point by point); with HOLDS, its
+ * bands are what GET …/holds answers too. Returns the chart and the answer.
+ */
+async function chartAsAnswered(page, name, range, { holds = false } = {}) {
+  const path = `/api/v1/sites/LIVE${name ? `/integrations/${name}` : ''}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const got = await chartShown(page, name);
+    if (got.data && got.range === range) {
+      const q = new URLSearchParams({ since: got.since, step: got.step });
+      const answer = await call('GET', `${path}/history?${q}`, { token: ADMIN });
+      assert.equal(answer.status, 200, answer.text);
+      const want = [
+        answer.json.map((p) => Date.parse(p.at) / 1000),
+        answer.json.map((p) => p.delivered),
+        answer.json.map((p) => p.failed),
+        answer.json.map((p) => p.depth),
+      ];
+      const held = holds ? (await call('GET', `${path}/holds?since=${encodeURIComponent(got.since)}`, { token: ADMIN })).json : null;
+      const same = JSON.stringify(got.data) === JSON.stringify(want)
+        && (!holds || JSON.stringify(got.holds) === JSON.stringify(held));
+      if (same) return { ...got, points: answer.json, held };
+      if (Date.now() > deadline) {
+        await shot(page, `failure-chart-${name || 'site'}.png`);
+        assert.deepEqual(got.data, want, `the ${name || 'site'} chart plots what GET ${path}/history answers`);
+        assert.deepEqual(got.holds, held, `the ${name || 'site'} chart's bands are what GET ${path}/holds answers`);
+      }
+    } else if (Date.now() > deadline) {
+      await shot(page, `failure-chart-${name || 'site'}.png`);
+      assert.fail(`the ${name || 'site'} chart never showed ${range}: ${JSON.stringify({ ...got, data: !!got.data })}`);
+    }
+    await page.waitForTimeout(250);
+  }
+}
+
+/**
+ * In the page, of a chart's element EL: the colours of its band for the hold
+ * of REASON along the band's top edge, and where its middle is on the page.
+ */
+function bandOf(el, reason) {
+  const u = el.uplot;
+  const hold = el.holds.find((p) => p.reason === reason);
+  const from = Date.parse(hold.since) / 1000;
+  const to = hold.until ? Date.parse(hold.until) / 1000 : u.scales.x.max;
+  const [left, right] = [u.bbox.left, u.bbox.left + u.bbox.width];
+  const x0 = Math.max(left, u.valToPos(from, 'x', true));
+  const x1 = Math.min(right, u.valToPos(to, 'x', true));
+  const y = Math.round(u.bbox.top + 1);
+  const colours = [];
+  for (let x = Math.floor(x0); x <= Math.ceil(Math.max(x1, x0 + 1)); x += 1) colours.push([...u.ctx.getImageData(x, y, 1, 1).data]);
+  const over = u.over.getBoundingClientRect();
+  const mid = Math.min((from + to) / 2, u.scales.x.max);
+  return { from, to, max: u.scales.x.max, colours, x: over.left + u.valToPos(mid, 'x'), y: over.top + over.height / 2 };
+}
+
+const sum = (list) => list.reduce((a, n) => a + n, 0);
+
 test('admin: stop and start LIVE, pause orders, queue 500, resume with progress', { timeout: 180_000 }, async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await openSignedIn(context, ADMIN, '00-sign-in.png');
@@ -286,7 +356,7 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   await page.click('#modal-ok');
   await modal.waitFor({ state: 'hidden' });
   await orders.locator('.chip.state').getByText('Paused').waitFor();
-  await orders.getByText('planned maintenance of the archive').waitFor();
+  await orders.locator('.notes').getByText('planned maintenance of the archive').waitFor();
   assert.equal(await orders.locator('[data-action="pause"]').count(), 0, 'no Pause on a paused integration');
   assert.deepEqual((await offersAsAnswered(page, ADMIN))['integration orders'], ['resume', 'stop']);
   await shot(page, '04-paused.png');
@@ -405,7 +475,7 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   });
   assert.equal(held.status, 200, held.text);
   await page.locator('.site-tab', { hasText: 'LIVE' }).click();
-  await integration(page, 'contacts').getByText('CRM upgrade tonight').waitFor();
+  await integration(page, 'contacts').locator('.notes').getByText('CRM upgrade tonight').waitFor();
   await page.selectOption('#tx-state', '');
   await integration(page, 'orders').waitFor();
   await page.locator('#transactions tr[data-seq]').first().waitFor();
@@ -429,6 +499,117 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   await shot(small, '11-phone.png');
   await shot(small, '12-phone-full.png', { fullPage: true });
   await phone.close();
+
+  assert.deepEqual(page.problems, [], 'no script errors in the page');
+  await context.close();
+});
+
+test('charts: each integration and the site plot GET …/history as answered, 24 hours and 7 days ask with their steps', { timeout: 120_000 }, async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await openSignedIn(context, ADMIN);
+  const asked = [];
+  page.on('request', (r) => {
+    const url = new globalThis.URL(r.url());
+    if (url.pathname.endsWith('/history')) asked.push({ path: url.pathname, since: url.searchParams.get('since'), step: url.searchParams.get('step') });
+  });
+
+  // The admin's test delivered 500 orders and three contacts, one refused
+  // (on_error skip: failed), within the hour: each chart plots them, as
+  // the API answers them, a point a minute.
+  const orders = await chartAsAnswered(page, 'orders', '1h');
+  assert.equal(orders.step, '1m');
+  assert.ok(orders.points.length >= 60 && orders.points.length <= 62, `an hour of minutes: ${orders.points.length}`);
+  assert.ok(sum(orders.data[1]) >= RECORDS, `orders delivered ${RECORDS} within the hour: ${sum(orders.data[1])}`);
+  assert.ok(orders.canvas[0] > 300 && orders.canvas[1] > 100, `the orders chart is drawn: ${orders.canvas}`);
+  const contacts = await chartAsAnswered(page, 'contacts', '1h');
+  assert.ok(sum(contacts.data[2]) >= 1, 'contacts failed once');
+  assert.ok(sum(contacts.data[1]) >= 2, 'contacts delivered two');
+  const site = await chartAsAnswered(page, '', '1h');
+  assert.ok(sum(site.data[1]) >= sum(orders.data[1]) + sum(contacts.data[1]) - 5, 'the site adds its integrations');
+  assert.ok(sum(site.data[2]) >= 1);
+  // Title, axis labels and legend: what an operator reads beside the plot.
+  const chart = page.locator('[data-chart="orders"]');
+  await chart.locator('figcaption').getByText('Activity of orders, last hour').waitFor();
+  assert.deepEqual(await chart.locator('.u-legend .u-label').allTextContents(), ['time', 'delivered', 'failed', 'queue depth']);
+  assert.match(await chart.locator('canvas').getAttribute('aria-label'), /^orders, last hour: [\d,]+ delivered, \d+ failed; /);
+
+  // The holds of the hour as bands, as GET …/holds answers them: the stop of
+  // the site (every integration's, one band on the site's chart), the pause
+  // of orders (over) and of contacts (still on), each with who and why.
+  const ordersHeld = await chartAsAnswered(page, 'orders', '1h', { holds: true });
+  const pause = ordersHeld.held.find((p) => p.kind === 'operator' && p.reason === 'planned maintenance of the archive');
+  assert.ok(pause && pause.until && pause.by === 'alice', `the pause of orders is a hold period: ${JSON.stringify(ordersHeld.held)}`);
+  assert.ok(ordersHeld.held.some((p) => p.kind === 'site-stopped' && p.until), 'so is the stop of the site');
+  await page.locator('[data-chart="orders"] .chart-holds').getByText('paused by alice: planned maintenance of the archive').waitFor();
+  const contactsHeld = await chartAsAnswered(page, 'contacts', '1h', { holds: true });
+  assert.ok(contactsHeld.held.some((p) => p.reason === 'CRM upgrade tonight' && p.until === null), JSON.stringify(contactsHeld.held));
+  await page.locator('[data-chart="contacts"] .chart-holds li', { hasText: 'CRM upgrade tonight' }).getByText('still held').waitFor();
+  const siteHeld = await chartAsAnswered(page, '', '1h', { holds: true });
+  const stops = siteHeld.held.filter((p) => p.kind === 'site-stopped');
+  assert.ok(stops.length >= 3, `the stop held each integration of LIVE: ${JSON.stringify(stops)}`);
+  assert.equal(await page.locator('[data-chart=""] .chart-holds li', { hasText: 'site stopped by alice: Stopping integration due to stocktake' }).count(), 1,
+    "one stop of the site is one band on the site's chart");
+  await page.locator('[data-chart=""] .chart-holds').getByText('orders paused by alice: planned maintenance of the archive').waitFor();
+  // Drawn: the band's top edge has its colour (a person's hold: #e69f00) on
+  // the canvas, and the cursor over it says who held it and why.
+  const orange = ([r, g, b]) => Math.abs(r - 230) < 40 && Math.abs(g - 159) < 40 && b < 80;
+  for (const [name, reason] of [['orders', 'planned maintenance of the archive'], ['contacts', 'CRM upgrade tonight']]) {
+    const chart = page.locator(`[data-chart="${name}"]`);
+    // Asked again until it holds: a refresh may shift the chart between a look and a move.
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      await chart.scrollIntoViewIfNeeded();
+      const band = await chart.evaluate(bandOf, reason);
+      assert.ok(band.colours.some(orange), `${name}: the band of '${reason}' is drawn: ${JSON.stringify(band.colours)}`);
+      await page.mouse.move(band.x, band.y);
+      await page.waitForTimeout(150);
+      const hover = chart.locator('.chart-hover');
+      const said = (await hover.isVisible()) ? await hover.textContent() : '';
+      if (said.includes(reason)) break;
+      if (Date.now() > deadline) {
+        await shot(page, `failure-chart-hover-${name}.png`);
+        const cursor = await chart.evaluate((el) => el.uplot.cursor.left);
+        assert.fail(`${name}: the cursor on the band of '${reason}' names it: ${JSON.stringify({ ...band, colours: undefined, cursor, said })}`);
+      }
+      console.log(`charts: hover again on ${name}: ${JSON.stringify({ ...band, colours: undefined, said })}`);
+      await page.mouse.move(0, 0);
+    }
+  }
+  await page.mouse.move(0, 0);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.locator('#activity-card').screenshot({ path: join(SHOTS, '20-chart-site.png') });
+  await integration(page, 'orders').screenshot({ path: join(SHOTS, '21-chart-orders.png') });
+  await integration(page, 'contacts').screenshot({ path: join(SHOTS, '21b-chart-contacts.png') });
+  // The README's picture: the site's chart and the first integration's card.
+  const clip = await page.evaluate(() => {
+    const top = document.getElementById('activity-card').getBoundingClientRect();
+    const first = document.querySelector('[data-integration]').getBoundingClientRect();
+    return { x: top.left - 8, y: top.top + window.scrollY - 8, width: top.width + 16, height: first.bottom - top.top + 16 };
+  });
+  await page.setViewportSize({ width: 1280, height: Math.ceil(clip.y + clip.height + 20) });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: join(SHOTS, 'charts.png'), clip });
+  if (process.env.SLUICE_E2E_DOCS) copyFileSync(join(SHOTS, 'charts.png'), join(DOCS, 'images', 'charts.png'));
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // 24 hours: asked again, a point a minute; 7 days: a point an hour.
+  for (const [range, step, hours] of [['24h', '1m', 24], ['7d', '1h', 168]]) {
+    const before = asked.length;
+    await page.click(`#chart-range label:has([data-range="${range}"])`);
+    const got = await chartAsAnswered(page, 'orders', range);
+    assert.equal(got.step, step, `${range} is asked with step ${step}`);
+    const since = Date.parse(got.since);
+    assert.ok(Math.abs(Date.now() - since - hours * 3_600_000) < 120_000, `${range} asks from ${hours} h ago: ${got.since}`);
+    const ask = asked.slice(before).find((a) => a.path.endsWith('/integrations/orders/history') && a.since === got.since);
+    assert.ok(ask, `switching to ${range} asks for the orders' history again`);
+    assert.equal(ask.step, step, `the page asks with step ${step} for ${range}`);
+    assert.ok(sum(got.data[1]) >= RECORDS, `${range}: the 500 orders are in it`);
+    await chartAsAnswered(page, '', range);
+    await page.locator('[data-chart="orders"] figcaption').getByText(range === '7d' ? 'last 7 days' : 'last 24 hours').waitFor();
+  }
+  await page.locator('#activity-card').screenshot({ path: join(SHOTS, '22-chart-site-7d.png') });
+  await page.click('#chart-range label:has([data-range="1h"])');
+  await chartAsAnswered(page, 'orders', '1h');
 
   assert.deepEqual(page.problems, [], 'no script errors in the page');
   await context.close();
@@ -503,7 +684,7 @@ test('operator: pauses and resumes, is offered no start or stop; an admin makes 
   await page.click('#modal-ok');
   await modal.waitFor({ state: 'hidden' });
   await stock.locator('.chip.state').getByText('Paused').waitFor();
-  await stock.getByText('operator check').waitFor();
+  await stock.locator('.notes').getByText('operator check').waitFor();
   await shot(page, '14-operator-paused.png');
   await stock.locator('[data-action="resume"]').click();
   await page.click('#modal-ok');

@@ -6,6 +6,7 @@
 import { $ } from './dom.js';
 import { api, errorText, showError, sitePath } from './api.js';
 import { renderAudit } from './audit.js';
+import { renderCharts } from './charts.js';
 import { renderEndpoints } from './endpoints.js';
 import { renderErrors } from './errors.js';
 import { renderIntegrations } from './integrations.js';
@@ -168,6 +169,7 @@ function renderAll() {
   renderSites();
   renderSite();
   renderIntegrations();
+  renderCharts();
   renderEndpoints();
   renderTransactions();
   renderErrors();

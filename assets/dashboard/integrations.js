@@ -4,6 +4,7 @@
 
 import { $, btn, capital, chip, fmtDuration, fmtNum, h, replace, timeEl } from './dom.js';
 import { act, api, errorText, showError, sitePath } from './api.js';
+import { integrationChart } from './charts.js';
 import { flowsTable } from './flows.js';
 import { confirmModal, formError, modal, setFormError } from './modal.js';
 import { toast } from './notice.js';
@@ -118,6 +119,7 @@ function integrationCard(i, kinds, listed) {
       sentBy(i, listed)),
     progress,
     notes.length ? h('div', { class: 'notes' }, notes) : null,
+    integrationChart(i.name),
     i.flows.length ? h('div', { class: 'table-wrap' }, flowsTable(i, kinds)) : null);
 }
 

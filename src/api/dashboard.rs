@@ -7,6 +7,10 @@
 //!   imports (`./api.js`, `./sites.js`, …) are the files of [`ASSETS`],
 //!   each served with its type under `/assets/{file}` (a test holds every
 //!   file of `assets/dashboard/` and every import to the table).
+//! - Files of others are vendored, unchanged, in `assets/dashboard/vendor/`
+//!   (its README says from where, which version, and their checksums) and
+//!   served beside ours under their own names: uPlot, which draws the
+//!   charts, is loaded by the page as a classic script (`window.uPlot`).
 //! - The page's CSP lets scripts come from this daemon only (`script-src
 //!   'self'`, which module scripts and their imports satisfy); nothing
 //!   inline runs.
@@ -28,6 +32,14 @@ pub const ASSETS: &[(&str, &str)] = &[
     ("app.js", include_str!("../../assets/dashboard/app.js")),
     ("api.js", include_str!("../../assets/dashboard/api.js")),
     ("audit.js", include_str!("../../assets/dashboard/audit.js")),
+    (
+        "charts.css",
+        include_str!("../../assets/dashboard/charts.css"),
+    ),
+    (
+        "charts.js",
+        include_str!("../../assets/dashboard/charts.js"),
+    ),
     ("dom.js", include_str!("../../assets/dashboard/dom.js")),
     (
         "endpoints.js",
@@ -61,6 +73,15 @@ pub const ASSETS: &[(&str, &str)] = &[
     (
         "transactions.js",
         include_str!("../../assets/dashboard/transactions.js"),
+    ),
+    // Vendored: assets/dashboard/vendor/README.md.
+    (
+        "uPlot.iife.min.js",
+        include_str!("../../assets/dashboard/vendor/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        include_str!("../../assets/dashboard/vendor/uPlot.min.css"),
     ),
 ];
 
@@ -154,6 +175,9 @@ pub async fn file(PathParams(name): PathParams<String>) -> Result<Response, ApiE
 mod tests {
     use super::*;
 
+    /// The folder of `assets/dashboard/` that holds the files of others.
+    const VENDOR: &str = "vendor";
+
     async fn body(response: Response) -> String {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
@@ -204,20 +228,39 @@ mod tests {
         ));
     }
 
-    /// Every file of `assets/dashboard/` is served, and every module a
-    /// script imports is one of them: a module left out of the table would
-    /// break the page only in a browser.
+    /// Every file of `assets/dashboard/` is served (and of its `vendor/`,
+    /// but for their licences and README), and every module a script
+    /// imports is one of them: a module left out of the table would break
+    /// the page only in a browser.
     #[test]
     fn every_file_is_served_and_every_import_resolves() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/dashboard");
+        let mut files = Vec::new();
         for entry in std::fs::read_dir(&dir).unwrap() {
-            let name = entry.unwrap().file_name().to_string_lossy().to_string();
-            if name == "index.html" {
-                continue;
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name == VENDOR {
+                for vendored in std::fs::read_dir(entry.path()).unwrap() {
+                    let vendored = vendored.unwrap().path();
+                    let name = vendored.file_name().unwrap().to_string_lossy().to_string();
+                    if !name.starts_with("LICENSE") && name != "README.md" {
+                        files.push((format!("{VENDOR}/{name}"), name, vendored));
+                    }
+                }
+            } else if name != "index.html" {
+                files.push((name.clone(), name, entry.path()));
             }
+        }
+        for (shown, name, path) in files {
+            let served = ASSETS.iter().find(|(n, _)| *n == name);
             assert!(
-                ASSETS.iter().any(|(n, _)| *n == name),
-                "assets/dashboard/{name} is not in ASSETS"
+                served.is_some(),
+                "assets/dashboard/{shown} is not in ASSETS"
+            );
+            assert_eq!(
+                served.unwrap().1,
+                std::fs::read_to_string(&path).unwrap(),
+                "{shown}"
             );
         }
         for (name, text) in scripts() {
@@ -232,6 +275,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Each file served is used: the page loads it (a stylesheet, a script)
+    /// or a script imports it. A file the page forgets would be missing
+    /// only in a browser.
+    #[test]
+    fn every_file_served_is_loaded_or_imported() {
+        for (name, _) in ASSETS {
+            let loaded = INDEX_HTML.contains(&format!("\"/assets/{name}\""));
+            let imported = scripts().any(|(_, text)| {
+                text.lines()
+                    .any(|l| l.starts_with("import ") && l.ends_with(&format!("'./{name}';")))
+            });
+            assert!(
+                loaded || imported,
+                "{name} is served but neither loaded by the page nor imported"
+            );
+        }
+    }
+
+    /// A vendored file's opening licence comment (`/*! https://… (v1.2.3) */`)
+    /// says where it comes from: it loads nothing.
+    fn without_banner(text: &str) -> &str {
+        text.strip_prefix("/*!")
+            .and_then(|rest| rest.split_once("*/"))
+            .map_or(text, |(_, rest)| rest)
     }
 
     /// Server text goes into the page only as text: no HTML parsing of
@@ -252,9 +321,15 @@ mod tests {
                 assert!(!text.contains(sink), "{name} uses {sink}");
             }
         }
-        for text in std::iter::once(INDEX_HTML).chain(ASSETS.iter().map(|(_, t)| *t)) {
-            assert!(!text.contains("http://") && !text.contains("https://"));
-            assert!(!text.contains("//cdn"));
+        for (name, text) in
+            std::iter::once(("index.html", INDEX_HTML)).chain(ASSETS.iter().copied())
+        {
+            let text = without_banner(text);
+            assert!(
+                !text.contains("http://") && !text.contains("https://"),
+                "{name} names another origin"
+            );
+            assert!(!text.contains("//cdn"), "{name} names a CDN");
         }
         assert!(!INDEX_HTML.contains("<script>") && !INDEX_HTML.contains(" onclick="));
     }
