@@ -1495,6 +1495,19 @@ impl Store for SqliteStore {
         hold: Millis,
         limit: usize,
     ) -> Result<Vec<QueuedAlert>> {
+        // Asked every second: a read says whether a write is needed at all.
+        let any = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM alert_outbox WHERE next_at <= ?1)",
+                    )?
+                    .query_row([now], |r| r.get::<_, bool>(0))?)
+            })
+            .await?;
+        if !any {
+            return Ok(Vec::new());
+        }
         self.write(move |ctx| {
             let mut stmt = ctx.conn.prepare_cached(
                 "UPDATE alert_outbox SET next_at = ?2
