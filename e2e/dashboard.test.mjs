@@ -309,12 +309,12 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   // of both sites; no integration names a sender (there is no lease).
   const [node] = await nodesAsAnswered(page, { token: ADMIN, ready: (nodes) => nodes.length === 1 });
   assert.equal(node.address, URL, 'the node is at the address the daemon printed');
-  assert.deepEqual([...node.integrations].sort(), ['LIVE/contacts', 'LIVE/orders', 'LIVE/stock', 'STAGE/customers']);
+  assert.deepEqual([...node.integrations].sort(), ['LIVE/contacts', 'LIVE/orders', 'LIVE/signups', 'LIVE/stock', 'STAGE/customers']);
   const row = page.locator(`#nodes tr[data-node="${node.name}"]`);
   await row.getByText('this page').waitFor();
   await row.locator('.node-state.green').getByText('Alive').waitFor();
   assert.deepEqual(await row.locator('[data-sends]').evaluateAll((els) => els.map((e) => e.textContent)),
-    ['LIVE/contacts', 'LIVE/orders', 'LIVE/stock', 'STAGE/customers'], "the chosen site's integrations come first");
+    ['LIVE/contacts', 'LIVE/orders', 'LIVE/signups', 'LIVE/stock', 'STAGE/customers'], "the chosen site's integrations come first");
   await sendersAsAnswered(page, { token: ADMIN, ready: (list) => list.every((i) => i.owner === null) });
   assert.equal(await page.locator('[data-stat="owner"]').count(), 0, 'no Sent by on a single node');
   await page.locator('#nodes-card').screenshot({ path: join(SHOTS, '01b-nodes.png') });
