@@ -2,7 +2,8 @@
 // e2e/run.sh starts (SLUICE_URL; tokens in SLUICE_ADMIN_TOKEN,
 // SLUICE_OPERATOR_TOKEN and SLUICE_VIEWER_TOKEN), and a cluster of two
 // nodes on PostgreSQL it starts too (SLUICE_CLUSTER_N1_URL, …_N2_URL and
-// …_N2_PID; SLUICE_CLUSTER_SKIP says why not, when it could not).
+// …_N2_PID; SLUICE_CLUSTER_SKIP says why not, when it could not), and the
+// HTTP target of LIVE's integrations, e2e/receiver.mjs (SLUICE_E2E_RECEIVER).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync } from 'node:fs';
@@ -309,12 +310,12 @@ test('admin: stop and start LIVE, pause orders, queue 500, resume with progress'
   // of both sites; no integration names a sender (there is no lease).
   const [node] = await nodesAsAnswered(page, { token: ADMIN, ready: (nodes) => nodes.length === 1 });
   assert.equal(node.address, URL, 'the node is at the address the daemon printed');
-  assert.deepEqual([...node.integrations].sort(), ['LIVE/contacts', 'LIVE/orders', 'LIVE/stock', 'STAGE/customers']);
+  assert.deepEqual([...node.integrations].sort(), ['LIVE/contacts', 'LIVE/orders', 'LIVE/signups', 'LIVE/stock', 'STAGE/customers']);
   const row = page.locator(`#nodes tr[data-node="${node.name}"]`);
   await row.getByText('this page').waitFor();
   await row.locator('.node-state.green').getByText('Alive').waitFor();
   assert.deepEqual(await row.locator('[data-sends]').evaluateAll((els) => els.map((e) => e.textContent)),
-    ['LIVE/contacts', 'LIVE/orders', 'LIVE/stock', 'STAGE/customers'], "the chosen site's integrations come first");
+    ['LIVE/contacts', 'LIVE/orders', 'LIVE/signups', 'LIVE/stock', 'STAGE/customers'], "the chosen site's integrations come first");
   await sendersAsAnswered(page, { token: ADMIN, ready: (list) => list.every((i) => i.owner === null) });
   assert.equal(await page.locator('[data-stat="owner"]').count(), 0, 'no Sent by on a single node');
   await page.locator('#nodes-card').screenshot({ path: join(SHOTS, '01b-nodes.png') });
@@ -611,6 +612,223 @@ test('charts: each integration and the site plot GET …/history as answered, 24
   await page.click('#chart-range label:has([data-range="1h"])');
   await chartAsAnswered(page, 'orders', '1h');
 
+  assert.deepEqual(page.problems, [], 'no script errors in the page');
+  await context.close();
+});
+
+/** What the Errors panel shows, a row a group, in the API's terms. */
+const errorsShown = (page) => page.locator('#errors tr[data-group]').evaluateAll((rows) => rows.map((r) => {
+  const cells = [...r.children].map((td) => td.querySelector('.cell'));
+  return {
+    group: r.dataset.group,
+    count: cells[0].textContent,
+    seqs: cells[1].firstChild.textContent,
+    id: cells[1].querySelector('.sub')?.textContent,
+    endpoint: cells[2].firstChild.textContent,
+    status: cells[2].querySelector('.sub')?.textContent || null,
+    last_at: cells[3].querySelector('time')?.getAttribute('datetime'),
+    answer: r.querySelector('td.err').textContent,
+    sample: r.querySelector('td.err').getAttribute('title'),
+    actions: [...r.querySelectorAll('[data-action]')].map((b) => b.dataset.action),
+  };
+}));
+
+/**
+ * Waits until GET …/integrations/NAME/errors of LIVE answers as READY wants
+ * and the Errors panel shows exactly its groups, in its order: each one's
+ * id, count, seq range, endpoint, status, latest time, latest answer (from
+ * its status on, and in full as the title) and the buttons its actions
+ * offer. Returns the API's answer.
+ */
+async function errorsAsAnswered(page, name, { ready = () => true, timeout = 20_000 } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const answer = await call('GET', `/api/v1/sites/LIVE/integrations/${name}/errors`, { token: ADMIN });
+    assert.equal(answer.status, 200, answer.text);
+    const groups = answer.json;
+    const want = groups.map((g) => ({
+      group: g.group,
+      count: String(g.count),
+      seqs: g.first_seq === g.last_seq ? `#${g.first_seq}` : `#${g.first_seq}–#${g.last_seq}`,
+      id: g.group,
+      endpoint: g.endpoint || '—',
+      status: g.status ? `HTTP ${g.status}` : null,
+      last_at: g.last_at,
+      // On the row, from the status on (the endpoint is beside it); in full, its title.
+      answer: g.status ? g.sample.slice(g.sample.indexOf(`: ${g.status} `) + 2) : g.sample,
+      sample: g.sample,
+      actions: ['retry', 'ignore'].filter((a) => g.actions.includes(a)),
+    }));
+    const got = await errorsShown(page);
+    const shownOf = (await page.locator('#errors-integration').textContent()) === name;
+    if (ready(groups) && shownOf && JSON.stringify(got) === JSON.stringify(want)) return groups;
+    if (Date.now() > deadline) {
+      await shot(page, `failure-errors-${name}.png`);
+      assert.ok(ready(groups), `the API's groups of ${name} never became ready: ${JSON.stringify(groups)}`);
+      assert.ok(shownOf, `the Errors panel is of ${name}`);
+      assert.deepEqual(got, want, `the Errors panel shows what GET …/${name}/errors answers`);
+    }
+    await page.waitForTimeout(200);
+  }
+}
+
+/**
+ * In the page, of a table cell TD: whether TEXT is in it and drawn within
+ * the cell's box (a clamped cell lays out its hidden lines below the box).
+ */
+function unclipped(td, text) {
+  const box = td.querySelector('.cell') || td;
+  const walker = document.createTreeWalker(box, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const at = node.textContent.indexOf(text);
+    if (at < 0) continue;
+    const range = document.createRange();
+    range.setStart(node, at);
+    range.setEnd(node, at + text.length);
+    const outer = box.getBoundingClientRect();
+    const rects = [...range.getClientRects()];
+    return rects.length > 0 && rects.every((r) => r.top >= outer.top - 1 && r.bottom <= outer.bottom + 1);
+  }
+  return false;
+}
+
+/** The test's HTTP target (e2e/receiver.mjs): what it took at PATH, and telling it to take a cause it refused. */
+const RECEIVER = process.env.SLUICE_E2E_RECEIVER;
+const receivedAt = async (path) => (await (await fetch(`${RECEIVER}/e2e/received?path=${encodeURIComponent(path)}`)).json());
+async function receiverAccepts(cause) {
+  const res = await fetch(`${RECEIVER}/e2e/accept`, { method: 'POST', body: JSON.stringify({ cause }) });
+  assert.equal(res.status, 200, await res.text());
+}
+
+/** Waits until the transactions of integration NAME of LIVE are as READY wants; returns them. */
+async function transactionsWhen(name, ready, what, timeout = 20_000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const answer = await call('GET', `/api/v1/sites/LIVE/integrations/${name}/transactions?limit=200`, { token: ADMIN });
+    assert.equal(answer.status, 200, answer.text);
+    if (ready(answer.json)) return answer.json;
+    if (Date.now() > deadline) {
+      assert.fail(`the transactions of ${name} never became ${what}: ${JSON.stringify(answer.json.map((t) => [t.seq, t.key, t.state]))}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+test('errors: refusals of two causes are two groups in the Errors panel, as the API answers; Retry all delivers exactly one group, Ignore all empties the panel', { timeout: 90_000 }, async () => {
+  assert.ok(RECEIVER, 'run.sh names the receiver (SLUICE_E2E_RECEIVER)');
+  // Seven sign-ups for `signups` (on_error = "skip"): the mailer takes two,
+  // refuses three as already subscribed and two as bounced, each answer
+  // naming its own record (ids and addresses vary; the cause does not).
+  const causes = [null, 'duplicate', 'bounced', 'duplicate', null, 'bounced', 'duplicate'];
+  const signups = causes.map((reject, n) => ({
+    id: `S-${1001 + n}`, email: `s-${1001 + n}@example.org`, ...(reject ? { reject } : {}),
+  }));
+  const idsOf = (cause) => signups.filter((s) => s.reject === cause).map((s) => s.id);
+  const hook = await call('POST', '/hooks/LIVE/signups/newsletter', { body: signups });
+  assert.equal(hook.status, 202, hook.text);
+  assert.equal(hook.json.queued, signups.length);
+  const settled = (list) => list.length === signups.length && list.every((t) => t.state === 'sent' || t.state === 'error');
+  const txs = await transactionsWhen('signups', settled, 'sent or error');
+  const seqOf = Object.fromEntries(txs.map((t) => [t.key, t.seq]));
+  const stateOf = (list) => Object.fromEntries(list.map((t) => [t.key, t.state]));
+  assert.deepEqual(stateOf(txs), Object.fromEntries(signups.map((s) => [s.id, s.reject ? 'error' : 'sent'])));
+  assert.deepEqual((await receivedAt('/signups')).map((t) => t.record.id), idsOf(undefined), 'the mailer took the two it does not refuse');
+
+  // The API's groups: two, the larger first, each with its records' seqs,
+  // the mailer, 422, and its answer masked to what the records share.
+  const answered = (await call('GET', '/api/v1/sites/LIVE/integrations/signups/errors', { token: ADMIN })).json;
+  assert.equal(answered.length, 2, `two causes, two groups: ${JSON.stringify(answered)}`);
+  const [duplicate, bounced] = answered;
+  for (const [g, cause, text] of [[duplicate, 'duplicate', 'is already subscribed'], [bounced, 'bounced', 'the address is not deliverable']]) {
+    const seqs = idsOf(cause).map((id) => seqOf[id]);
+    assert.equal(g.count, seqs.length, `${cause}: ${JSON.stringify(g)}`);
+    assert.deepEqual([g.first_seq, g.last_seq], [Math.min(...seqs), Math.max(...seqs)], `${cause}: its seq range`);
+    assert.equal(g.endpoint, 'mailer');
+    assert.equal(g.status, 422);
+    assert.ok(g.sample.includes(text) && idsOf(cause).some((id) => g.sample.includes(id)), `${cause}: its latest answer in full: ${g.sample}`);
+    assert.ok(g.cause.includes('S-#') && !/S-\d/.test(g.cause), `${cause}: the ids are masked in its cause: ${g.cause}`);
+    assert.deepEqual(g.actions, ['retry', 'ignore'], `${cause}: an admin may retry or ignore it`);
+  }
+
+  // The page: the Errors panel follows the Transactions card's integration.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await openSignedIn(context, ADMIN);
+  await integration(page, 'signups').locator('[data-action="transactions"]').click();
+  const card = page.locator('#errors-card');
+  const shownGroups = await errorsAsAnswered(page, 'signups', { ready: (groups) => groups.length === 2 });
+  assert.deepEqual(shownGroups.map((g) => [g.group, g.count]), [[duplicate.group, 3], [bounced.group, 2]]);
+  await card.locator('#errors-summary').getByText('5 in error, 2 causes').waitFor();
+  // The latest answer is on its row, and in full in the group's window.
+  // The row is two lines at most: the target's answer (after the status)
+  // must begin within them, not be cut off behind the request line.
+  const row = (g) => page.locator(`#errors tr[data-group="${g.group}"]`);
+  for (const g of [duplicate, bounced]) {
+    const cell = row(g).locator('td.err');
+    assert.ok(await cell.isVisible(), `the answer of ${g.group} is visible on its row`);
+    const start = g.sample.slice(g.sample.indexOf(': 422 ') + 6).slice(0, 12);
+    assert.ok(await cell.evaluate(unclipped, start), `the row of ${g.group} shows its answer's start '${start}' (not cut off): ${g.sample}`);
+  }
+  await card.scrollIntoViewIfNeeded();
+  await card.screenshot({ path: join(SHOTS, '30-errors.png') });
+  if (process.env.SLUICE_E2E_DOCS) copyFileSync(join(SHOTS, '30-errors.png'), join(DOCS, 'images', 'errors.png'));
+  const modal = page.locator('#modal');
+  await row(bounced).locator('td.err').click();
+  await modal.getByText('Errors: 2 of one cause').waitFor();
+  assert.equal(await page.locator('#errors-sample').textContent(), bounced.sample);
+  assert.equal(await page.locator('#errors-cause').textContent(), bounced.cause);
+  await shot(page, '31-errors-group.png');
+  await page.keyboard.press('Escape');
+  await modal.waitFor({ state: 'hidden' });
+
+  // The mailer is fixed for the duplicates: Retry all on their group asks
+  // first, naming the count, then sends exactly those three again.
+  await receiverAccepts('duplicate');
+  const before = await receivedAt('/signups');
+  await row(duplicate).locator('[data-action="retry"]').click();
+  await modal.getByText('Retry all', { exact: true }).waitFor();
+  await modal.getByText('Retry all 3 transactions of this group in signups?').waitFor();
+  assert.equal((await page.locator('#modal-ok').textContent()).trim(), 'Retry 3');
+  await shot(page, '32-errors-retry-confirm.png');
+  await page.click('#modal-ok');
+  await modal.waitFor({ state: 'hidden' });
+  await page.locator('.toast').getByText('3 transactions retried').waitFor();
+  const retried = await transactionsWhen('signups',
+    (list) => idsOf('duplicate').every((id) => stateOf(list)[id] === 'sent'), 'sent for the duplicates');
+  assert.deepEqual(stateOf(retried), Object.fromEntries(signups.map((s) => [s.id, s.reject === 'bounced' ? 'error' : 'sent'])),
+    'the retry sent the duplicates, and only them');
+  await page.waitForTimeout(300);
+  const after = await receivedAt('/signups');
+  assert.deepEqual(after.slice(0, before.length), before);
+  assert.deepEqual(after.slice(before.length).map((t) => t.record.id), idsOf('duplicate'),
+    'the mailer took exactly the three of the group, once each, in sequence order');
+  // The group is gone from the panel; the other is as it was.
+  await row(duplicate).waitFor({ state: 'detached' });
+  const left = await errorsAsAnswered(page, 'signups', { ready: (groups) => groups.length === 1 });
+  assert.deepEqual(left, [bounced], 'the bounced group is as it was');
+  await card.locator('#errors-summary').getByText('2 in error, 1 cause').waitFor();
+
+  // Ignore all on the bounced: asked first, naming the count; then the queue
+  // moves on without them and the panel is empty.
+  await row(bounced).locator('[data-action="ignore"]').click();
+  await modal.getByText('Ignore all 2 transactions of this group in signups?').waitFor();
+  assert.equal((await page.locator('#modal-ok').textContent()).trim(), 'Ignore 2');
+  await page.click('#modal-ok');
+  await modal.waitFor({ state: 'hidden' });
+  await page.locator('.toast').getByText('2 transactions ignored').waitFor();
+  await errorsAsAnswered(page, 'signups', { ready: (groups) => groups.length === 0 });
+  await page.locator('#errors .empty').getByText('No errors in signups.').waitFor();
+  assert.equal(await page.locator('#errors-summary').textContent(), '');
+  const ignored = await transactionsWhen('signups', (list) => idsOf('bounced').every((id) => stateOf(list)[id] === 'ignored'), 'ignored for the bounced');
+  assert.deepEqual(stateOf(ignored), Object.fromEntries(signups.map((s) => [s.id, s.reject === 'bounced' ? 'ignored' : 'sent'])));
+  assert.deepEqual((await receivedAt('/signups')).map((t) => t.record.id), after.map((t) => t.record.id), 'nothing ignored was sent');
+  await card.screenshot({ path: join(SHOTS, '33-errors-empty.png') });
+
+  // Each whole group is one audit entry, by alice, with how many.
+  const audit = (await call('GET', '/api/v1/sites/LIVE/audit?limit=50', { token: ADMIN })).json;
+  for (const [action, g, outcome] of [['errors.retry', duplicate, 'ok: 3 retried'], ['errors.ignore', bounced, 'ok: 2 ignored']]) {
+    assert.equal(audit.filter((e) => e.action === action && e.subject === `integration/signups/errors/${g.group}`
+      && e.actor === 'alice' && e.outcome === outcome).length, 1, `one ${action} entry: ${JSON.stringify(audit.slice(0, 5))}`);
+  }
   assert.deepEqual(page.problems, [], 'no script errors in the page');
   await context.close();
 });

@@ -2,15 +2,15 @@
 # The dashboard's end-to-end test in a real Chromium.
 #
 #   bash e2e/run.sh            # screenshots in e2e/screenshots/
-#   bash e2e/run.sh --docs     # also refreshes docs/dashboard.png (the README's)
+#   bash e2e/run.sh --docs     # also refreshes the README's pictures (docs/dashboard.png, docs/images/)
 #
 # Builds the daemon, writes a two-site configuration into a temporary folder,
 # makes an admin, an operator and a viewer token, starts a
 # small HTTP target and `sluice serve`, and a cluster of two nodes (n1, n2)
 # on a PostgreSQL database it makes for them; runs e2e/dashboard.test.mjs
 # against them, stops everything it started and drops the database.
-# Screenshots go to e2e/screenshots/ and the README's picture, with --docs,
-# to docs/dashboard.png.
+# Screenshots go to e2e/screenshots/ and the README's pictures, with --docs,
+# to docs/dashboard.png and docs/images/ (charts.png, errors.png).
 #
 # Needs: cargo, node >= 20 with npm, and Chromium (`apt-get install -y
 # chromium`; another binary with CHROMIUM=/path/to/chrome). The cluster
@@ -80,10 +80,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The HTTP target of integrations `orders` and `contacts`.
+# The HTTP target of integrations `orders`, `contacts` and `signups`.
 node "$E2E/receiver.mjs" >"$WORK/receiver.out" 2>&1 &
 PIDS+=($!)
 RECEIVER_PORT="$(wait_for_line "$WORK/receiver.out" "receiver listening on " "${PIDS[-1]}")"
+# The test asks it what it took, and tells it when to take what it refused.
+export SLUICE_E2E_RECEIVER="http://127.0.0.1:$RECEIVER_PORT"
 
 # STAGE reads customers from a file, one JSON record a line.
 for i in 1 2 3 4 5 6; do
@@ -121,6 +123,13 @@ path = "stock.jsonl"
 kind = "http"
 url = "http://127.0.0.1:$RECEIVER_PORT/records"
 
+[sites.LIVE.endpoints.signup-form]
+kind = "webhook"                 # POST /hooks/LIVE/signups/newsletter
+
+[sites.LIVE.endpoints.mailer]
+kind = "http"                    # refuses records for two causes: the Errors panel
+url = "http://127.0.0.1:$RECEIVER_PORT/signups"
+
 [sites.LIVE.integrations.orders]
 on_error = "skip"
 
@@ -138,6 +147,15 @@ name = "contact-forms"
 source = "forms"
 target = "crm"
 key = "email"
+
+[sites.LIVE.integrations.signups]
+on_error = "skip"
+
+[[sites.LIVE.integrations.signups.flows]]
+name = "newsletter"
+source = "signup-form"
+target = "mailer"
+key = "id"
 
 [sites.LIVE.integrations.stock]
 on_error = "block"

@@ -17,6 +17,20 @@ const BUTTONS = [
 
 const seqRange = (g) => (g.first_seq === g.last_seq ? `#${g.first_seq}` : `#${g.first_seq}–#${g.last_seq}`);
 
+/**
+ * What a row shows of a group's latest answer: from the status it names on
+ * (an `http` target writes `POST URL: 422 ANSWER`), without the request line.
+ * The row is two lines at most: with the request line first, every group of
+ * one endpoint read the same there (`POST http://host/path…`), and the
+ * answer that tells them apart was cut off. The whole answer stays in the
+ * row's title and the group's window. Without a status, the whole answer.
+ */
+function answerOf(g) {
+  if (!g.status) return g.sample;
+  const at = new RegExp(`: ${g.status}(?:\\s|$)`).exec(g.sample);
+  return at ? g.sample.slice(at.index + 2) : g.sample;
+}
+
 export function renderErrors() {
   const current = st.txIntegration[st.site];
   renderIf('errors', [current, st.errorGroups], () => {
@@ -39,7 +53,7 @@ export function renderErrors() {
     h('td', { class: 'mono' }, seqRange(g), h('span', { class: 'sub' }, g.group)),
     h('td', { class: 'hide-narrow' }, g.endpoint || '—', g.status ? h('span', { class: 'sub' }, `HTTP ${g.status}`) : null),
     h('td', { class: 'hide-narrow' }, timeEl(g.last_at)),
-    h('td', { class: 'err', title: g.sample }, g.sample),
+    h('td', { class: 'err', title: g.sample }, answerOf(g)),
     h('td', { class: 'actions-cell' }, groupButtons(current, g))));
     replace($('errors'), table([{ text: 'Count', class: 'num' }, 'Seqs / group',
       { text: 'Endpoint', class: 'hide-narrow' }, { text: 'Last', class: 'hide-narrow' }, 'Latest answer', ''],
