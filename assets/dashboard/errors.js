@@ -73,7 +73,7 @@ async function actOnGroup(integration, g, verb) {
     ? `Each goes back to the queue in its place and is sent again, in sequence order.`
     : `The queue moves on without them; they are never sent.`;
   const ok = await confirmModal(verb === 'retry' ? 'Retry all' : 'Ignore all', [
-    h('p', null, `${verb === 'retry' ? 'Retry' : 'Ignore'} all `, h('strong', null, `${n} transactions`),
+    h('p', null, `${verb === 'retry' ? 'Retry' : 'Ignore'} all `, h('strong', null, `${n} transaction${g.count === 1 ? '' : 's'}`),
       ' of this group in ', h('strong', null, integration), '?'),
     h('p', { class: 'muted' }, what),
     h('pre', null, g.sample),
@@ -82,7 +82,7 @@ async function actOnGroup(integration, g, verb) {
   const path = sitePath(`/integrations/${encodeURIComponent(integration)}/errors/${encodeURIComponent(g.group)}/${verb}`);
   const done = await act('POST', path, undefined, (a) => {
     const past = a.action === 'retry' ? 'retried' : 'ignored';
-    return `${fmtNum(a.done)} transactions ${past}${a.skipped ? ` (${fmtNum(a.skipped)} no longer in error)` : ''}`;
+    return `${fmtNum(a.done)} transaction${a.done === 1 ? '' : 's'} ${past}${a.skipped ? ` (${fmtNum(a.skipped)} no longer in error)` : ''}`;
   });
   modal.close();
   return done;
