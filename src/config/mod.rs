@@ -145,6 +145,10 @@ pub enum AlertChannel {
         http: crate::connectors::http::HttpConfig,
         format: AlertFormat,
     },
+    /// `kind = "email"`: one plain-text email per alert through an SMTP
+    /// server (`smtp_url`, `username` + `password_env`, `from`, `to`, the
+    /// TLS keys, `timeout`).
+    Email(crate::connectors::email::EmailConfig),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
