@@ -136,6 +136,9 @@ impl AlertConfig {
 }
 
 /// How an alert channel sends.
+// One value per configured channel, read once: the size of the webhook's
+// http settings costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AlertChannel {
     /// `kind = "webhook"`: a POST of the alert's JSON document (or, with

@@ -386,24 +386,24 @@ fn failure(
         return match code.as_bytes().first() {
             Some(b'4') => error(
                 FailureClass::Intermittent,
-                format!("{what} answered {code}{answer} (for now): the alert is sent again"),
+                format!("{what} put the email off: it answered {code}{answer}"),
             ),
             // 530 authentication required, 534 mechanism too weak, 535
             // credentials refused.
             _ if matches!(code.as_str(), "530" | "534" | "535") => error(
                 FailureClass::Unauthorized,
                 format!(
-                    "{what} refused the login{} ({code}{answer}): the alert stays queued and \
-                     is sent again; check username and the password in password_env",
+                    "{what} refused the login{} ({code}{answer}): check username and the \
+                     password in password_env (an alert stays queued meanwhile)",
                     username.map(|u| format!(" of {u}")).unwrap_or_default()
                 ),
             ),
             _ => error(
                 FailureClass::Rejected,
                 format!(
-                    "{what} refused the email for good ({code}{answer}): the alert stays queued \
-                     and is sent again, but this needs a person (check from, to and the \
-                     server's settings)"
+                    "{what} refused the email for good ({code}{answer}): a person must look \
+                     at from, to and the server's settings; an alert stays queued meanwhile \
+                     and is sent again, not lost"
                 ),
             ),
         };
@@ -415,29 +415,37 @@ fn failure(
         // The server does not offer what we need (a login mechanism, …).
         return error(FailureClass::Rejected, format!("{what}: {e}"));
     }
-    let io = io_kind(e);
-    let class = match io {
-        Some(
-            std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::BrokenPipe
-            | std::io::ErrorKind::UnexpectedEof
-            | std::io::ErrorKind::TimedOut,
-        ) => FailureClass::NoAnswer,
-        Some(_) => FailureClass::Unreachable,
+    match io_error(e) {
+        // Cut off, or silent, once connected.
+        Some(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            error(FailureClass::NoAnswer, format!("{what}: no answer: {io}"))
+        }
+        // Refused, unreachable, a name that does not resolve.
+        Some(io) => error(
+            FailureClass::Unreachable,
+            format!("{what}: no connection: {io}"),
+        ),
         // An answer that is not SMTP.
-        None if e.is_response() => FailureClass::Intermittent,
-        None => FailureClass::Unreachable,
-    };
-    error(class, format!("{what}: {e}"))
+        None if e.is_response() => error(FailureClass::Intermittent, format!("{what}: {e}")),
+        None => error(FailureClass::Unreachable, format!("{what}: {e}")),
+    }
 }
 
-/// The kind of the I/O error in `e`'s chain of causes, if any.
-fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+/// The I/O error in `e`'s chain of causes, if any.
+fn io_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e std::io::Error> {
     let mut next = Some(e);
     while let Some(link) = next {
         if let Some(io) = link.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
+            return Some(io);
         }
         next = link.source();
     }

@@ -47,6 +47,8 @@ pub struct Channel {
 }
 
 /// What sends a channel's alerts.
+// One per channel, built once: not worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Sender {
     /// A POST, with the webhook's format.
     Webhook(HttpTarget, AlertFormat),
