@@ -25,7 +25,8 @@
 //!   `postgres/tokens.rs` for a cluster); `sluice
 //!   store copy` (`store/copy.rs`).
 //! - [`connectors`]: the `Source` and `Target` traits and one file per
-//!   endpoint kind (webhook, file, http, generator).
+//!   endpoint kind (webhook, file, http, generator); beside them the email
+//!   alert channel (`connectors/email.rs`: its settings and SMTP sender).
 //! - [`engine`]: the daemon's moving parts: per site a supervisor with the
 //!   workers of seed 000 (GetData, Trigger, Monitor, AllOthers), the
 //!   scheduler, the per-integration sender, endpoint health (the holds it

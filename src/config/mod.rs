@@ -136,6 +136,9 @@ impl AlertConfig {
 }
 
 /// How an alert channel sends.
+// One value per configured channel, read once: the size of the webhook's
+// http settings costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AlertChannel {
     /// `kind = "webhook"`: a POST of the alert's JSON document (or, with
@@ -145,6 +148,10 @@ pub enum AlertChannel {
         http: crate::connectors::http::HttpConfig,
         format: AlertFormat,
     },
+    /// `kind = "email"`: one plain-text email per alert through an SMTP
+    /// server (`smtp_url`, `username` + `password_env`, `from`, `to`, the
+    /// TLS keys, `timeout`).
+    Email(crate::connectors::email::EmailConfig),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

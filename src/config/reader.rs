@@ -666,7 +666,8 @@ impl<'a> Reader<'a> {
         let mut out = Vec::new();
         for (name, t, path, line) in self.entries(root, "", "alerts", "an alert channel") {
             self.check_name("alert channel", name, &path, line);
-            let Some(kind) = self.required(t, &path, "kind", line, "\"webhook\"") else {
+            let Some(kind) = self.required(t, &path, "kind", line, "\"webhook\" or \"email\"")
+            else {
                 continue;
             };
             let mut settings = plain_table(t);
@@ -691,10 +692,19 @@ impl<'a> Reader<'a> {
                         _ => continue,
                     }
                 }
+                "email" => match self.email_channel(t, &path, line, base_dir, &ALERT_KEYS) {
+                    Some(email) => AlertChannel::Email(email),
+                    None => continue,
+                },
                 other => {
                     let at = self.key_line(t, "kind");
-                    let message =
-                        format!("unknown kind '{other}': the kind of alert channel is \"webhook\"");
+                    let hint = closest(other, &["webhook", "email"])
+                        .map(|k| format!("did you mean '{k}'? "))
+                        .unwrap_or_default();
+                    let message = format!(
+                        "unknown kind '{other}': {hint}an alert channel is a \"webhook\" or an \
+                         \"email\""
+                    );
                     self.error(at, join(&path, "kind"), message);
                     continue;
                 }
@@ -756,6 +766,77 @@ impl<'a> Reader<'a> {
             });
         }
         out
+    }
+
+    /// The keys of an alert channel of kind email (`common`: those of
+    /// every alert channel), each problem named by its line and key.
+    fn email_channel(
+        &mut self,
+        t: &dyn TableLike,
+        path: &str,
+        header: Option<usize>,
+        base_dir: &Path,
+        common: &[&str],
+    ) -> Option<crate::connectors::email::EmailConfig> {
+        use crate::connectors::email::{self, EmailConfig};
+        let what = "an alert channel of kind email";
+        if t.contains_key("format") {
+            let at = self.key_line(t, "format");
+            let message = "only a webhook channel takes it: an email is plain text, the JSON \
+                           document at its end";
+            self.error(at, join(path, "format"), message);
+        }
+        // `format` is one of `common`: said above, not again as unknown.
+        let known: Vec<&str> = common.iter().chain(&email::KEYS).copied().collect();
+        self.unknown_keys(t, path, &known, what);
+        let smtp_url = self.required(
+            t,
+            path,
+            "smtp_url",
+            header,
+            &format!("{what} needs it (smtp://host:port, or smtps://host:port)"),
+        );
+        let from = self.required(
+            t,
+            path,
+            "from",
+            header,
+            &format!("{what} needs it (the sender's address)"),
+        );
+        // A list of addresses, or one.
+        let to = match t.get("to") {
+            None => {
+                let why = format!("{what} needs it (the recipients' addresses)");
+                self.error(header, join(path, "to"), format!("missing: {why}"));
+                None
+            }
+            Some(item) => match item.as_str() {
+                Some(one) => Some(vec![one.to_string()]),
+                None => self.strings(t, path, "to"),
+            },
+        };
+        let username = self.text(t, path, "username");
+        let password_env = self.text(t, path, "password_env");
+        let mut file = |key: &str| self.text(t, path, key).map(PathBuf::from);
+        let (ca_file, client_cert, client_key) =
+            (file("ca_file"), file("client_cert"), file("client_key"));
+        let timeout = self.duration(t, path, "timeout", email::DEFAULT_TIMEOUT);
+        let config = EmailConfig {
+            smtp_url: smtp_url?,
+            username,
+            password_env,
+            from: from?,
+            to: to?,
+            ca_file,
+            client_cert,
+            client_key,
+            timeout,
+        };
+        for (key, problem) in config.validate(base_dir) {
+            let at = self.nested_line(t, &key, header);
+            self.error(at, join(path, &key), problem);
+        }
+        Some(config)
     }
 
     /// An array of strings.

@@ -1147,6 +1147,7 @@ url = "https://alerts.example.com/in"
             assert_eq!(http.headers["X-Team"], "ops");
             assert_eq!(*format, AlertFormat::Slack);
         }
+        other => panic!("a webhook: {other:?}"),
     }
     let all = &c.alerts[1];
     assert_eq!(all.on, AlertKind::DEFAULT_ON);
@@ -1197,4 +1198,161 @@ fn a_wrong_alert_channel_is_named_by_file_line_and_key() {
         Some(BASE + 1),
         "an alert channel of kind webhook needs it",
     );
+    assert_only(
+        &with("[alerts.ops]\nkind = \"emial\"\n"),
+        "alerts.ops.kind",
+        Some(BASE + 2),
+        "did you mean 'email'?",
+    );
+}
+
+#[test]
+fn an_email_channel_is_read_with_its_defaults() {
+    let c = parse(&with(
+        r#"[alerts.oncall]
+kind = "email"
+smtp_url = "smtp://127.0.0.1:2525"
+username = "sluice"
+password_env = "SMTP_PASSWORD"
+from = "Sluice <sluice@example.com>"
+to = ["ops@example.com", "Ann <ann@example.com>"]
+on = ["held"]
+timeout = "5s"
+[alerts.night]
+kind = "email"
+smtp_url = "smtps://mail.example.com"
+from = "sluice@example.com"
+to = "night@example.com"
+"#,
+    ))
+    .unwrap();
+    use crate::connectors::email::{EmailConfig, DEFAULT_TIMEOUT};
+    let email = |i: usize| match &c.alerts[i].channel {
+        AlertChannel::Email(e) => e.clone(),
+        other => panic!("an email channel: {other:?}"),
+    };
+    assert_eq!(
+        email(0),
+        EmailConfig {
+            smtp_url: "smtp://127.0.0.1:2525".into(),
+            username: Some("sluice".into()),
+            password_env: Some("SMTP_PASSWORD".into()),
+            from: "Sluice <sluice@example.com>".into(),
+            to: vec!["ops@example.com".into(), "Ann <ann@example.com>".into()],
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            timeout: Duration::from_secs(5),
+        }
+    );
+    assert_eq!(c.alerts[0].on, [crate::model::alert::AlertKind::Held]);
+    // One recipient may be given as a string; 30s to send an email.
+    let night = email(1);
+    assert_eq!(night.to, ["night@example.com"]);
+    assert_eq!(night.timeout, DEFAULT_TIMEOUT);
+    assert_eq!((night.username, night.password_env), (None, None));
+}
+
+#[test]
+fn a_wrong_email_channel_is_named_by_file_line_and_key() {
+    let head = "[alerts.oncall]\nkind = \"email\"\n";
+    let good = "smtp_url = \"smtp://127.0.0.1:2525\"\nfrom = \"sluice@example.com\"\n\
+                to = [\"ops@example.com\"]\n";
+    // Every key missing at once, at the table's header.
+    let errs = errors(&with(head));
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "alerts.oncall.smtp_url",
+            "alerts.oncall.from",
+            "alerts.oncall.to"
+        ]
+    );
+    assert!(errs.iter().all(|e| e.line == Some(BASE + 1)), "{errs:#?}");
+    assert_error(&errs, "alerts.oncall.to", Some(BASE + 1), "recipients");
+    // A password in the URL: refused, and not repeated.
+    let text = with(&format!(
+        "{head}smtp_url = \"smtp://ann:S3cret@mail.example.com:587\"\n\
+         from = \"sluice@example.com\"\nto = [\"ops@example.com\"]\n"
+    ));
+    assert_only(
+        &text,
+        "alerts.oncall.smtp_url",
+        Some(BASE + 3),
+        "password_env",
+    );
+    assert!(!errors(&text)[0].message.contains("S3cret"));
+    assert_only(
+        &with(&format!(
+            "{head}smtp_url = \"imap://mail.example.com\"\nfrom = \"s@example.com\"\n\
+             to = \"o@example.com\"\n"
+        )),
+        "alerts.oncall.smtp_url",
+        Some(BASE + 3),
+        "scheme 'imap'",
+    );
+    // (the line added, the key of the problem, what it says, whether it is
+    // said at the table's header: a key missing)
+    for (line, key, part, at_header) in [
+        (
+            "to = [\"ops@example.com\", \"nobody\"]",
+            "to",
+            "'nobody' is not an email address",
+            false,
+        ),
+        ("to = []", "to", "names no one", false),
+        ("to = 7", "to", "must be an array of strings", false),
+        (
+            "username = \"ann\"",
+            "password_env",
+            "missing: username needs",
+            true,
+        ),
+        (
+            "password_env = \"SMTP PW\"",
+            "username",
+            "missing: password_env needs",
+            true,
+        ),
+        (
+            "password_env = \"SMTP PW\"",
+            "password_env",
+            "not the name of an environment",
+            false,
+        ),
+        ("timeout = \"soon\"", "timeout", "not a duration", false),
+        (
+            "format = \"slack\"",
+            "format",
+            "only a webhook channel",
+            false,
+        ),
+        (
+            "smtp_utl = \"smtp://mail\"",
+            "smtp_utl",
+            "did you mean 'smtp_url'",
+            false,
+        ),
+        ("ca_file = \"nowhere.pem\"", "ca_file", "cannot read", false),
+    ] {
+        // The good `to` left out where the line gives another.
+        let first = line.split(' ').next().unwrap();
+        let good: String = good
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{first} ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let text = with(&format!("{head}{good}{line}\n"));
+        let at = match at_header {
+            true => BASE + 1,
+            false => BASE + 3 + good.lines().count(),
+        };
+        assert_error(
+            &errors(&text),
+            &format!("alerts.oncall.{key}"),
+            Some(at),
+            part,
+        );
+    }
 }

@@ -3,9 +3,13 @@
 //!
 //! Adding a kind is adding one file here (its configuration, its validation,
 //! its `Source` and/or `Target`) and one arm in [`EndpointKind`].
+//!
+//! [`email`] is not an endpoint kind but the email alert channel, laid out
+//! the same way (settings, their validation, its sender).
 
 pub mod amqp;
 pub mod broker;
+pub mod email;
 pub mod file;
 pub mod generator;
 pub mod http;

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Daemon, Site};
 use crate::config::{AlertChannel, AlertConfig, AlertFormat};
+use crate::connectors::email::EmailSender;
 use crate::connectors::http::HttpTarget;
 use crate::connectors::{Delivery, DeliveryError, Target};
 use crate::model::alert::{conditions, Condition, Document, Failing, IntegrationFacts, SiteFacts};
@@ -42,31 +43,48 @@ const RETRY_LAST: Millis = 300_000;
 /// An alert channel, ready to send.
 pub struct Channel {
     pub config: AlertConfig,
-    target: HttpTarget,
+    sender: Sender,
+}
+
+/// What sends a channel's alerts.
+// One per channel, built once: not worth a box.
+#[allow(clippy::large_enum_variant)]
+enum Sender {
+    /// A POST, with the webhook's format.
+    Webhook(HttpTarget, AlertFormat),
+    /// An email through an SMTP server.
+    Email(EmailSender),
 }
 
 impl Channel {
     pub fn new(config: AlertConfig, base_dir: &std::path::Path) -> Channel {
-        let target = match &config.channel {
-            AlertChannel::Webhook { http, .. } => HttpTarget::new(http, base_dir),
+        let sender = match &config.channel {
+            AlertChannel::Webhook { http, format } => {
+                Sender::Webhook(HttpTarget::new(http, base_dir), *format)
+            }
+            AlertChannel::Email(email) => Sender::Email(EmailSender::new(
+                email,
+                base_dir,
+                &crate::config::host_name(),
+            )),
         };
-        Channel { config, target }
+        Channel { config, sender }
     }
 
     /// Sends one alert; `key` is its idempotency key.
     pub async fn send(&self, key: &str, document: &Document) -> Result<(), DeliveryError> {
-        let body = match &self.config.channel {
-            AlertChannel::Webhook {
-                format: AlertFormat::Json,
-                ..
-            } => serde_json::to_string(document),
-            AlertChannel::Webhook {
-                format: AlertFormat::Slack,
-                ..
-            } => serde_json::to_string(&serde_json::json!({ "text": document.subject() })),
+        let (target, format) = match &self.sender {
+            Sender::Webhook(target, format) => (target, format),
+            Sender::Email(email) => return email.send(key, document).await,
+        };
+        let body = match format {
+            AlertFormat::Json => serde_json::to_string(document),
+            AlertFormat::Slack => {
+                serde_json::to_string(&serde_json::json!({ "text": document.subject() }))
+            }
         }
         .expect("a document is JSON");
-        self.target
+        target
             .deliver(&[Delivery::new(key, &body)])
             .await
             .map(|_| ())

@@ -345,6 +345,35 @@ impl Document {
         };
         format!("[sluice {state}] {}", self.text)
     }
+
+    /// What an email says: the `text` line, each field that is set on a
+    /// line of its own (what a person scans for: site, integration,
+    /// endpoint, cause, who, since when, until when, how long), then the
+    /// whole JSON document for a program that reads the mail.
+    pub fn plain_text(&self) -> String {
+        let mut out = format!("{}\n\n", self.text);
+        let duration = self
+            .duration_s
+            .map(|s| format!("{} ({s} s)", human(s.max(0))));
+        let fields = [
+            ("site", self.site.as_deref()),
+            ("integration", self.integration.as_deref()),
+            ("endpoint", self.endpoint.as_deref()),
+            ("reason", Some(self.reason.as_str())),
+            ("by", Some(self.by.as_str())),
+            ("since", Some(self.since.as_str())),
+            ("resolved_at", self.resolved_at.as_deref()),
+            ("duration", duration.as_deref()),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                out.push_str(&format!("{name}: {value}\n"));
+            }
+        }
+        let json = serde_json::to_string_pretty(self).expect("a document is JSON");
+        out.push_str(&format!("\n{json}\n"));
+        out
+    }
 }
 
 /// `s` seconds as a person reads them: 45s, 3m 20s, 2h 5m.
@@ -494,5 +523,50 @@ mod tests {
         }
         assert_eq!(json["alert"], "held");
         assert_eq!(json["state"], "resolved");
+    }
+
+    #[test]
+    fn an_email_body_is_the_text_then_a_line_per_field_then_the_document() {
+        let c = Condition {
+            kind: AlertKind::Held,
+            site: "LIVE".into(),
+            integration: Some("orders".into()),
+            endpoint: Some("crm".into()),
+            reason: "endpoint crm: connection refused".into(),
+            by: "sluice".into(),
+            since: 1_764_000_000_000,
+        };
+        let firing = Document::firing(&c).plain_text();
+        let lines: Vec<&str> = firing.lines().collect();
+        assert_eq!(lines[0], Document::firing(&c).text);
+        assert_eq!(
+            lines[1..9],
+            [
+                "",
+                "site: LIVE",
+                "integration: orders",
+                "endpoint: crm",
+                "reason: endpoint crm: connection refused",
+                "by: sluice",
+                "since: 2025-11-24T16:00:00.000Z",
+                "",
+            ],
+            "{firing}"
+        );
+        // No resolved_at nor duration while it lasts; the document follows.
+        let json: Document = serde_json::from_str(&lines[9..].join("\n")).unwrap();
+        assert_eq!(json, Document::firing(&c));
+
+        let resolved = Document::resolved(&c, c.since + 125_000).plain_text();
+        assert!(
+            resolved.contains("resolved_at: 2025-11-24T16:02:05.000Z\nduration: 2m 5s (125 s)\n"),
+            "{resolved}"
+        );
+        // A test names no site: no empty lines for it.
+        let test = Document::test("ops", "ann", 0).plain_text();
+        assert!(
+            !test.contains("site:") && test.contains("by: ann"),
+            "{test}"
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! What the black-box tests share: the real `sluice` binary started on a
 //! temporary data directory and a free port, driven over HTTP and the CLI,
 //! and a real HTTP target that records what it receives (over HTTPS too,
-//! with a certificate authority made in the test: [`tls`]).
+//! with a certificate authority made in the test: [`tls`]); a real SMTP
+//! server that records the emails it takes ([`smtp`]).
 #![allow(dead_code)]
 
 pub mod pg;
 pub mod proxy;
+pub mod smtp;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
