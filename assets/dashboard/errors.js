@@ -21,7 +21,7 @@ const seqRange = (g) => (g.first_seq === g.last_seq ? `#${g.first_seq}` : `#${g.
  * What a row shows of a group's latest answer: from the status it names on
  * (an `http` target writes `POST URL: 422 ANSWER`), without the request line.
  * The row is two lines at most: with the request line first, every group of
- * one endpoint read the same there (`POST http://host/path…`), and the
+ * one endpoint read the same there (`POST` and the URL of the endpoint), and the
  * answer that tells them apart was cut off. The whole answer stays in the
  * row's title and the group's window. Without a status, the whole answer.
  */
