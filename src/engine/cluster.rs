@@ -87,11 +87,7 @@ pub struct OwnerView {
     pub expires_at: String,
 }
 
-pub(crate) fn rfc3339(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub(crate) use crate::model::rfc3339;
 
 impl Cluster {
     pub fn new(node: &str, lease: Duration, db: ClusterDb, fences: Arc<Fences>) -> Arc<Cluster> {

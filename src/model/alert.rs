@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Hold, HoldKind, Millis};
+use super::{rfc3339, Hold, HoldKind, Millis};
 
 /// What an alert is about.
 #[derive(
@@ -248,12 +248,6 @@ pub struct Document {
     pub duration_s: Option<i64>,
     /// One line a person reads.
     pub text: String,
-}
-
-fn rfc3339(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 impl Document {

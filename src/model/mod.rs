@@ -69,6 +69,14 @@ pub fn idempotency_key(site: &str, integration: &str, seq: i64) -> String {
 /// Milliseconds since the Unix epoch: the one clock stored everywhere.
 pub type Millis = i64;
 
+/// `ms` as RFC 3339 in UTC with milliseconds, as answers and alerts give
+/// times (the epoch for a time out of range).
+pub fn rfc3339(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 pub fn now_millis() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
