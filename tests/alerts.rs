@@ -580,3 +580,76 @@ async fn email_over_starttls_and_smtps_trusts_a_private_ca_given_by_ca_file() {
     assert_eq!(starttls.logins().len(), logins);
     assert_eq!((starttls.count(), smtps.count()), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_deliveries_and_a_blocked_queue_are_alerted_and_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let alerts = Target::start().await;
+    let more = "on = [\"blocked\", \"failing\"]\nfailing_threshold = 2\nfailing_window = \"3s\"\n";
+    let daemon = Daemon::start(dir.path(), &alerting_site(&target, &alerts, more)).await;
+    let has = |alert: &'static str, state: &'static str| {
+        let alerts = &alerts;
+        async move { kinds(alerts).contains(&pair(alert, state)) }
+    };
+
+    // Three busy answers, retried: more than two failures within 3 s.
+    target.script(&[(503, None), (503, None), (503, None)]);
+    daemon.hook("LIVE", "orders", "web", order(1)).await;
+    eventually(20, "a failing alert", || has("failing", "firing")).await;
+    let failing = alerts.received()[0].record.clone();
+    assert_eq!(failing["integration"], "orders", "{failing}");
+    assert!(
+        failing["reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed deliveries"),
+        "{failing}"
+    );
+    eventually(10, "delivered", || async { target.count() == 1 }).await;
+    // Once the window has no more than two: resolved.
+    eventually(20, "the failing alert resolved", || {
+        has("failing", "resolved")
+    })
+    .await;
+
+    // A record refused for good: the queue waits behind it.
+    let mut refused = order(2);
+    refused["reject"] = json!(true);
+    daemon.hook("LIVE", "orders", "web", refused).await;
+    eventually(10, "a blocked alert", || has("blocked", "firing")).await;
+    let blocked = alerts
+        .received()
+        .into_iter()
+        .map(|r| r.record)
+        .find(|d| d["alert"] == "blocked")
+        .unwrap();
+    assert_eq!(blocked["integration"], "orders", "{blocked}");
+    let reason = blocked["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("transaction 2") && reason.contains("no such customer"),
+        "{blocked}"
+    );
+
+    // Retried once the target takes it: resolved.
+    target.accept_all();
+    let out = daemon.cli(&["tx", "retry", "LIVE", "orders", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(10, "the blocked alert resolved", || {
+        has("blocked", "resolved")
+    })
+    .await;
+    assert_eq!(
+        kinds(&alerts),
+        [
+            pair("failing", "firing"),
+            pair("failing", "resolved"),
+            pair("blocked", "firing"),
+            pair("blocked", "resolved")
+        ]
+    );
+}
