@@ -57,7 +57,12 @@ async fn a_map_renames_copies_nested_fields_and_sets_constants_and_defaults() {
                "billing": {"zip": "7010"}})
     );
     assert_eq!(got.key, "LIVE:orders:1");
-    // The queue keeps the record as it arrived.
+    // The queue keeps the record as it arrived (recorded as sent just
+    // after the target took it).
+    eventually(10, "recorded as sent", || async {
+        transactions(&daemon, "sent").await.len() == 1
+    })
+    .await;
     let sent = transactions(&daemon, "sent").await;
     assert_eq!(sent[0]["record"], record);
 
@@ -163,6 +168,11 @@ async fn a_transform_ignores_what_it_filters_out_and_makes_one_record_into_sever
         ignored[0]["last_error"],
         "flow web: the transform yielded nothing"
     );
+    // Two transactions, three records: recorded as sent just after.
+    eventually(10, "two recorded as sent", || async {
+        transactions(&daemon, "sent").await.len() >= 2
+    })
+    .await;
     let sent = transactions(&daemon, "sent").await;
     assert_eq!(sent.len(), 2, "two transactions, three records: {sent:?}");
     let out = daemon.cli(&["tx", "list", "LIVE", "orders"]);
