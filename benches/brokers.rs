@@ -5,15 +5,19 @@
 //! ```sh
 //! cargo bench --bench brokers                          # N = 100,000
 //! SLUICE_BENCH_N=20000 cargo bench --bench brokers     # what CI runs
+//! SLUICE_BENCH_ONLY=mqtt cargo bench --bench brokers   # one kind: amqp, nats or mqtt
 //! ```
 //!
 //! Per kind:
 //! - **target**: N records posted to a webhook while the integration is
 //!   paused, then drained to the broker (`batch = 100`, every message
 //!   confirmed) — against the client publishing the same records 100 at a
-//!   time, each hundred's confirmations awaited before the next. MQTT's
-//!   arrivals are counted by a subscribed reader, as they come; a reader
-//!   reads the client's topic too, so the broker forwards in both.
+//!   time, each hundred's confirmations awaited before the next. MQTT runs
+//!   on a Mosquitto of the bench's own (`max_queued_messages 0`: the
+//!   shared one drops what a reader behind has past 1000) and both sides
+//!   are timed to their last PUBACK (sluice: its queue empty); a reader
+//!   subscribed to each topic (the broker forwards in both) must then
+//!   count every message once.
 //! - **source**: N messages waiting in the queue or stream, consumed by
 //!   sluice (queued durably, then acknowledged) into a `file` target on
 //!   local disk — against the client consuming and acknowledging them.
@@ -96,8 +100,19 @@ fn site(source: &str, target: &str) -> String {
     )
 }
 
+/// Until when a drain is timed.
+#[derive(Clone, Copy, PartialEq)]
+enum Until {
+    /// N records counted where they arrive (a queue, a stream).
+    Arrived,
+    /// The integration's queue empty: every record acknowledged by the
+    /// broker (what the client is timed to as well). Where they arrive
+    /// must count N after it, untimed.
+    Acknowledged,
+}
+
 /// Posts N records to the webhook while paused, then times the drain.
-async fn drain(dir: &Path, target: &str, arrived: impl AsyncCount) -> Duration {
+async fn drain(dir: &Path, target: &str, arrived: impl AsyncCount, until: Until) -> Duration {
     let daemon = Daemon::start(dir, &site("kind = \"webhook\"", target)).await;
     let (status, _) = daemon
         .post(
@@ -123,10 +138,23 @@ async fn drain(dir: &Path, target: &str, arrived: impl AsyncCount) -> Duration {
         )
         .await;
     assert!(status.is_success());
-    tokio::time::timeout(Duration::from_secs(600), arrived.reach(n))
-        .await
-        .expect("drain stuck");
-    let took = started.elapsed();
+    let mut took = None;
+    tokio::time::timeout(Duration::from_secs(600), async {
+        if until == Until::Acknowledged {
+            loop {
+                let sync = daemon.integration("S", "sync").await;
+                if sync["queued"] == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            took = Some(started.elapsed());
+        }
+        arrived.reach(n).await;
+    })
+    .await
+    .expect("drain stuck");
+    let took = took.unwrap_or_else(|| started.elapsed());
     assert_eq!(arrived.count().await, n, "each record once");
     took
 }
@@ -272,6 +300,7 @@ async fn amqp() {
         dir.path(),
         &target,
         RabbitQueue(channel.clone(), out_q.clone()),
+        Until::Arrived,
     )
     .await;
     report(
@@ -375,7 +404,13 @@ async fn nats() {
         "kind = \"nats\"\nurl = \"{}\"\nsubject = \"{out_s}.orders\"\nbatch = {BATCH}",
         nats_url()
     );
-    let took = drain(dir.path(), &target, NatsStream(js.clone(), out_s.clone())).await;
+    let took = drain(
+        dir.path(),
+        &target,
+        NatsStream(js.clone(), out_s.clone()),
+        Until::Arrived,
+    )
+    .await;
     report(
         "nats target: webhook → JetStream (acks)",
         n,
@@ -469,7 +504,12 @@ impl MqttClient {
     /// Connected under `id` (with a persistent session unless `clean`),
     /// once the CONNACK came.
     async fn connect(id: &str, clean: bool) -> MqttClient {
-        let mut options = MqttOptions::new(id, "127.0.0.1", mqtt_port());
+        MqttClient::connect_to(mqtt_port(), id, clean).await
+    }
+
+    /// Connected to the broker on `port` of 127.0.0.1.
+    async fn connect_to(port: u16, id: &str, clean: bool) -> MqttClient {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
         options.set_clean_session(clean);
         options.set_inflight(BATCH as u16);
         let (client, mut events) = AsyncClient::new(options, 10 * BATCH);
@@ -643,17 +683,73 @@ async fn paced(publisher: &MqttClient, topic: &str, seen: &mut impl Seen) -> Dur
     started.elapsed()
 }
 
-async fn mqtt() {
-    let n = n();
-    let base = unique("bench");
+/// A Mosquitto of the bench's own on a free port of 127.0.0.1, stopped
+/// when dropped.
+struct Mosquitto {
+    port: u16,
+    _dir: tempfile::TempDir,
+    process: std::process::Child,
+}
 
-    // Target. The client publishing directly, each hundred's PUBACKs
-    // awaited; a reader subscribed as for sluice below, so that the broker
-    // forwards every message in both.
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.process.kill().ok();
+        self.process.wait().ok();
+    }
+}
+
+impl Mosquitto {
+    /// With `settings` added to its configuration; `None` without the
+    /// program.
+    fn start(settings: &str) -> Option<Mosquitto> {
+        let program = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 log_dest none\n{settings}"
+            ),
+        )
+        .unwrap();
+        let process = std::process::Command::new(program)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "mosquitto listens"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Mosquitto {
+            port,
+            _dir: dir,
+            process,
+        })
+    }
+}
+
+async fn mqtt_target(broker: &Mosquitto, base: &str) {
+    let n = n();
     let direct_topic = format!("{base}/direct");
-    let mut direct_reader = MqttClient::connect(&format!("{base}-direct-read"), true).await;
+    let mut direct_reader =
+        MqttClient::connect_to(broker.port, &format!("{base}-direct-read"), true).await;
     direct_reader.subscribe(&direct_topic).await;
-    let publisher = MqttClient::connect(&format!("{base}-pub"), true).await;
+    let publisher = MqttClient::connect_to(broker.port, &format!("{base}-pub"), true).await;
     let mut acked = publisher.acked.clone();
     let started = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(BATCH) {
@@ -673,16 +769,22 @@ async fn mqtt() {
         .expect("each message reaches the reader");
     assert_eq!(direct_reader.received.count().await, n, "each message once");
     drop(direct_reader);
-    // sluice: webhook → the broker, counted by a reader.
-    let mut reader = MqttClient::connect(&format!("{base}-read"), true).await;
+    // sluice: webhook → the broker.
+    let mut reader = MqttClient::connect_to(broker.port, &format!("{base}-read"), true).await;
     reader.subscribe(&format!("{base}/out")).await;
     let dir = tempfile::tempdir().unwrap();
     let target = format!(
         "kind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\ntopic = \"{base}/out\"\n\
          client_id = \"{base}-sluice\"\nbatch = {BATCH}",
-        mqtt_port()
+        broker.port
     );
-    let took = drain(dir.path(), &target, reader.received.clone()).await;
+    let took = drain(
+        dir.path(),
+        &target,
+        reader.received.clone(),
+        Until::Acknowledged,
+    )
+    .await;
     report(
         "mqtt target: webhook → MQTT (QoS 1, PUBACKs)",
         n,
@@ -690,11 +792,27 @@ async fn mqtt() {
         "client publishing",
         direct,
     );
-    drop(reader);
+}
+
+async fn mqtt() {
+    let n = n();
+    let base = unique("bench");
+
+    // Target, on a Mosquitto of the bench's own that queues without limit
+    // for a subscriber behind (the shared one drops past 1000): the client
+    // publishing directly, each hundred's PUBACKs awaited, against sluice
+    // draining its queue; both timed to the last PUBACK, and a reader
+    // subscribed to each topic (the broker forwards in both) must count
+    // every message once.
+    match Mosquitto::start("max_queued_messages 0\n") {
+        None => println!("mqtt target: skipped (no mosquitto program to run a broker of its own)"),
+        Some(broker) => mqtt_target(&broker, &base).await,
+    }
 
     // Source: N records published to one topic, paced (WINDOW); first the
     // client consuming them directly, with a persistent session as sluice's
     // and rumqttc's PUBACK for each as it comes.
+    let publisher = MqttClient::connect(&format!("{base}-pub"), true).await;
     let topic = format!("{base}/in");
     let id = format!("{base}-direct-consumer");
     let mut consumer = MqttClient::connect(&id, false).await;
@@ -742,7 +860,16 @@ async fn mqtt() {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    amqp().await;
-    nats().await;
-    mqtt().await;
+    // SLUICE_BENCH_ONLY=amqp|nats|mqtt runs one kind.
+    let only = std::env::var("SLUICE_BENCH_ONLY").ok();
+    let runs = |kind: &str| only.as_deref().is_none_or(|o| o == kind);
+    if runs("amqp") {
+        amqp().await;
+    }
+    if runs("nats") {
+        nats().await;
+    }
+    if runs("mqtt") {
+        mqtt().await;
+    }
 }

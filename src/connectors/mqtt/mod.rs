@@ -1,6 +1,7 @@
 //! `kind = "mqtt"`: an MQTT 3.1.1 broker (Mosquitto, EMQX, HiveMQ, …)
-//! through rumqttc, over TCP (`mqtt://`) or TLS (`mqtts://`, rustls with
-//! the ClientConfig of [`BrokerConfig::tls`]).
+//! over TCP (`mqtt://`) or TLS (`mqtts://`, rustls with the ClientConfig
+//! of [`BrokerConfig::tls`]), on rumqttc's packet codec and a connection of
+//! our own ([`link`]).
 //!
 //! # Design constraints
 //! - Everything goes with QoS 1, both ways: at least once, never lost.
@@ -22,10 +23,9 @@
 //!   that is away or behind, and says so only in its own log ("Outgoing
 //!   messages are being dropped"). A source that must lose nothing needs
 //!   that limit raised (0: none) on the broker.
-//! - Each connection's event loop is polled by a task of its own, all the
+//! - Each connection is read and written by a task of its own, all the
 //!   time: keep-alive pings, PUBACKs and incoming publishes never wait for
-//!   the engine. The task ends at the first error (rumqttc would reconnect
-//!   on the next poll and resend what it holds); the connection is then
+//!   the engine. The task ends at the first error; the connection is then
 //!   made anew by the next use.
 //! - Three client ids, so that none takes over another's connection (a
 //!   broker drops the older of two connections with one id): the source's
@@ -40,29 +40,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rumqttc::{
-    AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions,
-    NetworkOptions, Outgoing, Packet, Publish, QoS, StateError, SubscribeReasonCode,
-    TlsConfiguration, Transport,
-};
-use tokio::sync::{mpsc, watch, Mutex};
-use tokio::task::JoinHandle;
+use rumqttc::{ConnectReturnCode, Publish, QoS, SubscribeReasonCode};
+use tokio::sync::{mpsc, Mutex};
 
 use super::broker::{BrokerConfig, BrokerKind, Login, Received, Subscribe, Subscription};
 use super::template::FieldTemplate;
 use super::{Credentials, Delivered, Delivery, DeliveryError, FailureClass, Target};
-use crate::{redact, tls};
+use crate::redact;
+use link::{gone, Connection, Link, Request};
+
+mod link;
 
 const KIND: BrokerKind = BrokerKind::Mqtt;
 
 /// The largest packet MQTT can carry (a remaining length of four 7-bit
-/// bytes). rumqttc's own limit (10 KiB) would end the connection at the
-/// first larger record; the broker enforces its own limit.
+/// bytes); the broker enforces its own limit.
 const MAX_PACKET: usize = 268_435_455;
-
-/// Requests (publishes, acks) queued between a client and its event loop:
-/// a publish waits here while the event loop writes the ones before it.
-const REQUESTS: usize = 64;
 
 /// Messages a source's event loop hands over ahead of `receive`. The broker
 /// sends only so many unacknowledged ones (Mosquitto: 20 by
@@ -85,50 +78,6 @@ fn fail(class: FailureClass, message: String) -> DeliveryError {
 /// How an endpoint is named in messages: `mqtt mqtt://host:1883`.
 fn named(config: &BrokerConfig) -> String {
     format!("mqtt {}", redact::url(&config.url))
-}
-
-/// A connection error as a failure class. The broker's CONNACK says why it
-/// refused (credentials, authorization, client id); TLS failures are
-/// recognised by [`tls::failure`].
-fn failure(what: &str, e: &ConnectionError) -> DeliveryError {
-    if let Some(failure) = tls::failure(e) {
-        let hint = match &failure {
-            tls::Failure::Untrusted {
-                unknown_issuer: true,
-                ..
-            } => " (a private certificate authority is trusted with ca_file)",
-            tls::Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
-            _ => "",
-        };
-        return fail(FailureClass::Untrusted, format!("{what}: {failure}{hint}"));
-    }
-    let (class, why) = match e {
-        ConnectionError::ConnectionRefused(code) => refused(*code),
-        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => {
-            (FailureClass::NoAnswer, "no answer in time".into())
-        }
-        ConnectionError::MqttState(StateError::AwaitPingResp) => (
-            FailureClass::NoAnswer,
-            "the broker did not answer a keep-alive ping".into(),
-        ),
-        ConnectionError::Io(_)
-        | ConnectionError::Tls(_)
-        | ConnectionError::RequestsDone
-        | ConnectionError::MqttState(StateError::Io(_) | StateError::ConnectionAborted) => (
-            FailureClass::Unreachable,
-            "connection failed or lost".into(),
-        ),
-        ConnectionError::NotConnAck(packet) => (
-            FailureClass::Rejected,
-            format!("answered {packet:?} instead of CONNACK: is this an MQTT 3.1.1 broker?"),
-        ),
-        // Protocol errors: a packet out of place, one that cannot be read.
-        _ => (FailureClass::Intermittent, "protocol error".into()),
-    };
-    fail(
-        class,
-        format!("{what}: {why}: {}", redact::urls_in(&e.to_string())),
-    )
 }
 
 /// What a CONNACK's refusal means.
@@ -161,37 +110,48 @@ fn refused(code: ConnectReturnCode) -> (FailureClass, String) {
     (class, why.into())
 }
 
-/// The options of a connection to the endpoint under `client_id`, with
-/// the login's user and password and, for `mqtts://`, our TLS settings.
+/// How to connect to the endpoint under `client_id`, with the login's
+/// user and password and, for `mqtts://`, our TLS settings; a clean
+/// session unless the caller says otherwise.
 fn options(
     config: &BrokerConfig,
     base: &Path,
     login: &Login,
     client_id: String,
-) -> Result<MqttOptions, DeliveryError> {
+) -> Result<link::Options, DeliveryError> {
     let what = named(config);
     let url = reqwest::Url::parse(&config.url)
         .map_err(|e| fail(FailureClass::Rejected, format!("{what}: not a URL: {e}")))?;
     let host = url
         .host_str()
         .ok_or_else(|| fail(FailureClass::Rejected, format!("{what}: no host")))?;
+    // An IPv6 literal without its brackets, as a socket address and TLS
+    // take it.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let tls = config.uses_tls(KIND);
     let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
-    let mut options = MqttOptions::new(client_id, host, port);
-    options
-        .set_keep_alive(KEEP_ALIVE)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-        .set_inflight(config.batch.clamp(1, usize::from(u16::MAX)) as u16);
-    if let (Some(user), password) = login.get(config)? {
-        options.set_credentials(user, password.unwrap_or_default());
-    }
-    if tls {
-        let tls = config
-            .tls(base)
-            .map_err(|e| fail(FailureClass::Untrusted, format!("{what}: {e}")))?;
-        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
-    }
-    Ok(options)
+    let tls = match tls {
+        false => None,
+        true => Some(Arc::new(config.tls(base).map_err(|e| {
+            fail(FailureClass::Untrusted, format!("{what}: {e}"))
+        })?)),
+    };
+    let login = match login.get(config)? {
+        (Some(user), password) => Some((user, password.unwrap_or_default())),
+        (None, _) => None,
+    };
+    Ok(link::Options {
+        host,
+        port,
+        tls,
+        client_id,
+        clean_session: true,
+        login,
+        keep_alive: KEEP_ALIVE,
+    })
 }
 
 /// The client id of the target's connection.
@@ -211,61 +171,35 @@ fn probe_id(config: &BrokerConfig) -> String {
     )
 }
 
-/// Opens a connection and waits for the broker's CONNACK: the event loop
-/// is polled here until then, so a refusal is this call's error.
-async fn connect(
-    config: &BrokerConfig,
-    options: MqttOptions,
-) -> Result<(AsyncClient, EventLoop, ConnAck), DeliveryError> {
+/// Opens a connection and waits for the broker's CONNACK, within the
+/// endpoint's timeout: a refusal is this call's error.
+async fn connect(config: &BrokerConfig, options: link::Options) -> Result<Link, DeliveryError> {
     let what = named(config);
-    let (client, mut events) = AsyncClient::new(options, REQUESTS);
-    let mut network = NetworkOptions::new();
-    network.set_connection_timeout(config.timeout().as_secs().max(1));
-    // A batch's last PUBLISH (and a source's PUBACKs) leave at once, not
-    // after the broker's delayed ACK of the one before (Nagle's algorithm).
-    network.set_tcp_nodelay(true);
-    events.set_network_options(network);
-    match tokio::time::timeout(config.timeout(), events.poll()).await {
+    match tokio::time::timeout(config.timeout(), Link::open(&what, options)).await {
         Err(_) => Err(fail(
             FailureClass::NoAnswer,
             format!("{what}: no CONNACK within {:?} (timeout)", config.timeout()),
         )),
-        Ok(Err(e)) => Err(failure(&what, &e)),
-        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => Ok((client, events, ack)),
-        Ok(Ok(other)) => Err(fail(
-            FailureClass::Rejected,
-            format!("{what}: {other:?} before the CONNACK"),
-        )),
+        Ok(result) => result.map(|(link, _)| link),
     }
 }
 
-/// Subscribes to `topic` with QoS 1 and polls the event loop until the
-/// SUBACK: the QoS the broker grants, and the publishes that came before
-/// it (a persistent session's messages come right after the CONNACK).
+/// Subscribes to `topic` with QoS 1 and reads until the SUBACK: the QoS
+/// the broker grants, and the publishes that came before it (a persistent
+/// session's messages come right after the CONNACK).
 async fn subscribe_qos1(
     config: &BrokerConfig,
-    client: &AsyncClient,
-    events: &mut EventLoop,
+    link: &mut Link,
     topic: &str,
 ) -> Result<(QoS, VecDeque<Publish>), DeliveryError> {
     let what = named(config);
-    client
-        .subscribe(topic, QoS::AtLeastOnce)
-        .await
-        .map_err(|_| {
-            fail(
-                FailureClass::Rejected,
-                format!("{what}: '{topic}' is not a valid topic filter"),
-            )
-        })?;
-    let mut early = VecDeque::new();
-    let granted = loop {
-        match events.poll().await.map_err(|e| failure(&what, &e))? {
-            Event::Incoming(Packet::SubAck(ack)) => break ack.return_codes.first().copied(),
-            Event::Incoming(Packet::Publish(p)) => early.push_back(p),
-            _ => {}
-        }
-    };
+    if !rumqttc::valid_filter(topic) {
+        return Err(fail(
+            FailureClass::Rejected,
+            format!("{what}: '{topic}' is not a valid topic filter"),
+        ));
+    }
+    let (granted, early) = link.subscribe(topic).await?;
     match granted {
         Some(SubscribeReasonCode::Success(QoS::AtMostOnce)) => Err(fail(
             FailureClass::Rejected,
@@ -302,7 +236,7 @@ async fn probe_with(
     let what = named(config);
     let options = options(config, base, login, probe_id(config))?;
     let test = async {
-        let (client, mut events, _) = connect(config, options).await?;
+        let mut link = connect(config, options).await?;
         let mut answer = format!("{what} accepted the connection (CONNACK 0, MQTT 3.1.1)");
         // A topic that takes record fields is a target's: nothing to
         // subscribe to.
@@ -311,7 +245,7 @@ async fn probe_with(
             .as_deref()
             .filter(|_| config.is_source(KIND) && !config.publish_template(KIND).has_fields());
         if let Some(topic) = subscribed {
-            let (qos, _) = subscribe_qos1(config, &client, &mut events, topic).await?;
+            let (qos, _) = subscribe_qos1(config, &mut link, topic).await?;
             answer.push_str(&format!(
                 " and granted the subscription to '{topic}' with QoS {}",
                 qos as u8
@@ -319,13 +253,7 @@ async fn probe_with(
         }
         // A clean goodbye: the broker logs a disconnection, not a lost
         // client. Its failure changes nothing about the answer.
-        if client.disconnect().await.is_ok() {
-            while let Ok(event) = events.poll().await {
-                if event == Event::Outgoing(Outgoing::Disconnect) {
-                    break;
-                }
-            }
-        }
+        link.disconnect().await;
         Ok(answer)
     };
     tokio::time::timeout(config.timeout(), test)
@@ -336,103 +264,6 @@ async fn probe_with(
                 format!("{what}: no answer within {:?} (timeout)", config.timeout()),
             ))
         })
-}
-
-/// What a connection's event loop has seen, watched by its user.
-#[derive(Debug, Clone, Default)]
-struct Progress {
-    /// PUBACKs counted: received from the broker (a target's publishes),
-    /// or written to it (a source's acknowledgements).
-    acks: u64,
-    /// Why the connection ended, once it has.
-    lost: Option<DeliveryError>,
-}
-
-/// An open connection: the client, and the task polling its event loop
-/// (ended when this is dropped, which closes the connection).
-struct Connection {
-    client: AsyncClient,
-    progress: watch::Receiver<Progress>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Connection {
-    /// Why the connection is lost, if it is.
-    fn lost(&self) -> Option<DeliveryError> {
-        self.progress.borrow().lost.clone()
-    }
-
-    /// Waits until `acks` PUBACKs are counted; `Err` when the connection
-    /// is lost first.
-    async fn acks(&mut self, acks: u64, what: &str) -> Result<(), DeliveryError> {
-        let seen = self
-            .progress
-            .wait_for(|p| p.acks >= acks || p.lost.is_some())
-            .await
-            .map(|p| p.lost.clone());
-        match seen {
-            Ok(None) => Ok(()),
-            Ok(Some(lost)) => Err(lost),
-            Err(_) => Err(gone(what)),
-        }
-    }
-
-    /// The error for a request the event loop no longer takes.
-    fn refused_request(&self, what: &str) -> DeliveryError {
-        self.lost().unwrap_or_else(|| gone(what))
-    }
-}
-
-fn gone(what: &str) -> DeliveryError {
-    fail(
-        FailureClass::Unreachable,
-        format!("{what}: the connection is closed"),
-    )
-}
-
-/// Polls a connection's event loop until its first error; `publishes`
-/// (a source's) is given every incoming publish, and the error last.
-fn run(
-    what: String,
-    mut events: EventLoop,
-    publishes: Option<mpsc::Sender<Result<Publish, DeliveryError>>>,
-) -> (watch::Receiver<Progress>, JoinHandle<()>) {
-    let (progress, watched) = watch::channel(Progress::default());
-    let task = tokio::spawn(async move {
-        loop {
-            match events.poll().await {
-                // A target's publish acknowledged by the broker.
-                Ok(Event::Incoming(Packet::PubAck(_))) if publishes.is_none() => {
-                    progress.send_modify(|p| p.acks += 1)
-                }
-                // A source's acknowledgement written to the broker.
-                Ok(Event::Outgoing(Outgoing::PubAck(_))) => progress.send_modify(|p| p.acks += 1),
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Some(to) = &publishes else { continue };
-                    if to.send(Ok(p)).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let e = failure(&what, &e);
-                    tracing::debug!("{}", e.message);
-                    progress.send_modify(|p| p.lost = Some(e.clone()));
-                    if let Some(to) = &publishes {
-                        to.send(Err(e)).await.ok();
-                    }
-                    break;
-                }
-            }
-        }
-    });
-    (watched, task)
 }
 
 /// Delivers to a topic (which may take record fields) of an MQTT broker.
@@ -491,6 +322,12 @@ impl MqttTarget {
                             .map_err(|why| rejected(d, why))?
                     }
                 };
+                if !rumqttc::valid_topic(&topic) {
+                    return Err(rejected(
+                        d,
+                        format!("'{topic}' is not a topic to publish to (no + or #)"),
+                    ));
+                }
                 // The PUBLISH's remaining length: topic length, topic,
                 // packet id, payload.
                 if 2 + topic.len() + 2 + d.payload.len() > MAX_PACKET {
@@ -527,16 +364,8 @@ impl MqttTarget {
                 &self.login,
                 target_id(&self.config),
             )?;
-            let (client, events, _) = connect(&self.config, options).await?;
-            let (progress, task) = run(named(&self.config), events, None);
-            *slot = Some((
-                generation,
-                Connection {
-                    client,
-                    progress,
-                    task,
-                },
-            ));
+            let link = connect(&self.config, options).await?;
+            *slot = Some((generation, link.run(None)));
         }
         match slot {
             Some((_, connection)) => Ok(connection),
@@ -554,13 +383,12 @@ async fn publish_all(
     what: &str,
 ) -> Result<(), DeliveryError> {
     let before = connection.progress.borrow().acks;
-    for (d, topic) in batch.iter().zip(topics) {
-        connection
-            .client
-            .publish(topic, QoS::AtLeastOnce, false, d.payload.as_bytes())
-            .await
-            .map_err(|_| connection.refused_request(what))?;
-    }
+    let publishes = batch
+        .iter()
+        .zip(topics)
+        .map(|(d, topic)| Publish::new(topic, QoS::AtLeastOnce, d.payload.as_bytes()))
+        .collect();
+    connection.ask(Request::Publish(publishes), what)?;
     connection.acks(before + batch.len() as u64, what).await
 }
 
@@ -642,13 +470,13 @@ impl Subscribe for MqttSource {
         let topic = config.topic.as_deref().unwrap_or_default();
         let client_id = config.client_id.clone().unwrap_or_else(|| "sluice".into());
         let mut options = options(config, &self.base, &self.login, client_id)?;
-        options.set_clean_session(false).set_manual_acks(true);
+        options.clean_session = false;
         let open = async {
-            let (client, mut events, _) = connect(config, options).await?;
-            let (_, early) = subscribe_qos1(config, &client, &mut events, topic).await?;
-            Ok::<_, DeliveryError>((client, events, early))
+            let mut link = connect(config, options).await?;
+            let (_, early) = subscribe_qos1(config, &mut link, topic).await?;
+            Ok::<_, DeliveryError>((link, early))
         };
-        let (client, events, early) = tokio::time::timeout(config.timeout(), open)
+        let (link, early) = tokio::time::timeout(config.timeout(), open)
             .await
             .unwrap_or_else(|_| {
                 Err(fail(
@@ -660,13 +488,8 @@ impl Subscribe for MqttSource {
                 ))
             })?;
         let (to, handed) = mpsc::channel(HANDED_OVER);
-        let (progress, task) = run(what.clone(), events, Some(to));
         Ok(Box::new(MqttSubscription {
-            connection: Connection {
-                client,
-                progress,
-                task,
-            },
+            connection: link.run(Some(to)),
             early,
             handed,
             lost: None,
@@ -745,7 +568,7 @@ impl Subscription for MqttSubscription {
                         self.lost = Some(e.clone());
                         return Err(e);
                     }
-                    None => return Err(self.connection.refused_request(&self.what)),
+                    None => return Err(self.connection.lost().unwrap_or_else(|| gone(&self.what))),
                 }
             }
         };
@@ -761,16 +584,15 @@ impl Subscription for MqttSubscription {
     }
 
     async fn ack(&mut self) -> Result<(), DeliveryError> {
-        let client = &self.connection.client;
-        for p in self.unacked.drain(..) {
-            if p.qos == QoS::AtMostOnce {
-                continue;
-            }
-            client
-                .ack(&p)
-                .await
-                .map_err(|_| self.connection.refused_request(&self.what))?;
-            self.acks_sent += 1;
+        let pkids: Vec<u16> = self
+            .unacked
+            .drain(..)
+            .filter(|p| p.qos != QoS::AtMostOnce)
+            .map(|p| p.pkid)
+            .collect();
+        if !pkids.is_empty() {
+            self.acks_sent += pkids.len() as u64;
+            self.connection.ask(Request::Ack(pkids), &self.what)?;
         }
         // Written to the broker, not only queued: a subscription dropped
         // right after would otherwise take its PUBACKs with it.
