@@ -21,7 +21,9 @@
 //!   comes once the server has handled it and (acks of one connection being
 //!   handled in order) every ack before it. What is not acknowledged comes
 //!   again after the consumer's `ack_wait`, with a delivery count above 1:
-//!   `redelivered`.
+//!   `redelivered`. Messages are pulled by requests of sluice's own
+//!   ([`Pull`]: up to 1000 at a time, one request waiting at a time, a
+//!   heartbeat every 5 s while it waits).
 //!
 //! # Connections
 //! One connection per target, made on first use and kept; one per
@@ -498,15 +500,10 @@ impl Subscribe for NatsSource {
                     format!("consumer '{durable}' of stream '{name}': {e}"),
                 )
             })?;
-        let messages = consumer.messages().await.map_err(|e| {
-            failure(
-                FailureClass::Intermittent,
-                &shown,
-                format!("consumer '{durable}': {e}"),
-            )
-        })?;
+        let pull = Pull::open(&js, &consumer, &shown).await?;
         Ok(Box::new(NatsSubscription {
-            messages,
+            consumer,
+            pull,
             unacked: Vec::new(),
             failed: None,
             timeout: self.config.timeout(),
@@ -519,44 +516,201 @@ impl Subscribe for NatsSource {
     }
 }
 
-/// The class of an error of a consumer's messages.
-fn messages_class(e: &pull::MessagesError) -> FailureClass {
-    use pull::MessagesErrorKind as K;
-    match e.kind() {
-        K::MissingHeartbeat => FailureClass::NoAnswer,
-        // Made anew, it would start at the beginning of the stream: a
-        // person decides.
-        K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
-            FailureClass::Rejected
-        }
-        // The next pull request could not be handed to the connection: its
-        // task has ended (the client does not reconnect), the connection is
-        // lost.
-        K::Pull if not_sent(e) => FailureClass::Unreachable,
-        K::NoResponders | K::Pull | K::Other => FailureClass::Intermittent,
-    }
+/// Messages of a pull request at most.
+const PULL_BATCH: usize = 1000;
+
+/// How long a pull request waits on the server for messages (then it ends
+/// with a 408 and the next is sent).
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+
+/// How often the server says a waiting pull request is alive; two without
+/// a word and the subscription fails (NoAnswer).
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A durable pull consumer's messages, by pull requests of our own on one
+/// inbox: one request outstanding at a time, the next sent once the server
+/// has delivered all it asked for or ended it (a 408 when it expires, a
+/// 409 when it is cut short).
+///
+/// async-nats's `messages()` keeps two requests in flight and counts what
+/// it still expects; a message that arrives before the answer of the
+/// request it belongs to is seen (a loaded machine) is not counted, the
+/// count drifts up, and it stops asking while the server has nothing
+/// waiting: 30 s of silence, then "missed idle heartbeat" (seen at 100,000
+/// messages, one run in two: the consumer said 0 pull requests waiting, 0
+/// acknowledgements pending, 70,000 messages not delivered).
+struct Pull {
+    client: Client,
+    context: jetstream::Context,
+    /// `$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}`.
+    next: String,
+    inbox: String,
+    messages: async_nats::Subscriber,
+    /// Messages the outstanding request may still bring; 0: none is.
+    outstanding: usize,
+    /// [`PULL_EXPIRES`] and [`PULL_HEARTBEAT`] (shorter in tests).
+    expires: Duration,
+    heartbeat: Duration,
+    shown: String,
 }
 
-/// Whether a publish in `e`'s chain of causes could not be handed to the
-/// client's connection task (`failed to send message: channel closed`).
-fn not_sent(e: &(dyn StdError + 'static)) -> bool {
-    let mut next = Some(e);
-    while let Some(link) = next {
-        let send = link
-            .downcast_ref::<async_nats::PublishError>()
-            .is_some_and(|p| p.kind() == async_nats::PublishErrorKind::Send);
-        if send {
-            return true;
-        }
-        next = link.source();
+impl Pull {
+    async fn open(
+        js: &jetstream::Context,
+        consumer: &jetstream::consumer::PullConsumer,
+        shown: &str,
+    ) -> Result<Pull, DeliveryError> {
+        let info = consumer.cached_info();
+        let client = js.client();
+        let inbox = client.new_inbox();
+        let messages = client.subscribe(inbox.clone()).await.map_err(|e| {
+            failure(
+                FailureClass::Unreachable,
+                shown,
+                format!("consumer '{}': {e}", info.name),
+            )
+        })?;
+        Ok(Pull {
+            client,
+            context: js.clone(),
+            next: format!(
+                "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+                info.stream_name, info.name
+            ),
+            inbox,
+            messages,
+            outstanding: 0,
+            expires: PULL_EXPIRES,
+            heartbeat: PULL_HEARTBEAT,
+            shown: shown.to_owned(),
+        })
     }
-    false
+
+    /// Asks the server for up to [`PULL_BATCH`] messages.
+    async fn request(&mut self) -> Result<(), DeliveryError> {
+        let request = serde_json::json!({
+            "batch": PULL_BATCH,
+            "expires": self.expires.as_nanos() as u64,
+            "idle_heartbeat": self.heartbeat.as_nanos() as u64,
+        });
+        self.client
+            .publish_with_reply(
+                self.next.clone(),
+                self.inbox.clone(),
+                request.to_string().into(),
+            )
+            .await
+            .map_err(|e| {
+                // The client's connection task has ended: the connection
+                // is lost.
+                failure(
+                    FailureClass::Unreachable,
+                    &self.shown,
+                    format!("pull request: {e}"),
+                )
+            })?;
+        self.outstanding = PULL_BATCH;
+        Ok(())
+    }
+
+    /// The next message: waits for one as long as the server's heartbeats
+    /// say the request waits.
+    async fn next(&mut self) -> Result<jetstream::Message, DeliveryError> {
+        loop {
+            if self.outstanding == 0 {
+                self.request().await?;
+            }
+            let silence = 2 * self.heartbeat;
+            let message = tokio::time::timeout(silence, self.messages.next())
+                .await
+                .map_err(|_| {
+                    failure(
+                        FailureClass::NoAnswer,
+                        &self.shown,
+                        format!(
+                            "no message and no heartbeat for {silence:?} while a pull request \
+                             waits"
+                        ),
+                    )
+                })?;
+            if let Some(message) = self.take(message)? {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// A message already arrived, without waiting (nor asking for more).
+    fn ready(&mut self) -> Option<Result<jetstream::Message, DeliveryError>> {
+        while self.outstanding > 0 {
+            let arrived = self.messages.next().now_or_never()?;
+            match self.take(arrived) {
+                Ok(Some(message)) => return Some(Ok(message)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
+    }
+
+    /// What arrived on the inbox: a message, or `None` for a heartbeat or
+    /// the end of the request; `Err` for the end of the subscription.
+    fn take(
+        &mut self,
+        arrived: Option<async_nats::Message>,
+    ) -> Result<Option<jetstream::Message>, DeliveryError> {
+        use async_nats::StatusCode;
+        let Some(message) = arrived else {
+            return Err(failure(
+                FailureClass::Unreachable,
+                &self.shown,
+                "the connection was lost",
+            ));
+        };
+        let status = match message.status {
+            None | Some(StatusCode::OK) => {
+                self.outstanding = self.outstanding.saturating_sub(1);
+                return Ok(Some(jetstream::Message {
+                    message,
+                    context: self.context.clone(),
+                }));
+            }
+            Some(StatusCode::IDLE_HEARTBEAT) => return Ok(None),
+            Some(status) => status,
+        };
+        let why = message.description.as_deref().unwrap_or_default();
+        // Made anew, a consumer would start at the beginning of the stream:
+        // a person decides. A request the consumer's limits refuse is
+        // refused again.
+        let refused = why == "Consumer Deleted"
+            || why == "Consumer is push based"
+            || why.starts_with("Exceeded MaxRequest");
+        let class = match status {
+            _ if refused => FailureClass::Rejected,
+            // Too many requests waiting on the consumer (other clients'):
+            // tried again after a back-off, not at once.
+            _ if why.starts_with("Exceeded MaxWaiting") => FailureClass::Intermittent,
+            // The request expired or was ended (its batch completed, or cut
+            // short): the next one is sent.
+            StatusCode::TIMEOUT | StatusCode::REQUEST_TERMINATED => {
+                self.outstanding = 0;
+                return Ok(None);
+            }
+            _ => FailureClass::Intermittent,
+        };
+        Err(failure(
+            class,
+            &self.shown,
+            format!("pull request answered {status}: {why}"),
+        ))
+    }
 }
 
 /// An open pull consumer. Dropping it closes its connection; what it did
 /// not acknowledge comes again after the consumer's `ack_wait`.
 struct NatsSubscription {
-    messages: pull::Stream,
+    /// Asked for its state when the messages stop.
+    consumer: jetstream::consumer::PullConsumer,
+    pull: Pull,
     /// Given by `receive`, not acknowledged yet, in order.
     unacked: Vec<jetstream::Message>,
     /// An error met after `receive` had messages to give: given by the
@@ -567,21 +721,18 @@ struct NatsSubscription {
 }
 
 impl NatsSubscription {
-    /// A message, or why the consumer's messages stopped.
-    fn take(
-        &self,
-        next: Option<Result<jetstream::Message, pull::MessagesError>>,
-    ) -> Result<jetstream::Message, DeliveryError> {
-        match next {
-            Some(Ok(message)) => Ok(message),
-            // The connection's task ended: the connection is lost.
-            None => Err(failure(
-                FailureClass::Unreachable,
-                &self.shown,
-                "the connection was lost",
-            )),
-            Some(Err(e)) => Err(failure(messages_class(&e), &self.shown, e)),
+    /// `e` with the consumer's state as the server tells it, when it
+    /// answers within a second: why messages stopped coming.
+    async fn with_state(&mut self, mut e: DeliveryError) -> DeliveryError {
+        let info = tokio::time::timeout(Duration::from_secs(1), self.consumer.info()).await;
+        if let Ok(Ok(info)) = info {
+            e.message.push_str(&format!(
+                " (consumer '{}': {} delivered and not acknowledged, {} pull requests \
+                 waiting, {} messages not yet delivered)",
+                info.name, info.num_ack_pending, info.num_waiting, info.num_pending
+            ));
         }
+        e
     }
 
     fn received(message: &jetstream::Message) -> Received {
@@ -596,18 +747,20 @@ impl NatsSubscription {
 impl Subscription for NatsSubscription {
     async fn receive(&mut self, max: usize) -> Result<Vec<Received>, DeliveryError> {
         if let Some(e) = self.failed.take() {
-            return Err(e);
+            return Err(self.with_state(e).await);
         }
-        let first = self.messages.next().await;
-        let first = self.take(first)?;
+        let first = match self.pull.next().await {
+            Ok(first) => first,
+            Err(e) => return Err(self.with_state(e).await),
+        };
         let mut out = vec![Self::received(&first)];
         self.unacked.push(first);
         while out.len() < max {
             // What has already arrived, without waiting.
-            let Some(next) = self.messages.next().now_or_never() else {
+            let Some(next) = self.pull.ready() else {
                 break;
             };
-            match self.take(next) {
+            match next {
                 Ok(message) => {
                     out.push(Self::received(&message));
                     self.unacked.push(message);
@@ -916,32 +1069,48 @@ mod tests {
         s.remove().await;
     }
 
-    #[test]
-    fn a_pull_request_the_lost_connection_could_not_send_is_unreachable() {
-        use async_nats::{PublishError, PublishErrorKind, RequestError, RequestErrorKind};
-        use pull::{MessagesError, MessagesErrorKind as K};
-        // As the pull consumer's task reports it once the client's
-        // connection task has ended: "pull request failed: request failed:
-        // failed to send message: channel closed".
-        let not_sent = MessagesError::with_source(
-            K::Pull,
-            RequestError::with_source(
-                RequestErrorKind::Other,
-                PublishError::new(PublishErrorKind::Send),
-            ),
-        );
-        assert_eq!(messages_class(&not_sent), FailureClass::Unreachable);
-        let timed_out =
-            MessagesError::with_source(K::Pull, RequestError::new(RequestErrorKind::TimedOut));
-        assert_eq!(messages_class(&timed_out), FailureClass::Intermittent);
-        assert_eq!(
-            messages_class(&MessagesError::new(K::MissingHeartbeat)),
-            FailureClass::NoAnswer
-        );
-        assert_eq!(
-            messages_class(&MessagesError::new(K::ConsumerDeleted)),
-            FailureClass::Rejected
-        );
+    #[tokio::test]
+    async fn pull_requests_expire_and_are_renewed_through_a_quiet_time_with_heartbeats() {
+        let s = TestStream::new("quiet").await;
+        s.publish(&["{\"n\": 1}"]).await;
+        let stream = s.js.get_stream(&s.name).await.unwrap();
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some("quiet".into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut pull = Pull::open(&s.js, &consumer, "nats test").await.unwrap();
+        pull.expires = Duration::from_millis(600);
+        pull.heartbeat = Duration::from_millis(200);
+        let first = pull.next().await.unwrap();
+        assert_eq!(&first.payload[..], b"{\"n\": 1}");
+        first.double_ack().await.unwrap();
+
+        // Three expiries go by with nothing to deliver: heartbeats keep the
+        // wait alive, each 408 sends the next request, and what is
+        // published then comes, in order.
+        let later = async {
+            tokio::time::sleep(Duration::from_millis(2000)).await;
+            s.publish(&["{\"n\": 2}", "{\"n\": 3}"]).await;
+        };
+        let (second, ()) = tokio::join!(pull.next(), later);
+        let second = second.unwrap();
+        assert_eq!(&second.payload[..], b"{\"n\": 2}");
+        let third = match pull.ready() {
+            Some(third) => third.unwrap(),
+            None => pull.next().await.unwrap(),
+        };
+        assert_eq!(&third.payload[..], b"{\"n\": 3}");
+        second.double_ack().await.unwrap();
+        third.double_ack().await.unwrap();
+        let info = s.consumer_info("quiet").await;
+        assert!(info.num_waiting <= 1, "one request at a time: {info:?}");
+        assert_eq!(info.num_pending, 0);
+        drop(pull);
+        s.remove().await;
     }
 
     #[tokio::test]

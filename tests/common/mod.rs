@@ -182,7 +182,12 @@ impl Daemon {
             Stdio::piped()
         };
         let mut child = cmd
-            .env("SLUICE_LOG", "warn")
+            // SLUICE_TEST_DAEMON_LOG: the daemon's SLUICE_LOG, to look
+            // into a test or a bench (warnings and worse by default).
+            .env(
+                "SLUICE_LOG",
+                std::env::var("SLUICE_TEST_DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(err_to)
             .spawn()
