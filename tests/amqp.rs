@@ -11,8 +11,8 @@ use common::proxy::Proxy;
 use common::*;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicRecoverOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -113,11 +113,26 @@ impl Rabbit {
             .basic_cancel(consumer.tag(), Default::default())
             .await
             .ok();
+        // What came past the `n`th stays unacknowledged on the channel
+        // (a cancel does not give it back): back to the queue, in place.
+        channel
+            .basic_recover(BasicRecoverOptions { requeue: true })
+            .await
+            .ok();
         ids
     }
 
     /// How many messages `queue` holds.
     async fn count(&self, queue: &str) -> u32 {
+        self.state(queue).await.message_count()
+    }
+
+    /// How many consumers read `queue`.
+    async fn consumers(&self, queue: &str) -> u32 {
+        self.state(queue).await.consumer_count()
+    }
+
+    async fn state(&self, queue: &str) -> lapin::Queue {
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
@@ -126,7 +141,6 @@ impl Rabbit {
             .queue_declare(queue.into(), passive, FieldTable::default())
             .await
             .unwrap()
-            .message_count()
     }
 }
 
@@ -498,4 +512,75 @@ async fn a_missing_exchange_is_a_failure_for_good_in_the_brokers_words() {
     assert!(why.contains("NOT_FOUND") && why.contains(&missing), "{why}");
     // The endpoint itself is reachable: not held.
     assert!(hold_kinds(&daemon.integration("S", "sync").await).is_empty());
+}
+
+/// A cluster of two nodes on PostgreSQL: only the node that sends the
+/// integration consumes its queue; when it is killed, the other takes the
+/// lease, sends what was queued and consumes what follows. Nothing is lost,
+/// the first deliveries keep the queue's order, and what the dead node
+/// received but had not acknowledged, if anything, comes again and is not
+/// queued twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_only_the_sending_node_consumes_and_the_next_takes_over_at_a_kill() {
+    let mut rabbit = Rabbit::new().await;
+    let (input, output) = (rabbit.queue("in").await, rabbit.queue("out").await);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = site(&amqp_url(), &input, &amqp_url(), &output, "");
+    let lease = Duration::from_secs(2);
+    let mut nodes = common::cluster(dir.path(), &toml, 2, lease, options()).await;
+    let owner = || async {
+        nodes[1].integration("S", "sync").await["owner"]["node"]
+            .as_str()
+            .map(str::to_string)
+    };
+    eventually(20, "one node sends the integration", || async {
+        owner().await.is_some()
+    })
+    .await;
+    let first = owner().await.unwrap();
+    eventually(10, "its consumer reads the queue", || async {
+        rabbit.consumers(&input).await == 1
+    })
+    .await;
+
+    rabbit.publish(&input, 1, 100).await;
+    let ids = rabbit.take(&output, 100, 30).await;
+    assert_eq!(ids, (1..=100).collect::<Vec<_>>(), "in order, none lost");
+    assert_eq!(
+        rabbit.consumers(&input).await,
+        1,
+        "one consumer in the cluster"
+    );
+
+    // The sending node dies while it consumes; the other takes the lease,
+    // sends what was queued and consumes what follows.
+    rabbit.publish(&input, 101, 200).await;
+    let victim = if first == "n1" { 0 } else { 1 };
+    nodes[victim].kill();
+    let survivor = &nodes[1 - victim];
+    eventually(20, "the other node sends and consumes", || async {
+        let now = survivor.integration("S", "sync").await["owner"]["node"].clone();
+        now.as_str().is_some_and(|n| n != first) && rabbit.consumers(&input).await == 1
+    })
+    .await;
+    rabbit.publish(&input, 201, 250).await;
+    // Repeats only of what the dead node had in flight.
+    let mut seen = std::collections::HashSet::new();
+    let mut firsts: Vec<i64> = ids.clone();
+    seen.extend(ids.iter().copied());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while firsts.len() < 250 && tokio::time::Instant::now() < deadline {
+        for id in rabbit.take(&output, 250 - firsts.len(), 5).await {
+            if seen.insert(id) {
+                firsts.push(id);
+            }
+        }
+    }
+    assert_eq!(firsts, (1..=250).collect::<Vec<_>>(), "in order, none lost");
+    let keys = queued_keys(survivor).await;
+    assert_eq!(keys.len(), 250, "each message queued once: {keys:?}");
+    eventually(10, "everything acknowledged to the broker", || async {
+        rabbit.count(&input).await == 0
+    })
+    .await;
 }

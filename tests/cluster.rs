@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::pg::PgDb;
 use common::{eventually, order, webhook_site, Daemon, Options, Target};
 use serde_json::Value;
 
@@ -33,31 +32,7 @@ async fn cluster(dir: &Path, target: &Target, batch: usize, n: usize) -> Vec<Dae
 
 /// A cluster of `n` nodes on one new database running the sites of `toml`.
 async fn cluster_of(dir: &Path, toml: &str, n: usize) -> Vec<Daemon> {
-    let db = Arc::new(PgDb::new().await);
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nstore = \"postgres\"\n\
-             store_url_env = \"SLUICE_TEST_STORE_URL\"\nlease = \"{}s\"\n{}",
-            dir.join("data").display(),
-            LEASE.as_secs(),
-            toml
-        ),
-    )
-    .unwrap();
-    let mut nodes = Vec::new();
-    for i in 1..=n {
-        let home = dir.join(format!("n{i}"));
-        std::fs::create_dir_all(&home).unwrap();
-        let options = Options {
-            node: Some(format!("n{i}")),
-            data_dir: Some(home.join("data")),
-            ..Options::default()
-        };
-        nodes.push(Daemon::start_node(&home, &config, options, db.clone()).await);
-    }
-    nodes
+    common::cluster(dir, toml, n, LEASE, Options::default()).await
 }
 
 /// The node that sends LIVE/orders, as `asked` answers.

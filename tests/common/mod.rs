@@ -443,6 +443,44 @@ impl Drop for Daemon {
     }
 }
 
+/// A cluster of `n` nodes `n1`… on one new PostgreSQL database, sharing
+/// one configuration file (`toml`'s sites, with `lease`), each with a data
+/// directory of its own under `dir/n{i}` and `options` (its `node` and
+/// `data_dir` set here).
+pub async fn cluster(
+    dir: &Path,
+    toml: &str,
+    n: usize,
+    lease: Duration,
+    options: Options,
+) -> Vec<Daemon> {
+    let db = Arc::new(pg::PgDb::new().await);
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nstore = \"postgres\"\n\
+             store_url_env = \"{STORE_URL_ENV}\"\nlease = \"{}s\"\n{}",
+            dir.join("data").display(),
+            lease.as_secs(),
+            toml
+        ),
+    )
+    .unwrap();
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        let home = dir.join(format!("n{i}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let options = Options {
+            node: Some(format!("n{i}")),
+            data_dir: Some(home.join("data")),
+            ..options.clone()
+        };
+        nodes.push(Daemon::start_node(&home, &config, options, db.clone()).await);
+    }
+    nodes
+}
+
 /// Waits until `check` holds, or fails the test after `secs`.
 pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
 where
