@@ -10,7 +10,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{eventually, order, webhook_site, Daemon, Options, Target};
