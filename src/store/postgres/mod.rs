@@ -149,6 +149,27 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// One statement on an alert's condition (open, remind, close) and, if
+    /// it changed a row, `document` queued to `channel` in the same
+    /// transaction: whatever node runs it, one alert per change.
+    async fn change_alert(
+        &self,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        channel: &str,
+        document: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let changed = db.execute(statement, params).await? > 0;
+        if changed {
+            queue_alert(&db, &self.site, channel, document, now).await?;
+        }
+        db.commit().await?;
+        Ok(changed)
+    }
+
     /// Connects to the database at `url` (`postgres://user:password@host/db`),
     /// brings its schema up to date, and binds the store to `site`.
     pub async fn open(url: &str, site: &str) -> Result<PgStore> {
@@ -1492,21 +1513,15 @@ impl Store for PgStore {
         document: &str,
         now: Millis,
     ) -> Result<bool> {
-        let mut client = self.client().await?;
-        let db = client.transaction().await?;
-        let opened = db
-            .execute(
-                "INSERT INTO sluice_alert_conditions (site, channel, key, condition, last_sent)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site, channel, key) DO NOTHING",
-                &[&self.site, &channel, &key, &condition, &now],
-            )
-            .await?
-            > 0;
-        if opened {
-            queue_alert(&db, &self.site, channel, document, now).await?;
-        }
-        db.commit().await?;
-        Ok(opened)
+        self.change_alert(
+            "INSERT INTO sluice_alert_conditions (site, channel, key, condition, last_sent)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site, channel, key) DO NOTHING",
+            &[&self.site, &channel, &key, &condition, &now],
+            channel,
+            document,
+            now,
+        )
+        .await
     }
 
     async fn remind_alert(
@@ -1517,21 +1532,15 @@ impl Store for PgStore {
         document: &str,
         now: Millis,
     ) -> Result<bool> {
-        let mut client = self.client().await?;
-        let db = client.transaction().await?;
-        let reminded = db
-            .execute(
-                "UPDATE sluice_alert_conditions SET last_sent = $5
-                  WHERE site = $1 AND channel = $2 AND key = $3 AND last_sent = $4",
-                &[&self.site, &channel, &key, &was, &now],
-            )
-            .await?
-            > 0;
-        if reminded {
-            queue_alert(&db, &self.site, channel, document, now).await?;
-        }
-        db.commit().await?;
-        Ok(reminded)
+        self.change_alert(
+            "UPDATE sluice_alert_conditions SET last_sent = $5
+              WHERE site = $1 AND channel = $2 AND key = $3 AND last_sent = $4",
+            &[&self.site, &channel, &key, &was, &now],
+            channel,
+            document,
+            now,
+        )
+        .await
     }
 
     async fn close_alert(
@@ -1541,21 +1550,15 @@ impl Store for PgStore {
         document: &str,
         now: Millis,
     ) -> Result<bool> {
-        let mut client = self.client().await?;
-        let db = client.transaction().await?;
-        let closed = db
-            .execute(
-                "DELETE FROM sluice_alert_conditions
-                  WHERE site = $1 AND channel = $2 AND key = $3",
-                &[&self.site, &channel, &key],
-            )
-            .await?
-            > 0;
-        if closed {
-            queue_alert(&db, &self.site, channel, document, now).await?;
-        }
-        db.commit().await?;
-        Ok(closed)
+        self.change_alert(
+            "DELETE FROM sluice_alert_conditions
+              WHERE site = $1 AND channel = $2 AND key = $3",
+            &[&self.site, &channel, &key],
+            channel,
+            document,
+            now,
+        )
+        .await
     }
 
     async fn due_alerts(

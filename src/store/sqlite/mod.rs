@@ -160,6 +160,32 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// One statement on an alert's condition (open, remind, close) and, if
+    /// it changed a row, `document` queued to `channel` in the same
+    /// transaction.
+    async fn change_alert(
+        &self,
+        statement: &'static str,
+        values: Vec<rusqlite::types::Value>,
+        channel: &str,
+        document: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let (channel, document) = (channel.to_string(), document.to_string());
+        self.write(move |ctx| {
+            let changed = ctx
+                .conn
+                .prepare_cached(statement)?
+                .execute(rusqlite::params_from_iter(values))?
+                > 0;
+            if changed {
+                queue_alert(ctx.conn, &channel, &document, now)?;
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
     pub fn open(path: &Path) -> Result<SqliteStore> {
         SqliteStore::open_with(path, SqliteOptions::default())
     }
@@ -1418,26 +1444,14 @@ impl Store for SqliteStore {
         document: &str,
         now: Millis,
     ) -> Result<bool> {
-        let (channel, key, condition, document) = (
-            channel.to_string(),
-            key.to_string(),
-            condition.to_string(),
-            document.to_string(),
-        );
-        self.write(move |ctx| {
-            let opened = ctx
-                .conn
-                .prepare_cached(
-                    "INSERT INTO alert_conditions (channel, key, condition, last_sent)
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (channel, key) DO NOTHING",
-                )?
-                .execute(params![channel, key, condition, now])?
-                > 0;
-            if opened {
-                queue_alert(ctx.conn, &channel, &document, now)?;
-            }
-            Ok(opened)
-        })
+        self.change_alert(
+            "INSERT INTO alert_conditions (channel, key, condition, last_sent)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (channel, key) DO NOTHING",
+            vec![text(channel), text(key), text(condition), now.into()],
+            channel,
+            document,
+            now,
+        )
         .await
     }
 
@@ -1449,21 +1463,14 @@ impl Store for SqliteStore {
         document: &str,
         now: Millis,
     ) -> Result<bool> {
-        let (channel, key, document) = (channel.to_string(), key.to_string(), document.to_string());
-        self.write(move |ctx| {
-            let reminded = ctx
-                .conn
-                .prepare_cached(
-                    "UPDATE alert_conditions SET last_sent = ?4
-                      WHERE channel = ?1 AND key = ?2 AND last_sent = ?3",
-                )?
-                .execute(params![channel, key, was, now])?
-                > 0;
-            if reminded {
-                queue_alert(ctx.conn, &channel, &document, now)?;
-            }
-            Ok(reminded)
-        })
+        self.change_alert(
+            "UPDATE alert_conditions SET last_sent = ?4
+              WHERE channel = ?1 AND key = ?2 AND last_sent = ?3",
+            vec![text(channel), text(key), was.into(), now.into()],
+            channel,
+            document,
+            now,
+        )
         .await
     }
 
@@ -1474,18 +1481,13 @@ impl Store for SqliteStore {
         document: &str,
         now: Millis,
     ) -> Result<bool> {
-        let (channel, key, document) = (channel.to_string(), key.to_string(), document.to_string());
-        self.write(move |ctx| {
-            let closed = ctx
-                .conn
-                .prepare_cached("DELETE FROM alert_conditions WHERE channel = ?1 AND key = ?2")?
-                .execute(params![channel, key])?
-                > 0;
-            if closed {
-                queue_alert(ctx.conn, &channel, &document, now)?;
-            }
-            Ok(closed)
-        })
+        self.change_alert(
+            "DELETE FROM alert_conditions WHERE channel = ?1 AND key = ?2",
+            vec![text(channel), text(key)],
+            channel,
+            document,
+            now,
+        )
         .await
     }
 
@@ -1573,6 +1575,11 @@ impl Store for SqliteStore {
     fn space(&self) -> watch::Receiver<Space> {
         self.space.clone()
     }
+}
+
+/// A text parameter of a statement whose values are gathered first.
+fn text(s: &str) -> rusqlite::types::Value {
+    rusqlite::types::Value::Text(s.to_string())
 }
 
 /// Puts an alert in the outbox, due now.
