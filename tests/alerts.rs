@@ -192,6 +192,47 @@ async fn an_alert_waits_for_a_channel_that_is_down_and_holds_up_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_of_an_integration_a_reload_removes_is_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let alerts = Target::start().await;
+    let toml = alerting_site(&target, &alerts, "on = [\"paused\"]\n");
+    let daemon = Daemon::start(dir.path(), &toml).await;
+    let (status, v) = daemon
+        .post(
+            "/api/v1/sites/LIVE/integrations/orders/pause",
+            json!({"reason": "being replaced"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    eventually(10, "the paused alert", || async { alerts.count() >= 1 }).await;
+
+    // The integration is replaced by another in the file: nobody judges
+    // `orders` any more, and its condition is over.
+    let file = std::fs::read_to_string(&daemon.config).unwrap();
+    let replaced = file
+        .replace(
+            "[sites.LIVE.integrations.orders]",
+            "[sites.LIVE.integrations.orders2]",
+        )
+        .replace(
+            "[[sites.LIVE.integrations.orders.flows]]",
+            "[[sites.LIVE.integrations.orders2.flows]]",
+        );
+    assert_ne!(replaced, file);
+    std::fs::write(&daemon.config, replaced).unwrap();
+    let (status, v) = daemon.post("/api/v1/sites/LIVE/reload", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    eventually(10, "the resolved alert", || async { alerts.count() >= 2 }).await;
+    assert_eq!(
+        kinds(&alerts),
+        [pair("paused", "firing"), pair("paused", "resolved")]
+    );
+    let resolved = alerts.received()[1].record.clone();
+    assert_eq!(resolved["integration"], "orders", "{resolved}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_alert_is_sent_on_demand() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;

@@ -14,7 +14,8 @@
 //!
 //! On a cluster each node judges the integrations it sends (whose lease it
 //! holds) and the sites' states; a condition of an integration another
-//! node sends is left to that node.
+//! node sends is left to that node. A condition of an integration a reload
+//! removed is resolved.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -233,11 +234,13 @@ async fn watch(site: &Site, channels: &[Channel]) -> crate::store::Result<()> {
             if channel_name != name || now_holding.contains_key(key) {
                 continue;
             }
-            // Left to the node that sends the integration.
+            // Left to the node that sends the integration; that of an
+            // integration a reload removed is over for every node (the
+            // store resolves it once).
             let mine = condition
                 .integration
                 .as_ref()
-                .is_none_or(|i| judged.contains(i));
+                .is_none_or(|i| judged.contains(i) || site.integration(i).is_err());
             if !mine {
                 continue;
             }
