@@ -58,7 +58,8 @@ export function confirmModal(title, bodyNodes, okLabel, okClass) {
       { label: 'Cancel', class: 'ghost', onClick: () => modal.close() },
       {
         label: okLabel, class: okClass || 'primary', primary: true, id: 'modal-ok',
-        onClick: () => { answered = true; resolve(true); },
+        // Disabled once clicked: the action it confirms is under way.
+        onClick: (el) => { el.disabled = true; answered = true; resolve(true); },
       },
     ], () => { if (!answered) resolve(false); });
   });
