@@ -233,6 +233,47 @@ async fn the_alert_of_an_integration_a_reload_removes_is_resolved() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_delivers_nothing_for_stall_after_is_a_stalled_alert_until_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let alerts = Target::start().await;
+    let toml = format!(
+        "[sites.LIVE]\nstall_after = \"1s\"\n{}",
+        alerting_site(&target, &alerts, "")
+    );
+    let daemon = Daemon::start(dir.path(), &toml).await;
+
+    // The target answers 503 (retried, nothing holds the integration) for
+    // over a second: stalled, with the answer.
+    target.script(&[(503, Some(1)), (503, Some(1)), (503, Some(1))]);
+    daemon.hook("LIVE", "orders", "web", order(1)).await;
+    eventually(15, "the stalled alert", || async { alerts.count() >= 1 }).await;
+    let stalled = alerts.received()[0].record.clone();
+    assert_eq!(
+        (&stalled["alert"], &stalled["state"]),
+        (&json!("stalled"), &json!("firing")),
+        "{stalled}"
+    );
+    assert_eq!(stalled["integration"], "orders");
+    assert!(
+        stalled["reason"].as_str().unwrap().contains("503"),
+        "{stalled}"
+    );
+    assert_eq!(
+        daemon.integration("LIVE", "orders").await["holds"],
+        json!([])
+    );
+
+    // The record goes through at last: resolved, and nothing else.
+    eventually(15, "delivered", || async { target.count() >= 1 }).await;
+    eventually(10, "the resolved alert", || async { alerts.count() >= 2 }).await;
+    assert_eq!(
+        kinds(&alerts),
+        [pair("stalled", "firing"), pair("stalled", "resolved")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_alert_is_sent_on_demand() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
