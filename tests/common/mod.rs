@@ -623,6 +623,11 @@ impl Target {
         self.script.lock().unwrap().extend(answers.iter().copied());
     }
 
+    /// Drops the answers `script` has left: the next requests are served.
+    pub fn end_script(&self) {
+        self.script.lock().unwrap().clear();
+    }
+
     /// Requests without `Authorization: Bearer TOKEN` are answered 401.
     pub fn require_token(&self, token: &str) {
         *self.token.lock().unwrap() = Some(token.to_string());
