@@ -290,6 +290,21 @@ pub enum Failure {
     Other(String),
 }
 
+impl Failure {
+    /// What a person checks for this failure, as a parenthesis to add to
+    /// its message ("" when there is nothing to add).
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Failure::Untrusted {
+                unknown_issuer: true,
+                ..
+            } => " (a private certificate authority is trusted with ca_file)",
+            Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
+            _ => "",
+        }
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

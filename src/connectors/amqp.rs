@@ -53,14 +53,7 @@ fn error(class: FailureClass, message: impl Into<String>) -> DeliveryError {
 fn failure(url: &str, e: &lapin::Error) -> DeliveryError {
     let url = redact::url(url);
     if let Some(tls) = tls::failure(e) {
-        let hint = match &tls {
-            tls::Failure::Untrusted {
-                unknown_issuer: true,
-                ..
-            } => " (a private certificate authority is trusted with ca_file)",
-            tls::Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
-            _ => "",
-        };
+        let hint = tls.hint();
         return error(
             FailureClass::Untrusted,
             format!("RabbitMQ at {url}: {tls}{hint}"),

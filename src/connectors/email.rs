@@ -365,14 +365,7 @@ fn failure(
     e: &lettre::transport::smtp::Error,
 ) -> DeliveryError {
     if let Some(failure) = tls::failure(e) {
-        let hint = match &failure {
-            tls::Failure::Untrusted {
-                unknown_issuer: true,
-                ..
-            } => " (a private certificate authority is trusted with ca_file)",
-            tls::Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
-            _ => "",
-        };
+        let hint = failure.hint();
         return error(FailureClass::Untrusted, format!("{what}: {failure}{hint}"));
     }
     if let Some(code) = e.status() {

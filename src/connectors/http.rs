@@ -519,14 +519,7 @@ impl HttpTarget {
 /// connection at all, or no answer.
 pub(crate) fn transport_failure(what: &str, e: reqwest::Error) -> DeliveryError {
     if let Some(failure) = tls::failure(&e) {
-        let hint = match &failure {
-            tls::Failure::Untrusted {
-                unknown_issuer: true,
-                ..
-            } => " (a private certificate authority is trusted with ca_file)",
-            tls::Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
-            _ => "",
-        };
+        let hint = failure.hint();
         return DeliveryError {
             class: FailureClass::Untrusted,
             message: format!("{what}: {failure}{hint}"),

@@ -104,17 +104,12 @@ async fn connect(
 /// certificate), and the TLS keys are refused with such a url.
 fn connect_failure(shown: &str, tls_url: bool, e: &async_nats::ConnectError) -> DeliveryError {
     if let Some(tls) = tls::failure(e) {
-        let hint = match &tls {
-            _ if !tls_url => {
+        let hint = match tls_url {
+            false => {
                 " (the server requires TLS: use a tls:// url, with which ca_file, client_cert \
                  and client_key apply)"
             }
-            tls::Failure::Untrusted {
-                unknown_issuer: true,
-                ..
-            } => " (a private certificate authority is trusted with ca_file)",
-            tls::Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
-            _ => "",
+            true => tls.hint(),
         };
         return failure(FailureClass::Untrusted, shown, format!("{tls}{hint}"));
     }

@@ -112,14 +112,7 @@ pub(super) struct Link {
 /// (with what to check), anything else a lost connection.
 fn io_failure(what: &str, e: &io::Error) -> DeliveryError {
     if let Some(failure) = tls::failure(e) {
-        let hint = match &failure {
-            tls::Failure::Untrusted {
-                unknown_issuer: true,
-                ..
-            } => " (a private certificate authority is trusted with ca_file)",
-            tls::Failure::Refused(_) => " (mutual TLS: check client_cert and client_key)",
-            _ => "",
-        };
+        let hint = failure.hint();
         return fail(FailureClass::Untrusted, format!("{what}: {failure}{hint}"));
     }
     fail(
