@@ -775,6 +775,18 @@ mod tests {
             e.message.contains("s:i:9") && e.message.contains("'line'"),
             "{e:?}"
         );
+        // A wildcard in a topic to publish to (the broker would drop the
+        // connection): refused the same way, naming the record.
+        let wild = json!({"line": "a+"}).to_string();
+        let e = target
+            .deliver(&[batch[0], Delivery::new("s:i:10", &wild)])
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, FailureClass::Rejected, "{e:?}");
+        assert!(
+            e.message.contains("s:i:10") && e.message.contains("'+'"),
+            "{e:?}"
+        );
 
         // Another batch on the same connection: only its own PUBACKs count.
         target.deliver(&batch[..2]).await.unwrap();
