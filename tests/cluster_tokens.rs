@@ -28,30 +28,9 @@ const RESUME: &str = "/api/v1/sites/LIVE/integrations/orders/resume";
 /// Two nodes `n1`, `n2` on one new database, sharing one configuration
 /// file, each with a data directory of its own; and that file.
 async fn two_nodes(dir: &Path, target: &Target) -> (Arc<PgDb>, std::path::PathBuf, Vec<Daemon>) {
-    let db = Arc::new(PgDb::new().await);
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nstore = \"postgres\"\n\
-             store_url_env = \"{URL_ENV}\"\nlease = \"2s\"\n{}",
-            dir.join("data").display(),
-            webhook_site(target, 1)
-        ),
-    )
-    .unwrap();
-    let mut nodes = Vec::new();
-    for name in ["n1", "n2"] {
-        let home = dir.join(name);
-        std::fs::create_dir_all(&home).unwrap();
-        let options = Options {
-            node: Some(name.to_string()),
-            data_dir: Some(home.join("data")),
-            ..Options::default()
-        };
-        nodes.push(Daemon::start_node(&home, &config, options, db.clone()).await);
-    }
-    (db, config, nodes)
+    let lease = std::time::Duration::from_secs(2);
+    let nodes = common::cluster(dir, &webhook_site(target, 1), 2, lease, Options::default()).await;
+    (nodes[0].store_db(), nodes[0].config.clone(), nodes)
 }
 
 /// `sluice token ARGS --config CONFIG`, with the store's URL in its
