@@ -322,12 +322,6 @@ impl MqttTarget {
                             .map_err(|why| rejected(d, why))?
                     }
                 };
-                if !rumqttc::valid_topic(&topic) {
-                    return Err(rejected(
-                        d,
-                        format!("'{topic}' is not a topic to publish to (no + or #)"),
-                    ));
-                }
                 // The PUBLISH's remaining length: topic length, topic,
                 // packet id, payload.
                 if 2 + topic.len() + 2 + d.payload.len() > MAX_PACKET {
