@@ -535,7 +535,6 @@ const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// messages, one run in two: the consumer said 0 pull requests waiting, 0
 /// acknowledgements pending, 70,000 messages not delivered).
 struct Pull {
-    client: Client,
     context: jetstream::Context,
     /// `$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}`.
     next: String,
@@ -566,7 +565,6 @@ impl Pull {
             )
         })?;
         Ok(Pull {
-            client,
             context: js.clone(),
             next: format!(
                 "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
@@ -588,7 +586,8 @@ impl Pull {
             "expires": self.expires.as_nanos() as u64,
             "idle_heartbeat": self.heartbeat.as_nanos() as u64,
         });
-        self.client
+        self.context
+            .client()
             .publish_with_reply(
                 self.next.clone(),
                 self.inbox.clone(),
