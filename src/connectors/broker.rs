@@ -336,6 +336,21 @@ impl BrokerConfig {
                 problems.push((key.into(), "must not be empty".into()));
             }
         }
+        // A filter the broker would take for a protocol error (it drops the
+        // connection): + and # stand alone in a level, # only last.
+        let bad_filter = self
+            .topic
+            .as_deref()
+            .filter(|t| kind == BrokerKind::Mqtt && !t.is_empty() && !rumqttc::valid_filter(t));
+        if let Some(t) = bad_filter {
+            problems.push((
+                "topic".into(),
+                format!(
+                    "'{t}' is not an MQTT topic filter: + and # stand alone in a level, # only \
+                     as the last"
+                ),
+            ));
+        }
         if kind == BrokerKind::Nats {
             for (key, value) in [("stream", &self.stream), ("consumer", &self.consumer)] {
                 if let Some(v) = value
@@ -497,6 +512,12 @@ mod tests {
         assert_eq!(keys(&p), ["queue"], "{p:?}");
         let p = config(BrokerKind::Mqtt, "url = \"mqtt://h\"\ntopic = \"t\"");
         assert_eq!(keys(&p), ["client_id"], "{p:?}");
+        let p = config(
+            BrokerKind::Mqtt,
+            "url = \"mqtt://h\"\ntopic = \"plant/#/r\"\nclient_id = \"s\"",
+        );
+        assert_eq!(keys(&p), ["topic"], "{p:?}");
+        assert!(p[0].1.contains("'plant/#/r'"), "{p:?}");
     }
 
     #[test]

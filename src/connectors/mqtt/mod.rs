@@ -990,10 +990,11 @@ mod tests {
         .unwrap();
         assert!(!answer.contains("subscription"), "{answer}");
 
-        // A filter no broker takes: its failure for good.
-        let e = probe(&config(&url(), &format!("{id}/#/in"), &id), Path::new("."))
-            .await
-            .unwrap_err();
+        // A filter no broker takes (the configuration refuses it too): its
+        // failure for good, before anything is sent.
+        let mut bad = c.clone();
+        bad.topic = Some(format!("{id}/#/in"));
+        let e = probe(&bad, Path::new(".")).await.unwrap_err();
         assert_eq!(e.class, FailureClass::Rejected, "{e:?}");
 
         // A password whose variable is not set.
