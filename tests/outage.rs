@@ -411,8 +411,10 @@ async fn a_drain_or_a_run_without_progress_is_flagged_as_stalled() {
     let daemon = Daemon::start(dir.path(), &toml).await;
 
     // The target keeps answering 503: after a second the drain is stalled,
-    // with the reason; once it answers, the flag goes.
-    target.script(&[(503, Some(1)), (503, Some(1)), (503, Some(1))]);
+    // with the reason; once it answers, the flag goes. It fails until the
+    // flag was seen (three 503s left a stall of ~2 s, which a loaded
+    // machine's PostgreSQL pass once did not look within).
+    target.script(&[(503, Some(1)); 60]);
     daemon.hook("LIVE", "orders", "web", order(1)).await;
     eventually(10, "the drain flagged as stalled", || async {
         daemon.integration("LIVE", "orders").await["stalled"]
@@ -424,6 +426,7 @@ async fn a_drain_or_a_run_without_progress_is_flagged_as_stalled() {
         daemon.integration("LIVE", "orders").await["holds"],
         json!([])
     );
+    target.end_script();
     eventually(15, "delivered", || async { target.count() >= 1 }).await;
     assert!(daemon.integration("LIVE", "orders").await["stalled"].is_null());
 
