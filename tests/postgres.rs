@@ -152,9 +152,12 @@ async fn a_run_halted_by_a_site_stop_is_resumed_by_the_next_without_loss_or_repe
     let daemon = Daemon::start(dir.path(), &toml).await;
 
     start_run(&daemon, "changed").await;
-    eventually(20, "the run has queued some pages", || async {
-        daemon.flow("S", "rows").await["last_run"]["captured"].as_i64() >= Some(200)
-    })
+    eventually_seen(
+        20,
+        "the run has queued some pages",
+        || async { daemon.flow("S", "rows").await },
+        |flow| flow["last_run"]["captured"].as_i64() >= Some(200),
+    )
     .await;
     let (status, site) = daemon
         .post("/api/v1/sites/S/stop", json!({"reason": "stocktake"}))

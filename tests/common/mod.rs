@@ -499,6 +499,29 @@ where
     }
 }
 
+/// Waits until `check` holds of what `look` gives and returns that; fails
+/// the test after `secs`, showing the last thing seen (a wait that fails
+/// in CI says why).
+pub async fn eventually_seen<T, L, Fut, C>(secs: u64, what: &str, mut look: L, check: C) -> T
+where
+    T: std::fmt::Debug,
+    L: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+    C: Fn(&T) -> bool,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let seen = look().await;
+        if check(&seen) {
+            return seen;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}; last seen: {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// A scripted answer: status and `Retry-After` seconds.
 type Answer = (u16, Option<u64>);
 

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 pub use crate::common::pg::{block_on_aside, unique, with_db, PgDb};
 #[allow(unused_imports)]
 pub use crate::common::proxy::Proxy;
-use crate::common::{eventually, Daemon};
+use crate::common::{eventually, eventually_seen, Daemon};
 
 pub fn mysql_url() -> String {
     std::env::var("SLUICE_TEST_MYSQL_URL")
@@ -157,14 +157,20 @@ pub async fn start_run(daemon: &Daemon, mode: &str) -> Value {
 /// queued is sent: its last run.
 pub async fn run(daemon: &Daemon, mode: &str) -> Value {
     let before = start_run(daemon, mode).await;
-    eventually(60, &format!("the '{mode}' run over and sent"), || async {
-        let flow = daemon.flow("S", "rows").await;
-        flow["last_run"]["id"] != before
-            && flow["status"] != "Running"
-            && daemon.integration("S", "sync").await["queued"] == 0
-    })
+    let (flow, _) = eventually_seen(
+        60,
+        &format!("the '{mode}' run over and sent"),
+        || async {
+            let flow = daemon.flow("S", "rows").await;
+            (flow, daemon.integration("S", "sync").await)
+        },
+        |(flow, integration)| {
+            flow["last_run"]["id"] != before
+                && flow["status"] != "Running"
+                && integration["queued"] == 0
+        },
+    )
     .await;
-    let flow = daemon.flow("S", "rows").await;
     assert_eq!(flow["last_run"]["result"], "success", "{flow}");
     flow["last_run"].clone()
 }
