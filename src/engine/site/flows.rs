@@ -187,8 +187,15 @@ impl Site {
     /// On a node of a cluster that has just taken `integration`'s lease:
     /// a run the node before left open ends as halted (as a restart ends
     /// it); a run asked for while no node sent the integration runs now.
+    ///
+    /// Each flow is looked at under the flow lock [`Site::request_run`]
+    /// holds: a request that found this node without the lease has stored
+    /// its status before (and is dispatched here), or comes after and finds
+    /// the lease (and dispatches itself). Without the lock a request could
+    /// store its status just after this look, and nobody would run it.
     pub(crate) async fn adopt_runs(&self, integration: &Integration, node: &str) {
         for flow in &integration.config.flows {
+            let _flows = self.flow_control.lock().await;
             let Ok(record) = self.store.flow(&flow.name).await else {
                 continue;
             };
@@ -210,7 +217,7 @@ impl Site {
                         .store
                         .finish_run(run.id, RunResult::Halted, Some(why.clone()))
                         .await;
-                    let _ended = self.end_run(&flow.name, RunResult::Halted).await;
+                    let _ended = self.end_run_locked(&flow.name, RunResult::Halted).await;
                     self.log
                         .write(
                             level::INFO,
@@ -252,6 +259,11 @@ impl Site {
     /// Records the end of a run in the flow's status.
     pub async fn end_run(&self, flow: &str, result: RunResult) -> Result<()> {
         let _flows = self.flow_control.lock().await;
+        self.end_run_locked(flow, result).await
+    }
+
+    /// [`Site::end_run`] with the flow lock held by the caller.
+    async fn end_run_locked(&self, flow: &str, result: RunResult) -> Result<()> {
         let current = self.store.flow(flow).await?.status;
         let next = current.apply(FlowEvent::Finished(result))?;
         self.store.set_flow_status(flow, next).await?;
