@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{eventually, order, webhook_site, Daemon, Options, Target};
+use common::{eventually, eventually_seen, order, webhook_site, Daemon, Options, Target};
 use serde_json::Value;
 
 /// The lease of the tests' clusters.
@@ -528,4 +528,59 @@ async fn credentials_given_to_one_node_reach_the_node_that_sends() {
         "{log}"
     );
     assert!(!log.contains("sesame"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_asked_for_while_the_node_takes_the_lease_over_runs() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let source = dir.path().join("orders.jsonl");
+    let lines: String = (1..=20)
+        .map(|n| format!("{{\"id\": \"o{n}\", \"u\": {n}}}\n"))
+        .collect();
+    std::fs::write(&source, lines).unwrap();
+    let toml = format!(
+        "{}\n[sites.LIVE.endpoints.erp]\nkind = \"file\"\npath = \"{}\"\n\n\
+         [[sites.LIVE.integrations.orders.flows]]\nname = \"pull\"\nsource = \"erp\"\n\
+         target = \"crm\"\nkey = \"id\"\ncursor = \"u\"\n",
+        webhook_site(&target, 10),
+        source.display()
+    );
+    // A run request that finds its node without the lease is held (the
+    // hook) for longer than the lease takes to pass to that node.
+    let options = Options {
+        env: vec![("SLUICE_TEST_STALL_UNLEASED_REQUEST".into(), "5000".into())],
+        ..Options::default()
+    };
+    let mut nodes = common::cluster(dir.path(), &toml, 2, LEASE, options).await;
+    let sender = owner_index(&nodes).await;
+    let other = 1 - sender;
+    nodes[sender].kill();
+    // Asked of the other node while the dead one's lease runs out: it takes
+    // the lease and looks for requests to run while this one is held, and
+    // must still run it, once.
+    let (status, answer) = nodes[other]
+        .post(
+            "/api/v1/sites/LIVE/flows/pull/run",
+            serde_json::json!({"mode": "changed"}),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {answer}");
+    let (_, log) = eventually_seen(
+        30,
+        "the file delivered",
+        || async { (target.count(), nodes[other].log("LIVE").await) },
+        |(count, _)| *count >= 20,
+    )
+    .await;
+    let took = format!("Node n{} sends integration orders from now on", other + 1);
+    let leased = log.find(&took).expect(&log);
+    let ran = log.find("'Send Changed' done").expect(&log);
+    assert!(
+        leased < ran,
+        "run by the node that took the lease over:\n{log}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(target.count(), 20, "each record once");
 }

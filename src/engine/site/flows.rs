@@ -12,6 +12,20 @@ use crate::log::level;
 use crate::model::actions::FlowFacts;
 use crate::model::{FlowEvent, FlowStatus, Refusal, RunMode, RunResult, SiteState};
 
+/// `SLUICE_TEST_STALL_UNLEASED_REQUEST=MS`: a test's hook that holds a run
+/// request that found this node without its integration's lease for MS
+/// milliseconds before the request is stored, so that a test can have the
+/// lease taken in between (see [`Site::adopt_runs`]).
+fn stall_unleased_request() -> Option<Duration> {
+    static STALL: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *STALL.get_or_init(|| {
+        std::env::var("SLUICE_TEST_STALL_UNLEASED_REQUEST")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis)
+    })
+}
+
 impl Site {
     /// 'Send All' / 'Send Changed' asked for by a person. While the site is
     /// stopped the flow becomes `Pending …` and does not run (seed 000).
@@ -55,6 +69,11 @@ impl Site {
             let refusal =
                 Refusal::Conflict("the site is busy stopping or starting; try again".into());
             return self.refused(actor, action, &subject, None, refusal).await;
+        }
+        if !here {
+            if let Some(stall) = stall_unleased_request() {
+                tokio::time::sleep(stall).await;
+            }
         }
         if permit.is_some() {
             // In progress from now on: a cluster's take-over of the
