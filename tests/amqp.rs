@@ -207,26 +207,6 @@ fn options() -> Options {
     }
 }
 
-/// The keys of the integration's transactions, oldest first.
-async fn queued_keys(daemon: &Daemon) -> Vec<String> {
-    let (_, list) = daemon
-        .get("/api/v1/sites/S/integrations/sync/transactions?limit=1000")
-        .await;
-    let mut keys: Vec<(i64, String)> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["seq"].as_i64().unwrap(),
-                t["key"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    keys.sort();
-    keys.into_iter().map(|(_, k)| k).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_flow_from_a_queue_to_an_exchange_in_order() {
     let mut rabbit = Rabbit::new().await;
@@ -359,7 +339,7 @@ async fn a_message_queued_but_not_acknowledged_at_a_kill_is_queued_once() {
             .contains("Stalled before the acknowledgement")
     })
     .await;
-    let queued = queued_keys(&daemon).await;
+    let queued = daemon.queued_keys("S", "sync").await;
     assert!(!queued.is_empty());
     // SIGKILL between queueing and acknowledging: the broker keeps them.
     daemon.kill();
@@ -375,10 +355,10 @@ async fn a_message_queued_but_not_acknowledged_at_a_kill_is_queued_once() {
     })
     .await;
     eventually(20, "every message taken", || async {
-        rabbit.count(&input).await == 0 && queued_keys(&daemon).await.len() >= 20
+        rabbit.count(&input).await == 0 && daemon.queued_keys("S", "sync").await.len() >= 20
     })
     .await;
-    let keys = queued_keys(&daemon).await;
+    let keys = daemon.queued_keys("S", "sync").await;
     let expected: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
     assert_eq!(keys, expected, "each message once, in order");
     let (status, _) = daemon
@@ -579,7 +559,7 @@ async fn on_a_cluster_only_the_sending_node_consumes_and_the_next_takes_over_at_
         }
     }
     assert_eq!(firsts, (1..=250).collect::<Vec<_>>(), "in order, none lost");
-    let keys = queued_keys(survivor).await;
+    let keys = survivor.queued_keys("S", "sync").await;
     assert_eq!(keys.len(), 250, "each message queued once: {keys:?}");
     eventually(10, "everything acknowledged to the broker", || async {
         rabbit.count(&input).await == 0

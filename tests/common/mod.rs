@@ -387,6 +387,30 @@ impl Daemon {
         v
     }
 
+    /// The keys of the integration's transactions (up to 1000), oldest
+    /// first.
+    pub async fn queued_keys(&self, site: &str, integration: &str) -> Vec<String> {
+        let (status, list) = self
+            .get(&format!(
+                "/api/v1/sites/{site}/integrations/{integration}/transactions?limit=1000"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let mut keys: Vec<(i64, String)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["seq"].as_i64().unwrap(),
+                    t["key"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        keys.sort();
+        keys.into_iter().map(|(_, k)| k).collect()
+    }
+
     pub async fn flow(&self, site: &str, name: &str) -> Value {
         let (status, v) = self
             .get(&format!("/api/v1/sites/{site}/flows/{name}"))
