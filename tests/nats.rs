@@ -258,14 +258,23 @@ async fn a_message_queued_but_not_acknowledged_at_a_kill_is_queued_once() {
         .env
         .retain(|(k, _)| k != "SLUICE_TEST_STALL_BEFORE_ACK");
     daemon.restart().await;
-    eventually(30, "all 20 queued", || async {
-        daemon.integration("S", "sync").await["queued"] == 20
-    })
+    eventually_seen(
+        30,
+        "all 20 queued",
+        || async { daemon.queued_keys("S", "sync").await },
+        |keys| keys.len() >= 20,
+    )
     .await;
     eventually(10, "the redelivery recognised", || async {
         daemon.log("S").await.contains("were queued already")
     })
     .await;
+    let expected: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    assert_eq!(
+        daemon.queued_keys("S", "sync").await,
+        expected,
+        "each message once, in order"
+    );
     let (status, _) = daemon
         .post("/api/v1/sites/S/integrations/sync/resume", json!({}))
         .await;
@@ -279,6 +288,88 @@ async fn a_message_queued_but_not_acknowledged_at_a_kill_is_queued_once() {
         daemon.integration("S", "sync").await["queued"] == 0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_again_while_the_store_is_slow_is_queued_once() {
+    let mut nats = Nats::new().await;
+    let (input, output) = (nats.stream("in").await, nats.stream("out").await);
+    // An ack wait of one second, so the server sends again what waits.
+    let consumer = nats
+        .js
+        .get_stream(&input)
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            durable_name: Some("sluice".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = site(&nats_url(), &input, &nats_url(), &output, "");
+    // A daemon on a PostgreSQL store (a cluster of one): the test can hold
+    // its queue still.
+    let nodes = cluster(
+        dir.path(),
+        &toml,
+        1,
+        Duration::from_secs(5),
+        Options::default(),
+    )
+    .await;
+    let daemon = &nodes[0];
+    let (status, _) = daemon
+        .post("/api/v1/sites/S/integrations/sync/pause", json!({}))
+        .await;
+    assert!(status.is_success());
+    eventually(20, "the flow consuming", || async {
+        daemon
+            .log("S")
+            .await
+            .contains("consumes from endpoint input")
+    })
+    .await;
+    let store = daemon.store_db();
+    let mut holder = pg::pg_connect(&store.url).await;
+    let held = holder.transaction().await.unwrap();
+    held.batch_execute("LOCK TABLE sluice_transactions IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    nats.publish(&input, 1, 1).await;
+    eventually(20, "message 1 received, its write waiting", || async {
+        store
+            .count(
+                "SELECT 1 FROM pg_locks WHERE NOT granted \
+                 AND relation = 'sluice_transactions'::regclass",
+            )
+            .await
+            == 1
+    })
+    .await;
+    // Message 2 waits behind it, unacknowledged past the ack wait: the
+    // server sends both again.
+    nats.publish(&input, 2, 2).await;
+    eventually(20, "both messages sent again", || async {
+        let mut consumer = consumer.clone();
+        consumer.info().await.unwrap().num_redelivered >= 2
+    })
+    .await;
+    held.commit().await.unwrap();
+    eventually(20, "everything acknowledged", || async {
+        let mut consumer = consumer.clone();
+        let info = consumer.info().await.unwrap();
+        info.num_ack_pending == 0 && info.num_pending == 0
+    })
+    .await;
+    assert_eq!(
+        daemon.queued_keys("S", "sync").await,
+        ["1", "2"],
+        "each message once"
+    );
+    assert!(daemon.log("S").await.contains("were queued already"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,16 @@
 //!   comes once the server has handled it and (acks of one connection being
 //!   handled in order) every ack before it. What is not acknowledged comes
 //!   again after the consumer's `ack_wait`, with a delivery count above 1:
-//!   `redelivered`. Messages are pulled by requests of sluice's own
+//!   `redelivered`. The count alone is not a sure sign: for a delivery to
+//!   a client that has gone (a pull request of a killed sluice still
+//!   waiting on the server) the server lowers the count again, and the
+//!   message comes with a count of 1 though that sluice may have queued
+//!   it (the consumer's own "last delivered" goes back with it). So a
+//!   message that was in the stream when the subscription began, within
+//!   two pull requests (2000 messages) above the consumer's acknowledgement
+//!   floor, is `redelivered` too when the consumer had messages waiting
+//!   for their acknowledgement: what an earlier sluice queued and did not
+//!   acknowledge is one batch of its one request. Messages are pulled by requests of sluice's own
 //!   ([`Pull`]: up to 1000 at a time, one request waiting at a time, a
 //!   heartbeat every 5 s while it waits).
 //!
@@ -470,6 +479,7 @@ impl Subscribe for NatsSource {
         let client = connect(&self.config, &self.base, &self.login).await?;
         let js = jetstream::new(client);
         let stream = stream(&js, name, &shown).await?;
+        let stream_last = stream.cached_info().state.last_sequence;
         let consumer: jetstream::consumer::PullConsumer = stream
             .get_or_create_consumer(
                 durable,
@@ -496,9 +506,20 @@ impl Subscribe for NatsSource {
                 )
             })?;
         let pull = Pull::open(&js, &consumer, &shown).await?;
+        // What an earlier subscription (a sluice since killed, the node
+        // that sent before) may have queued without acknowledging it: one
+        // batch, taken from its one pull request, so within two requests
+        // above the acknowledgement floor, and in the stream already; and
+        // nothing when no message waits for its acknowledgement.
+        let info = consumer.cached_info();
+        let seen_before = match info.num_ack_pending {
+            0 => 0,
+            _ => stream_last.min(info.ack_floor.stream_sequence + 2 * PULL_BATCH as u64),
+        };
         Ok(Box::new(NatsSubscription {
             consumer,
             pull,
+            seen_before,
             unacked: Vec::new(),
             failed: None,
             timeout: self.config.timeout(),
@@ -705,6 +726,9 @@ struct NatsSubscription {
     /// Asked for its state when the messages stop.
     consumer: jetstream::consumer::PullConsumer,
     pull: Pull,
+    /// A message up to this stream sequence may have been queued by an
+    /// earlier subscription without being acknowledged.
+    seen_before: u64,
     /// Given by `receive`, not acknowledged yet, in order.
     unacked: Vec<jetstream::Message>,
     /// An error met after `receive` had messages to give: given by the
@@ -729,10 +753,14 @@ impl NatsSubscription {
         e
     }
 
-    fn received(message: &jetstream::Message) -> Received {
+    fn received(&self, message: &jetstream::Message) -> Received {
+        // A message whose info cannot be read is looked for in the queue.
+        let redelivered = message.info().map_or(true, |i| {
+            i.delivered > 1 || i.stream_sequence <= self.seen_before
+        });
         Received {
             payload: record_of(&message.payload),
-            redelivered: message.info().map(|i| i.delivered > 1).unwrap_or(false),
+            redelivered,
         }
     }
 }
@@ -747,7 +775,7 @@ impl Subscription for NatsSubscription {
             Ok(first) => first,
             Err(e) => return Err(self.with_state(e).await),
         };
-        let mut out = vec![Self::received(&first)];
+        let mut out = vec![self.received(&first)];
         self.unacked.push(first);
         while out.len() < max {
             // What has already arrived, without waiting.
@@ -756,7 +784,7 @@ impl Subscription for NatsSubscription {
             };
             match next {
                 Ok(message) => {
-                    out.push(Self::received(&message));
+                    out.push(self.received(&message));
                     self.unacked.push(message);
                 }
                 Err(e) => {
@@ -1294,12 +1322,23 @@ mod tests {
             .await
             .unwrap();
         // The new record, and the one received but not acknowledged before
-        // the loss, again.
+        // the loss, again. Both were in the stream as the subscription
+        // began, with a message waiting for its acknowledgement: both are
+        // looked for in the queue (the server's count is not a sure sign).
         let mut sub = source.subscribe().await.unwrap();
         let mut got = receive(&mut sub, 2).await;
         got.sort_by(|a, b| a.payload.cmp(&b.payload));
         assert_eq!(payloads(&got), ["{\"n\": 1}", "{\"n\": 2}"]);
-        assert!(got[0].redelivered && !got[1].redelivered, "{got:?}");
+        assert!(got.iter().all(|r| r.redelivered), "{got:?}");
+        sub.ack().await.unwrap();
+        // What comes after the subscription began is new.
+        target
+            .deliver(&[Delivery::new("s:i:3", "{\"n\": 3}")])
+            .await
+            .unwrap();
+        let got = receive(&mut sub, 1).await;
+        assert_eq!(payloads(&got), ["{\"n\": 3}"]);
+        assert!(!got[0].redelivered, "{got:?}");
         sub.ack().await.unwrap();
     }
 

@@ -13,7 +13,8 @@
 //!   again marked redelivered, and such a message is dropped (acknowledged
 //!   without queueing) when its flow queued the same key with the same
 //!   payload among the integration's last [`REDELIVERY_WINDOW`]
-//!   transactions.
+//!   transactions, or among what it is queued with (a message the broker
+//!   sent again while the first copy still waited to be queued).
 //! - A store that refuses the write (a full disk) keeps the messages
 //!   unacknowledged: the write is tried again, nothing is acknowledged
 //!   before it is stored.
@@ -217,6 +218,17 @@ impl Consumer {
                     .and_then(|v| v.get(k).and_then(crate::connectors::key_text))
             });
             if message.redelivered {
+                // Received twice before either was queued: the broker's
+                // wait for the acknowledgement ran out while the first
+                // copy waited (JetStream's `ack_wait`, behind a slow or
+                // full store) and it sent the message again.
+                let twice = records
+                    .iter()
+                    .any(|r: &NewRecord| r.key == key && r.payload == message.payload);
+                if twice {
+                    repeated += 1;
+                    continue;
+                }
                 let seen = self
                     .site
                     .store
