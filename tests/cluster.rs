@@ -34,6 +34,24 @@ async fn cluster_of(dir: &Path, toml: &str, n: usize) -> Vec<Daemon> {
     common::cluster(dir, toml, n, LEASE, Options::default()).await
 }
 
+/// The site of `webhook_site` with a second flow `pull` of integration
+/// `orders`: from endpoint `erp`, a file of 20 records (`o1`… with cursor
+/// `u`) in `dir`, to the target; `more` adds keys to the flow.
+fn file_site(dir: &Path, target: &Target, more: &str) -> String {
+    let source = dir.join("orders.jsonl");
+    let lines: String = (1..=20)
+        .map(|n| format!("{{\"id\": \"o{n}\", \"u\": {n}}}\n"))
+        .collect();
+    std::fs::write(&source, lines).unwrap();
+    format!(
+        "{}\n[sites.LIVE.endpoints.erp]\nkind = \"file\"\npath = \"{}\"\n\n\
+         [[sites.LIVE.integrations.orders.flows]]\nname = \"pull\"\nsource = \"erp\"\n\
+         target = \"crm\"\nkey = \"id\"\ncursor = \"u\"\n{more}",
+        webhook_site(target, 10),
+        source.display()
+    )
+}
+
 /// The node that sends LIVE/orders, as `asked` answers.
 async fn owner(asked: &Daemon) -> Option<String> {
     asked.integration("LIVE", "orders").await["owner"]["node"]
@@ -406,18 +424,7 @@ async fn a_schedule_fires_once_per_cluster_and_a_run_asked_of_any_node_runs_once
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
-    let source = dir.path().join("orders.jsonl");
-    let lines: String = (1..=20)
-        .map(|n| format!("{{\"id\": \"o{n}\", \"u\": {n}}}\n"))
-        .collect();
-    std::fs::write(&source, lines).unwrap();
-    let toml = format!(
-        "{}\n[sites.LIVE.endpoints.erp]\nkind = \"file\"\npath = \"{}\"\n\n\
-         [[sites.LIVE.integrations.orders.flows]]\nname = \"pull\"\nsource = \"erp\"\n\
-         target = \"crm\"\nkey = \"id\"\ncursor = \"u\"\nschedule = \"every 1s\"\n",
-        webhook_site(&target, 10),
-        source.display()
-    );
+    let toml = file_site(dir.path(), &target, "schedule = \"every 1s\"\n");
     let nodes = cluster_of(dir.path(), &toml, 3).await;
     let sender = owner_index(&nodes).await;
     // The first runs queue the file once.
@@ -535,18 +542,7 @@ async fn a_run_asked_for_while_the_node_takes_the_lease_over_runs() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
-    let source = dir.path().join("orders.jsonl");
-    let lines: String = (1..=20)
-        .map(|n| format!("{{\"id\": \"o{n}\", \"u\": {n}}}\n"))
-        .collect();
-    std::fs::write(&source, lines).unwrap();
-    let toml = format!(
-        "{}\n[sites.LIVE.endpoints.erp]\nkind = \"file\"\npath = \"{}\"\n\n\
-         [[sites.LIVE.integrations.orders.flows]]\nname = \"pull\"\nsource = \"erp\"\n\
-         target = \"crm\"\nkey = \"id\"\ncursor = \"u\"\n",
-        webhook_site(&target, 10),
-        source.display()
-    );
+    let toml = file_site(dir.path(), &target, "");
     // A run request that finds its node without the lease is held (the
     // hook) for longer than the lease takes to pass to that node.
     let options = Options {

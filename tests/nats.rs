@@ -53,6 +53,24 @@ impl Nats {
         name
     }
 
+    /// The durable consumer `sluice` on `stream`, made beforehand with an
+    /// ack wait of `ack_wait`, so the server sends again soon what was not
+    /// acknowledged (sluice uses an existing consumer as it is).
+    async fn durable(&self, stream: &str, ack_wait: Duration) -> jetstream::consumer::PullConsumer {
+        self.js
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .create_consumer(pull::Config {
+                durable_name: Some("sluice".into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
     /// Publishes records `from..=to` ({"id": i}) to `STREAM.orders`.
     async fn publish(&self, stream: &str, from: i64, to: i64) {
         for i in from..=to {
@@ -214,21 +232,8 @@ async fn an_outage_of_the_server_holds_the_integration_and_it_drains_in_order() 
 async fn a_message_queued_but_not_acknowledged_at_a_kill_is_queued_once() {
     let mut nats = Nats::new().await;
     let (input, output) = (nats.stream("in").await, nats.stream("out").await);
-    // The durable consumer made beforehand, with a short ack wait, so the
-    // server delivers again soon what the killed daemon did not
-    // acknowledge (sluice uses an existing consumer as it is).
-    nats.js
-        .get_stream(&input)
-        .await
-        .unwrap()
-        .create_consumer(pull::Config {
-            durable_name: Some("sluice".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(2),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    // What the killed daemon did not acknowledge comes again soon.
+    nats.durable(&input, Duration::from_secs(2)).await;
     let dir = tempfile::tempdir().unwrap();
     let toml = site(&nats_url(), &input, &nats_url(), &output, "");
     let mut daemon = Daemon::start_opts(
@@ -294,20 +299,7 @@ async fn a_message_queued_but_not_acknowledged_at_a_kill_is_queued_once() {
 async fn a_message_sent_again_while_the_store_is_slow_is_queued_once() {
     let mut nats = Nats::new().await;
     let (input, output) = (nats.stream("in").await, nats.stream("out").await);
-    // An ack wait of one second, so the server sends again what waits.
-    let consumer = nats
-        .js
-        .get_stream(&input)
-        .await
-        .unwrap()
-        .create_consumer(pull::Config {
-            durable_name: Some("sluice".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let consumer = nats.durable(&input, Duration::from_secs(1)).await;
     let dir = tempfile::tempdir().unwrap();
     let toml = site(&nats_url(), &input, &nats_url(), &output, "");
     // A daemon on a PostgreSQL store (a cluster of one): the test can hold
