@@ -577,6 +577,16 @@ async fn a_run_asked_for_while_the_node_takes_the_lease_over_runs() {
         leased < ran,
         "run by the node that took the lease over:\n{log}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The run over and its queue sent: nothing more is coming.
+    eventually(20, "the queue sent", || async {
+        let i = nodes[other].integration("LIVE", "orders").await;
+        let running = i["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["status"] == "Running");
+        i["queued"] == 0 && !running
+    })
+    .await;
     assert_eq!(target.count(), 20, "each record once");
 }
