@@ -506,21 +506,12 @@ pub async fn cluster(
 }
 
 /// Waits until `check` holds, or fails the test after `secs`.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+pub async fn eventually<F, Fut>(secs: u64, what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if check().await {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {secs}s waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually_seen(secs, what, check, |held| *held).await;
 }
 
 /// Waits until `check` holds of what `look` gives and returns that; fails
