@@ -157,6 +157,59 @@ async fn a_persons_pause_outlives_an_outage() {
     .await;
 }
 
+/// A 401 that answers a request sent before the new credentials came is not
+/// the endpoint's state: the request goes again with them, and nothing is
+/// held (it was left Unauthorized with the right credentials in hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_of_credentials_replaced_while_it_was_on_its_way_is_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
+    eventually(10, "the first probe, answered", || async {
+        daemon
+            .log("LIVE")
+            .await
+            .contains("Connection to crm established")
+    })
+    .await;
+    // Now it wants a token, and takes two seconds to refuse one.
+    target.require_token("sesame");
+    target.slow_refusals(Duration::from_secs(2));
+    daemon.hook("LIVE", "orders", "web", order(1)).await;
+    eventually(10, "the record on its way", || async {
+        target.requests.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let (status, answer) = daemon
+        .post(
+            "/api/v1/sites/LIVE/endpoints/crm/reauthorize",
+            json!({"token": "sesame"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(target.count(), 0, "the first request is still refused");
+    eventually(10, "delivered with the new token", || async {
+        target.count() >= 1
+    })
+    .await;
+    let log = daemon.log("LIVE").await;
+    assert!(
+        log.contains("Endpoint crm refused the credentials replaced while transactions 1-1"),
+        "{log}"
+    );
+    assert!(!log.contains("Endpoint crm is unauthorized"), "{log}");
+    let (_, crm) = daemon.get("/api/v1/sites/LIVE/endpoints/crm").await;
+    assert_eq!(crm["state"], "online", "{crm}");
+    assert!(hold_kinds(&daemon.integration("LIVE", "orders").await).is_empty());
+    let (_, sent) = daemon
+        .get("/api/v1/sites/LIVE/integrations/orders/transactions?state=sent")
+        .await;
+    assert_eq!(
+        sent[0]["attempts"], 0,
+        "the refusal is not the record's: {sent}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_answers_are_retried_without_a_hold_and_refused_credentials_hold_until_reauthorized() {
     let dir = tempfile::tempdir().unwrap();

@@ -110,6 +110,7 @@ impl Consumer {
                     _ = tokio::time::sleep(LOOK) => {}
                 }
             }
+            let seen = self.endpoint.credentials_seen();
             let subscription = tokio::select! {
                 _ = token.cancelled() => return,
                 s = self.subscriber.subscribe() => s,
@@ -135,6 +136,9 @@ impl Consumer {
             match ended {
                 Ended::Cancelled => return,
                 Ended::NotCapturing => continue,
+                // Refused what was replaced while it connected: connects
+                // again at once with the new credentials.
+                Ended::Failed(e) if self.endpoint.refused_replaced(seen, &e) => continue,
                 Ended::Failed(e) => {
                     self.site
                         .log

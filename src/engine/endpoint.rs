@@ -4,11 +4,12 @@
 //! tests and probes found and sets what it says. Nothing here changes what
 //! a person set.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::connectors::{DeliveryError, EndpointKind, Source, Target};
+use crate::connectors::{Credentials, DeliveryError, EndpointKind, FailureClass, Source, Target};
 pub use crate::model::EndpointState;
 use crate::model::{now_millis, Millis};
 
@@ -42,7 +43,15 @@ pub struct Endpoint {
     observed: Mutex<Observed>,
     /// Every probe and test is counted here, by result (`/metrics`).
     probes: super::counters::ProbeMetrics,
+    /// How many times it was given new credentials (see
+    /// [`Endpoint::refused_replaced`]).
+    credentials_given: AtomicU64,
 }
+
+/// Which credentials a call went out with: taken before it, given to
+/// [`Endpoint::refused_replaced`] after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialsSeen(u64);
 
 impl Endpoint {
     pub fn new(name: &str, kind: EndpointKind, base: &std::path::Path) -> Endpoint {
@@ -59,6 +68,7 @@ impl Endpoint {
                 last_test: None,
             }),
             probes: super::counters::ProbeMetrics::none(),
+            credentials_given: AtomicU64::new(0),
         }
     }
 
@@ -78,6 +88,7 @@ impl Endpoint {
                 last_test: None,
             }),
             probes: super::counters::ProbeMetrics::none(),
+            credentials_given: AtomicU64::new(0),
         }
     }
 
@@ -101,16 +112,55 @@ impl Endpoint {
         self.observed.lock().last_error = Some(error.to_string());
     }
 
+    /// New credentials for what it calls with any: its target and its
+    /// subscriber (a broker endpoint may be both; the subscriber uses them
+    /// from its next connection). An error names what they do not fit.
+    pub fn take_credentials(&self, credentials: Credentials) -> Result<(), String> {
+        if self.target.is_none() && self.subscriber.is_none() {
+            return Err("this endpoint takes no credentials".into());
+        }
+        if let Some(target) = &self.target {
+            target.set_credentials(credentials.clone())?;
+        }
+        if let Some(subscriber) = &self.subscriber {
+            subscriber.set_credentials(credentials)?;
+        }
+        self.credentials_given.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The credentials a call about to go out is made with.
+    pub fn credentials_seen(&self) -> CredentialsSeen {
+        CredentialsSeen(self.credentials_given.load(Ordering::SeqCst))
+    }
+
+    /// Whether `error` refused the credentials a call went out with
+    /// (`seen`) after new ones were given: the refusal says nothing of the
+    /// endpoint as it now is, and the call is made again.
+    pub fn refused_replaced(&self, seen: CredentialsSeen, error: &DeliveryError) -> bool {
+        error.class == FailureClass::Unauthorized && self.credentials_seen() != seen
+    }
+
     /// A real call to the endpoint: its target's or its subscriber's probe
-    /// (with their credentials), or for a source the kind's own check.
+    /// (with their credentials), or for a source the kind's own check. A
+    /// probe that refused credentials replaced while it was on its way is
+    /// made again with the new ones.
     pub async fn probe(&self, base: &std::path::Path) -> Result<String, DeliveryError> {
-        let result = match (&self.target, &self.subscriber) {
-            (Some(target), _) => target.probe().await,
-            (None, Some(subscriber)) => subscriber.probe().await,
-            (None, None) => self.kind.probe(base).await,
-        };
-        self.note_test(&result);
-        result
+        loop {
+            let seen = self.credentials_seen();
+            let result = match (&self.target, &self.subscriber) {
+                (Some(target), _) => target.probe().await,
+                (None, Some(subscriber)) => subscriber.probe().await,
+                (None, None) => self.kind.probe(base).await,
+            };
+            if let Err(e) = &result {
+                if self.refused_replaced(seen, e) {
+                    continue;
+                }
+            }
+            self.note_test(&result);
+            return result;
+        }
     }
 
     /// Keeps what a probe or a test found (shown as the last test) and

@@ -645,6 +645,7 @@ impl Sender {
                     ..Delivery::new(key, payload)
                 })
                 .collect();
+            let seen = endpoint.credentials_seen();
             let result = match mapping_failure {
                 Some(failure) => Err(failure),
                 None => {
@@ -682,6 +683,22 @@ impl Sender {
                     if processed.unrecorded.is_some() {
                         return Pass::Interrupted;
                     }
+                }
+                Err(e) if endpoint.refused_replaced(seen, &e) => {
+                    // Not the endpoint's state, nor the records' failure:
+                    // sent again at once with the new credentials.
+                    self.log
+                        .write(
+                            level::INFO,
+                            format!(
+                                "Endpoint {} refused the credentials replaced while transactions \
+                                 {first}-{last} of {name} were on their way; sent again with \
+                                 the new ones",
+                                endpoint.name
+                            ),
+                        )
+                        .await;
+                    return Pass::Retry(Duration::ZERO);
                 }
                 Err(e) => {
                     if !deliveries.is_empty() {

@@ -568,6 +568,8 @@ pub struct Target {
     script: Arc<Mutex<std::collections::VecDeque<Answer>>>,
     /// When set, requests without `Authorization: Bearer <this>` get 401.
     token: Arc<Mutex<Option<String>>>,
+    /// How long a POST waits for its 401.
+    refusal_delay: Arc<Mutex<Duration>>,
     /// Every request that reached it, answered or not.
     pub requests: Arc<std::sync::atomic::AtomicUsize>,
     /// Served over HTTPS with these settings (see `start_tls`).
@@ -600,6 +602,7 @@ impl Target {
             accept_all: Arc::default(),
             script: Arc::default(),
             token: Arc::default(),
+            refusal_delay: Arc::default(),
             requests: Arc::default(),
             tls,
             connections: Arc::default(),
@@ -669,6 +672,11 @@ impl Target {
     /// Requests without `Authorization: Bearer TOKEN` are answered 401.
     pub fn require_token(&self, token: &str) {
         *self.token.lock().unwrap() = Some(token.to_string());
+    }
+
+    /// A POST refused for its token is answered after `d`.
+    pub fn slow_refusals(&self, d: Duration) {
+        *self.refusal_delay.lock().unwrap() = d;
     }
 
     pub fn url(&self) -> String {
@@ -747,6 +755,8 @@ async fn receive(
     if let Some(token) = wanted {
         let given = headers.get("authorization").and_then(|v| v.to_str().ok());
         if given != Some(format!("Bearer {token}").as_str()) {
+            let delay = *t.refusal_delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
             return (StatusCode::UNAUTHORIZED, "{\"error\": \"bad token\"}").into_response();
         }
     }

@@ -173,26 +173,7 @@ impl Site {
     ) -> Result<EndpointTest> {
         let endpoint = self.endpoint(name)?;
         let subject = format!("endpoint/{name}");
-        if endpoint.target.is_none() && endpoint.subscriber.is_none() {
-            let refusal = Refusal::Invalid(format!("endpoint {name} takes no credentials"));
-            return self
-                .refused(actor, "endpoint.reauthorize", &subject, None, refusal)
-                .await;
-        }
-        // A broker endpoint may be read from and published to: both take
-        // them (the subscriber from its next connection).
-        let taken = match (&endpoint.target, &endpoint.subscriber) {
-            (Some(target), subscriber) => {
-                target.set_credentials(credentials.clone()).and_then(|()| {
-                    subscriber
-                        .as_ref()
-                        .map_or(Ok(()), |s| s.set_credentials(credentials))
-                })
-            }
-            (None, Some(subscriber)) => subscriber.set_credentials(credentials),
-            (None, None) => Ok(()),
-        };
-        if let Err(e) = taken {
+        if let Err(e) = endpoint.take_credentials(credentials) {
             let refusal = Refusal::Invalid(format!("endpoint {name}: {e}"));
             return self
                 .refused(actor, "endpoint.reauthorize", &subject, None, refusal)
