@@ -487,8 +487,8 @@ async fn a_reload_asked_of_one_node_is_applied_by_every_node() {
     })
     .await;
     // Records of the new integration, taken by either node, are sent.
-    let (status, _) = nodes[1].hook("LIVE", "stock", "stock", order(1)).await;
-    assert_eq!(status.as_u16(), 202);
+    let (status, answer) = nodes[1].hook("LIVE", "stock", "stock", order(1)).await;
+    assert_eq!(status.as_u16(), 202, "{answer:?}");
     eventually(20, "delivered", || async { target.count() >= 1 }).await;
     let audit = nodes[1].get("/api/v1/sites/LIVE/audit").await.1;
     let reloads = audit

@@ -296,6 +296,49 @@ async fn a_stopped_site_runs_nothing_and_forgets_pending_requests_on_start() {
     assert!(log.contains("it is not commenced"), "{log}");
 }
 
+/// A reload is not a stop: records sent by webhook while it applies are
+/// taken (by the old configuration until the new one runs), none refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_sent_during_a_reload_are_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let daemon = Daemon::start(dir.path(), &webhook_site(&target, 10)).await;
+    let good = std::fs::read_to_string(&daemon.config).unwrap();
+    let sending = std::sync::atomic::AtomicBool::new(true);
+    let hooks = async {
+        let mut n = 0usize;
+        while sending.load(std::sync::atomic::Ordering::SeqCst) {
+            let (status, answer) = daemon.hook("LIVE", "orders", "web", order(n)).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "record {n}: {answer:?}");
+            n += 1;
+        }
+        n
+    };
+    let reloads = async {
+        for i in 0..5 {
+            // Each reload changes an integration, so that it restarts.
+            let added = format!(
+                "{good}\n[sites.LIVE.integrations.extra{i}]\n\n[[sites.LIVE.integrations.extra{i}.flows]]\n\
+                 name = \"extra{i}\"\nsource = \"shop\"\ntarget = \"crm\"\n"
+            );
+            std::fs::write(&daemon.config, added).unwrap();
+            let (status, answer) = daemon.post("/api/v1/sites/LIVE/reload", json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+        sending.store(false, std::sync::atomic::Ordering::SeqCst);
+    };
+    let (sent, ()) = tokio::join!(hooks, reloads);
+    eventually(20, "every record delivered", || async {
+        target.count() >= sent
+    })
+    .await;
+    assert_eq!(
+        target.field("n"),
+        (0..sent).map(|n| json!(n)).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_the_file_and_keeps_states_and_queues() {
     let dir = tempfile::tempdir().unwrap();

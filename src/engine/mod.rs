@@ -362,7 +362,13 @@ impl Daemon {
                 return Err(e);
             }
         };
+        // Restored (its state read, its workers started) before the API
+        // sees it: until then the old one answers, and takes records, as it
+        // did (a hook is not refused because the new one has not read that
+        // the site runs).
+        let restored = site.restore().await;
         self.sites.write().insert(name.to_string(), site.clone());
+        restored?;
         let after: Vec<String> = site.integrations().map(|i| i.name.clone()).collect();
         let was = |n: &String| before.iter().find(|c| &c.name == n);
         let added: Vec<&String> = after.iter().filter(|n| was(n).is_none()).collect();
@@ -371,7 +377,6 @@ impl Daemon {
             .map(|c| &c.name)
             .filter(|n| !after.contains(n))
             .collect();
-        site.restore().await?;
         // A new or changed integration restarts (seed 001: Restarting until
         // its first sync); an unchanged one goes on as it was.
         for integration in site.integrations() {
