@@ -19,7 +19,8 @@ use crate::model::{RunMode, RunResult};
 use crate::store::NewRecord;
 
 pub async fn run(site: Arc<Site>, flow: String, mode: RunMode, token: CancellationToken) {
-    let (result, captured, error) = match capture(&site, &flow, mode, &token).await {
+    let (run, outcome) = capture(&site, &flow, mode, &token).await;
+    let (result, captured, error) = match outcome {
         Ok((result, captured)) => (result, captured, None),
         Err((captured, e)) => (RunResult::Failed, captured, Some(e)),
     };
@@ -49,50 +50,46 @@ pub async fn run(site: Arc<Site>, flow: String, mode: RunMode, token: Cancellati
         )
         .await;
     site.note_run(&flow, None);
-    match site.end_run(&flow, result).await {
+    match site.end_run(&flow, result, run.map(|id| (id, error))).await {
         Ok(()) => {}
         Err(e) if e.is_disk_full() => {}
         Err(e) => tracing::error!(site = %site.name, flow, "cannot record the end of a run: {e}"),
     }
 }
 
-/// Returns how the run ended and how many records it queued, or (on
-/// failure) how many it had queued and why it failed.
+/// The run recorded, if it got that far, and how it ended with how many
+/// records it queued, or (on failure) how many it had queued and why it
+/// failed.
+type Captured = (Option<i64>, Result<(RunResult, i64), (i64, String)>);
+
 async fn capture(
     site: &Arc<Site>,
     flow: &str,
     mode: RunMode,
     token: &CancellationToken,
-) -> Result<(RunResult, i64), (i64, String)> {
-    let fail = |e: String| (0, e);
-    let (ic, fc) = site.flow(flow).map_err(|e| fail(e.to_string()))?;
-    let integration = site
-        .integration(&ic.name)
-        .map_err(|e| fail(e.to_string()))?
-        .clone();
-    let endpoint = site.endpoint(&fc.source).map_err(|e| fail(e.to_string()))?;
-    let source = endpoint
-        .source
-        .clone()
-        .ok_or_else(|| fail(format!("endpoint {} is not a source", endpoint.name)))?;
-    let run = site
-        .store
-        .start_run(flow, mode)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let outcome = pages(site, &integration, fc, mode, run, source.as_ref(), token).await;
-    let (result, error) = match &outcome {
-        Ok((result, _)) => (*result, None),
-        Err((_, e)) => (RunResult::Failed, Some(e.clone())),
+) -> Captured {
+    let fail = |e: String| (None, Err((0, e)));
+    let (ic, fc) = match site.flow(flow) {
+        Ok(found) => found,
+        Err(e) => return fail(e.to_string()),
     };
-    match site.store.finish_run(run, result, error).await {
-        Ok(()) => {}
-        Err(e) if e.is_disk_full() => {}
-        Err(e) => {
-            tracing::error!(site = %site.name, flow, "cannot record the end of run {run}: {e}")
-        }
-    }
-    outcome
+    let integration = match site.integration(&ic.name) {
+        Ok(integration) => integration.clone(),
+        Err(e) => return fail(e.to_string()),
+    };
+    let endpoint = match site.endpoint(&fc.source) {
+        Ok(endpoint) => endpoint,
+        Err(e) => return fail(e.to_string()),
+    };
+    let Some(source) = endpoint.source.clone() else {
+        return fail(format!("endpoint {} is not a source", endpoint.name));
+    };
+    let run = match site.store.start_run(flow, mode).await {
+        Ok(run) => run,
+        Err(e) => return fail(e.to_string()),
+    };
+    let outcome = pages(site, &integration, fc, mode, run, source.as_ref(), token).await;
+    (Some(run), outcome)
 }
 
 async fn pages(

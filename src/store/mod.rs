@@ -513,7 +513,15 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- runs -----
     async fn start_run(&self, flow: &str, mode: RunMode) -> Result<i64>;
-    async fn finish_run(&self, run: i64, result: RunResult, error: Option<String>) -> Result<()>;
+    /// Records the end of a run and, if given, its flow's status after it,
+    /// in one transaction: a run seen over is never of a flow still Running.
+    async fn finish_run(
+        &self,
+        run: i64,
+        result: RunResult,
+        error: Option<String>,
+        flow: Option<(&str, FlowStatus)>,
+    ) -> Result<()>;
     /// The latest runs of a flow, newest first.
     async fn runs(&self, flow: &str, limit: usize) -> Result<Vec<RunRecord>>;
     /// How many of an integration's transactions with a sequence number in

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{RunRequest, Site};
-use crate::engine::{Integration, Result};
+use crate::engine::{EngineError, Integration, Result};
 use crate::log::level;
 use crate::model::actions::FlowFacts;
 use crate::model::{FlowEvent, FlowStatus, Refusal, RunMode, RunResult, SiteState};
@@ -232,11 +232,10 @@ impl Site {
                 Some(run) => {
                     let why =
                         format!("the node that ran it stopped; {node} sends the integration now");
-                    let _closed = self
-                        .store
-                        .finish_run(run.id, RunResult::Halted, Some(why.clone()))
+                    let closed = Some((run.id, Some(why.clone())));
+                    let _ended = self
+                        .end_run_locked(&flow.name, RunResult::Halted, closed)
                         .await;
-                    let _ended = self.end_run_locked(&flow.name, RunResult::Halted).await;
                     self.log
                         .write(
                             level::INFO,
@@ -275,17 +274,46 @@ impl Site {
         })
     }
 
-    /// Records the end of a run in the flow's status.
-    pub async fn end_run(&self, flow: &str, result: RunResult) -> Result<()> {
+    /// Records the end of a run: the run (id and error, if it was recorded)
+    /// and the flow's status, in one store transaction, so that a run seen
+    /// over is never of a flow still Running (a run asked for next is not
+    /// refused).
+    pub async fn end_run(
+        &self,
+        flow: &str,
+        result: RunResult,
+        run: Option<(i64, Option<String>)>,
+    ) -> Result<()> {
         let _flows = self.flow_control.lock().await;
-        self.end_run_locked(flow, result).await
+        self.end_run_locked(flow, result, run).await
     }
 
     /// [`Site::end_run`] with the flow lock held by the caller.
-    async fn end_run_locked(&self, flow: &str, result: RunResult) -> Result<()> {
-        let current = self.store.flow(flow).await?.status;
-        let next = current.apply(FlowEvent::Finished(result))?;
-        self.store.set_flow_status(flow, next).await?;
-        Ok(())
+    async fn end_run_locked(
+        &self,
+        flow: &str,
+        result: RunResult,
+        run: Option<(i64, Option<String>)>,
+    ) -> Result<()> {
+        let next = match self.store.flow(flow).await {
+            Ok(record) => record
+                .status
+                .apply(FlowEvent::Finished(result))
+                .map_err(EngineError::from),
+            Err(e) => Err(e.into()),
+        };
+        match (run, next) {
+            (Some((id, error)), Ok(next)) => {
+                let status = Some((flow, next));
+                Ok(self.store.finish_run(id, result, error, status).await?)
+            }
+            // The run is over whatever the flow's status says.
+            (Some((id, error)), Err(e)) => {
+                self.store.finish_run(id, result, error, None).await?;
+                Err(e)
+            }
+            (None, Ok(next)) => Ok(self.store.set_flow_status(flow, next).await?),
+            (None, Err(e)) => Err(e),
+        }
     }
 }

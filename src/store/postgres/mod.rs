@@ -205,6 +205,19 @@ impl PgStore {
 
     /// On a node: tells the others, with the commit of `db`, that `kind`
     /// `name` changed.
+    /// Sets a flow's status in `db`, and tells the other nodes.
+    async fn put_flow_status(
+        &self,
+        db: &deadpool_postgres::Transaction<'_>,
+        flow: &str,
+        status: FlowStatus,
+    ) -> Result<()> {
+        let stmt = db.prepare_cached(PUT_FLOW_STATUS).await?;
+        db.execute(&stmt, &[&self.site, &flow, &status.encode(), &now_millis()])
+            .await?;
+        self.changed(db, "flow", flow).await
+    }
+
     async fn changed(
         &self,
         db: &deadpool_postgres::Transaction<'_>,
@@ -671,10 +684,7 @@ impl Store for PgStore {
     async fn set_flow_status(&self, flow: &str, status: FlowStatus) -> Result<()> {
         let mut client = self.client().await?;
         let db = client.transaction().await?;
-        let stmt = db.prepare_cached(PUT_FLOW_STATUS).await?;
-        db.execute(&stmt, &[&self.site, &flow, &status.encode(), &now_millis()])
-            .await?;
-        self.changed(&db, "flow", flow).await?;
+        self.put_flow_status(&db, flow, status).await?;
         db.commit().await?;
         Ok(())
     }
@@ -1173,20 +1183,30 @@ impl Store for PgStore {
         )
     }
 
-    async fn finish_run(&self, run: i64, result: RunResult, error: Option<String>) -> Result<()> {
-        let client = self.client().await?;
-        let stmt = client
+    async fn finish_run(
+        &self,
+        run: i64,
+        result: RunResult,
+        error: Option<String>,
+        flow: Option<(&str, FlowStatus)>,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let db = client.transaction().await?;
+        let stmt = db
             .prepare_cached(
                 "UPDATE sluice_runs SET finished_at = $3, result = $4, error = $5
                   WHERE site = $1 AND id = $2",
             )
             .await?;
-        client
-            .execute(
-                &stmt,
-                &[&self.site, &run, &now_millis(), &result.as_str(), &error],
-            )
-            .await?;
+        db.execute(
+            &stmt,
+            &[&self.site, &run, &now_millis(), &result.as_str(), &error],
+        )
+        .await?;
+        if let Some((name, status)) = flow {
+            self.put_flow_status(&db, name, status).await?;
+        }
+        db.commit().await?;
         Ok(())
     }
 

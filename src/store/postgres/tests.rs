@@ -104,7 +104,7 @@ async fn sites_in_one_database_do_not_see_each_other() {
     let run = north.start_run("f", RunMode::All).await.unwrap();
     assert!(south.runs("f", 10).await.unwrap().is_empty());
     south
-        .finish_run(run, RunResult::Failed, Some("not mine".into()))
+        .finish_run(run, RunResult::Failed, Some("not mine".into()), None)
         .await
         .unwrap();
     assert_eq!(north.runs("f", 1).await.unwrap()[0].result, None);

@@ -1036,14 +1036,24 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn finish_run(&self, run: i64, result: RunResult, error: Option<String>) -> Result<()> {
+    async fn finish_run(
+        &self,
+        run: i64,
+        result: RunResult,
+        error: Option<String>,
+        flow: Option<(&str, FlowStatus)>,
+    ) -> Result<()> {
+        let flow = flow.map(|(name, status)| (name.to_string(), status));
         self.write(move |ctx| {
             ctx.conn
                 .prepare_cached(
                     "UPDATE runs SET finished_at = ?1, result = ?2, error = ?3 WHERE id = ?4",
                 )?
                 .execute(params![now_millis(), result.as_str(), error, run])?;
-            Ok(())
+            match flow {
+                Some((name, status)) => put_flow_status(ctx.conn, &name, status),
+                None => Ok(()),
+            }
         })
         .await
     }

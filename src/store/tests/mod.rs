@@ -532,7 +532,7 @@ async fn enqueue_moves_the_checkpoint_and_the_run_with_the_records() {
         );
         assert!(halted.finished_at.is_some());
         let second = s.start_run("f", RunMode::All).await.unwrap();
-        s.finish_run(second, RunResult::Failed, Some("boom".into()))
+        s.finish_run(second, RunResult::Failed, Some("boom".into()), None)
             .await
             .unwrap();
         let runs = s.runs("f", 10).await.unwrap();
