@@ -342,12 +342,13 @@ impl Health {
             reason: format!("endpoint {} is {}: {reason}", endpoint.name, state.as_str()),
         };
         for integration in &users {
+            // Held all the same while the daemon runs; the disk being full
+            // is said once by the site log.
             match integration.place_hold(hold.clone()).await {
-                Ok(()) => {}
-                // Held all the same while the daemon runs; the disk being
-                // full is said once by the site log.
-                Err(e) if e.is_disk_full() => integration.hold_placed(hold.clone()),
-                Err(e) => tracing::error!("cannot place a hold on {}: {e}", integration.name),
+                Err(e) if !e.is_disk_full() => {
+                    tracing::error!("cannot store a hold of {}: {e}", integration.name)
+                }
+                _ => {}
             }
         }
         let names: Vec<&str> = users.iter().map(|i| i.name.as_str()).collect();

@@ -307,16 +307,23 @@ impl Integration {
     }
 
     /// Places a hold the system decided on (site stopped, endpoint
-    /// offline…): stored, then in effect. The operator's hold is never
-    /// placed here.
+    /// offline…): in effect at once, then stored. A sender that finds its
+    /// endpoint already down does not try it again while the hold is being
+    /// written; one that cannot be stored holds all the same while the
+    /// daemon runs (a restart probes the endpoint again). The operator's
+    /// hold is never placed here.
     pub async fn place_hold(&self, hold: Hold) -> Result<()> {
         let Some(change) = Holds::place_by_system(hold) else {
             return Ok(());
         };
-        self.store
-            .change_integration(&self.name, change.clone(), None)
-            .await?;
         self.update(|r| r.take(&change));
+        let stored = self
+            .store
+            .change_integration(&self.name, change.clone(), None)
+            .await;
+        // Again: a refresh may have read the store before it held it.
+        self.update(|r| r.take(&change));
+        stored?;
         Ok(())
     }
 
@@ -599,6 +606,29 @@ mod tests {
             .is_some_and(|s| s.contains("cannot be recorded (the disk is full)")));
         orders.note_unrecorded(None);
         assert_eq!(orders.stalled(after), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_system_hold_is_in_effect_before_it_is_stored() {
+        let (orders, store, dir) = opened().await;
+        // Another connection holds the file's write lock: storing waits.
+        let lock = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let placing = tokio::spawn({
+            let orders = orders.clone();
+            async move { orders.place_hold(offline()).await }
+        });
+        let held = |i: &Integration| i.record().holds.get(HoldKind::EndpointOffline).is_some();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !held(&orders) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(held(&orders), "in effect while the store waits");
+        assert!(!placing.is_finished(), "not stored yet");
+        lock.execute_batch("ROLLBACK").unwrap();
+        placing.await.unwrap().unwrap();
+        let stored = store.integration("orders").await.unwrap().unwrap();
+        assert!(stored.holds.get(HoldKind::EndpointOffline).is_some());
     }
 
     /// Whether the sender was woken since the last look (a permit left).

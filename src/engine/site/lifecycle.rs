@@ -70,9 +70,8 @@ impl Site {
                         .holds
                         .get(HoldKind::SiteStopped)
                         .is_some();
-                    if !held && tolerate_full(integration.place_hold(hold.clone()).await)?.is_none()
-                    {
-                        integration.hold_placed(hold.clone());
+                    if !held {
+                        tolerate_full(integration.place_hold(hold.clone()).await)?;
                     }
                 }
                 self.log

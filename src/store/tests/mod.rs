@@ -532,9 +532,17 @@ async fn enqueue_moves_the_checkpoint_and_the_run_with_the_records() {
         );
         assert!(halted.finished_at.is_some());
         let second = s.start_run("f", RunMode::All).await.unwrap();
-        s.finish_run(second, RunResult::Failed, Some("boom".into()), None)
-            .await
-            .unwrap();
+        // With the flow's status after it, in the same transaction.
+        let after = FlowStatus::Done(RunResult::Failed);
+        s.finish_run(
+            second,
+            RunResult::Failed,
+            Some("boom".into()),
+            Some(("f", after)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.flow("f").await.unwrap().status, after);
         let runs = s.runs("f", 10).await.unwrap();
         assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), [second, run]);
         assert_eq!(runs[0].result, Some(RunResult::Failed));
