@@ -155,13 +155,9 @@ async fn an_alert_waits_for_a_channel_that_is_down_and_holds_up_nothing() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    eventually(10, "the site log says the channel is down", || async {
-        daemon
-            .log("LIVE")
-            .await
-            .contains("Alert channel ops cannot be reached")
-    })
-    .await;
+    daemon
+        .await_log("LIVE", "Alert channel ops cannot be reached", 10)
+        .await;
     // The integration is not held up by the channel: it resumes and sends.
     let (status, v) = daemon
         .post("/api/v1/sites/LIVE/integrations/orders/resume", json!({}))
@@ -531,13 +527,9 @@ async fn an_email_deferred_or_refused_stays_queued_until_the_server_takes_it() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    eventually(10, "the site log says the first try failed", || async {
-        daemon
-            .log("LIVE")
-            .await
-            .contains("Alert channel oncall cannot be reached")
-    })
-    .await;
+    daemon
+        .await_log("LIVE", "Alert channel oncall cannot be reached", 10)
+        .await;
     let log = daemon.log("LIVE").await;
     assert!(
         log.contains("put the email off: it answered 451 4.3.0 mailbox busy"),

@@ -332,13 +332,9 @@ async fn a_message_queued_but_not_acknowledged_at_a_kill_is_queued_once() {
         .await;
     assert!(status.is_success());
     rabbit.publish(&input, 1, 20).await;
-    eventually(20, "the messages queued, not acknowledged", || async {
-        daemon
-            .log("S")
-            .await
-            .contains("Stalled before the acknowledgement")
-    })
-    .await;
+    daemon
+        .await_log("S", "Stalled before the acknowledgement", 20)
+        .await;
     let queued = daemon.queued_keys("S", "sync").await;
     assert!(!queued.is_empty());
     // SIGKILL between queueing and acknowledging: the broker keeps them.

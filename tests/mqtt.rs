@@ -102,13 +102,9 @@ impl Client {
 /// Waits until the daemon's consumer of endpoint `input` subscribed: what
 /// is published before that is not in its session yet.
 async fn subscribed(daemon: &Daemon) {
-    eventually(10, "the consumer subscribed", || async {
-        daemon
-            .log("S")
-            .await
-            .contains("consumes from endpoint input")
-    })
-    .await;
+    daemon
+        .await_log("S", "consumes from endpoint input", 10)
+        .await;
 }
 
 /// Removes a persistent session: a clean connection under its client id.
@@ -243,13 +239,9 @@ async fn a_message_queued_but_not_acknowledged_at_a_kill_is_queued_once() {
     subscribed(&daemon).await;
     let writer = Client::new(&format!("{base}-w"), None).await;
     writer.publish(&format!("{base}/in/a"), 1, 20).await;
-    eventually(20, "queued, not acknowledged", || async {
-        daemon
-            .log("S")
-            .await
-            .contains("Stalled before the acknowledgement")
-    })
-    .await;
+    daemon
+        .await_log("S", "Stalled before the acknowledgement", 20)
+        .await;
     daemon.kill();
     daemon
         .options_mut()

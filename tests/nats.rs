@@ -250,13 +250,9 @@ async fn a_message_queued_but_not_acknowledged_at_a_kill_is_queued_once() {
         .await;
     assert!(status.is_success());
     nats.publish(&input, 1, 20).await;
-    eventually(20, "queued, not acknowledged", || async {
-        daemon
-            .log("S")
-            .await
-            .contains("Stalled before the acknowledgement")
-    })
-    .await;
+    daemon
+        .await_log("S", "Stalled before the acknowledgement", 20)
+        .await;
     daemon.kill();
     daemon
         .options_mut()
@@ -317,13 +313,9 @@ async fn a_message_sent_again_while_the_store_is_slow_is_queued_once() {
         .post("/api/v1/sites/S/integrations/sync/pause", json!({}))
         .await;
     assert!(status.is_success());
-    eventually(20, "the flow consuming", || async {
-        daemon
-            .log("S")
-            .await
-            .contains("consumes from endpoint input")
-    })
-    .await;
+    daemon
+        .await_log("S", "consumes from endpoint input", 20)
+        .await;
     let store = daemon.store_db();
     let mut holder = pg::pg_connect(&store.url).await;
     let held = holder.transaction().await.unwrap();

@@ -165,13 +165,9 @@ async fn a_refusal_of_credentials_replaced_while_it_was_on_its_way_is_sent_again
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start().await;
     let daemon = Daemon::start(dir.path(), &webhook_site(&target, 1)).await;
-    eventually(10, "the first probe, answered", || async {
-        daemon
-            .log("LIVE")
-            .await
-            .contains("Connection to crm established")
-    })
-    .await;
+    daemon
+        .await_log("LIVE", "Connection to crm established", 10)
+        .await;
     // Now it wants a token, and takes two seconds to refuse one.
     target.require_token("sesame");
     target.slow_refusals(Duration::from_secs(2));

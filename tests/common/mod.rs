@@ -419,6 +419,15 @@ impl Daemon {
         v
     }
 
+    /// Waits up to `secs` for the site log of `site` to hold `text`.
+    pub async fn await_log(&self, site: &str, text: &str, secs: u64) {
+        let what = format!("the log of site {site} to say {text:?}");
+        eventually(secs, &what, || async {
+            self.log(site).await.contains(text)
+        })
+        .await;
+    }
+
     pub async fn log(&self, site: &str) -> String {
         self.get_text(&format!("/api/v1/sites/{site}/log")).await
     }
