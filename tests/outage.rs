@@ -168,9 +168,9 @@ async fn a_refusal_of_credentials_replaced_while_it_was_on_its_way_is_sent_again
     daemon
         .await_log("LIVE", "Connection to crm established", 10)
         .await;
-    // Now it wants a token, and takes two seconds to refuse one.
+    // Now it wants a token, and holds its refusal until told.
     target.require_token("sesame");
-    target.slow_refusals(Duration::from_secs(2));
+    target.hold_refusals();
     daemon.hook("LIVE", "orders", "web", order(1)).await;
     eventually(10, "the record on its way", || async {
         target.requests.load(Ordering::SeqCst) >= 1
@@ -184,6 +184,7 @@ async fn a_refusal_of_credentials_replaced_while_it_was_on_its_way_is_sent_again
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(target.count(), 0, "the first request is still refused");
+    target.release_refusals();
     eventually(10, "delivered with the new token", || async {
         target.count() >= 1
     })

@@ -577,8 +577,9 @@ pub struct Target {
     script: Arc<Mutex<std::collections::VecDeque<Answer>>>,
     /// When set, requests without `Authorization: Bearer <this>` get 401.
     token: Arc<Mutex<Option<String>>>,
-    /// How long a POST waits for its 401.
-    refusal_delay: Arc<Mutex<Duration>>,
+    /// While false, a POST refused for its token waits for its 401 (see
+    /// `hold_refusals`).
+    refusals: Arc<tokio::sync::watch::Sender<bool>>,
     /// Every request that reached it, answered or not.
     pub requests: Arc<std::sync::atomic::AtomicUsize>,
     /// Served over HTTPS with these settings (see `start_tls`).
@@ -611,7 +612,7 @@ impl Target {
             accept_all: Arc::default(),
             script: Arc::default(),
             token: Arc::default(),
-            refusal_delay: Arc::default(),
+            refusals: Arc::new(tokio::sync::watch::channel(true).0),
             requests: Arc::default(),
             tls,
             connections: Arc::default(),
@@ -683,9 +684,14 @@ impl Target {
         *self.token.lock().unwrap() = Some(token.to_string());
     }
 
-    /// A POST refused for its token is answered after `d`.
-    pub fn slow_refusals(&self, d: Duration) {
-        *self.refusal_delay.lock().unwrap() = d;
+    /// A POST refused for its token gets its 401 only once
+    /// `release_refusals` is called.
+    pub fn hold_refusals(&self) {
+        self.refusals.send_replace(false);
+    }
+
+    pub fn release_refusals(&self) {
+        self.refusals.send_replace(true);
     }
 
     pub fn url(&self) -> String {
@@ -764,8 +770,8 @@ async fn receive(
     if let Some(token) = wanted {
         let given = headers.get("authorization").and_then(|v| v.to_str().ok());
         if given != Some(format!("Bearer {token}").as_str()) {
-            let delay = *t.refusal_delay.lock().unwrap();
-            tokio::time::sleep(delay).await;
+            let mut released = t.refusals.subscribe();
+            drop(released.wait_for(|r| *r).await);
             return (StatusCode::UNAUTHORIZED, "{\"error\": \"bad token\"}").into_response();
         }
     }
