@@ -68,28 +68,31 @@ async fn capture(
     mode: RunMode,
     token: &CancellationToken,
 ) -> Captured {
-    let fail = |e: String| (None, Err((0, e)));
-    let (ic, fc) = match site.flow(flow) {
-        Ok(found) => found,
-        Err(e) => return fail(e.to_string()),
+    let started = async {
+        let (ic, fc) = site.flow(flow).map_err(|e| e.to_string())?;
+        let integration = site
+            .integration(&ic.name)
+            .map_err(|e| e.to_string())?
+            .clone();
+        let endpoint = site.endpoint(&fc.source).map_err(|e| e.to_string())?;
+        let source = endpoint
+            .source
+            .clone()
+            .ok_or_else(|| format!("endpoint {} is not a source", endpoint.name))?;
+        let run = site
+            .store
+            .start_run(flow, mode)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((integration, fc, source, run))
     };
-    let integration = match site.integration(&ic.name) {
-        Ok(integration) => integration.clone(),
-        Err(e) => return fail(e.to_string()),
-    };
-    let endpoint = match site.endpoint(&fc.source) {
-        Ok(endpoint) => endpoint,
-        Err(e) => return fail(e.to_string()),
-    };
-    let Some(source) = endpoint.source.clone() else {
-        return fail(format!("endpoint {} is not a source", endpoint.name));
-    };
-    let run = match site.store.start_run(flow, mode).await {
-        Ok(run) => run,
-        Err(e) => return fail(e.to_string()),
-    };
-    let outcome = pages(site, &integration, fc, mode, run, source.as_ref(), token).await;
-    (Some(run), outcome)
+    match started.await {
+        Ok((integration, fc, source, run)) => {
+            let outcome = pages(site, &integration, fc, mode, run, source.as_ref(), token).await;
+            (Some(run), outcome)
+        }
+        Err(e) => (None, Err((0, e))),
+    }
 }
 
 async fn pages(
